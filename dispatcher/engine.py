@@ -25,16 +25,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 from psycopg_pool import PoolTimeout
 
+from dispatcher.attempt import AttemptResult, OutboundRequest
+from dispatcher.breaker import is_failure
 from dispatcher.classify import Outcome, classify
 from dispatcher.models import ClaimedDelivery, OutcomeItem
 from dispatcher.repository import Repository
@@ -47,15 +50,18 @@ from dispatcher.request import (
     prepare_webhook,
     request_body,
 )
-from dispatcher.retry import RetryPolicy, next_delay
-from dispatcher.sender import AttemptResult, OutboundRequest
+from dispatcher.retry import RetryPolicy, RetryPolicyError, next_delay
 from whk.secretbox import SecretBox
 from whk.settings import Settings
 
 log = logging.getLogger("whk.dispatcher")
 
 # Database errors the loops survive (server restart, network blip, pool exhausted while reconnecting).
-TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    PoolTimeout,
+)
 
 _HOOK_TTL_S = 2.0
 _POLICY_TTL_S = 5.0
@@ -74,7 +80,7 @@ class Engine:
         sender: Any,
         *,
         dispatcher_id: str,
-        listen: Callable[[Callable[[], None]], Awaitable[None]] | None = None,
+        listen: Callable[[Callable[[], None]], Coroutine[Any, Any, None]] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._s = settings.dispatcher
@@ -163,13 +169,13 @@ class Engine:
                 self._idle = False  # re-declare after reconnecting (the row may be gone)
             await self._sleep(stop, timeout)
 
-    async def _sleep(self, stop: asyncio.Event, timeout: float) -> None:
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
         if self._wake.is_set():
             self._wake.clear()
             return
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
         try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for w in waiters:
                 w.cancel()
@@ -214,7 +220,12 @@ class Engine:
         now = time.monotonic()
         if self._policy is None or now - self._policy[0] > _POLICY_TTL_S:
             raw = await self._repo.global_retry_policy()
-            self._policy = (now, RetryPolicy.from_json(raw) if raw else RetryPolicy())
+            try:
+                policy = RetryPolicy.from_json(raw)
+            except (RetryPolicyError, ValueError) as exc:
+                log.error("global retry.policy is invalid (%s); using the built-in schedule", exc)
+                policy = RetryPolicy()
+            self._policy = (now, policy)
         stale = [i for i in ids if i not in self._hooks or now - self._hooks[i][0] > _HOOK_TTL_S]
         if stale:
             for row in await self._repo.webhooks(stale):
@@ -237,21 +248,23 @@ class Engine:
             user_agent=self._s.user_agent,
         )
         if hook.config_error is not None:
+            # Nothing is sent: the attempt fails with the configuration problem and follows the schedule.
             result = AttemptResult(
                 status=None,
                 headers=[],
                 body=b"",
                 body_truncated=False,
                 duration_ms=0.0,
-                error_class="config",
+                error_class=None,
                 error_detail=hook.config_error,
                 location=None,
                 remote_ip=None,
             )
+            outcome = Outcome(kind="retry", reason=f"webhook configuration: {hook.config_error}")
         else:
             result = await self._sender.send(req)
+            outcome = classify(result, require_ack=hook.row.require_ack, now=time.time())
         self.stats["requests"] += 1
-        outcome = classify(result, require_ack=hook.row.require_ack)
         common = _attempt_fields(hook, req, result, outcome, body, started)
         for d in group:
             self._outcomes.put_nowait(self._outcome_item(hook, d, outcome, started, common))
@@ -284,14 +297,15 @@ class Engine:
                 dead_reason = f"{outcome.reason} (after {attempt_no - d.schedule_offset} attempts)"
             else:
                 next_at = datetime.now(UTC) + timedelta(seconds=delay)
-        success = kind in ("delivered", "awaiting_ack")
+        verdict = is_failure(outcome)
+        success = verdict is False
         return OutcomeItem(
             id=d.delivery_id,
             webhook_id=d.webhook_id,
             attempt_no=attempt_no,
             state=state,
             success=success,
-            failure=not success,
+            failure=verdict is True,
             gone=kind == "gone",
             next_attempt_at=next_at,
             ack_deadline=ack_deadline,
@@ -315,14 +329,14 @@ class Engine:
             items = [getter.result()]
             while len(items) < _RECORD_GROUP and not self._outcomes.empty():
                 items.append(self._outcomes.get_nowait())
-            await self._retry_db(lambda items=items: self._repo.record(items), "record outcomes")
+            await self._retry_db(functools.partial(self._repo.record, items), "record outcomes")
             self.stats["recorded"] += len(items)
             self._wake.set()
 
     async def _final_flush(self) -> None:
         while not self._outcomes.empty():
             items = [self._outcomes.get_nowait() for _ in range(min(_RECORD_GROUP, self._outcomes.qsize()))]
-            await self._retry_db(lambda items=items: self._repo.record(items), "record outcomes")
+            await self._retry_db(functools.partial(self._repo.record, items), "record outcomes")
             self.stats["recorded"] += len(items)
 
     async def _retry_db(self, fn: Callable[[], Awaitable[Any]], what: str, *, attempts: int = 30) -> Any:

@@ -22,7 +22,7 @@ log = logging.getLogger("whk.dispatcher.listener")
 
 
 async def listen_forever(dsn: str, on_notify: Callable[[], None], *, connect_timeout: float = 5.0) -> None:
-    """Call ``on_notify`` for every NOTIFY on ``whk_outbox``; survive server restarts. Runs until cancelled."""
+    """Call ``on_notify`` for every NOTIFY on ``whk_outbox``, surviving server restarts, until cancelled."""
     backoff = 0.1
     while True:
         try:

@@ -6,6 +6,7 @@ maintenance each take one round trip. This module only binds parameters and deco
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -64,7 +65,7 @@ class Repository:
             {
                 "id": self._id,
                 "hostname": socket.gethostname(),
-                "pid": _pid(),
+                "pid": os.getpid(),
                 "version": whk.__version__,
                 "stopping": stopping,
                 "forget_after_s": forget_after_s,
@@ -91,9 +92,3 @@ class Repository:
     async def global_retry_policy(self) -> dict[str, Any] | None:
         value = await self._one("global_retry_policy", {})
         return value if isinstance(value, dict) else None
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()

@@ -13,12 +13,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dispatcher.attempt import OutboundRequest
 from dispatcher.errors import WebhookConfigError
 from dispatcher.models import ClaimedDelivery, WebhookRow
-from dispatcher.retry import RetryPolicy
-from dispatcher.sender import OutboundRequest
+from dispatcher.retry import RetryPolicy, RetryPolicyError
 from whk.secretbox import SecretBox, SecretBoxError
-from whk.signing import SigningError, decode_secret, sign
+from whk.signing import SigningError, decode_secret, signature_headers
 
 # At most the current key plus ten old ones sign during a rotation grace period.
 MAX_SIGNING_KEYS = 11
@@ -90,7 +90,11 @@ def _custom_headers(row: WebhookRow) -> list[tuple[str, str]]:
 
 def prepare_webhook(row: WebhookRow, box: SecretBox | None, default_policy: RetryPolicy) -> PreparedWebhook:
     """Decrypt and validate once; a broken configuration becomes ``config_error`` (attempts fail with it)."""
-    policy = RetryPolicy.from_json(row.retry_policy) if row.retry_policy else default_policy
+    try:
+        policy = RetryPolicy.from_json(row.retry_policy, base=default_policy)
+    except (RetryPolicyError, ValueError) as exc:
+        policy = default_policy
+        return PreparedWebhook(row, (), (), frozenset(), policy, config_error=f"retry_policy: {exc}")
     try:
         keys: list[bytes] = []
         for secret_id, blob in list(zip(row.secret_ids, row.secrets_enc, strict=True))[:MAX_SIGNING_KEYS]:
@@ -138,14 +142,11 @@ def build_request(
     deadline_s: float,
     user_agent: str,
 ) -> OutboundRequest:
-    headers: list[tuple[str, str]] = [
-        ("Content-Type", "application/json"),
-        ("User-Agent", user_agent),
-        ("webhook-id", msg_id),
-        ("webhook-timestamp", str(timestamp)),
-    ]
+    headers: list[tuple[str, str]] = [("Content-Type", "application/json"), ("User-Agent", user_agent)]
     if hook.signing_keys:
-        headers.append(("webhook-signature", sign(hook.signing_keys, msg_id, timestamp, body)))
+        headers.extend(signature_headers(hook.signing_keys, msg_id, timestamp, body))
+    else:  # an unsigned webhook (no secret configured) still gets a stable id and a timestamp
+        headers.extend([("webhook-id", msg_id), ("webhook-timestamp", str(timestamp))])
     headers.extend(hook.fixed_headers)
     return OutboundRequest(
         method=hook.row.http_method, url=hook.row.url, headers=headers, body=body, deadline_s=deadline_s

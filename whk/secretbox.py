@@ -63,7 +63,7 @@ class SecretBox:
             if not sep:
                 raise SecretBoxError(
                     "WHK_SECRET_KEYS entries look like key_id:base64key",
-                    hint="generate a key with: python -c 'import os,base64;print(base64.b64encode(os.urandom(32)).decode())'",
+                    hint="a key is base64 of 32 random bytes, e.g. `openssl rand -base64 32`",
                 )
             try:
                 keys[key_id.strip()] = base64.b64decode(b64.strip(), validate=True)

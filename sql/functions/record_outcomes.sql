@@ -2,8 +2,8 @@
 --
 -- p_items is a JSON array; each element describes one delivery's attempt:
 --   id, webhook_id, attempt_no, state ('delivered'|'awaiting_ack'|'pending'|'dead'|'parked'),
---   next_attempt_at, ack_deadline, dead_reason, success (bool), failure (bool: counts for the breaker),
---   gone (bool: the endpoint answered 410), and the attempt log fields (batch_id, started_at, duration_ms,
+--   next_attempt_at, ack_deadline, dead_reason, success (bool), failure (bool: counts for the breaker;
+--   dispatcher/breaker.is_failure), gone (bool: the endpoint answered 410, neither success nor failure), and the attempt log fields (batch_id, started_at, duration_ms,
 --   request_method, request_url, request_headers, request_body_sha256, request_body_size,
 --   response_status, response_headers, response_body, response_truncated, error_class, error_detail,
 --   outcome).
@@ -75,8 +75,12 @@ BEGIN
         SELECT a.webhook_id, a.ok, a.fails,
                coalesce((w.breaker_config ->> 'failure_threshold')::integer,
                         (v_breaker ->> 'failure_threshold')::integer, 5) AS threshold,
-               coalesce((w.breaker_config ->> 'open_seconds')::double precision,
-                        (v_breaker ->> 'open_seconds')::double precision, 60) AS open_s
+               coalesce((w.breaker_config ->> 'open_s')::double precision,
+                        (w.breaker_config ->> 'open_seconds')::double precision,
+                        (v_breaker ->> 'open_s')::double precision,
+                        (v_breaker ->> 'open_seconds')::double precision, 30) AS open_s,
+               coalesce((w.breaker_config ->> 'open_max_s')::double precision,
+                        (v_breaker ->> 'open_max_s')::double precision, 600) AS open_max_s
         FROM agg a JOIN whk.whk_01_webhooks w ON w.id = a.webhook_id
     ), breaker AS (
         UPDATE whk.webhook_runtime r
@@ -96,8 +100,15 @@ BEGIN
                 WHEN c.ok THEN NULL
                 WHEN c.fails > 0 AND (r.breaker_state = 'half_open'
                                       OR (r.breaker_state = 'closed' AND r.consecutive_failures + c.fails >= c.threshold))
-                    THEN v_now + make_interval(secs => c.open_s)
+                    THEN v_now + make_interval(secs => least(
+                             c.open_s * power(2, CASE WHEN r.breaker_state = 'half_open'
+                                                      THEN r.failed_probes + 1 ELSE 0 END),
+                             greatest(c.open_max_s, c.open_s)))
                 ELSE r.probe_at END,
+            failed_probes = CASE
+                WHEN c.ok THEN 0
+                WHEN c.fails > 0 AND r.breaker_state = 'half_open' THEN r.failed_probes + 1
+                ELSE r.failed_probes END,
             probe_until = CASE WHEN c.ok OR c.fails > 0 THEN NULL ELSE r.probe_until END,
             consecutive_failures = CASE WHEN c.ok THEN 0 ELSE r.consecutive_failures + c.fails END,
             failing_since = CASE WHEN c.ok THEN NULL

@@ -24,11 +24,15 @@ CREATE INDEX whk_03_entregas_parked_idx ON whk.whk_03_entregas (webhook_id) WHER
 
 CREATE TABLE whk.webhook_runtime (
     webhook_id           bigint           PRIMARY KEY REFERENCES whk.whk_01_webhooks (id) ON DELETE CASCADE,
-    -- Circuit breaker: closed -> open after failure_threshold consecutive failures; open -> half_open
-    -- when probe_at passes (one probe claimed, leased until probe_until); success closes it.
+    -- Circuit breaker (the state machine of dispatcher/breaker.py, applied in SQL so every dispatcher
+    -- moves it atomically): closed -> open after failure_threshold consecutive failures; open ->
+    -- half_open when probe_at passes (one probe claimed, leased until probe_until); the probe's success
+    -- closes it, its failure re-opens it for twice as long (capped by open_max_s).
     breaker_state        text             NOT NULL DEFAULT 'closed'
                                           CHECK (breaker_state IN ('closed', 'open', 'half_open')),
     consecutive_failures integer          NOT NULL DEFAULT 0 CHECK (consecutive_failures >= 0),
+    -- Failed probes since the breaker last closed: each one doubles the open period (up to open_max_s).
+    failed_probes        integer          NOT NULL DEFAULT 0 CHECK (failed_probes >= 0),
     opened_at            timestamptz,
     probe_at             timestamptz,
     probe_until          timestamptz,
@@ -529,8 +533,8 @@ $$;
 --
 -- p_items is a JSON array; each element describes one delivery's attempt:
 --   id, webhook_id, attempt_no, state ('delivered'|'awaiting_ack'|'pending'|'dead'|'parked'),
---   next_attempt_at, ack_deadline, dead_reason, success (bool), failure (bool: counts for the breaker),
---   gone (bool: the endpoint answered 410), and the attempt log fields (batch_id, started_at, duration_ms,
+--   next_attempt_at, ack_deadline, dead_reason, success (bool), failure (bool: counts for the breaker;
+--   dispatcher/breaker.is_failure), gone (bool: the endpoint answered 410, neither success nor failure), and the attempt log fields (batch_id, started_at, duration_ms,
 --   request_method, request_url, request_headers, request_body_sha256, request_body_size,
 --   response_status, response_headers, response_body, response_truncated, error_class, error_detail,
 --   outcome).
@@ -602,8 +606,12 @@ BEGIN
         SELECT a.webhook_id, a.ok, a.fails,
                coalesce((w.breaker_config ->> 'failure_threshold')::integer,
                         (v_breaker ->> 'failure_threshold')::integer, 5) AS threshold,
-               coalesce((w.breaker_config ->> 'open_seconds')::double precision,
-                        (v_breaker ->> 'open_seconds')::double precision, 60) AS open_s
+               coalesce((w.breaker_config ->> 'open_s')::double precision,
+                        (w.breaker_config ->> 'open_seconds')::double precision,
+                        (v_breaker ->> 'open_s')::double precision,
+                        (v_breaker ->> 'open_seconds')::double precision, 30) AS open_s,
+               coalesce((w.breaker_config ->> 'open_max_s')::double precision,
+                        (v_breaker ->> 'open_max_s')::double precision, 600) AS open_max_s
         FROM agg a JOIN whk.whk_01_webhooks w ON w.id = a.webhook_id
     ), breaker AS (
         UPDATE whk.webhook_runtime r
@@ -623,8 +631,15 @@ BEGIN
                 WHEN c.ok THEN NULL
                 WHEN c.fails > 0 AND (r.breaker_state = 'half_open'
                                       OR (r.breaker_state = 'closed' AND r.consecutive_failures + c.fails >= c.threshold))
-                    THEN v_now + make_interval(secs => c.open_s)
+                    THEN v_now + make_interval(secs => least(
+                             c.open_s * power(2, CASE WHEN r.breaker_state = 'half_open'
+                                                      THEN r.failed_probes + 1 ELSE 0 END),
+                             greatest(c.open_max_s, c.open_s)))
                 ELSE r.probe_at END,
+            failed_probes = CASE
+                WHEN c.ok THEN 0
+                WHEN c.fails > 0 AND r.breaker_state = 'half_open' THEN r.failed_probes + 1
+                ELSE r.failed_probes END,
             probe_until = CASE WHEN c.ok OR c.fails > 0 THEN NULL ELSE r.probe_until END,
             consecutive_failures = CASE WHEN c.ok THEN 0 ELSE r.consecutive_failures + c.fails END,
             failing_since = CASE WHEN c.ok THEN NULL

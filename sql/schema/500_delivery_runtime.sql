@@ -17,11 +17,15 @@ CREATE INDEX whk_03_entregas_parked_idx ON whk.whk_03_entregas (webhook_id) WHER
 
 CREATE TABLE whk.webhook_runtime (
     webhook_id           bigint           PRIMARY KEY REFERENCES whk.whk_01_webhooks (id) ON DELETE CASCADE,
-    -- Circuit breaker: closed -> open after failure_threshold consecutive failures; open -> half_open
-    -- when probe_at passes (one probe claimed, leased until probe_until); success closes it.
+    -- Circuit breaker (the state machine of dispatcher/breaker.py, applied in SQL so every dispatcher
+    -- moves it atomically): closed -> open after failure_threshold consecutive failures; open ->
+    -- half_open when probe_at passes (one probe claimed, leased until probe_until); the probe's success
+    -- closes it, its failure re-opens it for twice as long (capped by open_max_s).
     breaker_state        text             NOT NULL DEFAULT 'closed'
                                           CHECK (breaker_state IN ('closed', 'open', 'half_open')),
     consecutive_failures integer          NOT NULL DEFAULT 0 CHECK (consecutive_failures >= 0),
+    -- Failed probes since the breaker last closed: each one doubles the open period (up to open_max_s).
+    failed_probes        integer          NOT NULL DEFAULT 0 CHECK (failed_probes >= 0),
     opened_at            timestamptz,
     probe_at             timestamptz,
     probe_until          timestamptz,

@@ -38,7 +38,9 @@ def record(conn: psycopg.Connection[Any], items: list[dict[str, Any]], who: str 
         it.setdefault("attempt_no", 1)
         it.setdefault("success", it["state"] in ("delivered", "awaiting_ack"))
         it.setdefault("failure", not it["success"])
-    row = conn.execute("SELECT whk.record_outcomes(%s, %s::jsonb)", [who, json.dumps(items, default=str)]).fetchone()
+    row = conn.execute(
+        "SELECT whk.record_outcomes(%s, %s::jsonb)", [who, json.dumps(items, default=str)]
+    ).fetchone()
     assert row is not None
     return int(row[0])
 
@@ -74,9 +76,7 @@ def test_routing_fans_out_in_one_pass_and_keeps_unsubscribed_events(conn):
     emit(conn, "nobody.listens")
 
     assert route(conn) == 4
-    counts = dict(
-        conn.execute("SELECT webhook_id, count(*) FROM whk.whk_03_entregas GROUP BY 1").fetchall()
-    )
+    counts = dict(conn.execute("SELECT webhook_id, count(*) FROM whk.whk_03_entregas GROUP BY 1").fetchall())
     assert counts == {exact: 2, wild: 3, every: 4, filtered: 1}
     rows = conn.execute("SELECT status, commit_seq FROM whk.outbox ORDER BY id").fetchall()
     assert [r[0] for r in rows] == ["routed"] * 4
@@ -198,8 +198,12 @@ def test_breaker_opens_probes_and_closes(conn):
     route(conn)
     first = claim(conn, limit=3)
     now = datetime.now(UTC).isoformat()
-    record(conn, [{"id": r[0], "webhook_id": hook, "state": "pending", "next_attempt_at": now} for r in first])
-    state = conn.execute("SELECT breaker_state FROM whk.webhook_runtime WHERE webhook_id = %s", [hook]).fetchone()
+    record(
+        conn, [{"id": r[0], "webhook_id": hook, "state": "pending", "next_attempt_at": now} for r in first]
+    )
+    state = conn.execute(
+        "SELECT breaker_state FROM whk.webhook_runtime WHERE webhook_id = %s", [hook]
+    ).fetchone()
     assert state == ("open",)
     assert claim(conn) == []  # open: nothing, although 10 are due
     conn.execute("SELECT pg_sleep(0.25)")
@@ -207,7 +211,9 @@ def test_breaker_opens_probes_and_closes(conn):
     assert len(probe) == 1
     assert claim(conn) == []  # half-open: only the one probe
     record(conn, [{"id": probe[0][0], "webhook_id": hook, "state": "delivered"}])
-    state = conn.execute("SELECT breaker_state FROM whk.webhook_runtime WHERE webhook_id = %s", [hook]).fetchone()
+    state = conn.execute(
+        "SELECT breaker_state FROM whk.webhook_runtime WHERE webhook_id = %s", [hook]
+    ).fetchone()
     assert state == ("closed",)
     assert len(claim(conn)) == 9
 
@@ -218,9 +224,13 @@ def test_gone_disables_webhook_parks_pending_and_emits_event(conn):
     emit(conn, "g.e", count=3)
     route(conn)
     (first,) = claim(conn)
-    record(conn, [{"id": first[0], "webhook_id": hook, "state": "parked", "gone": True, "response_status": 410}])
+    record(
+        conn, [{"id": first[0], "webhook_id": hook, "state": "parked", "gone": True, "response_status": 410}]
+    )
     assert statuses(conn, hook) == {"parked": 3}
-    row = conn.execute("SELECT status, disabled_reason FROM whk.whk_01_webhooks WHERE id = %s", [hook]).fetchone()
+    row = conn.execute(
+        "SELECT status, disabled_reason FROM whk.whk_01_webhooks WHERE id = %s", [hook]
+    ).fetchone()
     assert row == ("disabled", "endpoint answered 410 Gone")
     ev = conn.execute(
         "SELECT payload->'data'->>'webhook_id' FROM whk.outbox WHERE event_type = 'whk.webhook.disabled'"
@@ -254,7 +264,8 @@ def test_attempt_log_and_dead_letter(conn):
         ],
     )
     d = conn.execute(
-        "SELECT status, dead_reason, attempts, last_status_code FROM whk.whk_03_entregas WHERE id = %s", [row[0]]
+        "SELECT status, dead_reason, attempts, last_status_code FROM whk.whk_03_entregas WHERE id = %s",
+        [row[0]],
     ).fetchone()
     assert d == ("dead", "HTTP 500 (after 8 attempts)", 8, 500)
     log = conn.execute(
@@ -314,8 +325,11 @@ def test_auto_disable_after_unbroken_failure_window(conn):
     hook = make_webhook(conn, c, URL, ["*"])
     conn.execute("SELECT whk.ensure_webhook_runtime()")
     conn.execute(
-        "UPDATE whk.webhook_runtime SET failing_since = now() - interval '6 days' WHERE webhook_id = %s", [hook]
+        "UPDATE whk.webhook_runtime SET failing_since = now() - interval '6 days' WHERE webhook_id = %s",
+        [hook],
     )
     assert conn.execute("SELECT whk.auto_disable_webhooks()").fetchone() == (1,)
-    assert conn.execute("SELECT status FROM whk.whk_01_webhooks WHERE id = %s", [hook]).fetchone() == ("disabled",)
+    assert conn.execute("SELECT status FROM whk.whk_01_webhooks WHERE id = %s", [hook]).fetchone() == (
+        "disabled",
+    )
     assert conn.execute("SELECT whk.auto_disable_webhooks()").fetchone() == (0,)

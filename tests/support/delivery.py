@@ -102,7 +102,13 @@ def emit(
         ORDER BY g
         RETURNING event_id::text
         """,
-        {"type": event_type, "key": key, "data": json.dumps(data or {}), "deliver_at": deliver_at, "n": count},
+        {
+            "type": event_type,
+            "key": key,
+            "data": json.dumps(data or {}),
+            "deliver_at": deliver_at,
+            "n": count,
+        },
     ).fetchall()
     return [r[0] for r in rows]
 
