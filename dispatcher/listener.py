@@ -15,6 +15,7 @@ import psycopg
 from psycopg_pool import PoolTimeout
 
 CHANNEL = "whk_outbox"
+APPLICATION_NAME = "whk-dispatcher-listener"
 _PROBE_AFTER_S = 5.0
 _BACKOFF_MAX_S = 5.0
 
@@ -27,7 +28,10 @@ async def listen_forever(dsn: str, on_notify: Callable[[], None], *, connect_tim
     while True:
         try:
             conn = await psycopg.AsyncConnection.connect(
-                dsn, autocommit=True, connect_timeout=max(1, round(connect_timeout))
+                dsn,
+                autocommit=True,
+                connect_timeout=max(1, round(connect_timeout)),
+                application_name=APPLICATION_NAME,
             )
             async with conn:
                 await conn.execute(f"LISTEN {CHANNEL}")

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import pytest
 from aiohttp import web
 
 
@@ -106,3 +108,13 @@ async def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
             return True
         await asyncio.sleep(interval)
     return bool(predicate())
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A fresh receiver on 127.0.0.1 (import this fixture into a test module to use it)."""
+    r = await Receiver().start()
+    try:
+        yield r
+    finally:
+        await r.stop()
