@@ -1,0 +1,31 @@
+-- Consumers (assinantes): the tenant. Every webhook, delivery and API key belongs to one consumer.
+CREATE TABLE whk.whk_04_assinantes (
+    id                      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name                    text        NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    description             text,
+    contact_name            text,
+    contact_email           text        CHECK (contact_email IS NULL OR contact_email ~ '^[^@\s]+@[^@\s]+$'),
+    status                  text        NOT NULL DEFAULT 'active'
+                                        CHECK (status IN ('active', 'suspended', 'disabled')),
+    -- Authentication settings for the API (key scopes, JWT subject mapping); never secrets.
+    auth_settings           jsonb       NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(auth_settings) = 'object'),
+    -- Source addresses allowed to call the API for this consumer; empty = any.
+    allowed_ips             cidr[]      NOT NULL DEFAULT '{}',
+    -- Outbound delivery limits shared by all of the consumer's webhooks (NULL = unlimited).
+    rate_limit_per_second   numeric     CHECK (rate_limit_per_second IS NULL OR rate_limit_per_second > 0),
+    rate_limit_burst        integer     CHECK (rate_limit_burst IS NULL OR rate_limit_burst > 0),
+    -- Inbound API limit per minute (NULL = the global default in whk_05_configuracoes).
+    api_rate_limit_per_minute integer   CHECK (api_rate_limit_per_minute IS NULL OR api_rate_limit_per_minute > 0),
+    quota_deliveries_per_day bigint     CHECK (quota_deliveries_per_day IS NULL OR quota_deliveries_per_day > 0),
+    delivery_preferences    jsonb       NOT NULL DEFAULT '{}'::jsonb
+                                        CHECK (jsonb_typeof(delivery_preferences) = 'object'),
+    metadata                jsonb       NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(metadata) = 'object'),
+    -- Activity and usage, maintained in aggregate by the dispatcher (never per row in ERP commits).
+    last_activity_at        timestamptz,
+    usage_deliveries_total  bigint      NOT NULL DEFAULT 0,
+    usage_deliveries_failed bigint      NOT NULL DEFAULT 0,
+    created_at              timestamptz NOT NULL DEFAULT now(),
+    updated_at              timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT whk_04_assinantes_name_key UNIQUE (name)
+);
+COMMENT ON TABLE whk.whk_04_assinantes IS 'Consumers (tenants) with their auth settings, limits, quotas and usage.';

@@ -1,0 +1,35 @@
+-- The outbox: one row per captured change or emitted event, written in the ERP's own transaction.
+-- Range-partitioned by created_at so old data leaves by dropping partitions (see docs/capture.md);
+-- the default partition guarantees an insert never fails for lack of a partition.
+CREATE TABLE whk.outbox (
+    id               bigint GENERATED ALWAYS AS IDENTITY,
+    event_id         uuid        NOT NULL DEFAULT gen_random_uuid(),
+    event_type       text        NOT NULL,
+    event_version    integer     NOT NULL DEFAULT 1,
+    event_key        text,
+    payload          jsonb       NOT NULL,
+    source_table     text,
+    operation        text        NOT NULL CHECK (operation IN ('INSERT', 'UPDATE', 'DELETE', 'EMIT')),
+    txid             xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    deliver_at       timestamptz,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    -- Routing state: claimed by status, never by an id watermark (ids are taken before commit).
+    status           text        NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'routed', 'invalid')),
+    routed_at        timestamptz,
+    -- Assigned when routed, in the order events become visible: the commit order seen by WHK.
+    commit_seq       bigint,
+    valid            boolean,
+    validation_error text,
+    PRIMARY KEY (id, created_at)
+) PARTITION BY RANGE (created_at);
+COMMENT ON TABLE whk.outbox IS
+    'Transactional outbox: rollback = no row, commit = event. Routed into whk_03_entregas by the dispatcher.';
+
+CREATE TABLE whk.outbox_default PARTITION OF whk.outbox DEFAULT;
+
+CREATE SEQUENCE whk.outbox_commit_seq AS bigint;
+
+-- The router's claim: oldest pending first.
+CREATE INDEX outbox_pending_idx ON whk.outbox (id) WHERE status = 'pending';
+CREATE INDEX outbox_event_id_idx ON whk.outbox (event_id);
+CREATE INDEX outbox_type_created_idx ON whk.outbox (event_type, created_at);

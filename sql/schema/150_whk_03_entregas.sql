@@ -1,0 +1,73 @@
+-- Deliveries (entregas): one row per (event, webhook), its state machine and retry bookkeeping.
+CREATE TABLE whk.whk_03_entregas (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id         uuid        NOT NULL,
+    outbox_id        bigint      NOT NULL,
+    event_created_at timestamptz NOT NULL,
+    event_type       text        NOT NULL,
+    webhook_id       bigint      NOT NULL REFERENCES whk.whk_01_webhooks (id),
+    consumer_id      bigint      NOT NULL REFERENCES whk.whk_04_assinantes (id),
+    status           text        NOT NULL DEFAULT 'pending'
+                                 CHECK (status IN ('pending', 'in_flight', 'awaiting_ack', 'delivered',
+                                                   'dead', 'parked', 'cancelled')),
+    -- Ordered mode: FIFO per (webhook_id, ordering_key) by commit_seq.
+    ordering_key     text,
+    commit_seq       bigint,
+    attempts         integer     NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    lease_until      timestamptz,
+    claimed_by       text,
+    batch_id         uuid,
+    last_status_code integer,
+    last_error       text,
+    last_attempt_at  timestamptz,
+    delivered_at     timestamptz,
+    ack_deadline     timestamptz,
+    acked_at         timestamptz,
+    dead_at          timestamptz,
+    dead_reason      text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT whk_03_entregas_event_webhook_key UNIQUE (event_id, webhook_id)
+);
+COMMENT ON TABLE whk.whk_03_entregas IS
+    'One row per event x webhook. webhook-id = event_id: stable across retries and replays.';
+
+-- Fairness: the claim walks each webhook's own due deliveries (LATERAL), never one global FIFO.
+CREATE INDEX whk_03_entregas_due_idx ON whk.whk_03_entregas (webhook_id, next_attempt_at, id)
+    WHERE status = 'pending';
+CREATE INDEX whk_03_entregas_lease_idx ON whk.whk_03_entregas (lease_until) WHERE status = 'in_flight';
+CREATE INDEX whk_03_entregas_ack_idx ON whk.whk_03_entregas (ack_deadline) WHERE status = 'awaiting_ack';
+CREATE INDEX whk_03_entregas_consumer_idx ON whk.whk_03_entregas (consumer_id, id DESC);
+CREATE INDEX whk_03_entregas_webhook_idx ON whk.whk_03_entregas (webhook_id, id DESC);
+CREATE INDEX whk_03_entregas_dead_idx ON whk.whk_03_entregas (dead_at DESC, id DESC) WHERE status = 'dead';
+CREATE INDEX whk_03_entregas_outbox_idx ON whk.whk_03_entregas (outbox_id, event_created_at);
+
+-- Every HTTP attempt of a delivery (request/response, timing, error class): the debugging record.
+CREATE TABLE whk.whk_03_entregas_tentativas (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    delivery_id         bigint      NOT NULL REFERENCES whk.whk_03_entregas (id) ON DELETE CASCADE,
+    webhook_id          bigint      NOT NULL,
+    attempt_no          integer     NOT NULL CHECK (attempt_no > 0),
+    batch_id            uuid,
+    dispatcher_id       text,
+    started_at          timestamptz NOT NULL DEFAULT now(),
+    duration_ms         double precision,
+    request_method      text        NOT NULL,
+    request_url         text        NOT NULL,
+    -- Secrets masked before they are written.
+    request_headers     jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    request_body_sha256 text,
+    request_body_size   integer,
+    response_status     integer,
+    response_headers    jsonb,
+    -- At most 20 KB of the response body are kept (response_truncated says when more came).
+    response_body       text,
+    response_truncated  boolean     NOT NULL DEFAULT false,
+    error_class         text,
+    error_detail        text,
+    outcome             text        NOT NULL
+);
+COMMENT ON TABLE whk.whk_03_entregas_tentativas IS 'Attempt log: full request/response of every delivery attempt.';
+CREATE INDEX whk_03_entregas_tentativas_delivery_idx ON whk.whk_03_entregas_tentativas (delivery_id, attempt_no);
+CREATE INDEX whk_03_entregas_tentativas_webhook_idx ON whk.whk_03_entregas_tentativas (webhook_id, id DESC);

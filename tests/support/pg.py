@@ -1,0 +1,118 @@
+"""A throwaway PostgreSQL server for tests and benchmarks (pytest-postgresql's executor).
+
+The server runs through ``scripts/pg_ctl``, which drops to an unprivileged OS user when we are root
+(PostgreSQL refuses to run as root). Its directory is created by us under the system temp dir and
+handed to that user; nothing else has its permissions changed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import port_for
+import psycopg
+from psycopg import sql
+from pytest_postgresql.executors import PostgreSQLExecutor
+
+from whk import migrate
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = REPO / "scripts"
+
+
+@dataclass
+class PgServer:
+    base: Path
+    port: int
+    executor: PostgreSQLExecutor
+    host: str = "127.0.0.1"
+    user: str = "postgres"
+    databases: list[str] = field(default_factory=list)
+
+    @property
+    def datadir(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.base
+
+    @property
+    def bindir(self) -> Path:
+        out = subprocess.run([SCRIPTS / "pg-run", "--bindir"], capture_output=True, text=True, check=True)
+        return Path(out.stdout.strip())
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
+
+    def pg_ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run pg_ctl against this server's data directory (e.g. ``restart -m immediate``)."""
+        return subprocess.run(
+            [str(SCRIPTS / "pg_ctl"), *args, "-D", str(self.datadir), "-w", "-l", str(self.base / "pg.log")],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        )
+
+    def admin(self) -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(self.dsn(), autocommit=True)
+
+    def create_database(self, name: str | None = None, *, template: str | None = None) -> str:
+        name = name or f"t_{uuid.uuid4().hex[:12]}"
+        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            query = query + sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        with self.admin() as conn:
+            conn.execute(query)
+        return name
+
+    def drop_database(self, name: str) -> None:
+        with self.admin() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    def stop(self) -> None:
+        try:
+            self.executor.stop()
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _os_user() -> str:
+    out = subprocess.run([SCRIPTS / "pg-run", "--os-user"], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def start_server(options: str = "") -> PgServer:
+    """Start a fresh server on a free TCP port of 127.0.0.1 (and a Unix socket in its directory)."""
+    base = Path(tempfile.mkdtemp(prefix="whk-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(base, user=_os_user())
+    port = port_for.select_random()
+    executor = PostgreSQLExecutor(
+        executable=str(SCRIPTS / "pg_ctl"),
+        host="127.0.0.1",
+        port=port,
+        datadir=str(base / "data"),
+        unixsocketdir=str(base),
+        logfile=str(base / "pg.log"),
+        startparams="-w",
+        dbname="postgres",
+        postgres_options=(
+            " -c max_connections=300 -c shared_buffers=256MB -c synchronous_commit=off "
+            "-c full_page_writes=off " + options
+        ),
+    )
+    executor.start()
+    return PgServer(base=base, port=port, executor=executor)
+
+
+def migrate_database(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrate.migrate(conn)
