@@ -67,6 +67,7 @@ __all__ = [
 DEFAULT_MAX_BODY_BYTES: Final = 20_000
 USER_AGENT: Final = f"WHK-Webhooks/{whk.__version__}"
 _MAX_DETAIL: Final = 300
+_URL_CACHE_SIZE: Final = 4096
 
 
 class SsrfBlockedError(OSError):
@@ -230,6 +231,8 @@ class Sender:
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._headers = {"User-Agent": user_agent, "Accept-Encoding": "identity"}
         self._session: aiohttp.ClientSession | None = None
+        # URL → policy verdict; the policy is a pure function of (url, allow), so this only saves CPU.
+        self._url_verdicts: dict[str, str | None] = {}
         self.stats = SenderStats()
 
     async def __aenter__(self) -> Sender:
@@ -272,6 +275,16 @@ class Sender:
         self.stats.dialed.append(host)
         return socket.socket(family, type_, proto)
 
+    def _check_url(self, url: str) -> str | None:
+        try:
+            return self._url_verdicts[url]
+        except KeyError:
+            pass
+        if len(self._url_verdicts) >= _URL_CACHE_SIZE:
+            self._url_verdicts.clear()
+        rule = self._url_verdicts[url] = check_url(url, self._allow)
+        return rule
+
     def _blocked(self, rule: str, address: str | None, detail: str, started: float) -> AttemptResult:
         self.stats.blocked += 1
         return AttemptResult(
@@ -293,7 +306,7 @@ class Sender:
             raise RuntimeError("Sender is not open: use `async with Sender(settings) as sender`")
         self.stats.attempts += 1
         started = time.perf_counter()
-        rule = check_url(req.url, self._allow)
+        rule = self._check_url(req.url)
         if rule is not None:
             return self._blocked(rule, None, f"URL refused before connecting ({req.url[:200]})", started)
 

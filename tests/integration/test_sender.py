@@ -396,12 +396,16 @@ class TestConnection:
             return status_route(200)
 
         async with receiver(routes={"/hook": slow}) as r, Sender(loopback_settings, limit_per_host=2) as s:
-            tasks = [asyncio.create_task(s.send(post(r.url(), deadline=0.5))) for _ in range(4)]
-            results = await asyncio.gather(*tasks)
+            holders = [asyncio.create_task(s.send(post(r.url(), deadline=10))) for _ in range(2)]
+            while r.count < 2:
+                await asyncio.sleep(0.01)
+            queued = await asyncio.gather(*(s.send(post(r.url(), deadline=0.3)) for _ in range(3)))
             release.set()
-        # only two connections were opened to the stuck host; the queued attempts hit their own deadline
+            held = await asyncio.gather(*holders)
+        # two connections to the stuck host; the queued attempts ended at their own deadline
         assert s.stats.dials == 2
-        assert all(res.error_class == "timeout" for res in results)
+        assert [q.error_class for q in queued] == ["timeout"] * 3
+        assert [h.status for h in held] == [200, 200]
 
     async def test_ipv6_loopback(self, sender: Sender) -> None:
         try:
