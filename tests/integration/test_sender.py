@@ -235,26 +235,20 @@ class TestFaults:
         assert result.error_class == "refused"
         assert classify(result, require_ack=False).kind == "retry"
 
-    async def test_reset_after_request(self, sender: Sender) -> None:
+    @pytest.mark.parametrize("how", ["rst", "fin"])
+    async def test_connection_dropped_after_the_request(self, sender: Sender, how: str) -> None:
         async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await read_request_head(reader)
-            abort_with_rst(writer)
+            if how == "rst":
+                abort_with_rst(writer)
+            else:
+                writer.close()
 
         async with raw_server(handler) as srv:
             result = await sender.send(post(srv.url()))
         assert result.status is None
         assert result.error_class == "reset"
         assert classify(result, require_ack=False).kind == "retry"
-
-    async def test_closed_without_response(self, sender: Sender) -> None:
-        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await read_request_head(reader)
-            writer.close()
-
-        async with raw_server(handler) as srv:
-            result = await sender.send(post(srv.url()))
-        assert result.status is None
-        assert result.error_class == "reset"
 
     async def test_reset_mid_body_keeps_the_status(self, sender: Sender) -> None:
         async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -285,12 +279,28 @@ class TestFaults:
         assert 0.45 <= elapsed < 3.0
         assert classify(result, require_ack=False).kind == "throttle"
 
-    async def test_drip_body_ends_at_the_deadline(self, sender: Sender) -> None:
+    @pytest.mark.parametrize(
+        ("head", "drip", "status", "phase"),
+        [
+            # status and headers at once, then the body one byte per 0.1 s
+            (
+                b"HTTP/1.1 500 Oops\r\nContent-Length: 1000\r\n\r\n",
+                b"x" * 1000,
+                500,
+                "reading the body after",
+            ),
+            # the response head itself one byte per 0.1 s
+            (b"", b"HTTP/1.1 200 OK\r\nX-Slow: " + b"y" * 1000, None, "before the response head"),
+        ],
+    )
+    async def test_drip_ends_at_the_deadline(
+        self, sender: Sender, head: bytes, drip: bytes, status: int | None, phase: str
+    ) -> None:
         async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await read_request_head(reader)
-            writer.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 1000\r\n\r\n")
-            for _ in range(1000):
-                writer.write(b"x")
+            writer.write(head)
+            for byte in drip:
+                writer.write(bytes([byte]))
                 await writer.drain()
                 await asyncio.sleep(0.1)
 
@@ -298,49 +308,29 @@ class TestFaults:
             started = time.monotonic()
             result = await sender.send(post(srv.url(), deadline=1.0))
             elapsed = time.monotonic() - started
-        assert result.status == 500
+        assert result.status == status
         assert result.error_class == "timeout"
-        assert result.error_detail is not None and "reading the body after status 500" in result.error_detail
+        assert result.error_detail is not None and phase in result.error_detail
         assert 0.95 <= elapsed < 3.5
 
-    async def test_drip_head_ends_at_the_deadline(self, sender: Sender) -> None:
+    @pytest.mark.parametrize(
+        ("reply", "error"),
+        [
+            (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "protocol"),  # not HTTP at all
+            (b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 100_000 + b"\r\nContent-Length: 0\r\n\r\n", "too_large"),
+        ],
+    )
+    async def test_malformed_responses(self, sender: Sender, reply: bytes, error: str) -> None:
         async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await read_request_head(reader)
-            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"y" * 1000:
-                writer.write(bytes([byte]))
-                await writer.drain()
-                await asyncio.sleep(0.05)
-
-        async with raw_server(handler) as srv:
-            started = time.monotonic()
-            result = await sender.send(post(srv.url(), deadline=1.0))
-            elapsed = time.monotonic() - started
-        assert result.status is None and result.error_class == "timeout"
-        assert elapsed < 3.5
-
-    async def test_garbage_response_is_a_protocol_error(self, sender: Sender) -> None:
-        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await read_request_head(reader)
-            writer.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+            writer.write(reply)
             await writer.drain()
             await asyncio.sleep(0.2)
 
         async with raw_server(handler) as srv:
             result = await sender.send(post(srv.url()))
         assert result.status is None
-        assert result.error_class == "protocol"
-
-    async def test_huge_response_header_is_too_large(self, sender: Sender) -> None:
-        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await read_request_head(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 100_000 + b"\r\nContent-Length: 0\r\n\r\n")
-            await writer.drain()
-            await asyncio.sleep(0.2)
-
-        async with raw_server(handler) as srv:
-            result = await sender.send(post(srv.url()))
-        assert result.status is None
-        assert result.error_class == "too_large", result.error_detail
+        assert result.error_class == error, result.error_detail
 
     async def test_header_injection_is_refused_not_raised(self, sender: Sender) -> None:
         async with receiver() as r:

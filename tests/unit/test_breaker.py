@@ -29,6 +29,15 @@ def fail_n(state: BreakerState, n: int, start: float, step: float = 1.0) -> Brea
     return state
 
 
+def alternate(cfg: BreakerConfig, rounds: int) -> BreakerState:
+    """success, failure, success, failure...: never two failures in a row (a 50% failure rate)."""
+    st = BreakerState()
+    for i in range(rounds):
+        st = record_success(cfg, st, i)
+        st = record_failure(cfg, st, i + 0.5)
+    return st
+
+
 def test_closed_allows() -> None:
     decision = before_attempt(CFG, BreakerState(), 0)
     assert decision.allowed and not decision.probe and decision.retry_at is None
@@ -52,32 +61,19 @@ def test_a_success_resets_the_streak() -> None:
 
 def test_failure_rate_over_the_window_opens_it() -> None:
     cfg = msgspec.structs.replace(CFG, failure_threshold=100)
-    st = BreakerState()
-    t = 0.0
-    for _ in range(5):  # alternate: never 2 failures in a row, rate 50%
-        st = record_success(cfg, st, t)
-        st = record_failure(cfg, st, t + 0.5)
-        t += 1
+    st = alternate(cfg, 5)
     assert st.window_attempts == 10 and st.window_failures == 5
     assert st.mode == "open"
 
 
 def test_failure_rate_needs_min_requests() -> None:
-    cfg = msgspec.structs.replace(CFG, failure_threshold=100)
-    st = BreakerState()
-    for i in range(4):
-        st = record_success(cfg, st, i)
-        st = record_failure(cfg, st, i + 0.5)
+    st = alternate(msgspec.structs.replace(CFG, failure_threshold=100), 4)
     assert st.mode == "closed"  # 8 attempts < min_requests
 
 
 def test_window_rolls_over() -> None:
     cfg = msgspec.structs.replace(CFG, failure_threshold=100)
-    st = BreakerState()
-    for i in range(4):
-        st = record_success(cfg, st, i)
-        st = record_failure(cfg, st, i + 0.5)
-    st = record_failure(cfg, st, 100)  # a new window: the old 8 attempts are forgotten
+    st = record_failure(cfg, alternate(cfg, 4), 100)  # a new window: the old 8 attempts are forgotten
     assert st.window_started_at == 100 and st.window_attempts == 1 and st.window_failures == 1
     assert st.mode == "closed"
 
