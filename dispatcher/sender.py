@@ -68,6 +68,8 @@ DEFAULT_MAX_BODY_BYTES: Final = 20_000
 USER_AGENT: Final = f"WHK-Webhooks/{whk.__version__}"
 _MAX_DETAIL: Final = 300
 _URL_CACHE_SIZE: Final = 4096
+# Response headers kept per attempt (aiohttp itself allows 128 lines of 8190 bytes: ~1 MB per row).
+MAX_HEADER_BYTES: Final = 16_384
 
 
 class SsrfBlockedError(OSError):
@@ -139,7 +141,10 @@ def _find_blocked(exc: BaseException) -> SsrfBlockedError | None:
 
 def _too_large(exc: BaseException) -> bool:
     return any(
-        isinstance(e, aiohttp.http_exceptions.LineTooLong) or "Got more than" in str(e) for e in _chain(exc)
+        isinstance(e, aiohttp.http_exceptions.LineTooLong)
+        or "Got more than" in str(e)
+        or "Too many headers" in str(e)
+        for e in _chain(exc)
     )
 
 
@@ -188,6 +193,18 @@ async def _read_capped(content: aiohttp.StreamReader, cap: int) -> tuple[bytes, 
     if len(buf) > cap:
         return bytes(buf[:cap]), True
     return bytes(buf), False
+
+
+def _capped_headers(raw: tuple[tuple[bytes, bytes], ...]) -> tuple[list[tuple[str, str]], bool]:
+    """Response headers as text, at most MAX_HEADER_BYTES of names and values; True if some were dropped."""
+    kept: list[tuple[str, str]] = []
+    budget = MAX_HEADER_BYTES
+    for name, value in raw:
+        budget -= len(name) + len(value)
+        if budget < 0:
+            return kept, True
+        kept.append((name.decode("latin-1"), value.decode("latin-1")))
+    return kept, False
 
 
 def _peer_ip(resp: aiohttp.ClientResponse) -> str | None:
@@ -313,7 +330,7 @@ class Sender:
         status: int | None = None
         headers: list[tuple[str, str]] = []
         body = b""
-        truncated = False
+        truncated = headers_truncated = False
         location: str | None = None
         remote_ip: str | None = None
         error: ErrorClass | None = None
@@ -329,7 +346,7 @@ class Sender:
                     allow_redirects=False,
                 ) as resp:
                     status = resp.status
-                    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
+                    headers, headers_truncated = _capped_headers(resp.raw_headers)
                     location = resp.headers.get("Location") if 300 <= status < 400 else None
                     remote_ip = _peer_ip(resp)
                     phase = f"reading the body after status {status}"
@@ -349,6 +366,7 @@ class Sender:
             headers=headers,
             body=body,
             body_truncated=truncated,
+            headers_truncated=headers_truncated,
             duration_ms=(time.perf_counter() - started) * 1000.0,
             error_class=error,
             error_detail=detail,

@@ -71,7 +71,7 @@ class TestResponses:
             result = await sender.send(post(r.url()))
         assert result.status == 200
         assert result.error_class is None and result.error_detail is None
-        assert result.body == b'{"ok":true}' and not result.body_truncated
+        assert result.body == b'{"ok":true}' and not result.body_truncated and not result.headers_truncated
         assert result.header("x-receiver") == "r1"
         assert result.remote_ip == "127.0.0.1"
         assert result.location is None
@@ -216,6 +216,16 @@ class TestBody:
         assert again.status == 200
         assert sent < 50_000_000
 
+    async def test_stored_headers_are_capped(self, sender: Sender) -> None:
+        async def handler(_: web.Request) -> web.StreamResponse:
+            return status_route(200, **{f"X-Fill-{i}": "v" * 8000 for i in range(4)})
+
+        async with receiver(routes={"/hook": handler}) as r:
+            result = await sender.send(post(r.url()))
+        assert result.status == 200 and result.headers_truncated
+        assert sum(len(k) + len(v) for k, v in result.headers) <= 16_384
+        assert result.header("X-Fill-0") == "v" * 8000
+
     async def test_gzip_is_not_decompressed(self, sender: Sender) -> None:
         payload = gzip.compress(b"z" * 1_000_000)  # a small bomb
 
@@ -318,6 +328,7 @@ class TestFaults:
         [
             (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "protocol"),  # not HTTP at all
             (b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 100_000 + b"\r\nContent-Length: 0\r\n\r\n", "too_large"),
+            (b"HTTP/1.1 200 OK\r\n" + b"X-H: 1\r\n" * 200 + b"Content-Length: 0\r\n\r\n", "too_large"),
         ],
     )
     async def test_malformed_responses(self, sender: Sender, reply: bytes, error: str) -> None:

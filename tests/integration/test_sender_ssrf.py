@@ -253,15 +253,31 @@ class TestSocketFactoryDefence:
             sock.close()
         assert s.stats.dials == 1
 
-    async def test_literal_ip_blocked_even_with_a_broken_url_check(
-        self, monkeypatch: pytest.MonkeyPatch, dial_guard: list[str]
+    @pytest.mark.parametrize(
+        ("host", "error_class"),
+        [
+            (
+                "127.0.0.2",
+                "ssrf_blocked",
+            ),  # IP literal: aiohttp skips the resolver; the socket factory refuses
+            ("[::ffff:127.0.0.2]", "ssrf_blocked"),
+            (
+                "0x7f.0.0.2",
+                "ssrf_blocked",
+            ),  # a "name" to yarl: getaddrinfo → 127.0.0.2 → the resolver refuses
+            ("2130706434", "protocol"),  # yarl itself refuses a non-canonical IPv4 literal
+        ],
+    )
+    async def test_blocked_even_with_a_broken_url_check(
+        self, monkeypatch: pytest.MonkeyPatch, dial_guard: list[str], host: str, error_class: str
     ) -> None:
         monkeypatch.setattr(sender_module, "check_url", lambda url, allow: None)
         async with receiver(host="127.0.0.2") as evil, Sender(_settings("127.0.0.1/32")) as s:
-            result = await s.send(post(evil.url()))
-            assert_blocked(result, "loopback")
+            result = await s.send(post(f"http://{host}:{evil.port}/hook"))
+            assert result.status is None
+            assert result.error_class == error_class, result.error_detail
             assert evil.count == 0
-        assert dial_guard == []
+        assert s.stats.dials == 0 and dial_guard == []
 
 
 @pytest.mark.skipif(not IN_NETNS, reason="only inside the isolated network namespace")
