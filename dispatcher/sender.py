@@ -14,6 +14,9 @@ What every attempt gets:
   resolve) are checked by ``whk.urlpolicy.check_url`` before anything happens, and again by the
   connector's socket factory, which refuses to create a socket for any unchecked address.
 * **No redirects** (``allow_redirects=False``): a 3xx is returned with its ``Location``.
+* **Client-owned headers** (Host, Content-Length, Transfer-Encoding, Connection, Upgrade, TE,
+  Trailer, Expect, Keep-Alive, Proxy-*) are dropped from the request's headers: framing and the
+  target come from the body and the URL, never from per-webhook configuration.
 * **No ambient configuration**: ``trust_env=False`` (HTTP(S)_PROXY, .netrc ignored), no cookie jar
   (a receiver's cookies never travel to another webhook), no transparent decompression (a
   gzip bomb cannot inflate past the cap; ``Accept-Encoding: identity`` is sent).
@@ -68,6 +71,23 @@ DEFAULT_MAX_BODY_BYTES: Final = 20_000
 USER_AGENT: Final = f"WHK-Webhooks/{whk.__version__}"
 _MAX_DETAIL: Final = 300
 _URL_CACHE_SIZE: Final = 4096
+# Request headers the client owns: framing, connection management and the target host come from the
+# URL and the body, never from per-webhook configuration (no request smuggling, no Host spoofing).
+_CLIENT_OWNED_HEADERS: Final = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "expect",
+        "proxy-authorization",
+        "proxy-connection",
+    }
+)
 # Response headers kept per attempt (aiohttp itself allows 128 lines of 8190 bytes: ~1 MB per row).
 MAX_HEADER_BYTES: Final = 16_384
 
@@ -341,7 +361,7 @@ class Sender:
                 async with session.request(
                     req.method,
                     req.url,
-                    headers=req.headers,
+                    headers=[(k, v) for k, v in req.headers if k.lower() not in _CLIENT_OWNED_HEADERS],
                     data=req.body,
                     allow_redirects=False,
                 ) as resp:

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from whk.errors import WhkError
 
 __all__ = [
+    "MAX_URL_LENGTH",
     "Address",
     "Network",
     "UrlPolicyError",
@@ -141,6 +142,7 @@ _METADATA_HOSTS: Final[frozenset[str]] = frozenset(
 )
 
 _ALLOWED_SCHEMES: Final = frozenset({"http", "https"})
+MAX_URL_LENGTH: Final = 2048
 # One part of an inet_aton() literal: decimal, octal (leading 0) or hex (0x). glibc refuses a bare "0x".
 _AT_PART: Final = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
 _NUMERIC_LABEL: Final = re.compile(r"(0[xX][0-9a-fA-F]*|[0-9]+)")
@@ -297,11 +299,12 @@ def _check_host(host: str, allow: Sequence[Network]) -> str | None:
 def check_url(url: str, allow: Sequence[Network] = ()) -> str | None:
     """None if ``url`` is an acceptable webhook destination (before DNS), else the rule name.
 
-    http/https only, no userinfo, a host present; literal IP hosts (every spelling) are checked with
-    ``check_address``; metadata host names and ``localhost`` are refused. Host names are resolved
-    and their addresses checked at connect time, by the dispatcher's sender.
+    http/https only, at most MAX_URL_LENGTH characters, no userinfo, a host present; literal IP
+    hosts (every spelling) are checked with ``check_address``; metadata host names and
+    ``localhost`` are refused. Host names are resolved and their addresses checked at connect
+    time, by the dispatcher's sender.
     """
-    if _BAD_URL_CHAR.search(url):
+    if len(url) > MAX_URL_LENGTH or _BAD_URL_CHAR.search(url):
         return "invalid-url"
     try:
         parts = urlsplit(url)

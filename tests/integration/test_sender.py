@@ -113,6 +113,27 @@ class TestResponses:
         assert r.seen[0].headers["X-Api-Key"] == "k"
         assert r.seen[0].headers["User-Agent"] == "Custom/1"
 
+    async def test_client_owned_headers_cannot_be_overridden(self, sender: Sender) -> None:
+        smuggle = [
+            ("Content-Length", "0"),
+            ("Transfer-Encoding", "chunked"),
+            ("Host", "internal.example"),
+            ("Connection", "close"),
+            ("Expect", "100-continue"),
+            ("X-Kept", "yes"),
+        ]
+        async with receiver() as r:
+            first = await sender.send(post(r.url(), headers=smuggle))
+            second = await sender.send(post(r.url()))
+        assert first.status == second.status == 200
+        seen = r.seen[0]
+        assert seen.body == BODY
+        assert seen.headers["Content-Length"] == str(len(BODY))
+        assert "Transfer-Encoding" not in seen.headers and "Expect" not in seen.headers
+        assert seen.headers["Host"] == f"127.0.0.1:{r.port}"
+        assert seen.headers["X-Kept"] == "yes"
+        assert r.seen[1].peer_port == seen.peer_port  # "Connection: close" was not honoured either
+
     async def test_202_is_awaiting_ack_only_when_acks_are_required(self, sender: Sender) -> None:
         async def handler(_: web.Request) -> web.StreamResponse:
             return status_route(202)
