@@ -268,16 +268,18 @@ class Sender:
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._headers = {"User-Agent": user_agent, "Accept-Encoding": "identity"}
         self._session: aiohttp.ClientSession | None = None
+        self._resolver: GuardedResolver | None = None
         # URL → policy verdict; the policy is a pure function of (url, allow), so this only saves CPU.
         self._url_verdicts: dict[str, str | None] = {}
         self.stats = SenderStats()
 
     async def __aenter__(self) -> Sender:
         inner = self._inner_resolver if self._inner_resolver is not None else DefaultResolver()
+        self._resolver = GuardedResolver(inner, self._allow, self.stats)
         connector = aiohttp.TCPConnector(
             limit=self._limit,
             limit_per_host=self._limit_per_host,
-            resolver=GuardedResolver(inner, self._allow, self.stats),
+            resolver=self._resolver,
             socket_factory=self._socket_factory,
             ssl=self._ssl,
             keepalive_timeout=self._keepalive,
@@ -300,6 +302,9 @@ class Sender:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._resolver is not None:
+            await self._resolver.close()  # the connector closes only resolvers it created itself
+            self._resolver = None
 
     def _socket_factory(self, addr_info: Any) -> socket.socket:
         """Last line of defence: no socket for an address the policy refuses (literal IPs too)."""
