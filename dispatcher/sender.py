@@ -14,6 +14,9 @@ What every attempt gets:
   resolve) are checked by ``whk.urlpolicy.check_url`` before anything happens, and again by the
   connector's socket factory, which refuses to create a socket for any unchecked address.
 * **No redirects** (``allow_redirects=False``): a 3xx is returned with its ``Location``.
+* **Client-owned headers** (Host, Content-Length, Transfer-Encoding, Connection, Upgrade, TE,
+  Trailer, Expect, Keep-Alive, Proxy-*) are dropped from the request's headers: framing and the
+  target come from the body and the URL, never from per-webhook configuration.
 * **No ambient configuration**: ``trust_env=False`` (HTTP(S)_PROXY, .netrc ignored), no cookie jar
   (a receiver's cookies never travel to another webhook), no transparent decompression (a
   gzip bomb cannot inflate past the cap; ``Accept-Encoding: identity`` is sent).
@@ -67,6 +70,26 @@ __all__ = [
 DEFAULT_MAX_BODY_BYTES: Final = 20_000
 USER_AGENT: Final = f"WHK-Webhooks/{whk.__version__}"
 _MAX_DETAIL: Final = 300
+_URL_CACHE_SIZE: Final = 4096
+# Request headers the client owns: framing, connection management and the target host come from the
+# URL and the body, never from per-webhook configuration (no request smuggling, no Host spoofing).
+_CLIENT_OWNED_HEADERS: Final = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "expect",
+        "proxy-authorization",
+        "proxy-connection",
+    }
+)
+# Response headers kept per attempt (aiohttp itself allows 128 lines of 8190 bytes: ~1 MB per row).
+MAX_HEADER_BYTES: Final = 16_384
 
 
 class SsrfBlockedError(OSError):
@@ -74,7 +97,8 @@ class SsrfBlockedError(OSError):
 
     def __init__(self, rule: str, address: str, host: str | None = None) -> None:
         via = f" (resolved from {host})" if host and host != address else ""
-        super().__init__(errno.EACCES, f"ssrf_blocked: {rule} {address}{via}")
+        self.where = f"{address}{via}"
+        super().__init__(errno.EACCES, f"ssrf_blocked: {rule} {self.where}")
         self.rule = rule
         self.address = address
         self.host = host
@@ -118,19 +142,31 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
-def _find_blocked(exc: BaseException) -> SsrfBlockedError | None:
-    """The SsrfBlockedError behind an aiohttp connector error, if any."""
-    seen: set[int] = set()
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and everything behind it (aiohttp's ``os_error``, causes, contexts), once each."""
+    seen: list[BaseException] = []
     todo: list[BaseException | None] = [exc]
     while todo:
         cur = todo.pop()
-        if cur is None or id(cur) in seen:
+        if cur is None or any(cur is s for s in seen):
             continue
-        seen.add(id(cur))
-        if isinstance(cur, SsrfBlockedError):
-            return cur
+        seen.append(cur)
         todo.extend([getattr(cur, "os_error", None), cur.__cause__, cur.__context__])
-    return None
+    return seen
+
+
+def _find_blocked(exc: BaseException) -> SsrfBlockedError | None:
+    """The SsrfBlockedError behind an aiohttp connector error, if any."""
+    return next((e for e in _chain(exc) if isinstance(e, SsrfBlockedError)), None)
+
+
+def _too_large(exc: BaseException) -> bool:
+    return any(
+        isinstance(e, aiohttp.http_exceptions.LineTooLong)
+        or "Got more than" in str(e)
+        or "Too many headers" in str(e)
+        for e in _chain(exc)
+    )
 
 
 def _detail(exc: BaseException) -> str:
@@ -152,14 +188,12 @@ def _classify_exception(exc: BaseException) -> ErrorClass:
         return "connect"
     if isinstance(exc, aiohttp.ServerDisconnectedError | ConnectionResetError | BrokenPipeError):
         return "reset"
+    if _too_large(exc):
+        return "too_large"  # a response head line beyond aiohttp's 8190-byte limit
     if isinstance(exc, aiohttp.ClientPayloadError):
-        cause = exc.__cause__
-        if isinstance(cause, aiohttp.http_exceptions.LineTooLong):
-            return "too_large"
-        return "reset"
+        return "reset"  # the body broke off (connection lost or truncated transfer)
     if isinstance(exc, aiohttp.ClientResponseError):
-        message = exc.message.lower() if isinstance(exc.message, str) else ""
-        return "too_large" if "too long" in message or "too large" in message else "protocol"
+        return "protocol"  # not HTTP, or malformed HTTP
     if isinstance(exc, aiohttp.ClientOSError):
         if exc.errno in (errno.ECONNRESET, errno.EPIPE):
             return "reset"
@@ -180,6 +214,18 @@ async def _read_capped(content: aiohttp.StreamReader, cap: int) -> tuple[bytes, 
     if len(buf) > cap:
         return bytes(buf[:cap]), True
     return bytes(buf), False
+
+
+def _capped_headers(raw: tuple[tuple[bytes, bytes], ...]) -> tuple[list[tuple[str, str]], bool]:
+    """Response headers as text, at most MAX_HEADER_BYTES of names and values; True if some were dropped."""
+    kept: list[tuple[str, str]] = []
+    budget = MAX_HEADER_BYTES
+    for name, value in raw:
+        budget -= len(name) + len(value)
+        if budget < 0:
+            return kept, True
+        kept.append((name.decode("latin-1"), value.decode("latin-1")))
+    return kept, False
 
 
 def _peer_ip(resp: aiohttp.ClientResponse) -> str | None:
@@ -223,14 +269,18 @@ class Sender:
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._headers = {"User-Agent": user_agent, "Accept-Encoding": "identity"}
         self._session: aiohttp.ClientSession | None = None
+        self._resolver: GuardedResolver | None = None
+        # URL → policy verdict; the policy is a pure function of (url, allow), so this only saves CPU.
+        self._url_verdicts: dict[str, str | None] = {}
         self.stats = SenderStats()
 
     async def __aenter__(self) -> Sender:
         inner = self._inner_resolver if self._inner_resolver is not None else DefaultResolver()
+        self._resolver = GuardedResolver(inner, self._allow, self.stats)
         connector = aiohttp.TCPConnector(
             limit=self._limit,
             limit_per_host=self._limit_per_host,
-            resolver=GuardedResolver(inner, self._allow, self.stats),
+            resolver=self._resolver,
             socket_factory=self._socket_factory,
             ssl=self._ssl,
             keepalive_timeout=self._keepalive,
@@ -253,6 +303,9 @@ class Sender:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._resolver is not None:
+            await self._resolver.close()  # the connector closes only resolvers it created itself
+            self._resolver = None
 
     def _socket_factory(self, addr_info: Any) -> socket.socket:
         """Last line of defence: no socket for an address the policy refuses (literal IPs too)."""
@@ -264,6 +317,16 @@ class Sender:
         self.stats.dials += 1
         self.stats.dialed.append(host)
         return socket.socket(family, type_, proto)
+
+    def _check_url(self, url: str) -> str | None:
+        try:
+            return self._url_verdicts[url]
+        except KeyError:
+            pass
+        if len(self._url_verdicts) >= _URL_CACHE_SIZE:
+            self._url_verdicts.clear()
+        rule = self._url_verdicts[url] = check_url(url, self._allow)
+        return rule
 
     def _blocked(self, rule: str, address: str | None, detail: str, started: float) -> AttemptResult:
         self.stats.blocked += 1
@@ -286,14 +349,14 @@ class Sender:
             raise RuntimeError("Sender is not open: use `async with Sender(settings) as sender`")
         self.stats.attempts += 1
         started = time.perf_counter()
-        rule = check_url(req.url, self._allow)
+        rule = self._check_url(req.url)
         if rule is not None:
             return self._blocked(rule, None, f"URL refused before connecting ({req.url[:200]})", started)
 
         status: int | None = None
         headers: list[tuple[str, str]] = []
         body = b""
-        truncated = False
+        truncated = headers_truncated = False
         location: str | None = None
         remote_ip: str | None = None
         error: ErrorClass | None = None
@@ -304,31 +367,36 @@ class Sender:
                 async with session.request(
                     req.method,
                     req.url,
-                    headers=req.headers,
+                    headers=[(k, v) for k, v in req.headers if k.lower() not in _CLIENT_OWNED_HEADERS],
                     data=req.body,
                     allow_redirects=False,
                 ) as resp:
                     status = resp.status
-                    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers]
+                    headers, headers_truncated = _capped_headers(resp.raw_headers)
                     location = resp.headers.get("Location") if 300 <= status < 400 else None
                     remote_ip = _peer_ip(resp)
                     phase = f"reading the body after status {status}"
                     body, truncated = await _read_capped(resp.content, self._max_body)
                     if truncated:
                         resp.close()  # the rest is unread: this connection cannot be reused
-        except TimeoutError:
-            error, detail = "timeout", f"deadline of {req.deadline_s:g}s passed {phase}"
+        except TimeoutError as exc:
+            error = "timeout"
+            if isinstance(exc, aiohttp.ServerTimeoutError):  # aiohttp's own per-connect limit
+                detail = f"no TCP connection within {self._connect_timeout:g}s"
+            else:
+                detail = f"deadline of {req.deadline_s:g}s passed {phase}"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             blocked = _find_blocked(exc)
             if blocked is not None:
-                return self._blocked(blocked.rule, blocked.address, _detail(blocked), started)
-            error = _classify_exception(exc) if not isinstance(exc, ValueError) else "protocol"
+                return self._blocked(blocked.rule, blocked.address, blocked.where, started)
+            error = _classify_exception(exc)
             detail = f"{type(exc).__name__}: {_detail(exc)}"
         return AttemptResult(
             status=status,
             headers=headers,
             body=body,
             body_truncated=truncated,
+            headers_truncated=headers_truncated,
             duration_ms=(time.perf_counter() - started) * 1000.0,
             error_class=error,
             error_detail=detail,
