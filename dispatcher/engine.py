@@ -107,6 +107,9 @@ class Engine:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+            await self._repo.heartbeat(stopping=False, forget_after_s=self._forget_after())
+            await self._repo.system_event("startup")
         recorder_stop = asyncio.Event()
         side = [
             asyncio.create_task(self._recorder(recorder_stop), name="whk-recorder"),
@@ -135,6 +138,7 @@ class Engine:
             await self._final_flush()
             await self._retry_db(self._repo.release, "release claimed deliveries")
             with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+                await self._repo.system_event("shutdown")
                 await self._repo.forget()
 
     # ------------------------------------------------------------------ main loop
@@ -356,8 +360,11 @@ class Engine:
 
     # ------------------------------------------------------------------ heartbeat, shutdown
 
+    def _forget_after(self) -> float:
+        return max(self._s.lease_seconds, 10 * self._s.heartbeat_interval)
+
     async def _heartbeat(self, stop: asyncio.Event) -> None:
-        forget_after = max(self._s.lease_seconds, 10 * self._s.heartbeat_interval)
+        forget_after = self._forget_after()
         while not stop.is_set():
             try:
                 await self._repo.heartbeat(stopping=False, forget_after_s=forget_after)

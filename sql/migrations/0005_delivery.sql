@@ -60,6 +60,24 @@ CREATE TABLE whk.consumer_runtime (
 COMMENT ON TABLE whk.consumer_runtime IS
     'Per-consumer outbound rate limit bucket and daily quota, shared by all dispatchers.';
 
+-- The delivery engine's own event type (migration 0005): emitted through whk.emit when a webhook is
+-- disabled (410 Gone, unbroken failure window, operator), so consumers and alerting can subscribe to it.
+WITH t AS (
+    INSERT INTO whk.whk_02_eventos (name, description, category, strict, current_major, current_minor, metadata)
+    VALUES ('whk.webhook.disabled', 'A webhook was disabled; its pending deliveries are parked, not lost.',
+            'system', false, 1, 0, '{"seed": true}'::jsonb)
+    RETURNING id
+)
+INSERT INTO whk.whk_02_eventos_versoes (event_type_id, major, minor, schema, changelog)
+SELECT t.id, 1, 0,
+       '{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+         "required": ["webhook_id", "consumer_id", "reason"],
+         "properties": {"webhook_id": {"type": "integer"}, "consumer_id": {"type": "integer"},
+                        "name": {"type": "string"}, "url": {"type": "string"}, "reason": {"type": "string"},
+                        "parked_deliveries": {"type": "integer"}, "actor": {"type": "string"}}}'::jsonb,
+       'initial version (seed)'
+FROM t;
+
 -- The consumer confirms a delivery that answered 202 (awaiting_ack): it becomes delivered.
 -- Idempotent: acking an already delivered row returns true and changes nothing.
 CREATE OR REPLACE FUNCTION whk.ack_delivery(p_id bigint)
@@ -344,7 +362,7 @@ $$;
 
 -- Disable a webhook (410 Gone, auto-disable after an unbroken failure window, or an operator) and park its
 -- unfinished deliveries: parked rows are kept, not lost, and come back with whk.resume_webhook.
--- Emits a `whk.webhook.disabled` event through the outbox (it is delivered like any other event and is
+-- Emits a `whk.webhook.disabled` event (whk.emit, so it wakes idle dispatchers) (it is delivered like any other event and is
 -- the durable record of who/why/when), and records the reason on the webhook row.
 -- Returns false when the webhook was not active (nothing changed, no duplicate event).
 CREATE OR REPLACE FUNCTION whk.disable_webhook(p_webhook_id bigint, p_reason text)
@@ -372,15 +390,11 @@ BEGIN
     WHERE d.webhook_id = p_webhook_id AND d.status = 'pending';
     GET DIAGNOSTICS v_parked = ROW_COUNT;
 
-    INSERT INTO whk.outbox (event_type, event_key, payload, operation)
-    VALUES ('whk.webhook.disabled', p_webhook_id::text,
-            jsonb_build_object(
-                'type', 'whk.webhook.disabled',
-                'timestamp', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-                'data', jsonb_build_object('webhook_id', v_hook.id, 'consumer_id', v_hook.consumer_id,
-                                           'name', v_hook.name, 'url', v_hook.url, 'reason', p_reason,
-                                           'parked_deliveries', v_parked, 'actor', current_user)),
-            'EMIT');
+    PERFORM whk.emit('whk.webhook.disabled',
+                     jsonb_build_object('webhook_id', v_hook.id, 'consumer_id', v_hook.consumer_id,
+                                        'name', v_hook.name, 'url', v_hook.url, 'reason', p_reason,
+                                        'parked_deliveries', v_parked, 'actor', current_user),
+                     p_webhook_id::text);
     RETURN true;
 END;
 $$;
@@ -453,8 +467,11 @@ BEGIN
 END;
 $$;
 
--- Does an event type match a webhook's subscriptions? Patterns are exact names, '*' (everything) or a
--- prefix wildcard such as 'order.*' (matches 'order.created' and 'order.line.added', never 'order').
+-- Does an event type match a webhook's subscriptions? Patterns are exact names, '*' or a prefix wildcard
+-- such as 'order.*' (matches 'order.created' and 'order.line.added', never 'order').
+-- '*' means every business event: the platform's own events (system.*, whk.*) are delivered only to
+-- webhooks that name them ('system.*', 'whk.webhook.disabled'), so a catch-all subscriber is not sent
+-- a dispatcher restart as if it were an ERP change.
 -- A plain SQL function WITHOUT a `SET search_path` clause on purpose: a SET clause prevents inlining,
 -- and the routing join calls this once per (event, webhook) pair (measured: the non-inlined call was a
 -- large share of route_outbox). Every name in the body is schema-qualified instead.
@@ -464,7 +481,8 @@ LANGUAGE sql
 IMMUTABLE PARALLEL SAFE
 AS $$
     SELECT p_type OPERATOR(pg_catalog.=) ANY (p_patterns)
-        OR '*' OPERATOR(pg_catalog.=) ANY (p_patterns)
+        OR ('*' OPERATOR(pg_catalog.=) ANY (p_patterns)
+            AND NOT pg_catalog.starts_with(p_type, 'system.') AND NOT pg_catalog.starts_with(p_type, 'whk.'))
         OR EXISTS (
             SELECT 1
             FROM pg_catalog.unnest(p_patterns) AS p(pattern)
@@ -806,8 +824,9 @@ $$;
 --
 -- Filters are SQL/JSON path predicates stored as the jsonpath type (validated by PostgreSQL on write);
 -- `@@` yields NULL rather than an error on structural mismatches, which counts as "no match".
--- Non-strict schema validation (valid / validation_error) is filled by whk.validate_event_payload when the
--- capture side provides it; invalid events are still delivered (strict types are refused at emit time).
+-- Non-strict schema validation: events of registered, non-strict types are checked here with
+-- whk.validate_payload (capture) and flagged (outbox.valid / validation_error) but still delivered;
+-- strict types were validated when emitted (valid = true already); unregistered types stay NULL.
 CREATE OR REPLACE FUNCTION whk.route_outbox(p_limit integer)
 RETURNS integer
 LANGUAGE plpgsql
@@ -831,10 +850,20 @@ BEGIN
         -- nextval in id order: within one visibility batch id order is the best commit-order proxy.
         SELECT s.id, s.created_at, nextval('whk.outbox_commit_seq') AS seq
         FROM (SELECT id, created_at FROM picked ORDER BY id) s
+    ), checked AS (
+        SELECT o.id, o.created_at,
+               whk.validate_payload(o.event_type, o.event_version, o.payload) AS error
+        FROM picked p
+        JOIN whk.outbox o ON o.id = p.id AND o.created_at = p.created_at
+        JOIN whk.whk_02_eventos e ON e.name = o.event_type AND NOT e.strict
+        WHERE o.valid IS NULL
     ), routed AS (
         UPDATE whk.outbox o
-        SET status = 'routed', routed_at = clock_timestamp(), commit_seq = n.seq
+        SET status = 'routed', routed_at = clock_timestamp(), commit_seq = n.seq,
+            valid = CASE WHEN c.id IS NULL THEN o.valid ELSE c.error IS NULL END,
+            validation_error = CASE WHEN c.id IS NULL THEN o.validation_error ELSE c.error END
         FROM numbered n
+        LEFT JOIN checked c ON c.id = n.id AND c.created_at = n.created_at
         WHERE o.id = n.id AND o.created_at = n.created_at
         RETURNING o.id, o.created_at, o.event_id, o.event_type, o.event_version, o.event_key, o.payload,
                   o.deliver_at, o.commit_seq

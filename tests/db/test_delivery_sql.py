@@ -53,6 +53,10 @@ def test_event_type_patterns(conn):
         (["order.*"], "order", False),
         (["order.*"], "orders.created", False),
         (["*"], "anything.at_all", True),
+        (["*"], "system.startup", False),
+        (["*"], "whk.webhook.disabled", False),
+        (["system.*"], "system.startup", True),
+        (["*", "whk.webhook.disabled"], "whk.webhook.disabled", True),
         (["user.created", "product.*"], "product.deleted", True),
         (["user.created"], "user.updated", False),
     ]
@@ -333,3 +337,17 @@ def test_auto_disable_after_unbroken_failure_window(conn):
         "disabled",
     )
     assert conn.execute("SELECT whk.auto_disable_webhooks()").fetchone() == (0,)
+
+
+def test_routing_flags_invalid_non_strict_events_but_delivers_them(conn):
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c, URL, ["user.*", "nobody.*"])
+    emit(conn, "user.logout", {"user_id": 1})  # registered (capture seed), misses required properties
+    emit(conn, "user.logout", {"user_id": 1, "session_id": 2, "at": "2026-01-01T00:00:00Z"})
+    emit(conn, "nobody.listens")  # unregistered: not validated
+    route(conn)
+    rows = conn.execute("SELECT valid, validation_error FROM whk.outbox ORDER BY id").fetchall()
+    assert rows[0][0] is False and rows[0][1]
+    assert rows[1] == (True, None)
+    assert rows[2] == (None, None)
+    assert statuses(conn, hook) == {"pending": 3}
