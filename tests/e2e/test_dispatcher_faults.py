@@ -63,13 +63,14 @@ def erp_row_changes(db_url: str, inserts: int, updates: int, per_tx: int) -> Non
     with psycopg.connect(db_url) as c:
         for start in range(0, inserts, per_tx):
             c.execute(
-                "INSERT INTO shop.orders (customer, total) SELECT 'c' || g, g FROM generate_series(%s, %s) g",
+                "INSERT INTO shop.orders (customer, total) "
+                "SELECT 'c' || g, g FROM generate_series(%s::int, %s::int) g",
                 [start, min(start + per_tx, inserts) - 1],
             )
             c.commit()
         for start in range(1, updates + 1, per_tx):
             c.execute(
-                "UPDATE shop.orders SET total = total + 1 WHERE id BETWEEN %s AND %s",
+                "UPDATE shop.orders SET total = total + 1 WHERE id BETWEEN %s::int AND %s::int",
                 [start, min(start + per_tx, updates + 1) - 1],
             )
             c.commit()
