@@ -136,7 +136,9 @@ class Engine:
                     t.cancel()
             await asyncio.gather(*side, return_exceptions=True)
             await self._final_flush()
-            await self._retry_db(self._repo.release, "release claimed deliveries")
+            # Bounded: SIGTERM must end within the grace period even with the database gone (the
+            # claims then come back by lease expiry instead).
+            await self._retry_db(self._repo.release, "release claimed deliveries", attempts=3)
             with contextlib.suppress(*TRANSIENT_DB_ERRORS):
                 await self._repo.system_event("shutdown")
                 await self._repo.forget()
@@ -340,7 +342,7 @@ class Engine:
     async def _final_flush(self) -> None:
         while not self._outcomes.empty():
             items = [self._outcomes.get_nowait() for _ in range(min(_RECORD_GROUP, self._outcomes.qsize()))]
-            await self._retry_db(functools.partial(self._repo.record, items), "record outcomes")
+            await self._retry_db(functools.partial(self._repo.record, items), "record outcomes", attempts=5)
             self.stats["recorded"] += len(items)
 
     async def _retry_db(self, fn: Callable[[], Awaitable[Any]], what: str, *, attempts: int = 30) -> Any:

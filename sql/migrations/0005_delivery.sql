@@ -60,24 +60,6 @@ CREATE TABLE whk.consumer_runtime (
 COMMENT ON TABLE whk.consumer_runtime IS
     'Per-consumer outbound rate limit bucket and daily quota, shared by all dispatchers.';
 
--- The delivery engine's own event type (migration 0005): emitted through whk.emit when a webhook is
--- disabled (410 Gone, unbroken failure window, operator), so consumers and alerting can subscribe to it.
-WITH t AS (
-    INSERT INTO whk.whk_02_eventos (name, description, category, strict, current_major, current_minor, metadata)
-    VALUES ('whk.webhook.disabled', 'A webhook was disabled; its pending deliveries are parked, not lost.',
-            'system', false, 1, 0, '{"seed": true}'::jsonb)
-    RETURNING id
-)
-INSERT INTO whk.whk_02_eventos_versoes (event_type_id, major, minor, schema, changelog)
-SELECT t.id, 1, 0,
-       '{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
-         "required": ["webhook_id", "consumer_id", "reason"],
-         "properties": {"webhook_id": {"type": "integer"}, "consumer_id": {"type": "integer"},
-                        "name": {"type": "string"}, "url": {"type": "string"}, "reason": {"type": "string"},
-                        "parked_deliveries": {"type": "integer"}, "actor": {"type": "string"}}}'::jsonb,
-       'initial version (seed)'
-FROM t;
-
 -- The consumer confirms a delivery that answered 202 (awaiting_ack): it becomes delivered.
 -- Idempotent: acking an already delivered row returns true and changes nothing.
 CREATE OR REPLACE FUNCTION whk.ack_delivery(p_id bigint)
@@ -115,7 +97,7 @@ BEGIN
         JOIN whk.whk_01_webhooks w ON w.id = r.webhook_id
         WHERE w.status = 'active' AND r.failing_since < clock_timestamp() - make_interval(secs => v_window)
     LOOP
-        IF whk.disable_webhook(v_id, format('failing without a success for %s seconds', v_window)) THEN
+        IF whk.disable_webhook(v_id, format('failing without a success for %s seconds', v_window), 'whk-dispatcher') THEN
             v_count := v_count + 1;
         END IF;
     END LOOP;
@@ -362,18 +344,23 @@ $$;
 
 -- Disable a webhook (410 Gone, auto-disable after an unbroken failure window, or an operator) and park its
 -- unfinished deliveries: parked rows are kept, not lost, and come back with whk.resume_webhook.
--- Emits a `whk.webhook.disabled` event (whk.emit, so it wakes idle dispatchers) (it is delivered like any other event and is
--- the durable record of who/why/when), and records the reason on the webhook row.
--- Returns false when the webhook was not active (nothing changed, no duplicate event).
-CREATE OR REPLACE FUNCTION whk.disable_webhook(p_webhook_id bigint, p_reason text)
+-- Emits a `whk.webhook.disabled` event into the outbox (delivered like any other event to webhooks that
+-- subscribe to it, and a durable record of who/why/when) and records the reason on the webhook row.
+-- p_actor set (the dispatcher: 410, auto-disable) also writes the audit trail (whk.audit_log, created by
+-- the API migration; looked up at run time so this function does not depend on it). The API passes no
+-- actor: it audits the operator's request itself, in the same transaction.
+-- Returns false when the webhook was already disabled (nothing changed, no duplicate event).
+CREATE OR REPLACE FUNCTION whk.disable_webhook(p_webhook_id bigint, p_reason text, p_actor text DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
 AS $$
 DECLARE
-    v_hook record;
+    v_hook   record;
+    v_before text;
     v_parked integer;
 BEGIN
+    SELECT w.status INTO v_before FROM whk.whk_01_webhooks w WHERE w.id = p_webhook_id FOR UPDATE;
     UPDATE whk.whk_01_webhooks w
     SET status = 'disabled', disabled_reason = p_reason, disabled_at = clock_timestamp(),
         updated_at = clock_timestamp()
@@ -383,18 +370,32 @@ BEGIN
         RETURN false;
     END IF;
 
-    -- In-flight rows finish their attempt; whk.record_outcomes parks them if it fails (status pending
-    -- rows of a disabled webhook are never claimed, see whk.claim_deliveries).
+    -- In-flight rows finish their attempt; if it fails they return to pending, which a disabled webhook
+    -- never claims (whk.claim_deliveries) until whk.resume_webhook.
     UPDATE whk.whk_03_entregas d
     SET status = 'parked', updated_at = clock_timestamp(), next_attempt_at = clock_timestamp()
     WHERE d.webhook_id = p_webhook_id AND d.status = 'pending';
     GET DIAGNOSTICS v_parked = ROW_COUNT;
 
-    PERFORM whk.emit('whk.webhook.disabled',
-                     jsonb_build_object('webhook_id', v_hook.id, 'consumer_id', v_hook.consumer_id,
-                                        'name', v_hook.name, 'url', v_hook.url, 'reason', p_reason,
-                                        'parked_deliveries', v_parked, 'actor', current_user),
-                     p_webhook_id::text);
+    -- Written directly (not whk.emit): the type is the platform's own and need not be in the catalog.
+    INSERT INTO whk.outbox (event_type, event_key, payload, operation)
+    VALUES ('whk.webhook.disabled', p_webhook_id::text,
+            jsonb_build_object(
+                'type', 'whk.webhook.disabled',
+                'timestamp', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                'data', jsonb_build_object('webhook_id', v_hook.id, 'consumer_id', v_hook.consumer_id,
+                                           'name', v_hook.name, 'url', v_hook.url, 'reason', p_reason,
+                                           'parked_deliveries', v_parked,
+                                           'actor', coalesce(p_actor, current_user))),
+            'EMIT');
+    PERFORM whk.wake_dispatchers();
+
+    IF p_actor IS NOT NULL AND to_regclass('whk.audit_log') IS NOT NULL THEN
+        EXECUTE 'INSERT INTO whk.audit_log (actor, consumer_id, action, target_type, target_id, before, after) '
+                'VALUES ($1, $2, ''webhook.disabled'', ''webhook'', $3, $4, $5)'
+        USING p_actor, v_hook.consumer_id, p_webhook_id::text, jsonb_build_object('status', v_before),
+              jsonb_build_object('status', 'disabled', 'disabled_reason', p_reason, 'parked_deliveries', v_parked);
+    END IF;
     RETURN true;
 END;
 $$;
@@ -718,7 +719,7 @@ BEGIN
         FROM jsonb_array_elements(p_items) e
         WHERE (e ->> 'gone')::boolean
     LOOP
-        PERFORM whk.disable_webhook(v_gone, 'endpoint answered 410 Gone');
+        PERFORM whk.disable_webhook(v_gone, 'endpoint answered 410 Gone', 'whk-dispatcher');
     END LOOP;
 
     RETURN v_applied;

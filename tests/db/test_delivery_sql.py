@@ -351,3 +351,21 @@ def test_routing_flags_invalid_non_strict_events_but_delivers_them(conn):
     assert rows[1] == (True, None)
     assert rows[2] == (None, None)
     assert statuses(conn, hook) == {"pending": 3}
+
+
+def test_dispatcher_disable_is_audited_when_the_audit_log_exists(conn):
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c, URL, ["*"])
+    if conn.execute("SELECT to_regclass('whk.audit_log')").fetchone() == (None,):
+        pytest.skip("the API migration (audit_log) is not in this build")
+    assert conn.execute("SELECT whk.disable_webhook(%s, 'gone', 'whk-dispatcher')", [hook]).fetchone() == (
+        True,
+    )
+    row = conn.execute(
+        "SELECT actor, action, target_id, after->>'status' FROM whk.audit_log WHERE target_type = 'webhook'"
+    ).fetchone()
+    assert row == ("whk-dispatcher", "webhook.disabled", str(hook), "disabled")
+    # The API's own call (no actor) leaves auditing to the API.
+    conn.execute("SELECT whk.resume_webhook(%s)", [hook])
+    conn.execute("SELECT whk.disable_webhook(%s, 'operator')", [hook])
+    assert conn.execute("SELECT count(*) FROM whk.audit_log").fetchone() == (1,)

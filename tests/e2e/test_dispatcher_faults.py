@@ -296,3 +296,13 @@ async def test_ssrf_blocked_at_connect_time_without_a_route(db_url, conn, pg_ser
     assert conn.execute(
         "SELECT count(*) FROM whk.whk_03_entregas_tentativas WHERE response_status IS NOT NULL"
     ).fetchone() == (0,)
+
+
+def test_refuses_to_start_on_another_schema_version(db_url, conn):
+    conn.execute("INSERT INTO whk.schema_migrations (version, name) VALUES (99, 'from_the_future')")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WHK_")}
+    env.update(FAST_ENV)
+    env["WHK_DATABASE_URL"] = db_url
+    out = subprocess.run([str(WHK), "dispatcher"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "schema" in (out.stderr + out.stdout).lower() and "99" in out.stderr + out.stdout
