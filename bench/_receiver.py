@@ -42,8 +42,8 @@ def build(state: State) -> web.Application:
         for ev in events:
             data = ev.get("data") if isinstance(ev, dict) else None
             if isinstance(data, dict) and isinstance(data.get("new"), dict):
-                data = data["new"]  # a captured row change: the row image carries t
-            if isinstance(data, dict) and "t" in data:
+                data = {"t": data["new"].get("t_commit")}  # a captured row: its t_commit column
+            if isinstance(data, dict) and isinstance(data.get("t"), int | float):
                 state.latencies.append(now - float(data["t"]))
         return web.Response(text="ok")
 
