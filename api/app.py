@@ -57,9 +57,11 @@ def create_app(
     *,
     pool: AsyncConnectionPool[Any] | None = None,
     extra_route_handlers: Sequence[ControllerRouterHandler] = (),
+    resource_routes: bool = True,
 ) -> Litestar:
     """Build the API. ``pool``: use this (already open) pool and leave it open at shutdown (tests,
-    benchmarks); ``extra_route_handlers``: additional handlers (tests)."""
+    benchmarks); ``extra_route_handlers``: additional handlers and ``resource_routes=False``: leave out
+    the controllers of ``api.routes`` (tests of the platform itself)."""
     secretbox = SecretBox.from_settings(settings)
     auth = AuthConfig.from_settings(settings)
 
@@ -77,7 +79,7 @@ def create_app(
                 await active.close()
 
     return Litestar(
-        route_handlers=[*route_handlers(), *extra_route_handlers],
+        route_handlers=[*(route_handlers() if resource_routes else ()), *extra_route_handlers],
         lifespan=[lifespan],
         state=State({"auth": auth, "secretbox": secretbox, "settings": settings}),
         dependencies={**dependencies(), "secretbox": Provide(provide_secretbox, sync_to_thread=False)},
