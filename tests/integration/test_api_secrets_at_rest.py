@@ -57,8 +57,8 @@ def test_rotate_reencrypts_every_row_and_reports_copied_ones(db_url, conn):
     first, second, third = list(secrets)
     # An attacker (or a bad restore) copies one row's ciphertext onto another row.
     conn.execute(
-        "UPDATE whk.webhook_secrets SET secret_enc = (SELECT secret_enc FROM whk.webhook_secrets WHERE id = %s) "
-        "WHERE id = %s",
+        "UPDATE whk.webhook_secrets SET secret_enc = "
+        "(SELECT secret_enc FROM whk.webhook_secrets WHERE id = %s) WHERE id = %s",
         (first, third),
     )
     settings = settings_for(db_url, WHK_SECRET_KEYS=f"{new_entry},{old_entry}")

@@ -18,7 +18,8 @@ def new_whsec() -> str:
 def add_webhook(conn: psycopg.Connection[Any], consumer_id: int, box: SecretBox, *, credential: str) -> int:
     row = conn.execute(
         "INSERT INTO whk.whk_01_webhooks (consumer_id, name, url, event_types, auth_type, auth_header_name) "
-        "VALUES (%s, 'hook', 'https://example.test/hook', '{order.created}', 'api_key', 'X-Key') RETURNING id",
+        "VALUES (%s, 'hook', 'https://example.test/hook', '{order.created}', 'api_key', 'X-Key') "
+        "RETURNING id",
         (consumer_id,),
     ).fetchone()
     assert row is not None
