@@ -183,6 +183,7 @@ def discover(directory: Path | None = None) -> list[MigrationFile]:
                 f"migration numbering has a gap or duplicate at {mf.path.name} (expected {expected:04d})",
                 hint="numbers are gapless and never reused",
             )
+    for mf in files:
         if not mf.text.startswith(f"-- {mf.version:04d} {mf.name}:"):
             raise MigrationLayoutError(
                 f"{mf.path.name}: the first line must be '-- {mf.version:04d} {mf.name}: <why>'"

@@ -115,7 +115,7 @@ def load_section(section: type[T], env: Mapping[str, str]) -> T:
             value = parse_value(hints[f.name], raw)
         except (ValueError, TypeError) as exc:
             raise SettingsError(
-                f"{name}={raw!r} is not valid: {exc}", hint=f"see docs/configuration.md ({f.metadata['doc']})"
+                f"{name}={raw!r} is not valid: {exc}", hint=f"see {name} in docs/configuration.md"
             ) from exc
         values[f.name] = value
     obj = section(**values)
@@ -127,7 +127,7 @@ def load_section(section: type[T], env: Mapping[str, str]) -> T:
         if problem:
             name = f.metadata["env"]
             raise SettingsError(
-                f"{name}={getattr(obj, f.name)!r} {problem}", hint=f"see docs/configuration.md ({name})"
+                f"{name}={getattr(obj, f.name)!r} {problem}", hint=f"see {name} in docs/configuration.md"
             )
     return obj
 

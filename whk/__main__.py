@@ -1,0 +1,5 @@
+import sys
+
+from whk.cli import main
+
+sys.exit(main())
