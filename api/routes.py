@@ -1,0 +1,13 @@
+"""The route handlers of the API: one line per controller (apires appends its controllers here)."""
+
+from __future__ import annotations
+
+from litestar.types import ControllerRouterHandler
+
+from api.apikeys import ApiKeyController
+
+
+def route_handlers() -> list[ControllerRouterHandler]:
+    return [
+        ApiKeyController,
+    ]
