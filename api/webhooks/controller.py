@@ -15,12 +15,14 @@ from typing import Annotated, Any, Literal
 import msgspec
 import psycopg
 from litestar import Controller, delete, get, post, put
-from litestar.params import FromPath, JSONBody, NamedDependency, QueryParameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter, SkipValidation
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from psycopg import AsyncConnection
 
 from api import listing
 from api.audit import record
+from api.context import settings_dependency
 from api.deps import Principal
 from api.errors import BadRequest, NotFound, Unprocessable
 from api.shapes import Cursor, Limit
@@ -108,7 +110,8 @@ def _outbound_auth(auth_type: str, header_name: str | None, credential: str) -> 
 
 class WebhookController(Controller):
     path = "/api/whk/webhooks"
-    tags = ["webhooks"]  # noqa: RUF012
+    tags = ["webhooks"]  # noqa: RUF012 - Litestar reads a class attribute
+    dependencies = settings_dependency()  # noqa: RUF012
 
     def __init__(self, owner: Any) -> None:
         super().__init__(owner)
@@ -166,8 +169,8 @@ class WebhookController(Controller):
         self,
         conn: Conn,
         principal: Who,
-        settings: NamedDependency[Settings],
-        box: NamedDependency[SecretBox],
+        settings: NamedDependency[SkipValidation[Settings]],
+        secretbox: NamedDependency[SecretBox],
         data: JSONBody[WebhookCreate],
     ) -> WebhookCreated:
         tenant = principal.tenant_filter()
@@ -200,7 +203,7 @@ class WebhookController(Controller):
             auth_header_name=data.auth_header_name,
             has_credential=data.auth_credential is not None,
         )
-        webhook_id, key_id, secret = await self.repo.create(conn, box, consumer_id=consumer_id, data=data)
+        webhook_id, key_id, secret = await self.repo.create(conn, secretbox, consumer_id=consumer_id, data=data)
         hook = await self.repo.get(conn, tenant=None, webhook_id=webhook_id)
         assert hook is not None
         await record(
@@ -213,8 +216,8 @@ class WebhookController(Controller):
         self,
         conn: Conn,
         principal: Who,
-        settings: NamedDependency[Settings],
-        box: NamedDependency[SecretBox],
+        settings: NamedDependency[SkipValidation[Settings]],
+        secretbox: NamedDependency[SecretBox],
         webhook_id: FromPath[int],
         data: JSONBody[WebhookUpdate],
     ) -> Webhook:
@@ -241,9 +244,9 @@ class WebhookController(Controller):
             auth_header_name=None if header_name is None else str(header_name),
             has_credential=has_credential,
         )
-        await self.repo.update(conn, box, webhook_id=webhook_id, data=data)
+        await self.repo.update(conn, secretbox, webhook_id=webhook_id, data=data)
         if clear_credential:
-            await self.repo.set_credential(conn, box, webhook_id, None)
+            await self.repo.set_credential(conn, secretbox, webhook_id, None)
         if data.status is not unset and data.status != before.status:
             await self.repo.set_status(conn, webhook_id, str(data.status))
         after = await self.repo.get(conn, tenant=None, webhook_id=webhook_id)
@@ -277,8 +280,8 @@ class WebhookController(Controller):
         self,
         conn: Conn,
         principal: Who,
-        settings: NamedDependency[Settings],
-        box: NamedDependency[SecretBox],
+        settings: NamedDependency[SkipValidation[Settings]],
+        secretbox: NamedDependency[SecretBox],
         webhook_id: FromPath[int],
         data: JSONBody[TestRequest],
     ) -> TestResult:
@@ -300,7 +303,7 @@ class WebhookController(Controller):
         keys = await self.repo.valid_keys(conn, webhook_id)
         secrets = []
         for key in keys:
-            plain = box.decrypt(key.secret_enc, row_id=row_aad("webhook_secrets", key.id))
+            plain = secretbox.decrypt(key.secret_enc, row_id=row_aad("webhook_secrets", key.id))
             secrets.append(decode_secret(plain.decode()))
         timestamp = int(time.time())
         headers: list[tuple[str, str]] = [(k, v) for k, v in hook.headers.items()]
@@ -313,7 +316,7 @@ class WebhookController(Controller):
         if secrets:
             headers.append(("webhook-signature", sign(secrets, msg_id, timestamp, body)))
         if hook.auth_type != "none" and hook.has_credential:
-            credential = await self.repo.credential(conn, box, webhook_id)
+            credential = await self.repo.credential(conn, secretbox, webhook_id)
             if credential is not None:
                 headers.append(_outbound_auth(hook.auth_type, hook.auth_header_name, credential))
         result = await send_once(

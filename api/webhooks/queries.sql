@@ -92,14 +92,10 @@ WITH gone AS (
 )
 SELECT (SELECT count(*) FROM gone) AS deleted, (SELECT count(*) FROM cancelled) AS cancelled
 
--- name: insert_secret :one
--- The ciphertext needs the row id as associated data: insert a placeholder, then store the sealed value.
-INSERT INTO whk.webhook_secrets (webhook_id, key_id, secret_enc, expires_at)
-VALUES (%(webhook_id)s, %(key_id)s, '\x'::bytea, NULL)
-RETURNING id, created_at
-
--- name: seal_secret :exec
-UPDATE whk.webhook_secrets SET secret_enc = %(enc)s WHERE id = %(id)s
+-- name: insert_secret :exec
+-- The ciphertext's associated data is the row id, reserved beforehand (api.crypto.next_id).
+INSERT INTO whk.webhook_secrets (id, webhook_id, key_id, secret_enc, expires_at) OVERRIDING SYSTEM VALUE
+VALUES (%(id)s, %(webhook_id)s, %(key_id)s, %(enc)s, NULL)
 
 -- name: valid_secrets :many
 -- Every key that signs right now: the current one and old ones still inside their grace period.

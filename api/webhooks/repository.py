@@ -17,6 +17,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
 from api import listing
+from api.crypto import next_id
 from api.rows import execute, fetch_all, fetch_one, fetch_value
 from api.webhooks.schemas import Attempt, Webhook, WebhookCreate, WebhookUpdate
 from whk.secretbox import SecretBox, row_aad
@@ -236,12 +237,11 @@ class WebhookRepository:
         """A new current signing key for the webhook: (key_id, whsec_ secret)."""
         secret = generate_secret()
         key_id = new_key_id()
-        async with conn.cursor() as cur:
-            await cur.execute(self._q["insert_secret"], {"webhook_id": webhook_id, "key_id": key_id})
-            row = await cur.fetchone()
-        assert row is not None
-        enc = box.encrypt(secret.encode(), row_id=row_aad("webhook_secrets", int(row[0])))
-        await execute(conn, self._q["seal_secret"], {"id": int(row[0]), "enc": enc})
+        row_id = await next_id(conn, "webhook_secrets")
+        enc = box.encrypt(secret.encode(), row_id=row_aad("webhook_secrets", row_id))
+        await execute(
+            conn, self._q["insert_secret"], {"id": row_id, "webhook_id": webhook_id, "key_id": key_id, "enc": enc}
+        )
         return key_id, secret
 
     async def event_example(self, conn: AsyncConnection[Any], event_type: str) -> Any:
