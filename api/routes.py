@@ -5,7 +5,11 @@ from __future__ import annotations
 from litestar.types import ControllerRouterHandler
 
 from api.apikeys import ApiKeyController
+from api.consumers.controller import ConsumerController
 from api.deliveries.controller import DeliveryController
+from api.events.controller import EventController
+from api.monitoring.controller import MonitoringController
+from api.security.controller import SecurityController
 from api.webhooks.controller import WebhookController
 
 
@@ -14,4 +18,8 @@ def route_handlers() -> list[ControllerRouterHandler]:
         ApiKeyController,
         WebhookController,
         DeliveryController,
+        EventController,
+        MonitoringController,
+        SecurityController,
+        ConsumerController,
     ]

@@ -8,8 +8,9 @@ from typing import Any, TypeVar
 import msgspec
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
-__all__ = ["Query", "execute", "fetch_all", "fetch_one", "fetch_value"]
+__all__ = ["Query", "execute", "fetch_all", "fetch_one", "fetch_value", "jsonb_params"]
 
 T = TypeVar("T")
 Query = str | sql.Composable
@@ -46,3 +47,8 @@ async def execute(conn: AsyncConnection[Any], query: Query, params: Mapping[str,
     async with conn.cursor() as cur:
         await cur.execute(query, params)  # type: ignore[arg-type]
         return cur.rowcount
+
+
+def jsonb_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with dict values wrapped so psycopg sends them as jsonb (lists stay arrays)."""
+    return {k: Jsonb(v) if isinstance(v, dict) else v for k, v in params.items()}

@@ -14,11 +14,10 @@ from typing import Any
 
 import msgspec
 from psycopg import AsyncConnection, sql
-from psycopg.types.json import Jsonb
 
 from api import listing
 from api.crypto import next_id
-from api.rows import execute, fetch_all, fetch_one, fetch_value
+from api.rows import execute, fetch_all, fetch_one, fetch_value, jsonb_params
 from api.webhooks.schemas import Attempt, Webhook, WebhookCreate, WebhookUpdate
 from whk.secretbox import SecretBox, row_aad
 from whk.signing import generate_secret
@@ -168,7 +167,7 @@ class WebhookRepository:
         for f in _JSONB_STRUCT:
             value = getattr(data, f)
             params[f] = None if value is None else msgspec.to_builtins(value)
-        params = _jsonb(params)
+        params = jsonb_params(params)
         webhook_id = int(await fetch_value(conn, self._q["insert_webhook"], params))
         if data.auth_credential is not None:
             await self.set_credential(conn, box, webhook_id, data.auth_credential)
@@ -211,7 +210,7 @@ class WebhookRepository:
             assignments.append(sql.SQL("{} = {}").format(sql.Identifier(f), placeholder))
         if assignments:
             query = sql.SQL(self._q["update_webhook"]).format(assignments=sql.SQL(", ").join(assignments))
-            await execute(conn, query, _jsonb(params))
+            await execute(conn, query, jsonb_params(params))
         if data.auth_credential is not msgspec.UNSET:
             await self.set_credential(conn, box, webhook_id, data.auth_credential)
 
@@ -266,10 +265,3 @@ class WebhookRepository:
         rows = await fetch_all(conn, query, {**plan.params, "limit": limit + 1}, Attempt)
         return rows[:limit], listing.next_cursor(rows, limit, "-id", ATTEMPT_SORTS)
 
-
-def _jsonb(params: dict[str, Any]) -> dict[str, Any]:
-    """Wrap dict values so psycopg sends them as jsonb (lists stay arrays)."""
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        out[key] = Jsonb(value) if isinstance(value, dict) else value
-    return out
