@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -103,3 +105,73 @@ def audit_count(conn: psycopg.Connection[Any], action: str) -> int:
     row = conn.execute("SELECT count(*) FROM whk.audit_log WHERE action = %s", (action,)).fetchone()
     assert row is not None
     return int(row[0])
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class Receiver:
+    """A minimal HTTP/1.1 receiver on 127.0.0.1 that records requests and answers ``status``/``reply``.
+
+    It runs its own event loop in a thread: Litestar's test client drives the app through a blocking
+    portal, so a server on the test's own loop would never get to answer.
+    """
+
+    def __init__(self, status: int = 200, reply: bytes = b'{"ok": true}') -> None:
+        self.status = status
+        self.reply = reply
+        self.requests: list[Received] = []
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def __aenter__(self) -> Receiver:
+        self._thread.start()
+        start = asyncio.run_coroutine_threadsafe(asyncio.start_server(self._handle, "127.0.0.1", 0), self._loop)
+        self._server = await asyncio.wrap_future(start)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        server = self._server
+
+        async def _close() -> None:
+            server.close()
+            await server.wait_closed()
+
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_close(), self._loop))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method, path, _ = lines[0].split(" ", 2)
+            headers: dict[str, str] = {}
+            for line in lines[1:]:
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    headers[k.strip().lower()] = v.strip()
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            self.requests.append(Received(method, path, headers, body))
+            writer.write(
+                f"HTTP/1.1 {self.status} X\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(self.reply)}\r\nConnection: close\r\n\r\n".encode()
+                + self.reply
+            )
+            await writer.drain()
+        finally:
+            writer.close()
