@@ -171,6 +171,8 @@ class DeliveryController(Controller):
         if data.dry_run:
             return BulkRetryResult(dry_run=True, matched=matched, requeued=0)
         ids, requeued = await self.repo.bulk_retry(conn, tenant=tenant, filters=filters, limit=data.max_deliveries)
+        if requeued == 0:
+            return BulkRetryResult(dry_run=False, matched=matched, requeued=0)  # nothing changed: no audit row
         await record(
             conn,
             principal,
