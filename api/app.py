@@ -25,11 +25,11 @@ from litestar.middleware import DefineMiddleware
 from litestar.types import ControllerRouterHandler
 from psycopg_pool import AsyncConnectionPool
 
-from api.auth import AuthConfig, AuthMiddleware, RequestIdMiddleware
+from api.auth import PUBLIC_PATHS, AuthConfig, AuthMiddleware, RequestIdMiddleware
 from api.crypto import provide_secretbox
 from api.deps import dependencies
 from api.errors import exception_handlers
-from api.openapi import openapi_config
+from api.openapi import complete_error_responses, openapi_config
 from api.routes import route_handlers
 from whk import db
 from whk.secretbox import SecretBox
@@ -78,7 +78,12 @@ def create_app(
             if own:
                 await active.close()
 
+    def document_platform_errors(app: Litestar) -> None:
+        if settings.api.docs_enabled:
+            complete_error_responses(app.openapi_schema, public_paths=PUBLIC_PATHS)
+
     return Litestar(
+        on_startup=[document_platform_errors],
         route_handlers=[*(route_handlers() if resource_routes else ()), *extra_route_handlers],
         lifespan=[lifespan],
         state=State({"auth": auth, "secretbox": secretbox, "settings": settings}),
