@@ -147,7 +147,8 @@ def complete_error_responses(doc: OpenAPI, *, public_paths: Pattern[str]) -> Non
             # Every error this API sends is problem+json, including those Litestar documents itself
             # (its 400 says application/json).
             for code_text, resp in responses.items():
-                is_error = code_text[:1] in ("4", "5") and isinstance(resp, OpenAPIResponse)
-                if is_error and (not resp.content or PROBLEM_JSON not in resp.content):
+                if not isinstance(resp, OpenAPIResponse) or code_text[:1] not in ("4", "5"):
+                    continue
+                if not resp.content or PROBLEM_JSON not in resp.content:
                     resp.content = {PROBLEM_JSON: OpenAPIMediaType(schema=content_schema)}
             op.responses = responses
