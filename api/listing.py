@@ -58,7 +58,7 @@ class FilterSpec:
 
 @dataclass(frozen=True, slots=True)
 class SortSpec:
-    """One allow-listed sort: ``name`` orders by ``column`` then by ``tie`` (unique), both in one direction."""
+    """One allow-listed sort: ``name`` orders by ``column``, then by the unique ``tie``, one direction."""
 
     name: str
     column: str
@@ -131,7 +131,11 @@ def build_list_query(
             continue
         spec = by_name[name]
         key = f"f_{name}"
-        if spec.op == "any":
+        if spec.op == "any" and len(value) == 1:
+            # one value: plain equality, so a (filter, id) index can serve the page in order
+            params[key] = next(iter(value))
+            preds.append(sql.SQL("{} = {}").format(_ident(spec.column), _cast(key, spec.cast)))
+        elif spec.op == "any":
             params[key] = list(value)
             arr_cast = f"{spec.cast}[]" if spec.cast else None
             preds.append(sql.SQL("{} = ANY({})").format(_ident(spec.column), _cast(key, arr_cast)))

@@ -62,12 +62,14 @@ class ConsumerController(Controller):
         principal: Who,
         status: Annotated[Literal["active", "suspended", "disabled"] | None, QueryParameter()] = None,
         name_prefix: Annotated[str | None, QueryParameter(max_length=200)] = None,
-        sort: Annotated[Literal["id", "-id", "name", "-name", "created_at", "-created_at"], QueryParameter()] = "id",
+        sort: Annotated[
+            Literal["id", "-id", "name", "-name", "created_at", "-created_at"], QueryParameter()
+        ] = "id",
         cursor: Annotated[Cursor | None, QueryParameter()] = None,
         limit: Annotated[Limit, QueryParameter()] = 50,
     ) -> ConsumerPage:
         try:
-            items, nxt = await self.repo.list(
+            items, nxt = await self.repo.page(
                 conn,
                 tenant=principal.tenant_filter(),
                 filters={"status": status, "name_prefix": name_prefix},
@@ -101,11 +103,15 @@ class ConsumerController(Controller):
         await record(conn, principal, "consumer.create", "consumer", consumer_id, None, _view(created))
         return created
 
-    @put("/{consumer_id:int}", operation_id="updateConsumer", summary="Change a consumer (fields present only)")
+    @put(
+        "/{consumer_id:int}", operation_id="updateConsumer", summary="Change a consumer (fields present only)"
+    )
     async def update_consumer(
         self, conn: Conn, principal: Who, consumer_id: FromPath[int], data: JSONBody[ConsumerUpdate]
     ) -> Consumer:
-        before = await self.repo.get(conn, tenant=principal.tenant_filter(), consumer_id=consumer_id, lock=True)
+        before = await self.repo.get(
+            conn, tenant=principal.tenant_filter(), consumer_id=consumer_id, lock=True
+        )
         if before is None:
             raise NotFound(f"consumer {consumer_id} not found")
         if not principal.is_admin:

@@ -35,7 +35,7 @@ class ConsumerRepository:
         self._get = sql.SQL(q["get_consumer"]).format(columns=self._cols)
         self._lock = sql.SQL(q["lock_consumer"]).format(columns=self._cols)
 
-    async def list(
+    async def page(
         self,
         conn: AsyncConnection[Any],
         *,
@@ -53,7 +53,9 @@ class ConsumerRepository:
             cursor=cursor,
             fixed=[("a.id", tenant)] if tenant is not None else (),
         )
-        query = sql.SQL(self._q["list_consumers"]).format(columns=self._cols, where=plan.where, order=plan.order)
+        query = sql.SQL(self._q["list_consumers"]).format(
+            columns=self._cols, where=plan.where, order=plan.order
+        )
         rows = await fetch_all(conn, query, {**plan.params, "limit": limit + 1}, Consumer)
         return rows[:limit], listing.next_cursor(rows, limit, sort, CONSUMER_SORTS)
 

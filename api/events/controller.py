@@ -48,7 +48,9 @@ def _pg_problem(exc: psycopg.Error, pointer: str) -> Unprocessable:
     """PostgreSQL's own explanation (primary message and hint), never SQL text or a traceback."""
     message = exc.diag.message_primary or "refused by the database"
     hint = exc.diag.message_hint
-    return Unprocessable(message, errors=[{"pointer": pointer, "message": message + (f" ({hint})" if hint else "")}])
+    return Unprocessable(
+        message, errors=[{"pointer": pointer, "message": message + (f" ({hint})" if hint else "")}]
+    )
 
 
 class EventController(Controller):
@@ -67,7 +69,8 @@ class EventController(Controller):
         prefix: Annotated[str | None, QueryParameter(max_length=200)] = None,
         strict: Annotated[bool | None, QueryParameter()] = None,
         sort: Annotated[
-            Literal["name", "-name", "fire_count", "-fire_count", "created_at", "-created_at"], QueryParameter()
+            Literal["name", "-name", "fire_count", "-fire_count", "created_at", "-created_at"],
+            QueryParameter(),
         ] = "name",
         cursor: Annotated[Cursor | None, QueryParameter()] = None,
         limit: Annotated[Limit, QueryParameter()] = 100,
@@ -91,7 +94,9 @@ class EventController(Controller):
         guards=[admin_only],
         status_code=HTTP_201_CREATED,
     )
-    async def register_type(self, conn: Conn, principal: Who, data: JSONBody[EventTypeRegister]) -> EventTypeRegistered:
+    async def register_type(
+        self, conn: Conn, principal: Who, data: JSONBody[EventTypeRegister]
+    ) -> EventTypeRegistered:
         before = await self.repo.get_type(conn, data.name)
         problem = compile_error(data.schema)
         if problem is not None:
@@ -120,7 +125,12 @@ class EventController(Controller):
                 "event_type",
                 data.name,
                 None if before is None else {"version": previous},
-                {"version": version, "schema": data.schema, "strict": data.strict, "description": data.description},
+                {
+                    "version": version,
+                    "schema": data.schema,
+                    "strict": data.strict,
+                    "description": data.description,
+                },
             )
         return EventTypeRegistered(name=data.name, version=version, created=before is None)
 
@@ -143,7 +153,9 @@ class EventController(Controller):
         if errors:
             raise Unprocessable(f"data does not match the schema of {data.type} {version}", errors=errors)
         try:
-            event_id = await self.repo.emit(conn, etype=data.type, data=data.data, key=data.key, deliver_at=data.deliver_at)
+            event_id = await self.repo.emit(
+                conn, etype=data.type, data=data.data, key=data.key, deliver_at=data.deliver_at
+            )
         except psycopg.Error as exc:
             raise _pg_problem(exc, "/data") from exc
         await record(
@@ -155,7 +167,9 @@ class EventController(Controller):
             None,
             {"type": data.type, "version": version, "key": data.key, "data": data.data},
         )
-        return TriggerResult(event_id=str(event_id), type=data.type, version=version, deliver_at=data.deliver_at)
+        return TriggerResult(
+            event_id=str(event_id), type=data.type, version=version, deliver_at=data.deliver_at
+        )
 
     @get("/history", operation_id="eventHistory", summary="Events emitted or captured, newest first")
     async def history(
@@ -206,7 +220,12 @@ class EventController(Controller):
         if end - start > limit:
             raise BadRequest(f"at most {limit.days} days per request with interval={interval}")
         buckets = await self.repo.volume(
-            conn, tenant=principal.tenant_filter(), bucket=interval, since=start, until=end, event_type=event_type
+            conn,
+            tenant=principal.tenant_filter(),
+            bucket=interval,
+            since=start,
+            until=end,
+            event_type=event_type,
         )
         totals: dict[str, int] = {}
         for b in buckets:

@@ -117,7 +117,7 @@ class WebhookRepository:
         self._cols = cols
 
     # ----- reads
-    async def list(
+    async def page(
         self,
         conn: AsyncConnection[Any],
         *,
@@ -219,7 +219,9 @@ class WebhookRepository:
         if status == "active":
             return int(await fetch_value(conn, self._q["resume_webhook"], {"id": webhook_id}) or 0)
         if status == "disabled":
-            await fetch_value(conn, self._q["disable_webhook"], {"id": webhook_id, "reason": "disabled via API"})
+            await fetch_value(
+                conn, self._q["disable_webhook"], {"id": webhook_id, "reason": "disabled via API"}
+            )
             return 0
         await execute(conn, self._q["pause_webhook"], {"id": webhook_id})
         return 0
@@ -239,7 +241,9 @@ class WebhookRepository:
         row_id = await next_id(conn, "webhook_secrets")
         enc = box.encrypt(secret.encode(), row_id=row_aad("webhook_secrets", row_id))
         await execute(
-            conn, self._q["insert_secret"], {"id": row_id, "webhook_id": webhook_id, "key_id": key_id, "enc": enc}
+            conn,
+            self._q["insert_secret"],
+            {"id": row_id, "webhook_id": webhook_id, "key_id": key_id, "enc": enc},
         )
         return key_id, secret
 
@@ -264,4 +268,3 @@ class WebhookRepository:
         query = sql.SQL(self._q["list_attempts"]).format(where=plan.where, order=plan.order)
         rows = await fetch_all(conn, query, {**plan.params, "limit": limit + 1}, Attempt)
         return rows[:limit], listing.next_cursor(rows, limit, "-id", ATTEMPT_SORTS)
-

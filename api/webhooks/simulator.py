@@ -139,7 +139,7 @@ async def send_once(
                 return SimulatorResult(
                     status=response.status_code,
                     duration_ms=(time.perf_counter() - started) * 1000,
-                    headers={k: v for k, v in response.headers.items()},
+                    headers=dict(response.headers.items()),
                     excerpt=data[:EXCERPT_BYTES],
                     truncated=truncated or len(data) > EXCERPT_BYTES,
                     error_class=None,
