@@ -25,11 +25,11 @@ from litestar.middleware import DefineMiddleware
 from litestar.types import ControllerRouterHandler
 from psycopg_pool import AsyncConnectionPool
 
-from api.auth import AuthConfig, AuthMiddleware, RequestIdMiddleware
+from api.auth import PUBLIC_PATHS, AuthConfig, AuthMiddleware, RequestIdMiddleware
 from api.crypto import provide_secretbox
 from api.deps import dependencies
 from api.errors import exception_handlers
-from api.openapi import openapi_config
+from api.openapi import complete_error_responses, openapi_config
 from api.routes import route_handlers
 from whk import db
 from whk.secretbox import SecretBox
@@ -57,9 +57,11 @@ def create_app(
     *,
     pool: AsyncConnectionPool[Any] | None = None,
     extra_route_handlers: Sequence[ControllerRouterHandler] = (),
+    resource_routes: bool = True,
 ) -> Litestar:
     """Build the API. ``pool``: use this (already open) pool and leave it open at shutdown (tests,
-    benchmarks); ``extra_route_handlers``: additional handlers (tests)."""
+    benchmarks); ``extra_route_handlers``: additional handlers and ``resource_routes=False``: leave out
+    the controllers of ``api.routes`` (tests of the platform itself)."""
     secretbox = SecretBox.from_settings(settings)
     auth = AuthConfig.from_settings(settings)
 
@@ -76,8 +78,13 @@ def create_app(
             if own:
                 await active.close()
 
+    def document_platform_errors(app: Litestar) -> None:
+        if settings.api.docs_enabled:
+            complete_error_responses(app.openapi_schema, public_paths=PUBLIC_PATHS)
+
     return Litestar(
-        route_handlers=[*route_handlers(), *extra_route_handlers],
+        on_startup=[document_platform_errors],
+        route_handlers=[*(route_handlers() if resource_routes else ()), *extra_route_handlers],
         lifespan=[lifespan],
         state=State({"auth": auth, "secretbox": secretbox, "settings": settings}),
         dependencies={**dependencies(), "secretbox": Provide(provide_secretbox, sync_to_thread=False)},

@@ -252,7 +252,6 @@ _SQLSTATE_MAP: dict[str, tuple[int, str]] = {
     "22007": (422, "a date/time value has an invalid format"),
     "22008": (422, "a date/time value is out of range"),
     "2201B": (422, "an invalid regular expression"),
-    "42601": (422, "a value has invalid syntax"),
     "40001": (503, "the request conflicted with a concurrent one; retry it"),
     "40P01": (503, "the request conflicted with a concurrent one; retry it"),
     "57014": (503, "the database cancelled a slow statement"),

@@ -9,7 +9,8 @@ Revocation sets ``revoked_at``; every request reads the key row, so a revoked ke
 request after the revoking transaction commits (revocation bound: 0 s, no cache).
 
 The lead's CLI calls ``apikey_command(settings, admin=..., consumer_id=..., name=..., scopes=...)`` for
-``whk apikey create`` and ``dev_admin_key(conn, settings)`` from ``whk up`` in development.
+``whk apikey create``, ``create_api_key`` directly (``whk up``'s development key) and ``rotate_command``
+(``whk secrets rotate``, implemented in ``whk.secretbox``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import getpass
 import hashlib
 import secrets
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
@@ -31,7 +32,7 @@ from api.audit import record, record_sync
 from api.deps import ADMIN_SCOPE, Principal
 from api.errors import Conflict, NotFound, Unprocessable
 from whk.errors import WhkError
-from whk.settings import Settings
+from whk.secretbox import rotate_command
 from whk.sqlfiles import load_queries
 
 __all__ = [
@@ -39,12 +40,11 @@ __all__ = [
     "ApiKey",
     "ApiKeyError",
     "acreate_api_key",
-    "apikey_command",
     "create_api_key",
-    "dev_admin_key",
     "hash_key",
     "list_keys",
     "revoke_key",
+    "rotate_command",
     "split_key",
     "validate_scopes",
 ]
@@ -53,7 +53,6 @@ QUERIES = MappingProxyType(load_queries("api", "keys.sql"))
 KEY_PREFIX = "whk_"
 _ALPHABET = string.ascii_lowercase + string.digits
 PREFIX_LEN = 12
-DEV_KEY_NAME = "development"
 # The areas scopes may name (first path segment after /api/whk/).
 AREAS = (
     "webhooks",
@@ -166,8 +165,8 @@ def create_api_key(
     *,
     admin: bool,
     consumer_id: int | None,
-    name: str,
-    scopes: Sequence[str] = (),
+    name: str | None = None,
+    scopes: Sequence[str] | None = None,
     expires_at: datetime | None = None,
     actor: str | None = None,
 ) -> str:
@@ -177,8 +176,8 @@ def create_api_key(
     key, params = _insert_params(
         admin=admin,
         consumer_id=consumer_id,
-        name=name,
-        scopes=scopes,
+        name=name or ("admin" if admin else f"consumer {consumer_id}"),
+        scopes=scopes or (),
         created_by=actor,
         expires_at=expires_at,
     )
@@ -302,38 +301,3 @@ async def revoke_key(conn: AsyncConnection[Any], principal: Principal, key_id: i
         consumer_id=after.consumer_id,
     )
     return after
-
-
-def apikey_command(
-    settings: Settings,
-    *,
-    admin: bool,
-    consumer_id: int | None,
-    name: str | None = None,
-    scopes: Sequence[str] = (),
-    echo: Callable[[str], None] = print,
-) -> int:
-    """``whk apikey create --admin [--name N]`` / ``--consumer ID [--scope S ...]``: print the key once."""
-    from whk.db import connect
-
-    with connect(settings, autocommit=True) as conn:
-        key = create_api_key(
-            conn,
-            admin=admin,
-            consumer_id=consumer_id,
-            name=name or ("admin" if admin else f"consumer {consumer_id}"),
-            scopes=scopes,
-        )
-    echo(key)
-    return 0
-
-
-def dev_admin_key(conn: psycopg.Connection[Any], settings: Settings) -> str | None:
-    """For ``whk up`` in development: revoke the previous development admin key, create a new one and
-    return it (None outside WHK_ENV=development, where no key is ever created implicitly)."""
-    if settings.core.environment != "development":
-        return None
-    actor = "whk-up"
-    with conn.transaction():
-        conn.execute(QUERIES["revoke_dev_keys"], {"name": DEV_KEY_NAME, "actor": actor})
-    return create_api_key(conn, admin=True, consumer_id=None, name=DEV_KEY_NAME, actor=actor)

@@ -49,7 +49,10 @@ def main(settings: Settings) -> int:
         )
         return 0
     server = uvicorn.Server(uvicorn_config(settings))
-    server.run()
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn exits with 3 when the lifespan start-up fails
+        return exc.code if isinstance(exc.code, int) and exc.code else 1
     return 0 if server.started else 1
 
 

@@ -25,6 +25,8 @@ def parse_address(text: str) -> IPAddress | None:
     if not token:
         return None
     if token.startswith("["):
+        if "]" not in token:
+            return None
         token = token[1:].split("]", 1)[0]
     elif token.count(":") == 1 and "." in token:
         token = token.split(":", 1)[0]

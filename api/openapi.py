@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+from re import Pattern
 from typing import Annotated
 
 import msgspec
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, Example, SecurityScheme, Server
+from litestar.openapi.spec import (
+    Components,
+    Example,
+    OpenAPI,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Reference,
+    Schema,
+    SecurityScheme,
+    Server,
+)
 
 from api.errors import PROBLEM_JSON
 
-__all__ = ["Problem", "openapi_config", "problem_responses"]
+__all__ = ["Problem", "complete_error_responses", "openapi_config", "problem_responses"]
 
 
 class ProblemError(msgspec.Struct, frozen=True):
@@ -40,6 +53,7 @@ _DESCRIPTIONS = {
     413: "Request body larger than WHK_API_MAX_BODY_BYTES",
     422: "Semantically invalid (one entry per problem in `errors`, with a JSON pointer)",
     429: "Rate limit exceeded (see Retry-After and RateLimit-* headers)",
+    500: "Internal error (quote the request_id to the operator)",
     503: "Database unavailable",
 }
 
@@ -89,3 +103,37 @@ def openapi_config(*, version: str, enabled: bool) -> OpenAPIConfig | None:
         use_handler_docstrings=True,
         create_examples=False,
     )
+
+
+_PLATFORM_ERRORS = (400, 401, 403, 413, 429, 500, 503)
+
+
+def complete_error_responses(doc: OpenAPI, *, public_paths: Pattern[str]) -> None:
+    """Document, on every operation, the errors the platform itself may answer (auth, scope, rate limit,
+    body limit, validation, internal): all application/problem+json. Public operations get
+    ``security: []`` and no 401/403/429."""
+    schemas = doc.components.schemas or {}
+    ref = next((f"#/components/schemas/{name}" for name in schemas if name.endswith("Problem")), None)
+    content_schema: Schema | Reference = Reference(ref=ref) if ref else Schema(type=OpenAPIType.OBJECT)
+    for path, item in (doc.paths or {}).items():
+        public = public_paths.match(path) is not None
+        for method in ("get", "put", "post", "delete", "patch", "head", "options", "trace"):
+            op: Operation | None = getattr(item, method, None)
+            if op is None:
+                continue
+            if public:
+                op.security = []
+            responses = op.responses if op.responses is not None else {}
+            for code in _PLATFORM_ERRORS:
+                if public and code in (401, 403, 429):
+                    continue
+                if code == 413 and op.request_body is None:
+                    continue
+                responses.setdefault(
+                    str(code),
+                    OpenAPIResponse(
+                        description=_DESCRIPTIONS.get(code, "Internal error"),
+                        content={PROBLEM_JSON: OpenAPIMediaType(schema=content_schema)},
+                    ),
+                )
+            op.responses = responses

@@ -51,6 +51,7 @@ class AttemptResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     error_detail: str | None
     location: str | None
     remote_ip: str | None
+    headers_truncated: bool = False  # more response headers than the sender keeps (16 KB)
 
     def header(self, name: str) -> str | None:
         """The first response header called ``name`` (case-insensitive), or None."""

@@ -25,7 +25,7 @@ between us and the receiver cancels out), else against ``now`` when given.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Final, Literal
 
@@ -51,11 +51,15 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _http_date(value: str) -> datetime | None:
+    """IMF-fixdate, RFC 850 or asctime (RFC 9110 5.6.7: recipients accept all three); GMT assumed."""
     try:
         parsed = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
-        return None
-    return parsed if parsed.tzinfo is not None else None  # "-0000"/naive dates are not HTTP dates
+        try:
+            parsed = datetime.strptime(" ".join(value.split()) + " +0000", "%a %b %d %H:%M:%S %Y %z")
+        except ValueError:
+            return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def parse_retry_after(

@@ -42,6 +42,7 @@ __all__ = [
     "DEV_KEY_ID",
     "ENCRYPTED_COLUMNS",
     "SecretBox",
+    "SecretBoxError",
     "SecretDecryptError",
     "SecretKeyMissing",
     "row_aad",
@@ -67,7 +68,11 @@ class SecretKeyMissing(SettingsError):
     """WHK_ENV=production and WHK_SECRET_KEYS is unset."""
 
 
-class SecretDecryptError(WhkError):
+class SecretBoxError(WhkError):
+    """Base of the box's runtime errors."""
+
+
+class SecretDecryptError(SecretBoxError):
     """A stored ciphertext does not decrypt: wrong row (copied), unknown key id, or corrupted bytes."""
 
     def __init__(self, message: str, *, row: str, key_id: str | None) -> None:
@@ -77,6 +82,12 @@ class SecretDecryptError(WhkError):
         )
         self.row = row
         self.key_id = key_id
+
+
+def _associated(row_id: str | None, aad: str | None) -> str:
+    if (row_id is None) == (aad is None):
+        raise TypeError("pass exactly one of row_id= or aad=")
+    return row_id if row_id is not None else str(aad)
 
 
 def row_aad(table: str, row_id: int | str) -> str:
@@ -149,10 +160,24 @@ class SecretBox:
         )
         return cls(keys={DEV_KEY_ID: _dev_key()}, primary=DEV_KEY_ID)
 
-    def encrypt(self, plaintext: bytes, *, row_id: str) -> bytes:
+    @classmethod
+    def from_spec(cls, spec: str) -> SecretBox:
+        """The box of a ``kid:base64key,…`` string (first = primary); no development fallback."""
+        keys = parse_keys(spec)
+        if not keys:
+            raise SettingsError("WHK_SECRET_KEYS is empty", hint=_KEY_HINT)
+        return cls(keys=keys, primary=next(iter(keys)))
+
+    @property
+    def active_key_id(self) -> str:
+        return self.primary
+
+    def encrypt(self, plaintext: bytes, *, row_id: str | None = None, aad: str | None = None) -> bytes:
+        """Seal ``plaintext`` for the row ``row_id`` (``row_aad(table, id)``; ``aad`` is an alias)."""
+        ad = _associated(row_id, aad)
         kid = self.primary.encode("ascii")
         nonce = os.urandom(NONCE_BYTES)
-        sealed = AESGCM(self.keys[self.primary]).encrypt(nonce, plaintext, row_id.encode("utf-8"))
+        sealed = AESGCM(self.keys[self.primary]).encrypt(nonce, plaintext, ad.encode("utf-8"))
         return bytes([VERSION, len(kid)]) + kid + nonce + sealed
 
     @staticmethod
@@ -165,8 +190,9 @@ class SecretBox:
         except UnicodeDecodeError:
             return None
 
-    def decrypt(self, blob: bytes, *, row_id: str) -> bytes:
+    def decrypt(self, blob: bytes, *, row_id: str | None = None, aad: str | None = None) -> bytes:
         """Plaintext of ``blob`` stored in ``row_id``; SecretDecryptError on any mismatch."""
+        row_id = _associated(row_id, aad)
         blob = bytes(blob)
         kid = self.key_id_of(blob)
         if kid is None or len(blob) < 2 + blob[1] + NONCE_BYTES + 16:

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from whk.errors import WhkError
 
 __all__ = [
+    "MAX_URL_LENGTH",
     "Address",
     "Network",
     "UrlPolicyError",
@@ -141,9 +142,13 @@ _METADATA_HOSTS: Final[frozenset[str]] = frozenset(
 )
 
 _ALLOWED_SCHEMES: Final = frozenset({"http", "https"})
+MAX_URL_LENGTH: Final = 2048
 # One part of an inet_aton() literal: decimal, octal (leading 0) or hex (0x). glibc refuses a bare "0x".
 _AT_PART: Final = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
 _NUMERIC_LABEL: Final = re.compile(r"(0[xX][0-9a-fA-F]*|[0-9]+)")
+_LITERAL_CHARS: Final = re.compile(r"[0-9a-fA-FxX.]+")
+# Whitespace (any Unicode), control characters and backslashes never belong in a webhook URL.
+_BAD_URL_CHAR: Final = re.compile(r"[\s\x00-\x1f\x7f\\]")
 
 
 def embedded_ipv4(addr: IPv6Address) -> tuple[IPv4Address, ...]:
@@ -218,6 +223,8 @@ def check_address(addr: Address, allow: Sequence[Network] = ()) -> str | None:
 def _parse_inet_aton(host: str) -> IPv4Address | None:
     """IPv4 literal in any form inet_aton()/getaddrinfo() accepts: ``2130706433``, ``0x7f.1``,
     ``127.1``, ``0177.0.0.1``. None if ``host`` is not such a literal (or overflows)."""
+    if not _LITERAL_CHARS.fullmatch(host):
+        return None
     parts = host.split(".")
     if not 1 <= len(parts) <= 4 or not all(_AT_PART.fullmatch(p) for p in parts):
         return None
@@ -292,11 +299,12 @@ def _check_host(host: str, allow: Sequence[Network]) -> str | None:
 def check_url(url: str, allow: Sequence[Network] = ()) -> str | None:
     """None if ``url`` is an acceptable webhook destination (before DNS), else the rule name.
 
-    http/https only, no userinfo, a host present; literal IP hosts (every spelling) are checked with
-    ``check_address``; metadata host names and ``localhost`` are refused. Host names are resolved
-    and their addresses checked at connect time, by the dispatcher's sender.
+    http/https only, at most MAX_URL_LENGTH characters, no userinfo, a host present; literal IP
+    hosts (every spelling) are checked with ``check_address``; metadata host names and
+    ``localhost`` are refused. Host names are resolved and their addresses checked at connect
+    time, by the dispatcher's sender.
     """
-    if any(c.isspace() or ord(c) < 0x20 or c == "\\" for c in url):
+    if len(url) > MAX_URL_LENGTH or _BAD_URL_CHAR.search(url):
         return "invalid-url"
     try:
         parts = urlsplit(url)

@@ -297,6 +297,11 @@ URLS = [
     ("http://exa mple.com/", "invalid-url"),
     ("http://example.com\\@127.0.0.1/", "invalid-url"),
     ("http://example.com\r\nHost: x/", "invalid-url"),
+    ("http://example.com/\x7f", "invalid-url"),
+    ("https://example.com/" + "a" * 2028, None),  # 2048 characters
+    ("https://example.com/" + "a" * 2029, "invalid-url"),
+    ("http://example.com/\u2003", "invalid-url"),
+    ("http://example.com/\x00", "invalid-url"),
     ("http://example.com:0/", "invalid-url"),
     ("http://example.com:99999/", "invalid-url"),
     ("http://example.com:port/", "invalid-url"),
