@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -146,13 +147,21 @@ def receiver_process(port: int | None = None) -> Iterator[str]:
             proc.wait()
 
 
-async def _compare(url: str, n: int, concurrency: int, body: bytes) -> None:
-    raw = await raw_aiohttp_posts(url, n, concurrency, body)
-    via_sender = await sender_posts(url, n, concurrency, body)
-    via_httpx = await httpx_default_posts(url, max(200, n // 10), concurrency, body)
-    print(f"raw_aiohttp_posts_per_s={raw:.0f}")
-    print(f"sender_posts_per_s={via_sender:.0f} sender_vs_raw_aiohttp={via_sender / raw:.2f}")
-    print(f"httpx_default_posts_per_s={via_httpx:.0f} httpx_vs_raw_aiohttp={via_httpx / raw:.2f}")
+async def _compare(url: str, n: int, concurrency: int, body: bytes, rounds: int) -> None:
+    """Interleave the loops (noise on a shared machine hits both sides) and print medians."""
+    raw: list[float] = []
+    via_sender: list[float] = []
+    via_httpx: list[float] = []
+    for _ in range(rounds):
+        raw.append(await raw_aiohttp_posts(url, n, concurrency, body))
+        via_sender.append(await sender_posts(url, n, concurrency, body))
+        via_httpx.append(await httpx_default_posts(url, max(200, n // 10), concurrency, body))
+    base = statistics.median(raw)
+    sender_rate, httpx_rate = statistics.median(via_sender), statistics.median(via_httpx)
+    sender_ratio = statistics.median([s / r for s, r in zip(via_sender, raw, strict=True)])
+    print(f"raw_aiohttp_posts_per_s={base:.0f}")
+    print(f"sender_posts_per_s={sender_rate:.0f} sender_vs_raw_aiohttp={sender_ratio:.2f}")
+    print(f"httpx_default_posts_per_s={httpx_rate:.0f} httpx_vs_raw_aiohttp={httpx_rate / base:.2f}")
 
 
 def main(argv: list[str]) -> int:
@@ -160,13 +169,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("-n", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     if args.serve:
         _serve(args.serve)
         return 0
     body = b'{"type":"bench","data":"' + b"x" * 990 + b'"}'  # ~1 KB event
     with receiver_process() as url:
-        asyncio.run(_compare(url, args.n, args.concurrency, body))
+        asyncio.run(_compare(url, args.n, args.concurrency, body, args.rounds))
     return 0
 
 
