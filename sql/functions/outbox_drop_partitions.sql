@@ -33,7 +33,7 @@ BEGIN
          ORDER BY 2
     LOOP
         CONTINUE WHEN v_to > now() - older_than;
-        partition_name := v_part::text;
+        partition_name := 'whk.' || quote_ident((SELECT relname FROM pg_class WHERE oid = v_part));
         BEGIN
             EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_part);
             LOCK TABLE whk.whk_03_entregas IN SHARE MODE;
