@@ -13,12 +13,11 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from psycopg import AsyncConnection
 
-from api import listing
 from api.audit import record
 from api.consumers.repository import ConsumerRepository
 from api.consumers.schemas import SELF_SERVICE, Consumer, ConsumerCreate, ConsumerPage, ConsumerUpdate
 from api.deps import Principal, admin_only
-from api.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
+from api.errors import Conflict, Forbidden, NotFound, Unprocessable
 from api.shapes import Cursor, Limit
 
 __all__ = ["ConsumerController"]
@@ -68,17 +67,14 @@ class ConsumerController(Controller):
         cursor: Annotated[Cursor | None, QueryParameter()] = None,
         limit: Annotated[Limit, QueryParameter()] = 50,
     ) -> ConsumerPage:
-        try:
-            items, nxt = await self.repo.page(
-                conn,
-                tenant=principal.tenant_filter(),
-                filters={"status": status, "name_prefix": name_prefix},
-                sort=sort,
-                cursor=cursor,
-                limit=limit,
-            )
-        except listing.CursorError as exc:
-            raise BadRequest(str(exc)) from exc
+        items, nxt = await self.repo.page(
+            conn,
+            tenant=principal.tenant_filter(),
+            filters={"status": status, "name_prefix": name_prefix},
+            sort=sort,
+            cursor=cursor,
+            limit=limit,
+        )
         return ConsumerPage(items=items, next_cursor=nxt)
 
     @get("/{consumer_id:int}", operation_id="getConsumer", summary="Read one consumer")

@@ -18,7 +18,6 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 from psycopg import AsyncConnection
 
-from api import listing
 from api.audit import record
 from api.deliveries.repository import DeliveryRepository
 from api.deliveries.schemas import (
@@ -50,10 +49,6 @@ DeliverySort = Literal[
     "-next_attempt_at",
 ]
 EventTypeQ = Annotated[str | None, QueryParameter(pattern=EVENT_TYPE_RE, max_length=200)]
-
-
-def _page_or_400(exc: listing.CursorError) -> BadRequest:
-    return BadRequest(str(exc))
 
 
 class DeliveryController(Controller):
@@ -89,12 +84,9 @@ class DeliveryController(Controller):
             "created_from": created_from,
             "created_to": created_to,
         }
-        try:
-            items, nxt = await self.repo.page(
-                conn, tenant=principal.tenant_filter(), filters=filters, sort=sort, cursor=cursor, limit=limit
-            )
-        except listing.CursorError as exc:
-            raise _page_or_400(exc) from exc
+        items, nxt = await self.repo.page(
+            conn, tenant=principal.tenant_filter(), filters=filters, sort=sort, cursor=cursor, limit=limit
+        )
         return DeliveryPage(items=items, next_cursor=nxt)
 
     @get("/failed", operation_id="listFailedDeliveries", summary="Dead letters, most recent first")
@@ -118,18 +110,15 @@ class DeliveryController(Controller):
             "dead_from": dead_from,
             "dead_to": dead_to,
         }
-        try:
-            items, nxt = await self.repo.page(
-                conn,
-                tenant=principal.tenant_filter(),
-                filters=filters,
-                sort=sort,
-                cursor=cursor,
-                limit=limit,
-                failed_only=True,
-            )
-        except listing.CursorError as exc:
-            raise _page_or_400(exc) from exc
+        items, nxt = await self.repo.page(
+            conn,
+            tenant=principal.tenant_filter(),
+            filters=filters,
+            sort=sort,
+            cursor=cursor,
+            limit=limit,
+            failed_only=True,
+        )
         return DeliveryPage(items=items, next_cursor=nxt)
 
     @get("/stats", operation_id="deliveryStats", summary="Success rate, latency percentiles, retry rate")

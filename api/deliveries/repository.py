@@ -13,7 +13,7 @@ from psycopg import AsyncConnection, sql
 
 from api import listing
 from api.deliveries.schemas import Delivery, DeliveryAttempt, DeliveryDetail, DeliveryStatsRow, Percentiles
-from api.rows import fetch_all, fetch_one, fetch_value
+from api.rows import fetch_all, fetch_one, fetch_page, fetch_value
 from whk.sqlfiles import load_queries
 
 __all__ = ["DELIVERY_FILTERS", "DELIVERY_SORTS", "FAILED_SORTS", "DeliveryRepository"]
@@ -122,11 +122,16 @@ class DeliveryRepository:
         sorts = FAILED_SORTS if failed_only else DELIVERY_SORTS
         extra = [("d.status", "dead")] if failed_only else []
         plan = self.plan(tenant=tenant, filters=filters, sort=sort, cursor=cursor, sorts=sorts, extra=extra)
-        query = sql.SQL(self._q["list_deliveries"]).format(
-            columns=self._cols, where=plan.where, order=plan.order
+        return await fetch_page(
+            conn,
+            self._q["list_deliveries"],
+            plan,
+            Delivery,
+            limit=limit,
+            sort=sort,
+            sorts=sorts,
+            columns=self._cols,
         )
-        rows = await fetch_all(conn, query, {**plan.params, "limit": limit + 1}, Delivery)
-        return rows[:limit], listing.next_cursor(rows, limit, sort, sorts)
 
     async def get(
         self, conn: AsyncConnection[Any], *, tenant: int | None, delivery_id: int

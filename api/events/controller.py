@@ -19,7 +19,6 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED
 from psycopg import AsyncConnection
 
-from api import listing
 from api.audit import record
 from api.deps import Principal, admin_only
 from api.errors import BadRequest, NotFound, Unprocessable
@@ -75,16 +74,13 @@ class EventController(Controller):
         cursor: Annotated[Cursor | None, QueryParameter()] = None,
         limit: Annotated[Limit, QueryParameter()] = 100,
     ) -> EventTypePage:
-        try:
-            items, nxt = await self.repo.list_types(
-                conn,
-                filters={"category": category, "prefix": prefix, "strict": strict},
-                sort=sort,
-                cursor=cursor,
-                limit=limit,
-            )
-        except listing.CursorError as exc:
-            raise BadRequest(str(exc)) from exc
+        items, nxt = await self.repo.list_types(
+            conn,
+            filters={"category": category, "prefix": prefix, "strict": strict},
+            sort=sort,
+            cursor=cursor,
+            limit=limit,
+        )
         return EventTypePage(items=items, next_cursor=nxt)
 
     @post(
@@ -194,12 +190,9 @@ class EventController(Controller):
             "since": since,
             "until": until,
         }
-        try:
-            items, nxt = await self.repo.history(
-                conn, tenant=principal.tenant_filter(), filters=filters, sort=sort, cursor=cursor, limit=limit
-            )
-        except listing.CursorError as exc:
-            raise BadRequest(str(exc)) from exc
+        items, nxt = await self.repo.history(
+            conn, tenant=principal.tenant_filter(), filters=filters, sort=sort, cursor=cursor, limit=limit
+        )
         return HistoryPage(items=items, next_cursor=nxt)
 
     @get("/stats", operation_id="eventStats", summary="Event volume per type per hour or day")

@@ -12,12 +12,12 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from api import listing
 from api.events.schemas import EventCounters, EventType, HistoryEvent, SchemaVersion, VolumeBucket
-from api.rows import fetch_all, fetch_one, fetch_value
+from api.rows import fetch_all, fetch_one, fetch_page, fetch_value
 from whk.sqlfiles import load_queries
 
 __all__ = ["HISTORY_FILTERS", "HISTORY_SORTS", "TYPE_FILTERS", "TYPE_SORTS", "EventRepository"]
@@ -77,9 +77,9 @@ class EventRepository:
         plan = listing.build_list_query(
             filters=TYPE_FILTERS, values=filters, sorts=TYPE_SORTS, sort=sort, cursor=cursor
         )
-        query = sql.SQL(self._q["list_types"]).format(where=plan.where, order=plan.order)
-        rows = await fetch_all(conn, query, {**plan.params, "limit": limit + 1}, EventType)
-        return rows[:limit], listing.next_cursor(rows, limit, sort, TYPE_SORTS)
+        return await fetch_page(
+            conn, self._q["list_types"], plan, EventType, limit=limit, sort=sort, sorts=TYPE_SORTS
+        )
 
     async def get_type(self, conn: AsyncConnection[Any], name: str) -> EventType | None:
         return await fetch_one(conn, self._q["get_type"], {"name": name}, EventType)
@@ -183,11 +183,16 @@ class EventRepository:
             filters=HISTORY_FILTERS, values=filters, sorts=HISTORY_SORTS, sort=sort, cursor=cursor
         )
         name = "history_admin" if tenant is None else "history_tenant"
-        query = sql.SQL(self._q[name]).format(where=plan.where, order=plan.order)
-        rows = await fetch_all(
-            conn, query, {**plan.params, "limit": limit + 1, "tenant": tenant}, HistoryEvent
+        return await fetch_page(
+            conn,
+            self._q[name],
+            plan,
+            HistoryEvent,
+            limit=limit,
+            sort=sort,
+            sorts=HISTORY_SORTS,
+            params={"tenant": tenant},
         )
-        return rows[:limit], listing.next_cursor(rows, limit, sort, HISTORY_SORTS)
 
     async def volume(
         self,

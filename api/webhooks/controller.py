@@ -20,11 +20,10 @@ from litestar.params import FromPath, JSONBody, QueryParameter, SkipValidation
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from psycopg import AsyncConnection
 
-from api import listing
 from api.audit import record
 from api.context import settings_dependency
 from api.deps import Principal
-from api.errors import BadRequest, NotFound, Unprocessable
+from api.errors import NotFound, Unprocessable
 from api.shapes import Cursor, Limit
 from api.webhooks.repository import WebhookRepository
 from api.webhooks.schemas import (
@@ -157,12 +156,9 @@ class WebhookController(Controller):
             "created_from": created_from,
             "created_to": created_to,
         }
-        try:
-            items, nxt = await self.repo.page(
-                conn, tenant=principal.tenant_filter(), filters=filters, sort=sort, cursor=cursor, limit=limit
-            )
-        except listing.CursorError as exc:
-            raise BadRequest(str(exc)) from exc
+        items, nxt = await self.repo.page(
+            conn, tenant=principal.tenant_filter(), filters=filters, sort=sort, cursor=cursor, limit=limit
+        )
         return WebhookPage(items=items, next_cursor=nxt)
 
     @get("/{webhook_id:int}", operation_id="getWebhook", summary="Read one webhook")
@@ -420,8 +416,5 @@ class WebhookController(Controller):
             "started_from": started_from,
             "started_to": started_to,
         }
-        try:
-            items, nxt = await self.repo.attempts(conn, filters=filters, cursor=cursor, limit=limit)
-        except listing.CursorError as exc:
-            raise BadRequest(str(exc)) from exc
+        items, nxt = await self.repo.attempts(conn, filters=filters, cursor=cursor, limit=limit)
         return AttemptPage(items=items, next_cursor=nxt)

@@ -17,7 +17,7 @@ from psycopg import AsyncConnection, sql
 
 from api import listing
 from api.crypto import next_id
-from api.rows import execute, fetch_all, fetch_one, fetch_value, jsonb_params
+from api.rows import execute, fetch_all, fetch_one, fetch_page, fetch_value, jsonb_params
 from api.webhooks.schemas import Attempt, Webhook, WebhookCreate, WebhookUpdate
 from whk.secretbox import SecretBox, row_aad
 from whk.signing import generate_secret
@@ -135,9 +135,9 @@ class WebhookRepository:
             cursor=cursor,
             fixed=[("w.consumer_id", tenant)] if tenant is not None else (),
         )
-        query = sql.SQL(self._list).format(columns=self._cols, where=plan.where, order=plan.order)
-        rows = await fetch_all(conn, query, {**plan.params, "limit": limit + 1}, Webhook)
-        return rows[:limit], listing.next_cursor(rows, limit, sort, WEBHOOK_SORTS)
+        return await fetch_page(
+            conn, self._list, plan, Webhook, limit=limit, sort=sort, sorts=WEBHOOK_SORTS, columns=self._cols
+        )
 
     async def get(
         self, conn: AsyncConnection[Any], *, tenant: int | None, webhook_id: int, lock: bool = False
@@ -265,6 +265,6 @@ class WebhookRepository:
         plan = listing.build_list_query(
             filters=ATTEMPT_FILTERS, values=filters, sorts=ATTEMPT_SORTS, sort="-id", cursor=cursor
         )
-        query = sql.SQL(self._q["list_attempts"]).format(where=plan.where, order=plan.order)
-        rows = await fetch_all(conn, query, {**plan.params, "limit": limit + 1}, Attempt)
-        return rows[:limit], listing.next_cursor(rows, limit, "-id", ATTEMPT_SORTS)
+        return await fetch_page(
+            conn, self._q["list_attempts"], plan, Attempt, limit=limit, sort="-id", sorts=ATTEMPT_SORTS
+        )
