@@ -85,3 +85,12 @@ def test_rotate_reencrypts_every_row_and_reports_copied_ones(db_url, conn):
     assert rotate_command(settings, echo=out.append) == 1
     assert "0 re-encrypted" in out[0]
     assert "3 already current" in out[0]
+
+
+def test_cli_entry_points_exist():
+    """`whk secrets rotate` and `whk apikey create` import these from api.keys (lead's CLI)."""
+    import api.keys
+    import whk.secretbox
+
+    assert api.keys.rotate_command is whk.secretbox.rotate_command
+    assert callable(api.keys.create_api_key)
