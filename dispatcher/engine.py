@@ -89,7 +89,8 @@ class Engine:
         self._id = dispatcher_id
         self._listen = listen
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._box = SecretBox.from_spec(self._s.secret_keys) if self._s.secret_keys else None
+        # WHK_SECRET_KEYS (shared with the API); the public development key only when WHK_ENV=development.
+        self._box = SecretBox.from_settings(settings)
         self._wake = asyncio.Event()
         self._outcomes: asyncio.Queue[OutcomeItem] = asyncio.Queue()
         self._recorded = asyncio.Event()

@@ -19,6 +19,7 @@ from dispatcher.request import (
 )
 from dispatcher.retry import RetryPolicy
 from tests.support.delivery import TEST_BOX, TEST_SECRET
+from whk.secretbox import row_aad
 
 OLD_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="
 
@@ -41,8 +42,8 @@ def row(**overrides) -> WebhookRow:  # type: ignore[no-untyped-def]
         "status": "active",
         "secret_ids": [10, 11],
         "secrets_enc": [
-            TEST_BOX.encrypt(TEST_SECRET.encode(), aad="10"),
-            TEST_BOX.encrypt(OLD_SECRET.encode(), aad="11"),
+            TEST_BOX.encrypt(TEST_SECRET.encode(), row_id=row_aad("webhook_secrets", 10)),
+            TEST_BOX.encrypt(OLD_SECRET.encode(), row_id=row_aad("webhook_secrets", 11)),
         ],
     }
     fields.update(overrides)
@@ -109,7 +110,7 @@ def test_header_injection_is_a_configuration_error():
 
 
 def test_outbound_auth_and_masking():
-    cred = TEST_BOX.encrypt(b"s3cr3t", aad="5")
+    cred = TEST_BOX.encrypt(b"s3cr3t", row_id=row_aad("whk_01_webhooks", 5))
     bearer = prepare_webhook(row(auth_type="bearer", auth_credential_enc=cred), TEST_BOX, RetryPolicy())
     api_key = prepare_webhook(
         row(
@@ -136,8 +137,13 @@ def test_outbound_auth_and_masking():
 
 def test_missing_keys_or_wrong_row_become_configuration_errors():
     assert prepare_webhook(row(), None, RetryPolicy()).config_error is not None
-    moved = row(secret_ids=[99], secrets_enc=[TEST_BOX.encrypt(TEST_SECRET.encode(), aad="10")])
-    assert "cannot be opened" in (prepare_webhook(moved, TEST_BOX, RetryPolicy()).config_error or "")
+    moved = row(
+        secret_ids=[99],
+        secrets_enc=[TEST_BOX.encrypt(TEST_SECRET.encode(), row_id=row_aad("webhook_secrets", 10))],
+    )
+    assert "does not belong to this row" in (
+        prepare_webhook(moved, TEST_BOX, RetryPolicy()).config_error or ""
+    )
     no_cred = prepare_webhook(row(auth_type="basic"), TEST_BOX, RetryPolicy())
     assert "no credential" in (no_cred.config_error or "")
 
