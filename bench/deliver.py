@@ -10,7 +10,8 @@ Prints:
 - ``GOAL drain_rss_mb``: the dispatcher's peak RSS while draining a 1,000,000-delivery backlog.
 
 Events are 1 KB. Durations: BENCH_DELIVER_SECONDS (default 5) per throughput phase,
-BENCH_DRAIN_SECONDS (default 20) for the drain; BENCH_BACKLOG (default 1000000) sizes the backlog.
+BENCH_DRAIN_SECONDS (default 20) for the drain; BENCH_BACKLOG (default 1000000) sizes the backlog;
+BENCH_DELIVER_PHASES (default all: immediate,batch,latency,claim,drain) picks phases.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 WHK = Path(sys.executable).parent / "whk"
 BODY = b'{"type":"bench.e","timestamp":"2026-01-01T00:00:00Z","data":{"pad":"' + b"x" * 950 + b'"}}'
 CONCURRENCY = 64
+PHASES = ("immediate", "batch", "latency", "claim", "drain")
 
 
 def _env(dsn: str, **extra: str) -> dict[str, str]:
@@ -207,7 +209,7 @@ def _backlog(conn: psycopg.Connection[Any], webhook_id: int, consumer_id: int, r
     conn.execute("ANALYZE whk.whk_03_entregas")
 
 
-async def _run(seconds: float, drain_seconds: float, backlog: int) -> int:
+async def _run(seconds: float, drain_seconds: float, backlog: int, phases: set[str]) -> int:
     server = start_server()
     port = port_for.select_random()
     receiver = subprocess.Popen([sys.executable, "-m", "bench._receiver", str(port)], cwd=REPO)  # noqa: ASYNC220
@@ -228,87 +230,98 @@ async def _run(seconds: float, drain_seconds: float, backlog: int) -> int:
             except httpx.TransportError:
                 await asyncio.sleep(0.05)
 
-        raw = await _raw_aiohttp(f"{url}/raw", seconds)
-        via_httpx = await _httpx_default(f"{url}/httpx", seconds)
-        print(f"baseline raw aiohttp: {raw:.0f} req/s; httpx default pool: {via_httpx:.0f} req/s", flush=True)
-
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            consumer = make_consumer(conn, "bench")
-            make_webhook(conn, consumer, f"{url}/immediate", ["imm.*"], max_in_flight=CONCURRENCY)
-        n = int(min(max(raw * seconds, 2000), 100_000))
-        _seed_events(dsn, "imm.e", n)
-        immediate = await _drain(dsn, url, n, 30 + 3 * seconds)
-        print(f"immediate: {immediate:.0f} events/s ({n} events)", flush=True)
-
-        dsn = fresh()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            consumer = make_consumer(conn, "bench")
-            make_webhook(
-                conn,
-                consumer,
-                f"{url}/batch",
-                ["bat.*"],
-                delivery_mode="batch",
-                batch_size=1000,
-                batch_window_ms=100,
-                max_in_flight=8,
+        goals: list[Goal] = []
+        if "immediate" in phases:
+            raw = await _raw_aiohttp(f"{url}/raw", seconds)
+            via_httpx = await _httpx_default(f"{url}/httpx", seconds)
+            print(
+                f"baseline raw aiohttp: {raw:.0f} req/s; httpx default pool: {via_httpx:.0f} req/s",
+                flush=True,
             )
-        m = int(min(20_000 * seconds, 100_000))
-        _seed_events(dsn, "bat.e", m)
-        batch = await _drain(dsn, url, m, 30 + 6 * seconds, WHK_CLAIM_BATCH="1000")
-        print(f"batch: {batch:.0f} events/s ({m} events)", flush=True)
-
-        dsn = fresh()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            consumer = make_consumer(conn, "bench")
-            conn.execute("CREATE SCHEMA shop")
-            conn.execute(
-                "CREATE TABLE shop.orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
-                "t_commit double precision NOT NULL DEFAULT extract(epoch FROM clock_timestamp()), pad text)"
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                consumer = make_consumer(conn, "bench")
+                make_webhook(conn, consumer, f"{url}/immediate", ["imm.*"], max_in_flight=CONCURRENCY)
+            n = int(min(max(raw * seconds, 2000), 100_000))
+            _seed_events(dsn, "imm.e", n)
+            immediate = await _drain(dsn, url, n, 30 + 3 * seconds)
+            print(f"immediate: {immediate:.0f} events/s ({n} events)", flush=True)
+            print(
+                f"httpx default pool: {via_httpx:.0f} req/s ({via_httpx / raw:.2f} of raw aiohttp)",
+                flush=True,
             )
-            conn.execute("SELECT whk.enable_capture('shop.orders', 'order')")
-            make_webhook(conn, consumer, f"{url}/latency", ["order.*"], max_in_flight=CONCURRENCY)
-        p50, p99 = await _latency(dsn, url, seconds, 500)
-        print(f"latency at 500/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms", flush=True)
+            goals.append(Goal("deliver_vs_raw_aiohttp", immediate / raw if raw else 0.0, 0.5))
 
-        dsn = fresh()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            consumer = make_consumer(conn, "bench")
-            busy = make_webhook(conn, consumer, f"{url}/drain", ["none.*"], max_in_flight=CONCURRENCY)
-            quiet = make_webhook(conn, consumer, f"{url}/quiet", ["quiet.*"])
-            _backlog(conn, quiet, consumer, 1)
-            _backlog(conn, busy, consumer, 1000)
-            small = _claim_time(conn)
-            _backlog(conn, busy, consumer, backlog - 1000)
-            large = _claim_time(conn)
-        print(
-            f"claim: {small * 1000:.2f} ms with 1k pending, {large * 1000:.2f} ms with {backlog}", flush=True
-        )
+        if "batch" in phases:
+            dsn = fresh()
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                consumer = make_consumer(conn, "bench")
+                make_webhook(
+                    conn,
+                    consumer,
+                    f"{url}/batch",
+                    ["bat.*"],
+                    delivery_mode="batch",
+                    batch_size=1000,
+                    batch_window_ms=100,
+                    max_in_flight=8,
+                )
+            m = int(min(20_000 * seconds, 100_000))
+            _seed_events(dsn, "bat.e", m)
+            batch = await _drain(dsn, url, m, 30 + 6 * seconds, WHK_CLAIM_BATCH="1000")
+            print(f"batch: {batch:.0f} events/s ({m} events)", flush=True)
+            goals.append(Goal("batch_events_per_s", batch, 20000))
 
-        await _reset(url)
-        proc = _dispatcher(dsn)
-        peak = 0.0
-        try:
-            ps = psutil.Process(proc.pid)
-            end = time.monotonic() + drain_seconds
-            while time.monotonic() < end and proc.poll() is None:
-                peak = max(peak, ps.memory_info().rss / 2**20)
-                await asyncio.sleep(0.2)
-            drained = (await _stats(url))["events"]
-        finally:
-            _stop(proc)
-        print(f"drain: {drained} delivered in {drain_seconds:g} s, peak RSS {peak:.0f} MB", flush=True)
+        if "latency" in phases:
+            dsn = fresh()
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                consumer = make_consumer(conn, "bench")
+                conn.execute("CREATE SCHEMA shop")
+                conn.execute(
+                    "CREATE TABLE shop.orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+                    "t_commit double precision NOT NULL DEFAULT extract(epoch FROM clock_timestamp()), "
+                    "pad text)"
+                )
+                conn.execute("SELECT whk.enable_capture('shop.orders', 'order')")
+                make_webhook(conn, consumer, f"{url}/latency", ["order.*"], max_in_flight=CONCURRENCY)
+            p50, p99 = await _latency(dsn, url, seconds, 500)
+            print(f"latency at 500/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms", flush=True)
+            goals.append(Goal("latency_p50_ms", p50, 10, higher_is_better=False))
+            goals.append(Goal("latency_p99_ms", p99, 50, higher_is_better=False))
 
-        ratio = immediate / raw if raw else 0.0
-        print(f"httpx default pool: {via_httpx:.0f} req/s ({via_httpx / raw:.2f} of raw aiohttp)", flush=True)
-        return report(
-            Goal("deliver_vs_raw_aiohttp", ratio, 0.5),
-            Goal("batch_events_per_s", batch, 20000),
-            Goal("latency_p50_ms", p50, 10, higher_is_better=False),
-            Goal("latency_p99_ms", p99, 50, higher_is_better=False),
-            Goal("claim_1m_vs_1k", large / small if small else float("inf"), 2.0, higher_is_better=False),
-            Goal("drain_rss_mb", peak, 200, higher_is_better=False),
-        )
+        if "claim" in phases or "drain" in phases:
+            dsn = fresh()
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                consumer = make_consumer(conn, "bench")
+                busy = make_webhook(conn, consumer, f"{url}/drain", ["none.*"], max_in_flight=CONCURRENCY)
+                quiet = make_webhook(conn, consumer, f"{url}/quiet", ["quiet.*"])
+                _backlog(conn, quiet, consumer, 1)
+                _backlog(conn, busy, consumer, 1000)
+                small = _claim_time(conn)
+                _backlog(conn, busy, consumer, backlog - 1000)
+                large = _claim_time(conn)
+            print(
+                f"claim: {small * 1000:.2f} ms with 1k pending, {large * 1000:.2f} ms with {backlog}",
+                flush=True,
+            )
+            ratio = large / small if small else float("inf")
+            goals.append(Goal("claim_1m_vs_1k", ratio, 2.0, higher_is_better=False))
+
+        if "drain" in phases:
+            await _reset(url)
+            proc = _dispatcher(dsn)
+            peak = 0.0
+            try:
+                ps = psutil.Process(proc.pid)
+                end = time.monotonic() + drain_seconds
+                while time.monotonic() < end and proc.poll() is None:
+                    peak = max(peak, ps.memory_info().rss / 2**20)
+                    await asyncio.sleep(0.2)
+                drained = (await _stats(url))["events"]
+            finally:
+                _stop(proc)
+            print(f"drain: {drained} delivered in {drain_seconds:g} s, peak RSS {peak:.0f} MB", flush=True)
+            goals.append(Goal("drain_rss_mb", peak, 200, higher_is_better=False))
+        return report(*goals)
     finally:
         receiver.terminate()
         receiver.wait(10)
@@ -320,7 +333,8 @@ def main(argv: list[str]) -> int:
     seconds = float(os.environ.get("BENCH_DELIVER_SECONDS", "5"))
     drain_seconds = float(os.environ.get("BENCH_DRAIN_SECONDS", "20"))
     backlog = int(os.environ.get("BENCH_BACKLOG", "1000000"))
-    return asyncio.run(_run(seconds, drain_seconds, backlog))
+    phases = set(os.environ.get("BENCH_DELIVER_PHASES", ",".join(PHASES)).split(","))
+    return asyncio.run(_run(seconds, drain_seconds, backlog, phases & set(PHASES)))
 
 
 if __name__ == "__main__":
