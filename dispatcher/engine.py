@@ -67,6 +67,7 @@ _HOOK_TTL_S = 2.0
 _POLICY_TTL_S = 5.0
 _RECORD_GROUP = 1000
 _MIN_SLEEP_S = 0.005
+_TIMED_REFRESH_S = 0.1
 _BACKOFF_MAX_S = 5.0
 
 
@@ -99,6 +100,8 @@ class Engine:
         self._idle = False
         self._hooks: dict[int, tuple[float, PreparedWebhook]] = {}
         self._policy: tuple[float, RetryPolicy] | None = None
+        self._timed_checked = -1e9
+        self._timed_at: float | None = None
         self.stats = {"routed": 0, "claimed": 0, "requests": 0, "recorded": 0}
 
     # ------------------------------------------------------------------ public
@@ -150,12 +153,13 @@ class Engine:
         backoff = 0.1
         while not stop.is_set():
             try:
-                progressed, saturated = await self._round()
-                if saturated and self._idle:
-                    await self._repo.set_idle(False)
-                    self._idle = False
-                if progressed:
-                    backoff = 0.1
+                saturated = await self._round()
+                backoff = 0.1
+                if saturated:
+                    # More is waiting right now: loop without sleeping, and let commits stop notifying.
+                    if self._idle:
+                        await self._repo.set_idle(False)
+                        self._idle = False
                     await asyncio.sleep(0)
                     continue
                 if not self._idle:
@@ -164,17 +168,28 @@ class Engine:
                     # Re-check after declaring idle: a commit between our last look and the flag would
                     # otherwise not notify and wait for the poll.
                     continue
-                timeout = self._s.poll_interval
-                hint = await self._repo.seconds_to_next_wakeup()
-                if hint is not None:
-                    timeout = min(timeout, max(hint, _MIN_SLEEP_S * 10 if hint <= 0 else hint))
-                backoff = 0.1
+                # Idle is declared (and stays declared while we keep up), so any commit after this
+                # round's snapshot NOTIFYs us: sleep until then, or until timed work is due.
+                timeout = await self._timed_work_in(self._s.poll_interval)
             except TRANSIENT_DB_ERRORS as exc:
                 log.warning("database unavailable (%s); retrying in %.1fs", _first_line(exc), backoff)
                 timeout = backoff
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
                 self._idle = False  # re-declare after reconnecting (the row may be gone)
             await self._sleep(stop, timeout)
+
+    async def _timed_work_in(self, longest: float) -> float:
+        """Seconds until time-based work is due (retries, delays, windows, probes, refills), at most
+        ``longest``. Asked at most every ``_TIMED_REFRESH_S``; a due-but-blocked item (caps, a lane
+        head in flight) is re-checked after ``10 * _MIN_SLEEP_S``."""
+        now = time.monotonic()
+        if now - self._timed_checked >= _TIMED_REFRESH_S:
+            hint = await self._repo.seconds_to_next_wakeup()
+            self._timed_at = None if hint is None else now + hint
+            self._timed_checked = now
+        if self._timed_at is None:
+            return longest
+        return min(longest, max(self._timed_at - now, _MIN_SLEEP_S * 10))
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
         if self._wake.is_set():
@@ -188,8 +203,8 @@ class Engine:
                 w.cancel()
             self._wake.clear()
 
-    async def _round(self) -> tuple[bool, bool]:
-        """Route then claim once. Returns (found work, saturated)."""
+    async def _round(self) -> bool:
+        """Route then claim once. True when saturated: a full routing batch or every free slot claimed."""
         free = self._s.concurrency - self._in_flight
         claim_limit = max(0, min(free, self._s.batch_size))
         routed, claimed = await self._repo.dispatch_round(
@@ -200,8 +215,7 @@ class Engine:
             self.stats["claimed"] += len(claimed)
             await self._start(claimed)
         requests = len({(d.webhook_id, d.batch_id) if d.batch_id else d.delivery_id for d in claimed})
-        saturated = routed >= self._s.batch_size or (free > 0 and requests >= min(free, self._s.batch_size))
-        return (routed > 0 or bool(claimed)), saturated
+        return routed >= self._s.batch_size or (free > 0 and requests >= min(free, self._s.batch_size))
 
     async def _start(self, claimed: Sequence[ClaimedDelivery]) -> None:
         hooks = await self._prepared({d.webhook_id for d in claimed})
@@ -221,7 +235,10 @@ class Engine:
         self._in_flight -= 1
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery task failed", exc_info=task.exception())
-        self._wake.set()
+        # Claim again once a quarter of the slots are free (or all are): a round per freed slot would
+        # spend a route+claim round trip on every single request under load.
+        if self._in_flight <= self._s.concurrency * 3 // 4:
+            self._wake.set()
 
     async def _prepared(self, ids: set[int]) -> dict[int, PreparedWebhook]:
         now = time.monotonic()
@@ -338,6 +355,7 @@ class Engine:
                 items.append(self._outcomes.get_nowait())
             await self._retry_db(functools.partial(self._repo.record, items), "record outcomes")
             self.stats["recorded"] += len(items)
+            self._timed_checked = -1e9  # new retries may be due soon: ask again before sleeping
             self._wake.set()
 
     async def _final_flush(self) -> None:
