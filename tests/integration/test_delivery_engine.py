@@ -162,16 +162,21 @@ async def test_timeout_refused_and_reset(db_url, conn, receiver):
     slow = make_webhook(conn, c, receiver.url("/hang"), ["*"])
     receiver.on("/hang", default=Reply(hang=True))
     refused = make_webhook(conn, c, "http://127.0.0.1:9/closed", ["*"])
+    reset = make_webhook(conn, c, receiver.url("/reset"), ["*"])
+    receiver.on("/reset", default=Reply(reset=True))
     emit(conn, "t.r")
     started = time.monotonic()
     async with running(fast_settings(db_url, WHK_ATTEMPT_TIMEOUT="1", WHK_LEASE_SECONDS="3")):
         assert await wait_until(
-            lambda: conn.execute("SELECT count(*) FROM whk.whk_03_entregas_tentativas").fetchone()[0] == 2, 10
+            lambda: conn.execute("SELECT count(*) FROM whk.whk_03_entregas_tentativas").fetchone()[0] == 3, 10
         )
     assert time.monotonic() - started < 8
     rows = dict(conn.execute("SELECT webhook_id, error_class FROM whk.whk_03_entregas_tentativas").fetchall())
     assert rows[slow] == "timeout"
     assert rows[refused] in ("refused", "connect")
+    assert rows[reset] in ("reset", "protocol")
+    states = dict(conn.execute("SELECT webhook_id, status FROM whk.whk_03_entregas").fetchall())
+    assert set(states.values()) == {"pending"}  # all three are failed attempts, retried later
 
 
 async def test_ack_required(db_url, conn, receiver):

@@ -8,6 +8,8 @@ dripped slowly, or never answering at all.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -25,6 +27,7 @@ class Reply:
     delay_s: float = 0.0
     drip_every_s: float | None = None  # send the body one byte at a time
     hang: bool = False  # never answer
+    reset: bool = False  # abort the TCP connection (RST) instead of answering
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,12 @@ class Receiver:
         reply = script.pop(0) if script else self.defaults.get(request.path, Reply())
         if reply.hang:
             await asyncio.sleep(3600)
+        if reply.reset and request.transport is not None:
+            sock = request.transport.get_extra_info("socket")
+            if sock is not None:  # SO_LINGER 0: close() sends RST, not FIN
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            request.transport.abort()
+            await asyncio.sleep(0.1)
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
         if reply.drip_every_s is not None:
