@@ -173,6 +173,22 @@ CREATE SEQUENCE whk.dispatcher_idle_until AS bigint MINVALUE 0 START WITH 0;
 COMMENT ON SEQUENCE whk.dispatcher_idle_until IS
     'Epoch second until which some dispatcher counts as idle (capture NOTIFYs only before it); see docs/capture.md.';
 
+-- ===== schema/204_outbox_partitions.sql
+-- The partitions of whk.outbox with their time ranges (NULL bounds for the default partition): what
+-- whk.outbox_create_partitions and whk.outbox_drop_partitions work from, and what a DBA looks at.
+CREATE VIEW whk.outbox_partitions AS
+SELECT p.oid::regclass                                                          AS partition,
+       n.nspname || '.' || p.relname                                            AS partition_name,
+       (substring(b.bound FROM 'FROM \(''([^'']+)''\)'))::timestamptz          AS range_from,
+       (substring(b.bound FROM 'TO \(''([^'']+)''\)'))::timestamptz            AS range_to,
+       b.bound = 'DEFAULT'                                                      AS is_default
+FROM pg_catalog.pg_inherits i
+JOIN pg_catalog.pg_class p ON p.oid = i.inhrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = p.relnamespace
+CROSS JOIN LATERAL (SELECT pg_catalog.pg_get_expr(p.relpartbound, p.oid) AS bound) AS b
+WHERE i.inhparent = 'whk.outbox'::regclass;
+COMMENT ON VIEW whk.outbox_partitions IS 'Partitions of whk.outbox and their created_at ranges (see docs/capture.md).';
+
 -- ===== functions/jsonschema_error.sql
 -- whk.jsonschema_error: validate a JSON value against a JSON Schema (draft 2020-12 subset) in SQL.
 -- Returns NULL when valid, else the first error as '<JSON pointer>: <what is wrong>'.
@@ -1518,16 +1534,8 @@ BEGIN
         v_to := ((v_from AT TIME ZONE 'UTC') + v_step) AT TIME ZONE 'UTC';
         v_name := 'outbox_p' || to_char(v_from AT TIME ZONE 'UTC', 'YYYYMMDD');
         -- Skip periods already covered by any partition (whatever its name or size).
-        IF NOT EXISTS (
-            SELECT 1
-              FROM pg_inherits i
-              JOIN pg_class p ON p.oid = i.inhrelid
-             CROSS JOIN LATERAL (SELECT pg_get_expr(p.relpartbound, p.oid) AS bound) AS b
-             WHERE i.inhparent = 'whk.outbox'::regclass
-               AND b.bound <> 'DEFAULT'
-               AND (substring(b.bound FROM 'FROM \(''([^'']+)''\)'))::timestamptz < v_to
-               AND (substring(b.bound FROM 'TO \(''([^'']+)''\)'))::timestamptz > v_from
-        ) THEN
+        IF NOT EXISTS (SELECT 1 FROM whk.outbox_partitions p
+                        WHERE NOT p.is_default AND p.range_from < v_to AND p.range_to > v_from) THEN
             LOCK TABLE whk.outbox IN ACCESS EXCLUSIVE MODE;
             CREATE TEMP TABLE IF NOT EXISTS whk_outbox_moving (LIKE whk.outbox) ON COMMIT DROP;
             TRUNCATE whk_outbox_moving;
@@ -1576,18 +1584,13 @@ DECLARE
     v_to    timestamptz;
     v_why   text;
 BEGIN
-    FOR v_part, v_from, v_to IN
-        SELECT p.oid::regclass,
-               (substring(b.bound FROM 'FROM \(''([^'']+)''\)'))::timestamptz,
-               (substring(b.bound FROM 'TO \(''([^'']+)''\)'))::timestamptz
-          FROM pg_inherits i
-          JOIN pg_class p ON p.oid = i.inhrelid
-         CROSS JOIN LATERAL (SELECT pg_get_expr(p.relpartbound, p.oid) AS bound) AS b
-         WHERE i.inhparent = 'whk.outbox'::regclass AND b.bound <> 'DEFAULT'
-         ORDER BY 2
+    FOR v_part, partition_name, v_from, v_to IN
+        SELECT p.partition, p.partition_name, p.range_from, p.range_to
+          FROM whk.outbox_partitions p
+         WHERE NOT p.is_default
+         ORDER BY p.range_from
     LOOP
         CONTINUE WHEN v_to > now() - older_than;
-        partition_name := 'whk.' || quote_ident((SELECT relname FROM pg_class WHERE oid = v_part));
         BEGIN
             EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_part);
             LOCK TABLE whk.whk_03_entregas IN SHARE MODE;
