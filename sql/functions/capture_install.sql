@@ -104,12 +104,15 @@ BEGIN
             IF c.condition IS NOT NULL THEN
                 v_filter := v_filter || E'\n          AND (' || c.condition || ')';
             END IF;
-            v_upd := v_head
+            v_upd := format(
+                    E'v_tpl := jsonb_set(%L::jsonb, ''{timestamp}'', to_jsonb(v_ts));\n        ',
+                    jsonb_build_object('type', v_type, 'timestamp', NULL, 'data',
+                                       jsonb_build_object('op', 'UPDATE', 'table', v_table, 'new', NULL,
+                                                          'old', NULL, 'changed', NULL))::text)
+                || v_head
                 || replace(v_key, '%s', 'new.whk_j') || ','
-                || format(E'\n               jsonb_build_object(''type'', %L, ''timestamp'', v_ts, ''data'','
-                          || E'\n                   jsonb_build_object(''op'', ''UPDATE'', ''table'', %L, ''new'', new.whk_j,'
-                          || ' ''old'', old.whk_j, ''changed'', to_jsonb(whk_c.whk_changed))),',
-                          v_type, v_table)
+                || E'\n               jsonb_set(jsonb_set(jsonb_set(v_tpl, ''{data,changed}'', to_jsonb(whk_c.whk_changed)),'
+                || E'\n                                   ''{data,old}'', old.whk_j), ''{data,new}'', new.whk_j),'
                 || format(E'\n               %L, ''UPDATE''', v_table)
                 || format(E'\n        FROM (SELECT row_number() OVER () AS whk_rn, to_jsonb(t) AS whk_j%s FROM whk_new AS t) AS new', v_cols)
                 || format(E'\n        JOIN (SELECT row_number() OVER () AS whk_rn, to_jsonb(t) AS whk_j%s FROM whk_old AS t) AS old', v_cols)
