@@ -164,11 +164,17 @@ $whk_capture$$f$, v_fn, v_table, c.event_prefix, v_ins, v_upd, v_del);
     END IF;
     EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', v_fn);
 
-    -- Replace the triggers of the captured operations, drop the others (quietly: only those that exist).
+    -- Create the missing triggers of the captured operations, drop the others (quietly: only those that
+    -- exist). A trigger already calling this function is left alone: CREATE OR REPLACE FUNCTION kept its
+    -- identity, so regenerating for a new event major needs no privilege on the ERP table.
     FOR v_op, v_type IN SELECT o.op, o.trg
                           FROM (VALUES ('INSERT', 'whk_capture_insert'), ('UPDATE', 'whk_capture_update'),
                                        ('DELETE', 'whk_capture_delete')) AS o(op, trg) LOOP
-        IF v_op = ANY (c.operations) THEN
+        IF v_op = ANY (c.operations) AND EXISTS (
+               SELECT 1 FROM pg_trigger t
+                WHERE t.tgrelid = p_tbl AND t.tgname = v_type AND t.tgfoid = v_fn::regprocedure) THEN
+            CONTINUE;
+        ELSIF v_op = ANY (c.operations) THEN
             EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT '
                            'EXECUTE FUNCTION %s',
                            v_type, v_op, p_tbl,
