@@ -203,7 +203,7 @@ class MonitoringController(Controller):
         alert_state: Annotated[Literal["ok", "firing"] | None, QueryParameter(name="state")] = None,
         enabled: Annotated[bool | None, QueryParameter()] = None,
         breaching_only: Annotated[bool, QueryParameter()] = False,
-        after_id: Annotated[int | None, QueryParameter(ge=1)] = None,
+        after_id: Annotated[int | None, QueryParameter(ge=1, le=9223372036854775807)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
     ) -> AlertPage:
         rows = await self.repo.alerts(

@@ -135,7 +135,7 @@ class WebhookController(Controller):
         conn: Conn,
         principal: Who,
         status: Annotated[Literal["active", "paused", "disabled"] | None, QueryParameter()] = None,
-        consumer_id: Annotated[int | None, QueryParameter(ge=1)] = None,
+        consumer_id: Annotated[int | None, QueryParameter(ge=1, le=9223372036854775807)] = None,
         event_type: Annotated[str | None, QueryParameter(max_length=200)] = None,
         name_prefix: Annotated[str | None, QueryParameter(max_length=200)] = None,
         delivery_mode: Annotated[
@@ -395,7 +395,7 @@ class WebhookController(Controller):
         conn: Conn,
         principal: Who,
         webhook_id: FromPath[int],
-        delivery_id: Annotated[int | None, QueryParameter(ge=1)] = None,
+        delivery_id: Annotated[int | None, QueryParameter(ge=1, le=9223372036854775807)] = None,
         outcome: Annotated[str | None, QueryParameter(max_length=50, pattern=r"^[a-z_]+$")] = None,
         status_code: Annotated[int | None, QueryParameter(ge=100, le=599)] = None,
         error_class: Annotated[str | None, QueryParameter(max_length=50, pattern=r"^[a-z_]+$")] = None,

@@ -51,11 +51,11 @@ class WebhookCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: Name
     url: Url
     event_types: Annotated[list[EventPattern], Meta(min_length=1, max_length=100)]
-    consumer_id: int | None = None
+    consumer_id: Annotated[int, Meta(ge=1, le=9223372036854775807)] | None = None
     description: Annotated[str, Meta(max_length=2000)] | None = None
     http_method: Method = "POST"
     filter: JsonPath | None = None
-    payload_version: Annotated[int, Meta(ge=1)] | None = None
+    payload_version: Annotated[int, Meta(ge=1, le=1000)] | None = None
     headers: Annotated[dict[HeaderName, HeaderValue], Meta(max_length=50)] = msgspec.field(
         default_factory=dict
     )
@@ -92,7 +92,7 @@ class WebhookUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     description: Annotated[str, Meta(max_length=2000)] | UnsetType | None = UNSET
     http_method: Method | UnsetType = UNSET
     filter: JsonPath | UnsetType | None = UNSET
-    payload_version: Annotated[int, Meta(ge=1)] | UnsetType | None = UNSET
+    payload_version: Annotated[int, Meta(ge=1, le=1000)] | UnsetType | None = UNSET
     headers: Annotated[dict[HeaderName, HeaderValue], Meta(max_length=50)] | UnsetType = UNSET
     auth_type: AuthType | UnsetType = UNSET
     auth_header_name: HeaderName | UnsetType | None = UNSET
