@@ -48,7 +48,7 @@ _DESCRIPTIONS = {
     400: "Malformed request (one entry per invalid field in `errors`)",
     401: "Missing, invalid, expired or revoked credentials",
     403: "Credentials lack the scope, the source address is not allowed, or the consumer is not active",
-    404: "No such resource (also for another tenant's ids)",
+    404: "No such resource (also for another tenant's ids, in the path, the query or the body)",
     409: "Conflicts with the current state",
     413: "Request body larger than WHK_API_MAX_BODY_BYTES",
     422: "Semantically invalid (one entry per problem in `errors`, with a JSON pointer)",
@@ -105,7 +105,7 @@ def openapi_config(*, version: str, enabled: bool) -> OpenAPIConfig | None:
     )
 
 
-_PLATFORM_ERRORS = (400, 401, 403, 413, 429, 500, 503)
+_PLATFORM_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429, 500, 503)
 
 
 def complete_error_responses(doc: OpenAPI, *, public_paths: Pattern[str]) -> None:
@@ -124,10 +124,18 @@ def complete_error_responses(doc: OpenAPI, *, public_paths: Pattern[str]) -> Non
             if public:
                 op.security = []
             responses = op.responses if op.responses is not None else {}
+            mutating = method in ("put", "post", "delete", "patch")
             for code in _PLATFORM_ERRORS:
                 if public and code in (401, 403, 429):
                     continue
                 if code == 413 and op.request_body is None:
+                    continue
+                # 404: an unknown id, or another tenant's, wherever it is named (path, query, body);
+                # 409/422: what the database refuses (unique, foreign key, check, bad value), mapped by
+                # api.errors for every handler.
+                if code == 404 and public:
+                    continue
+                if code == 409 and not mutating:
                     continue
                 responses.setdefault(
                     str(code),
@@ -136,4 +144,11 @@ def complete_error_responses(doc: OpenAPI, *, public_paths: Pattern[str]) -> Non
                         content={PROBLEM_JSON: OpenAPIMediaType(schema=content_schema)},
                     ),
                 )
+            # Every error this API sends is problem+json, including those Litestar documents itself
+            # (its 400 says application/json).
+            for code_text, resp in responses.items():
+                if not isinstance(resp, OpenAPIResponse) or code_text[:1] not in ("4", "5"):
+                    continue
+                if not resp.content or PROBLEM_JSON not in resp.content:
+                    resp.content = {PROBLEM_JSON: OpenAPIMediaType(schema=content_schema)}
             op.responses = responses

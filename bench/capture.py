@@ -70,7 +70,9 @@ def pgbench_binary(server: PgServer) -> str:
     return found
 
 
-def run_pgbench(binary: str, server: PgServer, dbname: str, script: Path, seconds: float, clients: int) -> float:
+def run_pgbench(
+    binary: str, server: PgServer, dbname: str, script: Path, seconds: float, clients: int
+) -> float:
     out = subprocess.run(
         [
             binary,
@@ -143,7 +145,10 @@ def main(argv: list[str]) -> int:
         listener.start()
         listener.ready.wait(10)
 
-        with tempfile.TemporaryDirectory(prefix="whk-bench-") as tmp, psycopg.connect(dsn, autocommit=True) as conn:
+        with (
+            tempfile.TemporaryDirectory(prefix="whk-bench-") as tmp,
+            psycopg.connect(dsn, autocommit=True) as conn,
+        ):
             scripts = {}
             for variant in (*VARIANTS, "whk_idle"):
                 table = "t_whk" if variant == "whk_idle" else f"t_{variant}"
@@ -159,7 +164,9 @@ def main(argv: list[str]) -> int:
                 for variant in order:
                     reset(conn)
                     before = listener.count
-                    tps[variant].append(run_pgbench(binary, server, dbname, scripts[variant], per_round, clients))
+                    tps[variant].append(
+                        run_pgbench(binary, server, dbname, scripts[variant], per_round, clients)
+                    )
                     time.sleep(0.3)
                     notified[variant] += listener.count - before
                     print(f"  round {r + 1} {variant:<13} {tps[variant][-1]:9.0f} tps", flush=True)
@@ -168,7 +175,9 @@ def main(argv: list[str]) -> int:
             reset(conn)
             set_idle(conn, True)
             before = listener.count
-            tps["whk_idle"].append(run_pgbench(binary, server, dbname, scripts["whk_idle"], per_round, clients))
+            tps["whk_idle"].append(
+                run_pgbench(binary, server, dbname, scripts["whk_idle"], per_round, clients)
+            )
             time.sleep(0.3)
             notified["whk_idle"] = listener.count - before
             set_idle(conn, False)
@@ -199,7 +208,9 @@ def main(argv: list[str]) -> int:
                 captured.append(timed_update(conn, "u_whk"))
                 time.sleep(0.5)
                 wakeups.append(listener.count - before)
-                row = conn.execute("SELECT count(*) FROM whk.outbox WHERE event_type = 'bench.bulk.updated'").fetchone()
+                row = conn.execute(
+                    "SELECT count(*) FROM whk.outbox WHERE event_type = 'bench.bulk.updated'"
+                ).fetchone()
                 events.append(int(row[0]) if row else 0)
             set_idle(conn, False)
             t_plain, t_captured = statistics.median(plain), statistics.median(captured)

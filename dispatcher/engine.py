@@ -65,7 +65,7 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
 
 _HOOK_TTL_S = 2.0
 _POLICY_TTL_S = 5.0
-_RECORD_GROUP = 500
+_RECORD_GROUP = 1000
 _MIN_SLEEP_S = 0.005
 _BACKOFF_MAX_S = 5.0
 
@@ -183,12 +183,12 @@ class Engine:
 
     async def _round(self) -> tuple[bool, bool]:
         """Route then claim once. Returns (found work, saturated)."""
-        routed = await self._repo.route(self._s.batch_size)
-        self.stats["routed"] += routed
         free = self._s.concurrency - self._in_flight
-        claimed: list[ClaimedDelivery] = []
-        if free > 0:
-            claimed = await self._repo.claim(min(free, self._s.batch_size), self._s.lease_seconds)
+        claim_limit = max(0, min(free, self._s.batch_size))
+        routed, claimed = await self._repo.dispatch_round(
+            self._s.batch_size, claim_limit, self._s.lease_seconds
+        )
+        self.stats["routed"] += routed
         if claimed:
             self.stats["claimed"] += len(claimed)
             await self._start(claimed)

@@ -1,4 +1,4 @@
-"""The demo ERP (sql/demo/erp.sql): each of the spec's 18 event types comes from the ERP action that means it."""
+"""Demo ERP (sql/demo/erp.sql): each of the spec's 18 event types comes from the ERP action that means it."""
 
 from __future__ import annotations
 
@@ -42,24 +42,33 @@ def test_every_seed_type_comes_from_its_erp_action(erp: psycopg.Connection[Any])
         "order.shipped": events_of(c, "UPDATE erp.orders SET status = 'shipped' WHERE id = 1"),
         "order.completed": events_of(c, "UPDATE erp.orders SET status = 'completed' WHERE id = 1"),
         "order.cancelled": events_of(c, "UPDATE erp.orders SET status = 'cancelled' WHERE id = 2"),
-        "product.created": events_of(c, "INSERT INTO erp.products (sku, name, price, stock) VALUES ('G', 'G', 1, 0)"),
+        "product.created": events_of(
+            c, "INSERT INTO erp.products (sku, name, price, stock) VALUES ('G', 'G', 1, 0)"
+        ),
         "product.updated": events_of(c, "UPDATE erp.products SET price = 8.90 WHERE sku = 'W-1'"),
         "product.out_of_stock": events_of(c, "UPDATE erp.products SET stock = stock - 3 WHERE sku = 'W-1'"),
         "product.deleted": events_of(c, "DELETE FROM erp.products WHERE sku = 'G'"),
         "user.deleted": events_of(c, "DELETE FROM erp.users WHERE email = 'bo@example.com'"),
-        "system.startup": events_of(c, "SELECT whk.emit_system('startup', 'dispatcher', '{\"version\": \"0.1.0\"}')"),
+        "system.startup": events_of(
+            c, "SELECT whk.emit_system('startup', 'dispatcher', '{\"version\": \"0.1.0\"}')"
+        ),
         "system.health_check": events_of(c, "SELECT whk.emit_system('health_check')"),
-        "system.backup_completed": events_of(c, "SELECT whk.emit_system('backup_completed', 'pg_basebackup')"),
+        "system.backup_completed": events_of(
+            c, "SELECT whk.emit_system('backup_completed', 'pg_basebackup')"
+        ),
         "system.shutdown": events_of(c, "SELECT whk.emit_system('shutdown', 'dispatcher')"),
     }
     expected_extra = {"product.out_of_stock": ["product.updated", "product.out_of_stock"]}
     for event_type, emitted in seen.items():
         assert emitted == expected_extra.get(event_type, [event_type]), event_type
-    catalog = {r[0] for r in c.execute("SELECT name FROM whk.whk_02_eventos WHERE metadata ->> 'seed' = 'true'")}
+    catalog = {
+        r[0] for r in c.execute("SELECT name FROM whk.whk_02_eventos WHERE metadata ->> 'seed' = 'true'")
+    }
     assert set(seen) == catalog
     # The demo emits nothing outside the spec's catalog, and every payload matches its type's schema.
     verdicts = c.execute(
-        "SELECT o.event_type, e.metadata ->> 'seed', whk.validate_payload(o.event_type, o.event_version, o.payload)"
+        "SELECT o.event_type, e.metadata ->> 'seed',"
+        " whk.validate_payload(o.event_type, o.event_version, o.payload)"
         " FROM whk.outbox o LEFT JOIN whk.whk_02_eventos e ON e.name = o.event_type"
     ).fetchall()
     assert verdicts and all(seed == "true" and error is None for _, seed, error in verdicts), verdicts
@@ -97,7 +106,9 @@ def test_sessions_give_login_and_logout(erp: psycopg.Connection[Any]) -> None:
     # Deleting the user closes its open session (ON DELETE CASCADE): a logout besides the user.deleted.
     erp.execute("DELETE FROM erp.orders")
     assert sorted(events_of(erp, "DELETE FROM erp.users WHERE id = 1")) == ["user.deleted", "user.logout"]
-    login, logout = (e["payload"]["data"] for e in outbox(erp, "event_type IN ('user.login', 'user.logout')")[:2])
+    login, logout = (
+        e["payload"]["data"] for e in outbox(erp, "event_type IN ('user.login', 'user.logout')")[:2]
+    )
     assert login["user_id"] == 1 and login["ip"] == "198.51.100.7" and login["user_agent"] == "curl/8"
     assert logout["reason"] == "logout" and logout["duration_s"] >= 0
 

@@ -35,7 +35,8 @@ def make_old_partitions(conn: psycopg.Connection[Any], *days_ago: int) -> None:
         assert lo is not None
         conn.execute(
             f"CREATE TABLE whk.outbox_old{d} PARTITION OF whk.outbox"
-            f" FOR VALUES FROM ('{lo[0].isoformat()}') TO ('{lo[0].isoformat()}'::timestamptz + interval '1 day')"
+            f" FOR VALUES FROM ('{lo[0].isoformat()}')"
+            f" TO ('{lo[0].isoformat()}'::timestamptz + interval '1 day')"
         )
 
 
@@ -57,7 +58,9 @@ def add_delivery(conn: psycopg.Connection[Any], outbox_id: int, created_at: Any,
     )
 
 
-def test_create_partitions_is_idempotent_and_moves_stray_rows_out_of_default(conn: psycopg.Connection[Any]) -> None:
+def test_create_partitions_is_idempotent_and_moves_stray_rows_out_of_default(
+    conn: psycopg.Connection[Any],
+) -> None:
     assert partitions(conn) == ["outbox_default"]
     conn.execute("CREATE TABLE public.t (id int PRIMARY KEY)")
     conn.execute("SELECT whk.enable_capture('public.t', 't')")
@@ -97,11 +100,18 @@ def test_drop_partitions_keeps_every_partition_that_holds_work(conn: psycopg.Con
         "whk.outbox_old45": (True, result["whk.outbox_old45"][1]),
         "whk.outbox_old46": (True, result["whk.outbox_old46"][1]),
     }
-    assert set(partitions(conn)) == {"outbox_default", "outbox_old41", "outbox_old42", "outbox_old43", "outbox_old44"}
+    assert set(partitions(conn)) == {
+        "outbox_default",
+        "outbox_old41",
+        "outbox_old42",
+        "outbox_old43",
+        "outbox_old44",
+    }
     assert conn.execute("SELECT count(*) FROM whk.outbox WHERE id = %s", (recent[0],)).fetchone() == (1,)
     # Invalid events can be released explicitly; the default partition is never dropped.
     dropped = conn.execute(
-        "SELECT partition_name FROM whk.outbox_drop_partitions('30 days', keep_invalid => false) WHERE dropped"
+        "SELECT partition_name FROM whk.outbox_drop_partitions('30 days', keep_invalid => false)"
+        " WHERE dropped"
     ).fetchall()
     assert dropped == [("whk.outbox_old42",)]
     assert "outbox_default" in partitions(conn)

@@ -1,4 +1,4 @@
-"""The wake-up contract: NOTIFY whk_outbox only while a live dispatcher is idle, at most once per statement."""
+"""Wake-up contract: NOTIFY whk_outbox only while a live dispatcher is idle, at most once per statement."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.db.capture_support import Notifications, register_dispatcher
+from tests.db.capture_support import Notifications, register_dispatcher, run_and_roll_back
 
 pytestmark = pytest.mark.db
 
@@ -70,9 +70,7 @@ def test_busy_again_stops_notifications_and_rollback_sends_none(
     captured: psycopg.Connection[Any], listener: Notifications
 ) -> None:
     register_dispatcher(captured, "d1", idle=True)
-    with pytest.raises(psycopg.errors.RaiseException), captured.transaction():
-        captured.execute("INSERT INTO public.doc VALUES (1, 1)")
-        captured.execute("DO $$ BEGIN RAISE EXCEPTION 'rollback'; END $$")
+    run_and_roll_back(captured, "INSERT INTO public.doc VALUES (1, 1)")
     assert listener.drain() == []  # NOTIFY is transactional
     captured.execute("SELECT whk.dispatcher_set_idle('d1', false)")
     captured.execute("INSERT INTO public.doc VALUES (2, 1)")
@@ -89,7 +87,9 @@ def test_a_stale_idle_dispatcher_does_not_make_every_commit_notify(
     assert captured.execute("SELECT whk.wake_dispatchers()").fetchone() == (False,)
 
 
-def test_set_idle_reports_unknown_dispatchers_and_refreshes_the_heartbeat(captured: psycopg.Connection[Any]) -> None:
+def test_set_idle_reports_unknown_dispatchers_and_refreshes_the_heartbeat(
+    captured: psycopg.Connection[Any],
+) -> None:
     assert captured.execute("SELECT whk.dispatcher_set_idle('nobody', true)").fetchone() == (False,)
     register_dispatcher(captured, "d1")
     captured.execute("UPDATE whk.dispatchers SET heartbeat_at = now() - interval '1 hour'")
@@ -103,7 +103,7 @@ def test_set_idle_reports_unknown_dispatchers_and_refreshes_the_heartbeat(captur
 def test_the_declare_idle_then_recheck_protocol_loses_no_wakeup(
     captured: psycopg.Connection[Any], db_url: str
 ) -> None:
-    """A row committed after the dispatcher went idle notifies; one committed before is seen by its re-check."""
+    """A commit after the dispatcher went idle notifies; one committed before is seen by its re-check."""
     register_dispatcher(captured, "d1")
     with psycopg.connect(db_url, autocommit=True) as dispatcher:
         dispatcher.execute("LISTEN whk_outbox")

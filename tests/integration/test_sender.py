@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import gzip
 import ipaddress
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -294,6 +295,30 @@ class TestFaults:
         assert result.status == 200
         assert result.error_class == "reset"
         assert classify(result, require_ack=False).kind == "delivered"
+
+    async def test_connect_timeout(self, loopback_settings: Settings) -> None:
+        # A listener whose accept queue is full drops further SYNs: the connect itself hangs.
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(0)
+            port = listener.getsockname()[1]
+            fillers = []
+            try:
+                for _ in range(8):
+                    filler = socket.socket()
+                    filler.setblocking(False)
+                    filler.connect_ex(("127.0.0.1", port))
+                    fillers.append(filler)
+                async with Sender(loopback_settings, connect_timeout_s=0.3) as s:
+                    started = time.monotonic()
+                    result = await s.send(post(f"http://127.0.0.1:{port}/hook", deadline=5))
+                    elapsed = time.monotonic() - started
+            finally:
+                for filler in fillers:
+                    filler.close()
+        assert result.status is None and result.error_class == "timeout"
+        assert result.error_detail == "no TCP connection within 0.3s"
+        assert elapsed < 3
 
     async def test_hang_ends_at_the_deadline(self, sender: Sender) -> None:
         async def handler(reader: asyncio.StreamReader, _: asyncio.StreamWriter) -> None:

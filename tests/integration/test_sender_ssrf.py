@@ -179,6 +179,7 @@ class TestResolvedAddresses:
             async with Sender(_settings("127.0.0.1/32"), resolver=stub) as s:
                 result = await s.send(post(url))
             assert_blocked(result, "loopback")
+            assert result.error_detail == f"loopback: 127.0.0.2 (resolved from {self.HOST})"
             assert result.remote_ip == "127.0.0.2"
             assert evil.count == 0
         assert stub.calls == [self.HOST, self.HOST]
