@@ -24,7 +24,7 @@ from api.audit import record
 from api.context import settings_dependency
 from api.deps import Principal
 from api.errors import NotFound, Unprocessable
-from api.shapes import Cursor, Limit
+from api.shapes import CursorQ, LimitQ
 from api.webhooks.repository import WebhookRepository
 from api.webhooks.schemas import (
     AttemptPage,
@@ -144,8 +144,8 @@ class WebhookController(Controller):
         created_from: Annotated[datetime | None, QueryParameter()] = None,
         created_to: Annotated[datetime | None, QueryParameter()] = None,
         sort: Annotated[WebhookSort, QueryParameter()] = "-id",
-        cursor: Annotated[Cursor | None, QueryParameter()] = None,
-        limit: Annotated[Limit, QueryParameter()] = 50,
+        cursor: CursorQ = None,
+        limit: LimitQ = 50,
     ) -> WebhookPage:
         filters = {
             "status": status,
@@ -401,8 +401,8 @@ class WebhookController(Controller):
         error_class: Annotated[str | None, QueryParameter(max_length=50, pattern=r"^[a-z_]+$")] = None,
         started_from: Annotated[datetime | None, QueryParameter()] = None,
         started_to: Annotated[datetime | None, QueryParameter()] = None,
-        cursor: Annotated[Cursor | None, QueryParameter()] = None,
-        limit: Annotated[Limit, QueryParameter()] = 50,
+        cursor: CursorQ = None,
+        limit: LimitQ = 50,
     ) -> AttemptPage:
         hook = await self.repo.get(conn, tenant=principal.tenant_filter(), webhook_id=webhook_id)
         if hook is None:
