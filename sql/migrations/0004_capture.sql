@@ -164,6 +164,15 @@ SELECT i.id, 1, 0,
        'initial version (seed)'
   FROM inserted i JOIN types t USING (name);
 
+-- ===== schema/203_dispatcher_idle_until.sql
+-- Cache of "some live dispatcher is idle until <epoch second>": max(heartbeat_at) + 60 s over idle rows of
+-- whk.dispatchers, 0 when none. Kept by the trigger whk.dispatchers_idle_refresh (sql/triggers) on every
+-- change of whk.dispatchers. Why a sequence: capture triggers read it with pg_sequence_last_value() as a
+-- plain function call (~1 us) instead of running a query on every ERP statement (~15 us measured).
+CREATE SEQUENCE whk.dispatcher_idle_until AS bigint MINVALUE 0 START WITH 0;
+COMMENT ON SEQUENCE whk.dispatcher_idle_until IS
+    'Epoch second until which some dispatcher counts as idle (capture NOTIFYs only before it); see docs/capture.md.';
+
 -- ===== functions/jsonschema_error.sql
 -- whk.jsonschema_error: validate a JSON value against a JSON Schema (draft 2020-12 subset) in SQL.
 -- Returns NULL when valid, else the first error as '<JSON pointer>: <what is wrong>'.
@@ -744,7 +753,9 @@ COMMENT ON FUNCTION whk.validate_payload(text, integer, jsonb) IS
 -- NOTIFY only while a live dispatcher has declared itself idle (whk.dispatcher_set_idle): NOTIFY takes a
 -- cluster-wide lock at commit, so doing it on every commit serialises the ERP's commits. The payload is
 -- constant, so all wake-ups of one transaction fold into a single notification at commit.
--- Generated capture triggers inline the same test (see whk.capture_install) to save a function call.
+-- "Idle" is read from whk.dispatcher_idle_until (kept by the trigger whk.dispatchers_idle_refresh): a
+-- live dispatcher is idle and its heartbeat is less than 60 s old. Generated capture triggers inline the
+-- same test (see whk.capture_install) to save a function call.
 CREATE OR REPLACE FUNCTION whk.wake_dispatchers()
 RETURNS boolean
 LANGUAGE plpgsql
@@ -752,7 +763,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, whk, pg_temp
 AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM whk.dispatchers WHERE idle AND heartbeat_at > now() - interval '60 seconds') THEN
+    IF pg_sequence_last_value('whk.dispatcher_idle_until'::regclass) > extract(epoch FROM now()) THEN
         PERFORM pg_notify('whk_outbox', '');
         RETURN true;
     END IF;
@@ -1119,8 +1130,9 @@ DECLARE
     v_table   text;
     v_owner   text;
     v_cols    text := '';
-    v_key_new text;
-    v_key_old text;
+    v_key     text;
+    v_alias   text;
+    v_body    text;
     v_head    text;
     v_ins     text := 'RETURN NULL';
     v_upd     text := 'RETURN NULL';
@@ -1142,48 +1154,53 @@ BEGIN
         v_cols := ', t.*';
     END IF;
 
-    -- The event key, read from the row's JSON (alias.whk_j): one column as text, several as a JSON array.
+    -- The event key, read from the row's JSON (%s = a jsonb expression of the row): one column as text,
+    -- several as a JSON array. Reading it from the JSON keeps working (as NULL) if the column is renamed.
     IF cardinality(c.key_columns) = 1 THEN
-        v_key_new := format('new.whk_j ->> %L', c.key_columns[1]);
+        v_key := format('(%%s) ->> %L', c.key_columns[1]);
     ELSIF cardinality(c.key_columns) > 1 THEN
-        v_key_new := format('jsonb_build_array(%s)::text',
-                            (SELECT string_agg(format('new.whk_j -> %L', k), ', ') FROM unnest(c.key_columns) AS k));
+        v_key := format('jsonb_build_array(%s)::text',
+                        (SELECT string_agg(format('(%%s) -> %L', k), ', ') FROM unnest(c.key_columns) AS k));
     ELSE
-        v_key_new := 'NULL';
+        v_key := 'NULL';
     END IF;
-    v_key_old := replace(v_key_new, 'new.whk_j', 'old.whk_j');
 
     FOREACH v_op IN ARRAY c.operations LOOP
         v_type := c.event_prefix || CASE v_op WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated'
                                               ELSE '.deleted' END;
         SELECT e.current_major INTO v_major FROM whk.whk_02_eventos e WHERE e.name = v_type;
-        v_head := format(
-            'INSERT INTO whk.outbox (event_id, event_type, event_version, event_key, payload, source_table, operation)'
-            || E'\n        SELECT gen_random_uuid(), %L, %s, %s,'
-            || E'\n               jsonb_build_object(''type'', %L, ''timestamp'', v_ts, ''data'','
-            || E'\n                   jsonb_build_object(''op'', %L, ''table'', %L, ''new'', %s, ''old'', %s, ''changed'', %s)),'
-            || E'\n               %L, %L',
-            v_type, coalesce(v_major, 1),
-            CASE v_op WHEN 'DELETE' THEN v_key_old ELSE v_key_new END,
-            v_type, v_op, v_table,
-            CASE v_op WHEN 'DELETE' THEN 'NULL' ELSE 'new.whk_j' END,
-            CASE v_op WHEN 'INSERT' THEN 'NULL' ELSE 'old.whk_j' END,
-            CASE v_op WHEN 'UPDATE' THEN 'to_jsonb(whk_c.whk_changed)' ELSE 'NULL' END,
-            v_table, v_op);
-        IF v_op = 'INSERT' THEN
-            v_ins := v_head || format(E'\n        FROM (SELECT to_jsonb(t) AS whk_j%s FROM whk_new AS t) AS new', v_cols)
-                     || CASE WHEN c.condition IS NOT NULL THEN
-                            E'\n        LEFT JOIN (SELECT t.* FROM whk_new AS t) AS old ON false'
-                            || E'\n        WHERE (' || c.condition || ')' ELSE '' END;
-        ELSIF v_op = 'DELETE' THEN
-            v_del := v_head || format(E'\n        FROM (SELECT to_jsonb(t) AS whk_j%s FROM whk_old AS t) AS old', v_cols)
-                     || CASE WHEN c.condition IS NOT NULL THEN
-                            E'\n        LEFT JOIN (SELECT t.* FROM whk_old AS t) AS new ON false'
-                            || E'\n        WHERE (' || c.condition || ')' ELSE '' END;
+        v_head := E'INSERT INTO whk.outbox (event_id, event_type, event_version, event_key, payload, source_table, operation)'
+                  || format(E'\n        SELECT gen_random_uuid(), %L, %s, ', v_type, coalesce(v_major, 1));
+        IF v_op IN ('INSERT', 'DELETE') THEN
+            -- One row image: `data` is built straight from the row (no intermediate JSON of the row).
+            v_alias := CASE v_op WHEN 'INSERT' THEN 'new' ELSE 'old' END;
+            v_body := v_head
+                || replace(v_key, '%s', format('%s.whk_d -> %L', v_alias, v_alias)) || ','
+                || format(E'\n               jsonb_build_object(''type'', %L, ''timestamp'', v_ts, ''data'', %s.whk_d),',
+                          v_type, v_alias)
+                || format(E'\n               %L, %L', v_table, v_op)
+                || format(E'\n        FROM (SELECT jsonb_build_object(''op'', %L, ''table'', %L, ''new'', %s, ''old'', %s,'
+                          || ' ''changed'', NULL) AS whk_d%s'
+                          || E'\n                FROM %s AS t) AS %s',
+                          v_op, v_table,
+                          CASE v_op WHEN 'INSERT' THEN 't' ELSE 'NULL' END,
+                          CASE v_op WHEN 'DELETE' THEN 't' ELSE 'NULL' END,
+                          v_cols, CASE v_op WHEN 'INSERT' THEN 'whk_new' ELSE 'whk_old' END, v_alias)
+                || CASE WHEN c.condition IS NOT NULL THEN
+                       format(E'\n        LEFT JOIN (SELECT t.* FROM %s AS t) AS %s ON false',
+                              CASE v_op WHEN 'INSERT' THEN 'whk_new' ELSE 'whk_old' END,
+                              CASE v_op WHEN 'INSERT' THEN 'old' ELSE 'new' END)
+                       || E'\n        WHERE (' || c.condition || ')' ELSE '' END;
+            IF v_op = 'INSERT' THEN
+                v_ins := v_body;
+            ELSE
+                v_del := v_body;
+            END IF;
         ELSE
             -- Old and new transition rows are paired by position: PostgreSQL appends both images of an
             -- updated row together, so the n-th old row and the n-th new row are the same row (this also
-            -- holds when the update changes the primary key).
+            -- holds when the update changes the primary key). Changes are found by comparing the rows' JSON,
+            -- which works for every column type (point, xml, json have no equality operator).
             v_filter := 'whk_c.whk_changed <> ''{}''';
             IF c.columns IS NOT NULL THEN
                 v_filter := v_filter || format(' AND whk_c.whk_changed && %L::text[]', c.columns);
@@ -1192,6 +1209,12 @@ BEGIN
                 v_filter := v_filter || E'\n          AND (' || c.condition || ')';
             END IF;
             v_upd := v_head
+                || replace(v_key, '%s', 'new.whk_j') || ','
+                || format(E'\n               jsonb_build_object(''type'', %L, ''timestamp'', v_ts, ''data'','
+                          || E'\n                   jsonb_build_object(''op'', ''UPDATE'', ''table'', %L, ''new'', new.whk_j,'
+                          || ' ''old'', old.whk_j, ''changed'', to_jsonb(whk_c.whk_changed))),',
+                          v_type, v_table)
+                || format(E'\n               %L, ''UPDATE''', v_table)
                 || format(E'\n        FROM (SELECT row_number() OVER () AS whk_rn, to_jsonb(t) AS whk_j%s FROM whk_new AS t) AS new', v_cols)
                 || format(E'\n        JOIN (SELECT row_number() OVER () AS whk_rn, to_jsonb(t) AS whk_j%s FROM whk_old AS t) AS old', v_cols)
                 || E'\n          ON old.whk_rn = new.whk_rn'
@@ -1225,9 +1248,8 @@ BEGIN
     END IF;
     GET DIAGNOSTICS v_rows = ROW_COUNT;
     -- The wake-up of whk.wake_dispatchers, inlined: at most one NOTIFY per statement, only while a live
-    -- dispatcher is idle; identical notifications fold into one per transaction.
-    IF v_rows > 0 AND EXISTS (SELECT 1 FROM whk.dispatchers
-                               WHERE idle AND heartbeat_at > now() - interval '60 seconds') THEN
+    -- dispatcher is idle (a function call, not a query); identical notifications fold per transaction.
+    IF v_rows > 0 AND pg_sequence_last_value('whk.dispatcher_idle_until'::regclass) > extract(epoch FROM now()) THEN
         PERFORM pg_notify('whk_outbox', '');
     END IF;
     RETURN NULL;
@@ -1373,9 +1395,9 @@ BEGIN
             RAISE EXCEPTION 'the capture condition must be a single SQL expression (no ";")'
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        IF EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = p_tbl AND a.attname IN ('whk_j', 'whk_rn')
+        IF EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = p_tbl AND a.attname IN ('whk_j', 'whk_rn', 'whk_d')
                     AND NOT a.attisdropped) THEN
-            RAISE EXCEPTION 'a condition cannot be used on % because it has a column named whk_j or whk_rn', p_tbl
+            RAISE EXCEPTION 'a condition cannot be used on % because it has a column named whk_d, whk_j or whk_rn', p_tbl
                 USING ERRCODE = 'duplicate_column';
         END IF;
         BEGIN
@@ -1600,5 +1622,37 @@ $$;
 REVOKE EXECUTE ON FUNCTION whk.outbox_drop_partitions(interval, boolean) FROM PUBLIC;
 COMMENT ON FUNCTION whk.outbox_drop_partitions(interval, boolean) IS
     'Drop old outbox partitions that hold no pending/invalid events and no unfinished or dead-lettered deliveries.';
+
+-- ===== triggers/dispatchers_idle_refresh.sql
+-- whk.dispatchers_idle_refresh: keep whk.dispatcher_idle_until equal to "max(heartbeat_at) + 60 s over idle
+-- dispatchers" (0 when none) after every change of whk.dispatchers: whk.dispatcher_set_idle, the
+-- dispatchers' own heartbeats and their removal all go through it, so capture triggers can test idleness
+-- without a query. Refreshes are serialised by an advisory lock held to commit, so each one computes from
+-- everything committed before it and the last committer's value stands. setval is not transactional: a
+-- rolled back change can leave the cache stale until the next change (at worst a spurious NOTIFY, or a
+-- missed one that the dispatcher's polling covers).
+CREATE OR REPLACE FUNCTION whk.dispatchers_idle_refresh()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('whk.dispatcher_idle_until'));
+    PERFORM setval('whk.dispatcher_idle_until',
+                   coalesce((SELECT ceil(extract(epoch FROM max(d.heartbeat_at)))::bigint + 60
+                               FROM whk.dispatchers d WHERE d.idle), 0));
+    RETURN NULL;
+END;
+$$;
+COMMENT ON FUNCTION whk.dispatchers_idle_refresh() IS
+    'Trigger: recompute whk.dispatcher_idle_until (idle dispatchers'' max heartbeat + 60 s) after dispatchers change.';
+
+CREATE TRIGGER dispatchers_idle_refresh
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON whk.dispatchers
+    FOR EACH STATEMENT EXECUTE FUNCTION whk.dispatchers_idle_refresh();
+
+-- The cache starts right for dispatchers registered before this migration.
+UPDATE whk.dispatchers SET idle = idle;
 
 COMMIT;
