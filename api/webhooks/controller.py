@@ -203,10 +203,7 @@ class WebhookController(Controller):
                 )
             consumer_id = tenant
         if not await self.repo.consumer_exists(conn, consumer_id):
-            raise Unprocessable(
-                "unknown consumer",
-                errors=[{"pointer": "/consumer_id", "message": f"consumer {consumer_id} not found"}],
-            )
+            raise NotFound(f"consumer {consumer_id} not found")
         await check_webhook_fields(
             conn,
             self.repo,

@@ -269,3 +269,8 @@ async def test_nul_characters_are_a_client_error(client: AsyncTestClient[Any], w
     r = await client.post(BASE, json=_body(metadata={"k": "a\x00b"}), headers=world.a.headers)
     assert r.status_code == 400, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_unknown_consumer_in_the_body_is_404(client: AsyncTestClient[Any], world: World):
+    r = await client.post(BASE, json=_body(consumer_id=999_999), headers=world.admin)
+    assert r.status_code == 404
