@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from re import Pattern
 from typing import Annotated
 
@@ -24,7 +25,14 @@ from litestar.openapi.spec import (
 
 from api.errors import PROBLEM_JSON
 
-__all__ = ["Problem", "complete_error_responses", "openapi_config", "problem_responses"]
+__all__ = [
+    "Problem",
+    "complete_error_responses",
+    "declared_query_parameters",
+    "openapi_config",
+    "path_format",
+    "problem_responses",
+]
 
 
 class ProblemError(msgspec.Struct, frozen=True):
@@ -152,3 +160,26 @@ def complete_error_responses(doc: OpenAPI, *, public_paths: Pattern[str]) -> Non
                 if not resp.content or PROBLEM_JSON not in resp.content:
                     resp.content = {PROBLEM_JSON: OpenAPIMediaType(schema=content_schema)}
             op.responses = responses
+
+
+_PARAM_TYPE = re.compile(r"\{([^}:]+):[^}]+\}")
+
+
+def path_format(path_template: str) -> str:
+    """Litestar's route template (``/x/{id:int}``) as the OpenAPI path (``/x/{id}``)."""
+    return _PARAM_TYPE.sub(r"{\1}", path_template)
+
+
+def declared_query_parameters(doc: OpenAPI) -> dict[tuple[str, str], frozenset[str]]:
+    """``{(openapi path, METHOD): query parameter names}`` of every documented operation."""
+    out: dict[tuple[str, str], frozenset[str]] = {}
+    for path, item in (doc.paths or {}).items():
+        for method in ("get", "put", "post", "delete", "patch", "head", "options", "trace"):
+            op: Operation | None = getattr(item, method, None)
+            if op is None:
+                continue
+            names = frozenset(
+                p.name for p in op.parameters or () if not isinstance(p, Reference) and p.param_in == "query"
+            )
+            out[(path, method.upper())] = names
+    return out
