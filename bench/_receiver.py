@@ -40,8 +40,11 @@ def build(state: State) -> web.Application:
         events = doc if isinstance(doc, list) else [doc]
         state.events += len(events)
         for ev in events:
-            if isinstance(ev, dict) and isinstance(ev.get("data"), dict) and "t" in ev["data"]:
-                state.latencies.append(now - float(ev["data"]["t"]))
+            data = ev.get("data") if isinstance(ev, dict) else None
+            if isinstance(data, dict) and isinstance(data.get("new"), dict):
+                data = {"t": data["new"].get("t_commit")}  # a captured row: its t_commit column
+            if isinstance(data, dict) and isinstance(data.get("t"), int | float):
+                state.latencies.append(now - float(data["t"]))
         return web.Response(text="ok")
 
     async def stats(_request: web.Request) -> web.Response:

@@ -20,6 +20,9 @@ SELECT whk.dispatcher_heartbeat(%(id)s, %(hostname)s, %(pid)s, %(version)s, %(st
 -- name: set_idle :one
 SELECT whk.dispatcher_set_idle(%(id)s, %(idle)s);
 
+-- name: system_event :one
+SELECT whk.emit_system(%(kind)s, 'dispatcher', %(details)s::jsonb);
+
 -- name: forget_dispatcher :one
 DELETE FROM whk.dispatchers WHERE id = %(id)s;
 

@@ -85,6 +85,11 @@ class Repository:
     async def set_idle(self, idle: bool) -> None:
         await self._one("set_idle", {"id": self._id, "idle": idle})
 
+    async def system_event(self, kind: str) -> None:
+        """system.startup / system.shutdown naming this dispatcher (capture's whk.emit_system)."""
+        details = {"dispatcher_id": self._id, "hostname": socket.gethostname(), "pid": os.getpid()}
+        await self._one("system_event", {"kind": kind, "details": _ENCODER.encode(details).decode()})
+
     async def forget(self) -> None:
         async with self._pool.connection() as conn:
             await conn.execute(self._q["forget_dispatcher"], {"id": self._id})

@@ -140,7 +140,7 @@ BEGIN
         FROM jsonb_array_elements(p_items) e
         WHERE (e ->> 'gone')::boolean
     LOOP
-        PERFORM whk.disable_webhook(v_gone, 'endpoint answered 410 Gone');
+        PERFORM whk.disable_webhook(v_gone, 'endpoint answered 410 Gone', 'whk-dispatcher');
     END LOOP;
 
     RETURN v_applied;
