@@ -105,9 +105,9 @@ BEGIN
             RAISE EXCEPTION 'the capture condition must be a single SQL expression (no ";")'
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        IF EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = p_tbl AND a.attname IN ('whk_j', 'whk_rn', 'whk_d')
+        IF EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = p_tbl AND a.attname IN ('whk_j', 'whk_rn')
                     AND NOT a.attisdropped) THEN
-            RAISE EXCEPTION 'a condition cannot be used on % because it has a column named whk_d, whk_j or whk_rn', p_tbl
+            RAISE EXCEPTION 'a condition cannot be used on % because it has a column named whk_j or whk_rn', p_tbl
                 USING ERRCODE = 'duplicate_column';
         END IF;
         BEGIN
