@@ -1,0 +1,172 @@
+-- whk.capture_install: (re)generate the capture trigger function of one table from whk.capture_config and
+-- (re)attach its statement-level triggers. Called by whk.enable_capture and, when a captured event type
+-- gets a new major version, by whk.register_event_type.
+--
+-- Why a generated function per table instead of one generic function: PL/pgSQL caches the plan of static
+-- SQL, while a generic function would plan dynamic SQL (EXECUTE) on every ERP statement. The generated
+-- function reads only the statement's transition tables (no lookups, no catalog access) and writes every
+-- event of the statement with one INSERT ... SELECT. It is SECURITY DEFINER, owned by the owner of schema
+-- whk, with search_path pinned to pg_catalog: ERP roles need no privilege on whk.
+--
+-- Foreseeable ERP values cannot make it fail: rows become JSON with to_jsonb (numeric NaN -> "NaN",
+-- infinity timestamps -> "infinity", bytea -> "\x..", any size up to jsonb's 255 MB limit), changes are
+-- detected by comparing those JSON values (no dependence on the column types' equality operators), and
+-- the key is read from the JSON too. Only a user-supplied `condition` references columns directly; it is
+-- checked by whk.enable_capture before anything is generated.
+CREATE OR REPLACE FUNCTION whk.capture_install(tbl regclass)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk, pg_temp
+AS $install$
+#variable_conflict use_column
+DECLARE
+    p_tbl     regclass := capture_install.tbl;
+    c         whk.capture_config%ROWTYPE;
+    v_table   text;
+    v_owner   text;
+    v_cols    text := '';
+    v_key_new text;
+    v_key_old text;
+    v_head    text;
+    v_ins     text := 'RETURN NULL';
+    v_upd     text := 'RETURN NULL';
+    v_del     text := 'RETURN NULL';
+    v_filter  text;
+    v_op      text;
+    v_type    text;
+    v_major   integer;
+    v_fn      text;
+BEGIN
+    SELECT * INTO c FROM whk.capture_config AS cc WHERE cc.tbl = p_tbl;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'table % is not captured', p_tbl
+            USING ERRCODE = 'undefined_object', HINT = 'call whk.enable_capture first';
+    END IF;
+    SELECT n.nspname || '.' || r.relname INTO v_table
+      FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace WHERE r.oid = p_tbl;
+    IF c.condition IS NOT NULL THEN
+        v_cols := ', t.*';
+    END IF;
+
+    -- The event key, read from the row's JSON (alias.whk_j): one column as text, several as a JSON array.
+    IF cardinality(c.key_columns) = 1 THEN
+        v_key_new := format('new.whk_j ->> %L', c.key_columns[1]);
+    ELSIF cardinality(c.key_columns) > 1 THEN
+        v_key_new := format('jsonb_build_array(%s)::text',
+                            (SELECT string_agg(format('new.whk_j -> %L', k), ', ') FROM unnest(c.key_columns) AS k));
+    ELSE
+        v_key_new := 'NULL';
+    END IF;
+    v_key_old := replace(v_key_new, 'new.whk_j', 'old.whk_j');
+
+    FOREACH v_op IN ARRAY c.operations LOOP
+        v_type := c.event_prefix || CASE v_op WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated'
+                                              ELSE '.deleted' END;
+        SELECT e.current_major INTO v_major FROM whk.whk_02_eventos e WHERE e.name = v_type;
+        v_head := format(
+            'INSERT INTO whk.outbox (event_id, event_type, event_version, event_key, payload, source_table, operation)'
+            || E'\n        SELECT gen_random_uuid(), %L, %s, %s,'
+            || E'\n               jsonb_build_object(''type'', %L, ''timestamp'', v_ts, ''data'','
+            || E'\n                   jsonb_build_object(''op'', %L, ''table'', %L, ''new'', %s, ''old'', %s, ''changed'', %s)),'
+            || E'\n               %L, %L',
+            v_type, coalesce(v_major, 1),
+            CASE v_op WHEN 'DELETE' THEN v_key_old ELSE v_key_new END,
+            v_type, v_op, v_table,
+            CASE v_op WHEN 'DELETE' THEN 'NULL' ELSE 'new.whk_j' END,
+            CASE v_op WHEN 'INSERT' THEN 'NULL' ELSE 'old.whk_j' END,
+            CASE v_op WHEN 'UPDATE' THEN 'to_jsonb(whk_c.whk_changed)' ELSE 'NULL' END,
+            v_table, v_op);
+        IF v_op = 'INSERT' THEN
+            v_ins := v_head || format(E'\n        FROM (SELECT to_jsonb(t) AS whk_j%s FROM whk_new AS t) AS new', v_cols)
+                     || CASE WHEN c.condition IS NOT NULL THEN
+                            E'\n        LEFT JOIN (SELECT t.* FROM whk_new AS t) AS old ON false'
+                            || E'\n        WHERE (' || c.condition || ')' ELSE '' END;
+        ELSIF v_op = 'DELETE' THEN
+            v_del := v_head || format(E'\n        FROM (SELECT to_jsonb(t) AS whk_j%s FROM whk_old AS t) AS old', v_cols)
+                     || CASE WHEN c.condition IS NOT NULL THEN
+                            E'\n        LEFT JOIN (SELECT t.* FROM whk_old AS t) AS new ON false'
+                            || E'\n        WHERE (' || c.condition || ')' ELSE '' END;
+        ELSE
+            -- Old and new transition rows are paired by position: PostgreSQL appends both images of an
+            -- updated row together, so the n-th old row and the n-th new row are the same row (this also
+            -- holds when the update changes the primary key).
+            v_filter := 'whk_c.whk_changed <> ''{}''';
+            IF c.columns IS NOT NULL THEN
+                v_filter := v_filter || format(' AND whk_c.whk_changed && %L::text[]', c.columns);
+            END IF;
+            IF c.condition IS NOT NULL THEN
+                v_filter := v_filter || E'\n          AND (' || c.condition || ')';
+            END IF;
+            v_upd := v_head
+                || format(E'\n        FROM (SELECT row_number() OVER () AS whk_rn, to_jsonb(t) AS whk_j%s FROM whk_new AS t) AS new', v_cols)
+                || format(E'\n        JOIN (SELECT row_number() OVER () AS whk_rn, to_jsonb(t) AS whk_j%s FROM whk_old AS t) AS old', v_cols)
+                || E'\n          ON old.whk_rn = new.whk_rn'
+                || E'\n        CROSS JOIN LATERAL (SELECT ARRAY(SELECT e.key FROM jsonb_each(new.whk_j) AS e'
+                || E'\n                                          WHERE e.value IS DISTINCT FROM old.whk_j -> e.key'
+                || E'\n                                          ORDER BY e.key) AS whk_changed) AS whk_c'
+                || E'\n        WHERE ' || v_filter;
+        END IF;
+    END LOOP;
+
+    v_fn := format('whk.%I()', c.function_name);
+    EXECUTE format($f$
+CREATE OR REPLACE FUNCTION %s
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $whk_capture$
+#variable_conflict use_column
+-- Generated by whk.enable_capture for %s (prefix %s). Do not edit: call whk.enable_capture again.
+DECLARE
+    v_rows bigint;
+    v_ts   text := to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        %s;
+    ELSIF TG_OP = 'UPDATE' THEN
+        %s;
+    ELSE
+        %s;
+    END IF;
+    GET DIAGNOSTICS v_rows = ROW_COUNT;
+    -- The wake-up of whk.wake_dispatchers, inlined: at most one NOTIFY per statement, only while a live
+    -- dispatcher is idle; identical notifications fold into one per transaction.
+    IF v_rows > 0 AND EXISTS (SELECT 1 FROM whk.dispatchers
+                               WHERE idle AND heartbeat_at > now() - interval '60 seconds') THEN
+        PERFORM pg_notify('whk_outbox', '');
+    END IF;
+    RETURN NULL;
+END;
+$whk_capture$$f$, v_fn, v_table, c.event_prefix, v_ins, v_upd, v_del);
+    EXECUTE format('COMMENT ON FUNCTION %s IS %L', v_fn,
+                   format('Capture trigger of %s (events %s.*), generated by whk.enable_capture.', v_table, c.event_prefix));
+
+    SELECT pg_get_userbyid(n.nspowner) INTO v_owner FROM pg_namespace n WHERE n.nspname = 'whk';
+    IF v_owner <> current_user THEN
+        EXECUTE format('ALTER FUNCTION %s OWNER TO %I', v_fn, v_owner);
+    END IF;
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', v_fn);
+
+    -- Replace the triggers of the captured operations, drop the others (quietly: only those that exist).
+    FOR v_op, v_type IN SELECT o.op, o.trg
+                          FROM (VALUES ('INSERT', 'whk_capture_insert'), ('UPDATE', 'whk_capture_update'),
+                                       ('DELETE', 'whk_capture_delete')) AS o(op, trg) LOOP
+        IF v_op = ANY (c.operations) THEN
+            EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT '
+                           'EXECUTE FUNCTION %s',
+                           v_type, v_op, p_tbl,
+                           CASE v_op WHEN 'INSERT' THEN 'NEW TABLE AS whk_new'
+                                     WHEN 'UPDATE' THEN 'OLD TABLE AS whk_old NEW TABLE AS whk_new'
+                                     ELSE 'OLD TABLE AS whk_old' END,
+                           v_fn);
+        ELSIF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = p_tbl AND t.tgname = v_type) THEN
+            EXECUTE format('DROP TRIGGER %I ON %s', v_type, p_tbl);
+        END IF;
+    END LOOP;
+    RETURN c.function_name;
+END;
+$install$;
+REVOKE EXECUTE ON FUNCTION whk.capture_install(regclass) FROM PUBLIC;
+COMMENT ON FUNCTION whk.capture_install(regclass) IS
+    'Regenerate the capture trigger function and triggers of a table from whk.capture_config.';

@@ -1,0 +1,29 @@
+-- whk.disable_capture: stop capturing a table. Drops its three triggers and its generated function and
+-- forgets its settings; events already in the outbox are kept and still delivered. The event types stay
+-- in the catalog (their history and schemas remain). Returns false when the table was not captured.
+CREATE OR REPLACE FUNCTION whk.disable_capture(tbl regclass)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    p_tbl regclass := disable_capture.tbl;
+    v_fn  text;
+BEGIN
+    DELETE FROM whk.capture_config AS cc WHERE cc.tbl = p_tbl RETURNING cc.function_name INTO v_fn;
+    IF v_fn IS NULL THEN
+        RETURN false;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_class r WHERE r.oid = p_tbl) THEN
+        EXECUTE format('DROP TRIGGER IF EXISTS whk_capture_insert ON %s', p_tbl);
+        EXECUTE format('DROP TRIGGER IF EXISTS whk_capture_update ON %s', p_tbl);
+        EXECUTE format('DROP TRIGGER IF EXISTS whk_capture_delete ON %s', p_tbl);
+    END IF;
+    EXECUTE format('DROP FUNCTION IF EXISTS whk.%I()', v_fn);
+    RETURN true;
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION whk.disable_capture(regclass) FROM PUBLIC;
+COMMENT ON FUNCTION whk.disable_capture(regclass) IS
+    'Stop capturing a table: drop its triggers and generated function; queued events stay.';

@@ -1,0 +1,21 @@
+-- whk.wake_dispatchers: the conditional, coalesced wake-up every outbox writer performs once per statement.
+-- NOTIFY only while a live dispatcher has declared itself idle (whk.dispatcher_set_idle): NOTIFY takes a
+-- cluster-wide lock at commit, so doing it on every commit serialises the ERP's commits. The payload is
+-- constant, so all wake-ups of one transaction fold into a single notification at commit.
+-- Generated capture triggers inline the same test (see whk.capture_install) to save a function call.
+CREATE OR REPLACE FUNCTION whk.wake_dispatchers()
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM whk.dispatchers WHERE idle AND heartbeat_at > now() - interval '60 seconds') THEN
+        PERFORM pg_notify('whk_outbox', '');
+        RETURN true;
+    END IF;
+    RETURN false;
+END;
+$$;
+COMMENT ON FUNCTION whk.wake_dispatchers() IS
+    'NOTIFY whk_outbox if (and only if) a live dispatcher is idle; identical notifications fold per transaction.';

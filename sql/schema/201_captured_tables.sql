@@ -1,0 +1,28 @@
+-- What is captured, with its settings and whether its three triggers are really in place.
+CREATE VIEW whk.captured_tables AS
+SELECT c.tbl,
+       c.tbl::text                                         AS table_name,
+       n.nspname                                           AS schema_name,
+       r.relname                                           AS relation_name,
+       c.event_prefix,
+       ARRAY(SELECT c.event_prefix || '.' || CASE op WHEN 'INSERT' THEN 'created'
+                                                      WHEN 'UPDATE' THEN 'updated'
+                                                      ELSE 'deleted' END
+             FROM unnest(c.operations) AS op)              AS event_types,
+       c.operations,
+       c.key_column,
+       c.key_columns,
+       c.columns,
+       c.condition,
+       c.function_name,
+       -- false when someone dropped or disabled a capture trigger behind WHK's back.
+       (SELECT count(*) FROM pg_catalog.pg_trigger t
+         WHERE t.tgrelid = c.tbl AND t.tgenabled <> 'D'
+           AND t.tgname IN ('whk_capture_insert', 'whk_capture_update', 'whk_capture_delete'))
+           = cardinality(c.operations)                     AS active,
+       c.enabled_at,
+       c.enabled_by
+FROM whk.capture_config c
+LEFT JOIN pg_catalog.pg_class r ON r.oid = c.tbl
+LEFT JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace;
+COMMENT ON VIEW whk.captured_tables IS 'Captured ERP tables, their event types and settings (see docs/capture.md).';

@@ -1,0 +1,66 @@
+"""Helpers shared by the capture tests (tests/db/test_capture*.py)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_SQL = REPO / "sql" / "demo" / "erp.sql"
+
+
+def install_demo(conn: psycopg.Connection[Any]) -> None:
+    """Install the optional demo ERP (sql/demo/erp.sql) into the connection's database."""
+    conn.execute(DEMO_SQL.read_text(encoding="utf-8").encode())
+
+
+def outbox(conn: psycopg.Connection[Any], where: str = "TRUE") -> list[dict[str, Any]]:
+    """Outbox rows in id order; the payload is re-parsed from its text so it is checked as strict JSON."""
+    cur = conn.execute(
+        "SELECT id, event_id, event_type, event_version, event_key, payload::text, source_table, operation,"
+        f" txid::text, deliver_at, status FROM whk.outbox WHERE {where} ORDER BY id"
+    )
+    names = [d.name for d in cur.description or []]
+    rows = []
+    for values in cur.fetchall():
+        row = dict(zip(names, values, strict=True))
+        row["payload"] = json.loads(row.pop("payload"), parse_constant=_refuse_constant)
+        rows.append(row)
+    return rows
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"payload is not strict JSON: bare {name}")
+
+
+class Notifications:
+    """Collect NOTIFYs of channel whk_outbox on a separate connection."""
+
+    def __init__(self, dsn: str) -> None:
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.conn.execute("LISTEN whk_outbox")
+        self.received: list[str] = []
+        self._lock = threading.Lock()
+
+    def drain(self, timeout: float = 0.5) -> list[str]:
+        """Everything delivered so far (waits up to ``timeout`` for stragglers)."""
+        for n in self.conn.notifies(timeout=timeout):
+            with self._lock:
+                self.received.append(n.payload)
+        with self._lock:
+            got, self.received = self.received, []
+        return got
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def register_dispatcher(conn: psycopg.Connection[Any], dispatcher_id: str = "d1", *, idle: bool = False) -> None:
+    conn.execute(
+        "INSERT INTO whk.dispatchers (id, hostname, pid, version, idle) VALUES (%s, 'test', 1, 'test', %s)",
+        (dispatcher_id, idle),
+    )
