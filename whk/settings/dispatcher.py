@@ -55,6 +55,25 @@ class DispatcherSettings:
         check=positive,
     )
 
+    heartbeat_interval: float = setting(
+        "WHK_HEARTBEAT_INTERVAL",
+        "Seconds between dispatcher heartbeats and maintenance sweeps (expired leases, ack timeouts, "
+        "auto-disable).",
+        default=2.0,
+        check=positive,
+    )
+    user_agent: str = setting(
+        "WHK_USER_AGENT",
+        "User-Agent header of every webhook request.",
+        default="WHK-Webhooks/0.1 (+https://www.standardwebhooks.com/)",
+    )
+    secret_keys: str | None = setting(
+        "WHK_SECRET_KEYS",
+        "Keys that decrypt stored webhook secrets: comma-separated `key_id:base64(32 bytes)`, the first "
+        "one encrypts (see whk/secretbox.py).",
+        default=None,
+    )
+
     def validate(self) -> None:
         """Cross-field checks (called once by load_settings)."""
         if self.lease_seconds < 3 * self.attempt_timeout:

@@ -1,0 +1,1 @@
+"""WHK dispatcher: turns outbox events into signed, retried, ordered HTTP deliveries."""

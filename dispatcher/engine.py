@@ -1,0 +1,425 @@
+"""The dispatcher engine: route, claim fairly, send, classify, record — with one stop event.
+
+Tasks (all watched; any crash stops the engine):
+
+- the main loop routes new outbox events and claims due deliveries (``whk.route_outbox`` and
+  ``whk.claim_deliveries``), then starts one send task per request (a batch is one request) within
+  ``WHK_DISPATCHER_CONCURRENCY`` slots;
+- the recorder writes finished attempts in groups (``whk.record_outcomes``: one round trip for many);
+- the listener keeps a LISTEN on ``whk_outbox`` and reconnects with backoff when the connection dies;
+- the heartbeat refreshes this dispatcher's row and runs the maintenance sweep (expired leases, ack
+  timeouts, auto-disable) under an advisory try-lock.
+
+Going idle follows the wake-up contract: declare idle (``whk.dispatcher_set_idle``), re-check for work,
+then sleep until a NOTIFY, a local event (a slot freed, outcomes recorded), the next timed work
+(``whk.next_wakeup``) or the poll interval. The idle flag is cleared only when a round saturates (a full
+routing batch or every free slot claimed): while the dispatcher keeps up, capture-side NOTIFYs are what
+make commit-to-delivery latency milliseconds; once it is saturated it loops without sleeping and the
+ERP's commits stop paying for NOTIFY.
+
+Shutdown (stop event): stop claiming, let in-flight attempts finish within ``WHK_SHUTDOWN_GRACE``,
+cancel the rest, record what finished, release whatever is still claimed, remove the heartbeat row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from dispatcher.attempt import AttemptResult, OutboundRequest
+from dispatcher.breaker import is_failure
+from dispatcher.classify import Outcome, classify
+from dispatcher.models import ClaimedDelivery, OutcomeItem
+from dispatcher.repository import Repository
+from dispatcher.request import (
+    PreparedWebhook,
+    body_digest,
+    build_request,
+    loggable_headers,
+    message_id,
+    prepare_webhook,
+    request_body,
+)
+from dispatcher.retry import RetryPolicy, RetryPolicyError, next_delay
+from whk.secretbox import SecretBox
+from whk.settings import Settings
+
+log = logging.getLogger("whk.dispatcher")
+
+# Database errors the loops survive (server restart, network blip, pool exhausted while reconnecting).
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    PoolTimeout,
+)
+
+_HOOK_TTL_S = 2.0
+_POLICY_TTL_S = 5.0
+_RECORD_GROUP = 500
+_MIN_SLEEP_S = 0.005
+_BACKOFF_MAX_S = 5.0
+
+
+class Engine:
+    """One dispatcher process's delivery machinery (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        repo: Repository,
+        sender: Any,
+        *,
+        dispatcher_id: str,
+        listen: Callable[[Callable[[], None]], Coroutine[Any, Any, None]] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._s = settings.dispatcher
+        self._repo = repo
+        self._sender = sender
+        self._id = dispatcher_id
+        self._listen = listen
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._box = SecretBox.from_spec(self._s.secret_keys) if self._s.secret_keys else None
+        self._wake = asyncio.Event()
+        self._outcomes: asyncio.Queue[OutcomeItem] = asyncio.Queue()
+        self._recorded = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
+        self._idle = False
+        self._hooks: dict[int, tuple[float, PreparedWebhook]] = {}
+        self._policy: tuple[float, RetryPolicy] | None = None
+        self.stats = {"routed": 0, "claimed": 0, "requests": 0, "recorded": 0}
+
+    # ------------------------------------------------------------------ public
+
+    def wake(self) -> None:
+        """Something may be claimable now (a NOTIFY, a freed slot, recorded outcomes)."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        recorder_stop = asyncio.Event()
+        side = [
+            asyncio.create_task(self._recorder(recorder_stop), name="whk-recorder"),
+            asyncio.create_task(self._heartbeat(stop), name="whk-heartbeat"),
+        ]
+        if self._listen is not None:
+            side.append(asyncio.create_task(self._listen(self.wake), name="whk-listener"))
+        main = asyncio.create_task(self._main_loop(stop), name="whk-main")
+        watched = [main, *side]
+        try:
+            # Any side task ending early is a bug or a fatal error: stop everything.
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not main and not t.cancelled() and t.exception() is not None:
+                    stop.set()
+                    raise t.exception()  # type: ignore[misc]
+            await main
+        finally:
+            stop.set()
+            await self._drain_sends()
+            recorder_stop.set()
+            for t in side:
+                if t.get_name() != "whk-recorder":
+                    t.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
+            await self._final_flush()
+            await self._retry_db(self._repo.release, "release claimed deliveries")
+            with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+                await self._repo.forget()
+
+    # ------------------------------------------------------------------ main loop
+
+    async def _main_loop(self, stop: asyncio.Event) -> None:
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                progressed, saturated = await self._round()
+                if saturated and self._idle:
+                    await self._repo.set_idle(False)
+                    self._idle = False
+                if progressed:
+                    backoff = 0.1
+                    await asyncio.sleep(0)
+                    continue
+                if not self._idle:
+                    await self._repo.set_idle(True)
+                    self._idle = True
+                    # Re-check after declaring idle: a commit between our last look and the flag would
+                    # otherwise not notify and wait for the poll.
+                    continue
+                timeout = self._s.poll_interval
+                hint = await self._repo.seconds_to_next_wakeup()
+                if hint is not None:
+                    timeout = min(timeout, max(hint, _MIN_SLEEP_S * 10 if hint <= 0 else hint))
+                backoff = 0.1
+            except TRANSIENT_DB_ERRORS as exc:
+                log.warning("database unavailable (%s); retrying in %.1fs", _first_line(exc), backoff)
+                timeout = backoff
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                self._idle = False  # re-declare after reconnecting (the row may be gone)
+            await self._sleep(stop, timeout)
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        if self._wake.is_set():
+            self._wake.clear()
+            return
+        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+            self._wake.clear()
+
+    async def _round(self) -> tuple[bool, bool]:
+        """Route then claim once. Returns (found work, saturated)."""
+        routed = await self._repo.route(self._s.batch_size)
+        self.stats["routed"] += routed
+        free = self._s.concurrency - self._in_flight
+        claimed: list[ClaimedDelivery] = []
+        if free > 0:
+            claimed = await self._repo.claim(min(free, self._s.batch_size), self._s.lease_seconds)
+        if claimed:
+            self.stats["claimed"] += len(claimed)
+            await self._start(claimed)
+        requests = len({(d.webhook_id, d.batch_id) if d.batch_id else d.delivery_id for d in claimed})
+        saturated = routed >= self._s.batch_size or (free > 0 and requests >= min(free, self._s.batch_size))
+        return (routed > 0 or bool(claimed)), saturated
+
+    async def _start(self, claimed: Sequence[ClaimedDelivery]) -> None:
+        hooks = await self._prepared({d.webhook_id for d in claimed})
+        groups: dict[Any, list[ClaimedDelivery]] = {}
+        for d in claimed:
+            key = ("b", d.batch_id) if d.batch_id is not None else ("d", d.delivery_id)
+            groups.setdefault(key, []).append(d)
+        for group in groups.values():
+            group.sort(key=lambda d: (d.commit_seq or 0, d.delivery_id))
+            self._in_flight += 1
+            task = asyncio.create_task(self._deliver(hooks[group[0].webhook_id], group))
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._in_flight -= 1
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery task failed", exc_info=task.exception())
+        self._wake.set()
+
+    async def _prepared(self, ids: set[int]) -> dict[int, PreparedWebhook]:
+        now = time.monotonic()
+        if self._policy is None or now - self._policy[0] > _POLICY_TTL_S:
+            raw = await self._repo.global_retry_policy()
+            try:
+                policy = RetryPolicy.from_json(raw)
+            except (RetryPolicyError, ValueError) as exc:
+                log.error("global retry.policy is invalid (%s); using the built-in schedule", exc)
+                policy = RetryPolicy()
+            self._policy = (now, policy)
+        stale = [i for i in ids if i not in self._hooks or now - self._hooks[i][0] > _HOOK_TTL_S]
+        if stale:
+            for row in await self._repo.webhooks(stale):
+                self._hooks[row.id] = (now, prepare_webhook(row, self._box, self._policy[1]))
+        return {i: self._hooks[i][1] for i in ids}
+
+    # ------------------------------------------------------------------ one request
+
+    async def _deliver(self, hook: PreparedWebhook, group: list[ClaimedDelivery]) -> None:
+        msg_id = message_id(group)
+        body = request_body(group)
+        started = datetime.now(UTC)
+        deadline = min(hook.row.timeout_ms / 1000.0, self._s.attempt_timeout)
+        req = build_request(
+            hook,
+            msg_id=msg_id,
+            body=body,
+            timestamp=int(time.time()),
+            deadline_s=deadline,
+            user_agent=self._s.user_agent,
+        )
+        if hook.config_error is not None:
+            # Nothing is sent: the attempt fails with the configuration problem and follows the schedule.
+            result = AttemptResult(
+                status=None,
+                headers=[],
+                body=b"",
+                body_truncated=False,
+                duration_ms=0.0,
+                error_class=None,
+                error_detail=hook.config_error,
+                location=None,
+                remote_ip=None,
+            )
+            outcome = Outcome(kind="retry", reason=f"webhook configuration: {hook.config_error}")
+        else:
+            result = await self._sender.send(req)
+            outcome = classify(result, require_ack=hook.row.require_ack, now=time.time())
+        self.stats["requests"] += 1
+        common = _attempt_fields(hook, req, result, outcome, body, started)
+        for d in group:
+            self._outcomes.put_nowait(self._outcome_item(hook, d, outcome, started, common))
+
+    def _outcome_item(
+        self,
+        hook: PreparedWebhook,
+        d: ClaimedDelivery,
+        outcome: Outcome,
+        started: datetime,
+        common: dict[str, Any],
+    ) -> OutcomeItem:
+        attempt_no = d.attempts + 1
+        kind = outcome.kind
+        state = "pending"
+        next_at: datetime | None = None
+        ack_deadline: datetime | None = None
+        dead_reason: str | None = None
+        if kind == "delivered":
+            state = "delivered"
+        elif kind == "awaiting_ack":
+            state = "awaiting_ack"
+            ack_deadline = datetime.now(UTC) + timedelta(seconds=hook.row.ack_timeout_seconds)
+        elif kind == "gone":
+            state = "parked"
+        else:
+            delay = next_delay(hook.retry_policy, attempt_no - d.schedule_offset, outcome, self._rng)
+            if delay is None:
+                state = "dead"
+                dead_reason = f"{outcome.reason} (after {attempt_no - d.schedule_offset} attempts)"
+            else:
+                next_at = datetime.now(UTC) + timedelta(seconds=delay)
+        verdict = is_failure(outcome)
+        success = verdict is False
+        return OutcomeItem(
+            id=d.delivery_id,
+            webhook_id=d.webhook_id,
+            attempt_no=attempt_no,
+            state=state,
+            success=success,
+            failure=verdict is True,
+            gone=kind == "gone",
+            next_attempt_at=next_at,
+            ack_deadline=ack_deadline,
+            dead_reason=dead_reason,
+            batch_id=d.batch_id,
+            started_at=started,
+            **common,
+        )
+
+    # ------------------------------------------------------------------ recorder
+
+    async def _recorder(self, stop: asyncio.Event) -> None:
+        while not (stop.is_set() and self._outcomes.empty()):
+            getter = asyncio.ensure_future(self._outcomes.get())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([getter, stopper], return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not getter.done():
+                getter.cancel()
+                continue
+            items = [getter.result()]
+            while len(items) < _RECORD_GROUP and not self._outcomes.empty():
+                items.append(self._outcomes.get_nowait())
+            await self._retry_db(functools.partial(self._repo.record, items), "record outcomes")
+            self.stats["recorded"] += len(items)
+            self._wake.set()
+
+    async def _final_flush(self) -> None:
+        while not self._outcomes.empty():
+            items = [self._outcomes.get_nowait() for _ in range(min(_RECORD_GROUP, self._outcomes.qsize()))]
+            await self._retry_db(functools.partial(self._repo.record, items), "record outcomes")
+            self.stats["recorded"] += len(items)
+
+    async def _retry_db(self, fn: Callable[[], Awaitable[Any]], what: str, *, attempts: int = 30) -> Any:
+        """Run ``fn`` until the database accepts it (bounded): outcomes must not be dropped on a blip."""
+        backoff = 0.1
+        for i in range(attempts):
+            try:
+                return await fn()
+            except TRANSIENT_DB_ERRORS as exc:
+                if i == attempts - 1:
+                    log.error("giving up to %s: %s", what, _first_line(exc))
+                    return None
+                log.warning("cannot %s (%s); retrying in %.1fs", what, _first_line(exc), backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+        return None
+
+    # ------------------------------------------------------------------ heartbeat, shutdown
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        forget_after = max(self._s.lease_seconds, 10 * self._s.heartbeat_interval)
+        while not stop.is_set():
+            try:
+                await self._repo.heartbeat(stopping=False, forget_after_s=forget_after)
+                swept = await self._repo.sweep()
+                if swept and any(swept.values()):
+                    log.info("maintenance: %s", swept)
+                    self._wake.set()
+            except TRANSIENT_DB_ERRORS as exc:
+                log.warning("heartbeat failed: %s", _first_line(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._s.heartbeat_interval)
+        with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+            await self._repo.heartbeat(stopping=True, forget_after_s=forget_after)
+
+    async def _drain_sends(self) -> None:
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=self._s.shutdown_grace)
+            for t in pending:
+                t.cancel()
+            if pending:
+                log.warning("cancelled %d attempts still running after the grace period", len(pending))
+                await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _attempt_fields(
+    hook: PreparedWebhook,
+    req: OutboundRequest,
+    result: AttemptResult,
+    outcome: Outcome,
+    body: bytes,
+    started: datetime,
+) -> dict[str, Any]:
+    del started
+    return {
+        "outcome": outcome.kind,
+        "request_method": req.method,
+        "request_url": req.url,
+        "request_headers": loggable_headers(hook, req.headers),
+        "duration_ms": result.duration_ms,
+        "request_body_sha256": body_digest(body),
+        "request_body_size": len(body),
+        "response_status": result.status,
+        "response_headers": dict(result.headers) if result.status is not None else None,
+        "response_body": _text(result.body) if result.status is not None else None,
+        "response_truncated": result.body_truncated,
+        "error_class": result.error_class,
+        "error_detail": _join(result.error_detail, outcome.reason, result.location),
+    }
+
+
+def _text(body: bytes) -> str:
+    # PostgreSQL text cannot hold NUL; undecodable bytes are replaced (the hash of the request is exact).
+    return body.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
+def _join(detail: str | None, reason: str, location: str | None) -> str | None:
+    parts = [p for p in (detail, reason if detail is None else None) if p]
+    if location:
+        parts.append(f"Location: {location}")
+    return "; ".join(parts) or None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

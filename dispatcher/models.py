@@ -1,0 +1,75 @@
+"""Row and wire shapes of the dispatcher (msgspec Structs, decoded straight from query rows)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+
+class ClaimedDelivery(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One row returned by ``whk.claim_deliveries``."""
+
+    delivery_id: int
+    webhook_id: int
+    event_id: uuid.UUID
+    event_type: str
+    attempts: int
+    schedule_offset: int
+    batch_id: uuid.UUID | None
+    commit_seq: int | None
+    ordering_key: str | None
+    payload: str
+
+
+class WebhookRow(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The delivery settings of one webhook (query ``webhooks``)."""
+
+    id: int
+    consumer_id: int
+    url: str
+    http_method: str
+    headers: dict[str, Any]
+    auth_type: str
+    auth_header_name: str | None
+    auth_credential_enc: bytes | None
+    require_ack: bool
+    ack_timeout_seconds: int
+    retry_policy: dict[str, Any] | None
+    timeout_ms: int
+    delivery_mode: str
+    status: str
+    secret_ids: list[int]
+    secrets_enc: list[bytes]
+
+
+class OutcomeItem(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One delivery's attempt outcome, as ``whk.record_outcomes`` reads it (see its SQL comment)."""
+
+    id: int
+    webhook_id: int
+    attempt_no: int
+    state: str
+    success: bool
+    failure: bool
+    gone: bool
+    outcome: str
+    request_method: str
+    request_url: str
+    started_at: datetime
+    request_headers: dict[str, str] = msgspec.field(default_factory=dict)
+    next_attempt_at: datetime | None = None
+    ack_deadline: datetime | None = None
+    dead_reason: str | None = None
+    batch_id: uuid.UUID | None = None
+    duration_ms: float | None = None
+    request_body_sha256: str | None = None
+    request_body_size: int | None = None
+    response_status: int | None = None
+    response_headers: dict[str, str] | None = None
+    response_body: str | None = None
+    response_truncated: bool = False
+    error_class: str | None = None
+    error_detail: str | None = None

@@ -1,0 +1,55 @@
+-- Runtime queries of the dispatcher (loaded once by dispatcher/repository.py).
+
+-- name: route_outbox :one
+SELECT whk.route_outbox(%(limit)s);
+
+-- name: claim_deliveries :many
+SELECT delivery_id, webhook_id, event_id, event_type, attempts, schedule_offset, batch_id, commit_seq,
+       ordering_key, payload
+FROM whk.claim_deliveries(%(dispatcher)s, %(limit)s, %(lease_s)s);
+
+-- name: record_outcomes :one
+SELECT whk.record_outcomes(%(dispatcher)s, %(items)s::jsonb);
+
+-- name: release_deliveries :one
+SELECT whk.release_deliveries(%(dispatcher)s);
+
+-- name: next_wakeup :one
+SELECT extract(epoch FROM whk.next_wakeup() - clock_timestamp())::double precision;
+
+-- name: heartbeat :one
+SELECT whk.dispatcher_heartbeat(%(id)s, %(hostname)s, %(pid)s, %(version)s, %(stopping)s, %(forget_after_s)s);
+
+-- name: set_idle :one
+SELECT whk.dispatcher_set_idle(%(id)s, %(idle)s);
+
+-- name: forget_dispatcher :one
+DELETE FROM whk.dispatchers WHERE id = %(id)s;
+
+-- name: sweep :one
+-- One maintenance pass; the advisory try-lock lets exactly one dispatcher do it at a time.
+SELECT CASE WHEN pg_try_advisory_xact_lock(hashtext('whk.delivery_sweep'))
+            THEN jsonb_build_object(
+                     'runtime', whk.ensure_webhook_runtime(),
+                     'reclaimed', whk.reclaim_expired_leases(),
+                     'ack_expired', whk.expire_acks(),
+                     'disabled', whk.auto_disable_webhooks())
+       END;
+
+-- name: webhooks :many
+-- Delivery settings of the webhooks we just claimed for (cached briefly by the engine).
+SELECT w.id, w.consumer_id, w.url, w.http_method, w.headers, w.auth_type, w.auth_header_name,
+       w.auth_credential_enc, w.require_ack, w.ack_timeout_seconds, w.retry_policy, w.timeout_ms,
+       w.delivery_mode, w.status,
+       coalesce((SELECT array_agg(s.id ORDER BY s.created_at DESC) FROM whk.webhook_secrets s
+                 WHERE s.webhook_id = w.id AND (s.expires_at IS NULL OR s.expires_at > now())), '{}') AS secret_ids,
+       coalesce((SELECT array_agg(s.secret_enc ORDER BY s.created_at DESC) FROM whk.webhook_secrets s
+                 WHERE s.webhook_id = w.id AND (s.expires_at IS NULL OR s.expires_at > now())), '{}') AS secrets_enc
+FROM whk.whk_01_webhooks w
+WHERE w.id = ANY(%(ids)s);
+
+-- name: global_retry_policy :one
+SELECT whk.delivery_config('retry.policy');
+
+-- name: schema_version :one
+SELECT coalesce(max(version), 0) FROM whk.schema_migrations;

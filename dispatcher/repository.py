@@ -1,0 +1,94 @@
+"""Every database call of the dispatcher (its queries live in ``queries.sql`` beside this file).
+
+The heavy lifting is in SQL functions (``sql/functions``): routing, the fair claim, outcome recording and
+maintenance each take one round trip. This module only binds parameters and decodes rows.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from psycopg_pool import AsyncConnectionPool
+
+import whk
+from dispatcher.models import ClaimedDelivery, OutcomeItem, WebhookRow
+from whk.sqlfiles import load_queries
+
+_ENCODER = msgspec.json.Encoder()
+_CLAIM_FIELDS = tuple(ClaimedDelivery.__struct_fields__)
+_WEBHOOK_FIELDS = tuple(WebhookRow.__struct_fields__)
+
+
+class Repository:
+    """Bound to one connection pool; one instance per dispatcher process."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], dispatcher_id: str) -> None:
+        self._pool = pool
+        self._id = dispatcher_id
+        self._q = load_queries(__package__ or "dispatcher", "queries.sql")
+
+    async def _one(self, name: str, params: dict[str, Any]) -> Any:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(self._q[name], params)
+            row = await cur.fetchone()
+            return None if row is None else row[0]
+
+    async def route(self, limit: int) -> int:
+        return int(await self._one("route_outbox", {"limit": limit}) or 0)
+
+    async def claim(self, limit: int, lease_s: float) -> list[ClaimedDelivery]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                self._q["claim_deliveries"], {"dispatcher": self._id, "limit": limit, "lease_s": lease_s}
+            )
+            rows = await cur.fetchall()
+        return [ClaimedDelivery(**dict(zip(_CLAIM_FIELDS, r, strict=True))) for r in rows]
+
+    async def record(self, items: Sequence[OutcomeItem]) -> int:
+        payload = _ENCODER.encode(list(items)).decode("utf-8")
+        return int(await self._one("record_outcomes", {"dispatcher": self._id, "items": payload}) or 0)
+
+    async def release(self) -> int:
+        return int(await self._one("release_deliveries", {"dispatcher": self._id}) or 0)
+
+    async def seconds_to_next_wakeup(self) -> float | None:
+        value = await self._one("next_wakeup", {})
+        return None if value is None else float(value)
+
+    async def heartbeat(self, *, stopping: bool, forget_after_s: float) -> None:
+        await self._one(
+            "heartbeat",
+            {
+                "id": self._id,
+                "hostname": socket.gethostname(),
+                "pid": os.getpid(),
+                "version": whk.__version__,
+                "stopping": stopping,
+                "forget_after_s": forget_after_s,
+            },
+        )
+
+    async def set_idle(self, idle: bool) -> None:
+        await self._one("set_idle", {"id": self._id, "idle": idle})
+
+    async def forget(self) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(self._q["forget_dispatcher"], {"id": self._id})
+
+    async def sweep(self) -> dict[str, int] | None:
+        result = await self._one("sweep", {})
+        return None if result is None else {str(k): int(v) for k, v in result.items()}
+
+    async def webhooks(self, ids: Sequence[int]) -> list[WebhookRow]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(self._q["webhooks"], {"ids": list(ids)})
+            rows = await cur.fetchall()
+        return [WebhookRow(**dict(zip(_WEBHOOK_FIELDS, r, strict=True))) for r in rows]
+
+    async def global_retry_policy(self) -> dict[str, Any] | None:
+        value = await self._one("global_retry_policy", {})
+        return value if isinstance(value, dict) else None

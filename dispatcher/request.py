@@ -1,0 +1,162 @@
+"""Build the HTTP request of one attempt: body, Standard Webhooks headers, custom headers, outbound auth.
+
+Pure except for decryption (done once per webhook in ``prepare_webhook``, not per request). The
+signature is computed per attempt with a fresh ``webhook-timestamp``; ``webhook-id`` is the event id
+(or the batch id for batch requests), so it stays the same across retries and manual replays.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dispatcher.attempt import OutboundRequest
+from dispatcher.errors import WebhookConfigError
+from dispatcher.models import ClaimedDelivery, WebhookRow
+from dispatcher.retry import RetryPolicy, RetryPolicyError
+from whk.secretbox import SecretBox, SecretBoxError
+from whk.signing import SigningError, decode_secret, signature_headers
+
+# At most the current key plus ten old ones sign during a rotation grace period.
+MAX_SIGNING_KEYS = 11
+
+# Headers a webhook's custom headers may never set: transport framing and the signature contract.
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "user-agent",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
+
+# Header names whose values never reach the attempt log.
+_SECRET_NAMES = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"})
+_SECRET_HINTS = ("token", "secret", "password", "apikey", "api-key", "api_key", "auth")
+MASK = "***"
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedWebhook:
+    """A webhook's delivery settings with secrets decrypted, ready for many requests."""
+
+    row: WebhookRow
+    signing_keys: tuple[bytes, ...]
+    fixed_headers: tuple[tuple[str, str], ...]
+    masked_names: frozenset[str]
+    retry_policy: RetryPolicy
+    config_error: str | None = None
+
+
+def _auth_headers(row: WebhookRow, box: SecretBox | None) -> tuple[list[tuple[str, str]], set[str]]:
+    if row.auth_type == "none":
+        return [], set()
+    if row.auth_credential_enc is None:
+        raise WebhookConfigError(f"webhook {row.id} uses {row.auth_type} auth but has no credential")
+    if box is None:
+        raise WebhookConfigError("WHK_SECRET_KEYS is not set: stored credentials cannot be decrypted")
+    credential = box.decrypt(row.auth_credential_enc, aad=str(row.id)).decode("utf-8")
+    if row.auth_type == "bearer":
+        return [("Authorization", f"Bearer {credential}")], {"authorization"}
+    if row.auth_type == "basic":
+        token = base64.b64encode(credential.encode("utf-8")).decode("ascii")
+        return [("Authorization", f"Basic {token}")], {"authorization"}
+    if row.auth_type == "api_key":
+        name = row.auth_header_name or "X-API-Key"
+        return [(name, credential)], {name.lower()}
+    raise WebhookConfigError(f"webhook {row.id} has unknown auth type {row.auth_type!r}")
+
+
+def _custom_headers(row: WebhookRow) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for name, value in row.headers.items():
+        if not isinstance(value, str):
+            raise WebhookConfigError(f"header {name!r} of webhook {row.id} is not a string")
+        if name.lower() in RESERVED_HEADERS:
+            continue
+        if any(c in name + value for c in "\r\n\0") or not name.isascii():
+            raise WebhookConfigError(f"header {name!r} of webhook {row.id} contains forbidden characters")
+        out.append((name, value))
+    return out
+
+
+def prepare_webhook(row: WebhookRow, box: SecretBox | None, default_policy: RetryPolicy) -> PreparedWebhook:
+    """Decrypt and validate once; a broken configuration becomes ``config_error`` (attempts fail with it)."""
+    try:
+        policy = RetryPolicy.from_json(row.retry_policy, base=default_policy)
+    except (RetryPolicyError, ValueError) as exc:
+        policy = default_policy
+        return PreparedWebhook(row, (), (), frozenset(), policy, config_error=f"retry_policy: {exc}")
+    try:
+        keys: list[bytes] = []
+        for secret_id, blob in list(zip(row.secret_ids, row.secrets_enc, strict=True))[:MAX_SIGNING_KEYS]:
+            if box is None:
+                raise WebhookConfigError("WHK_SECRET_KEYS is not set: signing secrets cannot be decrypted")
+            keys.append(decode_secret(box.decrypt(blob, aad=str(secret_id)).decode("utf-8")))
+        auth, auth_names = _auth_headers(row, box)
+        custom = _custom_headers(row)
+    except (WebhookConfigError, SecretBoxError, SigningError, UnicodeDecodeError) as exc:
+        return PreparedWebhook(row, (), (), frozenset(), policy, config_error=str(exc))
+    masked = frozenset(auth_names | {n.lower() for n, _ in custom if _looks_secret(n)})
+    return PreparedWebhook(row, tuple(keys), tuple(custom + auth), masked, policy)
+
+
+def _looks_secret(name: str) -> bool:
+    low = name.lower()
+    return low in _SECRET_NAMES or any(h in low for h in _SECRET_HINTS)
+
+
+def message_id(group: Sequence[ClaimedDelivery]) -> str:
+    """``webhook-id``: the event id for one event, the batch id for a batch request."""
+    first = group[0]
+    if first.batch_id is not None:
+        return f"batch_{first.batch_id.hex}"
+    return f"msg_{first.event_id.hex}"
+
+
+def event_message_id(event_id: uuid.UUID) -> str:
+    return f"msg_{event_id.hex}"
+
+
+def request_body(group: Sequence[ClaimedDelivery]) -> bytes:
+    """One event's envelope, or a JSON array of envelopes in commit order for a batch."""
+    if group[0].batch_id is None:
+        return group[0].payload.encode("utf-8")
+    return b"[" + b",".join(d.payload.encode("utf-8") for d in group) + b"]"
+
+
+def build_request(
+    hook: PreparedWebhook,
+    *,
+    msg_id: str,
+    body: bytes,
+    timestamp: int,
+    deadline_s: float,
+    user_agent: str,
+) -> OutboundRequest:
+    headers: list[tuple[str, str]] = [("Content-Type", "application/json"), ("User-Agent", user_agent)]
+    if hook.signing_keys:
+        headers.extend(signature_headers(hook.signing_keys, msg_id, timestamp, body))
+    else:  # an unsigned webhook (no secret configured) still gets a stable id and a timestamp
+        headers.extend([("webhook-id", msg_id), ("webhook-timestamp", str(timestamp))])
+    headers.extend(hook.fixed_headers)
+    return OutboundRequest(
+        method=hook.row.http_method, url=hook.row.url, headers=headers, body=body, deadline_s=deadline_s
+    )
+
+
+def loggable_headers(hook: PreparedWebhook, headers: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Request headers for the attempt log, with credentials masked."""
+    return {n: (MASK if n.lower() in hook.masked_names or _looks_secret(n) else v) for n, v in headers}
+
+
+def body_digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()

@@ -1,0 +1,25 @@
+-- Deliveries whose dispatcher died (kill -9, lost host) stay in_flight until their lease passes; then any
+-- dispatcher puts them back to pending, due now. The attempt that may have been on the wire is not
+-- counted (its outcome was never recorded), so a receiver can see it twice: at-least-once, with the same
+-- webhook-id and byte-identical body. The lease is at least 3x the attempt deadline (checked at start-up),
+-- so a live dispatcher's attempt always ends, recorded, before its lease could expire.
+CREATE OR REPLACE FUNCTION whk.reclaim_expired_leases()
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk
+AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    UPDATE whk.whk_03_entregas d
+    SET status = 'pending', lease_until = NULL, claimed_by = NULL, batch_id = NULL,
+        next_attempt_at = least(d.next_attempt_at, clock_timestamp()), updated_at = clock_timestamp()
+    WHERE d.status = 'in_flight' AND d.lease_until < clock_timestamp();
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+
+    -- A half-open probe whose dispatcher died must not keep the breaker closed to probes forever.
+    UPDATE whk.webhook_runtime r SET probe_until = NULL
+    WHERE r.breaker_state = 'half_open' AND r.probe_until < clock_timestamp();
+    RETURN v_count;
+END;
+$$;

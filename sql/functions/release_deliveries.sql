@@ -1,0 +1,23 @@
+-- Graceful shutdown: give back every delivery this dispatcher still holds (pending again, due now, the
+-- attempt not counted) so other dispatchers pick them up at once instead of after the lease.
+CREATE OR REPLACE FUNCTION whk.release_deliveries(p_dispatcher text)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk
+AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    UPDATE whk.whk_03_entregas d
+    SET status = 'pending', lease_until = NULL, claimed_by = NULL, batch_id = NULL,
+        next_attempt_at = least(d.next_attempt_at, clock_timestamp()), updated_at = clock_timestamp()
+    WHERE d.status = 'in_flight' AND d.claimed_by = p_dispatcher;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+
+    UPDATE whk.webhook_runtime r SET probe_until = NULL
+    WHERE r.breaker_state = 'half_open' AND r.probe_until IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM whk.whk_03_entregas d
+                      WHERE d.webhook_id = r.webhook_id AND d.status = 'in_flight');
+    RETURN v_count;
+END;
+$$;

@@ -1,0 +1,25 @@
+-- Manual / bulk retry: put finished or failed deliveries back in the queue now, with a fresh retry
+-- schedule (schedule_offset = attempts so far) but the SAME event_id, hence the same webhook-id header:
+-- receivers deduplicate replays. The signature is fresh because it is computed per attempt.
+-- Rows in flight are left alone (their attempt is running). Returns how many were re-queued.
+CREATE OR REPLACE FUNCTION whk.retry_deliveries(p_ids bigint[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk
+AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    UPDATE whk.whk_03_entregas d
+    SET status = 'pending', next_attempt_at = clock_timestamp(), schedule_offset = d.attempts,
+        dead_at = NULL, dead_reason = NULL, ack_deadline = NULL, lease_until = NULL, claimed_by = NULL,
+        batch_id = NULL, updated_at = clock_timestamp()
+    WHERE d.id = ANY (p_ids) AND d.status IN ('dead', 'delivered', 'awaiting_ack', 'cancelled', 'pending', 'parked');
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+
+    INSERT INTO whk.webhook_runtime (webhook_id)
+    SELECT DISTINCT d.webhook_id FROM whk.whk_03_entregas d WHERE d.id = ANY (p_ids)
+    ON CONFLICT (webhook_id) DO NOTHING;
+    RETURN v_count;
+END;
+$$;

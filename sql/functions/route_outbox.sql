@@ -1,0 +1,79 @@
+-- Route up to p_limit pending outbox events: mark them routed, give each a commit_seq (the order in which
+-- they became visible, which is commit order across transactions) and fan them out to every matching
+-- active webhook in ONE set-based INSERT. Events nobody subscribes to are routed too and kept for replay.
+--
+-- Claimed by status, never by an id watermark: ids are taken before commit, so a low id can become
+-- visible after higher ones; a watermark would skip it forever. Routing runs under a transaction-level
+-- advisory lock so commit_seq is monotonic across dispatchers (a second router returns 0 at once and
+-- goes on delivering; the lock is held for one short statement batch).
+--
+-- Filters are SQL/JSON path predicates stored as the jsonpath type (validated by PostgreSQL on write);
+-- `@@` yields NULL rather than an error on structural mismatches, which counts as "no match".
+-- Non-strict schema validation (valid / validation_error) is filled by whk.validate_event_payload when the
+-- capture side provides it; invalid events are still delivered (strict types are refused at emit time).
+CREATE OR REPLACE FUNCTION whk.route_outbox(p_limit integer)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk
+AS $$
+DECLARE
+    v_routed integer;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtext('whk.route_outbox')) THEN
+        RETURN 0;
+    END IF;
+
+    WITH picked AS (
+        SELECT o.id, o.created_at
+        FROM whk.outbox o
+        WHERE o.status = 'pending'
+        ORDER BY o.id
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), numbered AS (
+        -- nextval in id order: within one visibility batch id order is the best commit-order proxy.
+        SELECT s.id, s.created_at, nextval('whk.outbox_commit_seq') AS seq
+        FROM (SELECT id, created_at FROM picked ORDER BY id) s
+    ), routed AS (
+        UPDATE whk.outbox o
+        SET status = 'routed', routed_at = clock_timestamp(), commit_seq = n.seq
+        FROM numbered n
+        WHERE o.id = n.id AND o.created_at = n.created_at
+        RETURNING o.id, o.created_at, o.event_id, o.event_type, o.event_version, o.event_key, o.payload,
+                  o.deliver_at, o.commit_seq
+    ), fanned AS (
+        INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id,
+                                         consumer_id, ordering_key, commit_seq, next_attempt_at)
+        SELECT r.event_id, r.id, r.created_at, r.event_type, w.id, w.consumer_id,
+               CASE WHEN w.delivery_mode = 'ordered' THEN
+                   coalesce(jsonb_path_query_first(r.payload, w.ordering_key_path, '{}'::jsonb, true) #>> '{}',
+                            r.event_key, '')
+               END,
+               r.commit_seq,
+               greatest(clock_timestamp(), coalesce(r.deliver_at, r.created_at)
+                                           + make_interval(secs => w.delay_seconds))
+        FROM routed r
+        JOIN whk.whk_01_webhooks w
+          ON w.status = 'active' AND w.deleted_at IS NULL
+         AND whk.event_type_matches(w.event_types, r.event_type)
+         AND (w.payload_version IS NULL OR w.payload_version = r.event_version)
+         AND (w.filter IS NULL OR coalesce(r.payload @@ w.filter, false))
+        ORDER BY r.commit_seq, w.id
+        ON CONFLICT (event_id, webhook_id) DO NOTHING
+        RETURNING webhook_id
+    ), runtime AS (
+        INSERT INTO whk.webhook_runtime (webhook_id)
+        SELECT DISTINCT f.webhook_id FROM fanned f
+        ON CONFLICT (webhook_id) DO NOTHING
+    ), fired AS (
+        -- Firing history in aggregate: one UPDATE per batch, never per row in the ERP transaction.
+        UPDATE whk.whk_02_eventos e
+        SET fire_count = e.fire_count + c.n, last_fired_at = clock_timestamp()
+        FROM (SELECT event_type, count(*) AS n FROM routed GROUP BY event_type) c
+        WHERE e.name = c.event_type
+    )
+    SELECT count(*) INTO v_routed FROM routed;
+
+    RETURN v_routed;
+END;
+$$;

@@ -1,0 +1,335 @@
+"""The delivery SQL API (migration 0005) on a real database: routing, the fair claim, outcomes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.support.delivery import emit, make_consumer, make_webhook, statuses
+
+pytestmark = pytest.mark.db
+
+URL = "http://127.0.0.1:9/hook"
+
+
+def route(conn: psycopg.Connection[Any], limit: int = 1000) -> int:
+    row = conn.execute("SELECT whk.route_outbox(%s)", [limit]).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def claim(conn: psycopg.Connection[Any], limit: int = 100, who: str = "d1") -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "SELECT delivery_id, webhook_id, batch_id, commit_seq, ordering_key, payload "
+        "FROM whk.claim_deliveries(%s, %s, 30)",
+        [who, limit],
+    ).fetchall()
+
+
+def record(conn: psycopg.Connection[Any], items: list[dict[str, Any]], who: str = "d1") -> int:
+    for it in items:
+        it.setdefault("request_method", "POST")
+        it.setdefault("request_url", URL)
+        it.setdefault("outcome", it["state"])
+        it.setdefault("attempt_no", 1)
+        it.setdefault("success", it["state"] in ("delivered", "awaiting_ack"))
+        it.setdefault("failure", not it["success"])
+    row = conn.execute(
+        "SELECT whk.record_outcomes(%s, %s::jsonb)", [who, json.dumps(items, default=str)]
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_event_type_patterns(conn):
+    cases = [
+        (["order.created"], "order.created", True),
+        (["order.*"], "order.created", True),
+        (["order.*"], "order.line.added", True),
+        (["order.*"], "order", False),
+        (["order.*"], "orders.created", False),
+        (["*"], "anything.at_all", True),
+        (["user.created", "product.*"], "product.deleted", True),
+        (["user.created"], "user.updated", False),
+    ]
+    for patterns, event_type, expected in cases:
+        row = conn.execute("SELECT whk.event_type_matches(%s, %s)", [patterns, event_type]).fetchone()
+        assert row == (expected,), (patterns, event_type)
+
+
+def test_routing_fans_out_in_one_pass_and_keeps_unsubscribed_events(conn):
+    c = make_consumer(conn)
+    exact = make_webhook(conn, c, URL, ["order.created"])
+    wild = make_webhook(conn, c, URL, ["order.*"])
+    every = make_webhook(conn, c, URL, ["*"])
+    filtered = make_webhook(conn, c, URL, ["order.created"], filter="$.data.total > 100")
+    make_webhook(conn, c, URL, ["order.created"], status="paused")
+    deleted = make_webhook(conn, c, URL, ["order.created"])
+    conn.execute("UPDATE whk.whk_01_webhooks SET deleted_at = now() WHERE id = %s", [deleted])
+    emit(conn, "order.created", {"total": 50})
+    emit(conn, "order.created", {"total": 500})
+    emit(conn, "order.shipped", {"total": 500})
+    emit(conn, "nobody.listens")
+
+    assert route(conn) == 4
+    counts = dict(conn.execute("SELECT webhook_id, count(*) FROM whk.whk_03_entregas GROUP BY 1").fetchall())
+    assert counts == {exact: 2, wild: 3, every: 4, filtered: 1}
+    rows = conn.execute("SELECT status, commit_seq FROM whk.outbox ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == ["routed"] * 4
+    seqs = [r[1] for r in rows]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 4
+    # Routing again finds nothing and creates nothing twice.
+    assert route(conn) == 0
+    assert conn.execute("SELECT count(*) FROM whk.whk_03_entregas").fetchone() == (10,)
+
+
+def test_routing_honours_delay_deliver_at_and_ordering_key(conn):
+    c = make_consumer(conn)
+    delayed = make_webhook(conn, c, URL, ["*"], delivery_mode="delayed", delay_seconds=60)
+    ordered = make_webhook(conn, c, URL, ["*"], delivery_mode="ordered", ordering_key_path="$.data.customer")
+    later = datetime.now(UTC) + timedelta(hours=1)
+    emit(conn, "order.created", {"customer": "ann"}, key="k1")
+    emit(conn, "order.created", {}, key="k2", deliver_at=later)
+    route(conn)
+    rows = conn.execute(
+        "SELECT webhook_id, ordering_key, next_attempt_at FROM whk.whk_03_entregas ORDER BY webhook_id, id"
+    ).fetchall()
+    d1, d2, o1, o2 = rows
+    assert d1[2] > datetime.now(UTC) + timedelta(seconds=50)
+    assert d2[2] >= later + timedelta(seconds=60)
+    assert (o1[0], o1[1]) == (ordered, "ann")
+    assert o2[1] == "k2"  # no customer in the payload: the event key
+    assert d1[0] == delayed and d1[1] is None
+
+
+def test_claim_is_fair_and_respects_in_flight_cap(conn):
+    c = make_consumer(conn)
+    busy = make_webhook(conn, c, URL, ["busy.*"], max_in_flight=5)
+    quiet = make_webhook(conn, c, URL, ["quiet.*"])
+    emit(conn, "busy.event", count=50)
+    emit(conn, "quiet.event")
+    route(conn)
+    rows = claim(conn, limit=100)
+    per_hook: dict[int, int] = {}
+    for r in rows:
+        per_hook[r[1]] = per_hook.get(r[1], 0) + 1
+    assert per_hook == {busy: 5, quiet: 1}
+    # The cap holds across calls (and across dispatchers) until outcomes are recorded.
+    assert claim(conn, limit=100, who="d2") == []
+
+
+def test_claim_by_another_dispatcher_skips_locked_rows(db_url, conn):
+    c = make_consumer(conn)
+    make_webhook(conn, c, URL, ["*"], max_in_flight=100)
+    emit(conn, "a.b", count=20)
+    route(conn)
+    with psycopg.connect(db_url) as other:  # a transaction left open: its claim holds row locks
+        first = other.execute("SELECT delivery_id FROM whk.claim_deliveries('d2', 100, 30)").fetchall()
+        assert len(first) == 20
+        # The runtime row is locked by d2's open transaction: d1 skips the webhook instead of waiting.
+        assert claim(conn, who="d1") == []
+    assert claim(conn, who="d1") == []  # committed: all 20 are in flight now
+
+
+def test_ordered_lane_head_blocks_only_its_key(conn):
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c, URL, ["*"], delivery_mode="ordered")
+    emit(conn, "o.e", key="A", count=3)
+    emit(conn, "o.e", key="B", count=3)
+    route(conn)
+    heads = claim(conn)
+    assert sorted(r[4] for r in heads) == ["A", "B"]
+    a_head = next(r for r in heads if r[4] == "A")
+    b_head = next(r for r in heads if r[4] == "B")
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    record(conn, [{"id": a_head[0], "webhook_id": hook, "state": "pending", "next_attempt_at": later}])
+    record(conn, [{"id": b_head[0], "webhook_id": hook, "state": "delivered"}])
+    nxt = claim(conn)
+    # A's head waits for its retry; A's later events may not overtake it. B moves on.
+    assert [r[4] for r in nxt] == ["B"]
+    assert nxt[0][3] > b_head[3]
+
+
+def test_batch_waits_for_size_or_window(conn):
+    c = make_consumer(conn)
+    make_webhook(conn, c, URL, ["*"], delivery_mode="batch", batch_size=10, batch_window_ms=3_600_000)
+    emit(conn, "b.e", count=9)
+    route(conn)
+    assert claim(conn) == []  # 9 < 10 and the window is an hour
+    emit(conn, "b.e", count=15)
+    route(conn)
+    rows = claim(conn)
+    assert len(rows) == 10
+    assert len({r[2] for r in rows}) == 1 and rows[0][2] is not None
+    assert [r[3] for r in rows] == sorted(r[3] for r in rows)
+
+
+def test_token_bucket_limits_requests(conn):
+    c = make_consumer(conn)
+    make_webhook(conn, c, URL, ["*"], rate_limit_per_second=3, rate_limit_burst=3, max_in_flight=100)
+    emit(conn, "r.e", count=20)
+    route(conn)
+    assert len(claim(conn)) == 3
+    assert claim(conn) == []  # bucket empty (refill is 3/s, the call is immediate)
+    left = conn.execute("SELECT tokens FROM whk.webhook_runtime").fetchone()
+    assert left is not None and left[0] < 1
+
+
+def test_consumer_quota_is_shared_by_its_webhooks(conn):
+    c = make_consumer(conn, quota_deliveries_per_day=4)
+    make_webhook(conn, c, URL, ["*"])
+    make_webhook(conn, c, URL, ["*"])
+    emit(conn, "q.e", count=5)
+    route(conn)
+    assert len(claim(conn)) == 4
+    assert claim(conn) == []
+
+
+def test_breaker_opens_probes_and_closes(conn):
+    c = make_consumer(conn)
+    hook = make_webhook(
+        conn, c, URL, ["*"], breaker_config={"failure_threshold": 3, "open_seconds": 0.2}, max_in_flight=50
+    )
+    emit(conn, "x.y", count=10)
+    route(conn)
+    first = claim(conn, limit=3)
+    now = datetime.now(UTC).isoformat()
+    record(
+        conn, [{"id": r[0], "webhook_id": hook, "state": "pending", "next_attempt_at": now} for r in first]
+    )
+    state = conn.execute(
+        "SELECT breaker_state FROM whk.webhook_runtime WHERE webhook_id = %s", [hook]
+    ).fetchone()
+    assert state == ("open",)
+    assert claim(conn) == []  # open: nothing, although 10 are due
+    conn.execute("SELECT pg_sleep(0.25)")
+    probe = claim(conn)
+    assert len(probe) == 1
+    assert claim(conn) == []  # half-open: only the one probe
+    record(conn, [{"id": probe[0][0], "webhook_id": hook, "state": "delivered"}])
+    state = conn.execute(
+        "SELECT breaker_state FROM whk.webhook_runtime WHERE webhook_id = %s", [hook]
+    ).fetchone()
+    assert state == ("closed",)
+    assert len(claim(conn)) == 9
+
+
+def test_gone_disables_webhook_parks_pending_and_emits_event(conn):
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c, URL, ["*"], max_in_flight=1)
+    emit(conn, "g.e", count=3)
+    route(conn)
+    (first,) = claim(conn)
+    record(
+        conn, [{"id": first[0], "webhook_id": hook, "state": "parked", "gone": True, "response_status": 410}]
+    )
+    assert statuses(conn, hook) == {"parked": 3}
+    row = conn.execute(
+        "SELECT status, disabled_reason FROM whk.whk_01_webhooks WHERE id = %s", [hook]
+    ).fetchone()
+    assert row == ("disabled", "endpoint answered 410 Gone")
+    ev = conn.execute(
+        "SELECT payload->'data'->>'webhook_id' FROM whk.outbox WHERE event_type = 'whk.webhook.disabled'"
+    ).fetchall()
+    assert ev == [(str(hook),)]
+    # Resuming brings the parked deliveries back, same rows (same event ids).
+    assert conn.execute("SELECT whk.resume_webhook(%s)", [hook]).fetchone() == (3,)
+    assert statuses(conn, hook) == {"pending": 3}
+
+
+def test_attempt_log_and_dead_letter(conn):
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c, URL, ["*"])
+    emit(conn, "d.e")
+    route(conn)
+    (row,) = claim(conn)
+    record(
+        conn,
+        [
+            {
+                "id": row[0],
+                "webhook_id": hook,
+                "state": "dead",
+                "dead_reason": "HTTP 500 (after 8 attempts)",
+                "attempt_no": 8,
+                "response_status": 500,
+                "request_headers": {"Authorization": "***"},
+                "response_body": "boom",
+                "duration_ms": 12.5,
+            }
+        ],
+    )
+    d = conn.execute(
+        "SELECT status, dead_reason, attempts, last_status_code FROM whk.whk_03_entregas WHERE id = %s",
+        [row[0]],
+    ).fetchone()
+    assert d == ("dead", "HTTP 500 (after 8 attempts)", 8, 500)
+    log = conn.execute(
+        "SELECT attempt_no, dispatcher_id, response_body, request_headers FROM whk.whk_03_entregas_tentativas"
+    ).fetchone()
+    assert log == (8, "d1", "boom", {"Authorization": "***"})
+    # Manual retry: pending again, a fresh schedule, same event id.
+    assert conn.execute("SELECT whk.retry_delivery(%s)", [row[0]]).fetchone() == (True,)
+    d = conn.execute(
+        "SELECT status, schedule_offset, dead_reason FROM whk.whk_03_entregas WHERE id = %s", [row[0]]
+    ).fetchone()
+    assert d == ("pending", 8, None)
+
+
+def test_outcome_of_a_lost_lease_is_logged_but_not_applied(conn):
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c, URL, ["*"])
+    emit(conn, "l.e")
+    route(conn)
+    (row,) = claim(conn, who="d1")
+    conn.execute("UPDATE whk.whk_03_entregas SET lease_until = now() - interval '1 s'")
+    assert conn.execute("SELECT whk.reclaim_expired_leases()").fetchone() == (1,)
+    (again,) = claim(conn, who="d2")
+    assert again[0] == row[0]
+    assert record(conn, [{"id": row[0], "webhook_id": hook, "state": "delivered"}], who="d1") == 0
+    assert statuses(conn, hook) == {"in_flight": 1}
+    assert record(conn, [{"id": row[0], "webhook_id": hook, "state": "delivered"}], who="d2") == 1
+    assert conn.execute("SELECT count(*) FROM whk.whk_03_entregas_tentativas").fetchone() == (2,)
+
+
+def test_release_and_ack_flow(conn):
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c, URL, ["*"], require_ack=True)
+    emit(conn, "a.e", count=2)
+    route(conn)
+    rows = claim(conn)
+    assert conn.execute("SELECT whk.release_deliveries('d1')").fetchone() == (2,)
+    assert statuses(conn, hook) == {"pending": 2}
+    rows = claim(conn)
+    soon = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    record(
+        conn,
+        [
+            {"id": rows[0][0], "webhook_id": hook, "state": "awaiting_ack", "ack_deadline": later},
+            {"id": rows[1][0], "webhook_id": hook, "state": "awaiting_ack", "ack_deadline": soon},
+        ],
+    )
+    assert conn.execute("SELECT whk.ack_delivery(%s)", [rows[0][0]]).fetchone() == (True,)
+    assert conn.execute("SELECT whk.ack_delivery(%s)", [rows[0][0]]).fetchone() == (True,)  # idempotent
+    assert conn.execute("SELECT whk.expire_acks()").fetchone() == (1,)
+    assert statuses(conn, hook) == {"delivered": 1, "pending": 1}
+
+
+def test_auto_disable_after_unbroken_failure_window(conn):
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c, URL, ["*"])
+    conn.execute("SELECT whk.ensure_webhook_runtime()")
+    conn.execute(
+        "UPDATE whk.webhook_runtime SET failing_since = now() - interval '6 days' WHERE webhook_id = %s",
+        [hook],
+    )
+    assert conn.execute("SELECT whk.auto_disable_webhooks()").fetchone() == (1,)
+    assert conn.execute("SELECT status FROM whk.whk_01_webhooks WHERE id = %s", [hook]).fetchone() == (
+        "disabled",
+    )
+    assert conn.execute("SELECT whk.auto_disable_webhooks()").fetchone() == (0,)
