@@ -1,10 +1,29 @@
-"""API settings: listening address, authentication and secrets."""
+"""API settings: listening address, request limits, authentication, client addresses and secrets."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
-from whk.settings._fields import positive, setting
+from whk.settings._fields import non_negative, one_of, positive, setting
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "EdDSA")
+_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def _secret_keys(value: str) -> str | None:
+    """``kid:base64(32 bytes)``, comma-separated; the first one encrypts (whk.secretbox checks fully)."""
+    if not value:
+        return None
+    for entry in value.split(","):
+        kid, sep, material = entry.strip().partition(":")
+        if not sep or not _KEY_ID.match(kid) or not material:
+            return "must be a comma-separated list of kid:base64key (kid = 1-32 of [A-Za-z0-9_-])"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,4 +34,74 @@ class ApiSettings:
     port: int = setting("WHK_API_PORT", "TCP port of the API.", default=8080, check=positive)
     workers: int = setting(
         "WHK_API_WORKERS", "API worker processes started by `whk api`.", default=1, check=positive
+    )
+    max_body_bytes: int = setting(
+        "WHK_API_MAX_BODY_BYTES",
+        "Largest request body the API reads; bigger bodies get 413.",
+        default=1_048_576,
+        check=positive,
+    )
+    trusted_proxies: tuple[Network, ...] = setting(
+        "WHK_API_TRUSTED_PROXIES",
+        "Comma-separated CIDRs of reverse proxies whose X-Forwarded-For is believed; from anyone else "
+        "the header is ignored and the TCP peer is the client address.",
+        default=(),
+    )
+    admin_allowed_ips: tuple[Network, ...] = setting(
+        "WHK_API_ADMIN_ALLOWED_IPS",
+        "Comma-separated CIDRs admin credentials may call from (empty: any). Consumers have their own "
+        "allowlist (whk_04_assinantes.allowed_ips).",
+        default=(),
+    )
+    rate_limit_window: int = setting(
+        "WHK_API_RATE_LIMIT_WINDOW",
+        "Seconds of the per-consumer API rate-limit window (the limit itself is per consumer, default "
+        "from whk_05_configuracoes 'rate_limit.api_per_minute' scaled to this window).",
+        default=60,
+        check=positive,
+    )
+    jwt_algorithm: str = setting(
+        "WHK_JWT_ALGORITHM",
+        "The one JWT algorithm accepted (pinned; tokens saying anything else are refused).",
+        default="HS256",
+        check=one_of(*JWT_ALGORITHMS),
+    )
+    jwt_secret: str | None = setting(
+        "WHK_JWT_SECRET",
+        "Shared secret for HS* JWTs (at least 32 bytes). Unset with no public key: JWT auth is off.",
+        default=None,
+    )
+    jwt_public_key_file: Path | None = setting(
+        "WHK_JWT_PUBLIC_KEY_FILE",
+        "PEM public key for RS*/ES*/EdDSA JWTs.",
+        default=None,
+    )
+    jwt_audience: str = setting("WHK_JWT_AUDIENCE", "Required `aud` of JWTs.", default="whk-api")
+    jwt_issuer: str | None = setting(
+        "WHK_JWT_ISSUER", "Required `iss` of JWTs (required when JWT auth is on).", default=None
+    )
+    jwt_leeway: float = setting(
+        "WHK_JWT_LEEWAY", "Clock skew in seconds tolerated on exp/nbf/iat.", default=30.0, check=non_negative
+    )
+    jwt_consumer_claim: str = setting(
+        "WHK_JWT_CONSUMER_CLAIM",
+        "JWT claim carrying the consumer id (tenant); tokens with scope whk:admin need none.",
+        default="whk_consumer",
+    )
+    secret_keys: str = setting(
+        "WHK_SECRET_KEYS",
+        "AES-256-GCM keys for stored secrets: comma-separated kid:base64(32 bytes); the first encrypts, "
+        "all decrypt. Unset: a fixed development key (WHK_ENV=development only; production refuses).",
+        default="",
+        check=_secret_keys,
+        default_doc="(unset)",
+    )
+    db_role: str | None = setting(
+        "WHK_API_DB_ROLE",
+        "Role the API switches to on every pooled connection (SET ROLE), e.g. whk_app, so a privileged "
+        "DSN still cannot rewrite the audit trail.",
+        default=None,
+    )
+    docs_enabled: bool = setting(
+        "WHK_API_DOCS", "Serve the OpenAPI document and docs UI under /schema.", default=True
     )

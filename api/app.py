@@ -1,0 +1,91 @@
+"""The API's composition root: ``create_app(settings, *, pool=None) -> Litestar``.
+
+* lifespan: opens a psycopg ``AsyncConnectionPool`` (msgspec JSON adapters; ``SET ROLE`` to
+  WHK_API_DB_ROLE through the startup options when set) unless a pool is passed in, and refuses to start
+  when the database schema is older or newer than this code (``SchemaVersionMismatch``);
+* refuses to build without a secret key in production (``SecretKeyMissing``) or with a half-configured
+  JWT set-up (``SettingsError``);
+* every route authenticated (``api.auth``) except health and the docs; every error problem+json
+  (``api.errors``); bodies above WHK_API_MAX_BODY_BYTES → 413; OpenAPI 3.1 at ``/schema/openapi.json``
+  with a docs UI at ``/schema`` (Scalar) and ``/schema/swagger``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.types import ControllerRouterHandler
+from psycopg_pool import AsyncConnectionPool
+
+from api.auth import AuthConfig, AuthMiddleware, RequestIdMiddleware
+from api.crypto import provide_secretbox
+from api.deps import dependencies
+from api.errors import exception_handlers
+from api.openapi import openapi_config
+from api.routes import route_handlers
+from whk import db
+from whk.secretbox import SecretBox
+from whk.settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("whk.api")
+API_VERSION = "1.0.0"
+
+
+def _pool_settings(settings: Settings) -> Settings:
+    """Settings whose DSN makes every connection start as WHK_API_DB_ROLE (when set)."""
+    role = settings.api.db_role
+    if not role:
+        return settings
+    dsn = db.require_dsn(settings)
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    options = f"{params.get('options') or ''} -c role={role}".strip()
+    return settings.with_database_url(psycopg.conninfo.make_conninfo(dsn, options=options))
+
+
+def create_app(
+    settings: Settings,
+    *,
+    pool: AsyncConnectionPool[Any] | None = None,
+    extra_route_handlers: Sequence[ControllerRouterHandler] = (),
+    resource_routes: bool = True,
+) -> Litestar:
+    """Build the API. ``pool``: use this (already open) pool and leave it open at shutdown (tests,
+    benchmarks); ``extra_route_handlers``: additional handlers and ``resource_routes=False``: leave out
+    the controllers of ``api.routes`` (tests of the platform itself)."""
+    secretbox = SecretBox.from_settings(settings)
+    auth = AuthConfig.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        own = pool is None
+        active = await db.open_pool(_pool_settings(settings), name="whk-api") if pool is None else pool
+        try:
+            async with active.connection() as conn:
+                await db.acheck_schema_version(conn)
+            app.state.pool = active
+            yield
+        finally:
+            if own:
+                await active.close()
+
+    return Litestar(
+        route_handlers=[*(route_handlers() if resource_routes else ()), *extra_route_handlers],
+        lifespan=[lifespan],
+        state=State({"auth": auth, "secretbox": secretbox, "settings": settings}),
+        dependencies={**dependencies(), "secretbox": Provide(provide_secretbox, sync_to_thread=False)},
+        middleware=[RequestIdMiddleware, DefineMiddleware(AuthMiddleware)],
+        exception_handlers=exception_handlers(),
+        request_max_body_size=settings.api.max_body_bytes,
+        openapi_config=openapi_config(version=API_VERSION, enabled=settings.api.docs_enabled),
+        debug=False,
+    )

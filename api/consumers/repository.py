@@ -1,0 +1,91 @@
+"""Consumer persistence (blocks in queries.sql); ``tenant`` limits a consumer credential to its own row."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from psycopg import AsyncConnection, sql
+
+from api import listing
+from api.consumers.schemas import Consumer, ConsumerCreate, ConsumerUpdate
+from api.rows import execute, fetch_all, fetch_one, fetch_value, jsonb_params
+from whk.sqlfiles import load_queries
+
+__all__ = ["CONSUMER_FILTERS", "CONSUMER_SORTS", "ConsumerRepository"]
+
+CONSUMER_FILTERS = (
+    listing.FilterSpec("status", "a.status"),
+    listing.FilterSpec("name_prefix", "a.name", op="prefix"),
+)
+CONSUMER_SORTS = (
+    listing.SortSpec("id", "a.id", "a.id", "bigint"),
+    listing.SortSpec("name", "a.name", "a.id", "text"),
+    listing.SortSpec("created_at", "a.created_at", "a.id", "timestamptz"),
+)
+_FIELDS = tuple(f for f in ConsumerCreate.__struct_fields__)
+
+
+class ConsumerRepository:
+    def __init__(self) -> None:
+        q = load_queries(__package__ or "api.consumers", "queries.sql")
+        self._q = q
+        self._cols = sql.SQL(q["consumer_columns"])
+        self._get = sql.SQL(q["get_consumer"]).format(columns=self._cols)
+        self._lock = sql.SQL(q["lock_consumer"]).format(columns=self._cols)
+
+    async def list(
+        self,
+        conn: AsyncConnection[Any],
+        *,
+        tenant: int | None,
+        filters: Mapping[str, Any],
+        sort: str,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[Consumer], str | None]:
+        plan = listing.build_list_query(
+            filters=CONSUMER_FILTERS,
+            values=filters,
+            sorts=CONSUMER_SORTS,
+            sort=sort,
+            cursor=cursor,
+            fixed=[("a.id", tenant)] if tenant is not None else (),
+        )
+        query = sql.SQL(self._q["list_consumers"]).format(columns=self._cols, where=plan.where, order=plan.order)
+        rows = await fetch_all(conn, query, {**plan.params, "limit": limit + 1}, Consumer)
+        return rows[:limit], listing.next_cursor(rows, limit, sort, CONSUMER_SORTS)
+
+    async def get(
+        self, conn: AsyncConnection[Any], *, tenant: int | None, consumer_id: int, lock: bool = False
+    ) -> Consumer | None:
+        return await fetch_one(
+            conn, self._lock if lock else self._get, {"id": consumer_id, "tenant": tenant}, Consumer
+        )
+
+    async def create(self, conn: AsyncConnection[Any], data: ConsumerCreate) -> int:
+        params = {f: getattr(data, f) for f in _FIELDS}
+        return int(await fetch_value(conn, self._q["insert_consumer"], jsonb_params(params)))
+
+    async def update(self, conn: AsyncConnection[Any], consumer_id: int, data: ConsumerUpdate) -> None:
+        assignments: list[sql.Composable] = []
+        params: dict[str, Any] = {"id": consumer_id}
+        for f in _FIELDS:
+            value = getattr(data, f)
+            if value is msgspec.UNSET:
+                continue
+            params[f] = value
+            placeholder: sql.Composable = sql.Placeholder(f)
+            if f == "allowed_ips":
+                placeholder = sql.SQL("{}::cidr[]").format(placeholder)
+            assignments.append(sql.SQL("{} = {}").format(sql.Identifier(f), placeholder))
+        if assignments:
+            query = sql.SQL(self._q["update_consumer"]).format(assignments=sql.SQL(", ").join(assignments))
+            await execute(conn, query, jsonb_params(params))
+
+    async def references(self, conn: AsyncConnection[Any], consumer_id: int) -> int:
+        return int(await fetch_value(conn, self._q["consumer_references"], {"id": consumer_id}))
+
+    async def delete(self, conn: AsyncConnection[Any], consumer_id: int) -> None:
+        await execute(conn, self._q["delete_consumer"], {"id": consumer_id})

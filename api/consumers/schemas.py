@@ -1,0 +1,83 @@
+"""Wire shapes of the consumer (tenant) resource."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+Name = Annotated[str, Meta(min_length=1, max_length=200, examples=["acme-billing"])]
+Text = Annotated[str, Meta(max_length=2000)]
+Email = Annotated[str, Meta(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
+Cidr = Annotated[str, Meta(max_length=64, examples=["203.0.113.0/24", "2001:db8::/32"])]
+Status = Literal["active", "suspended", "disabled"]
+Rate = Annotated[float, Meta(gt=0, le=1_000_000)]
+PositiveInt = Annotated[int, Meta(ge=1, le=2**31 - 1)]
+
+
+class ConsumerCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A consumer (tenant): owner of webhooks, deliveries and API keys."""
+
+    name: Name
+    description: Text | None = None
+    contact_name: Annotated[str, Meta(max_length=200)] | None = None
+    contact_email: Email | None = None
+    status: Status = "active"
+    auth_settings: dict[str, Any] = msgspec.field(default_factory=dict)
+    allowed_ips: Annotated[list[Cidr], Meta(max_length=100)] = msgspec.field(default_factory=list)
+    rate_limit_per_second: Rate | None = None
+    rate_limit_burst: PositiveInt | None = None
+    api_rate_limit_per_minute: PositiveInt | None = None
+    quota_deliveries_per_day: Annotated[int, Meta(ge=1)] | None = None
+    delivery_preferences: dict[str, Any] = msgspec.field(default_factory=dict)
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class ConsumerUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Fields present are changed. A consumer may change its own ``SELF_SERVICE`` fields only."""
+
+    name: Name | UnsetType = UNSET
+    description: Text | None | UnsetType = UNSET
+    contact_name: Annotated[str, Meta(max_length=200)] | None | UnsetType = UNSET
+    contact_email: Email | None | UnsetType = UNSET
+    status: Status | UnsetType = UNSET
+    auth_settings: dict[str, Any] | UnsetType = UNSET
+    allowed_ips: Annotated[list[Cidr], Meta(max_length=100)] | UnsetType = UNSET
+    rate_limit_per_second: Rate | None | UnsetType = UNSET
+    rate_limit_burst: PositiveInt | None | UnsetType = UNSET
+    api_rate_limit_per_minute: PositiveInt | None | UnsetType = UNSET
+    quota_deliveries_per_day: Annotated[int, Meta(ge=1)] | None | UnsetType = UNSET
+    delivery_preferences: dict[str, Any] | UnsetType = UNSET
+    metadata: dict[str, Any] | UnsetType = UNSET
+
+
+SELF_SERVICE = frozenset({"description", "contact_name", "contact_email", "delivery_preferences", "metadata"})
+
+
+class Consumer(msgspec.Struct, kw_only=True):
+    id: int
+    name: str
+    description: str | None
+    contact_name: str | None
+    contact_email: str | None
+    status: str
+    auth_settings: dict[str, Any]
+    allowed_ips: list[str]
+    rate_limit_per_second: float | None
+    rate_limit_burst: int | None
+    api_rate_limit_per_minute: int | None
+    quota_deliveries_per_day: int | None
+    delivery_preferences: dict[str, Any]
+    metadata: dict[str, Any]
+    last_activity_at: datetime | None
+    usage_deliveries_total: int
+    usage_deliveries_failed: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConsumerPage(msgspec.Struct, kw_only=True):
+    items: list[Consumer]
+    next_cursor: str | None

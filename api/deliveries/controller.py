@@ -1,0 +1,247 @@
+"""``/api/whk/deliveries``: list, read (with attempts), retry, dead letters, statistics, bulk retry and
+the explicit ack of webhooks that require confirmation.
+
+The static routes (``/failed``, ``/stats``, ``/bulk-retry``) are distinct from ``/{delivery_id:int}``:
+the id is typed, so ``failed`` can never be captured as an id.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_200_OK
+from psycopg import AsyncConnection
+
+from api import listing
+from api.audit import record
+from api.deliveries.repository import DeliveryRepository
+from api.deliveries.schemas import (
+    AckResult,
+    BulkRetryRequest,
+    BulkRetryResult,
+    DeliveryDetail,
+    DeliveryPage,
+    DeliveryStats,
+    DeliveryStatus,
+    RetryResult,
+)
+from api.deps import Principal
+from api.errors import BadRequest, Conflict, NotFound, Unprocessable
+from api.shapes import EVENT_TYPE_RE, Cursor, Limit
+
+__all__ = ["DeliveryController"]
+
+Conn = NamedDependency[AsyncConnection[Any]]
+Who = NamedDependency[Principal]
+DeliverySort = Literal[
+    "id", "-id", "created_at", "-created_at", "updated_at", "-updated_at", "next_attempt_at", "-next_attempt_at"
+]
+EventTypeQ = Annotated[str | None, QueryParameter(pattern=EVENT_TYPE_RE, max_length=200)]
+
+
+def _page_or_400(exc: listing.CursorError) -> BadRequest:
+    return BadRequest(str(exc))
+
+
+class DeliveryController(Controller):
+    path = "/api/whk/deliveries"
+    tags = ["deliveries"]  # noqa: RUF012
+
+    def __init__(self, owner: Any) -> None:
+        super().__init__(owner)
+        self.repo = DeliveryRepository()
+
+    @get("/", operation_id="listDeliveries", summary="List deliveries (keyset pagination)")
+    async def list_deliveries(
+        self,
+        conn: Conn,
+        principal: Who,
+        webhook_id: Annotated[int | None, QueryParameter(ge=1)] = None,
+        consumer_id: Annotated[int | None, QueryParameter(ge=1)] = None,
+        status: Annotated[list[DeliveryStatus] | None, QueryParameter()] = None,
+        event_type: EventTypeQ = None,
+        event_id: Annotated[UUID | None, QueryParameter()] = None,
+        created_from: Annotated[datetime | None, QueryParameter()] = None,
+        created_to: Annotated[datetime | None, QueryParameter()] = None,
+        sort: Annotated[DeliverySort, QueryParameter()] = "-id",
+        cursor: Annotated[Cursor | None, QueryParameter()] = None,
+        limit: Annotated[Limit, QueryParameter()] = 50,
+    ) -> DeliveryPage:
+        filters = {
+            "webhook_id": webhook_id,
+            "consumer_id": consumer_id,
+            "status": status or None,
+            "event_type": event_type,
+            "event_id": event_id,
+            "created_from": created_from,
+            "created_to": created_to,
+        }
+        try:
+            items, nxt = await self.repo.list(
+                conn, tenant=principal.tenant_filter(), filters=filters, sort=sort, cursor=cursor, limit=limit
+            )
+        except listing.CursorError as exc:
+            raise _page_or_400(exc) from exc
+        return DeliveryPage(items=items, next_cursor=nxt)
+
+    @get("/failed", operation_id="listFailedDeliveries", summary="Dead letters, most recent first")
+    async def list_failed(
+        self,
+        conn: Conn,
+        principal: Who,
+        webhook_id: Annotated[int | None, QueryParameter(ge=1)] = None,
+        consumer_id: Annotated[int | None, QueryParameter(ge=1)] = None,
+        event_type: EventTypeQ = None,
+        dead_from: Annotated[datetime | None, QueryParameter()] = None,
+        dead_to: Annotated[datetime | None, QueryParameter()] = None,
+        sort: Annotated[Literal["-dead_at", "dead_at", "-id", "id"], QueryParameter()] = "-dead_at",
+        cursor: Annotated[Cursor | None, QueryParameter()] = None,
+        limit: Annotated[Limit, QueryParameter()] = 50,
+    ) -> DeliveryPage:
+        filters = {
+            "webhook_id": webhook_id,
+            "consumer_id": consumer_id,
+            "event_type": event_type,
+            "dead_from": dead_from,
+            "dead_to": dead_to,
+        }
+        try:
+            items, nxt = await self.repo.list(
+                conn,
+                tenant=principal.tenant_filter(),
+                filters=filters,
+                sort=sort,
+                cursor=cursor,
+                limit=limit,
+                failed_only=True,
+            )
+        except listing.CursorError as exc:
+            raise _page_or_400(exc) from exc
+        return DeliveryPage(items=items, next_cursor=nxt)
+
+    @get("/stats", operation_id="deliveryStats", summary="Success rate, latency percentiles, retry rate")
+    async def delivery_stats(
+        self,
+        conn: Conn,
+        principal: Who,
+        since: Annotated[datetime | None, QueryParameter()] = None,
+        until: Annotated[datetime | None, QueryParameter()] = None,
+        webhook_id: Annotated[int | None, QueryParameter(ge=1)] = None,
+        top: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+    ) -> DeliveryStats:
+        end = until or datetime.now(UTC)
+        start = since or end - timedelta(hours=24)
+        if start >= end:
+            raise BadRequest("since must be before until")
+        if end - start > timedelta(days=366):
+            raise BadRequest("the window is at most 366 days")
+        overall, per_webhook, per_consumer = await self.repo.stats(
+            conn, tenant=principal.tenant_filter(), since=start, until=end, webhook_id=webhook_id, top=top
+        )
+        return DeliveryStats(
+            since=start, until=end, overall=overall, per_webhook=per_webhook, per_consumer=per_consumer
+        )
+
+    @post(
+        "/bulk-retry",
+        operation_id="bulkRetryDeliveries",
+        summary="Re-queue deliveries by filters (dry_run counts first)",
+        status_code=HTTP_200_OK,
+    )
+    async def bulk_retry(self, conn: Conn, principal: Who, data: JSONBody[BulkRetryRequest]) -> BulkRetryResult:
+        if data.created_from and data.created_to and data.created_from >= data.created_to:
+            raise Unprocessable(
+                "empty time range", errors=[{"pointer": "/created_to", "message": "must be after created_from"}]
+            )
+        filters = {
+            "webhook_id": data.webhook_id,
+            "event_type": data.event_type,
+            "status": list(data.status),
+            "created_from": data.created_from,
+            "created_to": data.created_to,
+        }
+        tenant = principal.tenant_filter()
+        matched = await self.repo.bulk_count(conn, tenant=tenant, filters=filters)
+        if data.dry_run:
+            return BulkRetryResult(dry_run=True, matched=matched, requeued=0)
+        ids, requeued = await self.repo.bulk_retry(conn, tenant=tenant, filters=filters, limit=data.max_deliveries)
+        if requeued == 0:
+            return BulkRetryResult(dry_run=False, matched=matched, requeued=0)  # nothing changed: no audit row
+        await record(
+            conn,
+            principal,
+            "delivery.bulk_retry",
+            "delivery",
+            None,
+            None,
+            {"filters": msgspec.to_builtins(data), "matched": matched, "requeued": requeued,
+             "first_id": ids[0] if ids else None, "last_id": ids[-1] if ids else None},
+            consumer_id=tenant,
+        )
+        return BulkRetryResult(dry_run=False, matched=matched, requeued=requeued)
+
+    @get("/{delivery_id:int}", operation_id="getDelivery", summary="One delivery with its attempts")
+    async def get_delivery(self, conn: Conn, principal: Who, delivery_id: FromPath[int]) -> DeliveryDetail:
+        detail = await self.repo.get(conn, tenant=principal.tenant_filter(), delivery_id=delivery_id)
+        if detail is None:
+            raise NotFound(f"delivery {delivery_id} not found")
+        return detail
+
+    @post(
+        "/{delivery_id:int}/retry",
+        operation_id="retryDelivery",
+        summary="Re-queue one delivery now (same webhook-id, fresh schedule)",
+        status_code=HTTP_200_OK,
+    )
+    async def retry_delivery(self, conn: Conn, principal: Who, delivery_id: FromPath[int]) -> RetryResult:
+        before = await self.repo.lock(conn, tenant=principal.tenant_filter(), delivery_id=delivery_id)
+        if before is None:
+            raise NotFound(f"delivery {delivery_id} not found")
+        if before.status == "in_flight":
+            raise Conflict("the delivery is being attempted right now; retry after it finishes")
+        requeued = await self.repo.retry(conn, delivery_id)
+        after = await self.repo.lock(conn, tenant=None, delivery_id=delivery_id)
+        assert after is not None
+        await record(
+            conn,
+            principal,
+            "delivery.retry",
+            "delivery",
+            delivery_id,
+            {"status": before.status, "attempts": before.attempts, "consumer_id": before.consumer_id},
+            {"status": after.status, "requeued": requeued, "consumer_id": after.consumer_id},
+        )
+        return RetryResult(delivery=after, requeued=requeued)
+
+    @post(
+        "/{delivery_id:int}/ack",
+        operation_id="ackDelivery",
+        summary="Confirm a delivery of a webhook that requires acks (idempotent)",
+        status_code=HTTP_200_OK,
+    )
+    async def ack_delivery(self, conn: Conn, principal: Who, delivery_id: FromPath[int]) -> AckResult:
+        before = await self.repo.lock(conn, tenant=principal.tenant_filter(), delivery_id=delivery_id)
+        if before is None:
+            raise NotFound(f"delivery {delivery_id} not found")
+        if before.status not in ("awaiting_ack", "delivered"):
+            raise Conflict(f"the delivery is {before.status}; only awaiting_ack deliveries can be acknowledged")
+        acked = await self.repo.ack(conn, delivery_id)
+        after = await self.repo.lock(conn, tenant=None, delivery_id=delivery_id)
+        assert after is not None
+        if before.status == "awaiting_ack":
+            await record(
+                conn,
+                principal,
+                "delivery.ack",
+                "delivery",
+                delivery_id,
+                {"status": before.status, "consumer_id": before.consumer_id},
+                {"status": after.status, "consumer_id": after.consumer_id},
+            )
+        return AckResult(delivery=after, acked=acked)

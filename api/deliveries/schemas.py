@@ -1,0 +1,138 @@
+"""Wire shapes of the delivery resource."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+from msgspec import Meta
+
+from api.shapes import EVENT_TYPE_RE
+
+DeliveryStatus = Literal["pending", "in_flight", "awaiting_ack", "delivered", "dead", "parked", "cancelled"]
+RetryableStatus = Literal["pending", "awaiting_ack", "delivered", "dead", "parked", "cancelled"]
+
+
+class Delivery(msgspec.Struct, kw_only=True):
+    """One event for one webhook: its state and retry bookkeeping (webhook-id header = event_id)."""
+
+    id: int
+    event_id: UUID
+    outbox_id: int
+    event_created_at: datetime
+    event_type: str
+    webhook_id: int
+    consumer_id: int
+    status: str
+    ordering_key: str | None
+    commit_seq: int | None
+    attempts: int
+    next_attempt_at: datetime
+    lease_until: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    last_attempt_at: datetime | None
+    delivered_at: datetime | None
+    ack_deadline: datetime | None
+    acked_at: datetime | None
+    dead_at: datetime | None
+    dead_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeliveryAttempt(msgspec.Struct, kw_only=True):
+    id: int
+    attempt_no: int
+    batch_id: UUID | None
+    dispatcher_id: str | None
+    started_at: datetime
+    duration_ms: float | None
+    request_method: str
+    request_url: str
+    request_headers: dict[str, Any]
+    request_body_sha256: str | None
+    request_body_size: int | None
+    response_status: int | None
+    response_headers: dict[str, Any] | None
+    response_body: str | None
+    response_truncated: bool
+    error_class: str | None
+    error_detail: str | None
+    outcome: str
+
+
+class DeliveryDetail(Delivery, kw_only=True):
+    """A delivery with the event body it carries and every attempt made."""
+
+    payload: dict[str, Any] | None
+    attempt_log: list[DeliveryAttempt] = msgspec.field(default_factory=list)
+
+
+class DeliveryPage(msgspec.Struct, kw_only=True):
+    items: list[Delivery]
+    next_cursor: str | None
+
+
+class RetryResult(msgspec.Struct, kw_only=True):
+    delivery: Delivery
+    requeued: bool
+
+
+class AckResult(msgspec.Struct, kw_only=True):
+    delivery: Delivery
+    acked: bool
+
+
+class BulkRetryRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Re-queue every delivery matching the filters (tenant applied). ``dry_run`` only counts.
+
+    In-flight deliveries are never touched. At most ``max_deliveries`` are re-queued per call; the
+    answer says how many matched so a client can repeat until nothing is left.
+    """
+
+    webhook_id: Annotated[int, Meta(ge=1)] | None = None
+    event_type: Annotated[str, Meta(pattern=EVENT_TYPE_RE, max_length=200)] | None = None
+    status: Annotated[list[RetryableStatus], Meta(min_length=1, max_length=6)] = msgspec.field(
+        default_factory=lambda: ["dead"]
+    )
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    dry_run: bool = False
+    max_deliveries: Annotated[int, Meta(ge=1, le=100000)] = 10000
+
+
+class BulkRetryResult(msgspec.Struct, kw_only=True):
+    dry_run: bool
+    matched: int
+    requeued: int
+
+
+class Percentiles(msgspec.Struct, kw_only=True):
+    p50: float | None
+    p90: float | None
+    p95: float | None
+    p99: float | None
+
+
+class DeliveryStatsRow(msgspec.Struct, kw_only=True):
+    key: int | None = None
+    total: int
+    delivered: int
+    dead: int
+    in_progress: int
+    success_rate: float | None
+    retry_rate: float | None
+    attempt_count: int
+    attempt_latency_ms: Percentiles
+    end_to_end_ms: Percentiles
+
+
+class DeliveryStats(msgspec.Struct, kw_only=True):
+    since: datetime
+    until: datetime
+    overall: DeliveryStatsRow
+    per_webhook: list[DeliveryStatsRow]
+    per_consumer: list[DeliveryStatsRow]

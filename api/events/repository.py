@@ -1,0 +1,182 @@
+"""Event catalog, triggers, history and volume statistics (blocks in queries.sql).
+
+Registration and emission go through the capture side's SQL API (``whk.register_event_type``,
+``whk.emit``): the API never writes the catalog or the outbox by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from psycopg import AsyncConnection, sql
+from psycopg.types.json import Jsonb
+
+from api import listing
+from api.events.schemas import EventCounters, EventType, HistoryEvent, SchemaVersion, VolumeBucket
+from api.rows import fetch_all, fetch_one, fetch_value
+from whk.sqlfiles import load_queries
+
+__all__ = ["HISTORY_FILTERS", "HISTORY_SORTS", "TYPE_FILTERS", "TYPE_SORTS", "EventRepository"]
+
+TYPE_FILTERS = (
+    listing.FilterSpec("category", "e.category"),
+    listing.FilterSpec("prefix", "e.name", op="prefix"),
+    listing.FilterSpec("strict", "e.strict"),
+)
+TYPE_SORTS = (
+    listing.SortSpec("name", "e.name", "e.id", "text"),
+    listing.SortSpec("fire_count", "e.fire_count", "e.id", "bigint"),
+    listing.SortSpec("created_at", "e.created_at", "e.id", "timestamptz"),
+)
+HISTORY_FILTERS = (
+    listing.FilterSpec("event_type", "o.event_type"),
+    listing.FilterSpec("event_key", "o.event_key"),
+    listing.FilterSpec("operation", "o.operation"),
+    listing.FilterSpec("status", "o.status"),
+    listing.FilterSpec("since", "o.created_at", op=">=", cast="timestamptz"),
+    listing.FilterSpec("until", "o.created_at", op="<", cast="timestamptz"),
+)
+HISTORY_SORTS = (listing.SortSpec("created_at", "o.created_at", "o.id", "timestamptz"),)
+
+
+class _Schema(msgspec.Struct):
+    major: int
+    minor: int
+    schema: dict[str, Any]
+
+
+class _AdminCounters(msgspec.Struct):
+    events_24h: int
+    events_7d: int
+    pending_routing: int
+    invalid: int
+
+
+class _StatusCount(msgspec.Struct):
+    status: str
+    n: int
+
+
+class EventRepository:
+    def __init__(self) -> None:
+        self._q = load_queries(__package__ or "api.events", "queries.sql")
+
+    async def list_types(
+        self, conn: AsyncConnection[Any], *, filters: Mapping[str, Any], sort: str, cursor: str | None, limit: int
+    ) -> tuple[list[EventType], str | None]:
+        plan = listing.build_list_query(
+            filters=TYPE_FILTERS, values=filters, sorts=TYPE_SORTS, sort=sort, cursor=cursor
+        )
+        query = sql.SQL(self._q["list_types"]).format(where=plan.where, order=plan.order)
+        rows = await fetch_all(conn, query, {**plan.params, "limit": limit + 1}, EventType)
+        return rows[:limit], listing.next_cursor(rows, limit, sort, TYPE_SORTS)
+
+    async def get_type(self, conn: AsyncConnection[Any], name: str) -> EventType | None:
+        return await fetch_one(conn, self._q["get_type"], {"name": name}, EventType)
+
+    async def versions(self, conn: AsyncConnection[Any], type_id: int) -> list[SchemaVersion]:
+        return await fetch_all(conn, self._q["type_versions"], {"id": type_id}, SchemaVersion)
+
+    async def schema(
+        self, conn: AsyncConnection[Any], name: str, major: int | None = None
+    ) -> tuple[str, dict[str, Any]] | None:
+        """(``major.minor``, schema) payloads of ``name`` are validated against, or None."""
+        row = await fetch_one(conn, self._q["type_schema"], {"name": name, "major": major}, _Schema)
+        return None if row is None else (f"{row.major}.{row.minor}", row.schema)
+
+    async def counters(self, conn: AsyncConnection[Any], etype: EventType, tenant: int | None) -> EventCounters:
+        admin = None
+        if tenant is None:
+            admin = await fetch_one(conn, self._q["type_counters_admin"], {"name": etype.name}, _AdminCounters)
+        by_status = await fetch_all(
+            conn, self._q["type_delivery_counters"], {"name": etype.name, "tenant": tenant}, _StatusCount
+        )
+        subscribers = await fetch_value(conn, self._q["type_subscribers"], {"name": etype.name, "tenant": tenant})
+        return EventCounters(
+            fire_count=etype.fire_count,
+            last_fired_at=etype.last_fired_at,
+            events_24h=None if admin is None else admin.events_24h,
+            events_7d=None if admin is None else admin.events_7d,
+            pending_routing=None if admin is None else admin.pending_routing,
+            invalid=None if admin is None else admin.invalid,
+            subscribed_webhooks=int(subscribers or 0),
+            deliveries={r.status: r.n for r in by_status},
+        )
+
+    async def register(
+        self,
+        conn: AsyncConnection[Any],
+        *,
+        name: str,
+        schema: dict[str, Any],
+        description: str | None,
+        strict: bool | None,
+        new_major: bool,
+        category: str | None,
+        changelog: str | None,
+    ) -> str:
+        """The resulting version ``major.minor``; raises psycopg.Error with PostgreSQL's explanation.
+
+        Runs in a savepoint so a refusal leaves the request's transaction usable for the 4xx answer.
+        """
+        async with conn.transaction():
+            return str(
+                await fetch_value(
+                    conn,
+                    self._q["register_type"],
+                    {
+                        "name": name,
+                        "schema": Jsonb(schema),
+                        "description": description,
+                        "strict": strict,
+                        "new_major": new_major,
+                        "category": category,
+                        "changelog": changelog,
+                    },
+                )
+            )
+
+    async def emit(
+        self, conn: AsyncConnection[Any], *, etype: str, data: dict[str, Any], key: str | None, deliver_at: datetime | None
+    ) -> UUID:
+        async with conn.transaction():
+            value = await fetch_value(
+                conn, self._q["emit"], {"type": etype, "data": Jsonb(data), "key": key, "deliver_at": deliver_at}
+            )
+        return value if isinstance(value, UUID) else UUID(str(value))
+
+    async def history(
+        self,
+        conn: AsyncConnection[Any],
+        *,
+        tenant: int | None,
+        filters: Mapping[str, Any],
+        sort: str,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[HistoryEvent], str | None]:
+        plan = listing.build_list_query(
+            filters=HISTORY_FILTERS, values=filters, sorts=HISTORY_SORTS, sort=sort, cursor=cursor
+        )
+        name = "history_admin" if tenant is None else "history_tenant"
+        query = sql.SQL(self._q[name]).format(where=plan.where, order=plan.order)
+        rows = await fetch_all(conn, query, {**plan.params, "limit": limit + 1, "tenant": tenant}, HistoryEvent)
+        return rows[:limit], listing.next_cursor(rows, limit, sort, HISTORY_SORTS)
+
+    async def volume(
+        self,
+        conn: AsyncConnection[Any],
+        *,
+        tenant: int | None,
+        bucket: str,
+        since: datetime,
+        until: datetime,
+        event_type: str | None,
+    ) -> list[VolumeBucket]:
+        name = "stats_admin" if tenant is None else "stats_tenant"
+        params = {"tenant": tenant, "bucket": bucket, "since": since, "until": until, "type": event_type}
+        return await fetch_all(conn, self._q[name], params, VolumeBucket)

@@ -1,0 +1,187 @@
+"""Keyset pagination, allow-listed filters and sorts shared by the resource list endpoints.
+
+A list query is a named SQL block with three holes that only this module fills::
+
+    SELECT ... FROM whk.whk_03_entregas d WHERE {where} ORDER BY {order} LIMIT %(limit)s
+
+* ``{where}``: the tenant predicate, then one predicate per filter the caller sent, each taken from
+  the endpoint's allow-list (:class:`FilterSpec`), values always bound as parameters;
+* ``{order}``: ``<sort column> <dir>, <tie-breaker id> <dir>`` from the endpoint's sort allow-list,
+  identifiers composed with :class:`psycopg.sql.Identifier`;
+* the keyset predicate ``(sort, id) < (%(k_sort)s, %(k_id)s)`` (``>`` ascending) when a cursor is given.
+
+Cursors are opaque base64url JSON ``[sort_name, value, id]``; a cursor made for another sort is refused
+(400 by the caller) instead of silently skipping rows. Unknown filter or sort names never reach SQL.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+from psycopg import sql
+
+__all__ = [
+    "CursorError",
+    "FilterSpec",
+    "ListPlan",
+    "SortSpec",
+    "build_list_query",
+    "decode_cursor",
+    "encode_cursor",
+    "next_cursor",
+]
+
+Op = Literal["=", ">=", "<", "<=", ">", "any", "prefix", "contains"]
+
+
+class CursorError(ValueError):
+    """A cursor that is not ours, is corrupt, or belongs to another sort order."""
+
+
+@dataclass(frozen=True, slots=True)
+class FilterSpec:
+    """One allow-listed filter: query parameter ``name`` compares ``column`` with ``op``.
+
+    ``column`` may be qualified (``"d.status"``); ``cast`` is a PostgreSQL type the bound value is cast to.
+    """
+
+    name: str
+    column: str
+    op: Op = "="
+    cast: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SortSpec:
+    """One allow-listed sort: ``name`` orders by ``column`` then by ``tie`` (unique), both in one direction."""
+
+    name: str
+    column: str
+    tie: str
+    cast: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListPlan:
+    """The composed ``WHERE`` and ``ORDER BY`` fragments and their parameters."""
+
+    where: sql.Composable
+    order: sql.Composable
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def _ident(qualified: str) -> sql.Composable:
+    return sql.Identifier(*qualified.split("."))
+
+
+def _cast(placeholder: str, cast: str | None) -> sql.Composable:
+    if cast is None:
+        return sql.Placeholder(placeholder)
+    # cast names come from the allow-lists in code, never from the request
+    return sql.SQL("{}::{}").format(sql.Placeholder(placeholder), sql.SQL(cast))
+
+
+def encode_cursor(sort_name: str, value: Any, row_id: Any) -> str:
+    raw = msgspec.json.encode([sort_name, value, row_id])
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str, sort_name: str) -> tuple[Any, Any]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        decoded = msgspec.json.decode(raw)
+    except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
+        raise CursorError("the cursor is not valid") from exc
+    if not (isinstance(decoded, list) and len(decoded) == 3 and isinstance(decoded[0], str)):
+        raise CursorError("the cursor is not valid")
+    if decoded[0] != sort_name:
+        raise CursorError(f"the cursor was made for sort {decoded[0]!r}, not {sort_name!r}")
+    return decoded[1], decoded[2]
+
+
+def build_list_query(
+    *,
+    filters: Sequence[FilterSpec],
+    values: Mapping[str, Any],
+    sorts: Sequence[SortSpec],
+    sort: str,
+    cursor: str | None,
+    fixed: Sequence[tuple[str, Any]] = (),
+) -> ListPlan:
+    """Compose WHERE/ORDER BY for ``values`` (filter name -> value; None = not given).
+
+    ``sort`` is ``name`` (ascending) or ``-name`` (descending) and must be in ``sorts``; ``fixed`` are
+    extra ``(column, value)`` equalities always applied (the tenant). Raises ``KeyError`` for a name
+    outside the allow-lists (callers validate first, so this is a programming error).
+    """
+    params: dict[str, Any] = {}
+    preds: list[sql.Composable] = []
+    for i, (column, value) in enumerate(fixed):
+        key = f"fx{i}"
+        params[key] = value
+        preds.append(sql.SQL("{} = {}").format(_ident(column), sql.Placeholder(key)))
+    by_name = {f.name: f for f in filters}
+    for name, value in values.items():
+        if value is None:
+            continue
+        spec = by_name[name]
+        key = f"f_{name}"
+        if spec.op == "any":
+            params[key] = list(value)
+            arr_cast = f"{spec.cast}[]" if spec.cast else None
+            preds.append(sql.SQL("{} = ANY({})").format(_ident(spec.column), _cast(key, arr_cast)))
+        elif spec.op == "contains":
+            params[key] = value
+            preds.append(sql.SQL("{} @> ARRAY[{}]::text[]").format(_ident(spec.column), sql.Placeholder(key)))
+        elif spec.op == "prefix":
+            params[key] = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            preds.append(sql.SQL("{} LIKE {}").format(_ident(spec.column), sql.Placeholder(key)))
+        else:
+            params[key] = value
+            preds.append(
+                sql.SQL("{} {} {}").format(_ident(spec.column), sql.SQL(spec.op), _cast(key, spec.cast))
+            )
+
+    descending = sort.startswith("-")
+    sort_name = sort.lstrip("-")
+    spec_by_name = {s.name: s for s in sorts}
+    sspec = spec_by_name[sort_name]
+    direction = sql.SQL("DESC" if descending else "ASC")
+    if cursor is not None:
+        k_value, k_id = decode_cursor(cursor, sort)
+        params["k_sort"] = k_value
+        params["k_id"] = k_id
+        cmp = sql.SQL("<" if descending else ">")
+        preds.append(
+            sql.SQL("({}, {}) {} ({}, {})").format(
+                _ident(sspec.column),
+                _ident(sspec.tie),
+                cmp,
+                _cast("k_sort", sspec.cast),
+                sql.Placeholder("k_id"),
+            )
+        )
+    where = sql.SQL(" AND ").join(preds) if preds else sql.SQL("true")
+    order = sql.SQL("{} {}, {} {}").format(_ident(sspec.column), direction, _ident(sspec.tie), direction)
+    return ListPlan(where=where, order=order, params=params)
+
+
+def next_cursor(rows: Sequence[Any], limit: int, sort: str, sorts: Sequence[SortSpec]) -> str | None:
+    """The cursor after ``rows`` (fetched with ``limit + 1``) or None on the last page.
+
+    Rows are Structs/objects whose attribute names are the last component of the sort column and tie.
+    """
+    if len(rows) <= limit:
+        return None
+    last = rows[limit - 1]
+    sspec = {s.name: s for s in sorts}[sort.lstrip("-")]
+    value = getattr(last, sspec.column.split(".")[-1])
+    tie = getattr(last, sspec.tie.split(".")[-1])
+    if hasattr(value, "isoformat"):
+        value = value.isoformat()
+    return encode_cursor(sort, value, tie)

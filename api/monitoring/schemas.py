@@ -1,0 +1,146 @@
+"""Wire shapes of health, dashboard, metrics (JSON form) and alerts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+Metric = Literal["failure_rate", "dead_letters", "retry_rate", "latency_p95_ms", "pending_age_s", "consecutive_failures"]
+
+
+class DispatcherInfo(msgspec.Struct, kw_only=True):
+    id: str
+    started_at: datetime
+    heartbeat_at: datetime
+    heartbeat_age_s: float
+    idle: bool
+    stopping: bool
+    alive: bool = True
+
+
+class Health(msgspec.Struct, kw_only=True):
+    """``ok``: everything fine; ``degraded``: serving but work is waiting too long or no dispatcher is
+    alive; ``down``: the database is unreachable or at another schema version (HTTP 503)."""
+
+    status: Literal["ok", "degraded", "down"]
+    database: Literal["ok", "unavailable"]
+    database_latency_ms: float | None
+    schema_version: int | None
+    expected_schema_version: int
+    dispatchers_alive: int
+    dispatchers: list[DispatcherInfo]
+    oldest_unrouted_age_s: float | None
+    oldest_due_delivery_age_s: float | None
+    oldest_pending_warn_s: float
+    problems: list[str]
+
+
+class StatusCount(msgspec.Struct, kw_only=True):
+    status: str
+    n: int
+
+
+class AttemptWindow(msgspec.Struct, kw_only=True):
+    status: str
+    n: int
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    total_ms: float
+
+
+class FailingWebhook(msgspec.Struct, kw_only=True):
+    webhook_id: int
+    name: str
+    url: str
+    status: str
+    breaker_state: str
+    dead_24h: int
+    failed_attempts_24h: int
+
+
+class DeadLetter(msgspec.Struct, kw_only=True):
+    id: int
+    webhook_id: int
+    event_type: str
+    dead_at: datetime | None
+    dead_reason: str | None
+    last_status_code: int | None
+    last_error: str | None
+
+
+class Dashboard(msgspec.Struct, kw_only=True):
+    generated_at: datetime
+    deliveries_by_status: dict[str, int]
+    webhooks_by_status: dict[str, int]
+    breakers: dict[str, int]
+    attempts_last_hour: list[AttemptWindow]
+    success_rate_last_hour: float | None
+    top_failing_webhooks: list[FailingWebhook]
+    recent_dead_letters: list[DeadLetter]
+    firing_alerts: int
+    dispatchers_alive: int | None
+    outbox_pending: int | None
+
+
+class AlertCondition(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``metric operator threshold`` over the last ``window_s`` seconds (scope: webhook_id, else the
+    alert's consumer, else everything)."""
+
+    metric: Metric
+    operator: Literal[">", ">=", "<", "<="]
+    threshold: float
+    window_s: Annotated[int, Meta(ge=60, le=604800)] = 300
+    webhook_id: Annotated[int, Meta(ge=1)] | None = None
+
+
+class AlertChannel(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    type: Literal["webhook", "slack", "email", "pagerduty"]
+    target: Annotated[str, Meta(min_length=1, max_length=2048)]
+
+
+class EscalationStep(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    after_s: Annotated[int, Meta(ge=60, le=604800)]
+    channels: Annotated[list[AlertChannel], Meta(min_length=1, max_length=10)]
+
+
+class AlertCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: Annotated[str, Meta(min_length=1, max_length=200, examples=["orders failing"])]
+    condition: AlertCondition
+    description: Annotated[str, Meta(max_length=2000)] | None = None
+    severity: Literal["info", "warning", "critical"] = "warning"
+    channels: Annotated[list[AlertChannel], Meta(max_length=10)] = msgspec.field(default_factory=list)
+    escalation: Annotated[list[EscalationStep], Meta(max_length=10)] = msgspec.field(default_factory=list)
+    throttle_seconds: Annotated[int, Meta(ge=0, le=86400)] = 300
+    enabled: bool = True
+    consumer_id: Annotated[int, Meta(ge=1)] | None = None
+
+
+class Alert(msgspec.Struct, kw_only=True):
+    """An alert definition with its metric's value right now and whether that breaches the threshold."""
+
+    id: int
+    consumer_id: int | None
+    name: str
+    description: str | None
+    severity: str
+    condition: dict[str, Any]
+    channels: list[Any]
+    escalation: list[Any]
+    throttle_seconds: int
+    enabled: bool
+    state: str
+    last_triggered_at: datetime | None
+    trigger_count: int
+    created_at: datetime
+    updated_at: datetime
+    current_value: float | None = None
+    breaching: bool | None = None
+
+
+class AlertPage(msgspec.Struct, kw_only=True):
+    items: list[Alert]
+    next_after_id: int | None

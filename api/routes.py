@@ -1,0 +1,25 @@
+"""The route handlers of the API: one line per controller (apires appends its controllers here)."""
+
+from __future__ import annotations
+
+from litestar.types import ControllerRouterHandler
+
+from api.apikeys import ApiKeyController
+from api.consumers.controller import ConsumerController
+from api.deliveries.controller import DeliveryController
+from api.events.controller import EventController
+from api.monitoring.controller import MonitoringController
+from api.security.controller import SecurityController
+from api.webhooks.controller import WebhookController
+
+
+def route_handlers() -> list[ControllerRouterHandler]:
+    return [
+        ApiKeyController,
+        WebhookController,
+        DeliveryController,
+        EventController,
+        MonitoringController,
+        SecurityController,
+        ConsumerController,
+    ]

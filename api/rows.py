@@ -1,0 +1,54 @@
+"""Run a composed query and convert its rows into msgspec Structs (the only row mapping the API uses)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import msgspec
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+__all__ = ["Query", "execute", "fetch_all", "fetch_one", "fetch_value", "jsonb_params"]
+
+T = TypeVar("T")
+Query = str | sql.Composable
+
+
+async def fetch_all(
+    conn: AsyncConnection[Any], query: Query, params: Mapping[str, Any], type_: type[T]
+) -> list[T]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)  # type: ignore[arg-type]
+        rows = await cur.fetchall()
+    return [msgspec.convert(r, type_) for r in rows]
+
+
+async def fetch_one(
+    conn: AsyncConnection[Any], query: Query, params: Mapping[str, Any], type_: type[T]
+) -> T | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)  # type: ignore[arg-type]
+        row = await cur.fetchone()
+    return None if row is None else msgspec.convert(row, type_)
+
+
+async def fetch_value(conn: AsyncConnection[Any], query: Query, params: Mapping[str, Any]) -> Any:
+    """The first column of the first row (None when there is no row)."""
+    async with conn.cursor() as cur:
+        await cur.execute(query, params)  # type: ignore[arg-type]
+        row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
+async def execute(conn: AsyncConnection[Any], query: Query, params: Mapping[str, Any]) -> int:
+    """Run a statement; the affected row count."""
+    async with conn.cursor() as cur:
+        await cur.execute(query, params)  # type: ignore[arg-type]
+        return cur.rowcount
+
+
+def jsonb_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with dict values wrapped so psycopg sends them as jsonb (lists stay arrays)."""
+    return {k: Jsonb(v) if isinstance(v, dict) else v for k, v in params.items()}

@@ -1,0 +1,267 @@
+"""Webhook persistence: the only module of this package that runs SQL (blocks in queries.sql).
+
+Every read and write takes ``tenant`` (None = admin): a consumer's query can never see or touch another
+consumer's row. Signing secrets and outbound credentials go through the secret box (AES-GCM, row id as
+associated data) before they reach the database.
+"""
+
+from __future__ import annotations
+
+import secrets as pysecrets
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from psycopg import AsyncConnection, sql
+
+from api import listing
+from api.crypto import next_id
+from api.rows import execute, fetch_all, fetch_one, fetch_value, jsonb_params
+from api.webhooks.schemas import Attempt, Webhook, WebhookCreate, WebhookUpdate
+from whk.secretbox import SecretBox, row_aad
+from whk.signing import generate_secret
+from whk.sqlfiles import load_queries
+
+__all__ = [
+    "ATTEMPT_FILTERS",
+    "ATTEMPT_SORTS",
+    "WEBHOOK_FILTERS",
+    "WEBHOOK_SORTS",
+    "SigningKey",
+    "WebhookRepository",
+]
+
+WEBHOOK_FILTERS = (
+    listing.FilterSpec("status", "w.status"),
+    listing.FilterSpec("consumer_id", "w.consumer_id"),
+    listing.FilterSpec("event_type", "w.event_types", op="contains"),
+    listing.FilterSpec("name_prefix", "w.name", op="prefix"),
+    listing.FilterSpec("delivery_mode", "w.delivery_mode"),
+    listing.FilterSpec("created_from", "w.created_at", op=">=", cast="timestamptz"),
+    listing.FilterSpec("created_to", "w.created_at", op="<", cast="timestamptz"),
+)
+WEBHOOK_SORTS = (
+    listing.SortSpec("id", "w.id", "w.id", "bigint"),
+    listing.SortSpec("name", "w.name", "w.id", "text"),
+    listing.SortSpec("created_at", "w.created_at", "w.id", "timestamptz"),
+    listing.SortSpec("updated_at", "w.updated_at", "w.id", "timestamptz"),
+)
+ATTEMPT_FILTERS = (
+    listing.FilterSpec("webhook_id", "t.webhook_id"),
+    listing.FilterSpec("delivery_id", "t.delivery_id"),
+    listing.FilterSpec("outcome", "t.outcome"),
+    listing.FilterSpec("status_code", "t.response_status"),
+    listing.FilterSpec("error_class", "t.error_class"),
+    listing.FilterSpec("started_from", "t.started_at", op=">=", cast="timestamptz"),
+    listing.FilterSpec("started_to", "t.started_at", op="<", cast="timestamptz"),
+)
+ATTEMPT_SORTS = (listing.SortSpec("id", "t.id", "t.id", "bigint"),)
+
+# Columns WebhookUpdate may set directly (everything else goes through functions or the secret box).
+_PLAIN = (
+    "name",
+    "url",
+    "event_types",
+    "description",
+    "http_method",
+    "payload_version",
+    "headers",
+    "auth_type",
+    "auth_header_name",
+    "delivery_mode",
+    "batch_size",
+    "batch_window_ms",
+    "delay_seconds",
+    "timeout_ms",
+    "rate_limit_per_second",
+    "rate_limit_burst",
+    "max_in_flight",
+    "require_ack",
+    "ack_timeout_seconds",
+    "metadata",
+)
+_JSONPATH = ("filter", "ordering_key_path")
+_JSONB_STRUCT = ("retry_policy", "breaker_config")
+
+
+class SigningKey(msgspec.Struct, kw_only=True):
+    """A signing key row (ciphertext still sealed)."""
+
+    id: int
+    key_id: str
+    secret_enc: bytes
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class _Deleted(msgspec.Struct):
+    deleted: int
+    cancelled: int
+
+
+def new_key_id() -> str:
+    return "key_" + pysecrets.token_hex(12)
+
+
+class WebhookRepository:
+    """Queries of the webhook resource, composed once."""
+
+    def __init__(self) -> None:
+        q = load_queries(__package__ or "api.webhooks", "queries.sql")
+        cols = sql.SQL(q["webhook_columns"])
+        self._q = q
+        self._get = sql.SQL(q["get_webhook"]).format(columns=cols)
+        self._lock = sql.SQL(q["lock_webhook"]).format(columns=cols)
+        self._list = q["list_webhooks"]
+        self._cols = cols
+
+    # ----- reads
+    async def list(
+        self,
+        conn: AsyncConnection[Any],
+        *,
+        tenant: int | None,
+        filters: Mapping[str, Any],
+        sort: str,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[Webhook], str | None]:
+        plan = listing.build_list_query(
+            filters=WEBHOOK_FILTERS,
+            values=filters,
+            sorts=WEBHOOK_SORTS,
+            sort=sort,
+            cursor=cursor,
+            fixed=[("w.consumer_id", tenant)] if tenant is not None else (),
+        )
+        query = sql.SQL(self._list).format(columns=self._cols, where=plan.where, order=plan.order)
+        rows = await fetch_all(conn, query, {**plan.params, "limit": limit + 1}, Webhook)
+        return rows[:limit], listing.next_cursor(rows, limit, sort, WEBHOOK_SORTS)
+
+    async def get(
+        self, conn: AsyncConnection[Any], *, tenant: int | None, webhook_id: int, lock: bool = False
+    ) -> Webhook | None:
+        return await fetch_one(
+            conn, self._lock if lock else self._get, {"id": webhook_id, "tenant": tenant}, Webhook
+        )
+
+    async def consumer_exists(self, conn: AsyncConnection[Any], consumer_id: int) -> bool:
+        return bool(await fetch_value(conn, self._q["consumer_exists"], {"id": consumer_id}))
+
+    async def compile_jsonpath(self, conn: AsyncConnection[Any], expr: str) -> str:
+        """PostgreSQL's normalised text of ``expr``; raises psycopg.Error with PostgreSQL's message.
+
+        Runs in a savepoint so a syntax error leaves the request's transaction usable.
+        """
+        async with conn.transaction():
+            return str(await fetch_value(conn, self._q["check_jsonpath"], {"expr": expr}))
+
+    # ----- writes
+    async def create(
+        self, conn: AsyncConnection[Any], box: SecretBox, *, consumer_id: int, data: WebhookCreate
+    ) -> tuple[int, str, str]:
+        """Insert the webhook and its first signing key: (id, key_id, whsec_ secret)."""
+        params = {f: getattr(data, f) for f in (*_PLAIN, *_JSONPATH, "status")}
+        params["consumer_id"] = consumer_id
+        for f in _JSONB_STRUCT:
+            value = getattr(data, f)
+            params[f] = None if value is None else msgspec.to_builtins(value)
+        params = jsonb_params(params)
+        webhook_id = int(await fetch_value(conn, self._q["insert_webhook"], params))
+        if data.auth_credential is not None:
+            await self.set_credential(conn, box, webhook_id, data.auth_credential)
+        key_id, secret = await self.add_secret(conn, box, webhook_id)
+        return webhook_id, key_id, secret
+
+    async def set_credential(
+        self, conn: AsyncConnection[Any], box: SecretBox, webhook_id: int, credential: str | None
+    ) -> None:
+        enc = (
+            None
+            if credential is None
+            else box.encrypt(credential.encode(), row_id=row_aad("whk_01_webhooks", webhook_id))
+        )
+        await execute(conn, self._q["set_credential"], {"id": webhook_id, "enc": enc})
+
+    async def credential(self, conn: AsyncConnection[Any], box: SecretBox, webhook_id: int) -> str | None:
+        """The decrypted outbound credential (for the simulator only; never returned to clients)."""
+        enc = await fetch_value(conn, self._q["get_credential"], {"id": webhook_id})
+        if enc is None:
+            return None
+        return box.decrypt(bytes(enc), row_id=row_aad("whk_01_webhooks", webhook_id)).decode()
+
+    async def update(
+        self, conn: AsyncConnection[Any], box: SecretBox, *, webhook_id: int, data: WebhookUpdate
+    ) -> None:
+        """Apply the plain fields present in ``data`` (status and credential are handled separately)."""
+        assignments: list[sql.Composable] = []
+        params: dict[str, Any] = {"id": webhook_id}
+        for f in _PLAIN + _JSONPATH + _JSONB_STRUCT:
+            value = getattr(data, f)
+            if value is msgspec.UNSET:
+                continue
+            if f in _JSONB_STRUCT and value is not None:
+                value = msgspec.to_builtins(value)
+            params[f] = value
+            placeholder: sql.Composable = sql.Placeholder(f)
+            if f in _JSONPATH:
+                placeholder = sql.SQL("{}::jsonpath").format(placeholder)
+            assignments.append(sql.SQL("{} = {}").format(sql.Identifier(f), placeholder))
+        if assignments:
+            query = sql.SQL(self._q["update_webhook"]).format(assignments=sql.SQL(", ").join(assignments))
+            await execute(conn, query, jsonb_params(params))
+        if data.auth_credential is not msgspec.UNSET:
+            await self.set_credential(conn, box, webhook_id, data.auth_credential)
+
+    async def set_status(self, conn: AsyncConnection[Any], webhook_id: int, status: str) -> int:
+        """Move to ``status`` through the delivery functions; returns deliveries released/parked."""
+        if status == "active":
+            return int(await fetch_value(conn, self._q["resume_webhook"], {"id": webhook_id}) or 0)
+        if status == "disabled":
+            await fetch_value(conn, self._q["disable_webhook"], {"id": webhook_id, "reason": "disabled via API"})
+            return 0
+        await execute(conn, self._q["pause_webhook"], {"id": webhook_id})
+        return 0
+
+    async def delete(self, conn: AsyncConnection[Any], webhook_id: int) -> int:
+        """Soft-delete; returns how many unfinished deliveries were cancelled."""
+        row = await fetch_one(conn, self._q["delete_webhook"], {"id": webhook_id}, _Deleted)
+        return 0 if row is None else row.cancelled
+
+    # ----- signing secrets
+    async def add_secret(
+        self, conn: AsyncConnection[Any], box: SecretBox, webhook_id: int
+    ) -> tuple[str, str]:
+        """A new current signing key for the webhook: (key_id, whsec_ secret)."""
+        secret = generate_secret()
+        key_id = new_key_id()
+        row_id = await next_id(conn, "webhook_secrets")
+        enc = box.encrypt(secret.encode(), row_id=row_aad("webhook_secrets", row_id))
+        await execute(
+            conn, self._q["insert_secret"], {"id": row_id, "webhook_id": webhook_id, "key_id": key_id, "enc": enc}
+        )
+        return key_id, secret
+
+    async def event_example(self, conn: AsyncConnection[Any], event_type: str) -> Any:
+        return await fetch_value(conn, self._q["event_example"], {"name": event_type})
+
+    async def valid_keys(self, conn: AsyncConnection[Any], webhook_id: int) -> list[SigningKey]:
+        return await fetch_all(conn, self._q["valid_secrets"], {"webhook_id": webhook_id}, SigningKey)
+
+    # ----- attempt log
+    async def attempts(
+        self,
+        conn: AsyncConnection[Any],
+        *,
+        filters: Mapping[str, Any],
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[Attempt], str | None]:
+        plan = listing.build_list_query(
+            filters=ATTEMPT_FILTERS, values=filters, sorts=ATTEMPT_SORTS, sort="-id", cursor=cursor
+        )
+        query = sql.SQL(self._q["list_attempts"]).format(where=plan.where, order=plan.order)
+        rows = await fetch_all(conn, query, {**plan.params, "limit": limit + 1}, Attempt)
+        return rows[:limit], listing.next_cursor(rows, limit, "-id", ATTEMPT_SORTS)
+

@@ -1,0 +1,215 @@
+"""Wire shapes of the webhook resource (msgspec Structs with constraints; unknown fields refused)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from api.shapes import EVENT_PATTERN_RE, EVENT_TYPE_RE
+
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Url = Annotated[str, Meta(min_length=8, max_length=2048, examples=["https://erp.example.com/hooks/whk"])]
+EventPattern = Annotated[
+    str, Meta(pattern=EVENT_PATTERN_RE, max_length=200, examples=["order.created", "order.*", "*"])
+]
+EventType = Annotated[str, Meta(pattern=EVENT_TYPE_RE, max_length=200, examples=["order.created"])]
+HeaderName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")]
+HeaderValue = Annotated[str, Meta(max_length=2000, pattern=r"^[^\r\n\x00]*$")]
+JsonPath = Annotated[str, Meta(min_length=1, max_length=2000, examples=["$.data.new.total > 100"])]
+Method = Literal["POST", "PUT", "PATCH"]
+AuthType = Literal["none", "api_key", "bearer", "basic"]
+Status = Literal["active", "paused", "disabled"]
+Mode = Literal["immediate", "batch", "delayed", "ordered"]
+PositiveSeconds = Annotated[float, Meta(gt=0, le=604800)]
+
+
+class RetryPolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Per-webhook retry override (same shape as whk_05_configuracoes 'retry.policy')."""
+
+    schedule_s: Annotated[list[PositiveSeconds], Meta(min_length=0, max_length=30)]
+    jitter: Annotated[float, Meta(ge=0, le=1)] = 0.2
+    throttle_floor_s: Annotated[float, Meta(ge=0, le=86400)] = 60
+    retry_after_cap_factor: Annotated[float, Meta(ge=1, le=100)] = 2.0
+
+
+class BreakerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Per-webhook circuit breaker override (same shape as 'delivery.breaker')."""
+
+    failure_threshold: Annotated[int, Meta(ge=1, le=1000)] = 5
+    open_seconds: Annotated[float, Meta(gt=0, le=86400)] = 60
+    half_open_probes: Annotated[int, Meta(ge=1, le=100)] = 1
+
+
+class WebhookCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Register a webhook. ``consumer_id`` is required for admins and must be omitted (or be your own)
+    for consumer credentials. ``auth_credential`` is write-only and stored encrypted."""
+
+    name: Name
+    url: Url
+    event_types: Annotated[list[EventPattern], Meta(min_length=1, max_length=100)]
+    consumer_id: int | None = None
+    description: Annotated[str, Meta(max_length=2000)] | None = None
+    http_method: Method = "POST"
+    filter: JsonPath | None = None
+    payload_version: Annotated[int, Meta(ge=1)] | None = None
+    headers: Annotated[dict[HeaderName, HeaderValue], Meta(max_length=50)] = msgspec.field(default_factory=dict)
+    auth_type: AuthType = "none"
+    auth_header_name: HeaderName | None = None
+    auth_credential: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None
+    status: Literal["active", "paused"] = "active"
+    delivery_mode: Mode = "immediate"
+    batch_size: Annotated[int, Meta(ge=1, le=1000)] = 100
+    batch_window_ms: Annotated[int, Meta(ge=0, le=3600000)] = 1000
+    delay_seconds: Annotated[int, Meta(ge=0, le=2592000)] = 0
+    ordering_key_path: JsonPath | None = None
+    retry_policy: RetryPolicy | None = None
+    timeout_ms: Annotated[int, Meta(ge=100, le=120000)] = 15000
+    rate_limit_per_second: Annotated[float, Meta(gt=0, le=100000)] | None = None
+    rate_limit_burst: Annotated[int, Meta(ge=1, le=1000000)] | None = None
+    max_in_flight: Annotated[int, Meta(ge=1, le=1000)] = 10
+    require_ack: bool = False
+    ack_timeout_seconds: Annotated[int, Meta(ge=1, le=2592000)] = 3600
+    breaker_config: BreakerConfig | None = None
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class WebhookUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Change a webhook: only the fields present are changed (``null`` clears an optional one).
+
+    ``status``: ``active`` resumes (parked deliveries are released), ``paused`` stops claiming,
+    ``disabled`` parks pending deliveries. ``auth_credential`` is write-only.
+    """
+
+    name: Name | UnsetType = UNSET
+    url: Url | UnsetType = UNSET
+    event_types: Annotated[list[EventPattern], Meta(min_length=1, max_length=100)] | UnsetType = UNSET
+    description: Annotated[str, Meta(max_length=2000)] | None | UnsetType = UNSET
+    http_method: Method | UnsetType = UNSET
+    filter: JsonPath | None | UnsetType = UNSET
+    payload_version: Annotated[int, Meta(ge=1)] | None | UnsetType = UNSET
+    headers: Annotated[dict[HeaderName, HeaderValue], Meta(max_length=50)] | UnsetType = UNSET
+    auth_type: AuthType | UnsetType = UNSET
+    auth_header_name: HeaderName | None | UnsetType = UNSET
+    auth_credential: Annotated[str, Meta(min_length=1, max_length=4096)] | None | UnsetType = UNSET
+    status: Status | UnsetType = UNSET
+    delivery_mode: Mode | UnsetType = UNSET
+    batch_size: Annotated[int, Meta(ge=1, le=1000)] | UnsetType = UNSET
+    batch_window_ms: Annotated[int, Meta(ge=0, le=3600000)] | UnsetType = UNSET
+    delay_seconds: Annotated[int, Meta(ge=0, le=2592000)] | UnsetType = UNSET
+    ordering_key_path: JsonPath | None | UnsetType = UNSET
+    retry_policy: RetryPolicy | None | UnsetType = UNSET
+    timeout_ms: Annotated[int, Meta(ge=100, le=120000)] | UnsetType = UNSET
+    rate_limit_per_second: Annotated[float, Meta(gt=0, le=100000)] | None | UnsetType = UNSET
+    rate_limit_burst: Annotated[int, Meta(ge=1, le=1000000)] | None | UnsetType = UNSET
+    max_in_flight: Annotated[int, Meta(ge=1, le=1000)] | UnsetType = UNSET
+    require_ack: bool | UnsetType = UNSET
+    ack_timeout_seconds: Annotated[int, Meta(ge=1, le=2592000)] | UnsetType = UNSET
+    breaker_config: BreakerConfig | None | UnsetType = UNSET
+    metadata: dict[str, Any] | UnsetType = UNSET
+
+
+class Webhook(msgspec.Struct, kw_only=True):
+    """A webhook as the API shows it (the outbound credential never, only whether one is set)."""
+
+    id: int
+    consumer_id: int
+    name: str
+    description: str | None
+    url: str
+    http_method: str
+    event_types: list[str]
+    filter: str | None
+    payload_version: int | None
+    headers: dict[str, str]
+    auth_type: str
+    auth_header_name: str | None
+    has_credential: bool
+    status: str
+    disabled_reason: str | None
+    disabled_at: datetime | None
+    delivery_mode: str
+    batch_size: int
+    batch_window_ms: int
+    delay_seconds: int
+    ordering_key_path: str | None
+    retry_policy: dict[str, Any] | None
+    timeout_ms: int
+    rate_limit_per_second: float | None
+    rate_limit_burst: int | None
+    max_in_flight: int
+    require_ack: bool
+    ack_timeout_seconds: int
+    breaker_config: dict[str, Any] | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookCreated(msgspec.Struct, kw_only=True):
+    """The new webhook and its signing secret, shown this once (store it: it cannot be read again)."""
+
+    webhook: Webhook
+    signing_secret: str
+    key_id: str
+
+
+class WebhookPage(msgspec.Struct, kw_only=True):
+    items: list[Webhook]
+    next_cursor: str | None
+
+
+class TestRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Send one signed synthetic event to the webhook's URL (nothing is written to the outbox)."""
+
+    event_type: EventType = "system.health_check"
+    data: dict[str, Any] | None = None
+
+
+class TestResult(msgspec.Struct, kw_only=True):
+    """What the endpoint answered to the synthetic event."""
+
+    event_type: str
+    webhook_id_header: str
+    url: str
+    status: int | None
+    ok: bool
+    duration_ms: float
+    response_headers: dict[str, str]
+    response_excerpt: str
+    response_truncated: bool
+    error_class: str | None
+    error_detail: str | None
+    signed_with: list[str]
+
+
+class Attempt(msgspec.Struct, kw_only=True):
+    id: int
+    delivery_id: int
+    webhook_id: int
+    event_id: UUID
+    event_type: str
+    attempt_no: int
+    batch_id: UUID | None
+    dispatcher_id: str | None
+    started_at: datetime
+    duration_ms: float | None
+    request_method: str
+    request_url: str
+    request_headers: dict[str, Any]
+    request_body_size: int | None
+    response_status: int | None
+    response_headers: dict[str, Any] | None
+    response_body: str | None
+    response_truncated: bool
+    error_class: str | None
+    error_detail: str | None
+    outcome: str
+
+
+class AttemptPage(msgspec.Struct, kw_only=True):
+    items: list[Attempt]
+    next_cursor: str | None

@@ -1,0 +1,186 @@
+"""App factory behaviour: problem+json for every error, body limit, start-up refusals, OpenAPI."""
+
+from typing import Any
+
+import psycopg
+import pytest
+from litestar import get, post
+from litestar.datastructures import State
+from litestar.params import JSONBody
+from litestar.testing import AsyncTestClient
+
+from api.app import create_app
+from api.errors import Conflict, Unprocessable
+from tests.support.api_platform import PROBLEM, admin_key, bearer, client, settings_for
+from whk.errors import SchemaVersionMismatch
+from whk.secretbox import SecretKeyMissing
+
+pytestmark = pytest.mark.db
+
+
+@get("/api/whk/test/boom", operation_id="testBoom", sync_to_thread=False)
+def boom() -> None:
+    raise RuntimeError("secret internals: SELECT * FROM whk.api_keys")
+
+
+@get("/api/whk/test/db-unique", operation_id="testDbUnique")
+async def db_unique(state: State) -> None:
+    async with state.pool.connection() as conn:
+        await conn.execute("INSERT INTO whk.whk_04_assinantes (name) VALUES ('dup')")
+        await conn.execute("INSERT INTO whk.whk_04_assinantes (name) VALUES ('dup')")
+
+
+@get("/api/whk/test/db-syntax", operation_id="testDbSyntax")
+async def db_syntax(state: State) -> None:
+    async with state.pool.connection() as conn:
+        await conn.execute("SELEC broken")
+
+
+@get("/api/whk/test/conflict", operation_id="testConflict", sync_to_thread=False)
+def conflict() -> None:
+    raise Conflict("already there")
+
+
+@get("/api/whk/test/unprocessable", operation_id="testUnprocessable", sync_to_thread=False)
+def unprocessable() -> None:
+    raise Unprocessable("bad url", errors=[{"pointer": "/url", "message": "loopback address refused"}])
+
+
+@post("/api/whk/test/echo", operation_id="testEcho", sync_to_thread=False)
+def echo(data: JSONBody[dict[str, Any]]) -> dict[str, Any]:
+    return {"size": len(str(data))}
+
+
+HANDLERS = [boom, db_unique, db_syntax, conflict, unprocessable, echo]
+
+
+def problem(r, status):
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith(PROBLEM)
+    body = r.json()
+    assert body["status"] == status
+    assert body["title"]
+    assert body["type"].startswith("urn:whk:problem:")
+    for leak in ("Traceback", "SELECT", "whk.api_keys", "secret internals", "psycopg", "SELEC"):
+        assert leak not in r.text
+    return body
+
+
+async def test_every_error_is_problem_json(settings, conn):
+    key = admin_key(conn)
+    h = bearer(key)
+    async with client(settings, *HANDLERS) as c:
+        problem(await c.get("/no/such/route"), 404)
+        problem(await c.delete("/api/whk/test/boom", headers=h), 405)
+        body = problem(await c.get("/api/whk/test/boom", headers=h), 500)
+        assert body["request_id"]
+        assert problem(await c.get("/api/whk/test/db-unique", headers=h), 409)["constraint"] == (
+            "whk_04_assinantes_name_key"
+        )
+        problem(await c.get("/api/whk/test/db-syntax", headers=h), 500)
+        problem(await c.get("/api/whk/test/conflict", headers=h), 409)
+        body = problem(await c.get("/api/whk/test/unprocessable", headers=h), 422)
+        assert body["errors"] == [{"pointer": "/url", "message": "loopback address refused"}]
+        problem(await c.post("/api/whk/test/echo", headers=h, content=b"{not json"), 400)
+        problem(await c.get("/api/whk/api-keys?limit=0", headers=h), 400)
+        problem(await c.get("/api/whk/api-keys?limit=abc", headers=h), 400)
+        problem(await c.delete("/api/whk/api-keys/0", headers=h), 400)
+        body = problem(await c.post("/api/whk/api-keys", headers=h, json={"name": ""}), 400)
+        assert body["errors"][0]["pointer"] == "/name"
+        body = problem(await c.post("/api/whk/api-keys", headers=h, json={"name": "x", "extra": 1}), 400)
+        assert body["errors"] == [{"pointer": "/extra", "message": "Object contains unknown field `extra`"}]
+
+
+async def test_body_size_limit_is_413(db_url, conn):
+    key = admin_key(conn)
+    settings = settings_for(db_url, WHK_API_MAX_BODY_BYTES="1000")
+    async with client(settings, *HANDLERS) as c:
+        ok = await c.post("/api/whk/test/echo", headers=bearer(key), json={"a": "x" * 500})
+        assert ok.status_code == 201
+        problem(await c.post("/api/whk/test/echo", headers=bearer(key), json={"a": "x" * 2000}), 413)
+
+
+async def test_request_id_is_echoed_or_generated(settings, conn):
+    key = admin_key(conn)
+    async with client(settings) as c:
+        r = await c.get("/api/whk/api-keys", headers={**bearer(key), "X-Request-ID": "abc-1"})
+        assert r.headers["x-request-id"] == "abc-1"
+        r = await c.get("/api/whk/api-keys", headers={**bearer(key), "X-Request-ID": "bad id\twith spaces"})
+        assert r.headers["x-request-id"] != "bad id\twith spaces"
+        assert len(r.headers["x-request-id"]) == 32
+
+
+async def _start(settings):
+    async with AsyncTestClient(create_app(settings)):
+        pass
+
+
+def _raised(excinfo, kind) -> bool:
+    if isinstance(excinfo.value, BaseExceptionGroup):
+        return excinfo.group_contains(kind, depth=None)
+    return isinstance(excinfo.value, kind)
+
+
+async def test_refuses_to_start_on_another_schema_version(settings, conn):
+    latest = conn.execute("SELECT max(version) FROM whk.schema_migrations").fetchone()[0]
+    conn.execute("DELETE FROM whk.schema_migrations WHERE version = %s", (latest,))
+    with pytest.raises(BaseException) as older:
+        await _start(settings)
+    assert _raised(older, SchemaVersionMismatch)
+    conn.execute(
+        "INSERT INTO whk.schema_migrations (version, name) VALUES (%s, 'x'), (%s, 'future')",
+        (latest, latest + 1),
+    )
+    with pytest.raises(BaseException) as newer:
+        await _start(settings)
+    assert _raised(newer, SchemaVersionMismatch)
+
+
+def test_production_refuses_to_build_without_secret_keys(db_url):
+    with pytest.raises(SecretKeyMissing):
+        create_app(settings_for(db_url, WHK_ENV="production", WHK_ALLOW_PRIVATE_CIDRS=""))
+
+
+async def test_openapi_document(settings):
+    async with client(settings) as c:
+        doc = (await c.get("/schema/openapi.json")).json()
+    assert doc["openapi"].startswith("3.1")
+    ops = [
+        (path, m, op) for path, item in doc["paths"].items() for m, op in item.items() if isinstance(op, dict)
+    ]
+    assert ops
+    ids = [op["operationId"] for _, _, op in ops]
+    assert len(ids) == len(set(ids))
+    assert {"bearer", "apiKey"} <= set(doc["components"]["securitySchemes"])
+    create = doc["paths"]["/api/whk/api-keys"]["post"]
+    assert create["operationId"] == "createApiKey"
+    assert create["responses"]["422"]["content"][PROBLEM]
+    schema_ref = create["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    props = doc["components"]["schemas"][schema_ref]["properties"]
+    assert props["name"]["examples"]
+
+
+async def test_pool_is_closed_after_shutdown_only_when_owned(settings):
+    from whk.db import open_pool
+
+    pool = await open_pool(settings)
+    try:
+        async with AsyncTestClient(create_app(settings, pool=pool)):
+            pass
+        async with pool.connection() as conn:
+            assert (await (await conn.execute("SELECT 1")).fetchone()) == (1,)
+    finally:
+        await pool.close()
+
+
+def test_psycopg_is_the_driver():
+    assert psycopg.__version__.startswith("3.")
+
+
+def test_main_exits_nonzero_on_wrong_schema(db_url, conn):
+    from api.main import main
+    from tests.support.api_platform import free_port
+
+    conn.execute("INSERT INTO whk.schema_migrations (version, name) VALUES (999, 'future')")
+    settings = settings_for(db_url, WHK_API_PORT=str(free_port()), WHK_LOG_LEVEL="ERROR")
+    assert main(settings) != 0  # uvicorn: 3 = start-up failure
