@@ -97,7 +97,8 @@ class SsrfBlockedError(OSError):
 
     def __init__(self, rule: str, address: str, host: str | None = None) -> None:
         via = f" (resolved from {host})" if host and host != address else ""
-        super().__init__(errno.EACCES, f"ssrf_blocked: {rule} {address}{via}")
+        self.where = f"{address}{via}"
+        super().__init__(errno.EACCES, f"ssrf_blocked: {rule} {self.where}")
         self.rule = rule
         self.address = address
         self.host = host
@@ -378,12 +379,16 @@ class Sender:
                     body, truncated = await _read_capped(resp.content, self._max_body)
                     if truncated:
                         resp.close()  # the rest is unread: this connection cannot be reused
-        except TimeoutError:
-            error, detail = "timeout", f"deadline of {req.deadline_s:g}s passed {phase}"
+        except TimeoutError as exc:
+            error = "timeout"
+            if isinstance(exc, aiohttp.ServerTimeoutError):  # aiohttp's own per-connect limit
+                detail = f"no TCP connection within {self._connect_timeout:g}s"
+            else:
+                detail = f"deadline of {req.deadline_s:g}s passed {phase}"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             blocked = _find_blocked(exc)
             if blocked is not None:
-                return self._blocked(blocked.rule, blocked.address, _detail(blocked), started)
+                return self._blocked(blocked.rule, blocked.address, blocked.where, started)
             error = _classify_exception(exc)
             detail = f"{type(exc).__name__}: {_detail(exc)}"
         return AttemptResult(

@@ -189,11 +189,10 @@ def _check_v4(addr: IPv4Address) -> str | None:
 def _check_v6(addr: IPv6Address) -> str | None:
     if addr in _METADATA_ADDRESSES:
         return "metadata"
-    if addr not in (IPv6Address(0), IPv6Address(1)):
-        for v4 in embedded_ipv4(addr):
-            rule = _check_v4(v4)
-            if rule is not None:
-                return rule
+    for v4 in embedded_ipv4(addr):  # (:: and ::1 embed nothing: they are named by the IPv6 rules)
+        rule = _check_v4(v4)
+        if rule is not None:
+            return rule
     for net, rule in _V6_DENY:
         if addr in net:
             return rule

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import random
 import socket
 
 import pytest
@@ -379,3 +380,21 @@ def test_ensure_url_raises_with_rule() -> None:
     assert isinstance(info.value, WhkError)
     assert "metadata" in str(info.value)
     assert info.value.hint
+
+
+def test_everything_python_calls_non_global_is_refused() -> None:
+    """Our deny list is a superset of the stdlib's non-global ranges (seeded samples)."""
+    rng = random.Random(20261129)
+    for _ in range(50_000):
+        v4 = ipaddress.IPv4Address(rng.getrandbits(32))
+        if not v4.is_global:
+            assert check_address(v4) is not None, v4
+    tops = [0x0000, 0x0064, 0x0100, 0x2001, 0x2002, 0x3FFF, 0x5F00, 0xFC00, 0xFD00, 0xFE80, 0xFEC0, 0xFF02]
+    mapped = ipaddress.ip_network("::ffff:0:0/96")
+    for _ in range(50_000):
+        top = rng.choice(tops)
+        # keep the next 16 bits small half of the time so narrow prefixes (2001:db8::/32...) are hit
+        second = rng.getrandbits(16) if rng.random() < 0.5 else rng.choice([0, 1, 2, 0x10, 0x20, 0xDB8])
+        v6 = ipaddress.IPv6Address((top << 112) | (second << 96) | rng.getrandbits(96))
+        if not v6.is_global and v6 not in mapped:
+            assert check_address(v6) is not None, v6
