@@ -70,7 +70,9 @@ def pgbench_binary(server: PgServer) -> str:
     return found
 
 
-def run_pgbench(binary: str, server: PgServer, dbname: str, script: Path, seconds: float, clients: int) -> float:
+def run_pgbench(
+    binary: str, server: PgServer, dbname: str, script: Path, seconds: float, clients: int
+) -> float:
     out = subprocess.run(
         [
             binary,
@@ -103,6 +105,19 @@ def run_pgbench(binary: str, server: PgServer, dbname: str, script: Path, second
     return float(match.group(1))
 
 
+def wait_ready(server: PgServer, timeout: float = 60) -> None:
+    """The executor returns once pg_ctl does; under load the server may still be starting up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with server.admin():
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def reset(conn: psycopg.Connection[Any]) -> None:
     conn.execute("TRUNCATE whk.outbox, bench.t_none, bench.t_bare, bench.t_naive_notify, bench.t_whk")
     conn.execute("CHECKPOINT")
@@ -133,6 +148,7 @@ def main(argv: list[str]) -> int:
     server = start_server("-c synchronous_commit=on")
     listener: Listener | None = None
     try:
+        wait_ready(server)
         dbname = server.create_database("whk_bench_capture")
         dsn = server.dsn(dbname)
         migrate_database(dsn)
@@ -143,7 +159,10 @@ def main(argv: list[str]) -> int:
         listener.start()
         listener.ready.wait(10)
 
-        with tempfile.TemporaryDirectory(prefix="whk-bench-") as tmp, psycopg.connect(dsn, autocommit=True) as conn:
+        with (
+            tempfile.TemporaryDirectory(prefix="whk-bench-") as tmp,
+            psycopg.connect(dsn, autocommit=True) as conn,
+        ):
             scripts = {}
             for variant in (*VARIANTS, "whk_idle"):
                 table = "t_whk" if variant == "whk_idle" else f"t_{variant}"
@@ -159,7 +178,9 @@ def main(argv: list[str]) -> int:
                 for variant in order:
                     reset(conn)
                     before = listener.count
-                    tps[variant].append(run_pgbench(binary, server, dbname, scripts[variant], per_round, clients))
+                    tps[variant].append(
+                        run_pgbench(binary, server, dbname, scripts[variant], per_round, clients)
+                    )
                     time.sleep(0.3)
                     notified[variant] += listener.count - before
                     print(f"  round {r + 1} {variant:<13} {tps[variant][-1]:9.0f} tps", flush=True)
@@ -168,7 +189,9 @@ def main(argv: list[str]) -> int:
             reset(conn)
             set_idle(conn, True)
             before = listener.count
-            tps["whk_idle"].append(run_pgbench(binary, server, dbname, scripts["whk_idle"], per_round, clients))
+            tps["whk_idle"].append(
+                run_pgbench(binary, server, dbname, scripts["whk_idle"], per_round, clients)
+            )
             time.sleep(0.3)
             notified["whk_idle"] = listener.count - before
             set_idle(conn, False)
@@ -199,7 +222,9 @@ def main(argv: list[str]) -> int:
                 captured.append(timed_update(conn, "u_whk"))
                 time.sleep(0.5)
                 wakeups.append(listener.count - before)
-                row = conn.execute("SELECT count(*) FROM whk.outbox WHERE event_type = 'bench.bulk.updated'").fetchone()
+                row = conn.execute(
+                    "SELECT count(*) FROM whk.outbox WHERE event_type = 'bench.bulk.updated'"
+                ).fetchone()
                 events.append(int(row[0]) if row else 0)
             set_idle(conn, False)
             t_plain, t_captured = statistics.median(plain), statistics.median(captured)

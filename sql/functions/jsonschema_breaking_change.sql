@@ -94,10 +94,12 @@ BEGIN
                 END IF;
             END IF;
         ELSIF v_key = 'additionalProperties' THEN
-            IF v_n IS NOT NULL AND v_n <> 'true'::jsonb THEN
+            IF v_n = 'false'::jsonb THEN
+                RETURN format('%s/additionalProperties: became false', p_path);
+            ELSIF v_n IS NOT NULL AND v_n <> 'true'::jsonb THEN
                 v_err := whk.jsonschema_breaking_change(coalesce(v_o, '{}'), v_n, p_path || '/additionalProperties');
-                IF v_err IS NOT NULL OR v_n = 'false'::jsonb THEN
-                    RETURN coalesce(v_err, format('%s/additionalProperties: became false', p_path));
+                IF v_err IS NOT NULL THEN
+                    RETURN v_err;
                 END IF;
             END IF;
         ELSIF v_key = 'enum' THEN

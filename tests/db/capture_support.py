@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from pathlib import Path
@@ -59,7 +60,21 @@ class Notifications:
         self.conn.close()
 
 
-def register_dispatcher(conn: psycopg.Connection[Any], dispatcher_id: str = "d1", *, idle: bool = False) -> None:
+class _Rollback(Exception):
+    """Raised inside a transaction block to make psycopg roll it back."""
+
+
+def run_and_roll_back(conn: psycopg.Connection[Any], *statements: str) -> None:
+    """Execute ``statements`` in one transaction, then roll it back (the ERP changed its mind)."""
+    with contextlib.suppress(_Rollback), conn.transaction():
+        for statement in statements:
+            conn.execute(statement)
+        raise _Rollback
+
+
+def register_dispatcher(
+    conn: psycopg.Connection[Any], dispatcher_id: str = "d1", *, idle: bool = False
+) -> None:
     conn.execute(
         "INSERT INTO whk.dispatchers (id, hostname, pid, version, idle) VALUES (%s, 'test', 1, 'test', %s)",
         (dispatcher_id, idle),

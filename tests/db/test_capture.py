@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.db.capture_support import Notifications, outbox, register_dispatcher
+from tests.db.capture_support import Notifications, outbox, register_dispatcher, run_and_roll_back
 
 pytestmark = pytest.mark.db
 
@@ -29,9 +29,7 @@ def items(conn: psycopg.Connection[Any]) -> psycopg.Connection[Any]:
 
 
 def test_rollback_writes_nothing_and_commit_writes_the_event(items: psycopg.Connection[Any]) -> None:
-    with pytest.raises(psycopg.errors.RaiseException), items.transaction():
-        items.execute("INSERT INTO shop.items (sku, qty) VALUES ('A-1', 5)")
-        items.execute("DO $$ BEGIN RAISE EXCEPTION 'the ERP changed its mind'; END $$")
+    run_and_roll_back(items, "INSERT INTO shop.items (sku, qty) VALUES ('A-1', 5)")
     assert outbox(items) == []
 
     with items.transaction():
@@ -61,7 +59,11 @@ def test_update_and_delete_events_carry_old_new_and_changed(items: psycopg.Conne
     items.execute("UPDATE shop.items SET qty = 2, note = 'restocked'")
     items.execute("DELETE FROM shop.items")
     created, updated, deleted = outbox(items)
-    assert [e["event_type"] for e in (created, updated, deleted)] == ["item.created", "item.updated", "item.deleted"]
+    assert [e["event_type"] for e in (created, updated, deleted)] == [
+        "item.created",
+        "item.updated",
+        "item.deleted",
+    ]
     data = updated["payload"]["data"]
     assert data["op"] == "UPDATE"
     assert data["old"]["qty"] == 1 and data["new"]["qty"] == 2
@@ -117,7 +119,8 @@ def test_commit_order_differs_from_id_order_and_claiming_by_status_skips_nothing
         b.execute("INSERT INTO shop.items (sku) VALUES ('from B')")
         b.commit()  # ... B commits first
         claim = (
-            "UPDATE whk.outbox SET status = 'routed', routed_at = now(), commit_seq = nextval('whk.outbox_commit_seq')"
+            "UPDATE whk.outbox SET status = 'routed', routed_at = now(),"
+            " commit_seq = nextval('whk.outbox_commit_seq')"
             " WHERE (id, created_at) IN (SELECT id, created_at FROM whk.outbox WHERE status = 'pending'"
             "                            ORDER BY id FOR UPDATE SKIP LOCKED)"
             " RETURNING id, payload -> 'data' -> 'new' ->> 'sku'"
@@ -147,19 +150,29 @@ def test_edge_values_commit_and_produce_valid_json(conn: psycopg.Connection[Any]
     conn.execute("SELECT whk.enable_capture('public.odd', 'odd')")
     conn.execute(
         "INSERT INTO public.odd VALUES (1, 'NaN', '-Infinity', 'infinity', '-infinity', '\\x00ff10',"
-        " repeat('x', 1024 * 1024), '{\"nested\": [1, null]}', '{1,NULL,3}', '1 day', '10.0.0.1', gen_random_uuid(),"
+        " repeat('x', 1024 * 1024), '{\"nested\": [1, null]}', '{1,NULL,3}', '1 day', '10.0.0.1',"
+        " gen_random_uuid(),"
         " '(1,2)', 'meh', '<a>1</a>')"
     )
     conn.execute("INSERT INTO public.odd (id) VALUES (2)")  # every other column NULL
-    conn.execute("UPDATE public.odd SET p = '(3,4)', x = '<a>2</a>', n = 'NaN' WHERE id = 1")  # no '=' for point/xml
+    conn.execute(
+        "UPDATE public.odd SET p = '(3,4)', x = '<a>2</a>', n = 'NaN' WHERE id = 1"
+    )  # no '=' for point/xml
     conn.execute("UPDATE public.odd SET n = 'Infinity' WHERE id = 2")
     conn.execute("DELETE FROM public.odd")
     events = outbox(conn)  # strict JSON parse of every payload
     assert [e["event_type"] for e in events] == [
-        "odd.created", "odd.created", "odd.updated", "odd.updated", "odd.deleted", "odd.deleted",
+        "odd.created",
+        "odd.created",
+        "odd.updated",
+        "odd.updated",
+        "odd.deleted",
+        "odd.deleted",
     ]
     new = events[0]["payload"]["data"]["new"]
-    assert new["n"] == "NaN" and new["f"] == "-Infinity" and new["ts"] == "infinity" and new["d"] == "-infinity"
+    assert (
+        new["n"] == "NaN" and new["f"] == "-Infinity" and new["ts"] == "infinity" and new["d"] == "-infinity"
+    )
     assert new["b"] == "\\x00ff10"
     assert len(new["big"]) == 1024 * 1024
     assert new["j"] == {"nested": [1, None]} and new["arr"] == [1, None, 3]
@@ -179,14 +192,17 @@ def test_wide_rows_are_captured(conn: psycopg.Connection[Any]) -> None:
     assert updated["payload"]["data"]["changed"] == ["c150"]
 
 
-def test_an_erp_role_without_any_grant_on_whk_can_write_captured_tables(items: psycopg.Connection[Any]) -> None:
+def test_an_erp_role_without_any_grant_on_whk_can_write_captured_tables(
+    items: psycopg.Connection[Any],
+) -> None:
     role = f"erp_app_{uuid.uuid4().hex[:8]}"
     items.execute(f"CREATE ROLE {role} NOLOGIN")
     try:
         items.execute(f"GRANT USAGE ON SCHEMA shop TO {role}")
         items.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON shop.items TO {role}")
         has_whk = items.execute(
-            "SELECT has_schema_privilege(%s, 'whk', 'USAGE'), has_table_privilege(%s, 'whk.outbox', 'INSERT')",
+            "SELECT has_schema_privilege(%s, 'whk', 'USAGE'),"
+            " has_table_privilege(%s, 'whk.outbox', 'INSERT')",
             (role, role),
         ).fetchone()
         assert has_whk == (False, False)
@@ -203,7 +219,9 @@ def test_an_erp_role_without_any_grant_on_whk_can_write_captured_tables(items: p
     assert [e["event_type"] for e in outbox(items)] == ["item.created", "item.updated", "item.deleted"]
 
 
-def test_trigger_functions_are_security_definer_with_pinned_search_path(items: psycopg.Connection[Any]) -> None:
+def test_trigger_functions_are_security_definer_with_pinned_search_path(
+    items: psycopg.Connection[Any],
+) -> None:
     rows = items.execute(
         "SELECT p.prosecdef, p.proconfig, pg_get_userbyid(p.proowner) = pg_get_userbyid(n.nspowner)"
         " FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_namespace n ON n.oid = p.pronamespace"
@@ -229,7 +247,9 @@ def test_enable_twice_is_harmless_and_disable_stops_events(items: psycopg.Connec
     fn_before = items.execute("SELECT function_name, enabled_at FROM whk.capture_config").fetchall()
     assert items.execute("SELECT whk.enable_capture('shop.items', 'item')").fetchone() == (False,)
     assert items.execute("SELECT function_name, enabled_at FROM whk.capture_config").fetchall() == fn_before
-    triggers = items.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'shop.items'::regclass").fetchone()
+    triggers = items.execute(
+        "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'shop.items'::regclass"
+    ).fetchone()
     assert triggers == (3,)
     items.execute("INSERT INTO shop.items (sku) VALUES ('once')")
     assert len(outbox(items)) == 1  # one event, not two
@@ -291,8 +311,12 @@ def test_key_column_composite_primary_key_and_primary_key_changes(conn: psycopg.
 
 def test_operations_subset_and_partitioned_tables(conn: psycopg.Connection[Any]) -> None:
     conn.execute("CREATE TABLE public.ev (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at)")
-    conn.execute("CREATE TABLE public.ev_2026 PARTITION OF public.ev FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')")
-    conn.execute("CREATE TABLE public.ev_2027 PARTITION OF public.ev FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')")
+    conn.execute(
+        "CREATE TABLE public.ev_2026 PARTITION OF public.ev FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')"
+    )
+    conn.execute(
+        "CREATE TABLE public.ev_2027 PARTITION OF public.ev FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')"
+    )
     conn.execute("SELECT whk.enable_capture('public.ev', 'ev', operations => ARRAY['INSERT', 'UPDATE'])")
     conn.execute("INSERT INTO public.ev VALUES (1, '2026-05-01')")
     conn.execute("UPDATE public.ev SET at = '2027-05-01'")  # moves across partitions
@@ -300,19 +324,26 @@ def test_operations_subset_and_partitioned_tables(conn: psycopg.Connection[Any])
     events = outbox(conn)
     assert [e["event_type"] for e in events] == ["ev.created", "ev.updated"]
     assert events[1]["payload"]["data"]["changed"] == ["at"]
-    registered = conn.execute("SELECT name FROM whk.whk_02_eventos WHERE name LIKE 'ev.%' ORDER BY 1").fetchall()
+    registered = conn.execute(
+        "SELECT name FROM whk.whk_02_eventos WHERE name LIKE 'ev.%' ORDER BY 1"
+    ).fetchall()
     assert registered == [("ev.created",), ("ev.updated",)]
 
 
-def test_enable_capture_registers_a_schema_that_its_own_events_satisfy(items: psycopg.Connection[Any]) -> None:
+def test_enable_capture_registers_a_schema_that_its_own_events_satisfy(
+    items: psycopg.Connection[Any],
+) -> None:
     items.execute("INSERT INTO shop.items (sku, qty, note) VALUES ('V', 1, NULL)")
     items.execute("UPDATE shop.items SET qty = 2, touched_at = now()")
     items.execute("DELETE FROM shop.items")
     verdicts = items.execute(
-        "SELECT event_type, whk.validate_payload(event_type, event_version, payload) FROM whk.outbox ORDER BY id"
+        "SELECT event_type, whk.validate_payload(event_type, event_version, payload)"
+        " FROM whk.outbox ORDER BY id"
     ).fetchall()
     assert verdicts == [("item.created", None), ("item.updated", None), ("item.deleted", None)]
-    category = items.execute("SELECT DISTINCT category FROM whk.whk_02_eventos WHERE name LIKE 'item.%'").fetchall()
+    category = items.execute(
+        "SELECT DISTINCT category FROM whk.whk_02_eventos WHERE name LIKE 'item.%'"
+    ).fetchall()
     assert category == [("capture",)]
 
 
@@ -322,14 +353,25 @@ def test_enable_capture_registers_a_schema_that_its_own_events_satisfy(items: ps
         ("SELECT whk.enable_capture('shop.items', 'Bad Prefix')", "invalid event prefix"),
         ("SELECT whk.enable_capture('shop.items', 'item', key_column => 'nope')", "does not exist"),
         ("SELECT whk.enable_capture('shop.items', 'item', columns => ARRAY['qty', 'nope'])", "nope"),
-        ("SELECT whk.enable_capture('shop.items', 'item', condition => 'new.nope > 1')", "invalid capture condition"),
-        ("SELECT whk.enable_capture('shop.items', 'item', condition => 'true; DROP TABLE x')", "single SQL expression"),
+        (
+            "SELECT whk.enable_capture('shop.items', 'item', condition => 'new.nope > 1')",
+            "invalid capture condition",
+        ),
+        (
+            "SELECT whk.enable_capture('shop.items', 'item', condition => 'true; DROP TABLE x')",
+            "single SQL expression",
+        ),
         ("SELECT whk.enable_capture('shop.v', 'v')", "is not a table"),
         ("SELECT whk.enable_capture('shop.other', 'item')", "already used by table"),
-        ("SELECT whk.enable_capture('shop.items', 'item', operations => ARRAY['TRUNCATE'])", "invalid operations"),
+        (
+            "SELECT whk.enable_capture('shop.items', 'item', operations => ARRAY['TRUNCATE'])",
+            "invalid operations",
+        ),
     ],
 )
-def test_enable_capture_refuses_bad_settings_clearly(items: psycopg.Connection[Any], call: str, message: str) -> None:
+def test_enable_capture_refuses_bad_settings_clearly(
+    items: psycopg.Connection[Any], call: str, message: str
+) -> None:
     items.execute("CREATE VIEW shop.v AS SELECT * FROM shop.items")
     items.execute("CREATE TABLE shop.other (id int PRIMARY KEY)")
     with pytest.raises(psycopg.Error, match=message):
