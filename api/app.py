@@ -18,18 +18,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.types import ControllerRouterHandler
 from psycopg_pool import AsyncConnectionPool
 
-from api.auth import AuthConfig, AuthMiddleware, RequestIdMiddleware
+from api.auth import PUBLIC_PATHS, AuthConfig, AuthMiddleware, RequestIdMiddleware
 from api.crypto import provide_secretbox
 from api.deps import dependencies
-from api.errors import exception_handlers
-from api.openapi import openapi_config
+from api.errors import BadRequest, exception_handlers
+from api.openapi import complete_error_responses, declared_query_parameters, openapi_config, path_format
 from api.routes import route_handlers
 from whk import db
 from whk.secretbox import SecretBox
@@ -78,7 +78,34 @@ def create_app(
             if own:
                 await active.close()
 
+    def document_platform_errors(app: Litestar) -> None:
+        if settings.api.docs_enabled:
+            complete_error_responses(app.openapi_schema, public_paths=PUBLIC_PATHS)
+            app.state.query_names = declared_query_parameters(app.openapi_schema)
+
+    def refuse_unknown_query_parameters(request: Request[Any, Any, Any]) -> None:
+        """A misspelt filter (``?stauts=dead``) is a 400, not a silently unfiltered list."""
+        declared: dict[tuple[str, str], frozenset[str]] | None = request.app.state.get("query_names")
+        template = request.scope.get("path_template")
+        if not declared or not template:
+            return
+        known = declared.get((path_format(template), request.method))
+        if known is None:
+            return
+        unknown = sorted(set(request.query_params) - known)
+        if unknown:
+            raise BadRequest(
+                f"unknown query parameter {unknown[0]!r}",
+                extra={
+                    "errors": [
+                        {"pointer": f"/query/{name}", "message": "unknown parameter"} for name in unknown
+                    ]
+                },
+            )
+
     return Litestar(
+        on_startup=[document_platform_errors],
+        before_request=refuse_unknown_query_parameters,
         route_handlers=[*(route_handlers() if resource_routes else ()), *extra_route_handlers],
         lifespan=[lifespan],
         state=State({"auth": auth, "secretbox": secretbox, "settings": settings}),

@@ -11,7 +11,7 @@ A list query is a named SQL block with three holes that only this module fills::
 * the keyset predicate ``(sort, id) < (%(k_sort)s, %(k_id)s)`` (``>`` ascending) when a cursor is given.
 
 Cursors are opaque base64url JSON ``[sort_name, value, id]``; a cursor made for another sort is refused
-(400 by the caller) instead of silently skipping rows. Unknown filter or sort names never reach SQL.
+(400) instead of silently skipping rows. Unknown filter or sort names never reach SQL.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from typing import Any, Literal
 
 import msgspec
 from psycopg import sql
+
+from api.errors import BadRequest
 
 __all__ = [
     "CursorError",
@@ -39,8 +41,8 @@ __all__ = [
 Op = Literal["=", ">=", "<", "<=", ">", "any", "prefix", "contains"]
 
 
-class CursorError(ValueError):
-    """A cursor that is not ours, is corrupt, or belongs to another sort order."""
+class CursorError(BadRequest):
+    """A cursor that is not ours, is corrupt, or belongs to another sort order (a 400 problem)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +60,7 @@ class FilterSpec:
 
 @dataclass(frozen=True, slots=True)
 class SortSpec:
-    """One allow-listed sort: ``name`` orders by ``column`` then by ``tie`` (unique), both in one direction."""
+    """One allow-listed sort: ``name`` orders by ``column``, then by the unique ``tie``, one direction."""
 
     name: str
     column: str
@@ -131,7 +133,11 @@ def build_list_query(
             continue
         spec = by_name[name]
         key = f"f_{name}"
-        if spec.op == "any":
+        if spec.op == "any" and len(value) == 1:
+            # one value: plain equality, so a (filter, id) index can serve the page in order
+            params[key] = next(iter(value))
+            preds.append(sql.SQL("{} = {}").format(_ident(spec.column), _cast(key, spec.cast)))
+        elif spec.op == "any":
             params[key] = list(value)
             arr_cast = f"{spec.cast}[]" if spec.cast else None
             preds.append(sql.SQL("{} = ANY({})").format(_ident(spec.column), _cast(key, arr_cast)))

@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+import re
+from re import Pattern
 from typing import Annotated
 
 import msgspec
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, Example, SecurityScheme, Server
+from litestar.openapi.spec import (
+    Components,
+    Example,
+    OpenAPI,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Reference,
+    Schema,
+    SecurityScheme,
+    Server,
+)
 
 from api.errors import PROBLEM_JSON
 
-__all__ = ["Problem", "openapi_config", "problem_responses"]
+__all__ = [
+    "Problem",
+    "complete_error_responses",
+    "declared_query_parameters",
+    "openapi_config",
+    "path_format",
+    "problem_responses",
+]
 
 
 class ProblemError(msgspec.Struct, frozen=True):
@@ -35,11 +56,12 @@ _DESCRIPTIONS = {
     400: "Malformed request (one entry per invalid field in `errors`)",
     401: "Missing, invalid, expired or revoked credentials",
     403: "Credentials lack the scope, the source address is not allowed, or the consumer is not active",
-    404: "No such resource (also for another tenant's ids)",
+    404: "No such resource (also for another tenant's ids, in the path, the query or the body)",
     409: "Conflicts with the current state",
     413: "Request body larger than WHK_API_MAX_BODY_BYTES",
     422: "Semantically invalid (one entry per problem in `errors`, with a JSON pointer)",
     429: "Rate limit exceeded (see Retry-After and RateLimit-* headers)",
+    500: "Internal error (quote the request_id to the operator)",
     503: "Database unavailable",
 }
 
@@ -89,3 +111,75 @@ def openapi_config(*, version: str, enabled: bool) -> OpenAPIConfig | None:
         use_handler_docstrings=True,
         create_examples=False,
     )
+
+
+_PLATFORM_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429, 500, 503)
+
+
+def complete_error_responses(doc: OpenAPI, *, public_paths: Pattern[str]) -> None:
+    """Document, on every operation, the errors the platform itself may answer (auth, scope, rate limit,
+    body limit, validation, internal): all application/problem+json. Public operations get
+    ``security: []`` and no 401/403/429."""
+    schemas = doc.components.schemas or {}
+    ref = next((f"#/components/schemas/{name}" for name in schemas if name.endswith("Problem")), None)
+    content_schema: Schema | Reference = Reference(ref=ref) if ref else Schema(type=OpenAPIType.OBJECT)
+    for path, item in (doc.paths or {}).items():
+        public = public_paths.match(path) is not None
+        for method in ("get", "put", "post", "delete", "patch", "head", "options", "trace"):
+            op: Operation | None = getattr(item, method, None)
+            if op is None:
+                continue
+            if public:
+                op.security = []
+            responses = op.responses if op.responses is not None else {}
+            mutating = method in ("put", "post", "delete", "patch")
+            for code in _PLATFORM_ERRORS:
+                if public and code in (401, 403, 429):
+                    continue
+                if code == 413 and op.request_body is None:
+                    continue
+                # 404: an unknown id, or another tenant's, wherever it is named (path, query, body);
+                # 409/422: what the database refuses (unique, foreign key, check, bad value), mapped by
+                # api.errors for every handler.
+                if code == 404 and public:
+                    continue
+                if code == 409 and not mutating:
+                    continue
+                responses.setdefault(
+                    str(code),
+                    OpenAPIResponse(
+                        description=_DESCRIPTIONS.get(code, "Internal error"),
+                        content={PROBLEM_JSON: OpenAPIMediaType(schema=content_schema)},
+                    ),
+                )
+            # Every error this API sends is problem+json, including those Litestar documents itself
+            # (its 400 says application/json).
+            for code_text, resp in responses.items():
+                if not isinstance(resp, OpenAPIResponse) or code_text[:1] not in ("4", "5"):
+                    continue
+                if not resp.content or PROBLEM_JSON not in resp.content:
+                    resp.content = {PROBLEM_JSON: OpenAPIMediaType(schema=content_schema)}
+            op.responses = responses
+
+
+_PARAM_TYPE = re.compile(r"\{([^}:]+):[^}]+\}")
+
+
+def path_format(path_template: str) -> str:
+    """Litestar's route template (``/x/{id:int}``) as the OpenAPI path (``/x/{id}``)."""
+    return _PARAM_TYPE.sub(r"{\1}", path_template)
+
+
+def declared_query_parameters(doc: OpenAPI) -> dict[tuple[str, str], frozenset[str]]:
+    """``{(openapi path, METHOD): query parameter names}`` of every documented operation."""
+    out: dict[tuple[str, str], frozenset[str]] = {}
+    for path, item in (doc.paths or {}).items():
+        for method in ("get", "put", "post", "delete", "patch", "head", "options", "trace"):
+            op: Operation | None = getattr(item, method, None)
+            if op is None:
+                continue
+            names = frozenset(
+                p.name for p in op.parameters or () if not isinstance(p, Reference) and p.param_in == "query"
+            )
+            out[(path, method.upper())] = names
+    return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -10,7 +10,9 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-__all__ = ["Query", "execute", "fetch_all", "fetch_one", "fetch_value", "jsonb_params"]
+from api import listing
+
+__all__ = ["Query", "execute", "fetch_all", "fetch_one", "fetch_page", "fetch_value", "jsonb_params"]
 
 T = TypeVar("T")
 Query = str | sql.Composable
@@ -32,6 +34,25 @@ async def fetch_one(
         await cur.execute(query, params)  # type: ignore[arg-type]
         row = await cur.fetchone()
     return None if row is None else msgspec.convert(row, type_)
+
+
+async def fetch_page(
+    conn: AsyncConnection[Any],
+    template: str,
+    plan: listing.ListPlan,
+    type_: type[T],
+    *,
+    limit: int,
+    sort: str,
+    sorts: Sequence[listing.SortSpec],
+    params: Mapping[str, Any] | None = None,
+    **fragments: sql.Composable,
+) -> tuple[list[T], str | None]:
+    """One keyset page: ``template`` with ``{where}``/``{order}`` (and ``fragments``) filled from ``plan``,
+    ``limit + 1`` rows fetched to learn whether another page exists; returns (rows, next cursor)."""
+    query = sql.SQL(template).format(where=plan.where, order=plan.order, **fragments)
+    rows = await fetch_all(conn, query, {**plan.params, **(params or {}), "limit": limit + 1}, type_)
+    return rows[:limit], listing.next_cursor(rows, limit, sort, sorts)
 
 
 async def fetch_value(conn: AsyncConnection[Any], query: Query, params: Mapping[str, Any]) -> Any:

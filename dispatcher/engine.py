@@ -65,7 +65,7 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
 
 _HOOK_TTL_S = 2.0
 _POLICY_TTL_S = 5.0
-_RECORD_GROUP = 500
+_RECORD_GROUP = 1000
 _MIN_SLEEP_S = 0.005
 _BACKOFF_MAX_S = 5.0
 
@@ -89,7 +89,8 @@ class Engine:
         self._id = dispatcher_id
         self._listen = listen
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._box = SecretBox.from_spec(self._s.secret_keys) if self._s.secret_keys else None
+        # WHK_SECRET_KEYS (shared with the API); the public development key only when WHK_ENV=development.
+        self._box = SecretBox.from_settings(settings)
         self._wake = asyncio.Event()
         self._outcomes: asyncio.Queue[OutcomeItem] = asyncio.Queue()
         self._recorded = asyncio.Event()
@@ -107,6 +108,9 @@ class Engine:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+            await self._repo.heartbeat(stopping=False, forget_after_s=self._forget_after())
+            await self._repo.system_event("startup")
         recorder_stop = asyncio.Event()
         side = [
             asyncio.create_task(self._recorder(recorder_stop), name="whk-recorder"),
@@ -133,8 +137,11 @@ class Engine:
                     t.cancel()
             await asyncio.gather(*side, return_exceptions=True)
             await self._final_flush()
-            await self._retry_db(self._repo.release, "release claimed deliveries")
+            # Bounded: SIGTERM must end within the grace period even with the database gone (the
+            # claims then come back by lease expiry instead).
+            await self._retry_db(self._repo.release, "release claimed deliveries", attempts=3)
             with contextlib.suppress(*TRANSIENT_DB_ERRORS):
+                await self._repo.system_event("shutdown")
                 await self._repo.forget()
 
     # ------------------------------------------------------------------ main loop
@@ -183,12 +190,12 @@ class Engine:
 
     async def _round(self) -> tuple[bool, bool]:
         """Route then claim once. Returns (found work, saturated)."""
-        routed = await self._repo.route(self._s.batch_size)
-        self.stats["routed"] += routed
         free = self._s.concurrency - self._in_flight
-        claimed: list[ClaimedDelivery] = []
-        if free > 0:
-            claimed = await self._repo.claim(min(free, self._s.batch_size), self._s.lease_seconds)
+        claim_limit = max(0, min(free, self._s.batch_size))
+        routed, claimed = await self._repo.dispatch_round(
+            self._s.batch_size, claim_limit, self._s.lease_seconds
+        )
+        self.stats["routed"] += routed
         if claimed:
             self.stats["claimed"] += len(claimed)
             await self._start(claimed)
@@ -336,7 +343,7 @@ class Engine:
     async def _final_flush(self) -> None:
         while not self._outcomes.empty():
             items = [self._outcomes.get_nowait() for _ in range(min(_RECORD_GROUP, self._outcomes.qsize()))]
-            await self._retry_db(functools.partial(self._repo.record, items), "record outcomes")
+            await self._retry_db(functools.partial(self._repo.record, items), "record outcomes", attempts=5)
             self.stats["recorded"] += len(items)
 
     async def _retry_db(self, fn: Callable[[], Awaitable[Any]], what: str, *, attempts: int = 30) -> Any:
@@ -356,8 +363,11 @@ class Engine:
 
     # ------------------------------------------------------------------ heartbeat, shutdown
 
+    def _forget_after(self) -> float:
+        return max(self._s.lease_seconds, 10 * self._s.heartbeat_interval)
+
     async def _heartbeat(self, stop: asyncio.Event) -> None:
-        forget_after = max(self._s.lease_seconds, 10 * self._s.heartbeat_interval)
+        forget_after = self._forget_after()
         while not stop.is_set():
             try:
                 await self._repo.heartbeat(stopping=False, forget_after_s=forget_after)

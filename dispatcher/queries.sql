@@ -1,12 +1,9 @@
 -- Runtime queries of the dispatcher (loaded once by dispatcher/repository.py).
 
--- name: route_outbox :one
-SELECT whk.route_outbox(%(limit)s);
-
--- name: claim_deliveries :many
-SELECT delivery_id, webhook_id, event_id, event_type, attempts, schedule_offset, batch_id, commit_seq,
+-- name: dispatch_round :many
+SELECT routed, delivery_id, webhook_id, event_id, event_type, attempts, schedule_offset, batch_id, commit_seq,
        ordering_key, payload
-FROM whk.claim_deliveries(%(dispatcher)s, %(limit)s, %(lease_s)s);
+FROM whk.dispatch_round(%(dispatcher)s, %(route_limit)s, %(claim_limit)s, %(lease_s)s);
 
 -- name: record_outcomes :one
 SELECT whk.record_outcomes(%(dispatcher)s, %(items)s::jsonb);
@@ -22,6 +19,9 @@ SELECT whk.dispatcher_heartbeat(%(id)s, %(hostname)s, %(pid)s, %(version)s, %(st
 
 -- name: set_idle :one
 SELECT whk.dispatcher_set_idle(%(id)s, %(idle)s);
+
+-- name: system_event :one
+SELECT whk.emit_system(%(kind)s, 'dispatcher', %(details)s::jsonb);
 
 -- name: forget_dispatcher :one
 DELETE FROM whk.dispatchers WHERE id = %(id)s;

@@ -37,16 +37,26 @@ class Repository:
             row = await cur.fetchone()
             return None if row is None else row[0]
 
-    async def route(self, limit: int) -> int:
-        return int(await self._one("route_outbox", {"limit": limit}) or 0)
-
-    async def claim(self, limit: int, lease_s: float) -> list[ClaimedDelivery]:
+    async def dispatch_round(
+        self, route_limit: int, claim_limit: int, lease_s: float
+    ) -> tuple[int, list[ClaimedDelivery]]:
+        """Route and claim in one round trip: (events routed, deliveries claimed)."""
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                self._q["claim_deliveries"], {"dispatcher": self._id, "limit": limit, "lease_s": lease_s}
+                self._q["dispatch_round"],
+                {
+                    "dispatcher": self._id,
+                    "route_limit": route_limit,
+                    "claim_limit": claim_limit,
+                    "lease_s": lease_s,
+                },
             )
             rows = await cur.fetchall()
-        return [ClaimedDelivery(**dict(zip(_CLAIM_FIELDS, r, strict=True))) for r in rows]
+        routed = int(rows[0][0]) if rows else 0
+        claimed = [
+            ClaimedDelivery(**dict(zip(_CLAIM_FIELDS, r[1:], strict=True))) for r in rows if r[1] is not None
+        ]
+        return routed, claimed
 
     async def record(self, items: Sequence[OutcomeItem]) -> int:
         payload = _ENCODER.encode(list(items)).decode("utf-8")
@@ -74,6 +84,11 @@ class Repository:
 
     async def set_idle(self, idle: bool) -> None:
         await self._one("set_idle", {"id": self._id, "idle": idle})
+
+    async def system_event(self, kind: str) -> None:
+        """system.startup / system.shutdown naming this dispatcher (capture's whk.emit_system)."""
+        details = {"dispatcher_id": self._id, "hostname": socket.gethostname(), "pid": os.getpid()}
+        await self._one("system_event", {"kind": kind, "details": _ENCODER.encode(details).decode()})
 
     async def forget(self) -> None:
         async with self._pool.connection() as conn:

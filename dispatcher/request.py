@@ -17,7 +17,7 @@ from dispatcher.attempt import OutboundRequest
 from dispatcher.errors import WebhookConfigError
 from dispatcher.models import ClaimedDelivery, WebhookRow
 from dispatcher.retry import RetryPolicy, RetryPolicyError
-from whk.secretbox import SecretBox, SecretBoxError
+from whk.secretbox import SecretBox, SecretBoxError, row_aad
 from whk.signing import SigningError, decode_secret, signature_headers
 
 # At most the current key plus ten old ones sign during a rotation grace period.
@@ -63,7 +63,9 @@ def _auth_headers(row: WebhookRow, box: SecretBox | None) -> tuple[list[tuple[st
         raise WebhookConfigError(f"webhook {row.id} uses {row.auth_type} auth but has no credential")
     if box is None:
         raise WebhookConfigError("WHK_SECRET_KEYS is not set: stored credentials cannot be decrypted")
-    credential = box.decrypt(row.auth_credential_enc, aad=str(row.id)).decode("utf-8")
+    credential = box.decrypt(row.auth_credential_enc, row_id=row_aad("whk_01_webhooks", row.id)).decode(
+        "utf-8"
+    )
     if row.auth_type == "bearer":
         return [("Authorization", f"Bearer {credential}")], {"authorization"}
     if row.auth_type == "basic":
@@ -100,7 +102,8 @@ def prepare_webhook(row: WebhookRow, box: SecretBox | None, default_policy: Retr
         for secret_id, blob in list(zip(row.secret_ids, row.secrets_enc, strict=True))[:MAX_SIGNING_KEYS]:
             if box is None:
                 raise WebhookConfigError("WHK_SECRET_KEYS is not set: signing secrets cannot be decrypted")
-            keys.append(decode_secret(box.decrypt(blob, aad=str(secret_id)).decode("utf-8")))
+            plain = box.decrypt(blob, row_id=row_aad("webhook_secrets", secret_id))
+            keys.append(decode_secret(plain.decode("utf-8")))
         auth, auth_names = _auth_headers(row, box)
         custom = _custom_headers(row)
     except (WebhookConfigError, SecretBoxError, SigningError, UnicodeDecodeError) as exc:

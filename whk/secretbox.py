@@ -191,7 +191,21 @@ class SecretBox:
             return None
 
     def decrypt(self, blob: bytes, *, row_id: str | None = None, aad: str | None = None) -> bytes:
-        """Plaintext of ``blob`` stored in ``row_id``; SecretDecryptError on any mismatch."""
+        """Plaintext of ``blob`` stored in ``row_id``; SecretDecryptError on any mismatch.
+
+        Transitional: a caller passing a bare numeric ``aad=`` (the dispatcher's first convention) also
+        opens ciphertexts sealed for ``row_aad(<encrypted table>, <that id>)``, so rows written by the
+        API keep working until every caller passes ``row_id=row_aad(table, id)``.
+        """
+        if row_id is None and aad is not None and aad.isdigit():
+            last: SecretDecryptError | None = None
+            for candidate in (aad, *(row_aad(table, aad) for table, _, _ in ENCRYPTED_COLUMNS)):
+                try:
+                    return self.decrypt(blob, row_id=candidate)
+                except SecretDecryptError as exc:
+                    last = exc
+            assert last is not None
+            raise last
         row_id = _associated(row_id, aad)
         blob = bytes(blob)
         kid = self.key_id_of(blob)

@@ -13,12 +13,11 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from psycopg import AsyncConnection
 
-from api import listing
 from api.audit import record
 from api.consumers.repository import ConsumerRepository
 from api.consumers.schemas import SELF_SERVICE, Consumer, ConsumerCreate, ConsumerPage, ConsumerUpdate
 from api.deps import Principal, admin_only
-from api.errors import BadRequest, Conflict, Forbidden, NotFound, Unprocessable
+from api.errors import Conflict, Forbidden, NotFound, Unprocessable
 from api.shapes import Cursor, Limit
 
 __all__ = ["ConsumerController"]
@@ -62,21 +61,20 @@ class ConsumerController(Controller):
         principal: Who,
         status: Annotated[Literal["active", "suspended", "disabled"] | None, QueryParameter()] = None,
         name_prefix: Annotated[str | None, QueryParameter(max_length=200)] = None,
-        sort: Annotated[Literal["id", "-id", "name", "-name", "created_at", "-created_at"], QueryParameter()] = "id",
+        sort: Annotated[
+            Literal["id", "-id", "name", "-name", "created_at", "-created_at"], QueryParameter()
+        ] = "id",
         cursor: Annotated[Cursor | None, QueryParameter()] = None,
         limit: Annotated[Limit, QueryParameter()] = 50,
     ) -> ConsumerPage:
-        try:
-            items, nxt = await self.repo.list(
-                conn,
-                tenant=principal.tenant_filter(),
-                filters={"status": status, "name_prefix": name_prefix},
-                sort=sort,
-                cursor=cursor,
-                limit=limit,
-            )
-        except listing.CursorError as exc:
-            raise BadRequest(str(exc)) from exc
+        items, nxt = await self.repo.page(
+            conn,
+            tenant=principal.tenant_filter(),
+            filters={"status": status, "name_prefix": name_prefix},
+            sort=sort,
+            cursor=cursor,
+            limit=limit,
+        )
         return ConsumerPage(items=items, next_cursor=nxt)
 
     @get("/{consumer_id:int}", operation_id="getConsumer", summary="Read one consumer")
@@ -101,11 +99,15 @@ class ConsumerController(Controller):
         await record(conn, principal, "consumer.create", "consumer", consumer_id, None, _view(created))
         return created
 
-    @put("/{consumer_id:int}", operation_id="updateConsumer", summary="Change a consumer (fields present only)")
+    @put(
+        "/{consumer_id:int}", operation_id="updateConsumer", summary="Change a consumer (fields present only)"
+    )
     async def update_consumer(
         self, conn: Conn, principal: Who, consumer_id: FromPath[int], data: JSONBody[ConsumerUpdate]
     ) -> Consumer:
-        before = await self.repo.get(conn, tenant=principal.tenant_filter(), consumer_id=consumer_id, lock=True)
+        before = await self.repo.get(
+            conn, tenant=principal.tenant_filter(), consumer_id=consumer_id, lock=True
+        )
         if before is None:
             raise NotFound(f"consumer {consumer_id} not found")
         if not principal.is_admin:

@@ -10,7 +10,7 @@ from psycopg import AsyncConnection, sql
 
 from api import listing
 from api.consumers.schemas import Consumer, ConsumerCreate, ConsumerUpdate
-from api.rows import execute, fetch_all, fetch_one, fetch_value, jsonb_params
+from api.rows import execute, fetch_one, fetch_page, fetch_value, jsonb_params
 from whk.sqlfiles import load_queries
 
 __all__ = ["CONSUMER_FILTERS", "CONSUMER_SORTS", "ConsumerRepository"]
@@ -35,7 +35,7 @@ class ConsumerRepository:
         self._get = sql.SQL(q["get_consumer"]).format(columns=self._cols)
         self._lock = sql.SQL(q["lock_consumer"]).format(columns=self._cols)
 
-    async def list(
+    async def page(
         self,
         conn: AsyncConnection[Any],
         *,
@@ -53,9 +53,16 @@ class ConsumerRepository:
             cursor=cursor,
             fixed=[("a.id", tenant)] if tenant is not None else (),
         )
-        query = sql.SQL(self._q["list_consumers"]).format(columns=self._cols, where=plan.where, order=plan.order)
-        rows = await fetch_all(conn, query, {**plan.params, "limit": limit + 1}, Consumer)
-        return rows[:limit], listing.next_cursor(rows, limit, sort, CONSUMER_SORTS)
+        return await fetch_page(
+            conn,
+            self._q["list_consumers"],
+            plan,
+            Consumer,
+            limit=limit,
+            sort=sort,
+            sorts=CONSUMER_SORTS,
+            columns=self._cols,
+        )
 
     async def get(
         self, conn: AsyncConnection[Any], *, tenant: int | None, consumer_id: int, lock: bool = False

@@ -39,16 +39,16 @@ class ConsumerUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Fields present are changed. A consumer may change its own ``SELF_SERVICE`` fields only."""
 
     name: Name | UnsetType = UNSET
-    description: Text | None | UnsetType = UNSET
-    contact_name: Annotated[str, Meta(max_length=200)] | None | UnsetType = UNSET
-    contact_email: Email | None | UnsetType = UNSET
+    description: Text | UnsetType | None = UNSET
+    contact_name: Annotated[str, Meta(max_length=200)] | UnsetType | None = UNSET
+    contact_email: Email | UnsetType | None = UNSET
     status: Status | UnsetType = UNSET
     auth_settings: dict[str, Any] | UnsetType = UNSET
     allowed_ips: Annotated[list[Cidr], Meta(max_length=100)] | UnsetType = UNSET
-    rate_limit_per_second: Rate | None | UnsetType = UNSET
-    rate_limit_burst: PositiveInt | None | UnsetType = UNSET
-    api_rate_limit_per_minute: PositiveInt | None | UnsetType = UNSET
-    quota_deliveries_per_day: Annotated[int, Meta(ge=1)] | None | UnsetType = UNSET
+    rate_limit_per_second: Rate | UnsetType | None = UNSET
+    rate_limit_burst: PositiveInt | UnsetType | None = UNSET
+    api_rate_limit_per_minute: PositiveInt | UnsetType | None = UNSET
+    quota_deliveries_per_day: Annotated[int, Meta(ge=1)] | UnsetType | None = UNSET
     delivery_preferences: dict[str, Any] | UnsetType = UNSET
     metadata: dict[str, Any] | UnsetType = UNSET
 

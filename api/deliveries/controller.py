@@ -18,7 +18,6 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 from psycopg import AsyncConnection
 
-from api import listing
 from api.audit import record
 from api.deliveries.repository import DeliveryRepository
 from api.deliveries.schemas import (
@@ -40,13 +39,16 @@ __all__ = ["DeliveryController"]
 Conn = NamedDependency[AsyncConnection[Any]]
 Who = NamedDependency[Principal]
 DeliverySort = Literal[
-    "id", "-id", "created_at", "-created_at", "updated_at", "-updated_at", "next_attempt_at", "-next_attempt_at"
+    "id",
+    "-id",
+    "created_at",
+    "-created_at",
+    "updated_at",
+    "-updated_at",
+    "next_attempt_at",
+    "-next_attempt_at",
 ]
 EventTypeQ = Annotated[str | None, QueryParameter(pattern=EVENT_TYPE_RE, max_length=200)]
-
-
-def _page_or_400(exc: listing.CursorError) -> BadRequest:
-    return BadRequest(str(exc))
 
 
 class DeliveryController(Controller):
@@ -82,12 +84,9 @@ class DeliveryController(Controller):
             "created_from": created_from,
             "created_to": created_to,
         }
-        try:
-            items, nxt = await self.repo.list(
-                conn, tenant=principal.tenant_filter(), filters=filters, sort=sort, cursor=cursor, limit=limit
-            )
-        except listing.CursorError as exc:
-            raise _page_or_400(exc) from exc
+        items, nxt = await self.repo.page(
+            conn, tenant=principal.tenant_filter(), filters=filters, sort=sort, cursor=cursor, limit=limit
+        )
         return DeliveryPage(items=items, next_cursor=nxt)
 
     @get("/failed", operation_id="listFailedDeliveries", summary="Dead letters, most recent first")
@@ -111,18 +110,15 @@ class DeliveryController(Controller):
             "dead_from": dead_from,
             "dead_to": dead_to,
         }
-        try:
-            items, nxt = await self.repo.list(
-                conn,
-                tenant=principal.tenant_filter(),
-                filters=filters,
-                sort=sort,
-                cursor=cursor,
-                limit=limit,
-                failed_only=True,
-            )
-        except listing.CursorError as exc:
-            raise _page_or_400(exc) from exc
+        items, nxt = await self.repo.page(
+            conn,
+            tenant=principal.tenant_filter(),
+            filters=filters,
+            sort=sort,
+            cursor=cursor,
+            limit=limit,
+            failed_only=True,
+        )
         return DeliveryPage(items=items, next_cursor=nxt)
 
     @get("/stats", operation_id="deliveryStats", summary="Success rate, latency percentiles, retry rate")
@@ -154,10 +150,13 @@ class DeliveryController(Controller):
         summary="Re-queue deliveries by filters (dry_run counts first)",
         status_code=HTTP_200_OK,
     )
-    async def bulk_retry(self, conn: Conn, principal: Who, data: JSONBody[BulkRetryRequest]) -> BulkRetryResult:
+    async def bulk_retry(
+        self, conn: Conn, principal: Who, data: JSONBody[BulkRetryRequest]
+    ) -> BulkRetryResult:
         if data.created_from and data.created_to and data.created_from >= data.created_to:
             raise Unprocessable(
-                "empty time range", errors=[{"pointer": "/created_to", "message": "must be after created_from"}]
+                "empty time range",
+                errors=[{"pointer": "/created_to", "message": "must be after created_from"}],
             )
         filters = {
             "webhook_id": data.webhook_id,
@@ -170,9 +169,13 @@ class DeliveryController(Controller):
         matched = await self.repo.bulk_count(conn, tenant=tenant, filters=filters)
         if data.dry_run:
             return BulkRetryResult(dry_run=True, matched=matched, requeued=0)
-        ids, requeued = await self.repo.bulk_retry(conn, tenant=tenant, filters=filters, limit=data.max_deliveries)
+        ids, requeued = await self.repo.bulk_retry(
+            conn, tenant=tenant, filters=filters, limit=data.max_deliveries
+        )
         if requeued == 0:
-            return BulkRetryResult(dry_run=False, matched=matched, requeued=0)  # nothing changed: no audit row
+            return BulkRetryResult(
+                dry_run=False, matched=matched, requeued=0
+            )  # nothing changed: no audit row
         await record(
             conn,
             principal,
@@ -180,8 +183,13 @@ class DeliveryController(Controller):
             "delivery",
             None,
             None,
-            {"filters": msgspec.to_builtins(data), "matched": matched, "requeued": requeued,
-             "first_id": ids[0] if ids else None, "last_id": ids[-1] if ids else None},
+            {
+                "filters": msgspec.to_builtins(data),
+                "matched": matched,
+                "requeued": requeued,
+                "first_id": ids[0] if ids else None,
+                "last_id": ids[-1] if ids else None,
+            },
             consumer_id=tenant,
         )
         return BulkRetryResult(dry_run=False, matched=matched, requeued=requeued)
@@ -230,7 +238,9 @@ class DeliveryController(Controller):
         if before is None:
             raise NotFound(f"delivery {delivery_id} not found")
         if before.status not in ("awaiting_ack", "delivered"):
-            raise Conflict(f"the delivery is {before.status}; only awaiting_ack deliveries can be acknowledged")
+            raise Conflict(
+                f"the delivery is {before.status}; only awaiting_ack deliveries can be acknowledged"
+            )
         acked = await self.repo.ack(conn, delivery_id)
         after = await self.repo.lock(conn, tenant=None, delivery_id=delivery_id)
         assert after is not None

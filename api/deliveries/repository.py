@@ -13,7 +13,7 @@ from psycopg import AsyncConnection, sql
 
 from api import listing
 from api.deliveries.schemas import Delivery, DeliveryAttempt, DeliveryDetail, DeliveryStatsRow, Percentiles
-from api.rows import fetch_all, fetch_one, fetch_value
+from api.rows import fetch_all, fetch_one, fetch_page, fetch_value
 from whk.sqlfiles import load_queries
 
 __all__ = ["DELIVERY_FILTERS", "DELIVERY_SORTS", "FAILED_SORTS", "DeliveryRepository"]
@@ -54,8 +54,8 @@ class _StatsRaw(msgspec.Struct, kw_only=True):
     end_to_end_ms: list[float] | None
 
 
-def _pct(values: Sequence[float] | None) -> Percentiles:
-    v = list(values or [None, None, None, None])
+def _pct(values: Sequence[float | None] | None) -> Percentiles:
+    v: list[float | None] = list(values or [None, None, None, None])
     return Percentiles(
         p50=None if v[0] is None else round(v[0], 3),
         p90=None if v[1] is None else round(v[1], 3),
@@ -108,7 +108,7 @@ class DeliveryRepository:
             fixed=[*fixed, *extra],
         )
 
-    async def list(
+    async def page(
         self,
         conn: AsyncConnection[Any],
         *,
@@ -122,18 +122,31 @@ class DeliveryRepository:
         sorts = FAILED_SORTS if failed_only else DELIVERY_SORTS
         extra = [("d.status", "dead")] if failed_only else []
         plan = self.plan(tenant=tenant, filters=filters, sort=sort, cursor=cursor, sorts=sorts, extra=extra)
-        query = sql.SQL(self._q["list_deliveries"]).format(columns=self._cols, where=plan.where, order=plan.order)
-        rows = await fetch_all(conn, query, {**plan.params, "limit": limit + 1}, Delivery)
-        return rows[:limit], listing.next_cursor(rows, limit, sort, sorts)
+        return await fetch_page(
+            conn,
+            self._q["list_deliveries"],
+            plan,
+            Delivery,
+            limit=limit,
+            sort=sort,
+            sorts=sorts,
+            columns=self._cols,
+        )
 
-    async def get(self, conn: AsyncConnection[Any], *, tenant: int | None, delivery_id: int) -> DeliveryDetail | None:
+    async def get(
+        self, conn: AsyncConnection[Any], *, tenant: int | None, delivery_id: int
+    ) -> DeliveryDetail | None:
         detail = await fetch_one(conn, self._get, {"id": delivery_id, "tenant": tenant}, DeliveryDetail)
         if detail is None:
             return None
-        detail.attempt_log = await fetch_all(conn, self._q["delivery_attempts"], {"id": delivery_id}, DeliveryAttempt)
+        detail.attempt_log = await fetch_all(
+            conn, self._q["delivery_attempts"], {"id": delivery_id}, DeliveryAttempt
+        )
         return detail
 
-    async def lock(self, conn: AsyncConnection[Any], *, tenant: int | None, delivery_id: int) -> Delivery | None:
+    async def lock(
+        self, conn: AsyncConnection[Any], *, tenant: int | None, delivery_id: int
+    ) -> Delivery | None:
         return await fetch_one(conn, self._lock, {"id": delivery_id, "tenant": tenant}, Delivery)
 
     async def retry(self, conn: AsyncConnection[Any], delivery_id: int) -> bool:
@@ -142,7 +155,9 @@ class DeliveryRepository:
     async def ack(self, conn: AsyncConnection[Any], delivery_id: int) -> bool:
         return bool(await fetch_value(conn, self._q["ack_one"], {"id": delivery_id}))
 
-    async def bulk_count(self, conn: AsyncConnection[Any], *, tenant: int | None, filters: Mapping[str, Any]) -> int:
+    async def bulk_count(
+        self, conn: AsyncConnection[Any], *, tenant: int | None, filters: Mapping[str, Any]
+    ) -> int:
         plan = self.plan(tenant=tenant, filters=filters, sort="id", cursor=None)
         query = sql.SQL(self._q["bulk_count"]).format(where=plan.where)
         return int(await fetch_value(conn, query, plan.params))

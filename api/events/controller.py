@@ -19,7 +19,6 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED
 from psycopg import AsyncConnection
 
-from api import listing
 from api.audit import record
 from api.deps import Principal, admin_only
 from api.errors import BadRequest, NotFound, Unprocessable
@@ -48,7 +47,9 @@ def _pg_problem(exc: psycopg.Error, pointer: str) -> Unprocessable:
     """PostgreSQL's own explanation (primary message and hint), never SQL text or a traceback."""
     message = exc.diag.message_primary or "refused by the database"
     hint = exc.diag.message_hint
-    return Unprocessable(message, errors=[{"pointer": pointer, "message": message + (f" ({hint})" if hint else "")}])
+    return Unprocessable(
+        message, errors=[{"pointer": pointer, "message": message + (f" ({hint})" if hint else "")}]
+    )
 
 
 class EventController(Controller):
@@ -67,21 +68,19 @@ class EventController(Controller):
         prefix: Annotated[str | None, QueryParameter(max_length=200)] = None,
         strict: Annotated[bool | None, QueryParameter()] = None,
         sort: Annotated[
-            Literal["name", "-name", "fire_count", "-fire_count", "created_at", "-created_at"], QueryParameter()
+            Literal["name", "-name", "fire_count", "-fire_count", "created_at", "-created_at"],
+            QueryParameter(),
         ] = "name",
         cursor: Annotated[Cursor | None, QueryParameter()] = None,
         limit: Annotated[Limit, QueryParameter()] = 100,
     ) -> EventTypePage:
-        try:
-            items, nxt = await self.repo.list_types(
-                conn,
-                filters={"category": category, "prefix": prefix, "strict": strict},
-                sort=sort,
-                cursor=cursor,
-                limit=limit,
-            )
-        except listing.CursorError as exc:
-            raise BadRequest(str(exc)) from exc
+        items, nxt = await self.repo.list_types(
+            conn,
+            filters={"category": category, "prefix": prefix, "strict": strict},
+            sort=sort,
+            cursor=cursor,
+            limit=limit,
+        )
         return EventTypePage(items=items, next_cursor=nxt)
 
     @post(
@@ -91,7 +90,9 @@ class EventController(Controller):
         guards=[admin_only],
         status_code=HTTP_201_CREATED,
     )
-    async def register_type(self, conn: Conn, principal: Who, data: JSONBody[EventTypeRegister]) -> EventTypeRegistered:
+    async def register_type(
+        self, conn: Conn, principal: Who, data: JSONBody[EventTypeRegister]
+    ) -> EventTypeRegistered:
         before = await self.repo.get_type(conn, data.name)
         problem = compile_error(data.schema)
         if problem is not None:
@@ -120,7 +121,12 @@ class EventController(Controller):
                 "event_type",
                 data.name,
                 None if before is None else {"version": previous},
-                {"version": version, "schema": data.schema, "strict": data.strict, "description": data.description},
+                {
+                    "version": version,
+                    "schema": data.schema,
+                    "strict": data.strict,
+                    "description": data.description,
+                },
             )
         return EventTypeRegistered(name=data.name, version=version, created=before is None)
 
@@ -143,7 +149,9 @@ class EventController(Controller):
         if errors:
             raise Unprocessable(f"data does not match the schema of {data.type} {version}", errors=errors)
         try:
-            event_id = await self.repo.emit(conn, etype=data.type, data=data.data, key=data.key, deliver_at=data.deliver_at)
+            event_id = await self.repo.emit(
+                conn, etype=data.type, data=data.data, key=data.key, deliver_at=data.deliver_at
+            )
         except psycopg.Error as exc:
             raise _pg_problem(exc, "/data") from exc
         await record(
@@ -155,7 +163,9 @@ class EventController(Controller):
             None,
             {"type": data.type, "version": version, "key": data.key, "data": data.data},
         )
-        return TriggerResult(event_id=str(event_id), type=data.type, version=version, deliver_at=data.deliver_at)
+        return TriggerResult(
+            event_id=str(event_id), type=data.type, version=version, deliver_at=data.deliver_at
+        )
 
     @get("/history", operation_id="eventHistory", summary="Events emitted or captured, newest first")
     async def history(
@@ -180,12 +190,9 @@ class EventController(Controller):
             "since": since,
             "until": until,
         }
-        try:
-            items, nxt = await self.repo.history(
-                conn, tenant=principal.tenant_filter(), filters=filters, sort=sort, cursor=cursor, limit=limit
-            )
-        except listing.CursorError as exc:
-            raise BadRequest(str(exc)) from exc
+        items, nxt = await self.repo.history(
+            conn, tenant=principal.tenant_filter(), filters=filters, sort=sort, cursor=cursor, limit=limit
+        )
         return HistoryPage(items=items, next_cursor=nxt)
 
     @get("/stats", operation_id="eventStats", summary="Event volume per type per hour or day")
@@ -206,7 +213,12 @@ class EventController(Controller):
         if end - start > limit:
             raise BadRequest(f"at most {limit.days} days per request with interval={interval}")
         buckets = await self.repo.volume(
-            conn, tenant=principal.tenant_filter(), bucket=interval, since=start, until=end, event_type=event_type
+            conn,
+            tenant=principal.tenant_filter(),
+            bucket=interval,
+            since=start,
+            until=end,
+            event_type=event_type,
         )
         totals: dict[str, int] = {}
         for b in buckets:

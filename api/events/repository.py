@@ -12,12 +12,12 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from api import listing
 from api.events.schemas import EventCounters, EventType, HistoryEvent, SchemaVersion, VolumeBucket
-from api.rows import fetch_all, fetch_one, fetch_value
+from api.rows import fetch_all, fetch_one, fetch_page, fetch_value
 from whk.sqlfiles import load_queries
 
 __all__ = ["HISTORY_FILTERS", "HISTORY_SORTS", "TYPE_FILTERS", "TYPE_SORTS", "EventRepository"]
@@ -66,14 +66,20 @@ class EventRepository:
         self._q = load_queries(__package__ or "api.events", "queries.sql")
 
     async def list_types(
-        self, conn: AsyncConnection[Any], *, filters: Mapping[str, Any], sort: str, cursor: str | None, limit: int
+        self,
+        conn: AsyncConnection[Any],
+        *,
+        filters: Mapping[str, Any],
+        sort: str,
+        cursor: str | None,
+        limit: int,
     ) -> tuple[list[EventType], str | None]:
         plan = listing.build_list_query(
             filters=TYPE_FILTERS, values=filters, sorts=TYPE_SORTS, sort=sort, cursor=cursor
         )
-        query = sql.SQL(self._q["list_types"]).format(where=plan.where, order=plan.order)
-        rows = await fetch_all(conn, query, {**plan.params, "limit": limit + 1}, EventType)
-        return rows[:limit], listing.next_cursor(rows, limit, sort, TYPE_SORTS)
+        return await fetch_page(
+            conn, self._q["list_types"], plan, EventType, limit=limit, sort=sort, sorts=TYPE_SORTS
+        )
 
     async def get_type(self, conn: AsyncConnection[Any], name: str) -> EventType | None:
         return await fetch_one(conn, self._q["get_type"], {"name": name}, EventType)
@@ -88,14 +94,20 @@ class EventRepository:
         row = await fetch_one(conn, self._q["type_schema"], {"name": name, "major": major}, _Schema)
         return None if row is None else (f"{row.major}.{row.minor}", row.schema)
 
-    async def counters(self, conn: AsyncConnection[Any], etype: EventType, tenant: int | None) -> EventCounters:
+    async def counters(
+        self, conn: AsyncConnection[Any], etype: EventType, tenant: int | None
+    ) -> EventCounters:
         admin = None
         if tenant is None:
-            admin = await fetch_one(conn, self._q["type_counters_admin"], {"name": etype.name}, _AdminCounters)
+            admin = await fetch_one(
+                conn, self._q["type_counters_admin"], {"name": etype.name}, _AdminCounters
+            )
         by_status = await fetch_all(
             conn, self._q["type_delivery_counters"], {"name": etype.name, "tenant": tenant}, _StatusCount
         )
-        subscribers = await fetch_value(conn, self._q["type_subscribers"], {"name": etype.name, "tenant": tenant})
+        subscribers = await fetch_value(
+            conn, self._q["type_subscribers"], {"name": etype.name, "tenant": tenant}
+        )
         return EventCounters(
             fire_count=etype.fire_count,
             last_fired_at=etype.last_fired_at,
@@ -141,11 +153,19 @@ class EventRepository:
             )
 
     async def emit(
-        self, conn: AsyncConnection[Any], *, etype: str, data: dict[str, Any], key: str | None, deliver_at: datetime | None
+        self,
+        conn: AsyncConnection[Any],
+        *,
+        etype: str,
+        data: dict[str, Any],
+        key: str | None,
+        deliver_at: datetime | None,
     ) -> UUID:
         async with conn.transaction():
             value = await fetch_value(
-                conn, self._q["emit"], {"type": etype, "data": Jsonb(data), "key": key, "deliver_at": deliver_at}
+                conn,
+                self._q["emit"],
+                {"type": etype, "data": Jsonb(data), "key": key, "deliver_at": deliver_at},
             )
         return value if isinstance(value, UUID) else UUID(str(value))
 
@@ -163,9 +183,16 @@ class EventRepository:
             filters=HISTORY_FILTERS, values=filters, sorts=HISTORY_SORTS, sort=sort, cursor=cursor
         )
         name = "history_admin" if tenant is None else "history_tenant"
-        query = sql.SQL(self._q[name]).format(where=plan.where, order=plan.order)
-        rows = await fetch_all(conn, query, {**plan.params, "limit": limit + 1, "tenant": tenant}, HistoryEvent)
-        return rows[:limit], listing.next_cursor(rows, limit, sort, HISTORY_SORTS)
+        return await fetch_page(
+            conn,
+            self._q[name],
+            plan,
+            HistoryEvent,
+            limit=limit,
+            sort=sort,
+            sorts=HISTORY_SORTS,
+            params={"tenant": tenant},
+        )
 
     async def volume(
         self,

@@ -22,7 +22,12 @@ def schema_errors(schema: dict[str, Any], instance: Any, *, prefix: str = "/data
     try:
         validator = jsonschema_rs.validator_for(schema)
     except (jsonschema_rs.ValidationError, ValueError) as exc:
-        return [{"pointer": "/schema", "message": f"the stored schema does not compile: {str(exc).splitlines()[0]}"}]
+        return [
+            {
+                "pointer": "/schema",
+                "message": f"the stored schema does not compile: {str(exc).splitlines()[0]}",
+            }
+        ]
     return [
         {"pointer": pointer(list(err.instance_path), prefix), "message": err.message}
         for err in validator.iter_errors(instance)

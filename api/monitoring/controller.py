@@ -56,7 +56,7 @@ def breaches(value: float | None, operator: str, threshold: float) -> bool | Non
 class MonitoringController(Controller):
     path = "/api/whk/monitoring"
     tags = ["monitoring"]  # noqa: RUF012 - Litestar reads a class attribute
-    dependencies = settings_dependency()  # noqa: RUF012
+    dependencies = settings_dependency()
 
     def __init__(self, owner: Any) -> None:
         super().__init__(owner)
@@ -68,7 +68,9 @@ class MonitoringController(Controller):
         summary="Health: database, schema version, dispatcher heartbeats, oldest waiting work (no auth)",
         exclude_from_auth=True,
     )
-    async def health(self, state: State, settings: NamedDependency[SkipValidation[Settings]]) -> Response[Health]:
+    async def health(
+        self, state: State, settings: NamedDependency[SkipValidation[Settings]]
+    ) -> Response[Health]:
         expected = code_version()
         started = time.perf_counter()
         try:
@@ -101,7 +103,10 @@ class MonitoringController(Controller):
             problems.append(f"database schema is at version {row.schema_version}, this API needs {expected}")
         if alive == 0:
             problems.append("no dispatcher has sent a heartbeat within the lease")
-        for label, age in (("unrouted event", row.oldest_unrouted_age_s), ("due delivery", row.oldest_due_delivery_age_s)):
+        for label, age in (
+            ("unrouted event", row.oldest_unrouted_age_s),
+            ("due delivery", row.oldest_due_delivery_age_s),
+        ):
             if age is not None and age > warn:
                 problems.append(f"the oldest {label} has waited {age:.0f}s (> {warn:.0f}s)")
         status: Literal["ok", "degraded", "down"] = "ok"
@@ -124,13 +129,17 @@ class MonitoringController(Controller):
         )
         return Response(body, status_code=503 if status == "down" else 200)
 
-    @get("/dashboard", operation_id="dashboard", summary="Main dashboard: volumes, failures, breakers, alerts")
+    @get(
+        "/dashboard", operation_id="dashboard", summary="Main dashboard: volumes, failures, breakers, alerts"
+    )
     async def dashboard(self, conn: Conn, principal: Who) -> Dashboard:
         tenant = principal.tenant_filter()
         attempts = await self.repo.attempts(conn, tenant, 3600)
         ok = sum(a.n for a in attempts if a.status == "delivered")
         total = sum(a.n for a in attempts)
-        alerts = await self.repo.alerts(conn, tenant=tenant, state="firing", enabled=None, after_id=None, limit=1000)
+        alerts = await self.repo.alerts(
+            conn, tenant=tenant, state="firing", enabled=None, after_id=None, limit=1000
+        )
         admin = tenant is None
         dispatchers = await self.repo.dispatchers(conn) if admin else []
         return Dashboard(
@@ -178,7 +187,9 @@ class MonitoringController(Controller):
             data["outbox_pending"] = await self.repo.outbox_pending(conn)
             data["oldest_unrouted_age_s"] = row.oldest_unrouted_age_s
             data["oldest_due_delivery_age_s"] = row.oldest_due_delivery_age_s
-            data["dispatchers_alive"] = sum(1 for d in dispatchers if d.heartbeat_age_s <= lease and not d.stopping)
+            data["dispatchers_alive"] = sum(
+                1 for d in dispatchers if d.heartbeat_age_s <= lease and not d.stopping
+            )
             data["schema_version"] = row.schema_version
         if output == "json":
             return Response(data, media_type=MediaType.JSON)
@@ -196,7 +207,12 @@ class MonitoringController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
     ) -> AlertPage:
         rows = await self.repo.alerts(
-            conn, tenant=principal.tenant_filter(), state=alert_state, enabled=enabled, after_id=after_id, limit=limit + 1
+            conn,
+            tenant=principal.tenant_filter(),
+            state=alert_state,
+            enabled=enabled,
+            after_id=after_id,
+            limit=limit + 1,
         )
         more = len(rows) > limit
         rows = rows[:limit]
@@ -218,7 +234,9 @@ class MonitoringController(Controller):
         if tenant is not None and data.consumer_id not in (None, tenant):
             raise Unprocessable(
                 "consumer_id must be your own",
-                errors=[{"pointer": "/consumer_id", "message": "consumer credentials create their own alerts"}],
+                errors=[
+                    {"pointer": "/consumer_id", "message": "consumer credentials create their own alerts"}
+                ],
             )
         errors: list[dict[str, str]] = []
         if data.condition.webhook_id is not None:
@@ -241,7 +259,12 @@ class MonitoringController(Controller):
             raise NotFound("alert vanished")
         await self._evaluate(conn, alert)
         await record(
-            conn, principal, "alert.create", "alert", alert_id, None,
+            conn,
+            principal,
+            "alert.create",
+            "alert",
+            alert_id,
+            None,
             {**msgspec.to_builtins(data), "consumer_id": consumer_id},
             consumer_id=consumer_id,
         )
@@ -277,9 +300,13 @@ def _prometheus(data: dict[str, Any]) -> bytes:
     g = Gauge("whk_breakers", "Webhook circuit breakers by state.", ["state"], registry=reg)
     for state, n in data["breakers"].items():
         g.labels(state=state).set(n)
-    count = Gauge("whk_attempts_5m", "Delivery attempts in the last 5 minutes by outcome.", ["outcome"], registry=reg)
+    count = Gauge(
+        "whk_attempts_5m", "Delivery attempts in the last 5 minutes by outcome.", ["outcome"], registry=reg
+    )
     lat = Gauge(
-        "whk_attempt_latency_5m_ms", "Attempt latency percentiles, last 5 minutes.", ["outcome", "quantile"],
+        "whk_attempt_latency_5m_ms",
+        "Attempt latency percentiles, last 5 minutes.",
+        ["outcome", "quantile"],
         registry=reg,
     )
     for a in data["attempts_5m"]:

@@ -50,8 +50,12 @@ class MonitoringRepository:
     async def outbox_pending(self, conn: AsyncConnection[Any]) -> int:
         return int(await fetch_value(conn, self._q["outbox_pending"], {}))
 
-    async def attempts(self, conn: AsyncConnection[Any], tenant: int | None, window_s: int) -> list[AttemptWindow]:
-        return await fetch_all(conn, self._q["recent_attempts"], {"tenant": tenant, "window_s": window_s}, AttemptWindow)
+    async def attempts(
+        self, conn: AsyncConnection[Any], tenant: int | None, window_s: int
+    ) -> list[AttemptWindow]:
+        return await fetch_all(
+            conn, self._q["recent_attempts"], {"tenant": tenant, "window_s": window_s}, AttemptWindow
+        )
 
     async def top_failing(self, conn: AsyncConnection[Any], tenant: int | None) -> list[FailingWebhook]:
         return await fetch_all(conn, self._q["top_failing"], {"tenant": tenant}, FailingWebhook)
@@ -75,7 +79,9 @@ class MonitoringRepository:
     async def get_alert(self, conn: AsyncConnection[Any], alert_id: int) -> Alert | None:
         return await fetch_one(conn, self._q["get_alert"], {"id": alert_id}, Alert)
 
-    async def create_alert(self, conn: AsyncConnection[Any], consumer_id: int | None, data: AlertCreate) -> int:
+    async def create_alert(
+        self, conn: AsyncConnection[Any], consumer_id: int | None, data: AlertCreate
+    ) -> int:
         params = {
             "consumer_id": consumer_id,
             "name": data.name,
@@ -90,7 +96,9 @@ class MonitoringRepository:
         params = {k: Jsonb(v) if isinstance(v, dict | list) else v for k, v in params.items()}
         return int(await fetch_value(conn, self._q["insert_alert"], params))
 
-    async def metric_value(self, conn: AsyncConnection[Any], consumer_id: int | None, cond: AlertCondition) -> float | None:
+    async def metric_value(
+        self, conn: AsyncConnection[Any], consumer_id: int | None, cond: AlertCondition
+    ) -> float | None:
         value = await fetch_value(
             conn,
             self._q["alert_metric"],

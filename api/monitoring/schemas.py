@@ -8,7 +8,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-Metric = Literal["failure_rate", "dead_letters", "retry_rate", "latency_p95_ms", "pending_age_s", "consecutive_failures"]
+Metric = Literal[
+    "failure_rate", "dead_letters", "retry_rate", "latency_p95_ms", "pending_age_s", "consecutive_failures"
+]
 
 
 class DispatcherInfo(msgspec.Struct, kw_only=True):

@@ -75,7 +75,10 @@ class SecurityController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 200,
     ) -> SigningKeyList:
         tenant = principal.tenant_filter()
-        if webhook_id is not None and await self.webhooks.get(conn, tenant=tenant, webhook_id=webhook_id) is None:
+        if (
+            webhook_id is not None
+            and await self.webhooks.get(conn, tenant=tenant, webhook_id=webhook_id) is None
+        ):
             raise NotFound(f"webhook {webhook_id} not found")
         items = await self.repo.keys(
             conn, tenant=tenant, webhook_id=webhook_id, include_expired=include_expired, limit=limit
@@ -95,7 +98,9 @@ class SecurityController(Controller):
         secretbox: NamedDependency[SecretBox],
         data: JSONBody[RotateRequest],
     ) -> RotateResult:
-        hook = await self.webhooks.get(conn, tenant=principal.tenant_filter(), webhook_id=data.webhook_id, lock=True)
+        hook = await self.webhooks.get(
+            conn, tenant=principal.tenant_filter(), webhook_id=data.webhook_id, lock=True
+        )
         if hook is None:
             raise NotFound(f"webhook {data.webhook_id} not found")
         grace_h = data.grace_hours
@@ -127,7 +132,11 @@ class SecurityController(Controller):
             },
         )
         return RotateResult(
-            webhook_id=hook.id, key_id=key_id, signing_secret=secret, grace_until=grace_until, valid_keys=valid
+            webhook_id=hook.id,
+            key_id=key_id,
+            signing_secret=secret,
+            grace_until=grace_until,
+            valid_keys=valid,
         )
 
     @get("/audit", operation_id="listAudit", summary="Audit trail (newest first, filters)")
@@ -201,7 +210,9 @@ class SecurityController(Controller):
             elif event_type is not None and envelope_type != event_type:
                 errors.append({"pointer": f"{data_prefix}/type", "message": f"expected {event_type!r}"})
             if not isinstance(payload.get("timestamp"), str):
-                errors.append({"pointer": f"{data_prefix}/timestamp", "message": "expected an ISO 8601 string"})
+                errors.append(
+                    {"pointer": f"{data_prefix}/timestamp", "message": "expected an ISO 8601 string"}
+                )
             data_value = payload["data"]
             data_prefix += "/data"
         schema_version: str | None = None
@@ -211,7 +222,10 @@ class SecurityController(Controller):
             found = await self.events.schema(conn, event_type, data.version)
             if found is None:
                 errors.append(
-                    {"pointer": "/event_type", "message": f"no schema for {event_type} (version {data.version})"}
+                    {
+                        "pointer": "/event_type",
+                        "message": f"no schema for {event_type} (version {data.version})",
+                    }
                 )
             else:
                 schema_version, schema = found
@@ -219,7 +233,9 @@ class SecurityController(Controller):
 
         signature_valid: bool | None = None
         if data.headers is not None:
-            signature_valid = await self._check_signature(conn, principal, secretbox, data, raw, payload, errors)
+            signature_valid = await self._check_signature(
+                conn, principal, secretbox, data, raw, payload, errors
+            )
         return ValidateResult(
             valid=not errors,
             event_type=event_type,
@@ -259,7 +275,9 @@ class SecurityController(Controller):
                     continue
                 secrets.append(decode_secret(plain.decode()))
         else:
-            errors.append({"pointer": "/secret", "message": "give secret or webhook_id to check the signature"})
+            errors.append(
+                {"pointer": "/secret", "message": "give secret or webhook_id to check the signature"}
+            )
             return False
         if raw is None:
             # Without the raw body the signature can only be checked against msgspec's compact encoding.

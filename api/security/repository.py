@@ -27,7 +27,12 @@ class SecurityRepository:
         include_expired: bool,
         limit: int,
     ) -> list[SigningKeyInfo]:
-        params = {"tenant": tenant, "webhook_id": webhook_id, "include_expired": include_expired, "limit": limit}
+        params = {
+            "tenant": tenant,
+            "webhook_id": webhook_id,
+            "include_expired": include_expired,
+            "limit": limit,
+        }
         return await fetch_all(conn, self._q["list_keys"], params, SigningKeyInfo)
 
     async def setting(self, conn: AsyncConnection[Any], key: str, default: float) -> float:

@@ -20,11 +20,10 @@ from litestar.params import FromPath, JSONBody, QueryParameter, SkipValidation
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from psycopg import AsyncConnection
 
-from api import listing
 from api.audit import record
 from api.context import settings_dependency
 from api.deps import Principal
-from api.errors import BadRequest, NotFound, Unprocessable
+from api.errors import NotFound, Unprocessable
 from api.shapes import Cursor, Limit
 from api.webhooks.repository import WebhookRepository
 from api.webhooks.schemas import (
@@ -50,8 +49,17 @@ Who = NamedDependency[Principal]
 WebhookSort = Literal["id", "-id", "name", "-name", "created_at", "-created_at", "updated_at", "-updated_at"]
 # Headers WHK sets itself on every delivery; a webhook may not override them.
 RESERVED_HEADERS = frozenset(
-    {"webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "host",
-     "user-agent", "transfer-encoding", "connection"}
+    {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "content-type",
+        "content-length",
+        "host",
+        "user-agent",
+        "transfer-encoding",
+        "connection",
+    }
 )
 
 
@@ -78,7 +86,9 @@ async def check_webhook_fields(
     if url is not None:
         rule = check_url(url, settings.core.allow_private_cidrs)
         if rule is not None:
-            errors.append({"pointer": "/url", "message": f"URL refused by the SSRF policy: {rule}", "rule": rule})
+            errors.append(
+                {"pointer": "/url", "message": f"URL refused by the SSRF policy: {rule}", "rule": rule}
+            )
     for pointer, expr in (("/filter", filter_expr), ("/ordering_key_path", ordering_key_path)):
         if expr is None:
             continue
@@ -93,7 +103,9 @@ async def check_webhook_fields(
     if auth_type == "api_key" and not auth_header_name:
         errors.append({"pointer": "/auth_header_name", "message": "auth_type api_key needs auth_header_name"})
     if auth_type in ("api_key", "bearer", "basic") and has_credential is False:
-        errors.append({"pointer": "/auth_credential", "message": f"auth_type {auth_type} needs auth_credential"})
+        errors.append(
+            {"pointer": "/auth_credential", "message": f"auth_type {auth_type} needs auth_credential"}
+        )
     if auth_type == "none" and has_credential:
         errors.append({"pointer": "/auth_credential", "message": "auth_type none takes no credential"})
     if errors:
@@ -111,7 +123,7 @@ def _outbound_auth(auth_type: str, header_name: str | None, credential: str) -> 
 class WebhookController(Controller):
     path = "/api/whk/webhooks"
     tags = ["webhooks"]  # noqa: RUF012 - Litestar reads a class attribute
-    dependencies = settings_dependency()  # noqa: RUF012
+    dependencies = settings_dependency()
 
     def __init__(self, owner: Any) -> None:
         super().__init__(owner)
@@ -144,12 +156,9 @@ class WebhookController(Controller):
             "created_from": created_from,
             "created_to": created_to,
         }
-        try:
-            items, nxt = await self.repo.list(
-                conn, tenant=principal.tenant_filter(), filters=filters, sort=sort, cursor=cursor, limit=limit
-            )
-        except listing.CursorError as exc:
-            raise BadRequest(str(exc)) from exc
+        items, nxt = await self.repo.page(
+            conn, tenant=principal.tenant_filter(), filters=filters, sort=sort, cursor=cursor, limit=limit
+        )
         return WebhookPage(items=items, next_cursor=nxt)
 
     @get("/{webhook_id:int}", operation_id="getWebhook", summary="Read one webhook")
@@ -177,19 +186,26 @@ class WebhookController(Controller):
         if tenant is None:
             if data.consumer_id is None:
                 raise Unprocessable(
-                    "consumer_id is required", errors=[{"pointer": "/consumer_id", "message": "required for admins"}]
+                    "consumer_id is required",
+                    errors=[{"pointer": "/consumer_id", "message": "required for admins"}],
                 )
             consumer_id = data.consumer_id
         else:
             if data.consumer_id is not None and data.consumer_id != tenant:
                 raise Unprocessable(
                     "consumer_id must be your own",
-                    errors=[{"pointer": "/consumer_id", "message": "consumer credentials create their own webhooks"}],
+                    errors=[
+                        {
+                            "pointer": "/consumer_id",
+                            "message": "consumer credentials create their own webhooks",
+                        }
+                    ],
                 )
             consumer_id = tenant
         if not await self.repo.consumer_exists(conn, consumer_id):
             raise Unprocessable(
-                "unknown consumer", errors=[{"pointer": "/consumer_id", "message": f"consumer {consumer_id} not found"}]
+                "unknown consumer",
+                errors=[{"pointer": "/consumer_id", "message": f"consumer {consumer_id} not found"}],
             )
         await check_webhook_fields(
             conn,
@@ -203,11 +219,19 @@ class WebhookController(Controller):
             auth_header_name=data.auth_header_name,
             has_credential=data.auth_credential is not None,
         )
-        webhook_id, key_id, secret = await self.repo.create(conn, secretbox, consumer_id=consumer_id, data=data)
+        webhook_id, key_id, secret = await self.repo.create(
+            conn, secretbox, consumer_id=consumer_id, data=data
+        )
         hook = await self.repo.get(conn, tenant=None, webhook_id=webhook_id)
         assert hook is not None
         await record(
-            conn, principal, "webhook.create", "webhook", webhook_id, None, {**_audit_view(hook), "key_id": key_id}
+            conn,
+            principal,
+            "webhook.create",
+            "webhook",
+            webhook_id,
+            None,
+            {**_audit_view(hook), "key_id": key_id},
         )
         return WebhookCreated(webhook=hook, signing_secret=secret, key_id=key_id)
 
@@ -251,7 +275,9 @@ class WebhookController(Controller):
             await self.repo.set_status(conn, webhook_id, str(data.status))
         after = await self.repo.get(conn, tenant=None, webhook_id=webhook_id)
         assert after is not None
-        await record(conn, principal, "webhook.update", "webhook", webhook_id, _audit_view(before), _audit_view(after))
+        await record(
+            conn, principal, "webhook.update", "webhook", webhook_id, _audit_view(before), _audit_view(after)
+        )
         return after
 
     @delete(
@@ -266,7 +292,12 @@ class WebhookController(Controller):
             raise NotFound(f"webhook {webhook_id} not found")
         cancelled = await self.repo.delete(conn, webhook_id)
         await record(
-            conn, principal, "webhook.delete", "webhook", webhook_id, _audit_view(before),
+            conn,
+            principal,
+            "webhook.delete",
+            "webhook",
+            webhook_id,
+            _audit_view(before),
             {"deleted": True, "cancelled_deliveries": cancelled, "consumer_id": before.consumer_id},
         )
 
@@ -342,9 +373,19 @@ class WebhookController(Controller):
             signed_with=[k.key_id for k in keys],
         )
         await record(
-            conn, principal, "webhook.test", "webhook", webhook_id, None,
-            {"consumer_id": hook.consumer_id, "event_type": data.event_type, "status": result.status,
-             "error_class": result.error_class, "duration_ms": outcome.duration_ms},
+            conn,
+            principal,
+            "webhook.test",
+            "webhook",
+            webhook_id,
+            None,
+            {
+                "consumer_id": hook.consumer_id,
+                "event_type": data.event_type,
+                "status": result.status,
+                "error_class": result.error_class,
+                "duration_ms": outcome.duration_ms,
+            },
         )
         return outcome
 
@@ -375,8 +416,5 @@ class WebhookController(Controller):
             "started_from": started_from,
             "started_to": started_to,
         }
-        try:
-            items, nxt = await self.repo.attempts(conn, filters=filters, cursor=cursor, limit=limit)
-        except listing.CursorError as exc:
-            raise BadRequest(str(exc)) from exc
+        items, nxt = await self.repo.attempts(conn, filters=filters, cursor=cursor, limit=limit)
         return AttemptPage(items=items, next_cursor=nxt)

@@ -17,7 +17,7 @@ from psycopg import AsyncConnection, sql
 
 from api import listing
 from api.crypto import next_id
-from api.rows import execute, fetch_all, fetch_one, fetch_value, jsonb_params
+from api.rows import execute, fetch_all, fetch_one, fetch_page, fetch_value, jsonb_params
 from api.webhooks.schemas import Attempt, Webhook, WebhookCreate, WebhookUpdate
 from whk.secretbox import SecretBox, row_aad
 from whk.signing import generate_secret
@@ -117,7 +117,7 @@ class WebhookRepository:
         self._cols = cols
 
     # ----- reads
-    async def list(
+    async def page(
         self,
         conn: AsyncConnection[Any],
         *,
@@ -135,9 +135,9 @@ class WebhookRepository:
             cursor=cursor,
             fixed=[("w.consumer_id", tenant)] if tenant is not None else (),
         )
-        query = sql.SQL(self._list).format(columns=self._cols, where=plan.where, order=plan.order)
-        rows = await fetch_all(conn, query, {**plan.params, "limit": limit + 1}, Webhook)
-        return rows[:limit], listing.next_cursor(rows, limit, sort, WEBHOOK_SORTS)
+        return await fetch_page(
+            conn, self._list, plan, Webhook, limit=limit, sort=sort, sorts=WEBHOOK_SORTS, columns=self._cols
+        )
 
     async def get(
         self, conn: AsyncConnection[Any], *, tenant: int | None, webhook_id: int, lock: bool = False
@@ -219,7 +219,9 @@ class WebhookRepository:
         if status == "active":
             return int(await fetch_value(conn, self._q["resume_webhook"], {"id": webhook_id}) or 0)
         if status == "disabled":
-            await fetch_value(conn, self._q["disable_webhook"], {"id": webhook_id, "reason": "disabled via API"})
+            await fetch_value(
+                conn, self._q["disable_webhook"], {"id": webhook_id, "reason": "disabled via API"}
+            )
             return 0
         await execute(conn, self._q["pause_webhook"], {"id": webhook_id})
         return 0
@@ -239,7 +241,9 @@ class WebhookRepository:
         row_id = await next_id(conn, "webhook_secrets")
         enc = box.encrypt(secret.encode(), row_id=row_aad("webhook_secrets", row_id))
         await execute(
-            conn, self._q["insert_secret"], {"id": row_id, "webhook_id": webhook_id, "key_id": key_id, "enc": enc}
+            conn,
+            self._q["insert_secret"],
+            {"id": row_id, "webhook_id": webhook_id, "key_id": key_id, "enc": enc},
         )
         return key_id, secret
 
@@ -261,7 +265,6 @@ class WebhookRepository:
         plan = listing.build_list_query(
             filters=ATTEMPT_FILTERS, values=filters, sorts=ATTEMPT_SORTS, sort="-id", cursor=cursor
         )
-        query = sql.SQL(self._q["list_attempts"]).format(where=plan.where, order=plan.order)
-        rows = await fetch_all(conn, query, {**plan.params, "limit": limit + 1}, Attempt)
-        return rows[:limit], listing.next_cursor(rows, limit, "-id", ATTEMPT_SORTS)
-
+        return await fetch_page(
+            conn, self._q["list_attempts"], plan, Attempt, limit=limit, sort="-id", sorts=ATTEMPT_SORTS
+        )

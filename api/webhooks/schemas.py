@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from uuid import UUID
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
@@ -56,7 +56,9 @@ class WebhookCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     http_method: Method = "POST"
     filter: JsonPath | None = None
     payload_version: Annotated[int, Meta(ge=1)] | None = None
-    headers: Annotated[dict[HeaderName, HeaderValue], Meta(max_length=50)] = msgspec.field(default_factory=dict)
+    headers: Annotated[dict[HeaderName, HeaderValue], Meta(max_length=50)] = msgspec.field(
+        default_factory=dict
+    )
     auth_type: AuthType = "none"
     auth_header_name: HeaderName | None = None
     auth_credential: Annotated[str, Meta(min_length=1, max_length=4096)] | None = None
@@ -87,28 +89,28 @@ class WebhookUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: Name | UnsetType = UNSET
     url: Url | UnsetType = UNSET
     event_types: Annotated[list[EventPattern], Meta(min_length=1, max_length=100)] | UnsetType = UNSET
-    description: Annotated[str, Meta(max_length=2000)] | None | UnsetType = UNSET
+    description: Annotated[str, Meta(max_length=2000)] | UnsetType | None = UNSET
     http_method: Method | UnsetType = UNSET
-    filter: JsonPath | None | UnsetType = UNSET
-    payload_version: Annotated[int, Meta(ge=1)] | None | UnsetType = UNSET
+    filter: JsonPath | UnsetType | None = UNSET
+    payload_version: Annotated[int, Meta(ge=1)] | UnsetType | None = UNSET
     headers: Annotated[dict[HeaderName, HeaderValue], Meta(max_length=50)] | UnsetType = UNSET
     auth_type: AuthType | UnsetType = UNSET
-    auth_header_name: HeaderName | None | UnsetType = UNSET
-    auth_credential: Annotated[str, Meta(min_length=1, max_length=4096)] | None | UnsetType = UNSET
+    auth_header_name: HeaderName | UnsetType | None = UNSET
+    auth_credential: Annotated[str, Meta(min_length=1, max_length=4096)] | UnsetType | None = UNSET
     status: Status | UnsetType = UNSET
     delivery_mode: Mode | UnsetType = UNSET
     batch_size: Annotated[int, Meta(ge=1, le=1000)] | UnsetType = UNSET
     batch_window_ms: Annotated[int, Meta(ge=0, le=3600000)] | UnsetType = UNSET
     delay_seconds: Annotated[int, Meta(ge=0, le=2592000)] | UnsetType = UNSET
-    ordering_key_path: JsonPath | None | UnsetType = UNSET
-    retry_policy: RetryPolicy | None | UnsetType = UNSET
+    ordering_key_path: JsonPath | UnsetType | None = UNSET
+    retry_policy: RetryPolicy | UnsetType | None = UNSET
     timeout_ms: Annotated[int, Meta(ge=100, le=120000)] | UnsetType = UNSET
-    rate_limit_per_second: Annotated[float, Meta(gt=0, le=100000)] | None | UnsetType = UNSET
-    rate_limit_burst: Annotated[int, Meta(ge=1, le=1000000)] | None | UnsetType = UNSET
+    rate_limit_per_second: Annotated[float, Meta(gt=0, le=100000)] | UnsetType | None = UNSET
+    rate_limit_burst: Annotated[int, Meta(ge=1, le=1000000)] | UnsetType | None = UNSET
     max_in_flight: Annotated[int, Meta(ge=1, le=1000)] | UnsetType = UNSET
     require_ack: bool | UnsetType = UNSET
     ack_timeout_seconds: Annotated[int, Meta(ge=1, le=2592000)] | UnsetType = UNSET
-    breaker_config: BreakerConfig | None | UnsetType = UNSET
+    breaker_config: BreakerConfig | UnsetType | None = UNSET
     metadata: dict[str, Any] | UnsetType = UNSET
 
 

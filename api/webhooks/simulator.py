@@ -39,16 +39,20 @@ class SimulatorResult:
     error_detail: str | None
 
 
-def _blocked(rule: str, started: float) -> SimulatorResult:
+def _failure(error_class: str, detail: str, started: float) -> SimulatorResult:
     return SimulatorResult(
         status=None,
         duration_ms=(time.perf_counter() - started) * 1000,
         headers={},
         excerpt=b"",
         truncated=False,
-        error_class="ssrf_blocked",
-        error_detail=f"blocked by the SSRF policy: {rule}",
+        error_class=error_class,
+        error_detail=detail[:500],
     )
+
+
+def _blocked(rule: str, started: float) -> SimulatorResult:
+    return _failure("ssrf_blocked", f"blocked by the SSRF policy: {rule}", started)
 
 
 async def _resolve(host: str, port: int) -> list[IpAddress]:
@@ -139,7 +143,7 @@ async def send_once(
                 return SimulatorResult(
                     status=response.status_code,
                     duration_ms=(time.perf_counter() - started) * 1000,
-                    headers={k: v for k, v in response.headers.items()},
+                    headers=dict(response.headers.items()),
                     excerpt=data[:EXCERPT_BYTES],
                     truncated=truncated or len(data) > EXCERPT_BYTES,
                     error_class=None,
@@ -147,12 +151,4 @@ async def send_once(
                 )
     except (OSError, httpx.HTTPError, TimeoutError, ssl.SSLError) as exc:
         error_class, detail = _classify(exc)
-        return SimulatorResult(
-            status=None,
-            duration_ms=(time.perf_counter() - started) * 1000,
-            headers={},
-            excerpt=b"",
-            truncated=False,
-            error_class=error_class,
-            error_detail=detail[:500],
-        )
+        return _failure(error_class, detail, started)

@@ -17,7 +17,7 @@ BEGIN
         JOIN whk.whk_01_webhooks w ON w.id = r.webhook_id
         WHERE w.status = 'active' AND r.failing_since < clock_timestamp() - make_interval(secs => v_window)
     LOOP
-        IF whk.disable_webhook(v_id, format('failing without a success for %s seconds', v_window)) THEN
+        IF whk.disable_webhook(v_id, format('failing without a success for %s seconds', v_window), 'whk-dispatcher') THEN
             v_count := v_count + 1;
         END IF;
     END LOOP;

@@ -38,7 +38,7 @@ DECLARE
     v_burst      double precision;
     v_tokens     double precision;
     v_ctokens    double precision;
-    v_claimed    integer;
+    v_ids        bigint[];
     v_requests   integer;
     v_batch      uuid;
     v_due        integer;
@@ -120,6 +120,8 @@ BEGIN
             CONTINUE WHEN v_req <= 0;
         END IF;
 
+        -- Pick the rows (mode by mode), then claim them with one statement shared by every mode.
+        v_batch := NULL;
         IF w.delivery_mode = 'batch' THEN
             SELECT count(*), min(s.next_attempt_at) INTO v_due, v_oldest
             FROM (SELECT d.next_attempt_at FROM whk.whk_03_entregas d
@@ -129,78 +131,47 @@ BEGIN
             CONTINUE WHEN v_due < w.batch_size
                       AND v_oldest > v_now - make_interval(secs => w.batch_window_ms / 1000.0);
             v_batch := gen_random_uuid();
-            RETURN QUERY
-            WITH picked AS (
+            SELECT array_agg(p.id) INTO v_ids FROM (
                 SELECT d.id FROM whk.whk_03_entregas d
                 WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= v_now
                 ORDER BY d.next_attempt_at, d.id
                 LIMIT w.batch_size
-                FOR UPDATE SKIP LOCKED
-            ), claimed AS (
-                UPDATE whk.whk_03_entregas d
-                SET status = 'in_flight', lease_until = v_lease, claimed_by = p_dispatcher, batch_id = v_batch,
-                    updated_at = v_now
-                FROM picked p WHERE d.id = p.id
-                RETURNING d.*
-            )
-            SELECT k.id, k.webhook_id, k.event_id, k.event_type, k.attempts, k.schedule_offset, k.batch_id,
-                   k.commit_seq, k.ordering_key, o.payload::text
-            FROM claimed k
-            JOIN whk.outbox o ON o.id = k.outbox_id AND o.created_at = k.event_created_at;
-            GET DIAGNOSTICS v_claimed = ROW_COUNT;
-            v_requests := CASE WHEN v_claimed > 0 THEN 1 ELSE 0 END;
+                FOR UPDATE SKIP LOCKED) p;
         ELSIF w.delivery_mode = 'ordered' THEN
-            RETURN QUERY
-            WITH heads AS (
-                SELECT DISTINCT ON (d.ordering_key) d.id, d.status, d.next_attempt_at
-                FROM whk.whk_03_entregas d
-                WHERE d.webhook_id = w.id AND d.status IN ('pending', 'in_flight', 'awaiting_ack')
-                  AND d.ordering_key IS NOT NULL
-                ORDER BY d.ordering_key, d.commit_seq, d.id
-            ), picked AS (
+            SELECT array_agg(p.id) INTO v_ids FROM (
                 SELECT d.id FROM whk.whk_03_entregas d
-                JOIN heads h ON h.id = d.id
-                WHERE h.status = 'pending' AND h.next_attempt_at <= v_now
-                  AND d.status = 'pending'
+                JOIN (SELECT DISTINCT ON (x.ordering_key) x.id, x.status, x.next_attempt_at
+                      FROM whk.whk_03_entregas x
+                      WHERE x.webhook_id = w.id AND x.status IN ('pending', 'in_flight', 'awaiting_ack')
+                        AND x.ordering_key IS NOT NULL
+                      ORDER BY x.ordering_key, x.commit_seq, x.id) h ON h.id = d.id
+                WHERE h.status = 'pending' AND h.next_attempt_at <= v_now AND d.status = 'pending'
                 ORDER BY h.next_attempt_at, d.id
                 LIMIT v_req
-                FOR UPDATE OF d SKIP LOCKED
-            ), claimed AS (
-                UPDATE whk.whk_03_entregas d
-                SET status = 'in_flight', lease_until = v_lease, claimed_by = p_dispatcher, batch_id = NULL,
-                    updated_at = v_now
-                FROM picked p WHERE d.id = p.id
-                RETURNING d.*
-            )
-            SELECT k.id, k.webhook_id, k.event_id, k.event_type, k.attempts, k.schedule_offset, k.batch_id,
-                   k.commit_seq, k.ordering_key, o.payload::text
-            FROM claimed k
-            JOIN whk.outbox o ON o.id = k.outbox_id AND o.created_at = k.event_created_at;
-            GET DIAGNOSTICS v_claimed = ROW_COUNT;
-            v_requests := v_claimed;
+                FOR UPDATE OF d SKIP LOCKED) p;
         ELSE
-            RETURN QUERY
-            WITH picked AS (
+            SELECT array_agg(p.id) INTO v_ids FROM (
                 SELECT d.id FROM whk.whk_03_entregas d
                 WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= v_now
                 ORDER BY d.next_attempt_at, d.id
                 LIMIT v_req
-                FOR UPDATE SKIP LOCKED
-            ), claimed AS (
-                UPDATE whk.whk_03_entregas d
-                SET status = 'in_flight', lease_until = v_lease, claimed_by = p_dispatcher, batch_id = NULL,
-                    updated_at = v_now
-                FROM picked p WHERE d.id = p.id
-                RETURNING d.*
-            )
-            SELECT k.id, k.webhook_id, k.event_id, k.event_type, k.attempts, k.schedule_offset, k.batch_id,
-                   k.commit_seq, k.ordering_key, o.payload::text
-            FROM claimed k
-            JOIN whk.outbox o ON o.id = k.outbox_id AND o.created_at = k.event_created_at;
-            GET DIAGNOSTICS v_claimed = ROW_COUNT;
-            v_requests := v_claimed;
+                FOR UPDATE SKIP LOCKED) p;
         END IF;
+        CONTINUE WHEN v_ids IS NULL;
 
+        RETURN QUERY
+        WITH claimed AS (
+            UPDATE whk.whk_03_entregas d
+            SET status = 'in_flight', lease_until = v_lease, claimed_by = p_dispatcher, batch_id = v_batch,
+                updated_at = v_now
+            WHERE d.id = ANY (v_ids)
+            RETURNING d.*
+        )
+        SELECT k.id, k.webhook_id, k.event_id, k.event_type, k.attempts, k.schedule_offset, k.batch_id,
+               k.commit_seq, k.ordering_key, o.payload::text
+        FROM claimed k
+        JOIN whk.outbox o ON o.id = k.outbox_id AND o.created_at = k.event_created_at;
+        v_requests := CASE WHEN v_batch IS NOT NULL THEN 1 ELSE cardinality(v_ids) END;
         CONTINUE WHEN v_requests = 0;
         v_left := v_left - v_requests;
 

@@ -21,7 +21,12 @@ DECLARE
     v_breaker jsonb := coalesce(whk.delivery_config('delivery.breaker'), '{}'::jsonb);
     v_applied integer;
     v_gone    bigint;
+    v_ids     bigint[];
 BEGIN
+    -- The ids as an array first: `id = ANY(array)` walks the primary key whatever the planner thinks
+    -- of jsonb_to_recordset's row count (a nested loop over every in-flight row took seconds).
+    SELECT array_agg((e ->> 'id')::bigint) INTO v_ids FROM jsonb_array_elements(p_items) e;
+
     -- One statement: every data-modifying CTE sees the same items and runs exactly once.
     WITH items AS (
         SELECT * FROM jsonb_to_recordset(p_items) AS x(
@@ -49,7 +54,7 @@ BEGIN
             dead_reason = CASE WHEN i.state = 'dead' THEN i.dead_reason END,
             updated_at = v_now
         FROM items i
-        WHERE d.id = i.id AND d.status = 'in_flight' AND d.claimed_by = p_dispatcher
+        WHERE d.id = ANY (v_ids) AND d.id = i.id AND d.status = 'in_flight' AND d.claimed_by = p_dispatcher
         RETURNING d.id
     ), logged AS (
         INSERT INTO whk.whk_03_entregas_tentativas (
@@ -135,7 +140,7 @@ BEGIN
         FROM jsonb_array_elements(p_items) e
         WHERE (e ->> 'gone')::boolean
     LOOP
-        PERFORM whk.disable_webhook(v_gone, 'endpoint answered 410 Gone');
+        PERFORM whk.disable_webhook(v_gone, 'endpoint answered 410 Gone', 'whk-dispatcher');
     END LOOP;
 
     RETURN v_applied;

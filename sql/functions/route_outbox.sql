@@ -9,8 +9,9 @@
 --
 -- Filters are SQL/JSON path predicates stored as the jsonpath type (validated by PostgreSQL on write);
 -- `@@` yields NULL rather than an error on structural mismatches, which counts as "no match".
--- Non-strict schema validation (valid / validation_error) is filled by whk.validate_event_payload when the
--- capture side provides it; invalid events are still delivered (strict types are refused at emit time).
+-- Non-strict schema validation: events of registered, non-strict types are checked here with
+-- whk.validate_payload (capture) and flagged (outbox.valid / validation_error) but still delivered;
+-- strict types were validated when emitted (valid = true already); unregistered types stay NULL.
 CREATE OR REPLACE FUNCTION whk.route_outbox(p_limit integer)
 RETURNS integer
 LANGUAGE plpgsql
@@ -34,10 +35,20 @@ BEGIN
         -- nextval in id order: within one visibility batch id order is the best commit-order proxy.
         SELECT s.id, s.created_at, nextval('whk.outbox_commit_seq') AS seq
         FROM (SELECT id, created_at FROM picked ORDER BY id) s
+    ), checked AS (
+        SELECT o.id, o.created_at,
+               whk.validate_payload(o.event_type, o.event_version, o.payload) AS error
+        FROM picked p
+        JOIN whk.outbox o ON o.id = p.id AND o.created_at = p.created_at
+        JOIN whk.whk_02_eventos e ON e.name = o.event_type AND NOT e.strict
+        WHERE o.valid IS NULL
     ), routed AS (
         UPDATE whk.outbox o
-        SET status = 'routed', routed_at = clock_timestamp(), commit_seq = n.seq
+        SET status = 'routed', routed_at = clock_timestamp(), commit_seq = n.seq,
+            valid = CASE WHEN c.id IS NULL THEN o.valid ELSE c.error IS NULL END,
+            validation_error = CASE WHEN c.id IS NULL THEN o.validation_error ELSE c.error END
         FROM numbered n
+        LEFT JOIN checked c ON c.id = n.id AND c.created_at = n.created_at
         WHERE o.id = n.id AND o.created_at = n.created_at
         RETURNING o.id, o.created_at, o.event_id, o.event_type, o.event_version, o.event_key, o.payload,
                   o.deliver_at, o.commit_seq

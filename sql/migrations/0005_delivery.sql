@@ -97,7 +97,7 @@ BEGIN
         JOIN whk.whk_01_webhooks w ON w.id = r.webhook_id
         WHERE w.status = 'active' AND r.failing_since < clock_timestamp() - make_interval(secs => v_window)
     LOOP
-        IF whk.disable_webhook(v_id, format('failing without a success for %s seconds', v_window)) THEN
+        IF whk.disable_webhook(v_id, format('failing without a success for %s seconds', v_window), 'whk-dispatcher') THEN
             v_count := v_count + 1;
         END IF;
     END LOOP;
@@ -145,7 +145,7 @@ DECLARE
     v_burst      double precision;
     v_tokens     double precision;
     v_ctokens    double precision;
-    v_claimed    integer;
+    v_ids        bigint[];
     v_requests   integer;
     v_batch      uuid;
     v_due        integer;
@@ -227,6 +227,8 @@ BEGIN
             CONTINUE WHEN v_req <= 0;
         END IF;
 
+        -- Pick the rows (mode by mode), then claim them with one statement shared by every mode.
+        v_batch := NULL;
         IF w.delivery_mode = 'batch' THEN
             SELECT count(*), min(s.next_attempt_at) INTO v_due, v_oldest
             FROM (SELECT d.next_attempt_at FROM whk.whk_03_entregas d
@@ -236,78 +238,47 @@ BEGIN
             CONTINUE WHEN v_due < w.batch_size
                       AND v_oldest > v_now - make_interval(secs => w.batch_window_ms / 1000.0);
             v_batch := gen_random_uuid();
-            RETURN QUERY
-            WITH picked AS (
+            SELECT array_agg(p.id) INTO v_ids FROM (
                 SELECT d.id FROM whk.whk_03_entregas d
                 WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= v_now
                 ORDER BY d.next_attempt_at, d.id
                 LIMIT w.batch_size
-                FOR UPDATE SKIP LOCKED
-            ), claimed AS (
-                UPDATE whk.whk_03_entregas d
-                SET status = 'in_flight', lease_until = v_lease, claimed_by = p_dispatcher, batch_id = v_batch,
-                    updated_at = v_now
-                FROM picked p WHERE d.id = p.id
-                RETURNING d.*
-            )
-            SELECT k.id, k.webhook_id, k.event_id, k.event_type, k.attempts, k.schedule_offset, k.batch_id,
-                   k.commit_seq, k.ordering_key, o.payload::text
-            FROM claimed k
-            JOIN whk.outbox o ON o.id = k.outbox_id AND o.created_at = k.event_created_at;
-            GET DIAGNOSTICS v_claimed = ROW_COUNT;
-            v_requests := CASE WHEN v_claimed > 0 THEN 1 ELSE 0 END;
+                FOR UPDATE SKIP LOCKED) p;
         ELSIF w.delivery_mode = 'ordered' THEN
-            RETURN QUERY
-            WITH heads AS (
-                SELECT DISTINCT ON (d.ordering_key) d.id, d.status, d.next_attempt_at
-                FROM whk.whk_03_entregas d
-                WHERE d.webhook_id = w.id AND d.status IN ('pending', 'in_flight', 'awaiting_ack')
-                  AND d.ordering_key IS NOT NULL
-                ORDER BY d.ordering_key, d.commit_seq, d.id
-            ), picked AS (
+            SELECT array_agg(p.id) INTO v_ids FROM (
                 SELECT d.id FROM whk.whk_03_entregas d
-                JOIN heads h ON h.id = d.id
-                WHERE h.status = 'pending' AND h.next_attempt_at <= v_now
-                  AND d.status = 'pending'
+                JOIN (SELECT DISTINCT ON (x.ordering_key) x.id, x.status, x.next_attempt_at
+                      FROM whk.whk_03_entregas x
+                      WHERE x.webhook_id = w.id AND x.status IN ('pending', 'in_flight', 'awaiting_ack')
+                        AND x.ordering_key IS NOT NULL
+                      ORDER BY x.ordering_key, x.commit_seq, x.id) h ON h.id = d.id
+                WHERE h.status = 'pending' AND h.next_attempt_at <= v_now AND d.status = 'pending'
                 ORDER BY h.next_attempt_at, d.id
                 LIMIT v_req
-                FOR UPDATE OF d SKIP LOCKED
-            ), claimed AS (
-                UPDATE whk.whk_03_entregas d
-                SET status = 'in_flight', lease_until = v_lease, claimed_by = p_dispatcher, batch_id = NULL,
-                    updated_at = v_now
-                FROM picked p WHERE d.id = p.id
-                RETURNING d.*
-            )
-            SELECT k.id, k.webhook_id, k.event_id, k.event_type, k.attempts, k.schedule_offset, k.batch_id,
-                   k.commit_seq, k.ordering_key, o.payload::text
-            FROM claimed k
-            JOIN whk.outbox o ON o.id = k.outbox_id AND o.created_at = k.event_created_at;
-            GET DIAGNOSTICS v_claimed = ROW_COUNT;
-            v_requests := v_claimed;
+                FOR UPDATE OF d SKIP LOCKED) p;
         ELSE
-            RETURN QUERY
-            WITH picked AS (
+            SELECT array_agg(p.id) INTO v_ids FROM (
                 SELECT d.id FROM whk.whk_03_entregas d
                 WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= v_now
                 ORDER BY d.next_attempt_at, d.id
                 LIMIT v_req
-                FOR UPDATE SKIP LOCKED
-            ), claimed AS (
-                UPDATE whk.whk_03_entregas d
-                SET status = 'in_flight', lease_until = v_lease, claimed_by = p_dispatcher, batch_id = NULL,
-                    updated_at = v_now
-                FROM picked p WHERE d.id = p.id
-                RETURNING d.*
-            )
-            SELECT k.id, k.webhook_id, k.event_id, k.event_type, k.attempts, k.schedule_offset, k.batch_id,
-                   k.commit_seq, k.ordering_key, o.payload::text
-            FROM claimed k
-            JOIN whk.outbox o ON o.id = k.outbox_id AND o.created_at = k.event_created_at;
-            GET DIAGNOSTICS v_claimed = ROW_COUNT;
-            v_requests := v_claimed;
+                FOR UPDATE SKIP LOCKED) p;
         END IF;
+        CONTINUE WHEN v_ids IS NULL;
 
+        RETURN QUERY
+        WITH claimed AS (
+            UPDATE whk.whk_03_entregas d
+            SET status = 'in_flight', lease_until = v_lease, claimed_by = p_dispatcher, batch_id = v_batch,
+                updated_at = v_now
+            WHERE d.id = ANY (v_ids)
+            RETURNING d.*
+        )
+        SELECT k.id, k.webhook_id, k.event_id, k.event_type, k.attempts, k.schedule_offset, k.batch_id,
+               k.commit_seq, k.ordering_key, o.payload::text
+        FROM claimed k
+        JOIN whk.outbox o ON o.id = k.outbox_id AND o.created_at = k.event_created_at;
+        v_requests := CASE WHEN v_batch IS NOT NULL THEN 1 ELSE cardinality(v_ids) END;
         CONTINUE WHEN v_requests = 0;
         v_left := v_left - v_requests;
 
@@ -344,18 +315,23 @@ $$;
 
 -- Disable a webhook (410 Gone, auto-disable after an unbroken failure window, or an operator) and park its
 -- unfinished deliveries: parked rows are kept, not lost, and come back with whk.resume_webhook.
--- Emits a `whk.webhook.disabled` event through the outbox (it is delivered like any other event and is
--- the durable record of who/why/when), and records the reason on the webhook row.
--- Returns false when the webhook was not active (nothing changed, no duplicate event).
-CREATE OR REPLACE FUNCTION whk.disable_webhook(p_webhook_id bigint, p_reason text)
+-- Emits a `whk.webhook.disabled` event into the outbox (delivered like any other event to webhooks that
+-- subscribe to it, and a durable record of who/why/when) and records the reason on the webhook row.
+-- p_actor set (the dispatcher: 410, auto-disable) also writes the audit trail (whk.audit_log, created by
+-- the API migration; looked up at run time so this function does not depend on it). The API passes no
+-- actor: it audits the operator's request itself, in the same transaction.
+-- Returns false when the webhook was already disabled (nothing changed, no duplicate event).
+CREATE OR REPLACE FUNCTION whk.disable_webhook(p_webhook_id bigint, p_reason text, p_actor text DEFAULT NULL)
 RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
 AS $$
 DECLARE
-    v_hook record;
+    v_hook   record;
+    v_before text;
     v_parked integer;
 BEGIN
+    SELECT w.status INTO v_before FROM whk.whk_01_webhooks w WHERE w.id = p_webhook_id FOR UPDATE;
     UPDATE whk.whk_01_webhooks w
     SET status = 'disabled', disabled_reason = p_reason, disabled_at = clock_timestamp(),
         updated_at = clock_timestamp()
@@ -365,13 +341,14 @@ BEGIN
         RETURN false;
     END IF;
 
-    -- In-flight rows finish their attempt; whk.record_outcomes parks them if it fails (status pending
-    -- rows of a disabled webhook are never claimed, see whk.claim_deliveries).
+    -- In-flight rows finish their attempt; if it fails they return to pending, which a disabled webhook
+    -- never claims (whk.claim_deliveries) until whk.resume_webhook.
     UPDATE whk.whk_03_entregas d
     SET status = 'parked', updated_at = clock_timestamp(), next_attempt_at = clock_timestamp()
     WHERE d.webhook_id = p_webhook_id AND d.status = 'pending';
     GET DIAGNOSTICS v_parked = ROW_COUNT;
 
+    -- Written directly (not whk.emit): the type is the platform's own and need not be in the catalog.
     INSERT INTO whk.outbox (event_type, event_key, payload, operation)
     VALUES ('whk.webhook.disabled', p_webhook_id::text,
             jsonb_build_object(
@@ -379,9 +356,46 @@ BEGIN
                 'timestamp', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
                 'data', jsonb_build_object('webhook_id', v_hook.id, 'consumer_id', v_hook.consumer_id,
                                            'name', v_hook.name, 'url', v_hook.url, 'reason', p_reason,
-                                           'parked_deliveries', v_parked, 'actor', current_user)),
+                                           'parked_deliveries', v_parked,
+                                           'actor', coalesce(p_actor, current_user))),
             'EMIT');
+    PERFORM whk.wake_dispatchers();
+
+    IF p_actor IS NOT NULL AND to_regclass('whk.audit_log') IS NOT NULL THEN
+        EXECUTE 'INSERT INTO whk.audit_log (actor, consumer_id, action, target_type, target_id, before, after) '
+                'VALUES ($1, $2, ''webhook.disabled'', ''webhook'', $3, $4, $5)'
+        USING p_actor, v_hook.consumer_id, p_webhook_id::text, jsonb_build_object('status', v_before),
+              jsonb_build_object('status', 'disabled', 'disabled_reason', p_reason, 'parked_deliveries', v_parked);
+    END IF;
     RETURN true;
+END;
+$$;
+
+-- One dispatcher round trip: route new outbox events (whk.route_outbox) and claim due deliveries
+-- (whk.claim_deliveries) in the same transaction, so an event committed a moment ago is routed and
+-- claimed by one call (commit -> request in one round trip). Returns the claimed rows, each carrying
+-- the number of events routed; when nothing was claimed, one row with only `routed` set.
+CREATE OR REPLACE FUNCTION whk.dispatch_round(p_dispatcher text, p_route_limit integer, p_claim_limit integer,
+                                              p_lease_s double precision)
+RETURNS TABLE (routed integer, delivery_id bigint, webhook_id bigint, event_id uuid, event_type text,
+               attempts integer, schedule_offset integer, batch_id uuid, commit_seq bigint, ordering_key text,
+               payload text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk
+AS $$
+DECLARE
+    v_routed integer := whk.route_outbox(p_route_limit);
+    v_claimed bigint;
+BEGIN
+    RETURN QUERY
+    SELECT v_routed, c.delivery_id, c.webhook_id, c.event_id, c.event_type, c.attempts, c.schedule_offset,
+           c.batch_id, c.commit_seq, c.ordering_key, c.payload
+    FROM whk.claim_deliveries(p_dispatcher, p_claim_limit, p_lease_s) c;
+    GET DIAGNOSTICS v_claimed = ROW_COUNT;
+    IF v_claimed = 0 THEN
+        RETURN QUERY SELECT v_routed, NULL::bigint, NULL::bigint, NULL::uuid, NULL::text, NULL::integer,
+                            NULL::integer, NULL::uuid, NULL::bigint, NULL::text, NULL::text;
+    END IF;
 END;
 $$;
 
@@ -425,22 +439,27 @@ BEGIN
 END;
 $$;
 
--- Does an event type match a webhook's subscriptions? Patterns are exact names, '*' (everything) or a
--- prefix wildcard such as 'order.*' (matches 'order.created' and 'order.line.added', never 'order').
--- A plain SQL function so the planner can inline it into the routing join.
+-- Does an event type match a webhook's subscriptions? Patterns are exact names, '*' or a prefix wildcard
+-- such as 'order.*' (matches 'order.created' and 'order.line.added', never 'order').
+-- '*' means every business event: the platform's own events (system.*, whk.*) are delivered only to
+-- webhooks that name them ('system.*', 'whk.webhook.disabled'), so a catch-all subscriber is not sent
+-- a dispatcher restart as if it were an ERP change.
+-- A plain SQL function WITHOUT a `SET search_path` clause on purpose: a SET clause prevents inlining,
+-- and the routing join calls this once per (event, webhook) pair (measured: the non-inlined call was a
+-- large share of route_outbox). Every name in the body is schema-qualified instead.
 CREATE OR REPLACE FUNCTION whk.event_type_matches(p_patterns text[], p_type text)
 RETURNS boolean
 LANGUAGE sql
 IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, whk
 AS $$
-    SELECT p_type = ANY (p_patterns)
-        OR '*' = ANY (p_patterns)
+    SELECT p_type OPERATOR(pg_catalog.=) ANY (p_patterns)
+        OR ('*' OPERATOR(pg_catalog.=) ANY (p_patterns)
+            AND NOT pg_catalog.starts_with(p_type, 'system.') AND NOT pg_catalog.starts_with(p_type, 'whk.'))
         OR EXISTS (
             SELECT 1
-            FROM unnest(p_patterns) AS p(pattern)
-            WHERE right(p.pattern, 2) = '.*'
-              AND starts_with(p_type, left(p.pattern, -1))
+            FROM pg_catalog.unnest(p_patterns) AS p(pattern)
+            WHERE pg_catalog.right(p.pattern, 2) OPERATOR(pg_catalog.=) '.*'
+              AND pg_catalog.starts_with(p_type, pg_catalog.left(p.pattern, -1))
         );
 $$;
 
@@ -552,7 +571,12 @@ DECLARE
     v_breaker jsonb := coalesce(whk.delivery_config('delivery.breaker'), '{}'::jsonb);
     v_applied integer;
     v_gone    bigint;
+    v_ids     bigint[];
 BEGIN
+    -- The ids as an array first: `id = ANY(array)` walks the primary key whatever the planner thinks
+    -- of jsonb_to_recordset's row count (a nested loop over every in-flight row took seconds).
+    SELECT array_agg((e ->> 'id')::bigint) INTO v_ids FROM jsonb_array_elements(p_items) e;
+
     -- One statement: every data-modifying CTE sees the same items and runs exactly once.
     WITH items AS (
         SELECT * FROM jsonb_to_recordset(p_items) AS x(
@@ -580,7 +604,7 @@ BEGIN
             dead_reason = CASE WHEN i.state = 'dead' THEN i.dead_reason END,
             updated_at = v_now
         FROM items i
-        WHERE d.id = i.id AND d.status = 'in_flight' AND d.claimed_by = p_dispatcher
+        WHERE d.id = ANY (v_ids) AND d.id = i.id AND d.status = 'in_flight' AND d.claimed_by = p_dispatcher
         RETURNING d.id
     ), logged AS (
         INSERT INTO whk.whk_03_entregas_tentativas (
@@ -666,7 +690,7 @@ BEGIN
         FROM jsonb_array_elements(p_items) e
         WHERE (e ->> 'gone')::boolean
     LOOP
-        PERFORM whk.disable_webhook(v_gone, 'endpoint answered 410 Gone');
+        PERFORM whk.disable_webhook(v_gone, 'endpoint answered 410 Gone', 'whk-dispatcher');
     END LOOP;
 
     RETURN v_applied;
@@ -772,8 +796,9 @@ $$;
 --
 -- Filters are SQL/JSON path predicates stored as the jsonpath type (validated by PostgreSQL on write);
 -- `@@` yields NULL rather than an error on structural mismatches, which counts as "no match".
--- Non-strict schema validation (valid / validation_error) is filled by whk.validate_event_payload when the
--- capture side provides it; invalid events are still delivered (strict types are refused at emit time).
+-- Non-strict schema validation: events of registered, non-strict types are checked here with
+-- whk.validate_payload (capture) and flagged (outbox.valid / validation_error) but still delivered;
+-- strict types were validated when emitted (valid = true already); unregistered types stay NULL.
 CREATE OR REPLACE FUNCTION whk.route_outbox(p_limit integer)
 RETURNS integer
 LANGUAGE plpgsql
@@ -797,10 +822,20 @@ BEGIN
         -- nextval in id order: within one visibility batch id order is the best commit-order proxy.
         SELECT s.id, s.created_at, nextval('whk.outbox_commit_seq') AS seq
         FROM (SELECT id, created_at FROM picked ORDER BY id) s
+    ), checked AS (
+        SELECT o.id, o.created_at,
+               whk.validate_payload(o.event_type, o.event_version, o.payload) AS error
+        FROM picked p
+        JOIN whk.outbox o ON o.id = p.id AND o.created_at = p.created_at
+        JOIN whk.whk_02_eventos e ON e.name = o.event_type AND NOT e.strict
+        WHERE o.valid IS NULL
     ), routed AS (
         UPDATE whk.outbox o
-        SET status = 'routed', routed_at = clock_timestamp(), commit_seq = n.seq
+        SET status = 'routed', routed_at = clock_timestamp(), commit_seq = n.seq,
+            valid = CASE WHEN c.id IS NULL THEN o.valid ELSE c.error IS NULL END,
+            validation_error = CASE WHEN c.id IS NULL THEN o.validation_error ELSE c.error END
         FROM numbered n
+        LEFT JOIN checked c ON c.id = n.id AND c.created_at = n.created_at
         WHERE o.id = n.id AND o.created_at = n.created_at
         RETURNING o.id, o.created_at, o.event_id, o.event_type, o.event_version, o.event_key, o.payload,
                   o.deliver_at, o.commit_seq

@@ -53,6 +53,10 @@ def test_event_type_patterns(conn):
         (["order.*"], "order", False),
         (["order.*"], "orders.created", False),
         (["*"], "anything.at_all", True),
+        (["*"], "system.startup", False),
+        (["*"], "whk.webhook.disabled", False),
+        (["system.*"], "system.startup", True),
+        (["*", "whk.webhook.disabled"], "whk.webhook.disabled", True),
         (["user.created", "product.*"], "product.deleted", True),
         (["user.created"], "user.updated", False),
     ]
@@ -333,3 +337,35 @@ def test_auto_disable_after_unbroken_failure_window(conn):
         "disabled",
     )
     assert conn.execute("SELECT whk.auto_disable_webhooks()").fetchone() == (0,)
+
+
+def test_routing_flags_invalid_non_strict_events_but_delivers_them(conn):
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c, URL, ["user.*", "nobody.*"])
+    emit(conn, "user.logout", {"user_id": 1})  # registered (capture seed), misses required properties
+    emit(conn, "user.logout", {"user_id": 1, "session_id": 2, "at": "2026-01-01T00:00:00Z"})
+    emit(conn, "nobody.listens")  # unregistered: not validated
+    route(conn)
+    rows = conn.execute("SELECT valid, validation_error FROM whk.outbox ORDER BY id").fetchall()
+    assert rows[0][0] is False and rows[0][1]
+    assert rows[1] == (True, None)
+    assert rows[2] == (None, None)
+    assert statuses(conn, hook) == {"pending": 3}
+
+
+def test_dispatcher_disable_is_audited_when_the_audit_log_exists(conn):
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c, URL, ["*"])
+    if conn.execute("SELECT to_regclass('whk.audit_log')").fetchone() == (None,):
+        pytest.skip("the API migration (audit_log) is not in this build")
+    assert conn.execute("SELECT whk.disable_webhook(%s, 'gone', 'whk-dispatcher')", [hook]).fetchone() == (
+        True,
+    )
+    row = conn.execute(
+        "SELECT actor, action, target_id, after->>'status' FROM whk.audit_log WHERE target_type = 'webhook'"
+    ).fetchone()
+    assert row == ("whk-dispatcher", "webhook.disabled", str(hook), "disabled")
+    # The API's own call (no actor) leaves auditing to the API.
+    conn.execute("SELECT whk.resume_webhook(%s)", [hook])
+    conn.execute("SELECT whk.disable_webhook(%s, 'operator')", [hook])
+    assert conn.execute("SELECT count(*) FROM whk.audit_log").fetchone() == (1,)

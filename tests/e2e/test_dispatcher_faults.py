@@ -58,12 +58,36 @@ def assert_all_signed(reqs: list[Any]) -> None:
         wh.verify(r.body, r.headers)
 
 
-async def test_many_events_times_five_webhooks_two_dispatchers(db_url, conn, receiver):
+def erp_row_changes(db_url: str, inserts: int, updates: int, per_tx: int) -> None:
+    """Real ERP commits on a captured table: the capture triggers write the outbox and wake dispatchers."""
+    with psycopg.connect(db_url) as c:
+        for start in range(0, inserts, per_tx):
+            c.execute(
+                "INSERT INTO shop.orders (customer, total) "
+                "SELECT 'c' || g, g FROM generate_series(%s::int, %s::int) g",
+                [start, min(start + per_tx, inserts) - 1],
+            )
+            c.commit()
+        for start in range(1, updates + 1, per_tx):
+            c.execute(
+                "UPDATE shop.orders SET total = total + 1 WHERE id BETWEEN %s::int AND %s::int",
+                [start, min(start + per_tx, updates + 1) - 1],
+            )
+            c.commit()
+
+
+async def test_erp_changes_times_five_webhooks_two_dispatchers(db_url, conn, receiver):
+    conn.execute("CREATE SCHEMA shop")
+    conn.execute(
+        "CREATE TABLE shop.orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+        "customer text, total int)"
+    )
+    conn.execute("SELECT whk.enable_capture('shop.orders', 'order')")
     c = make_consumer(conn)
-    hooks = [make_webhook(conn, c, receiver.url(f"/h{i}"), ["erp.*"], max_in_flight=20) for i in range(5)]
+    hooks = [make_webhook(conn, c, receiver.url(f"/h{i}"), ["order.*"], max_in_flight=20) for i in range(5)]
     procs = [start_process(db_url, "d-a"), start_process(db_url, "d-b")]
     try:
-        emit_in_transactions(db_url, "erp.row_changed", 2000, 50)
+        erp_row_changes(db_url, 1500, 500, 50)
         assert await wait_until(lambda: count(conn, "status = 'delivered'") == 10_000, 120, 0.2)
     finally:
         codes = [stop_process(p) for p in procs]
@@ -73,6 +97,8 @@ async def test_many_events_times_five_webhooks_two_dispatchers(db_url, conn, rec
         ids = Counter(r.headers["webhook-id"] for r in reqs)
         assert len(ids) == 2000 and max(ids.values()) == 1, f"hook {hooks[i]}: duplicates or gaps"
         assert_all_signed(reqs)
+        types = Counter(json.loads(r.body)["type"] for r in reqs)
+        assert types == {"order.created": 1500, "order.updated": 500}
     # Both processes did work, and both left the heartbeat table when they stopped.
     workers = conn.execute("SELECT DISTINCT dispatcher_id FROM whk.whk_03_entregas_tentativas").fetchall()
     assert len(workers) == 2
@@ -270,3 +296,13 @@ async def test_ssrf_blocked_at_connect_time_without_a_route(db_url, conn, pg_ser
     assert conn.execute(
         "SELECT count(*) FROM whk.whk_03_entregas_tentativas WHERE response_status IS NOT NULL"
     ).fetchone() == (0,)
+
+
+def test_refuses_to_start_on_another_schema_version(db_url, conn):
+    conn.execute("INSERT INTO whk.schema_migrations (version, name) VALUES (99, 'from_the_future')")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WHK_")}
+    env.update(FAST_ENV)
+    env["WHK_DATABASE_URL"] = db_url
+    out = subprocess.run([str(WHK), "dispatcher"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "schema" in (out.stderr + out.stdout).lower() and "99" in out.stderr + out.stdout

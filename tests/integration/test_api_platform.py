@@ -184,3 +184,20 @@ def test_main_exits_nonzero_on_wrong_schema(db_url, conn):
     conn.execute("INSERT INTO whk.schema_migrations (version, name) VALUES (999, 'future')")
     settings = settings_for(db_url, WHK_API_PORT=str(free_port()), WHK_LOG_LEVEL="ERROR")
     assert main(settings) != 0  # uvicorn: 3 = start-up failure
+
+
+async def test_unknown_query_parameters_are_refused(settings, conn):
+    key = admin_key(conn)
+    async with client(settings) as c:
+        assert (
+            await c.get("/api/whk/api-keys?limit=5&include_revoked=true", headers=bearer(key))
+        ).status_code == 200
+        body = problem(await c.get("/api/whk/api-keys?limit=5&stauts=dead&zz=1", headers=bearer(key)), 400)
+        assert body["errors"] == [
+            {"pointer": "/query/stauts", "message": "unknown parameter"},
+            {"pointer": "/query/zz", "message": "unknown parameter"},
+        ]
+        assert "stauts" in body["detail"]
+        # Path parameters are not query parameters: the template is matched, not the raw path.
+        r = await c.delete("/api/whk/api-keys/424242?x=1", headers=bearer(key))
+        assert problem(r, 400)["errors"][0]["pointer"] == "/query/x"

@@ -186,7 +186,7 @@ async def test_ack_required(db_url, conn, receiver):
 
 
 async def test_ordered_lane_keeps_order_across_retries(db_url, conn, receiver):
-    compress_schedule(conn, [0.5, 0.5, 0.5])
+    compress_schedule(conn, [1.5, 1.5, 1.5])
     c = make_consumer(conn)
     hook = make_webhook(conn, c, receiver.url("/ordered"), ["*"], delivery_mode="ordered")
     receiver.on("/ordered", Reply(status=500), Reply(status=500))  # A's first event fails twice

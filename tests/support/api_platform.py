@@ -59,6 +59,11 @@ def consumer_key(conn: psycopg.Connection[Any], consumer_id: int, scopes: Sequen
     )
 
 
+def secret_part(key: str) -> str:
+    """The secret of ``whk_<12-char prefix>_<secret>`` (the secret itself may contain '_')."""
+    return key[len("whk_") + 12 + 1 :]
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from whk.secretbox import SecretBox
+from whk.secretbox import SecretBox, row_aad
 
 # A fixed test key (never used outside tests).
 TEST_SECRET_KEYS = "test1:" + base64.b64encode(bytes(range(32))).decode()
@@ -57,7 +57,7 @@ def make_webhook(
     if auth_credential is not None:
         conn.execute(
             "UPDATE whk.whk_01_webhooks SET auth_credential_enc = %s WHERE id = %s",
-            [TEST_BOX.encrypt(auth_credential.encode(), aad=str(hook_id)), hook_id],
+            [TEST_BOX.encrypt(auth_credential.encode(), row_id=row_aad("whk_01_webhooks", hook_id)), hook_id],
         )
     if secret is not None:
         add_secret(conn, hook_id, secret)
@@ -76,7 +76,7 @@ def add_secret(
     secret_id = int(row[0])
     conn.execute(
         "UPDATE whk.webhook_secrets SET secret_enc = %s WHERE id = %s",
-        [TEST_BOX.encrypt(secret.encode(), aad=str(secret_id)), secret_id],
+        [TEST_BOX.encrypt(secret.encode(), row_id=row_aad("webhook_secrets", secret_id)), secret_id],
     )
     return secret_id
 

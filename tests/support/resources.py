@@ -34,15 +34,24 @@ class World:
 
 
 def make_consumer(conn: psycopg.Connection[Any], name: str) -> int:
-    row = conn.execute("INSERT INTO whk.whk_04_assinantes (name) VALUES (%s) RETURNING id", (name,)).fetchone()
+    row = conn.execute(
+        "INSERT INTO whk.whk_04_assinantes (name) VALUES (%s) RETURNING id", (name,)
+    ).fetchone()
     assert row is not None
     return int(row[0])
 
 
-def make_webhook(conn: psycopg.Connection[Any], consumer_id: int, *, url: str = "http://127.0.0.1:9/hook",
-                 event_types: tuple[str, ...] = ("order.*",), name: str = "hook") -> int:
+def make_webhook(
+    conn: psycopg.Connection[Any],
+    consumer_id: int,
+    *,
+    url: str = "http://127.0.0.1:9/hook",
+    event_types: tuple[str, ...] = ("order.*",),
+    name: str = "hook",
+) -> int:
     row = conn.execute(
-        "INSERT INTO whk.whk_01_webhooks (consumer_id, name, url, event_types) VALUES (%s, %s, %s, %s) RETURNING id",
+        "INSERT INTO whk.whk_01_webhooks (consumer_id, name, url, event_types) "
+        "VALUES (%s, %s, %s, %s) RETURNING id",
         (consumer_id, name, url, list(event_types)),
     ).fetchone()
     assert row is not None
@@ -82,8 +91,15 @@ def make_delivery(
         FROM whk.whk_01_webhooks w WHERE w.id = %(webhook_id)s
         RETURNING id
         """,
-        {"event_id": event_id, "outbox_id": out[0], "created_at": out[1], "event_type": event_type,
-         "status": status, "attempts": attempts, "webhook_id": webhook_id},
+        {
+            "event_id": event_id,
+            "outbox_id": out[0],
+            "created_at": out[1],
+            "event_type": event_type,
+            "status": status,
+            "attempts": attempts,
+            "webhook_id": webhook_id,
+        },
     ).fetchone()
     assert row is not None
     delivery_id = int(row[0])
@@ -95,8 +111,16 @@ def make_delivery(
                 request_method, request_url, response_status, response_body, outcome, error_class)
             VALUES (%s, %s, %s, %s, 'POST', 'http://127.0.0.1:9/hook', %s, %s, %s, %s)
             """,
-            (delivery_id, webhook_id, n, 10.0 * n, 200 if ok else 500, "ok" if ok else "boom",
-             "delivered" if ok else "retry", None if ok else "http_status"),
+            (
+                delivery_id,
+                webhook_id,
+                n,
+                10.0 * n,
+                200 if ok else 500,
+                "ok" if ok else "boom",
+                "delivered" if ok else "retry",
+                None if ok else "http_status",
+            ),
         )
     return delivery_id
 
@@ -137,7 +161,9 @@ class Receiver:
 
     async def __aenter__(self) -> Receiver:
         self._thread.start()
-        start = asyncio.run_coroutine_threadsafe(asyncio.start_server(self._handle, "127.0.0.1", 0), self._loop)
+        start = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._handle, "127.0.0.1", 0), self._loop
+        )
         self._server = await asyncio.wrap_future(start)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

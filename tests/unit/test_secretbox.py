@@ -117,3 +117,23 @@ def test_development_default_key_warns(caplog):
 def test_settings_reject_malformed_keys():
     with pytest.raises(SettingsError, match="WHK_SECRET_KEYS"):
         load_settings({"WHK_SECRET_KEYS": "no-colon-here"})
+
+
+def test_transitional_bare_id_aad_opens_table_qualified_rows():
+    """The dispatcher's first convention (aad=str(id)) still opens what the API seals with row_aad."""
+    b = box(k1=_key())
+    sealed_by_api = b.encrypt(b"whsec_x", row_id=row_aad("webhook_secrets", 42))
+    assert b.decrypt(sealed_by_api, aad="42") == b"whsec_x"
+    assert b.decrypt(b.encrypt(b"c", aad="42"), aad="42") == b"c"
+    with pytest.raises(SecretDecryptError):
+        b.decrypt(sealed_by_api, aad="43")
+    with pytest.raises(SecretDecryptError):
+        b.decrypt(sealed_by_api, row_id=row_aad("whk_01_webhooks", 42))
+
+
+def test_exactly_one_associated_data_keyword():
+    b = box(k1=_key())
+    with pytest.raises(TypeError):
+        b.encrypt(b"x")
+    with pytest.raises(TypeError):
+        b.encrypt(b"x", row_id="a", aad="b")

@@ -67,12 +67,6 @@ class DispatcherSettings:
         "User-Agent header of every webhook request.",
         default="WHK-Webhooks/0.1 (+https://www.standardwebhooks.com/)",
     )
-    secret_keys: str | None = setting(
-        "WHK_SECRET_KEYS",
-        "Keys that decrypt stored webhook secrets: comma-separated `key_id:base64(32 bytes)`, the first "
-        "one encrypts (see whk/secretbox.py).",
-        default=None,
-    )
 
     def validate(self) -> None:
         """Cross-field checks (called once by load_settings)."""

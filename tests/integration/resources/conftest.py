@@ -24,7 +24,9 @@ def world(conn: psycopg.Connection[Any]) -> World:
     tenants: list[Tenant] = []
     for name in ("acme", "globex"):
         cid = make_consumer(conn, name)
-        key = create_api_key(conn, admin=False, consumer_id=cid, name=f"{name} key", scopes=["*"], actor="test")
+        key = create_api_key(
+            conn, admin=False, consumer_id=cid, name=f"{name} key", scopes=["*"], actor="test"
+        )
         tenants.append(Tenant(consumer_id=cid, key=key))
     return World(admin_key=admin, a=tenants[0], b=tenants[1])
 

@@ -22,7 +22,9 @@ def _status(conn: psycopg.Connection[Any], delivery_id: int) -> str:
     return str(row[0])
 
 
-async def test_list_filters_and_pages(client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]):
+async def test_list_filters_and_pages(
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+):
     h1 = make_webhook(conn, world.a.consumer_id)
     h2 = make_webhook(conn, world.a.consumer_id, name="second")
     hb = make_webhook(conn, world.b.consumer_id)
@@ -35,8 +37,9 @@ async def test_list_filters_and_pages(client: AsyncTestClient[Any], world: World
     r = await client.get(BASE, params={"status": "dead", "limit": 2}, headers=world.a.headers)
     page = r.json()
     assert [d["id"] for d in page["items"]] == [dead[2], dead[1]]
-    r = await client.get(BASE, params={"status": "dead", "limit": 2, "cursor": page["next_cursor"]},
-                         headers=world.a.headers)
+    r = await client.get(
+        BASE, params={"status": "dead", "limit": 2, "cursor": page["next_cursor"]}, headers=world.a.headers
+    )
     assert [d["id"] for d in r.json()["items"]] == [dead[0]] and r.json()["next_cursor"] is None
     r = await client.get(BASE, params=[("status", "dead"), ("status", "delivered")], headers=world.a.headers)
     assert len(r.json()["items"]) == 4
@@ -50,7 +53,9 @@ async def test_list_filters_and_pages(client: AsyncTestClient[Any], world: World
     assert r.status_code == 400
 
 
-async def test_detail_shows_payload_and_attempts(client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]):
+async def test_detail_shows_payload_and_attempts(
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+):
     h = make_webhook(conn, world.a.consumer_id)
     d = make_delivery(conn, h, status="delivered", attempts=3, data={"order": 42})
     r = await client.get(f"{BASE}/{d}", headers=world.a.headers)
@@ -76,7 +81,9 @@ async def test_retry_requeues_with_the_same_event_id(
     assert r.status_code == 409
 
 
-async def test_failed_lists_dead_letters_only(client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]):
+async def test_failed_lists_dead_letters_only(
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+):
     h = make_webhook(conn, world.a.consumer_id)
     d1 = make_delivery(conn, h, status="dead")
     make_delivery(conn, h, status="delivered", attempts=1)
@@ -114,12 +121,17 @@ async def test_stats_success_rate_latency_and_retry_rate(
     assert [c["key"] for c in s["per_consumer"]] == [world.a.consumer_id]
     r = await client.get(f"{BASE}/stats", headers=world.admin)
     assert {c["key"] for c in r.json()["per_consumer"]} == {world.a.consumer_id, world.b.consumer_id}
-    r = await client.get(f"{BASE}/stats", params={"since": "2030-01-01T00:00:00Z", "until": "2029-01-01T00:00:00Z"},
-                         headers=world.a.headers)
+    r = await client.get(
+        f"{BASE}/stats",
+        params={"since": "2030-01-01T00:00:00Z", "until": "2029-01-01T00:00:00Z"},
+        headers=world.a.headers,
+    )
     assert r.status_code == 400
 
 
-async def test_bulk_retry_dry_run_then_for_real(client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]):
+async def test_bulk_retry_dry_run_then_for_real(
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+):
     h = make_webhook(conn, world.a.consumer_id)
     dead = [make_delivery(conn, h, status="dead") for _ in range(3)]
     other = make_delivery(conn, h, status="dead", event_type="order.cancelled")
@@ -135,13 +147,19 @@ async def test_bulk_retry_dry_run_then_for_real(client: AsyncTestClient[Any], wo
     r = await client.post(f"{BASE}/bulk-retry", json={**body, "dry_run": False}, headers=world.a.headers)
     assert r.json() == {"dry_run": False, "matched": 3, "requeued": 3}
     assert all(_status(conn, d) == "pending" for d in dead)
-    assert (_status(conn, other), _status(conn, done), _status(conn, foreign)) == ("dead", "delivered", "dead")
+    assert (_status(conn, other), _status(conn, done), _status(conn, foreign)) == (
+        "dead",
+        "delivered",
+        "dead",
+    )
     assert audit_count(conn, "delivery.bulk_retry") == 1
     r = await client.post(f"{BASE}/bulk-retry", json={"status": ["in_flight"]}, headers=world.a.headers)
     assert r.status_code == 400  # in-flight rows are never retried
 
 
-async def test_ack_confirms_awaiting_deliveries(client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]):
+async def test_ack_confirms_awaiting_deliveries(
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+):
     h = make_webhook(conn, world.a.consumer_id)
     d = make_delivery(conn, h, status="awaiting_ack", attempts=1)
     r = await client.post(f"{BASE}/{d}/ack", headers=world.a.headers)

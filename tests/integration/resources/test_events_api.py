@@ -31,11 +31,15 @@ async def test_catalog_lists_the_seeded_types(client: AsyncTestClient[Any], worl
     r = await client.get(BASE, params={"category": "user", "limit": 2}, headers=world.a.headers)
     first = r.json()
     assert all(t["category"] == "user" for t in first["items"]) and first["next_cursor"]
-    r = await client.get(BASE, params={"category": "user", "cursor": first["next_cursor"]}, headers=world.a.headers)
+    r = await client.get(
+        BASE, params={"category": "user", "cursor": first["next_cursor"]}, headers=world.a.headers
+    )
     assert {t["name"] for t in r.json()["items"]}.isdisjoint({t["name"] for t in first["items"]})
 
 
-async def test_detail_has_versions_and_counters(client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]):
+async def test_detail_has_versions_and_counters(
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+):
     h = make_webhook(conn, world.a.consumer_id, event_types=("order.*",))
     make_delivery(conn, h, status="dead")
     make_delivery(conn, h, status="delivered", attempts=1)
@@ -69,7 +73,9 @@ async def test_register_then_version_and_refuse_breaking_change(
     r = await client.post(BASE, json={"name": "invoice.paid", "schema": breaking}, headers=world.admin)
     assert r.status_code == 422
     assert r.json()["errors"][0]["pointer"] == "/schema"
-    r = await client.post(BASE, json={"name": "invoice.paid", "schema": breaking, "new_major": True}, headers=world.admin)
+    r = await client.post(
+        BASE, json={"name": "invoice.paid", "schema": breaking, "new_major": True}, headers=world.admin
+    )
     assert r.status_code == 201 and r.json()["version"] == "2.0"
     r = await client.post(BASE, json={"name": "invoice.paid", "schema": {"type": 12}}, headers=world.admin)
     assert r.status_code == 422
@@ -82,7 +88,9 @@ async def test_register_then_version_and_refuse_breaking_change(
 async def test_trigger_validates_then_emits_through_whk_emit(
     client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
 ):
-    r = await client.post(f"{BASE}/trigger", json={"type": "user.login", "data": {"user_id": []}}, headers=world.admin)
+    r = await client.post(
+        f"{BASE}/trigger", json={"type": "user.login", "data": {"user_id": []}}, headers=world.admin
+    )
     assert r.status_code == 422
     pointers = {e["pointer"] for e in r.json()["errors"]}
     assert {"/data", "/data/user_id"} <= pointers  # every error: missing required ones and the bad type
@@ -93,13 +101,16 @@ async def test_trigger_validates_then_emits_through_whk_emit(
     assert r.status_code == 201, r.text
     event_id = r.json()["event_id"]
     row = conn.execute(
-        "SELECT event_type, event_key, operation, payload -> 'data' FROM whk.outbox WHERE event_id = %s", (event_id,)
+        "SELECT event_type, event_key, operation, payload -> 'data' FROM whk.outbox WHERE event_id = %s",
+        (event_id,),
     ).fetchone()
     assert row == ("user.login", "user-1", "EMIT", LOGIN)
     assert audit_count(conn, "event.trigger") == 1
     r = await client.post(f"{BASE}/trigger", json={"type": "nope.never", "data": {}}, headers=world.admin)
     assert r.status_code == 422
-    r = await client.post(f"{BASE}/trigger", json={"type": "user.login", "data": LOGIN}, headers=world.a.headers)
+    r = await client.post(
+        f"{BASE}/trigger", json={"type": "user.login", "data": LOGIN}, headers=world.a.headers
+    )
     assert r.status_code == 403
 
 
@@ -110,12 +121,22 @@ async def test_history_and_stats(client: AsyncTestClient[Any], world: World, con
     mine = make_delivery(conn, h, event_type="order.created")
     r = await client.get(f"{BASE}/history", headers=world.admin)
     assert r.status_code == 200
-    assert [e["event_type"] for e in r.json()["items"]] == ["order.created", "user.login", "user.login", "user.login"]
-    r = await client.get(f"{BASE}/history", params={"event_type": "user.login", "limit": 2}, headers=world.admin)
+    assert [e["event_type"] for e in r.json()["items"]] == [
+        "order.created",
+        "user.login",
+        "user.login",
+        "user.login",
+    ]
+    r = await client.get(
+        f"{BASE}/history", params={"event_type": "user.login", "limit": 2}, headers=world.admin
+    )
     page = r.json()
     assert len(page["items"]) == 2 and page["next_cursor"]
-    r = await client.get(f"{BASE}/history", params={"event_type": "user.login", "cursor": page["next_cursor"]},
-                         headers=world.admin)
+    r = await client.get(
+        f"{BASE}/history",
+        params={"event_type": "user.login", "cursor": page["next_cursor"]},
+        headers=world.admin,
+    )
     assert len(r.json()["items"]) == 1
     r = await client.get(f"{BASE}/history", headers=world.a.headers)  # only what reached the tenant
     items = r.json()["items"]

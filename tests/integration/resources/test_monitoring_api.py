@@ -24,9 +24,7 @@ async def test_health_needs_no_credentials_and_reports_dispatchers(
     h = r.json()
     assert h["database"] == "ok" and h["schema_version"] == h["expected_schema_version"]
     assert h["status"] == "degraded" and h["dispatchers_alive"] == 0  # nobody is delivering
-    conn.execute(
-        "INSERT INTO whk.dispatchers (id, hostname, pid, version) VALUES ('d1', 'host', 1, 'test')"
-    )
+    conn.execute("INSERT INTO whk.dispatchers (id, hostname, pid, version) VALUES ('d1', 'host', 1, 'test')")
     h = (await client.get(f"{BASE}/health")).json()
     assert h["status"] == "ok" and h["dispatchers_alive"] == 1 and h["dispatchers"][0]["id"] == "d1"
     conn.execute("UPDATE whk.dispatchers SET heartbeat_at = now() - interval '1 day'")
@@ -35,18 +33,24 @@ async def test_health_needs_no_credentials_and_reports_dispatchers(
     assert (await client.get(f"{BASE}/dashboard")).status_code == 401
 
 
-async def test_health_reports_old_pending_work(client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]):
+async def test_health_reports_old_pending_work(
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+):
     conn.execute("INSERT INTO whk.dispatchers (id, hostname, pid, version) VALUES ('d1', 'host', 1, 'test')")
     h = make_webhook(conn, world.a.consumer_id)
     d = make_delivery(conn, h, status="pending")
-    conn.execute("UPDATE whk.whk_03_entregas SET next_attempt_at = now() - interval '1 hour' WHERE id = %s", (d,))
+    conn.execute(
+        "UPDATE whk.whk_03_entregas SET next_attempt_at = now() - interval '1 hour' WHERE id = %s", (d,)
+    )
     body = (await client.get(f"{BASE}/health")).json()
     assert body["status"] == "degraded"
     assert body["oldest_due_delivery_age_s"] >= 3600
     assert any("due delivery" in p for p in body["problems"])
 
 
-async def test_dashboard_and_metrics(client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]):
+async def test_dashboard_and_metrics(
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+):
     h = make_webhook(conn, world.a.consumer_id)
     make_delivery(conn, h, status="dead", attempts=2)
     make_delivery(conn, h, status="delivered", attempts=1)
@@ -74,14 +78,22 @@ async def test_dashboard_and_metrics(client: AsyncTestClient[Any], world: World,
     assert "outbox_pending" not in r.json()
 
 
-async def test_alerts_create_list_and_evaluate(client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]):
+async def test_alerts_create_list_and_evaluate(
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+):
     h = make_webhook(conn, world.a.consumer_id)
     make_delivery(conn, h, status="dead", attempts=2)
     make_delivery(conn, h, status="delivered", attempts=1)
     body = {
         "name": "orders failing",
         "severity": "critical",
-        "condition": {"metric": "failure_rate", "operator": ">", "threshold": 0.2, "window_s": 600, "webhook_id": h},
+        "condition": {
+            "metric": "failure_rate",
+            "operator": ">",
+            "threshold": 0.2,
+            "window_s": 600,
+            "webhook_id": h,
+        },
         "channels": [{"type": "email", "target": "ops@example.com"}],
     }
     r = await client.post(f"{BASE}/alerts", json=body, headers=world.a.headers)

@@ -50,21 +50,28 @@ async def test_rotate_keeps_old_key_for_grace_and_caps_old_keys(
     states = {k["key_id"]: k["state"] for k in body["valid_keys"]}
     assert states[body["key_id"]] == "current" and sorted(states.values()) == ["current", "grace"]
     hours = conn.execute(
-        "SELECT extract(epoch FROM expires_at - now()) / 3600 FROM whk.webhook_secrets WHERE expires_at IS NOT NULL"
+        "SELECT extract(epoch FROM expires_at - now()) / 3600 FROM whk.webhook_secrets "
+        "WHERE expires_at IS NOT NULL"
     ).fetchone()
     assert hours is not None and 23.9 < float(hours[0]) <= 24.0
     for _ in range(11):
-        r = await client.post(f"{BASE}/rotate-key", json={"webhook_id": hid, "grace_hours": 1}, headers=world.a.headers)
+        r = await client.post(
+            f"{BASE}/rotate-key", json={"webhook_id": hid, "grace_hours": 1}, headers=world.a.headers
+        )
         assert r.status_code == 200
     valid = r.json()["valid_keys"]
     assert len(valid) == 11  # the current key + at most 10 old ones
     assert sum(1 for k in valid if k["state"] == "grace") == 10
     assert audit_count(conn, "webhook.secret_rotate") == 12
-    audit = conn.execute("SELECT after::text FROM whk.audit_log WHERE action = 'webhook.secret_rotate'").fetchall()
+    audit = conn.execute(
+        "SELECT after::text FROM whk.audit_log WHERE action = 'webhook.secret_rotate'"
+    ).fetchall()
     assert all("whsec_" not in row[0] for row in audit)
     # revoke at once (leaked secret)
     leaked = r.json()["key_id"]
-    r = await client.post(f"{BASE}/rotate-key", json={"webhook_id": hid, "grace_hours": 0}, headers=world.a.headers)
+    r = await client.post(
+        f"{BASE}/rotate-key", json={"webhook_id": hid, "grace_hours": 0}, headers=world.a.headers
+    )
     assert leaked not in {k["key_id"] for k in r.json()["valid_keys"]}
 
 
@@ -91,7 +98,9 @@ async def test_validate_reports_every_schema_error_with_a_pointer(client: AsyncT
     assert res["valid"] is False and res["schema_version"] == "1.0"
     pointers = {e["pointer"] for e in res["errors"]}
     assert {"/payload/data/user_id", "/payload/data/ip", "/payload/data"} <= pointers
-    r = await client.post(f"{BASE}/validate", json={"event_type": "user.login", "payload": LOGIN}, headers=world.a.headers)
+    r = await client.post(
+        f"{BASE}/validate", json={"event_type": "user.login", "payload": LOGIN}, headers=world.a.headers
+    )
     assert r.json()["valid"] is True and r.json()["errors"] == []
     r = await client.post(f"{BASE}/validate", json={"body": "{not json"}, headers=world.a.headers)
     assert r.json()["valid"] is False and r.json()["errors"][0]["pointer"] == "/body"
@@ -107,23 +116,37 @@ async def test_validate_checks_standard_webhooks_signatures(client: AsyncTestCli
 
     sig = SwSigner(secret).sign("msg_1", datetime.fromtimestamp(now, tz=UTC), body)
     headers = {"webhook-id": "msg_1", "webhook-timestamp": str(now), "webhook-signature": sig}
-    r = await client.post(f"{BASE}/validate", json={"body": body, "headers": headers, "secret": secret},
-                          headers=world.a.headers)
+    r = await client.post(
+        f"{BASE}/validate", json={"body": body, "headers": headers, "secret": secret}, headers=world.a.headers
+    )
     assert r.status_code == 200, r.text
     assert r.json()["valid"] is True and r.json()["signature_valid"] is True
     # the webhook's stored keys work too (tenant's own webhook only)
-    r = await client.post(f"{BASE}/validate", json={"body": body, "headers": headers, "webhook_id": hid},
-                          headers=world.a.headers)
+    r = await client.post(
+        f"{BASE}/validate",
+        json={"body": body, "headers": headers, "webhook_id": hid},
+        headers=world.a.headers,
+    )
     assert r.json()["signature_valid"] is True
-    r = await client.post(f"{BASE}/validate", json={"body": body, "headers": headers, "webhook_id": hid},
-                          headers=world.b.headers)
+    r = await client.post(
+        f"{BASE}/validate",
+        json={"body": body, "headers": headers, "webhook_id": hid},
+        headers=world.b.headers,
+    )
     assert r.status_code == 404
     tampered = body.replace('"s1"', '"s2"')
-    r = await client.post(f"{BASE}/validate", json={"body": tampered, "headers": headers, "secret": secret},
-                          headers=world.a.headers)
+    r = await client.post(
+        f"{BASE}/validate",
+        json={"body": tampered, "headers": headers, "secret": secret},
+        headers=world.a.headers,
+    )
     assert r.json()["signature_valid"] is False
-    assert {"pointer": "/headers/webhook-signature", "message": "no signature matches the webhook's secrets"} in r.json()["errors"]
+    assert {
+        "pointer": "/headers/webhook-signature",
+        "message": "no signature matches the webhook's secrets",
+    } in r.json()["errors"]
     old = {**headers, "webhook-timestamp": str(now - 3600)}
-    r = await client.post(f"{BASE}/validate", json={"body": body, "headers": old, "secret": secret},
-                          headers=world.a.headers)
+    r = await client.post(
+        f"{BASE}/validate", json={"body": body, "headers": old, "secret": secret}, headers=world.a.headers
+    )
     assert r.json()["errors"][0]["pointer"] == "/headers/webhook-timestamp"

@@ -3,9 +3,6 @@ the simulator against a real receiver on 127.0.0.1, and the attempt log."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -26,7 +23,9 @@ def _body(**over: Any) -> dict[str, Any]:
     return body
 
 
-async def test_create_read_update_delete(client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]):
+async def test_create_read_update_delete(
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+):
     r = await client.post(BASE, json=_body(), headers=world.a.headers)
     assert r.status_code == 201, r.text
     created = r.json()
@@ -44,11 +43,12 @@ async def test_create_read_update_delete(client: AsyncTestClient[Any], world: Wo
     assert r.status_code == 200 and r.json()["name"] == "orders"
     assert "signing_secret" not in r.json()
 
-    r = await client.put(f"{BASE}/{hid}", json={"name": "orders v2", "filter": "$.data.total > 100"},
-                         headers=world.a.headers)
+    r = await client.put(
+        f"{BASE}/{hid}", json={"name": "orders v2", "filter": "$.data.total > 100"}, headers=world.a.headers
+    )
     assert r.status_code == 200, r.text
     assert r.json()["name"] == "orders v2"
-    assert r.json()["filter"] == "($.\"data\".\"total\" > 100)"
+    assert r.json()["filter"] == '($."data"."total" > 100)'
     assert audit_count(conn, "webhook.update") == 1
 
     r = await client.get(BASE, headers=world.a.headers)
@@ -75,8 +75,13 @@ async def test_admin_must_name_the_consumer(client: AsyncTestClient[Any], world:
 
 @pytest.mark.parametrize(
     ("url", "rule"),
-    [("http://169.254.169.254/latest/meta-data", "metadata"), ("http://169.254.1.1/x", "link-local"), ("http://10.0.0.1/x", "private"),
-     ("ftp://example.com/x", "scheme"), ("http://user:pw@example.com/x", "userinfo")],
+    [
+        ("http://169.254.169.254/latest/meta-data", "metadata"),
+        ("http://169.254.1.1/x", "link-local"),
+        ("http://10.0.0.1/x", "private"),
+        ("ftp://example.com/x", "scheme"),
+        ("http://user:pw@example.com/x", "userinfo"),
+    ],
 )
 async def test_url_refused_by_the_ssrf_policy_names_the_rule(
     client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any], url: str, rule: str
@@ -113,8 +118,11 @@ async def test_list_filters_sorts_and_keyset_pages(client: AsyncTestClient[Any],
     for i in range(5):
         r = await client.post(
             BASE,
-            json=_body(name=f"hook-{i}", event_types=["order.*" if i % 2 else "user.created"],
-                       status="paused" if i == 4 else "active"),
+            json=_body(
+                name=f"hook-{i}",
+                event_types=["order.*" if i % 2 else "user.created"],
+                status="paused" if i == 4 else "active",
+            ),
             headers=world.a.headers,
         )
         ids.append(r.json()["webhook"]["id"])
@@ -138,7 +146,9 @@ async def test_list_filters_sorts_and_keyset_pages(client: AsyncTestClient[Any],
     assert [h["id"] for h in r.json()["items"]] == [ids[4]]
     r = await client.get(BASE, params={"sort": "name; DROP TABLE x"}, headers=world.a.headers)
     assert r.status_code == 400
-    r = await client.get(BASE, params={"sort": "-name", "cursor": cursor or "bm90IGEgY3Vyc29y"}, headers=world.a.headers)
+    r = await client.get(
+        BASE, params={"sort": "-name", "cursor": cursor or "bm90IGEgY3Vyc29y"}, headers=world.a.headers
+    )
     assert r.status_code == 400
     r = await client.get(BASE, params={"name_prefix": "%"}, headers=world.a.headers)
     assert r.json()["items"] == []  # LIKE wildcards in a prefix are literal
@@ -152,13 +162,19 @@ async def test_status_changes_go_through_the_delivery_functions(
     d = make_delivery(conn, hid, status="pending")
     r = await client.put(f"{BASE}/{hid}", json={"status": "disabled"}, headers=world.a.headers)
     assert r.json()["status"] == "disabled"
-    assert conn.execute("SELECT status FROM whk.whk_03_entregas WHERE id = %s", (d,)).fetchone() == ("parked",)
+    assert conn.execute("SELECT status FROM whk.whk_03_entregas WHERE id = %s", (d,)).fetchone() == (
+        "parked",
+    )
     r = await client.put(f"{BASE}/{hid}", json={"status": "active"}, headers=world.a.headers)
     assert r.json()["status"] == "active"
-    assert conn.execute("SELECT status FROM whk.whk_03_entregas WHERE id = %s", (d,)).fetchone() == ("pending",)
+    assert conn.execute("SELECT status FROM whk.whk_03_entregas WHERE id = %s", (d,)).fetchone() == (
+        "pending",
+    )
     # deleting cancels unfinished deliveries
     r = await client.delete(f"{BASE}/{hid}", headers=world.a.headers)
-    assert conn.execute("SELECT status FROM whk.whk_03_entregas WHERE id = %s", (d,)).fetchone() == ("cancelled",)
+    assert conn.execute("SELECT status FROM whk.whk_03_entregas WHERE id = %s", (d,)).fetchone() == (
+        "cancelled",
+    )
 
 
 async def test_outbound_credential_is_write_only_and_encrypted(
@@ -166,11 +182,15 @@ async def test_outbound_credential_is_write_only_and_encrypted(
 ):
     r = await client.post(BASE, json=_body(auth_type="bearer"), headers=world.a.headers)
     assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/auth_credential"
-    r = await client.post(BASE, json=_body(auth_type="bearer", auth_credential="tok-123456"), headers=world.a.headers)
+    r = await client.post(
+        BASE, json=_body(auth_type="bearer", auth_credential="tok-123456"), headers=world.a.headers
+    )
     assert r.status_code == 201
     hook = r.json()["webhook"]
     assert hook["has_credential"] is True and "tok-123456" not in r.text
-    enc = conn.execute("SELECT auth_credential_enc FROM whk.whk_01_webhooks WHERE id = %s", (hook["id"],)).fetchone()
+    enc = conn.execute(
+        "SELECT auth_credential_enc FROM whk.whk_01_webhooks WHERE id = %s", (hook["id"],)
+    ).fetchone()
     assert enc is not None and b"tok-123456" not in bytes(enc[0])
     r = await client.put(f"{BASE}/{hook['id']}", json={"auth_type": "none"}, headers=world.a.headers)
     assert r.json()["has_credential"] is False
@@ -180,13 +200,24 @@ async def test_simulator_sends_a_signed_event_and_reports_the_answer(
     client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
 ):
     async with Receiver(status=202, reply=b'{"accepted": true}') as rx:
-        r = await client.post(BASE, json=_body(url=rx.url, headers={"X-Tenant": "acme"}, auth_type="api_key",
-                                               auth_header_name="X-Api-Key", auth_credential="k-secret"),
-                              headers=world.a.headers)
+        r = await client.post(
+            BASE,
+            json=_body(
+                url=rx.url,
+                headers={"X-Tenant": "acme"},
+                auth_type="api_key",
+                auth_header_name="X-Api-Key",
+                auth_credential="k-secret",
+            ),
+            headers=world.a.headers,
+        )
         secret = r.json()["signing_secret"]
         hid = r.json()["webhook"]["id"]
-        r = await client.post(f"{BASE}/{hid}/test", json={"event_type": "order.created", "data": {"id": 7}},
-                              headers=world.a.headers)
+        r = await client.post(
+            f"{BASE}/{hid}/test",
+            json={"event_type": "order.created", "data": {"id": 7}},
+            headers=world.a.headers,
+        )
     assert r.status_code == 200, r.text
     result = r.json()
     assert result["status"] == 202 and result["ok"] is True, (result["error_class"], result["error_detail"])
@@ -195,7 +226,7 @@ async def test_simulator_sends_a_signed_event_and_reports_the_answer(
     (req,) = rx.requests
     assert req.headers["x-tenant"] == "acme" and req.headers["x-api-key"] == "k-secret"
     # verified by the reference implementation, not by our own code
-    payload = SwVerifier(secret).verify(req.body, {k: v for k, v in req.headers.items()})
+    payload = SwVerifier(secret).verify(req.body, dict(req.headers.items()))
     assert payload["type"] == "order.created" and payload["data"] == {"id": 7}
     assert audit_count(conn, "webhook.test") == 1
 
@@ -210,7 +241,9 @@ async def test_simulator_reports_connection_errors(client: AsyncTestClient[Any],
     assert r.json()["status"] is None and r.json()["error_class"] in ("refused", "connect")
 
 
-async def test_logs_list_attempts_newest_first(client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]):
+async def test_logs_list_attempts_newest_first(
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+):
     r = await client.post(BASE, json=_body(), headers=world.a.headers)
     hid = r.json()["webhook"]["id"]
     d1 = make_delivery(conn, hid, status="dead", attempts=3)
@@ -220,7 +253,9 @@ async def test_logs_list_attempts_newest_first(client: AsyncTestClient[Any], wor
     page = r.json()
     assert [a["delivery_id"] for a in page["items"]] == [d2, d1, d1]
     assert page["next_cursor"]
-    r = await client.get(f"{BASE}/{hid}/logs", params={"cursor": page["next_cursor"]}, headers=world.a.headers)
+    r = await client.get(
+        f"{BASE}/{hid}/logs", params={"cursor": page["next_cursor"]}, headers=world.a.headers
+    )
     assert [a["attempt_no"] for a in r.json()["items"]] == [1]
     r = await client.get(f"{BASE}/{hid}/logs", params={"status_code": 200}, headers=world.a.headers)
     assert [a["delivery_id"] for a in r.json()["items"]] == [d2]
