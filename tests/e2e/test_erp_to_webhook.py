@@ -74,7 +74,11 @@ def test_committed_order_arrives_signed_and_rolled_back_one_does_not(
 ):
     conn.execute((REPO / "sql" / "demo" / "erp.sql").read_bytes())
     admin = {"Authorization": f"Bearer {create_api_key(conn, admin=True, consumer_id=None, name='e2e')}"}
-    api = httpx.Client(base_url=services, headers=admin, timeout=10)
+    with httpx.Client(base_url=services, headers=admin, timeout=10) as api:
+        _order_to_mock(conn, api, services)
+
+
+def _order_to_mock(conn: psycopg.Connection[Any], api: httpx.Client, services: str) -> None:
     consumer = api.post("/api/whk/consumers", json={"name": "acme"})
     assert consumer.status_code == 201, consumer.text
     created = api.post(

@@ -56,7 +56,12 @@ def _start(data_dir: Path, port: int) -> subprocess.Popen[str]:
         }
     )
     return subprocess.Popen(
-        [WHK, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        [WHK, "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
 
 
