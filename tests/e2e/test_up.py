@@ -94,6 +94,7 @@ def test_up_serves_health_and_ctrl_c_leaves_nothing_behind(data_dir: Path):
         out = _stop(proc)
     assert proc.returncode == 0, out
     assert "postgres: initialised" in out
+    assert "demo ERP: schema erp" in out
     assert "Health:  " + health in out
     assert "postgres stopped" in out
     time.sleep(0.5)
