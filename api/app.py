@@ -29,7 +29,7 @@ from api.auth import PUBLIC_PATHS, AuthConfig, AuthMiddleware, RequestIdMiddlewa
 from api.crypto import provide_secretbox
 from api.deps import dependencies
 from api.errors import BadRequest, exception_handlers
-from api.openapi import complete_error_responses, declared_query_parameters, openapi_config, path_format
+from api.openapi import QueryContract, complete_error_responses, openapi_config, path_format, query_contracts
 from api.routes import route_handlers
 from whk import db
 from whk.secretbox import SecretBox
@@ -81,31 +81,26 @@ def create_app(
     def document_platform_errors(app: Litestar) -> None:
         if settings.api.docs_enabled:
             complete_error_responses(app.openapi_schema, public_paths=PUBLIC_PATHS)
-            app.state.query_names = declared_query_parameters(app.openapi_schema)
+            app.state.query_contracts = query_contracts(app.openapi_schema.to_schema())
 
-    def refuse_unknown_query_parameters(request: Request[Any, Any, Any]) -> None:
-        """A misspelt filter (``?stauts=dead``) is a 400, not a silently unfiltered list."""
-        declared: dict[tuple[str, str], frozenset[str]] | None = request.app.state.get("query_names")
+    def enforce_query_contract(request: Request[Any, Any, Any]) -> None:
+        """Query parameters must be declared (``?stauts=dead`` is a 400, not an unfiltered list) and fit
+        their documented schema (bounds, patterns, enums) before any handler sees them."""
+        contracts: dict[tuple[str, str], QueryContract] | None = request.app.state.get("query_contracts")
         template = request.scope.get("path_template")
-        if not declared or not template:
+        if not contracts or not template:
             return
-        known = declared.get((path_format(template), request.method))
-        if known is None:
+        contract = contracts.get((path_format(template), request.method))
+        if contract is None:
             return
-        unknown = sorted(set(request.query_params) - known)
-        if unknown:
-            raise BadRequest(
-                f"unknown query parameter {unknown[0]!r}",
-                extra={
-                    "errors": [
-                        {"pointer": f"/query/{name}", "message": "unknown parameter"} for name in unknown
-                    ]
-                },
-            )
+        errors = contract.problems({k: request.query_params.getall(k) for k in request.query_params})
+        if errors:
+            first = errors[0]["pointer"].removeprefix("/query/")
+            raise BadRequest(f"query parameter {first!r}: {errors[0]['message']}", extra={"errors": errors})
 
     return Litestar(
         on_startup=[document_platform_errors],
-        before_request=refuse_unknown_query_parameters,
+        before_request=enforce_query_contract,
         route_handlers=[*(route_handlers() if resource_routes else ()), *extra_route_handlers],
         lifespan=[lifespan],
         state=State({"auth": auth, "secretbox": secretbox, "settings": settings}),

@@ -18,18 +18,9 @@ from psycopg import AsyncConnection, sql
 
 from whk.secretbox import ENCRYPTED_COLUMNS, SecretBox, SecretDecryptError, row_aad
 
-__all__ = ["SecretBox", "SecretDecryptError", "decrypt", "encrypt", "next_id", "provide_secretbox", "row_aad"]
+__all__ = ["SecretBox", "SecretDecryptError", "next_id", "provide_secretbox", "row_aad"]
 
 _TABLES = frozenset(t for t, _, _ in ENCRYPTED_COLUMNS)
-
-
-def encrypt(box: SecretBox, plaintext: bytes, *, row_id: str) -> bytes:
-    return box.encrypt(plaintext, row_id=row_id)
-
-
-def decrypt(box: SecretBox, blob: bytes, *, row_id: str) -> bytes:
-    """Plaintext, or ``SecretDecryptError`` (report it; a copied/corrupted row is not a crash)."""
-    return box.decrypt(blob, row_id=row_id)
 
 
 async def next_id(conn: AsyncConnection[Any], table: str) -> int:

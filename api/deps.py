@@ -25,7 +25,7 @@ from litestar.di import Provide
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from api.errors import Forbidden, NotFound, Unauthorized
+from api.errors import Forbidden, Unauthorized
 
 __all__ = ["ADMIN_SCOPE", "Principal", "admin_only", "dependencies", "provide_conn", "provide_principal"]
 
@@ -61,11 +61,6 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     def tenant_filter(self) -> int | None:
         """The consumer id every resource query must filter on (None = admin, no filter)."""
         return None if self.is_admin else self.consumer_id
-
-    def require_tenant(self, consumer_id: int | None) -> None:
-        """Raise NotFound unless the row's ``consumer_id`` belongs to this principal (admins see all)."""
-        if not self.is_admin and consumer_id != self.consumer_id:
-            raise NotFound()
 
 
 async def provide_conn(state: State) -> AsyncIterator[AsyncConnection[Any]]:

@@ -50,12 +50,15 @@ class FilterSpec:
     """One allow-listed filter: query parameter ``name`` compares ``column`` with ``op``.
 
     ``column`` may be qualified (``"d.status"``); ``cast`` is a PostgreSQL type the bound value is cast to.
+    ``expr``, when set, is a SQL expression written in code (never from a request) compared instead of
+    the column, e.g. a correlated sub-select.
     """
 
     name: str
     column: str
     op: Op = "="
     cast: str | None = None
+    expr: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,8 @@ class SortSpec:
     column: str
     tie: str
     cast: str
+    attr: str | None = None  # row attribute holding the sort value (default: column's last part)
+    tie_attr: str | None = None  # row attribute holding the tie-breaker (default: tie's last part)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,10 @@ class ListPlan:
 
 def _ident(qualified: str) -> sql.Composable:
     return sql.Identifier(*qualified.split("."))
+
+
+def _target(spec: FilterSpec) -> sql.Composable:
+    return sql.SQL(spec.expr) if spec.expr is not None else _ident(spec.column)
 
 
 def _cast(placeholder: str, cast: str | None) -> sql.Composable:
@@ -136,22 +145,20 @@ def build_list_query(
         if spec.op == "any" and len(value) == 1:
             # one value: plain equality, so a (filter, id) index can serve the page in order
             params[key] = next(iter(value))
-            preds.append(sql.SQL("{} = {}").format(_ident(spec.column), _cast(key, spec.cast)))
+            preds.append(sql.SQL("{} = {}").format(_target(spec), _cast(key, spec.cast)))
         elif spec.op == "any":
             params[key] = list(value)
             arr_cast = f"{spec.cast}[]" if spec.cast else None
-            preds.append(sql.SQL("{} = ANY({})").format(_ident(spec.column), _cast(key, arr_cast)))
+            preds.append(sql.SQL("{} = ANY({})").format(_target(spec), _cast(key, arr_cast)))
         elif spec.op == "contains":
             params[key] = value
-            preds.append(sql.SQL("{} @> ARRAY[{}]::text[]").format(_ident(spec.column), sql.Placeholder(key)))
+            preds.append(sql.SQL("{} @> ARRAY[{}]::text[]").format(_target(spec), sql.Placeholder(key)))
         elif spec.op == "prefix":
             params[key] = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            preds.append(sql.SQL("{} LIKE {}").format(_ident(spec.column), sql.Placeholder(key)))
+            preds.append(sql.SQL("{} LIKE {}").format(_target(spec), sql.Placeholder(key)))
         else:
             params[key] = value
-            preds.append(
-                sql.SQL("{} {} {}").format(_ident(spec.column), sql.SQL(spec.op), _cast(key, spec.cast))
-            )
+            preds.append(sql.SQL("{} {} {}").format(_target(spec), sql.SQL(spec.op), _cast(key, spec.cast)))
 
     descending = sort.startswith("-")
     sort_name = sort.lstrip("-")
@@ -186,8 +193,8 @@ def next_cursor(rows: Sequence[Any], limit: int, sort: str, sorts: Sequence[Sort
         return None
     last = rows[limit - 1]
     sspec = {s.name: s for s in sorts}[sort.lstrip("-")]
-    value = getattr(last, sspec.column.split(".")[-1])
-    tie = getattr(last, sspec.tie.split(".")[-1])
+    value = getattr(last, sspec.attr or sspec.column.split(".")[-1])
+    tie = getattr(last, sspec.tie_attr or sspec.tie.split(".")[-1])
     if hasattr(value, "isoformat"):
         value = value.isoformat()
     return encode_cursor(sort, value, tie)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from re import Pattern
-from typing import Annotated
+from typing import Annotated, Any
 
+import jsonschema_rs
 import msgspec
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
@@ -27,11 +31,12 @@ from api.errors import PROBLEM_JSON
 
 __all__ = [
     "Problem",
+    "QueryContract",
     "complete_error_responses",
-    "declared_query_parameters",
     "openapi_config",
     "path_format",
     "problem_responses",
+    "query_contracts",
 ]
 
 
@@ -113,6 +118,7 @@ def openapi_config(*, version: str, enabled: bool) -> OpenAPIConfig | None:
     )
 
 
+_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 _PLATFORM_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429, 500, 503)
 
 
@@ -170,16 +176,75 @@ def path_format(path_template: str) -> str:
     return _PARAM_TYPE.sub(r"{\1}", path_template)
 
 
-def declared_query_parameters(doc: OpenAPI) -> dict[tuple[str, str], frozenset[str]]:
-    """``{(openapi path, METHOD): query parameter names}`` of every documented operation."""
-    out: dict[tuple[str, str], frozenset[str]] = {}
-    for path, item in (doc.paths or {}).items():
-        for method in ("get", "put", "post", "delete", "patch", "head", "options", "trace"):
-            op: Operation | None = getattr(item, method, None)
-            if op is None:
+@dataclass(frozen=True, slots=True)
+class QueryContract:
+    """The documented query parameters of one operation, with a validator per parameter."""
+
+    names: frozenset[str]
+    validators: Mapping[str, jsonschema_rs.Validator]
+
+    def problems(self, params: Mapping[str, list[str]]) -> list[dict[str, str]]:
+        """One error per undeclared parameter or value no reading of which fits the documented schema."""
+        errors: list[dict[str, str]] = []
+        for name in sorted(params):
+            if name not in self.names:
+                errors.append({"pointer": f"/query/{name}", "message": "unknown parameter"})
                 continue
-            names = frozenset(
-                p.name for p in op.parameters or () if not isinstance(p, Reference) and p.param_in == "query"
-            )
-            out[(path, method.upper())] = names
+            validator = self.validators.get(name)
+            if validator is None:
+                continue
+            for raw in params[name]:
+                if not any(validator.is_valid(v) for v in _readings(raw)):
+                    message = next(iter(validator.iter_errors(_readings(raw)[-1])), None)
+                    errors.append(
+                        {
+                            "pointer": f"/query/{name}",
+                            "message": message.message if message else "invalid value",
+                        }
+                    )
+        return errors
+
+
+def _readings(raw: str) -> list[Any]:
+    """The values a query string may stand for: the string, and a number or boolean when it reads as one."""
+    out: list[Any] = [raw]
+    if raw in ("true", "false"):
+        out.append(raw == "true")
+    try:
+        out.append(int(raw))
+    except ValueError:
+        try:
+            number = float(raw)
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(number):
+                out.append(number)
+    return out
+
+
+def query_contracts(doc: dict[str, Any]) -> dict[tuple[str, str], QueryContract]:
+    """``{(openapi path, METHOD): QueryContract}`` of every documented operation (``doc`` as a dict).
+
+    Array-typed parameters are checked for their name only.
+    """
+    components = doc.get("components", {})
+    out: dict[tuple[str, str], QueryContract] = {}
+    for path, item in doc.get("paths", {}).items():
+        for method, op in item.items():
+            if not isinstance(op, dict) or method not in _METHODS:
+                continue
+            names: set[str] = set()
+            validators: dict[str, jsonschema_rs.Validator] = {}
+            for p in op.get("parameters", []):
+                if p.get("in") != "query":
+                    continue
+                names.add(p["name"])
+                schema = p.get("schema") or {}
+                if schema.get("type") == "array" or "array" in str(schema.get("oneOf", "")):
+                    continue
+                validators[p["name"]] = jsonschema_rs.Draft202012Validator(
+                    {**schema, "components": components}, validate_formats=False
+                )
+            out[(path, method.upper())] = QueryContract(frozenset(names), validators)
     return out

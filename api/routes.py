@@ -7,6 +7,7 @@ from litestar.types import ControllerRouterHandler
 from api.apikeys import ApiKeyController
 from api.consumers.controller import ConsumerController
 from api.deliveries.controller import DeliveryController
+from api.devmock.controller import MockController
 from api.events.controller import EventController
 from api.monitoring.controller import MonitoringController
 from api.security.controller import SecurityController
@@ -22,4 +23,5 @@ def route_handlers() -> list[ControllerRouterHandler]:
         MonitoringController,
         SecurityController,
         ConsumerController,
+        MockController,
     ]

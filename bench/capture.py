@@ -105,6 +105,19 @@ def run_pgbench(
     return float(match.group(1))
 
 
+def wait_ready(server: PgServer, timeout: float = 60) -> None:
+    """The executor returns once pg_ctl does; under load the server may still be starting up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with server.admin():
+                return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def reset(conn: psycopg.Connection[Any]) -> None:
     conn.execute("TRUNCATE whk.outbox, bench.t_none, bench.t_bare, bench.t_naive_notify, bench.t_whk")
     conn.execute("CHECKPOINT")
@@ -135,6 +148,7 @@ def main(argv: list[str]) -> int:
     server = start_server("-c synchronous_commit=on")
     listener: Listener | None = None
     try:
+        wait_ready(server)
         dbname = server.create_database("whk_bench_capture")
         dsn = server.dsn(dbname)
         migrate_database(dsn)

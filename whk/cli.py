@@ -22,6 +22,7 @@ from whk import __version__, catalog, migrate
 from whk.db import check_schema_version, connect
 from whk.errors import MigrationError, WhkError
 from whk.settings import Settings, configuration_markdown, load_settings
+from whk.sqlfiles import sql_root
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -155,6 +156,10 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
     try:
         with connect(settings) as conn:
             migrate.migrate(conn, echo=_echo)
+            if server is not None:
+                # The embedded default is a playground: the (idempotent) demo ERP gives it tables.
+                conn.execute((sql_root() / "demo" / "erp.sql").read_bytes())
+                _echo("demo ERP: schema erp (users, orders, products) captured; see docs/capture.md")
             _bootstrap_banner(settings, conn, developer_key=server is not None)
         whk_bin = str(Path(sys.executable).with_name("whk"))
         for part in ("api", "dispatcher"):

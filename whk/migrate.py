@@ -101,12 +101,11 @@ def check_syntax(path: Path, text: str) -> None:
         raise MigrationParseError(
             f"{path.name}:{line}: {message}", hint="fix the SQL; nothing was applied"
         ) from exc
-    raw = text.encode("utf-8")
     for stmt in stmts:
-        # stmt_location/stmt_len are byte offsets into the UTF-8 text.
+        # pglast reports stmt_location/stmt_len in characters of the text (not UTF-8 bytes).
         start = stmt.stmt_location or 0
-        end = start + stmt.stmt_len if stmt.stmt_len else len(raw)
-        chunk = raw[start:end].decode("utf-8")
+        end = start + stmt.stmt_len if stmt.stmt_len else len(text)
+        chunk = text[start:end]
         kind = type(stmt.stmt).__name__
         is_plpgsql = kind == "DoStmt" or (kind == "CreateFunctionStmt" and PLPGSQL_RE.search(chunk))
         if not is_plpgsql:
@@ -114,8 +113,7 @@ def check_syntax(path: Path, text: str) -> None:
         try:
             pglast.parse_plpgsql(chunk)
         except pglast.parser.ParseError as exc:
-            line = _line_of(raw[:start].decode("utf-8"), len(raw[:start].decode("utf-8")))
-            line += len(chunk) - len(chunk.lstrip("\n"))
+            line = _line_of(text, start + len(chunk) - len(chunk.lstrip()))
             raise MigrationParseError(
                 f"{path.name}:{line}: PL/pgSQL body: {exc.args[0]}", hint="fix the SQL; nothing was applied"
             ) from exc

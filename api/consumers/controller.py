@@ -18,7 +18,7 @@ from api.consumers.repository import ConsumerRepository
 from api.consumers.schemas import SELF_SERVICE, Consumer, ConsumerCreate, ConsumerPage, ConsumerUpdate
 from api.deps import Principal, admin_only
 from api.errors import Conflict, Forbidden, NotFound, Unprocessable
-from api.shapes import Cursor, Limit
+from api.shapes import CursorQ, LimitQ
 
 __all__ = ["ConsumerController"]
 
@@ -64,8 +64,8 @@ class ConsumerController(Controller):
         sort: Annotated[
             Literal["id", "-id", "name", "-name", "created_at", "-created_at"], QueryParameter()
         ] = "id",
-        cursor: Annotated[Cursor | None, QueryParameter()] = None,
-        limit: Annotated[Limit, QueryParameter()] = 50,
+        cursor: CursorQ = None,
+        limit: LimitQ = 50,
     ) -> ConsumerPage:
         items, nxt = await self.repo.page(
             conn,

@@ -30,7 +30,7 @@ class ConsumerCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rate_limit_per_second: Rate | None = None
     rate_limit_burst: PositiveInt | None = None
     api_rate_limit_per_minute: PositiveInt | None = None
-    quota_deliveries_per_day: Annotated[int, Meta(ge=1)] | None = None
+    quota_deliveries_per_day: Annotated[int, Meta(ge=1, le=9223372036854775807)] | None = None
     delivery_preferences: dict[str, Any] = msgspec.field(default_factory=dict)
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
 
@@ -48,7 +48,7 @@ class ConsumerUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rate_limit_per_second: Rate | UnsetType | None = UNSET
     rate_limit_burst: PositiveInt | UnsetType | None = UNSET
     api_rate_limit_per_minute: PositiveInt | UnsetType | None = UNSET
-    quota_deliveries_per_day: Annotated[int, Meta(ge=1)] | UnsetType | None = UNSET
+    quota_deliveries_per_day: Annotated[int, Meta(ge=1, le=9223372036854775807)] | UnsetType | None = UNSET
     delivery_preferences: dict[str, Any] | UnsetType = UNSET
     metadata: dict[str, Any] | UnsetType = UNSET
 

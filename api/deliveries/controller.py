@@ -32,7 +32,8 @@ from api.deliveries.schemas import (
 )
 from api.deps import Principal
 from api.errors import BadRequest, Conflict, NotFound, Unprocessable
-from api.shapes import EVENT_TYPE_RE, Cursor, Limit
+from api.shapes import EVENT_TYPE_RE, CursorQ, LimitQ
+from api.webhooks.repository import WebhookRepository
 
 __all__ = ["DeliveryController"]
 
@@ -51,6 +52,23 @@ DeliverySort = Literal[
 EventTypeQ = Annotated[str | None, QueryParameter(pattern=EVENT_TYPE_RE, max_length=200)]
 
 
+async def require_refs(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    webhooks: WebhookRepository,
+    *,
+    webhook_id: int | None = None,
+    consumer_id: int | None = None,
+) -> None:
+    """Ids named in a query or body must be the caller's own: another tenant's (or a missing) webhook or
+    consumer is 404, exactly like in a path, rather than an empty answer."""
+    tenant = principal.tenant_filter()
+    if tenant is not None and consumer_id is not None and consumer_id != tenant:
+        raise NotFound(f"consumer {consumer_id} not found")
+    if webhook_id is not None and await webhooks.get(conn, tenant=tenant, webhook_id=webhook_id) is None:
+        raise NotFound(f"webhook {webhook_id} not found")
+
+
 class DeliveryController(Controller):
     path = "/api/whk/deliveries"
     tags = ["deliveries"]  # noqa: RUF012
@@ -58,23 +76,25 @@ class DeliveryController(Controller):
     def __init__(self, owner: Any) -> None:
         super().__init__(owner)
         self.repo = DeliveryRepository()
+        self.webhooks = WebhookRepository()
 
     @get("/", operation_id="listDeliveries", summary="List deliveries (keyset pagination)")
     async def list_deliveries(
         self,
         conn: Conn,
         principal: Who,
-        webhook_id: Annotated[int | None, QueryParameter(ge=1)] = None,
-        consumer_id: Annotated[int | None, QueryParameter(ge=1)] = None,
+        webhook_id: Annotated[int | None, QueryParameter(ge=1, le=9223372036854775807)] = None,
+        consumer_id: Annotated[int | None, QueryParameter(ge=1, le=9223372036854775807)] = None,
         status: Annotated[list[DeliveryStatus] | None, QueryParameter()] = None,
         event_type: EventTypeQ = None,
         event_id: Annotated[UUID | None, QueryParameter()] = None,
         created_from: Annotated[datetime | None, QueryParameter()] = None,
         created_to: Annotated[datetime | None, QueryParameter()] = None,
         sort: Annotated[DeliverySort, QueryParameter()] = "-id",
-        cursor: Annotated[Cursor | None, QueryParameter()] = None,
-        limit: Annotated[Limit, QueryParameter()] = 50,
+        cursor: CursorQ = None,
+        limit: LimitQ = 50,
     ) -> DeliveryPage:
+        await require_refs(conn, principal, self.webhooks, webhook_id=webhook_id, consumer_id=consumer_id)
         filters = {
             "webhook_id": webhook_id,
             "consumer_id": consumer_id,
@@ -94,15 +114,16 @@ class DeliveryController(Controller):
         self,
         conn: Conn,
         principal: Who,
-        webhook_id: Annotated[int | None, QueryParameter(ge=1)] = None,
-        consumer_id: Annotated[int | None, QueryParameter(ge=1)] = None,
+        webhook_id: Annotated[int | None, QueryParameter(ge=1, le=9223372036854775807)] = None,
+        consumer_id: Annotated[int | None, QueryParameter(ge=1, le=9223372036854775807)] = None,
         event_type: EventTypeQ = None,
         dead_from: Annotated[datetime | None, QueryParameter()] = None,
         dead_to: Annotated[datetime | None, QueryParameter()] = None,
         sort: Annotated[Literal["-dead_at", "dead_at", "-id", "id"], QueryParameter()] = "-dead_at",
-        cursor: Annotated[Cursor | None, QueryParameter()] = None,
-        limit: Annotated[Limit, QueryParameter()] = 50,
+        cursor: CursorQ = None,
+        limit: LimitQ = 50,
     ) -> DeliveryPage:
+        await require_refs(conn, principal, self.webhooks, webhook_id=webhook_id, consumer_id=consumer_id)
         filters = {
             "webhook_id": webhook_id,
             "consumer_id": consumer_id,
@@ -128,7 +149,7 @@ class DeliveryController(Controller):
         principal: Who,
         since: Annotated[datetime | None, QueryParameter()] = None,
         until: Annotated[datetime | None, QueryParameter()] = None,
-        webhook_id: Annotated[int | None, QueryParameter(ge=1)] = None,
+        webhook_id: Annotated[int | None, QueryParameter(ge=1, le=9223372036854775807)] = None,
         top: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> DeliveryStats:
         end = until or datetime.now(UTC)
@@ -137,6 +158,7 @@ class DeliveryController(Controller):
             raise BadRequest("since must be before until")
         if end - start > timedelta(days=366):
             raise BadRequest("the window is at most 366 days")
+        await require_refs(conn, principal, self.webhooks, webhook_id=webhook_id)
         overall, per_webhook, per_consumer = await self.repo.stats(
             conn, tenant=principal.tenant_filter(), since=start, until=end, webhook_id=webhook_id, top=top
         )
@@ -158,6 +180,7 @@ class DeliveryController(Controller):
                 "empty time range",
                 errors=[{"pointer": "/created_to", "message": "must be after created_from"}],
             )
+        await require_refs(conn, principal, self.webhooks, webhook_id=data.webhook_id)
         filters = {
             "webhook_id": data.webhook_id,
             "event_type": data.event_type,

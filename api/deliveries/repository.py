@@ -13,7 +13,7 @@ from psycopg import AsyncConnection, sql
 
 from api import listing
 from api.deliveries.schemas import Delivery, DeliveryAttempt, DeliveryDetail, DeliveryStatsRow, Percentiles
-from api.rows import fetch_all, fetch_one, fetch_page, fetch_value
+from api.rows import fetch_all, fetch_column, fetch_one, fetch_page, fetch_value
 from whk.sqlfiles import load_queries
 
 __all__ = ["DELIVERY_FILTERS", "DELIVERY_SORTS", "FAILED_SORTS", "DeliveryRepository"]
@@ -168,9 +168,7 @@ class DeliveryRepository:
         """Re-queue up to ``limit`` matching deliveries: (ids picked, how many were re-queued)."""
         plan = self.plan(tenant=tenant, filters=filters, sort="id", cursor=None)
         query = sql.SQL(self._q["bulk_candidates"]).format(where=plan.where)
-        async with conn.cursor() as cur:
-            await cur.execute(query, {**plan.params, "limit": limit})
-            ids = [int(r[0]) for r in await cur.fetchall()]
+        ids = [int(i) for i in await fetch_column(conn, query, {**plan.params, "limit": limit})]
         if not ids:
             return [], 0
         return ids, int(await fetch_value(conn, self._q["retry_many"], {"ids": ids}))

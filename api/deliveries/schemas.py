@@ -93,7 +93,7 @@ class BulkRetryRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     answer says how many matched so a client can repeat until nothing is left.
     """
 
-    webhook_id: Annotated[int, Meta(ge=1)] | None = None
+    webhook_id: Annotated[int, Meta(ge=1, le=9223372036854775807)] | None = None
     event_type: Annotated[str, Meta(pattern=EVENT_TYPE_RE, max_length=200)] | None = None
     status: Annotated[list[RetryableStatus], Meta(min_length=1, max_length=6)] = msgspec.field(
         default_factory=lambda: ["dead"]

@@ -34,7 +34,7 @@ from api.events.schemas import (
     TriggerResult,
 )
 from api.events.validation import compile_error, schema_errors
-from api.shapes import EVENT_TYPE_RE, Cursor, Limit
+from api.shapes import EVENT_TYPE_RE, CursorQ, LimitQ
 
 __all__ = ["EventController"]
 
@@ -71,8 +71,8 @@ class EventController(Controller):
             Literal["name", "-name", "fire_count", "-fire_count", "created_at", "-created_at"],
             QueryParameter(),
         ] = "name",
-        cursor: Annotated[Cursor | None, QueryParameter()] = None,
-        limit: Annotated[Limit, QueryParameter()] = 100,
+        cursor: CursorQ = None,
+        limit: LimitQ = 100,
     ) -> EventTypePage:
         items, nxt = await self.repo.list_types(
             conn,
@@ -179,8 +179,8 @@ class EventController(Controller):
         since: Annotated[datetime | None, QueryParameter()] = None,
         until: Annotated[datetime | None, QueryParameter()] = None,
         sort: Annotated[Literal["-created_at", "created_at"], QueryParameter()] = "-created_at",
-        cursor: Annotated[Cursor | None, QueryParameter()] = None,
-        limit: Annotated[Limit, QueryParameter()] = 50,
+        cursor: CursorQ = None,
+        limit: LimitQ = 50,
     ) -> HistoryPage:
         filters = {
             "event_type": event_type,

@@ -72,18 +72,22 @@ ORDER BY {order}
 LIMIT %(limit)s
 
 -- name: history_tenant :many
--- A consumer's history: the events routed to its webhooks (one row per event, not per delivery).
+-- A consumer's history: the events routed to its webhooks, one row per event. Read from the tenant's own
+-- deliveries in (event_created_at, outbox_id) order (whk_03_entregas_consumer_event_idx), grouped as
+-- they stream, so a page costs the same however many events other tenants receive.
 SELECT o.id, o.event_id, o.event_type, o.event_version, o.event_key, o.operation, o.source_table,
        o.status, o.valid, o.validation_error, o.deliver_at, o.created_at, o.routed_at, o.payload,
        x.deliveries
-FROM whk.outbox o
-JOIN LATERAL (
-    SELECT count(*) AS deliveries FROM whk.whk_03_entregas d
-    WHERE d.outbox_id = o.id AND d.event_created_at = o.created_at AND d.consumer_id = %(tenant)s
-) x ON x.deliveries > 0
-WHERE {where}
-ORDER BY {order}
-LIMIT %(limit)s
+FROM (
+    SELECT d.event_created_at, d.outbox_id, count(*) AS deliveries
+    FROM whk.whk_03_entregas d
+    WHERE d.consumer_id = %(tenant)s AND {where}
+    GROUP BY d.event_created_at, d.outbox_id
+    ORDER BY {order}
+    LIMIT %(limit)s
+) x
+JOIN whk.outbox o ON o.id = x.outbox_id AND o.created_at = x.event_created_at
+ORDER BY {outer_order}
 
 -- name: stats_admin :many
 SELECT o.event_type, date_trunc(%(bucket)s, o.created_at, 'UTC') AS bucket, count(*) AS events

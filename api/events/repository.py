@@ -12,7 +12,7 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
 from api import listing
@@ -41,6 +41,44 @@ HISTORY_FILTERS = (
     listing.FilterSpec("until", "o.created_at", op="<", cast="timestamptz"),
 )
 HISTORY_SORTS = (listing.SortSpec("created_at", "o.created_at", "o.id", "timestamptz"),)
+
+
+# The tenant's history is read from its deliveries (see history_tenant in queries.sql); what only the
+# outbox row holds is compared through a correlated sub-select written here (never from a request).
+TENANT_HISTORY_FILTERS = (
+    listing.FilterSpec("event_type", "d.event_type"),
+    listing.FilterSpec(
+        "event_key",
+        "o2.event_key",
+        expr=(
+            "(SELECT o2.event_key FROM whk.outbox o2"
+            " WHERE o2.id = d.outbox_id AND o2.created_at = d.event_created_at)"
+        ),
+    ),
+    listing.FilterSpec(
+        "operation",
+        "o2.operation",
+        expr=(
+            "(SELECT o2.operation FROM whk.outbox o2"
+            " WHERE o2.id = d.outbox_id AND o2.created_at = d.event_created_at)"
+        ),
+    ),
+    listing.FilterSpec(
+        "status",
+        "o2.status",
+        expr=(
+            "(SELECT o2.status FROM whk.outbox o2"
+            " WHERE o2.id = d.outbox_id AND o2.created_at = d.event_created_at)"
+        ),
+    ),
+    listing.FilterSpec("since", "d.event_created_at", op=">=", cast="timestamptz"),
+    listing.FilterSpec("until", "d.event_created_at", op="<", cast="timestamptz"),
+)
+TENANT_HISTORY_SORTS = (
+    listing.SortSpec(
+        "created_at", "d.event_created_at", "d.outbox_id", "timestamptz", attr="created_at", tie_attr="id"
+    ),
+)
 
 
 class _Schema(msgspec.Struct):
@@ -179,19 +217,38 @@ class EventRepository:
         cursor: str | None,
         limit: int,
     ) -> tuple[list[HistoryEvent], str | None]:
+        if tenant is None:
+            plan = listing.build_list_query(
+                filters=HISTORY_FILTERS, values=filters, sorts=HISTORY_SORTS, sort=sort, cursor=cursor
+            )
+            return await fetch_page(
+                conn,
+                self._q["history_admin"],
+                plan,
+                HistoryEvent,
+                limit=limit,
+                sort=sort,
+                sorts=HISTORY_SORTS,
+            )
         plan = listing.build_list_query(
-            filters=HISTORY_FILTERS, values=filters, sorts=HISTORY_SORTS, sort=sort, cursor=cursor
+            filters=TENANT_HISTORY_FILTERS,
+            values=filters,
+            sorts=TENANT_HISTORY_SORTS,
+            sort=sort,
+            cursor=cursor,
         )
-        name = "history_admin" if tenant is None else "history_tenant"
+        direction = sql.SQL("DESC" if sort.startswith("-") else "ASC")
+        outer = sql.SQL("x.event_created_at {d}, x.outbox_id {d}").format(d=direction)
         return await fetch_page(
             conn,
-            self._q[name],
+            self._q["history_tenant"],
             plan,
             HistoryEvent,
             limit=limit,
             sort=sort,
-            sorts=HISTORY_SORTS,
+            sorts=TENANT_HISTORY_SORTS,
             params={"tenant": tenant},
+            outer_order=outer,
         )
 
     async def volume(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,7 @@ import psycopg
 from litestar import Controller, MediaType, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 from litestar.params import JSONBody, QueryParameter, SkipValidation
 from litestar.status_codes import HTTP_201_CREATED
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
@@ -51,6 +53,19 @@ def breaches(value: float | None, operator: str, threshold: float) -> bool | Non
         "<": value < threshold,
         "<=": value <= threshold,
     }[operator]
+
+
+@dataclass
+class _MetricsOperation(Operation):
+    """The metrics operation answers Prometheus text, or JSON with ``format=json``: document both."""
+
+    def __post_init__(self) -> None:
+        ok = (self.responses or {}).get("200")
+        if isinstance(ok, OpenAPIResponse):
+            ok.content = {
+                **(ok.content or {}),
+                "application/json": OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT)),
+            }
 
 
 class MonitoringController(Controller):
@@ -161,6 +176,7 @@ class MonitoringController(Controller):
         operation_id="metrics",
         summary="Metrics in Prometheus text format (format=json for JSON)",
         media_type=MediaType.TEXT,
+        operation_class=_MetricsOperation,
     )
     async def metrics(
         self,
@@ -203,7 +219,7 @@ class MonitoringController(Controller):
         alert_state: Annotated[Literal["ok", "firing"] | None, QueryParameter(name="state")] = None,
         enabled: Annotated[bool | None, QueryParameter()] = None,
         breaching_only: Annotated[bool, QueryParameter()] = False,
-        after_id: Annotated[int | None, QueryParameter(ge=1)] = None,
+        after_id: Annotated[int | None, QueryParameter(ge=1, le=9223372036854775807)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
     ) -> AlertPage:
         rows = await self.repo.alerts(
@@ -241,8 +257,12 @@ class MonitoringController(Controller):
         errors: list[dict[str, str]] = []
         if data.condition.webhook_id is not None:
             owner = await self.repo.webhook_owner(conn, data.condition.webhook_id)
-            if owner is None or (consumer_id is not None and owner != consumer_id):
-                errors.append({"pointer": "/condition/webhook_id", "message": "no such webhook"})
+            if owner is None or (tenant is not None and owner != tenant):
+                raise NotFound(f"webhook {data.condition.webhook_id} not found")
+            if consumer_id is not None and owner != consumer_id:
+                errors.append(
+                    {"pointer": "/condition/webhook_id", "message": "the webhook belongs to another consumer"}
+                )
         steps = [("/channels", data.channels)] + [
             (f"/escalation/{i}/channels", s.channels) for i, s in enumerate(data.escalation)
         ]

@@ -96,7 +96,7 @@ class AlertCondition(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     operator: Literal[">", ">=", "<", "<="]
     threshold: float
     window_s: Annotated[int, Meta(ge=60, le=604800)] = 300
-    webhook_id: Annotated[int, Meta(ge=1)] | None = None
+    webhook_id: Annotated[int, Meta(ge=1, le=9223372036854775807)] | None = None
 
 
 class AlertChannel(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -118,7 +118,7 @@ class AlertCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     escalation: Annotated[list[EscalationStep], Meta(max_length=10)] = msgspec.field(default_factory=list)
     throttle_seconds: Annotated[int, Meta(ge=0, le=86400)] = 300
     enabled: bool = True
-    consumer_id: Annotated[int, Meta(ge=1)] | None = None
+    consumer_id: Annotated[int, Meta(ge=1, le=9223372036854775807)] | None = None
 
 
 class Alert(msgspec.Struct, kw_only=True):

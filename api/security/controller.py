@@ -70,7 +70,7 @@ class SecurityController(Controller):
         self,
         conn: Conn,
         principal: Who,
-        webhook_id: Annotated[int | None, QueryParameter(ge=1)] = None,
+        webhook_id: Annotated[int | None, QueryParameter(ge=1, le=9223372036854775807)] = None,
         include_expired: Annotated[bool, QueryParameter()] = False,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 200,
     ) -> SigningKeyList:
@@ -144,7 +144,7 @@ class SecurityController(Controller):
         self,
         conn: Conn,
         principal: Who,
-        consumer_id: Annotated[int | None, QueryParameter(ge=1)] = None,
+        consumer_id: Annotated[int | None, QueryParameter(ge=1, le=9223372036854775807)] = None,
         actor: Annotated[str | None, QueryParameter(max_length=200)] = None,
         action: Annotated[str | None, QueryParameter(max_length=100, pattern=r"^[a-z0-9_.*]+$")] = None,
         target_type: Annotated[str | None, QueryParameter(max_length=100)] = None,
@@ -152,7 +152,7 @@ class SecurityController(Controller):
         request_id: Annotated[str | None, QueryParameter(max_length=128)] = None,
         since: Annotated[datetime | None, QueryParameter()] = None,
         until: Annotated[datetime | None, QueryParameter()] = None,
-        before_id: Annotated[int | None, QueryParameter(ge=1)] = None,
+        before_id: Annotated[int | None, QueryParameter(ge=1, le=9223372036854775807)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> AuditPage:
         flt = AuditFilter(

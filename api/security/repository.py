@@ -7,7 +7,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from api.rows import fetch_all, fetch_value
+from api.rows import fetch_all, fetch_column, fetch_value
 from api.security.schemas import SigningKeyInfo
 from whk.sqlfiles import load_queries
 
@@ -40,11 +40,17 @@ class SecurityRepository:
         return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
 
     async def start_grace(self, conn: AsyncConnection[Any], webhook_id: int, grace_s: float) -> list[str]:
-        async with conn.cursor() as cur:
-            await cur.execute(self._q["start_grace"], {"webhook_id": webhook_id, "grace_s": grace_s})
-            return [str(r[0]) for r in await cur.fetchall()]
+        return [
+            str(k)
+            for k in await fetch_column(
+                conn, self._q["start_grace"], {"webhook_id": webhook_id, "grace_s": grace_s}
+            )
+        ]
 
     async def cap_old_keys(self, conn: AsyncConnection[Any], webhook_id: int, max_old: int) -> list[str]:
-        async with conn.cursor() as cur:
-            await cur.execute(self._q["cap_old_keys"], {"webhook_id": webhook_id, "max_old": max_old})
-            return [str(r[0]) for r in await cur.fetchall()]
+        return [
+            str(k)
+            for k in await fetch_column(
+                conn, self._q["cap_old_keys"], {"webhook_id": webhook_id, "max_old": max_old}
+            )
+        ]

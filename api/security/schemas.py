@@ -30,7 +30,7 @@ class RotateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Rotate a webhook's signing secret. The old key keeps signing for ``grace_hours`` (default from
     'security.rotation_grace_hours', 24); ``0`` revokes it at once (leaked secret)."""
 
-    webhook_id: Annotated[int, Meta(ge=1)]
+    webhook_id: Annotated[int, Meta(ge=1, le=9223372036854775807)]
     grace_hours: Annotated[float, Meta(ge=0, le=720)] | None = None
 
 
@@ -59,12 +59,12 @@ class ValidateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ``event_type``). ``headers`` + ``secret``/``webhook_id`` also check the signature."""
 
     event_type: Annotated[str, Meta(pattern=EVENT_TYPE_RE, max_length=200)] | None = None
-    version: Annotated[int, Meta(ge=1)] | None = None
+    version: Annotated[int, Meta(ge=1, le=1000)] | None = None
     payload: Any = None
     body: Annotated[str, Meta(max_length=1_000_000)] | None = None
     headers: SignatureInput | None = None
     secret: Annotated[str, Meta(max_length=200)] | None = None
-    webhook_id: Annotated[int, Meta(ge=1)] | None = None
+    webhook_id: Annotated[int, Meta(ge=1, le=9223372036854775807)] | None = None
     tolerance_s: Annotated[int, Meta(ge=0, le=86400 * 365)] = 300
 
 

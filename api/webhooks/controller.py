@@ -24,7 +24,7 @@ from api.audit import record
 from api.context import settings_dependency
 from api.deps import Principal
 from api.errors import NotFound, Unprocessable
-from api.shapes import Cursor, Limit
+from api.shapes import CursorQ, LimitQ
 from api.webhooks.repository import WebhookRepository
 from api.webhooks.schemas import (
     AttemptPage,
@@ -135,7 +135,7 @@ class WebhookController(Controller):
         conn: Conn,
         principal: Who,
         status: Annotated[Literal["active", "paused", "disabled"] | None, QueryParameter()] = None,
-        consumer_id: Annotated[int | None, QueryParameter(ge=1)] = None,
+        consumer_id: Annotated[int | None, QueryParameter(ge=1, le=9223372036854775807)] = None,
         event_type: Annotated[str | None, QueryParameter(max_length=200)] = None,
         name_prefix: Annotated[str | None, QueryParameter(max_length=200)] = None,
         delivery_mode: Annotated[
@@ -144,8 +144,8 @@ class WebhookController(Controller):
         created_from: Annotated[datetime | None, QueryParameter()] = None,
         created_to: Annotated[datetime | None, QueryParameter()] = None,
         sort: Annotated[WebhookSort, QueryParameter()] = "-id",
-        cursor: Annotated[Cursor | None, QueryParameter()] = None,
-        limit: Annotated[Limit, QueryParameter()] = 50,
+        cursor: CursorQ = None,
+        limit: LimitQ = 50,
     ) -> WebhookPage:
         filters = {
             "status": status,
@@ -203,10 +203,7 @@ class WebhookController(Controller):
                 )
             consumer_id = tenant
         if not await self.repo.consumer_exists(conn, consumer_id):
-            raise Unprocessable(
-                "unknown consumer",
-                errors=[{"pointer": "/consumer_id", "message": f"consumer {consumer_id} not found"}],
-            )
+            raise NotFound(f"consumer {consumer_id} not found")
         await check_webhook_fields(
             conn,
             self.repo,
@@ -395,14 +392,14 @@ class WebhookController(Controller):
         conn: Conn,
         principal: Who,
         webhook_id: FromPath[int],
-        delivery_id: Annotated[int | None, QueryParameter(ge=1)] = None,
+        delivery_id: Annotated[int | None, QueryParameter(ge=1, le=9223372036854775807)] = None,
         outcome: Annotated[str | None, QueryParameter(max_length=50, pattern=r"^[a-z_]+$")] = None,
         status_code: Annotated[int | None, QueryParameter(ge=100, le=599)] = None,
         error_class: Annotated[str | None, QueryParameter(max_length=50, pattern=r"^[a-z_]+$")] = None,
         started_from: Annotated[datetime | None, QueryParameter()] = None,
         started_to: Annotated[datetime | None, QueryParameter()] = None,
-        cursor: Annotated[Cursor | None, QueryParameter()] = None,
-        limit: Annotated[Limit, QueryParameter()] = 50,
+        cursor: CursorQ = None,
+        limit: LimitQ = 50,
     ) -> AttemptPage:
         hook = await self.repo.get(conn, tenant=principal.tenant_filter(), webhook_id=webhook_id)
         if hook is None:

@@ -106,7 +106,7 @@ ORDER BY s.created_at DESC, s.id DESC
 
 -- name: list_attempts :many
 SELECT t.id, t.delivery_id, t.webhook_id, t.attempt_no, t.batch_id, t.dispatcher_id, t.started_at,
-       t.duration_ms, t.request_method, t.request_url, t.request_headers, t.request_body_size,
+       t.duration_ms, t.request_method, t.request_url, t.request_headers, t.request_body_sha256, t.request_body_size,
        t.response_status, t.response_headers, t.response_body, t.response_truncated, t.error_class,
        t.error_detail, t.outcome, d.event_id, d.event_type
 FROM whk.whk_03_entregas_tentativas t

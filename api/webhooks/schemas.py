@@ -9,6 +9,7 @@ from uuid import UUID
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from api.deliveries.schemas import DeliveryAttempt
 from api.shapes import EVENT_PATTERN_RE, EVENT_TYPE_RE
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
@@ -51,11 +52,11 @@ class WebhookCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: Name
     url: Url
     event_types: Annotated[list[EventPattern], Meta(min_length=1, max_length=100)]
-    consumer_id: int | None = None
+    consumer_id: Annotated[int, Meta(ge=1, le=9223372036854775807)] | None = None
     description: Annotated[str, Meta(max_length=2000)] | None = None
     http_method: Method = "POST"
     filter: JsonPath | None = None
-    payload_version: Annotated[int, Meta(ge=1)] | None = None
+    payload_version: Annotated[int, Meta(ge=1, le=1000)] | None = None
     headers: Annotated[dict[HeaderName, HeaderValue], Meta(max_length=50)] = msgspec.field(
         default_factory=dict
     )
@@ -92,7 +93,7 @@ class WebhookUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     description: Annotated[str, Meta(max_length=2000)] | UnsetType | None = UNSET
     http_method: Method | UnsetType = UNSET
     filter: JsonPath | UnsetType | None = UNSET
-    payload_version: Annotated[int, Meta(ge=1)] | UnsetType | None = UNSET
+    payload_version: Annotated[int, Meta(ge=1, le=1000)] | UnsetType | None = UNSET
     headers: Annotated[dict[HeaderName, HeaderValue], Meta(max_length=50)] | UnsetType = UNSET
     auth_type: AuthType | UnsetType = UNSET
     auth_header_name: HeaderName | UnsetType | None = UNSET
@@ -188,28 +189,13 @@ class TestResult(msgspec.Struct, kw_only=True):
     signed_with: list[str]
 
 
-class Attempt(msgspec.Struct, kw_only=True):
-    id: int
+class Attempt(DeliveryAttempt, kw_only=True):
+    """One attempt of one of the webhook's deliveries (the attempt log row plus what it delivered)."""
+
     delivery_id: int
     webhook_id: int
     event_id: UUID
     event_type: str
-    attempt_no: int
-    batch_id: UUID | None
-    dispatcher_id: str | None
-    started_at: datetime
-    duration_ms: float | None
-    request_method: str
-    request_url: str
-    request_headers: dict[str, Any]
-    request_body_size: int | None
-    response_status: int | None
-    response_headers: dict[str, Any] | None
-    response_body: str | None
-    response_truncated: bool
-    error_class: str | None
-    error_detail: str | None
-    outcome: str
 
 
 class AttemptPage(msgspec.Struct, kw_only=True):

@@ -29,16 +29,8 @@ BEGIN
         v_to := ((v_from AT TIME ZONE 'UTC') + v_step) AT TIME ZONE 'UTC';
         v_name := 'outbox_p' || to_char(v_from AT TIME ZONE 'UTC', 'YYYYMMDD');
         -- Skip periods already covered by any partition (whatever its name or size).
-        IF NOT EXISTS (
-            SELECT 1
-              FROM pg_inherits i
-              JOIN pg_class p ON p.oid = i.inhrelid
-             CROSS JOIN LATERAL (SELECT pg_get_expr(p.relpartbound, p.oid) AS bound) AS b
-             WHERE i.inhparent = 'whk.outbox'::regclass
-               AND b.bound <> 'DEFAULT'
-               AND (substring(b.bound FROM 'FROM \(''([^'']+)''\)'))::timestamptz < v_to
-               AND (substring(b.bound FROM 'TO \(''([^'']+)''\)'))::timestamptz > v_from
-        ) THEN
+        IF NOT EXISTS (SELECT 1 FROM whk.outbox_partitions p
+                        WHERE NOT p.is_default AND p.range_from < v_to AND p.range_to > v_from) THEN
             LOCK TABLE whk.outbox IN ACCESS EXCLUSIVE MODE;
             CREATE TEMP TABLE IF NOT EXISTS whk_outbox_moving (LIKE whk.outbox) ON COMMIT DROP;
             TRUNCATE whk_outbox_moving;

@@ -22,18 +22,13 @@ DECLARE
     v_to    timestamptz;
     v_why   text;
 BEGIN
-    FOR v_part, v_from, v_to IN
-        SELECT p.oid::regclass,
-               (substring(b.bound FROM 'FROM \(''([^'']+)''\)'))::timestamptz,
-               (substring(b.bound FROM 'TO \(''([^'']+)''\)'))::timestamptz
-          FROM pg_inherits i
-          JOIN pg_class p ON p.oid = i.inhrelid
-         CROSS JOIN LATERAL (SELECT pg_get_expr(p.relpartbound, p.oid) AS bound) AS b
-         WHERE i.inhparent = 'whk.outbox'::regclass AND b.bound <> 'DEFAULT'
-         ORDER BY 2
+    FOR v_part, partition_name, v_from, v_to IN
+        SELECT p.partition, p.partition_name, p.range_from, p.range_to
+          FROM whk.outbox_partitions p
+         WHERE NOT p.is_default
+         ORDER BY p.range_from
     LOOP
         CONTINUE WHEN v_to > now() - older_than;
-        partition_name := 'whk.' || quote_ident((SELECT relname FROM pg_class WHERE oid = v_part));
         BEGIN
             EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_part);
             LOCK TABLE whk.whk_03_entregas IN SHARE MODE;

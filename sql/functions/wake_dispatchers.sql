@@ -2,7 +2,9 @@
 -- NOTIFY only while a live dispatcher has declared itself idle (whk.dispatcher_set_idle): NOTIFY takes a
 -- cluster-wide lock at commit, so doing it on every commit serialises the ERP's commits. The payload is
 -- constant, so all wake-ups of one transaction fold into a single notification at commit.
--- Generated capture triggers inline the same test (see whk.capture_install) to save a function call.
+-- "Idle" is read from whk.dispatcher_idle_until (kept by the trigger whk.dispatchers_idle_refresh): a
+-- live dispatcher is idle and its heartbeat is less than 60 s old. Generated capture triggers inline the
+-- same test (see whk.capture_install) to save a function call.
 CREATE OR REPLACE FUNCTION whk.wake_dispatchers()
 RETURNS boolean
 LANGUAGE plpgsql
@@ -10,7 +12,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, whk, pg_temp
 AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM whk.dispatchers WHERE idle AND heartbeat_at > now() - interval '60 seconds') THEN
+    IF pg_sequence_last_value('whk.dispatcher_idle_until'::regclass) > extract(epoch FROM now()) THEN
         PERFORM pg_notify('whk_outbox', '');
         RETURN true;
     END IF;

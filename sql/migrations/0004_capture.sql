@@ -164,6 +164,31 @@ SELECT i.id, 1, 0,
        'initial version (seed)'
   FROM inserted i JOIN types t USING (name);
 
+-- ===== schema/203_dispatcher_idle_until.sql
+-- Cache of "some live dispatcher is idle until <epoch second>": max(heartbeat_at) + 60 s over idle rows of
+-- whk.dispatchers, 0 when none. Kept by the trigger whk.dispatchers_idle_refresh (sql/triggers) on every
+-- change of whk.dispatchers. Why a sequence: capture triggers read it with pg_sequence_last_value() as a
+-- plain function call (~1 us) instead of running a query on every ERP statement (~15 us measured).
+CREATE SEQUENCE whk.dispatcher_idle_until AS bigint MINVALUE 0 START WITH 0;
+COMMENT ON SEQUENCE whk.dispatcher_idle_until IS
+    'Epoch second until which some dispatcher counts as idle (capture NOTIFYs only before it); see docs/capture.md.';
+
+-- ===== schema/204_outbox_partitions.sql
+-- The partitions of whk.outbox with their time ranges (NULL bounds for the default partition): what
+-- whk.outbox_create_partitions and whk.outbox_drop_partitions work from, and what a DBA looks at.
+CREATE VIEW whk.outbox_partitions AS
+SELECT p.oid::regclass                                                          AS partition,
+       n.nspname || '.' || p.relname                                            AS partition_name,
+       (substring(b.bound FROM 'FROM \(''([^'']+)''\)'))::timestamptz          AS range_from,
+       (substring(b.bound FROM 'TO \(''([^'']+)''\)'))::timestamptz            AS range_to,
+       b.bound = 'DEFAULT'                                                      AS is_default
+FROM pg_catalog.pg_inherits i
+JOIN pg_catalog.pg_class p ON p.oid = i.inhrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = p.relnamespace
+CROSS JOIN LATERAL (SELECT pg_catalog.pg_get_expr(p.relpartbound, p.oid) AS bound) AS b
+WHERE i.inhparent = 'whk.outbox'::regclass;
+COMMENT ON VIEW whk.outbox_partitions IS 'Partitions of whk.outbox and their created_at ranges (see docs/capture.md).';
+
 -- ===== functions/jsonschema_error.sql
 -- whk.jsonschema_error: validate a JSON value against a JSON Schema (draft 2020-12 subset) in SQL.
 -- Returns NULL when valid, else the first error as '<JSON pointer>: <what is wrong>'.
@@ -744,7 +769,9 @@ COMMENT ON FUNCTION whk.validate_payload(text, integer, jsonb) IS
 -- NOTIFY only while a live dispatcher has declared itself idle (whk.dispatcher_set_idle): NOTIFY takes a
 -- cluster-wide lock at commit, so doing it on every commit serialises the ERP's commits. The payload is
 -- constant, so all wake-ups of one transaction fold into a single notification at commit.
--- Generated capture triggers inline the same test (see whk.capture_install) to save a function call.
+-- "Idle" is read from whk.dispatcher_idle_until (kept by the trigger whk.dispatchers_idle_refresh): a
+-- live dispatcher is idle and its heartbeat is less than 60 s old. Generated capture triggers inline the
+-- same test (see whk.capture_install) to save a function call.
 CREATE OR REPLACE FUNCTION whk.wake_dispatchers()
 RETURNS boolean
 LANGUAGE plpgsql
@@ -752,7 +779,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, whk, pg_temp
 AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM whk.dispatchers WHERE idle AND heartbeat_at > now() - interval '60 seconds') THEN
+    IF pg_sequence_last_value('whk.dispatcher_idle_until'::regclass) > extract(epoch FROM now()) THEN
         PERFORM pg_notify('whk_outbox', '');
         RETURN true;
     END IF;
@@ -1119,8 +1146,9 @@ DECLARE
     v_table   text;
     v_owner   text;
     v_cols    text := '';
-    v_key_new text;
-    v_key_old text;
+    v_key     text;
+    v_alias   text;
+    v_body    text;
     v_head    text;
     v_ins     text := 'RETURN NULL';
     v_upd     text := 'RETURN NULL';
@@ -1142,48 +1170,54 @@ BEGIN
         v_cols := ', t.*';
     END IF;
 
-    -- The event key, read from the row's JSON (alias.whk_j): one column as text, several as a JSON array.
+    -- The event key, read from the row's JSON (%s = a jsonb expression of the row): one column as text,
+    -- several as a JSON array. Reading it from the JSON keeps working (as NULL) if the column is renamed.
     IF cardinality(c.key_columns) = 1 THEN
-        v_key_new := format('new.whk_j ->> %L', c.key_columns[1]);
+        v_key := format('(%%s) ->> %L', c.key_columns[1]);
     ELSIF cardinality(c.key_columns) > 1 THEN
-        v_key_new := format('jsonb_build_array(%s)::text',
-                            (SELECT string_agg(format('new.whk_j -> %L', k), ', ') FROM unnest(c.key_columns) AS k));
+        v_key := format('jsonb_build_array(%s)::text',
+                        (SELECT string_agg(format('(%%s) -> %L', k), ', ') FROM unnest(c.key_columns) AS k));
     ELSE
-        v_key_new := 'NULL';
+        v_key := 'NULL';
     END IF;
-    v_key_old := replace(v_key_new, 'new.whk_j', 'old.whk_j');
 
     FOREACH v_op IN ARRAY c.operations LOOP
         v_type := c.event_prefix || CASE v_op WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated'
                                               ELSE '.deleted' END;
         SELECT e.current_major INTO v_major FROM whk.whk_02_eventos e WHERE e.name = v_type;
-        v_head := format(
-            'INSERT INTO whk.outbox (event_id, event_type, event_version, event_key, payload, source_table, operation)'
-            || E'\n        SELECT gen_random_uuid(), %L, %s, %s,'
-            || E'\n               jsonb_build_object(''type'', %L, ''timestamp'', v_ts, ''data'','
-            || E'\n                   jsonb_build_object(''op'', %L, ''table'', %L, ''new'', %s, ''old'', %s, ''changed'', %s)),'
-            || E'\n               %L, %L',
-            v_type, coalesce(v_major, 1),
-            CASE v_op WHEN 'DELETE' THEN v_key_old ELSE v_key_new END,
-            v_type, v_op, v_table,
-            CASE v_op WHEN 'DELETE' THEN 'NULL' ELSE 'new.whk_j' END,
-            CASE v_op WHEN 'INSERT' THEN 'NULL' ELSE 'old.whk_j' END,
-            CASE v_op WHEN 'UPDATE' THEN 'to_jsonb(whk_c.whk_changed)' ELSE 'NULL' END,
-            v_table, v_op);
-        IF v_op = 'INSERT' THEN
-            v_ins := v_head || format(E'\n        FROM (SELECT to_jsonb(t) AS whk_j%s FROM whk_new AS t) AS new', v_cols)
-                     || CASE WHEN c.condition IS NOT NULL THEN
-                            E'\n        LEFT JOIN (SELECT t.* FROM whk_new AS t) AS old ON false'
-                            || E'\n        WHERE (' || c.condition || ')' ELSE '' END;
-        ELSIF v_op = 'DELETE' THEN
-            v_del := v_head || format(E'\n        FROM (SELECT to_jsonb(t) AS whk_j%s FROM whk_old AS t) AS old', v_cols)
-                     || CASE WHEN c.condition IS NOT NULL THEN
-                            E'\n        LEFT JOIN (SELECT t.* FROM whk_old AS t) AS new ON false'
-                            || E'\n        WHERE (' || c.condition || ')' ELSE '' END;
+        v_head := E'INSERT INTO whk.outbox (event_id, event_type, event_version, event_key, payload, source_table, operation)'
+                  || format(E'\n        SELECT gen_random_uuid(), %L, %s, ', v_type, coalesce(v_major, 1));
+        IF v_op IN ('INSERT', 'DELETE') THEN
+            -- One row image. The envelope is a constant template (type, op, table) completed per statement
+            -- with the timestamp and per row with the row's JSON: jsonb_set on a template costs about half
+            -- of building the nested objects with jsonb_build_object on every row (PostgreSQL 15).
+            v_alias := CASE v_op WHEN 'INSERT' THEN 'new' ELSE 'old' END;
+            v_body := format(
+                    E'v_tpl := jsonb_set(%L::jsonb, ''{timestamp}'', to_jsonb(v_ts));\n        ',
+                    jsonb_build_object('type', v_type, 'timestamp', NULL, 'data',
+                                       jsonb_build_object('op', v_op, 'table', v_table, 'new', NULL, 'old', NULL,
+                                                          'changed', NULL))::text)
+                || v_head
+                || replace(v_key, '%s', v_alias || '.whk_j') || ','
+                || format(E'\n               jsonb_set(v_tpl, %L, %s.whk_j),', '{data,' || v_alias || '}', v_alias)
+                || format(E'\n               %L, %L', v_table, v_op)
+                || format(E'\n        FROM (SELECT to_jsonb(t) AS whk_j%s FROM %s AS t) AS %s',
+                          v_cols, CASE v_op WHEN 'INSERT' THEN 'whk_new' ELSE 'whk_old' END, v_alias)
+                || CASE WHEN c.condition IS NOT NULL THEN
+                       format(E'\n        LEFT JOIN (SELECT t.* FROM %s AS t) AS %s ON false',
+                              CASE v_op WHEN 'INSERT' THEN 'whk_new' ELSE 'whk_old' END,
+                              CASE v_op WHEN 'INSERT' THEN 'old' ELSE 'new' END)
+                       || E'\n        WHERE (' || c.condition || ')' ELSE '' END;
+            IF v_op = 'INSERT' THEN
+                v_ins := v_body;
+            ELSE
+                v_del := v_body;
+            END IF;
         ELSE
             -- Old and new transition rows are paired by position: PostgreSQL appends both images of an
             -- updated row together, so the n-th old row and the n-th new row are the same row (this also
-            -- holds when the update changes the primary key).
+            -- holds when the update changes the primary key). Changes are found by comparing the rows' JSON,
+            -- which works for every column type (point, xml, json have no equality operator).
             v_filter := 'whk_c.whk_changed <> ''{}''';
             IF c.columns IS NOT NULL THEN
                 v_filter := v_filter || format(' AND whk_c.whk_changed && %L::text[]', c.columns);
@@ -1191,7 +1225,16 @@ BEGIN
             IF c.condition IS NOT NULL THEN
                 v_filter := v_filter || E'\n          AND (' || c.condition || ')';
             END IF;
-            v_upd := v_head
+            v_upd := format(
+                    E'v_tpl := jsonb_set(%L::jsonb, ''{timestamp}'', to_jsonb(v_ts));\n        ',
+                    jsonb_build_object('type', v_type, 'timestamp', NULL, 'data',
+                                       jsonb_build_object('op', 'UPDATE', 'table', v_table, 'new', NULL,
+                                                          'old', NULL, 'changed', NULL))::text)
+                || v_head
+                || replace(v_key, '%s', 'new.whk_j') || ','
+                || E'\n               jsonb_set(jsonb_set(jsonb_set(v_tpl, ''{data,changed}'', to_jsonb(whk_c.whk_changed)),'
+                || E'\n                                   ''{data,old}'', old.whk_j), ''{data,new}'', new.whk_j),'
+                || format(E'\n               %L, ''UPDATE''', v_table)
                 || format(E'\n        FROM (SELECT row_number() OVER () AS whk_rn, to_jsonb(t) AS whk_j%s FROM whk_new AS t) AS new', v_cols)
                 || format(E'\n        JOIN (SELECT row_number() OVER () AS whk_rn, to_jsonb(t) AS whk_j%s FROM whk_old AS t) AS old', v_cols)
                 || E'\n          ON old.whk_rn = new.whk_rn'
@@ -1214,6 +1257,7 @@ AS $whk_capture$
 -- Generated by whk.enable_capture for %s (prefix %s). Do not edit: call whk.enable_capture again.
 DECLARE
     v_rows bigint;
+    v_tpl  jsonb;
     v_ts   text := to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
 BEGIN
     IF TG_OP = 'INSERT' THEN
@@ -1225,9 +1269,8 @@ BEGIN
     END IF;
     GET DIAGNOSTICS v_rows = ROW_COUNT;
     -- The wake-up of whk.wake_dispatchers, inlined: at most one NOTIFY per statement, only while a live
-    -- dispatcher is idle; identical notifications fold into one per transaction.
-    IF v_rows > 0 AND EXISTS (SELECT 1 FROM whk.dispatchers
-                               WHERE idle AND heartbeat_at > now() - interval '60 seconds') THEN
+    -- dispatcher is idle (a function call, not a query); identical notifications fold per transaction.
+    IF v_rows > 0 AND pg_sequence_last_value('whk.dispatcher_idle_until'::regclass) > extract(epoch FROM now()) THEN
         PERFORM pg_notify('whk_outbox', '');
     END IF;
     RETURN NULL;
@@ -1242,11 +1285,17 @@ $whk_capture$$f$, v_fn, v_table, c.event_prefix, v_ins, v_upd, v_del);
     END IF;
     EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', v_fn);
 
-    -- Replace the triggers of the captured operations, drop the others (quietly: only those that exist).
+    -- Create the missing triggers of the captured operations, drop the others (quietly: only those that
+    -- exist). A trigger already calling this function is left alone: CREATE OR REPLACE FUNCTION kept its
+    -- identity, so regenerating for a new event major needs no privilege on the ERP table.
     FOR v_op, v_type IN SELECT o.op, o.trg
                           FROM (VALUES ('INSERT', 'whk_capture_insert'), ('UPDATE', 'whk_capture_update'),
                                        ('DELETE', 'whk_capture_delete')) AS o(op, trg) LOOP
-        IF v_op = ANY (c.operations) THEN
+        IF v_op = ANY (c.operations) AND EXISTS (
+               SELECT 1 FROM pg_trigger t
+                WHERE t.tgrelid = p_tbl AND t.tgname = v_type AND t.tgfoid = v_fn::regprocedure) THEN
+            CONTINUE;
+        ELSIF v_op = ANY (c.operations) THEN
             EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT '
                            'EXECUTE FUNCTION %s',
                            v_type, v_op, p_tbl,
@@ -1494,16 +1543,8 @@ BEGIN
         v_to := ((v_from AT TIME ZONE 'UTC') + v_step) AT TIME ZONE 'UTC';
         v_name := 'outbox_p' || to_char(v_from AT TIME ZONE 'UTC', 'YYYYMMDD');
         -- Skip periods already covered by any partition (whatever its name or size).
-        IF NOT EXISTS (
-            SELECT 1
-              FROM pg_inherits i
-              JOIN pg_class p ON p.oid = i.inhrelid
-             CROSS JOIN LATERAL (SELECT pg_get_expr(p.relpartbound, p.oid) AS bound) AS b
-             WHERE i.inhparent = 'whk.outbox'::regclass
-               AND b.bound <> 'DEFAULT'
-               AND (substring(b.bound FROM 'FROM \(''([^'']+)''\)'))::timestamptz < v_to
-               AND (substring(b.bound FROM 'TO \(''([^'']+)''\)'))::timestamptz > v_from
-        ) THEN
+        IF NOT EXISTS (SELECT 1 FROM whk.outbox_partitions p
+                        WHERE NOT p.is_default AND p.range_from < v_to AND p.range_to > v_from) THEN
             LOCK TABLE whk.outbox IN ACCESS EXCLUSIVE MODE;
             CREATE TEMP TABLE IF NOT EXISTS whk_outbox_moving (LIKE whk.outbox) ON COMMIT DROP;
             TRUNCATE whk_outbox_moving;
@@ -1552,18 +1593,13 @@ DECLARE
     v_to    timestamptz;
     v_why   text;
 BEGIN
-    FOR v_part, v_from, v_to IN
-        SELECT p.oid::regclass,
-               (substring(b.bound FROM 'FROM \(''([^'']+)''\)'))::timestamptz,
-               (substring(b.bound FROM 'TO \(''([^'']+)''\)'))::timestamptz
-          FROM pg_inherits i
-          JOIN pg_class p ON p.oid = i.inhrelid
-         CROSS JOIN LATERAL (SELECT pg_get_expr(p.relpartbound, p.oid) AS bound) AS b
-         WHERE i.inhparent = 'whk.outbox'::regclass AND b.bound <> 'DEFAULT'
-         ORDER BY 2
+    FOR v_part, partition_name, v_from, v_to IN
+        SELECT p.partition, p.partition_name, p.range_from, p.range_to
+          FROM whk.outbox_partitions p
+         WHERE NOT p.is_default
+         ORDER BY p.range_from
     LOOP
         CONTINUE WHEN v_to > now() - older_than;
-        partition_name := 'whk.' || quote_ident((SELECT relname FROM pg_class WHERE oid = v_part));
         BEGIN
             EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_part);
             LOCK TABLE whk.whk_03_entregas IN SHARE MODE;
@@ -1600,5 +1636,37 @@ $$;
 REVOKE EXECUTE ON FUNCTION whk.outbox_drop_partitions(interval, boolean) FROM PUBLIC;
 COMMENT ON FUNCTION whk.outbox_drop_partitions(interval, boolean) IS
     'Drop old outbox partitions that hold no pending/invalid events and no unfinished or dead-lettered deliveries.';
+
+-- ===== triggers/dispatchers_idle_refresh.sql
+-- whk.dispatchers_idle_refresh: keep whk.dispatcher_idle_until equal to "max(heartbeat_at) + 60 s over idle
+-- dispatchers" (0 when none) after every change of whk.dispatchers: whk.dispatcher_set_idle, the
+-- dispatchers' own heartbeats and their removal all go through it, so capture triggers can test idleness
+-- without a query. Refreshes are serialised by an advisory lock held to commit, so each one computes from
+-- everything committed before it and the last committer's value stands. setval is not transactional: a
+-- rolled back change can leave the cache stale until the next change (at worst a spurious NOTIFY, or a
+-- missed one that the dispatcher's polling covers).
+CREATE OR REPLACE FUNCTION whk.dispatchers_idle_refresh()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('whk.dispatcher_idle_until'));
+    PERFORM setval('whk.dispatcher_idle_until',
+                   coalesce((SELECT ceil(extract(epoch FROM max(d.heartbeat_at)))::bigint + 60
+                               FROM whk.dispatchers d WHERE d.idle), 0));
+    RETURN NULL;
+END;
+$$;
+COMMENT ON FUNCTION whk.dispatchers_idle_refresh() IS
+    'Trigger: recompute whk.dispatcher_idle_until (idle dispatchers'' max heartbeat + 60 s) after dispatchers change.';
+
+CREATE TRIGGER dispatchers_idle_refresh
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON whk.dispatchers
+    FOR EACH STATEMENT EXECUTE FUNCTION whk.dispatchers_idle_refresh();
+
+-- The cache starts right for dispatchers registered before this migration.
+UPDATE whk.dispatchers SET idle = idle;
 
 COMMIT;

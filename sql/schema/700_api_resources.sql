@@ -16,7 +16,10 @@ CREATE INDEX whk_03_entregas_consumer_dead_idx ON whk.whk_03_entregas (consumer_
     WHERE status = 'dead';
 -- Attempt latency percentiles over a time window.
 CREATE INDEX whk_03_entregas_tentativas_started_idx ON whk.whk_03_entregas_tentativas (started_at);
--- GET /events/history, newest first (per partition).
+-- GET /events/history of one tenant: its deliveries in event order, grouped per event as they stream.
+CREATE INDEX whk_03_entregas_consumer_event_idx
+    ON whk.whk_03_entregas (consumer_id, event_created_at DESC, outbox_id DESC);
+-- GET /events/history (admin), newest first (per partition).
 CREATE INDEX outbox_created_id_idx ON whk.outbox (created_at DESC, id DESC);
 -- GET /monitoring/alerts of one tenant.
 CREATE INDEX whk_06_alertas_consumer_idx ON whk.whk_06_alertas (consumer_id, id);

@@ -136,11 +136,15 @@ def test_emit_uses_the_current_major_and_old_majors_stay_validatable(conn: psyco
 def test_captured_types_follow_a_new_major(conn: psycopg.Connection[Any]) -> None:
     conn.execute("CREATE TABLE public.t (id int PRIMARY KEY, v int)")
     conn.execute("SELECT whk.enable_capture('public.t', 'thing')")
+    triggers = "SELECT array_agg(oid ORDER BY tgname) FROM pg_trigger WHERE tgrelid = 'public.t'::regclass"
+    before = conn.execute(triggers).fetchone()
     conn.execute("INSERT INTO public.t VALUES (1, 1)")
     register(conn, "thing.created", {"type": "object"}, new_major=True)
     conn.execute("INSERT INTO public.t VALUES (2, 1)")
     versions = [e["event_version"] for e in outbox(conn)]
     assert versions == [1, 2]
+    # Only the function was regenerated: the ERP table's triggers were not touched (no DDL on it).
+    assert conn.execute(triggers).fetchone() == before
 
 
 def test_strict_types_reject_invalid_payloads_at_emit_with_a_hint(conn: psycopg.Connection[Any]) -> None:

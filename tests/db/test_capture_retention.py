@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import psycopg
@@ -75,6 +76,14 @@ def test_create_partitions_is_idempotent_and_moves_stray_rows_out_of_default(
     assert where == [(f"whk.{created[0]}",)]
     conn.execute("INSERT INTO public.t VALUES (3)")  # new events go to today's partition
     assert conn.execute("SELECT count(*) FROM whk.outbox_default").fetchone() == (0,)
+    ranges = conn.execute(
+        "SELECT range_from, range_to FROM whk.outbox_partitions WHERE NOT is_default ORDER BY range_from"
+    ).fetchall()
+    assert len(ranges) == 4
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))  # contiguous days
+    assert all((hi - lo).days == 1 for lo, hi in ranges)
+    default = conn.execute("SELECT partition_name FROM whk.outbox_partitions WHERE is_default").fetchall()
+    assert default == [("whk.outbox_default",)]
     weekly = conn.execute("SELECT * FROM whk.outbox_create_partitions('20 days', 'week')").fetchall()
     assert weekly  # weeks not already covered by the daily partitions
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="day, week or month"):

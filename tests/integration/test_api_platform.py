@@ -201,3 +201,53 @@ async def test_unknown_query_parameters_are_refused(settings, conn):
         # Path parameters are not query parameters: the template is matched, not the raw path.
         r = await c.delete("/api/whk/api-keys/424242?x=1", headers=bearer(key))
         assert problem(r, 400)["errors"][0]["pointer"] == "/query/x"
+
+
+async def test_query_values_must_fit_the_documented_schema(settings, conn):
+    key = admin_key(conn)
+    async with client(settings) as c:
+        for bad in ("0", "-1", "501", "abc", "1.5", ""):
+            body = problem(await c.get(f"/api/whk/api-keys?limit={bad}", headers=bearer(key)), 400)
+            assert body["errors"][0]["pointer"] == "/query/limit", bad
+        assert (await c.get("/api/whk/api-keys?limit=500&after_id=0", headers=bearer(key))).status_code == 200
+        assert (
+            await c.get("/api/whk/api-keys?include_revoked=false", headers=bearer(key))
+        ).status_code == 200
+
+
+def test_query_contract_readings():
+    from api.openapi import QueryContract, query_contracts
+
+    doc = {
+        "components": {"schemas": {"Status": {"type": "string", "enum": ["dead", "pending"]}}},
+        "paths": {
+            "/x": {
+                "get": {
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 9},
+                        },
+                        {"name": "status", "in": "query", "schema": {"$ref": "#/components/schemas/Status"}},
+                        {
+                            "name": "flag",
+                            "in": "query",
+                            "schema": {"oneOf": [{"type": "boolean"}, {"type": "null"}]},
+                        },
+                        {
+                            "name": "ids",
+                            "in": "query",
+                            "schema": {"type": "array", "items": {"type": "integer"}},
+                        },
+                        {"name": "id", "in": "path", "schema": {"type": "integer"}},
+                    ]
+                }
+            }
+        },
+    }
+    contract: QueryContract = query_contracts(doc)[("/x", "GET")]
+    assert contract.names == {"limit", "status", "flag", "ids"}
+    assert contract.problems({"limit": ["3"], "status": ["dead"], "flag": ["true"], "ids": ["1", "x"]}) == []
+    bad = contract.problems({"limit": ["0"], "status": ["alive"], "flag": ["maybe"], "id": ["1"]})
+    assert [e["pointer"] for e in bad] == ["/query/flag", "/query/id", "/query/limit", "/query/status"]

@@ -15,7 +15,7 @@ WHK = str(Path(sys.executable).with_name("whk"))
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("WHK_")}
     return subprocess.run(
-        [WHK, *args], capture_output=True, text=True, env={**base, **(env or {})}, timeout=60
+        [WHK, *args], capture_output=True, text=True, env={**base, **(env or {})}, timeout=180
     )
 
 
@@ -80,7 +80,7 @@ def test_migration_syntax_error_is_one_line_and_applies_nothing(tmp_path: Path, 
         capture_output=True,
         text=True,
         env={**base, "WHK_DATABASE_URL": empty_db_url},
-        timeout=60,
+        timeout=180,
     )
     assert_one_line_error(proc, f"{v:04d}_broken.sql:4:", "syntax error")
     import psycopg

@@ -26,8 +26,10 @@ from cryptography.x509.oid import NameOID
 from dispatcher.classify import classify
 from dispatcher.sender import USER_AGENT, OutboundRequest, Sender
 from tests.support.http_receivers import (
+    StubResolver,
     abort_with_rst,
     free_port,
+    install_loopback_guard,
     raw_server,
     read_request_head,
     receiver,
@@ -36,6 +38,14 @@ from whk.settings import Settings, load_settings
 from whk.signing import decode_secret, generate_secret, signature_headers
 
 BODY = b'{"type":"order.created","timestamp":"2026-01-01T00:00:00Z","data":{"id":1}}'
+
+
+@pytest.fixture(autouse=True)
+async def loopback_only(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    """No test here may connect beyond loopback or query DNS."""
+    guard = install_loopback_guard(asyncio.get_running_loop(), monkeypatch)
+    yield
+    assert guard.violations == []
 
 
 @pytest.fixture(scope="module")
@@ -396,10 +406,12 @@ class TestFaults:
         assert result.error_class == "protocol"
 
     async def test_unresolvable_name_is_dns(self, loopback_settings: Settings) -> None:
-        # .invalid never resolves (RFC 6761); the resolver answers locally without traffic.
-        async with Sender(loopback_settings) as s:
-            result = await s.send(post("http://no-such-host.invalid/hook"))
-        assert result.error_class == "dns"
+        stub = StubResolver([])  # NXDOMAIN from a stub: no DNS query leaves the machine
+        async with Sender(loopback_settings, resolver=stub) as s:
+            result = await s.send(post("http://no-such-host.example/hook"))
+        assert result.status is None
+        assert result.error_class == "dns", result.error_detail
+        assert stub.calls == ["no-such-host.example"]
         assert s.stats.dials == 0
 
 

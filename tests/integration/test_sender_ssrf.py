@@ -30,7 +30,7 @@ from dispatcher import sender as sender_module
 from dispatcher.classify import classify
 from dispatcher.retry import RetryPolicy, next_delay
 from dispatcher.sender import OutboundRequest, Sender, SsrfBlockedError
-from tests.support.http_receivers import Receiver, StubResolver, receiver
+from tests.support.http_receivers import Receiver, StubResolver, install_loopback_guard, receiver
 from whk.settings import Settings, load_settings
 from whk.urlpolicy import check_address, check_url
 
@@ -48,23 +48,10 @@ def post(url: str, deadline: float = 3.0) -> OutboundRequest:
 
 @pytest.fixture
 async def dial_guard(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[str]]:
-    """Record every address the loop connects to; refuse (and fail) anything beyond loopback."""
-    loop = asyncio.get_running_loop()
-    real = loop.sock_connect
-    dialed: list[str] = []
-    violations: list[str] = []
-
-    async def guarded(sock: socket.socket, address: Any) -> None:
-        host = str(address[0])
-        dialed.append(host)
-        if not ipaddress.ip_address(host.split("%")[0]).is_loopback:
-            violations.append(host)
-            raise AssertionError(f"test tried to connect beyond loopback: {host}")
-        await real(sock, address)
-
-    monkeypatch.setattr(loop, "sock_connect", guarded)
-    yield dialed
-    assert violations == []
+    """Every address the loop connects to; a connect beyond loopback or a DNS query fails the test."""
+    guard = install_loopback_guard(asyncio.get_running_loop(), monkeypatch)
+    yield guard.dialed
+    assert guard.violations == []
 
 
 @pytest.fixture

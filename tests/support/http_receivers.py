@@ -6,6 +6,7 @@ Every server here binds a 127.0.0.0/8 (or ::1) address; nothing in this module c
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 
@@ -148,7 +150,8 @@ def free_port() -> int:
 
 
 class StubResolver(AbstractResolver):
-    """Answers from a script: each call pops the next answer (a list of IPs); the last one repeats."""
+    """Answers from a script: each call pops the next answer (a list of IPs); the last one repeats.
+    An empty answer raises ``socket.gaierror`` (NXDOMAIN) — no DNS query ever leaves the machine."""
 
     def __init__(self, *answers: list[str]) -> None:
         self.answers = [list(a) for a in answers]
@@ -159,6 +162,8 @@ class StubResolver(AbstractResolver):
     ) -> list[ResolveResult]:
         self.calls.append(host)
         ips = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if not ips:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return [
             ResolveResult(
                 hostname=host,
@@ -173,3 +178,50 @@ class StubResolver(AbstractResolver):
 
     async def close(self) -> None:
         return None
+
+
+@dataclass
+class LoopbackGuard:
+    """What a test's event loop dialed and looked up; anything beyond loopback is a violation."""
+
+    dialed: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+
+
+def _numeric(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        try:
+            socket.inet_aton(host)  # the forms getaddrinfo parses itself, without asking DNS
+        except OSError:
+            return False
+    return True
+
+
+def install_loopback_guard(loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch) -> LoopbackGuard:
+    """Wrap ``loop.sock_connect`` and ``loop.getaddrinfo``: a connect beyond loopback or a real DNS
+    query fails (before any packet is sent) and is recorded as a violation."""
+    guard = LoopbackGuard()
+    real_connect = loop.sock_connect
+    real_getaddrinfo = loop.getaddrinfo
+
+    async def sock_connect(sock: socket.socket, address: Any) -> None:
+        host = str(address[0])
+        guard.dialed.append(host)
+        addr = ipaddress.ip_address(host.split("%")[0])
+        mapped = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) else None
+        if not (addr.is_loopback or (mapped is not None and mapped.is_loopback)):
+            guard.violations.append(f"connect {host}")
+            raise AssertionError(f"test tried to connect beyond loopback: {host}")
+        await real_connect(sock, address)
+
+    async def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host is not None and not _numeric(str(host)):
+            guard.violations.append(f"dns {host}")
+            raise AssertionError(f"test tried a real DNS lookup of {host}")
+        return await real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "sock_connect", sock_connect)
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    return guard

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,28 +90,55 @@ def _os_user() -> str:
     return out.stdout.strip()
 
 
-def start_server(options: str = "") -> PgServer:
-    """Start a fresh server on a free TCP port of 127.0.0.1 (and a Unix socket in its directory)."""
-    base = Path(tempfile.mkdtemp(prefix="whk-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(base, user=_os_user())
-    port = port_for.select_random()
-    executor = PostgreSQLExecutor(
-        executable=str(SCRIPTS / "pg_ctl"),
-        host="127.0.0.1",
-        port=port,
-        datadir=str(base / "data"),
-        unixsocketdir=str(base),
-        logfile=str(base / "pg.log"),
-        startparams="-w",
-        dbname="postgres",
-        postgres_options=(
-            " -c max_connections=300 -c shared_buffers=256MB -c synchronous_commit=off "
-            "-c full_page_writes=off " + options
-        ),
-    )
-    executor.start()
-    return PgServer(base=base, port=port, executor=executor)
+def _serves(server: PgServer, timeout: float = 30) -> bool:
+    """True once OUR server accepts connections on its port (not another one that grabbed the port)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with psycopg.connect(server.dsn(), connect_timeout=2) as conn:
+                row = conn.execute("SHOW data_directory").fetchone()
+            return row is not None and Path(str(row[0])).resolve() == server.datadir.resolve()
+        except psycopg.OperationalError:
+            time.sleep(0.2)  # "the database system is starting up" under load
+    return False
+
+
+def start_server(options: str = "", *, attempts: int = 5) -> PgServer:
+    """Start a fresh server on a free TCP port of 127.0.0.1 (and a Unix socket in its directory).
+
+    Several test sessions may run at once on one machine: a port found free can be taken before our
+    server binds it, so the server is verified to be ours (its data directory) and started again on
+    another port if not.
+    """
+    for _ in range(attempts):
+        base = Path(tempfile.mkdtemp(prefix="whk-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(base, user=_os_user())
+        port = port_for.select_random()
+        executor = PostgreSQLExecutor(
+            executable=str(SCRIPTS / "pg_ctl"),
+            host="127.0.0.1",
+            port=port,
+            datadir=str(base / "data"),
+            unixsocketdir=str(base),
+            logfile=str(base / "pg.log"),
+            startparams="-w",
+            dbname="postgres",
+            postgres_options=(
+                " -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=256MB "
+                "-c synchronous_commit=off -c full_page_writes=off " + options
+            ),
+        )
+        server = PgServer(base=base, port=port, executor=executor)
+        try:
+            executor.start()
+        except Exception:
+            server.stop()
+            continue
+        if _serves(server):
+            return server
+        server.stop()
+    raise RuntimeError(f"could not start a throwaway PostgreSQL in {attempts} attempts")
 
 
 def migrate_database(dsn: str) -> None:

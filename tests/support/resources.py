@@ -11,6 +11,10 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from tests.support.delivery import make_consumer
+
+__all__ = ["Receiver", "Tenant", "World", "audit_count", "make_consumer", "make_delivery", "make_webhook"]
+
 
 @dataclass(frozen=True)
 class Tenant:
@@ -31,14 +35,6 @@ class World:
     @property
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.admin_key}"}
-
-
-def make_consumer(conn: psycopg.Connection[Any], name: str) -> int:
-    row = conn.execute(
-        "INSERT INTO whk.whk_04_assinantes (name) VALUES (%s) RETURNING id", (name,)
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def make_webhook(

@@ -150,3 +150,41 @@ async def test_history_and_stats(client: AsyncTestClient[Any], world: World, con
     assert r.json()["totals"] == {"order.created": 1}
     r = await client.get(f"{BASE}/stats", params={"interval": "minute"}, headers=world.admin)
     assert r.status_code == 400
+
+
+async def test_tenant_history_pages_and_filters(
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+):
+    h = make_webhook(conn, world.a.consumer_id)
+    h2 = make_webhook(conn, world.a.consumer_id, name="second")
+    ids = [make_delivery(conn, h, event_type="order.created") for _ in range(3)]
+    shipped = make_delivery(conn, h, event_type="order.shipped")
+    # the same event also reached the tenant's second webhook: one history row, two deliveries
+    conn.execute(
+        "INSERT INTO whk.whk_03_entregas "
+        "(event_id, outbox_id, event_created_at, event_type, webhook_id, consumer_id) "
+        "SELECT gen_random_uuid(), outbox_id, event_created_at, event_type, %s, consumer_id "
+        "FROM whk.whk_03_entregas WHERE id = %s",
+        (h2, shipped),
+    )
+    conn.execute(
+        "UPDATE whk.outbox o SET event_key = 'k-1' FROM whk.whk_03_entregas d "
+        "WHERE d.id = %s AND o.id = d.outbox_id",
+        (ids[0],),
+    )
+    seen: list[tuple[str, int]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get(f"{BASE}/history", params=params, headers=world.a.headers)).json()
+        seen += [(e["event_type"], e["deliveries"]) for e in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [("order.shipped", 2), ("order.created", 1), ("order.created", 1), ("order.created", 1)]
+    r = await client.get(f"{BASE}/history", params={"event_key": "k-1"}, headers=world.a.headers)
+    assert [e["event_key"] for e in r.json()["items"]] == ["k-1"]
+    r = await client.get(f"{BASE}/history", params={"operation": "INSERT"}, headers=world.a.headers)
+    assert r.json()["items"] == []
+    r = await client.get(f"{BASE}/history", params={"event_type": "order.shipped"}, headers=world.b.headers)
+    assert r.json()["items"] == []

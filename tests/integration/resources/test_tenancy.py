@@ -56,9 +56,36 @@ async def test_other_tenants_ids_are_404_with_no_side_effect(
         r = await client.request(method, path, json=body, headers=a)
         assert r.status_code == 404, (method, path, r.status_code, r.text)
         assert r.headers["content-type"].startswith("application/problem+json")
-    # bulk retry and lists simply see nothing of the other tenant
-    r = await client.post("/api/whk/deliveries/bulk-retry", json={"webhook_id": hid}, headers=a)
-    assert r.json()["matched"] == 0
+    # ids named in a query or a body are checked the same way
+    for method, path, body in [
+        ("POST", "/api/whk/deliveries/bulk-retry", {"webhook_id": hid}),
+        ("GET", f"/api/whk/deliveries?webhook_id={hid}", None),
+        ("GET", f"/api/whk/deliveries/failed?consumer_id={world.b.consumer_id}", None),
+        ("GET", f"/api/whk/deliveries/stats?webhook_id={hid}", None),
+        (
+            "POST",
+            "/api/whk/security/validate",
+            {
+                "payload": {},
+                "event_type": "user.login",
+                "webhook_id": hid,
+                "headers": {"webhook-id": "m", "webhook-timestamp": "1", "webhook-signature": "v1,x"},
+            },
+        ),
+        (
+            "POST",
+            "/api/whk/monitoring/alerts",
+            {
+                "name": "x",
+                "condition": {"metric": "dead_letters", "operator": ">", "threshold": 1, "webhook_id": hid},
+            },
+        ),
+    ]:
+        r = await client.request(method, path, json=body, headers=a)
+        assert r.status_code == 404, (method, path, r.status_code, r.text)
+    # lists simply show nothing of the other tenant
+    r = await client.get("/api/whk/deliveries", headers=a)
+    assert r.json()["items"] == []
     assert _snapshot(conn) == before
     # the owner still can
     r = await client.post(f"/api/whk/deliveries/{dead}/retry", headers=world.b.headers)

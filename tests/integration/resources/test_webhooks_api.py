@@ -259,3 +259,18 @@ async def test_logs_list_attempts_newest_first(
     assert [a["attempt_no"] for a in r.json()["items"]] == [1]
     r = await client.get(f"{BASE}/{hid}/logs", params={"status_code": 200}, headers=world.a.headers)
     assert [a["delivery_id"] for a in r.json()["items"]] == [d2]
+
+
+async def test_nul_characters_are_a_client_error(client: AsyncTestClient[Any], world: World):
+    r = await client.get(BASE, params={"name_prefix": "a\x00b"}, headers=world.a.headers)
+    assert r.status_code == 400, r.text
+    r = await client.post(BASE, json=_body(name="a\x00b"), headers=world.a.headers)
+    assert r.status_code == 400, r.text
+    r = await client.post(BASE, json=_body(metadata={"k": "a\x00b"}), headers=world.a.headers)
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_unknown_consumer_in_the_body_is_404(client: AsyncTestClient[Any], world: World):
+    r = await client.post(BASE, json=_body(consumer_id=999_999), headers=world.admin)
+    assert r.status_code == 404

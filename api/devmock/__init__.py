@@ -1,0 +1,1 @@
+"""Development mock endpoints: receive webhooks inside WHK itself and show what arrived."""
