@@ -14,11 +14,11 @@ import signal
 import socket
 
 import uvloop
-from dispatcher.sender import Sender
 
 from dispatcher.engine import Engine
 from dispatcher.listener import listen_forever
 from dispatcher.repository import Repository
+from dispatcher.sender import Sender
 from whk import db
 from whk.settings import Settings
 

@@ -268,6 +268,7 @@ def test_pgqueuer_objects_match_in_the_catalog(pg_server: PgServer, conn: psycop
             expected = catalog.snapshot(rconn)
     finally:
         pg_server.drop_database(ref)
+
     def ddl(snap: dict[str, str]) -> dict[str, str]:
         # Grants are WHK's own business (migration 0006 grants the app role); the DDL must match.
         return {k: re.sub(r" acl \S+", "", v) for k, v in snap.items() if k != "schema whk"}
