@@ -46,7 +46,7 @@ BEGIN
     SELECT n.nspname || '.' || r.relname INTO v_table
       FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace WHERE r.oid = p_tbl;
     IF c.condition IS NOT NULL THEN
-        v_cols := ', t.*';
+        v_cols := ', whk_row.*';
     END IF;
 
     -- The event key, read from the row's JSON (%s = a jsonb expression of the row): one column as text,
@@ -80,10 +80,10 @@ BEGIN
                 || replace(v_key, '%s', v_alias || '.whk_j') || ','
                 || format(E'\n               jsonb_set(v_tpl, %L, %s.whk_j),', '{data,' || v_alias || '}', v_alias)
                 || format(E'\n               %L, %L', v_table, v_op)
-                || format(E'\n        FROM (SELECT to_jsonb(t) AS whk_j%s FROM %s AS t) AS %s',
+                || format(E'\n        FROM (SELECT to_jsonb(whk_row) AS whk_j%s FROM %s AS whk_row) AS %s',
                           v_cols, CASE v_op WHEN 'INSERT' THEN 'whk_new' ELSE 'whk_old' END, v_alias)
                 || CASE WHEN c.condition IS NOT NULL THEN
-                       format(E'\n        LEFT JOIN (SELECT t.* FROM %s AS t) AS %s ON false',
+                       format(E'\n        LEFT JOIN (SELECT whk_row.* FROM %s AS whk_row) AS %s ON false',
                               CASE v_op WHEN 'INSERT' THEN 'whk_new' ELSE 'whk_old' END,
                               CASE v_op WHEN 'INSERT' THEN 'old' ELSE 'new' END)
                        || E'\n        WHERE (' || c.condition || ')' ELSE '' END;
@@ -114,8 +114,8 @@ BEGIN
                 || E'\n               jsonb_set(jsonb_set(jsonb_set(v_tpl, ''{data,changed}'', to_jsonb(whk_c.whk_changed)),'
                 || E'\n                                   ''{data,old}'', old.whk_j), ''{data,new}'', new.whk_j),'
                 || format(E'\n               %L, ''UPDATE''', v_table)
-                || format(E'\n        FROM (SELECT row_number() OVER () AS whk_rn, to_jsonb(t) AS whk_j%s FROM whk_new AS t) AS new', v_cols)
-                || format(E'\n        JOIN (SELECT row_number() OVER () AS whk_rn, to_jsonb(t) AS whk_j%s FROM whk_old AS t) AS old', v_cols)
+                || format(E'\n        FROM (SELECT row_number() OVER () AS whk_rn, to_jsonb(whk_row) AS whk_j%s FROM whk_new AS whk_row) AS new', v_cols)
+                || format(E'\n        JOIN (SELECT row_number() OVER () AS whk_rn, to_jsonb(whk_row) AS whk_j%s FROM whk_old AS whk_row) AS old', v_cols)
                 || E'\n          ON old.whk_rn = new.whk_rn'
                 || E'\n        CROSS JOIN LATERAL (SELECT ARRAY(SELECT e.key FROM jsonb_each(new.whk_j) AS e'
                 || E'\n                                          WHERE e.value IS DISTINCT FROM old.whk_j -> e.key'

@@ -388,3 +388,18 @@ def test_reconfiguring_replaces_the_settings(items: psycopg.Connection[Any]) -> 
     items.execute("UPDATE shop.items SET qty = 4")
     assert [e["event_type"] for e in outbox(items)] == ["item.created", "item.updated"]
     assert items.execute("SELECT count(*) FROM whk.capture_config").fetchone() == (1,)
+
+
+def test_columns_named_like_internal_aliases_are_captured_as_columns(conn: psycopg.Connection[Any]) -> None:
+    """A column called t, new, old or whk_j must not be confused with the generated SQL's own names."""
+    conn.execute("CREATE TABLE public.odd (id int PRIMARY KEY, t text, o text, whk_rn int)")
+    conn.execute("SELECT whk.enable_capture('public.odd', 'odd', 'id')")
+    conn.execute("INSERT INTO public.odd VALUES (1, 'tee', 'oh', 7)")
+    conn.execute("UPDATE public.odd SET t = 'tea'")
+    rows = conn.execute(
+        "SELECT event_type, payload->'data'->'new', payload->'data'->'old' FROM whk.outbox ORDER BY id"
+    ).fetchall()
+    assert rows[0][0] == "odd.created"
+    assert rows[0][1] == {"id": 1, "t": "tee", "o": "oh", "whk_rn": 7}
+    assert rows[1][1]["t"] == "tea"
+    assert rows[1][2]["t"] == "tee"
