@@ -24,6 +24,7 @@ from api.deliveries.schemas import (
     AckResult,
     BulkRetryRequest,
     BulkRetryResult,
+    Delivery,
     DeliveryDetail,
     DeliveryPage,
     DeliveryStats,
@@ -77,6 +78,15 @@ class DeliveryController(Controller):
         super().__init__(owner)
         self.repo = DeliveryRepository()
         self.webhooks = WebhookRepository()
+
+    async def _lock_visible(
+        self, conn: AsyncConnection[Any], principal: Principal, delivery_id: int
+    ) -> Delivery:
+        """Lock a delivery the caller may see (another tenant's id is simply not found: 404)."""
+        row = await self.repo.lock(conn, tenant=principal.tenant_filter(), delivery_id=delivery_id)
+        if row is None:
+            raise NotFound(f"delivery {delivery_id} not found")
+        return row
 
     @get("/", operation_id="listDeliveries", summary="List deliveries (keyset pagination)")
     async def list_deliveries(
@@ -231,9 +241,7 @@ class DeliveryController(Controller):
         status_code=HTTP_200_OK,
     )
     async def retry_delivery(self, conn: Conn, principal: Who, delivery_id: FromPath[int]) -> RetryResult:
-        before = await self.repo.lock(conn, tenant=principal.tenant_filter(), delivery_id=delivery_id)
-        if before is None:
-            raise NotFound(f"delivery {delivery_id} not found")
+        before = await self._lock_visible(conn, principal, delivery_id)
         if before.status == "in_flight":
             raise Conflict("the delivery is being attempted right now; retry after it finishes")
         requeued = await self.repo.retry(conn, delivery_id)
@@ -257,9 +265,7 @@ class DeliveryController(Controller):
         status_code=HTTP_200_OK,
     )
     async def ack_delivery(self, conn: Conn, principal: Who, delivery_id: FromPath[int]) -> AckResult:
-        before = await self.repo.lock(conn, tenant=principal.tenant_filter(), delivery_id=delivery_id)
-        if before is None:
-            raise NotFound(f"delivery {delivery_id} not found")
+        before = await self._lock_visible(conn, principal, delivery_id)
         if before.status not in ("awaiting_ack", "delivered"):
             raise Conflict(
                 f"the delivery is {before.status}; only awaiting_ack deliveries can be acknowledged"

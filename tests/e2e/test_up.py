@@ -84,28 +84,28 @@ def _stop(proc: subprocess.Popen[str]) -> str:
     return out
 
 
-def test_up_serves_health_and_ctrl_c_leaves_nothing_behind(data_dir: Path):
-    port = port_for.select_random()
-    health = f"http://127.0.0.1:{port}/api/whk/monitoring/health"
+def _run_once(data_dir: Path, port: int, health: str) -> str:
+    """Start `whk up`, wait for health 200, Ctrl-C it; assert a clean exit with nothing left running."""
     proc = _start(data_dir, port)
     try:
         _wait_healthy(proc, health)
     finally:
         out = _stop(proc)
     assert proc.returncode == 0, out
+    time.sleep(0.5)
+    assert _ours(data_dir, proc.pid) == []
+    return out
+
+
+def test_up_serves_health_and_ctrl_c_leaves_nothing_behind(data_dir: Path):
+    port = port_for.select_random()
+    health = f"http://127.0.0.1:{port}/api/whk/monitoring/health"
+    out = _run_once(data_dir, port, health)
     assert "postgres: initialised" in out
     assert "demo ERP: schema erp" in out
     assert "Health:  " + health in out
     assert "postgres stopped" in out
-    time.sleep(0.5)
-    assert _ours(data_dir, proc.pid) == []
 
     # A second `whk up` reuses the data directory.
-    proc = _start(data_dir, port)
-    try:
-        _wait_healthy(proc, health)
-    finally:
-        out = _stop(proc)
-    assert proc.returncode == 0, out
+    out = _run_once(data_dir, port, health)
     assert "postgres: reusing" in out
-    assert _ours(data_dir, proc.pid) == []
