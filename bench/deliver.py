@@ -283,7 +283,7 @@ async def _run(seconds: float, drain_seconds: float, backlog: int, phases: set[s
                 )
                 conn.execute("SELECT whk.enable_capture('shop.orders', 'order')")
                 make_webhook(conn, consumer, f"{url}/latency", ["order.*"], max_in_flight=CONCURRENCY)
-            p50, p99 = await _latency(dsn, url, seconds, 500)
+            p50, p99 = await _latency(dsn, url, seconds, float(os.environ.get("BENCH_LATENCY_RATE", "500")))
             print(f"latency at 500/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms", flush=True)
             goals.append(Goal("latency_p50_ms", p50, 10, higher_is_better=False))
             goals.append(Goal("latency_p99_ms", p99, 50, higher_is_better=False))

@@ -33,7 +33,7 @@ async def run_dispatcher(settings: Settings, stop: asyncio.Event) -> None:
     """Run one dispatcher until ``stop`` is set; returns after a graceful shutdown."""
     ident = dispatcher_id(settings)
     dsn = db.require_dsn(settings)
-    pool = await db.open_pool(settings, name=f"whk-dispatcher-{ident}")
+    pool = await db.open_pool(settings, name=f"whk-dispatcher-{ident}", autocommit=True)
     try:
         async with pool.connection() as conn:
             await db.acheck_schema_version(conn)

@@ -39,7 +39,7 @@ from psycopg_pool import PoolTimeout
 from dispatcher.attempt import AttemptResult, OutboundRequest
 from dispatcher.breaker import is_failure
 from dispatcher.classify import Outcome, classify
-from dispatcher.models import ClaimedDelivery, OutcomeItem
+from dispatcher.models import AttemptLog, ClaimedDelivery, DeliveryOutcome, RequestOutcome
 from dispatcher.repository import Repository
 from dispatcher.request import (
     PreparedWebhook,
@@ -66,6 +66,7 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
 _HOOK_TTL_S = 2.0
 _POLICY_TTL_S = 5.0
 _RECORD_GROUP = 1000
+_RECORD_LINGER_S = 0.005
 _MIN_SLEEP_S = 0.005
 _TIMED_REFRESH_S = 0.1
 _BACKOFF_MAX_S = 5.0
@@ -93,10 +94,11 @@ class Engine:
         # WHK_SECRET_KEYS (shared with the API); the public development key only when WHK_ENV=development.
         self._box = SecretBox.from_settings(settings)
         self._wake = asyncio.Event()
-        self._outcomes: asyncio.Queue[OutcomeItem] = asyncio.Queue()
+        self._outcomes: asyncio.Queue[RequestOutcome] = asyncio.Queue()
         self._recorded = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
+        self._more_due = True
         self._idle = False
         self._hooks: dict[int, tuple[float, PreparedWebhook]] = {}
         self._policy: tuple[float, RetryPolicy] | None = None
@@ -207,7 +209,7 @@ class Engine:
         """Route then claim once. True when saturated: a full routing batch or every free slot claimed."""
         free = self._s.concurrency - self._in_flight
         claim_limit = max(0, min(free, self._s.batch_size))
-        routed, claimed = await self._repo.dispatch_round(
+        routed, self._more_due, claimed = await self._repo.dispatch_round(
             self._s.batch_size, claim_limit, self._s.lease_seconds
         )
         self.stats["routed"] += routed
@@ -236,8 +238,9 @@ class Engine:
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery task failed", exc_info=task.exception())
         # Claim again once a quarter of the slots are free (or all are): a round per freed slot would
-        # spend a route+claim round trip on every single request under load.
-        if self._in_flight <= self._s.concurrency * 3 // 4:
+        # spend a route+claim round trip on every single request under load. Only when due work was left
+        # behind: otherwise a freed slot cannot make anything claimable (new events come with a NOTIFY).
+        if self._more_due and self._in_flight <= self._s.concurrency * 3 // 4:
             self._wake.set()
 
     async def _prepared(self, ids: set[int]) -> dict[int, PreparedWebhook]:
@@ -289,54 +292,40 @@ class Engine:
             result = await self._sender.send(req)
             outcome = classify(result, require_ack=hook.row.require_ack, now=time.time())
         self.stats["requests"] += 1
-        common = _attempt_fields(hook, req, result, outcome, body, started)
-        for d in group:
-            self._outcomes.put_nowait(self._outcome_item(hook, d, outcome, started, common))
+        verdict = is_failure(outcome)
+        attempt = AttemptLog(
+            webhook_id=hook.row.id,
+            success=verdict is False,
+            failure=verdict is True,
+            gone=outcome.kind == "gone",
+            batch_id=group[0].batch_id,
+            started_at=started,
+            **_attempt_fields(hook, req, result, outcome, body),
+        )
+        deliveries = tuple(self._delivery_outcome(hook, d, outcome) for d in group)
+        self._outcomes.put_nowait(RequestOutcome(attempt=attempt, deliveries=deliveries))
 
-    def _outcome_item(
-        self,
-        hook: PreparedWebhook,
-        d: ClaimedDelivery,
-        outcome: Outcome,
-        started: datetime,
-        common: dict[str, Any],
-    ) -> OutcomeItem:
+    def _delivery_outcome(
+        self, hook: PreparedWebhook, d: ClaimedDelivery, outcome: Outcome
+    ) -> DeliveryOutcome:
         attempt_no = d.attempts + 1
         kind = outcome.kind
-        state = "pending"
-        next_at: datetime | None = None
-        ack_deadline: datetime | None = None
-        dead_reason: str | None = None
         if kind == "delivered":
-            state = "delivered"
-        elif kind == "awaiting_ack":
-            state = "awaiting_ack"
-            ack_deadline = datetime.now(UTC) + timedelta(seconds=hook.row.ack_timeout_seconds)
-        elif kind == "gone":
-            state = "parked"
-        else:
-            delay = next_delay(hook.retry_policy, attempt_no - d.schedule_offset, outcome, self._rng)
-            if delay is None:
-                state = "dead"
-                dead_reason = f"{outcome.reason} (after {attempt_no - d.schedule_offset} attempts)"
-            else:
-                next_at = datetime.now(UTC) + timedelta(seconds=delay)
-        verdict = is_failure(outcome)
-        success = verdict is False
-        return OutcomeItem(
-            id=d.delivery_id,
-            webhook_id=d.webhook_id,
-            attempt_no=attempt_no,
-            state=state,
-            success=success,
-            failure=verdict is True,
-            gone=kind == "gone",
-            next_attempt_at=next_at,
-            ack_deadline=ack_deadline,
-            dead_reason=dead_reason,
-            batch_id=d.batch_id,
-            started_at=started,
-            **common,
+            return DeliveryOutcome(id=d.delivery_id, attempt_no=attempt_no, state="delivered")
+        if kind == "awaiting_ack":
+            deadline = datetime.now(UTC) + timedelta(seconds=hook.row.ack_timeout_seconds)
+            return DeliveryOutcome(
+                id=d.delivery_id, attempt_no=attempt_no, state="awaiting_ack", ack_deadline=deadline
+            )
+        if kind == "gone":
+            return DeliveryOutcome(id=d.delivery_id, attempt_no=attempt_no, state="parked")
+        delay = next_delay(hook.retry_policy, attempt_no - d.schedule_offset, outcome, self._rng)
+        if delay is None:
+            reason = f"{outcome.reason} (after {attempt_no - d.schedule_offset} attempts)"
+            return DeliveryOutcome(id=d.delivery_id, attempt_no=attempt_no, state="dead", dead_reason=reason)
+        next_at = datetime.now(UTC) + timedelta(seconds=delay)
+        return DeliveryOutcome(
+            id=d.delivery_id, attempt_no=attempt_no, state="pending", next_attempt_at=next_at
         )
 
     # ------------------------------------------------------------------ recorder
@@ -350,19 +339,28 @@ class Engine:
             if not getter.done():
                 getter.cancel()
                 continue
+            if self._outcomes.qsize() < _RECORD_GROUP and not stop.is_set():
+                # Linger a moment: one flush of many outcomes costs the database far less than many small
+                # ones. Deliveries are not held by this (slots free when the request ends).
+                await asyncio.sleep(_RECORD_LINGER_S)
             items = [getter.result()]
-            while len(items) < _RECORD_GROUP and not self._outcomes.empty():
+            size = len(items[0].deliveries)
+            while size < _RECORD_GROUP and not self._outcomes.empty():
                 items.append(self._outcomes.get_nowait())
+                size += len(items[-1].deliveries)
             await self._retry_db(functools.partial(self._repo.record, items), "record outcomes")
-            self.stats["recorded"] += len(items)
-            self._timed_checked = -1e9  # new retries may be due soon: ask again before sleeping
-            self._wake.set()
+            self.stats["recorded"] += size
+            if any(d.state == "pending" for r in items for d in r.deliveries):
+                self._timed_checked = -1e9  # a retry was scheduled: ask for the next due time again
+            if self._more_due:
+                # Recorded outcomes free in-flight caps and ordered lanes: the waiting work may be claimable.
+                self._wake.set()
 
     async def _final_flush(self) -> None:
         while not self._outcomes.empty():
             items = [self._outcomes.get_nowait() for _ in range(min(_RECORD_GROUP, self._outcomes.qsize()))]
             await self._retry_db(functools.partial(self._repo.record, items), "record outcomes", attempts=5)
-            self.stats["recorded"] += len(items)
+            self.stats["recorded"] += sum(len(r.deliveries) for r in items)
 
     async def _retry_db(self, fn: Callable[[], Awaitable[Any]], what: str, *, attempts: int = 30) -> Any:
         """Run ``fn`` until the database accepts it (bounded): outcomes must not be dropped on a blip."""
@@ -416,9 +414,7 @@ def _attempt_fields(
     result: AttemptResult,
     outcome: Outcome,
     body: bytes,
-    started: datetime,
 ) -> dict[str, Any]:
-    del started
     return {
         "outcome": outcome.kind,
         "request_method": req.method,

@@ -45,13 +45,13 @@ class WebhookRow(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     secrets_enc: list[bytes]
 
 
-class OutcomeItem(msgspec.Struct, frozen=True, omit_defaults=True):
-    """One delivery's attempt outcome, as ``whk.record_outcomes`` reads it (see its SQL comment)."""
+class AttemptLog(msgspec.Struct, frozen=True):
+    """One HTTP request's attempt record, as ``whk.record_outcomes`` reads it (see its SQL comment).
 
-    id: int
+    A batch request is one attempt however many deliveries it carried; ``ix`` is its position in the group
+    sent to the database (the deliveries point at it)."""
+
     webhook_id: int
-    attempt_no: int
-    state: str
     success: bool
     failure: bool
     gone: bool
@@ -59,10 +59,8 @@ class OutcomeItem(msgspec.Struct, frozen=True, omit_defaults=True):
     request_method: str
     request_url: str
     started_at: datetime
+    ix: int = 0
     request_headers: dict[str, str] = msgspec.field(default_factory=dict)
-    next_attempt_at: datetime | None = None
-    ack_deadline: datetime | None = None
-    dead_reason: str | None = None
     batch_id: uuid.UUID | None = None
     duration_ms: float | None = None
     request_body_sha256: str | None = None
@@ -73,3 +71,21 @@ class OutcomeItem(msgspec.Struct, frozen=True, omit_defaults=True):
     response_truncated: bool = False
     error_class: str | None = None
     error_detail: str | None = None
+
+
+class DeliveryOutcome(msgspec.Struct, frozen=True):
+    """What one delivery becomes after a request: its new state and, for a retry, when."""
+
+    id: int
+    attempt_no: int
+    state: str
+    next_attempt_at: datetime | None = None
+    ack_deadline: datetime | None = None
+    dead_reason: str | None = None
+
+
+class RequestOutcome(msgspec.Struct, frozen=True):
+    """A finished request: its attempt record and the outcome of every delivery it carried."""
+
+    attempt: AttemptLog
+    deliveries: tuple[DeliveryOutcome, ...]

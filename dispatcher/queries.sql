@@ -1,12 +1,14 @@
 -- Runtime queries of the dispatcher (loaded once by dispatcher/repository.py).
 
 -- name: dispatch_round :many
-SELECT routed, delivery_id, webhook_id, event_id, event_type, attempts, schedule_offset, batch_id, commit_seq,
+SELECT routed, more_due, delivery_id, webhook_id, event_id, event_type, attempts, schedule_offset, batch_id, commit_seq,
        ordering_key, payload
 FROM whk.dispatch_round(%(dispatcher)s, %(route_limit)s, %(claim_limit)s, %(lease_s)s);
 
 -- name: record_outcomes :one
-SELECT whk.record_outcomes(%(dispatcher)s, %(items)s::jsonb);
+SELECT whk.record_outcomes(%(dispatcher)s, %(attempts)s::jsonb, %(ids)s::bigint[], %(attempt_ix)s::integer[],
+                           %(attempt_no)s::integer[], %(state)s::text[], %(next_at)s::timestamptz[],
+                           %(ack_deadline)s::timestamptz[], %(dead_reason)s::text[]);
 
 -- name: release_deliveries :one
 SELECT whk.release_deliveries(%(dispatcher)s);

@@ -15,7 +15,7 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 import whk
-from dispatcher.models import ClaimedDelivery, OutcomeItem, WebhookRow
+from dispatcher.models import ClaimedDelivery, RequestOutcome, WebhookRow
 from whk.sqlfiles import load_queries
 
 _ENCODER = msgspec.json.Encoder()
@@ -39,8 +39,8 @@ class Repository:
 
     async def dispatch_round(
         self, route_limit: int, claim_limit: int, lease_s: float
-    ) -> tuple[int, list[ClaimedDelivery]]:
-        """Route and claim in one round trip: (events routed, deliveries claimed)."""
+    ) -> tuple[int, bool, list[ClaimedDelivery]]:
+        """Route and claim in one round trip: (events routed, due work left, deliveries claimed)."""
         async with self._pool.connection() as conn:
             cur = await conn.execute(
                 self._q["dispatch_round"],
@@ -53,14 +53,28 @@ class Repository:
             )
             rows = await cur.fetchall()
         routed = int(rows[0][0]) if rows else 0
+        more_due = any(bool(r[1]) for r in rows if r[2] is None)
         claimed = [
-            ClaimedDelivery(**dict(zip(_CLAIM_FIELDS, r[1:], strict=True))) for r in rows if r[1] is not None
+            ClaimedDelivery(**dict(zip(_CLAIM_FIELDS, r[2:], strict=True))) for r in rows if r[2] is not None
         ]
-        return routed, claimed
+        return routed, more_due, claimed
 
-    async def record(self, items: Sequence[OutcomeItem]) -> int:
-        payload = _ENCODER.encode(list(items)).decode("utf-8")
-        return int(await self._one("record_outcomes", {"dispatcher": self._id, "items": payload}) or 0)
+    async def record(self, requests: Sequence[RequestOutcome]) -> int:
+        """Write finished requests (attempt log, delivery states, breaker, usage) in one round trip."""
+        attempts = [msgspec.structs.replace(r.attempt, ix=i) for i, r in enumerate(requests)]
+        deliveries = [(i, d) for i, r in enumerate(requests) for d in r.deliveries]
+        params = {
+            "dispatcher": self._id,
+            "attempts": _ENCODER.encode(attempts).decode("utf-8"),
+            "ids": [d.id for _, d in deliveries],
+            "attempt_ix": [i for i, _ in deliveries],
+            "attempt_no": [d.attempt_no for _, d in deliveries],
+            "state": [d.state for _, d in deliveries],
+            "next_at": [d.next_attempt_at for _, d in deliveries],
+            "ack_deadline": [d.ack_deadline for _, d in deliveries],
+            "dead_reason": [d.dead_reason for _, d in deliveries],
+        }
+        return int(await self._one("record_outcomes", params) or 0)
 
     async def release(self) -> int:
         return int(await self._one("release_deliveries", {"dispatcher": self._id}) or 0)

@@ -96,8 +96,13 @@ async def acheck_schema_version(conn: psycopg.AsyncConnection[Any], expected: in
     _check(int(row[0]) if row else 0, expected)
 
 
-async def open_pool(settings: Settings, *, name: str = "whk") -> AsyncConnectionPool[Any]:
-    """An opened async pool with JSON adapters; waits for the first connection or raises."""
+async def open_pool(
+    settings: Settings, *, name: str = "whk", autocommit: bool = False
+) -> AsyncConnectionPool[Any]:
+    """An opened async pool with JSON adapters; waits for the first connection or raises.
+
+    ``autocommit`` suits callers whose every call is one statement (the dispatcher's SQL functions): no
+    BEGIN/COMMIT round trips around each of them."""
     dsn = require_dsn(settings)
 
     async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -108,6 +113,7 @@ async def open_pool(settings: Settings, *, name: str = "whk") -> AsyncConnection
         min_size=settings.core.pool_min_size,
         max_size=settings.core.pool_max_size,
         configure=_configure,
+        kwargs={"autocommit": autocommit},
         name=name,
         open=False,
         timeout=settings.core.connect_timeout,

@@ -31,7 +31,9 @@ SELECT t.id, t.attempt_no, t.batch_id, t.dispatcher_id, t.started_at, t.duration
        t.request_url, t.request_headers, t.request_body_sha256, t.request_body_size, t.response_status,
        t.response_headers, t.response_body, t.response_truncated, t.error_class, t.error_detail, t.outcome
 FROM whk.whk_03_entregas_tentativas t
-WHERE t.delivery_id = %(id)s
+-- A batch request is one attempt shared by its members: each delivery lists its attempts (attempt_ids).
+WHERE t.id = ANY (SELECT unnest(d.attempt_ids) FROM whk.whk_03_entregas d WHERE d.id = %(id)s)
+   OR t.delivery_id = %(id)s
 ORDER BY t.attempt_no, t.id
 LIMIT 200
 

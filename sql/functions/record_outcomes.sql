@@ -1,17 +1,27 @@
--- Record the outcomes of finished HTTP attempts in one round trip (the dispatcher flushes them in groups).
+-- Record the outcomes of finished HTTP requests in one round trip (the dispatcher flushes them in groups).
 --
--- p_items is a JSON array; each element describes one delivery's attempt:
---   id, webhook_id, attempt_no, state ('delivered'|'awaiting_ack'|'pending'|'dead'|'parked'),
---   next_attempt_at, ack_deadline, dead_reason, success (bool), failure (bool: counts for the breaker;
---   dispatcher/breaker.is_failure), gone (bool: the endpoint answered 410, neither success nor failure), and the attempt log fields (batch_id, started_at, duration_ms,
---   request_method, request_url, request_headers, request_body_sha256, request_body_size,
---   response_status, response_headers, response_body, response_truncated, error_class, error_detail,
---   outcome).
+-- One ATTEMPT per HTTP request, however many deliveries it carried: a batch of 1,000 events is one request,
+-- so it is logged once (request/response, timing, error class) and its members point at it through
+-- whk_03_entregas.attempt_ids. Writing the same request/response 1,000 times was most of the cost of a batch.
+--
+-- p_attempts is a JSON array, one element per request (ix = its position, referenced by p_attempt_ix):
+--   ix, webhook_id, success (bool), failure (bool: counts for the breaker; dispatcher/breaker.is_failure),
+--   gone (bool: the endpoint answered 410), batch_id, started_at, duration_ms, request_method, request_url,
+--   request_headers, request_body_sha256, request_body_size, response_status, response_headers,
+--   response_body, response_truncated, error_class, error_detail, outcome.
+-- The deliveries come as parallel arrays (one element per delivery; arrays bind as plain parameters and join
+-- by hash, where a JSON document per delivery had to be parsed and re-scanned per row):
+--   p_ids, p_attempt_ix (which request), p_attempt_no, p_state ('delivered'|'awaiting_ack'|'pending'|'dead'|
+--   'parked'), p_next_at (pending), p_ack_deadline (awaiting_ack), p_dead_reason (dead).
 -- The retry decision (next_attempt_at or dead) is made by the caller's pure retry policy; this function
--- applies it, writes the attempt log, moves the shared breaker and failure-streak state, counts usage, and
--- disables webhooks that answered 410 Gone. Rows whose lease this dispatcher lost (reclaimed by another)
--- are left alone: the other dispatcher owns them now (at-least-once, never lost).
-CREATE OR REPLACE FUNCTION whk.record_outcomes(p_dispatcher text, p_items jsonb)
+-- applies it, writes the attempt log, moves the shared breaker and failure-streak state (once per request,
+-- not per event: a failed batch is one failure), counts usage, and disables webhooks that answered 410.
+-- Rows whose lease this dispatcher lost (reclaimed by another) are left alone: the other dispatcher owns
+-- them now (at-least-once, never lost); their attempt is logged all the same.
+CREATE OR REPLACE FUNCTION whk.record_outcomes(p_dispatcher text, p_attempts jsonb, p_ids bigint[],
+                                               p_attempt_ix integer[], p_attempt_no integer[], p_state text[],
+                                               p_next_at timestamptz[], p_ack_deadline timestamptz[],
+                                               p_dead_reason text[])
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
@@ -21,61 +31,68 @@ DECLARE
     v_breaker jsonb := coalesce(whk.delivery_config('delivery.breaker'), '{}'::jsonb);
     v_applied integer;
     v_gone    bigint;
-    v_ids     bigint[];
 BEGIN
-    -- The ids as an array first: `id = ANY(array)` walks the primary key whatever the planner thinks
-    -- of jsonb_to_recordset's row count (a nested loop over every in-flight row took seconds).
-    SELECT array_agg((e ->> 'id')::bigint) INTO v_ids FROM jsonb_array_elements(p_items) e;
-
-    -- One statement: every data-modifying CTE sees the same items and runs exactly once.
-    WITH items AS (
-        SELECT * FROM jsonb_to_recordset(p_items) AS x(
-        id bigint, webhook_id bigint, attempt_no integer, state text, next_attempt_at timestamptz,
-        ack_deadline timestamptz, dead_reason text, success boolean, failure boolean, gone boolean,
-        batch_id uuid, started_at timestamptz, duration_ms double precision, request_method text,
-        request_url text, request_headers jsonb, request_body_sha256 text, request_body_size integer,
-        response_status integer, response_headers jsonb, response_body text, response_truncated boolean,
-        error_class text, error_detail text, outcome text)
+    -- One statement: every data-modifying CTE sees the same rows and runs exactly once.
+    WITH items AS MATERIALIZED (
+        SELECT * FROM unnest(p_ids, p_attempt_ix, p_attempt_no, p_state, p_next_at, p_ack_deadline, p_dead_reason)
+                 AS i(id, ix, attempt_no, state, next_attempt_at, ack_deadline, dead_reason)
+    ), attempts AS MATERIALIZED (
+        -- Attempt ids are drawn here so the deliveries can point at their request in the same statement.
+        SELECT a.*, nextval(pg_get_serial_sequence('whk.whk_03_entregas_tentativas', 'id')) AS attempt_id,
+               m.members, m.first_id, m.first_no
+        FROM jsonb_to_recordset(p_attempts) AS a(
+            ix integer, webhook_id bigint, success boolean, failure boolean, gone boolean, batch_id uuid,
+            started_at timestamptz, duration_ms double precision, request_method text, request_url text,
+            request_headers jsonb, request_body_sha256 text, request_body_size integer, response_status integer,
+            response_headers jsonb, response_body text, response_truncated boolean, error_class text,
+            error_detail text, outcome text)
+        JOIN (SELECT i.ix, array_agg(i.id ORDER BY i.id) AS members, min(i.id) AS first_id,
+                     max(i.attempt_no) AS first_no
+              FROM items i GROUP BY i.ix) m ON m.ix = a.ix
+    ), logged AS (
+        INSERT INTO whk.whk_03_entregas_tentativas (
+            id, delivery_id, delivery_ids, webhook_id, attempt_no, batch_id, dispatcher_id, started_at,
+            duration_ms, request_method, request_url, request_headers, request_body_sha256, request_body_size,
+            response_status, response_headers, response_body, response_truncated, error_class, error_detail,
+            outcome)
+        OVERRIDING SYSTEM VALUE
+        SELECT a.attempt_id, a.first_id, CASE WHEN cardinality(a.members) > 1 THEN a.members END, a.webhook_id,
+               a.first_no, a.batch_id, p_dispatcher, coalesce(a.started_at, v_now), a.duration_ms,
+               a.request_method, a.request_url, coalesce(a.request_headers, '{}'::jsonb), a.request_body_sha256,
+               a.request_body_size, a.response_status, a.response_headers, a.response_body,
+               coalesce(a.response_truncated, false), a.error_class, a.error_detail, a.outcome
+        FROM attempts a
+        -- The attempt happened whether or not we still hold the lease: log it either way (unless the
+        -- delivery itself is gone, e.g. deleted with its webhook).
+        WHERE EXISTS (SELECT 1 FROM whk.whk_03_entregas d WHERE d.id = a.first_id)
     ), applied AS (
         UPDATE whk.whk_03_entregas d
         SET status = i.state,
             attempts = greatest(d.attempts, i.attempt_no),
+            attempt_ids = d.attempt_ids || a.attempt_id,
             next_attempt_at = CASE WHEN i.state = 'pending' THEN i.next_attempt_at ELSE d.next_attempt_at END,
             lease_until = NULL,
             claimed_by = NULL,
-            last_status_code = i.response_status,
-            last_error = CASE WHEN i.success THEN NULL
-                              ELSE coalesce(i.error_class || ': ' || i.error_detail, i.error_class, i.outcome) END,
-            last_attempt_at = i.started_at,
-            delivered_at = CASE WHEN i.success THEN v_now ELSE d.delivered_at END,
+            last_status_code = a.response_status,
+            last_error = CASE WHEN a.success THEN NULL
+                              ELSE coalesce(a.error_class || ': ' || a.error_detail, a.error_class, a.outcome) END,
+            last_attempt_at = a.started_at,
+            delivered_at = CASE WHEN a.success THEN v_now ELSE d.delivered_at END,
             acked_at = CASE WHEN i.state = 'delivered' THEN v_now ELSE d.acked_at END,
             ack_deadline = CASE WHEN i.state = 'awaiting_ack' THEN i.ack_deadline END,
             dead_at = CASE WHEN i.state = 'dead' THEN v_now END,
             dead_reason = CASE WHEN i.state = 'dead' THEN i.dead_reason END,
             updated_at = v_now
         FROM items i
-        WHERE d.id = ANY (v_ids) AND d.id = i.id AND d.status = 'in_flight' AND d.claimed_by = p_dispatcher
+        JOIN attempts a ON a.ix = i.ix
+        -- `id = ANY(array)` walks the primary key whatever the planner thinks of unnest's row count.
+        WHERE d.id = ANY (p_ids) AND d.id = i.id AND d.status = 'in_flight' AND d.claimed_by = p_dispatcher
         RETURNING d.id
-    ), logged AS (
-        INSERT INTO whk.whk_03_entregas_tentativas (
-            delivery_id, webhook_id, attempt_no, batch_id, dispatcher_id, started_at, duration_ms,
-            request_method, request_url, request_headers, request_body_sha256, request_body_size,
-            response_status, response_headers, response_body, response_truncated, error_class, error_detail,
-            outcome)
-        SELECT i.id, i.webhook_id, i.attempt_no, i.batch_id, p_dispatcher, coalesce(i.started_at, v_now),
-               i.duration_ms, i.request_method, i.request_url, coalesce(i.request_headers, '{}'::jsonb),
-               i.request_body_sha256, i.request_body_size, i.response_status, i.response_headers,
-               i.response_body, coalesce(i.response_truncated, false), i.error_class, i.error_detail, i.outcome
-        FROM items i
-        -- The attempt happened whether or not we still hold the lease: log it either way.
-        WHERE EXISTS (SELECT 1 FROM whk.whk_03_entregas d WHERE d.id = i.id)
     ), agg AS (
-        -- Shared breaker and failure streak, per webhook, from this group of outcomes.
-        SELECT i.webhook_id,
-               bool_or(i.success) AS ok,
-               count(*) FILTER (WHERE i.failure) AS fails
-        FROM items i
-        GROUP BY i.webhook_id
+        -- Shared breaker and failure streak, per webhook, from this group of requests.
+        SELECT a.webhook_id, bool_or(a.success) AS ok, count(*) FILTER (WHERE a.failure) AS fails
+        FROM attempts a
+        GROUP BY a.webhook_id
     ), cfg AS (
         SELECT a.webhook_id, a.ok, a.fails,
                coalesce((w.breaker_config ->> 'failure_threshold')::integer,
@@ -122,22 +139,28 @@ BEGIN
             last_failure_at = CASE WHEN c.fails > 0 THEN v_now ELSE r.last_failure_at END
         FROM cfg c
         WHERE r.webhook_id = c.webhook_id
+          -- A success on a healthy, closed breaker changes nothing but last_success_at: written at most once a
+          -- second, so a busy webhook's runtime row is not rewritten (and locked against its claim) per flush.
+          AND (c.fails > 0 OR r.breaker_state <> 'closed' OR r.consecutive_failures > 0 OR r.failed_probes > 0
+               OR r.failing_since IS NOT NULL OR r.last_success_at IS NULL
+               OR (c.ok AND r.last_success_at < v_now - interval '1 second'))
     ), usage AS (
-        -- Consumer usage and activity, in aggregate.
-        UPDATE whk.whk_04_assinantes a
-        SET usage_deliveries_total = a.usage_deliveries_total + u.total,
-            usage_deliveries_failed = a.usage_deliveries_failed + u.failed,
+        -- Consumer usage and activity, in aggregate, counted in deliveries.
+        UPDATE whk.whk_04_assinantes s
+        SET usage_deliveries_total = s.usage_deliveries_total + u.total,
+            usage_deliveries_failed = s.usage_deliveries_failed + coalesce(u.failed, 0),
             last_activity_at = v_now
-        FROM (SELECT w.consumer_id, count(*) AS total, count(*) FILTER (WHERE NOT coalesce(i.success, false)) AS failed
-              FROM items i JOIN whk.whk_01_webhooks w ON w.id = i.webhook_id
+        FROM (SELECT w.consumer_id, sum(cardinality(a.members)) AS total,
+                     sum(cardinality(a.members)) FILTER (WHERE NOT coalesce(a.success, false)) AS failed
+              FROM attempts a JOIN whk.whk_01_webhooks w ON w.id = a.webhook_id
               GROUP BY w.consumer_id) u
-        WHERE a.id = u.consumer_id
+        WHERE s.id = u.consumer_id
     )
     SELECT count(*) INTO v_applied FROM applied;
 
     FOR v_gone IN
         SELECT DISTINCT (e ->> 'webhook_id')::bigint
-        FROM jsonb_array_elements(p_items) e
+        FROM jsonb_array_elements(p_attempts) e
         WHERE (e ->> 'gone')::boolean
     LOOP
         PERFORM whk.disable_webhook(v_gone, 'endpoint answered 410 Gone', 'whk-dispatcher');

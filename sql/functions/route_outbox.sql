@@ -18,40 +18,54 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
 AS $$
 DECLARE
-    v_routed integer;
+    v_now     timestamptz := clock_timestamp();
+    v_ids     bigint[];
+    v_created timestamptz[];
+    v_routed  integer;
 BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('whk.route_outbox')) THEN
         RETURN 0;
     END IF;
 
-    WITH picked AS (
-        SELECT o.id, o.created_at
-        FROM whk.outbox o
-        WHERE o.status = 'pending'
-        ORDER BY o.id
-        LIMIT p_limit
-        FOR UPDATE SKIP LOCKED
-    ), numbered AS (
-        -- nextval in id order: within one visibility batch id order is the best commit-order proxy.
-        SELECT s.id, s.created_at, nextval('whk.outbox_commit_seq') AS seq
-        FROM (SELECT id, created_at FROM picked ORDER BY id) s
-    ), checked AS (
-        SELECT o.id, o.created_at,
-               whk.validate_payload(o.event_type, o.event_version, o.payload) AS error
-        FROM picked p
-        JOIN whk.outbox o ON o.id = p.id AND o.created_at = p.created_at
-        JOIN whk.whk_02_eventos e ON e.name = o.event_type AND NOT e.strict
-        WHERE o.valid IS NULL
+    -- The batch, in id order (within one visibility batch id order is the best commit-order proxy). Kept as
+    -- arrays: every later step reads them once (a CTE referenced from a join was re-scanned per row).
+    SELECT array_agg(p.id ORDER BY p.id), array_agg(p.created_at ORDER BY p.id) INTO v_ids, v_created
+    FROM (SELECT o.id, o.created_at
+          FROM whk.outbox o
+          WHERE o.status = 'pending'
+          ORDER BY o.id
+          LIMIT p_limit
+          FOR UPDATE SKIP LOCKED) p;
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+
+    WITH numbered AS MATERIALIZED (
+        SELECT u.id, u.created_at, nextval('whk.outbox_commit_seq') AS seq
+        FROM unnest(v_ids, v_created) WITH ORDINALITY AS u(id, created_at, n)
+        ORDER BY u.n
     ), routed AS (
         UPDATE whk.outbox o
-        SET status = 'routed', routed_at = clock_timestamp(), commit_seq = n.seq,
-            valid = CASE WHEN c.id IS NULL THEN o.valid ELSE c.error IS NULL END,
-            validation_error = CASE WHEN c.id IS NULL THEN o.validation_error ELSE c.error END
+        SET status = 'routed', routed_at = v_now, commit_seq = n.seq,
+            valid = CASE WHEN v.checked THEN v.error IS NULL ELSE o.valid END,
+            validation_error = CASE WHEN v.checked THEN v.error ELSE o.validation_error END
         FROM numbered n
-        LEFT JOIN checked c ON c.id = n.id AND c.created_at = n.created_at
+        JOIN whk.outbox src ON src.id = n.id AND src.created_at = n.created_at
+        LEFT JOIN LATERAL (
+            SELECT true AS checked, whk.validate_payload(src.event_type, src.event_version, src.payload) AS error
+            FROM whk.whk_02_eventos e
+            WHERE e.name = src.event_type AND NOT e.strict AND src.valid IS NULL
+        ) v ON true
         WHERE o.id = n.id AND o.created_at = n.created_at
         RETURNING o.id, o.created_at, o.event_id, o.event_type, o.event_version, o.event_key, o.payload,
                   o.deliver_at, o.commit_seq
+    ), targets AS (
+        -- Subscriptions are matched once per (event type, webhook), not per event: a batch holds few types.
+        SELECT t.event_type, w.id, w.consumer_id, w.delivery_mode, w.ordering_key_path, w.delay_seconds,
+               w.payload_version, w.filter
+        FROM (SELECT DISTINCT r.event_type FROM routed r) t
+        JOIN whk.whk_01_webhooks w
+          ON w.status = 'active' AND w.deleted_at IS NULL AND whk.event_type_matches(w.event_types, t.event_type)
     ), fanned AS (
         INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id,
                                          consumer_id, ordering_key, commit_seq, next_attempt_at)
@@ -61,12 +75,10 @@ BEGIN
                             r.event_key, '')
                END,
                r.commit_seq,
-               greatest(clock_timestamp(), coalesce(r.deliver_at, r.created_at)
-                                           + make_interval(secs => w.delay_seconds))
+               greatest(v_now, coalesce(r.deliver_at, r.created_at) + make_interval(secs => w.delay_seconds))
         FROM routed r
-        JOIN whk.whk_01_webhooks w
-          ON w.status = 'active' AND w.deleted_at IS NULL
-         AND whk.event_type_matches(w.event_types, r.event_type)
+        JOIN targets w
+          ON w.event_type = r.event_type
          AND (w.payload_version IS NULL OR w.payload_version = r.event_version)
          AND (w.filter IS NULL OR coalesce(r.payload @@ w.filter, false))
         ORDER BY r.commit_seq, w.id
@@ -79,7 +91,7 @@ BEGIN
     ), fired AS (
         -- Firing history in aggregate: one UPDATE per batch, never per row in the ERP transaction.
         UPDATE whk.whk_02_eventos e
-        SET fire_count = e.fire_count + c.n, last_fired_at = clock_timestamp()
+        SET fire_count = e.fire_count + c.n, last_fired_at = v_now
         FROM (SELECT event_type, count(*) AS n FROM routed GROUP BY event_type) c
         WHERE e.name = c.event_type
     )

@@ -21,7 +21,7 @@ BEGIN
         RETURN '/: expected the envelope object {"type", "timestamp", "data"}';
     END IF;
     IF payload -> 'type' IS DISTINCT FROM to_jsonb(p_type) THEN
-        RETURN format('/type: expected "%s", got %s', p_type, coalesce(payload -> 'type', 'nothing'));
+        RETURN format('/type: expected "%s", got %s', p_type, coalesce((payload -> 'type')::text, 'nothing'));
     END IF;
     IF jsonb_typeof(payload -> 'timestamp') IS DISTINCT FROM 'string' THEN
         RETURN '/timestamp: expected an ISO 8601 string';

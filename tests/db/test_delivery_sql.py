@@ -30,16 +30,34 @@ def claim(conn: psycopg.Connection[Any], limit: int = 100, who: str = "d1") -> l
     ).fetchall()
 
 
+_DELIVERY_KEYS = ("id", "attempt_no", "state", "next_attempt_at", "ack_deadline", "dead_reason")
+
+
 def record(conn: psycopg.Connection[Any], items: list[dict[str, Any]], who: str = "d1") -> int:
-    for it in items:
+    """One request per item, each carrying one delivery (whk.record_outcomes' attempts + delivery arrays)."""
+    attempts = []
+    for ix, it in enumerate(items):
         it.setdefault("request_method", "POST")
         it.setdefault("request_url", URL)
         it.setdefault("outcome", it["state"])
         it.setdefault("attempt_no", 1)
         it.setdefault("success", it["state"] in ("delivered", "awaiting_ack"))
         it.setdefault("failure", not it["success"])
+        attempts.append({"ix": ix, **{k: v for k, v in it.items() if k not in _DELIVERY_KEYS}})
     row = conn.execute(
-        "SELECT whk.record_outcomes(%s, %s::jsonb)", [who, json.dumps(items, default=str)]
+        "SELECT whk.record_outcomes(%s, %s::jsonb, %s::bigint[], %s::integer[], %s::integer[], %s::text[], "
+        "%s::timestamptz[], %s::timestamptz[], %s::text[])",
+        [
+            who,
+            json.dumps(attempts, default=str),
+            [it["id"] for it in items],
+            list(range(len(items))),
+            [it["attempt_no"] for it in items],
+            [it["state"] for it in items],
+            [it.get("next_attempt_at") for it in items],
+            [it.get("ack_deadline") for it in items],
+            [it.get("dead_reason") for it in items],
+        ],
     ).fetchone()
     assert row is not None
     return int(row[0])

@@ -231,6 +231,26 @@ async def test_batch_mode(db_url, conn, receiver):
         assert batch == sorted(batch)
         seqs.extend(batch)
     assert sorted(seqs) == list(range(1000))
+    # One attempt row per HTTP request, not per event: each row lists its members, each delivery its attempt.
+    attempts = conn.execute(
+        "SELECT id, delivery_id, delivery_ids, response_status FROM whk.whk_03_entregas_tentativas "
+        "WHERE webhook_id = %s ORDER BY id",
+        [hook],
+    ).fetchall()
+    assert len(attempts) == len(reqs)
+    members = sorted(m for _, _, ids, _ in attempts for m in ids)
+    delivery_ids = [
+        r[0] for r in conn.execute("SELECT id FROM whk.whk_03_entregas WHERE webhook_id = %s", [hook])
+    ]
+    assert members == sorted(delivery_ids)
+    assert all(first == min(ids) and status == 200 for _, first, ids, status in attempts)
+    links = conn.execute(
+        "SELECT d.id, d.attempt_ids, t.delivery_ids FROM whk.whk_03_entregas d "
+        "JOIN whk.whk_03_entregas_tentativas t ON t.id = d.attempt_ids[1] WHERE d.webhook_id = %s",
+        [hook],
+    ).fetchall()
+    assert len(links) == 1000
+    assert all(len(att) == 1 and d in ids for d, att, ids in links)
 
 
 async def test_delayed_not_before_its_time(db_url, conn, receiver):
