@@ -350,10 +350,10 @@ class Engine:
                 size += len(items[-1].deliveries)
             await self._retry_db(functools.partial(self._repo.record, items), "record outcomes")
             self.stats["recorded"] += size
-            if any(d.state == "pending" for r in items for d in r.deliveries):
-                self._timed_checked = -1e9  # a retry was scheduled: ask for the next due time again
-            if self._more_due:
-                # Recorded outcomes free in-flight caps and ordered lanes: the waiting work may be claimable.
+            if self._more_due or any(d.state == "pending" for r in items for d in r.deliveries):
+                # Work is waiting (caps, lanes, token buckets) or a retry was scheduled: ask for the next due
+                # time again before sleeping, and look now — recorded outcomes free in-flight caps and lanes.
+                self._timed_checked = -1e9
                 self._wake.set()
 
     async def _final_flush(self) -> None:

@@ -1,10 +1,11 @@
--- One dispatcher round trip: route new outbox events (whk.route_outbox) and claim due deliveries
+-- One dispatcher round trip: route new outbox events (whk.route_and_take, which may hand fresh deliveries
+-- over already in flight) and claim due deliveries
 -- (whk.claim_deliveries) in the same transaction, so an event committed a moment ago is routed and
 -- claimed by one call (commit -> request in one round trip). Returns the claimed rows, each carrying
 -- the number of events routed and `more_due`: whether due deliveries are still waiting after the claim
 -- (held back by caps, lanes, rate limits or the caller's free slots). When nothing is due, a freed slot or
 -- a recorded outcome cannot make anything claimable, so the dispatcher does not spend a round on it.
--- When nothing was claimed, one row with only `routed` and `more_due` set.
+-- The last row carries only `routed` and `more_due` (no delivery).
 CREATE OR REPLACE FUNCTION whk.dispatch_round(p_dispatcher text, p_route_limit integer, p_claim_limit integer,
                                               p_lease_s double precision)
 RETURNS TABLE (routed integer, more_due boolean, delivery_id bigint, webhook_id bigint, event_id uuid,
@@ -14,13 +15,27 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
 AS $$
 DECLARE
-    v_routed integer := whk.route_outbox(p_route_limit);
+    v_routed integer := 0;
+    v_taken  integer := 0;
     v_more   boolean;
+    t        record;
 BEGIN
+    -- Fresh deliveries of unconstrained immediate webhooks come back already in flight (whk.route_and_take).
+    FOR t IN SELECT * FROM whk.route_and_take(p_route_limit, p_dispatcher, p_claim_limit, p_lease_s) LOOP
+        v_routed := t.routed;
+        CONTINUE WHEN t.delivery_id IS NULL;
+        v_taken := v_taken + 1;
+        routed := t.routed; more_due := NULL; delivery_id := t.delivery_id; webhook_id := t.webhook_id;
+        event_id := t.event_id; event_type := t.event_type; attempts := t.attempts;
+        schedule_offset := t.schedule_offset; batch_id := t.batch_id; commit_seq := t.commit_seq;
+        ordering_key := t.ordering_key; payload := t.payload;
+        RETURN NEXT;
+    END LOOP;
+
     RETURN QUERY
     SELECT v_routed, NULL::boolean, c.delivery_id, c.webhook_id, c.event_id, c.event_type, c.attempts,
            c.schedule_offset, c.batch_id, c.commit_seq, c.ordering_key, c.payload
-    FROM whk.claim_deliveries(p_dispatcher, p_claim_limit, p_lease_s) c;
+    FROM whk.claim_deliveries(p_dispatcher, p_claim_limit - v_taken, p_lease_s) c;
     -- One probe of each active webhook's due index (the claim's own index).
     SELECT EXISTS (
         SELECT 1 FROM whk.whk_01_webhooks wh
@@ -28,7 +43,7 @@ BEGIN
           AND EXISTS (SELECT 1 FROM whk.whk_03_entregas d
                       WHERE d.webhook_id = wh.id AND d.status = 'pending' AND d.next_attempt_at <= clock_timestamp()))
     INTO v_more;
-    -- The flag travels on its own row (first column set, no delivery): a client reads it from any row.
+    -- The flag travels on its own row (no delivery): a client reads it from the row without delivery_id.
     RETURN QUERY SELECT v_routed, v_more, NULL::bigint, NULL::bigint, NULL::uuid, NULL::text, NULL::integer,
                         NULL::integer, NULL::uuid, NULL::bigint, NULL::text, NULL::text;
 END;

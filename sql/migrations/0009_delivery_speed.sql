@@ -202,33 +202,43 @@ BEGIN
 END;
 $$;
 
--- Route up to p_limit pending outbox events: mark them routed, give each a commit_seq (the order in which
--- they became visible, which is commit order across transactions) and fan them out to every matching
--- active webhook in ONE set-based INSERT. Events nobody subscribes to are routed too and kept for replay.
+-- Route up to p_limit pending outbox events (see whk.route_outbox for the routing rules) and let the
+-- calling dispatcher TAKE up to p_take of the new deliveries at once: they are inserted already in flight,
+-- leased to p_dispatcher, and returned with their payload. A fresh event for an unconstrained immediate
+-- webhook then costs one write of its delivery row instead of an INSERT plus a claim UPDATE (each of those
+-- rewrites every index of whk_03_entregas), and it reaches the HTTP client in the same round trip.
 --
--- Claimed by status, never by an id watermark: ids are taken before commit, so a low id can become
--- visible after higher ones; a watermark would skip it forever. Routing runs under a transaction-level
--- advisory lock so commit_seq is monotonic across dispatchers (a second router returns 0 at once and
--- goes on delivering; the lock is held for one short statement batch).
+-- Only deliveries the fair claim would hand out at once are taken, so every rule still holds: the
+-- webhook is in immediate mode with no delay and the event is due now; its breaker is closed; no token
+-- bucket applies (webhook, default or consumer) and the consumer has no daily quota; the in-flight cap has
+-- room. The webhook's runtime row is locked FOR UPDATE SKIP LOCKED like the claim does, so a webhook being
+-- claimed by another dispatcher right now is simply not taken from (its deliveries stay pending and are
+-- claimed normally). Everything else stays pending for whk.claim_deliveries.
 --
--- Filters are SQL/JSON path predicates stored as the jsonpath type (validated by PostgreSQL on write);
--- `@@` yields NULL rather than an error on structural mismatches, which counts as "no match".
--- Non-strict schema validation: events of registered, non-strict types are checked here with
--- whk.validate_payload (capture) and flagged (outbox.valid / validation_error) but still delivered;
--- strict types were validated when emitted (valid = true already); unregistered types stay NULL.
-CREATE OR REPLACE FUNCTION whk.route_outbox(p_limit integer)
-RETURNS integer
+-- Returns one row per taken delivery, each carrying `routed` (events routed), plus, when nothing was
+-- taken, one row with only `routed` set.
+CREATE OR REPLACE FUNCTION whk.route_and_take(p_limit integer, p_dispatcher text, p_take integer,
+                                              p_lease_s double precision)
+RETURNS TABLE (routed integer, delivery_id bigint, webhook_id bigint, event_id uuid, event_type text,
+               attempts integer, schedule_offset integer, batch_id uuid, commit_seq bigint, ordering_key text,
+               payload text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
 AS $$
+#variable_conflict use_column
 DECLARE
-    v_now     timestamptz := clock_timestamp();
-    v_ids     bigint[];
-    v_created timestamptz[];
-    v_routed  integer;
+    v_now      timestamptz := clock_timestamp();
+    v_lease    timestamptz := clock_timestamp() + make_interval(secs => p_lease_s);
+    v_ids      bigint[];
+    v_created  timestamptz[];
+    v_routed   integer;
+    v_taken    bigint;
+    v_defaults jsonb;
 BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('whk.route_outbox')) THEN
-        RETURN 0;
+        RETURN QUERY SELECT 0, NULL::bigint, NULL::bigint, NULL::uuid, NULL::text, NULL::integer, NULL::integer,
+                            NULL::uuid, NULL::bigint, NULL::text, NULL::text;
+        RETURN;
     END IF;
 
     -- The batch, in id order (within one visibility batch id order is the best commit-order proxy). Kept as
@@ -241,9 +251,17 @@ BEGIN
           LIMIT p_limit
           FOR UPDATE SKIP LOCKED) p;
     IF v_ids IS NULL THEN
-        RETURN 0;
+        RETURN QUERY SELECT 0, NULL::bigint, NULL::bigint, NULL::uuid, NULL::text, NULL::integer, NULL::integer,
+                            NULL::uuid, NULL::bigint, NULL::text, NULL::text;
+        RETURN;
+    END IF;
+    -- A configured default token bucket applies to every webhook: then nothing is taken here.
+    v_defaults := whk.delivery_config('rate_limit.webhook_default');
+    IF v_defaults ->> 'per_second' IS NOT NULL THEN
+        p_take := 0;
     END IF;
 
+    RETURN QUERY
     WITH numbered AS MATERIALIZED (
         SELECT u.id, u.created_at, nextval('whk.outbox_commit_seq') AS seq
         FROM unnest(v_ids, v_created) WITH ORDINALITY AS u(id, created_at, n)
@@ -270,39 +288,117 @@ BEGIN
         FROM (SELECT DISTINCT r.event_type FROM routed r) t
         JOIN whk.whk_01_webhooks w
           ON w.status = 'active' AND w.deleted_at IS NULL AND whk.event_type_matches(w.event_types, t.event_type)
-    ), fanned AS (
-        INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id,
-                                         consumer_id, ordering_key, commit_seq, next_attempt_at)
-        SELECT r.event_id, r.id, r.created_at, r.event_type, w.id, w.consumer_id,
+    ), takers AS MATERIALIZED (
+        -- Webhooks whose new deliveries may be taken now, and how many (in-flight cap room).
+        SELECT w.id, w.max_in_flight - (SELECT count(*) FROM whk.whk_03_entregas d
+                                        WHERE d.webhook_id = w.id AND d.status = 'in_flight') AS room
+        FROM whk.whk_01_webhooks w
+        JOIN whk.webhook_runtime rt ON rt.webhook_id = w.id
+        JOIN whk.whk_04_assinantes a ON a.id = w.consumer_id
+        WHERE p_take > 0
+          AND w.id IN (SELECT DISTINCT t.id FROM targets t)
+          AND w.delivery_mode = 'immediate' AND w.delay_seconds = 0 AND w.rate_limit_per_second IS NULL
+          AND a.rate_limit_per_second IS NULL AND a.quota_deliveries_per_day IS NULL
+          AND rt.breaker_state = 'closed'
+        FOR UPDATE OF rt SKIP LOCKED
+    ), matched AS (
+        SELECT r.event_id, r.id AS outbox_id, r.created_at, r.event_type, r.commit_seq, r.payload, w.id AS webhook_id,
+               w.consumer_id,
                CASE WHEN w.delivery_mode = 'ordered' THEN
                    coalesce(jsonb_path_query_first(r.payload, w.ordering_key_path, '{}'::jsonb, true) #>> '{}',
                             r.event_key, '')
-               END,
-               r.commit_seq,
+               END AS ordering_key,
                greatest(v_now, coalesce(r.deliver_at, r.created_at) + make_interval(secs => w.delay_seconds))
+                   AS due_at,
+               k.room,
+               k.id IS NOT NULL AND coalesce(r.deliver_at, r.created_at) <= v_now AS takeable
         FROM routed r
         JOIN targets w
           ON w.event_type = r.event_type
          AND (w.payload_version IS NULL OR w.payload_version = r.event_version)
          AND (w.filter IS NULL OR coalesce(r.payload @@ w.filter, false))
-        ORDER BY r.commit_seq, w.id
+        LEFT JOIN takers k ON k.id = w.id
+    ), ranked AS (
+        SELECT m.*,
+               m.takeable
+               AND row_number() OVER (PARTITION BY m.webhook_id, m.takeable ORDER BY m.commit_seq) <= m.room
+               AS within_cap
+        FROM matched m
+    ), chosen AS (
+        SELECT x.*,
+               x.within_cap AND row_number() OVER (PARTITION BY x.within_cap ORDER BY x.commit_seq, x.webhook_id)
+                                <= p_take AS taken
+        FROM ranked x
+    ), fanned AS (
+        INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id,
+                                         consumer_id, ordering_key, commit_seq, next_attempt_at, status,
+                                         lease_until, claimed_by)
+        SELECT c.event_id, c.outbox_id, c.created_at, c.event_type, c.webhook_id, c.consumer_id, c.ordering_key,
+               c.commit_seq, c.due_at,
+               CASE WHEN c.taken THEN 'in_flight' ELSE 'pending' END,
+               CASE WHEN c.taken THEN v_lease END,
+               CASE WHEN c.taken THEN p_dispatcher END
+        FROM chosen c
+        ORDER BY c.commit_seq, c.webhook_id
         ON CONFLICT (event_id, webhook_id) DO NOTHING
-        RETURNING webhook_id
+        RETURNING id, webhook_id, event_id, event_type, attempts, schedule_offset, commit_seq, ordering_key,
+                  outbox_id, event_created_at, status
     ), runtime AS (
+        -- Only webhooks without a runtime row: ON CONFLICT on an existing row whose last version is being
+        -- written by another transaction (an outcome moving the breaker) waits for it, and while this
+        -- statement holds other runtime rows (takers) that wait could close a deadlock cycle.
         INSERT INTO whk.webhook_runtime (webhook_id)
         SELECT DISTINCT f.webhook_id FROM fanned f
+        WHERE NOT EXISTS (SELECT 1 FROM whk.webhook_runtime x WHERE x.webhook_id = f.webhook_id)
         ON CONFLICT (webhook_id) DO NOTHING
+    ), served AS (
+        -- The fairness cursor: a webhook served here counts as served.
+        UPDATE whk.webhook_runtime rt
+        SET last_claim_at = v_now
+        FROM (SELECT DISTINCT f.webhook_id FROM fanned f WHERE f.status = 'in_flight') s
+        WHERE rt.webhook_id = s.webhook_id
     ), fired AS (
         -- Firing history in aggregate: one UPDATE per batch, never per row in the ERP transaction.
         UPDATE whk.whk_02_eventos e
         SET fire_count = e.fire_count + c.n, last_fired_at = v_now
-        FROM (SELECT event_type, count(*) AS n FROM routed GROUP BY event_type) c
+        FROM (SELECT r.event_type, count(*) AS n FROM routed r GROUP BY r.event_type) c
         WHERE e.name = c.event_type
     )
-    SELECT count(*) INTO v_routed FROM routed;
-
-    RETURN v_routed;
+    SELECT (SELECT count(*) FROM routed)::integer, f.id, f.webhook_id, f.event_id, f.event_type, f.attempts,
+           f.schedule_offset, NULL::uuid, f.commit_seq, f.ordering_key, m.payload::text
+    FROM fanned f
+    JOIN matched m ON m.outbox_id = f.outbox_id AND m.created_at = f.event_created_at AND m.webhook_id = f.webhook_id
+    WHERE f.status = 'in_flight'
+    ORDER BY f.commit_seq, f.webhook_id;
+    GET DIAGNOSTICS v_taken = ROW_COUNT;
+    IF v_taken = 0 THEN
+        v_routed := cardinality(v_ids);  -- every picked event was routed
+        RETURN QUERY SELECT v_routed, NULL::bigint, NULL::bigint, NULL::uuid, NULL::text, NULL::integer,
+                            NULL::integer, NULL::uuid, NULL::bigint, NULL::text, NULL::text;
+    END IF;
 END;
+$$;
+
+-- Route up to p_limit pending outbox events (whk.route_and_take with nothing taken; returns the count): mark them routed, give each a commit_seq (the order in which
+-- they became visible, which is commit order across transactions) and fan them out to every matching
+-- active webhook in ONE set-based INSERT. Events nobody subscribes to are routed too and kept for replay.
+--
+-- Claimed by status, never by an id watermark: ids are taken before commit, so a low id can become
+-- visible after higher ones; a watermark would skip it forever. Routing runs under a transaction-level
+-- advisory lock so commit_seq is monotonic across dispatchers (a second router returns 0 at once and
+-- goes on delivering; the lock is held for one short statement batch).
+--
+-- Filters are SQL/JSON path predicates stored as the jsonpath type (validated by PostgreSQL on write);
+-- `@@` yields NULL rather than an error on structural mismatches, which counts as "no match".
+-- Non-strict schema validation: events of registered, non-strict types are checked here with
+-- whk.validate_payload (capture) and flagged (outbox.valid / validation_error) but still delivered;
+-- strict types were validated when emitted (valid = true already); unregistered types stay NULL.
+CREATE OR REPLACE FUNCTION whk.route_outbox(p_limit integer)
+RETURNS integer
+LANGUAGE sql
+SET search_path = pg_catalog, whk
+AS $$
+    SELECT coalesce(max(r.routed), 0)::integer FROM whk.route_and_take(p_limit, NULL, 0, 0) r;
 $$;
 
 -- whk.validate_payload: check an event body (the envelope stored in whk.outbox.payload) against the
@@ -356,13 +452,14 @@ $$;
 COMMENT ON FUNCTION whk.validate_payload(text, integer, jsonb) IS
     'NULL when an event envelope matches the schema of its type/major, else the first error (JSON pointer: message).';
 
--- One dispatcher round trip: route new outbox events (whk.route_outbox) and claim due deliveries
+-- One dispatcher round trip: route new outbox events (whk.route_and_take, which may hand fresh deliveries
+-- over already in flight) and claim due deliveries
 -- (whk.claim_deliveries) in the same transaction, so an event committed a moment ago is routed and
 -- claimed by one call (commit -> request in one round trip). Returns the claimed rows, each carrying
 -- the number of events routed and `more_due`: whether due deliveries are still waiting after the claim
 -- (held back by caps, lanes, rate limits or the caller's free slots). When nothing is due, a freed slot or
 -- a recorded outcome cannot make anything claimable, so the dispatcher does not spend a round on it.
--- When nothing was claimed, one row with only `routed` and `more_due` set.
+-- The last row carries only `routed` and `more_due` (no delivery).
 CREATE OR REPLACE FUNCTION whk.dispatch_round(p_dispatcher text, p_route_limit integer, p_claim_limit integer,
                                               p_lease_s double precision)
 RETURNS TABLE (routed integer, more_due boolean, delivery_id bigint, webhook_id bigint, event_id uuid,
@@ -372,13 +469,27 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
 AS $$
 DECLARE
-    v_routed integer := whk.route_outbox(p_route_limit);
+    v_routed integer := 0;
+    v_taken  integer := 0;
     v_more   boolean;
+    t        record;
 BEGIN
+    -- Fresh deliveries of unconstrained immediate webhooks come back already in flight (whk.route_and_take).
+    FOR t IN SELECT * FROM whk.route_and_take(p_route_limit, p_dispatcher, p_claim_limit, p_lease_s) LOOP
+        v_routed := t.routed;
+        CONTINUE WHEN t.delivery_id IS NULL;
+        v_taken := v_taken + 1;
+        routed := t.routed; more_due := NULL; delivery_id := t.delivery_id; webhook_id := t.webhook_id;
+        event_id := t.event_id; event_type := t.event_type; attempts := t.attempts;
+        schedule_offset := t.schedule_offset; batch_id := t.batch_id; commit_seq := t.commit_seq;
+        ordering_key := t.ordering_key; payload := t.payload;
+        RETURN NEXT;
+    END LOOP;
+
     RETURN QUERY
     SELECT v_routed, NULL::boolean, c.delivery_id, c.webhook_id, c.event_id, c.event_type, c.attempts,
            c.schedule_offset, c.batch_id, c.commit_seq, c.ordering_key, c.payload
-    FROM whk.claim_deliveries(p_dispatcher, p_claim_limit, p_lease_s) c;
+    FROM whk.claim_deliveries(p_dispatcher, p_claim_limit - v_taken, p_lease_s) c;
     -- One probe of each active webhook's due index (the claim's own index).
     SELECT EXISTS (
         SELECT 1 FROM whk.whk_01_webhooks wh
@@ -386,7 +497,7 @@ BEGIN
           AND EXISTS (SELECT 1 FROM whk.whk_03_entregas d
                       WHERE d.webhook_id = wh.id AND d.status = 'pending' AND d.next_attempt_at <= clock_timestamp()))
     INTO v_more;
-    -- The flag travels on its own row (first column set, no delivery): a client reads it from any row.
+    -- The flag travels on its own row (no delivery): a client reads it from the row without delivery_id.
     RETURN QUERY SELECT v_routed, v_more, NULL::bigint, NULL::bigint, NULL::uuid, NULL::text, NULL::integer,
                         NULL::integer, NULL::uuid, NULL::bigint, NULL::text, NULL::text;
 END;

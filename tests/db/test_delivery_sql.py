@@ -387,3 +387,59 @@ def test_dispatcher_disable_is_audited_when_the_audit_log_exists(conn):
     conn.execute("SELECT whk.resume_webhook(%s)", [hook])
     conn.execute("SELECT whk.disable_webhook(%s, 'operator')", [hook])
     assert conn.execute("SELECT count(*) FROM whk.audit_log").fetchone() == (1,)
+
+
+def take(conn: psycopg.Connection[Any], n: int, who: str = "d1") -> tuple[int, list[tuple[Any, ...]]]:
+    rows = conn.execute(
+        "SELECT routed, delivery_id, webhook_id, payload FROM whk.route_and_take(1000, %s, %s, 30)", [who, n]
+    ).fetchall()
+    return int(rows[0][0]), [r[1:] for r in rows if r[1] is not None]
+
+
+def test_route_and_take_hands_fresh_deliveries_over_in_flight_within_every_limit(conn):
+    c = make_consumer(conn)
+    quick = make_webhook(conn, c, URL, ["t.*"], max_in_flight=3)
+    limited = make_webhook(conn, c, URL, ["t.*"], rate_limit_per_second=100)
+    batched = make_webhook(conn, c, URL, ["t.*"], delivery_mode="batch", batch_size=2)
+    broken = make_webhook(conn, c, URL, ["t.*"])
+    conn.execute("INSERT INTO whk.webhook_runtime (webhook_id) SELECT id FROM whk.whk_01_webhooks")
+    conn.execute(
+        "UPDATE whk.webhook_runtime SET breaker_state = 'open', probe_at = now() + interval '1 hour' "
+        "WHERE webhook_id = %s",
+        [broken],
+    )
+    emit(conn, "t.e", count=5)
+    later = emit(conn, "t.e", deliver_at=datetime.now(UTC) + timedelta(hours=1))
+    routed, taken = take(conn, 10)
+    assert routed == 6
+    # Only the unconstrained immediate webhook, only up to its in-flight cap, only events due now.
+    assert [w for _, w, _ in taken] == [quick] * 3
+    assert [json.loads(p)["data"]["seq"] for _, _, p in taken] == [0, 1, 2]
+    assert statuses(conn, quick) == {"in_flight": 3, "pending": 3}
+    leased = conn.execute(
+        "SELECT count(*) FROM whk.whk_03_entregas WHERE status = 'in_flight' AND claimed_by = 'd1' "
+        "AND lease_until > now() AND event_id <> ALL(%s::uuid[])",
+        [later],
+    ).fetchone()
+    assert leased == (3,)
+    for hook in (limited, batched, broken):
+        assert statuses(conn, hook) == {"pending": 6}
+    # The rest is claimed the usual way (the cap is full now: nothing more for `quick`).
+    assert {r[1] for r in claim(conn, 100)} <= {limited, batched}
+
+
+def test_route_and_take_respects_the_callers_free_slots_and_other_dispatchers(conn):
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c, URL, ["t.*"], max_in_flight=100)
+    conn.execute("INSERT INTO whk.webhook_runtime (webhook_id) VALUES (%s)", [hook])
+    emit(conn, "t.e", count=4)
+    _, taken = take(conn, 2)
+    assert len(taken) == 2 and statuses(conn, hook) == {"in_flight": 2, "pending": 2}
+    # While another transaction holds the webhook's runtime row (a claim in progress), nothing is taken.
+    emit(conn, "t.e", count=2)
+    with psycopg.connect(conn.info.dsn) as other:
+        other.execute("SELECT 1 FROM whk.webhook_runtime WHERE webhook_id = %s FOR UPDATE", [hook])
+        routed, taken = take(conn, 10)
+        other.rollback()
+    assert routed == 2 and taken == []
+    assert statuses(conn, hook) == {"in_flight": 2, "pending": 4}

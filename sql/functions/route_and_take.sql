@@ -1,0 +1,176 @@
+-- Route up to p_limit pending outbox events (see whk.route_outbox for the routing rules) and let the
+-- calling dispatcher TAKE up to p_take of the new deliveries at once: they are inserted already in flight,
+-- leased to p_dispatcher, and returned with their payload. A fresh event for an unconstrained immediate
+-- webhook then costs one write of its delivery row instead of an INSERT plus a claim UPDATE (each of those
+-- rewrites every index of whk_03_entregas), and it reaches the HTTP client in the same round trip.
+--
+-- Only deliveries the fair claim would hand out at once are taken, so every rule still holds: the
+-- webhook is in immediate mode with no delay and the event is due now; its breaker is closed; no token
+-- bucket applies (webhook, default or consumer) and the consumer has no daily quota; the in-flight cap has
+-- room. The webhook's runtime row is locked FOR UPDATE SKIP LOCKED like the claim does, so a webhook being
+-- claimed by another dispatcher right now is simply not taken from (its deliveries stay pending and are
+-- claimed normally). Everything else stays pending for whk.claim_deliveries.
+--
+-- Returns one row per taken delivery, each carrying `routed` (events routed), plus, when nothing was
+-- taken, one row with only `routed` set.
+CREATE OR REPLACE FUNCTION whk.route_and_take(p_limit integer, p_dispatcher text, p_take integer,
+                                              p_lease_s double precision)
+RETURNS TABLE (routed integer, delivery_id bigint, webhook_id bigint, event_id uuid, event_type text,
+               attempts integer, schedule_offset integer, batch_id uuid, commit_seq bigint, ordering_key text,
+               payload text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_now      timestamptz := clock_timestamp();
+    v_lease    timestamptz := clock_timestamp() + make_interval(secs => p_lease_s);
+    v_ids      bigint[];
+    v_created  timestamptz[];
+    v_routed   integer;
+    v_taken    bigint;
+    v_defaults jsonb;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtext('whk.route_outbox')) THEN
+        RETURN QUERY SELECT 0, NULL::bigint, NULL::bigint, NULL::uuid, NULL::text, NULL::integer, NULL::integer,
+                            NULL::uuid, NULL::bigint, NULL::text, NULL::text;
+        RETURN;
+    END IF;
+
+    -- The batch, in id order (within one visibility batch id order is the best commit-order proxy). Kept as
+    -- arrays: every later step reads them once (a CTE referenced from a join was re-scanned per row).
+    SELECT array_agg(p.id ORDER BY p.id), array_agg(p.created_at ORDER BY p.id) INTO v_ids, v_created
+    FROM (SELECT o.id, o.created_at
+          FROM whk.outbox o
+          WHERE o.status = 'pending'
+          ORDER BY o.id
+          LIMIT p_limit
+          FOR UPDATE SKIP LOCKED) p;
+    IF v_ids IS NULL THEN
+        RETURN QUERY SELECT 0, NULL::bigint, NULL::bigint, NULL::uuid, NULL::text, NULL::integer, NULL::integer,
+                            NULL::uuid, NULL::bigint, NULL::text, NULL::text;
+        RETURN;
+    END IF;
+    -- A configured default token bucket applies to every webhook: then nothing is taken here.
+    v_defaults := whk.delivery_config('rate_limit.webhook_default');
+    IF v_defaults ->> 'per_second' IS NOT NULL THEN
+        p_take := 0;
+    END IF;
+
+    RETURN QUERY
+    WITH numbered AS MATERIALIZED (
+        SELECT u.id, u.created_at, nextval('whk.outbox_commit_seq') AS seq
+        FROM unnest(v_ids, v_created) WITH ORDINALITY AS u(id, created_at, n)
+        ORDER BY u.n
+    ), routed AS (
+        UPDATE whk.outbox o
+        SET status = 'routed', routed_at = v_now, commit_seq = n.seq,
+            valid = CASE WHEN v.checked THEN v.error IS NULL ELSE o.valid END,
+            validation_error = CASE WHEN v.checked THEN v.error ELSE o.validation_error END
+        FROM numbered n
+        JOIN whk.outbox src ON src.id = n.id AND src.created_at = n.created_at
+        LEFT JOIN LATERAL (
+            SELECT true AS checked, whk.validate_payload(src.event_type, src.event_version, src.payload) AS error
+            FROM whk.whk_02_eventos e
+            WHERE e.name = src.event_type AND NOT e.strict AND src.valid IS NULL
+        ) v ON true
+        WHERE o.id = n.id AND o.created_at = n.created_at
+        RETURNING o.id, o.created_at, o.event_id, o.event_type, o.event_version, o.event_key, o.payload,
+                  o.deliver_at, o.commit_seq
+    ), targets AS (
+        -- Subscriptions are matched once per (event type, webhook), not per event: a batch holds few types.
+        SELECT t.event_type, w.id, w.consumer_id, w.delivery_mode, w.ordering_key_path, w.delay_seconds,
+               w.payload_version, w.filter
+        FROM (SELECT DISTINCT r.event_type FROM routed r) t
+        JOIN whk.whk_01_webhooks w
+          ON w.status = 'active' AND w.deleted_at IS NULL AND whk.event_type_matches(w.event_types, t.event_type)
+    ), takers AS MATERIALIZED (
+        -- Webhooks whose new deliveries may be taken now, and how many (in-flight cap room).
+        SELECT w.id, w.max_in_flight - (SELECT count(*) FROM whk.whk_03_entregas d
+                                        WHERE d.webhook_id = w.id AND d.status = 'in_flight') AS room
+        FROM whk.whk_01_webhooks w
+        JOIN whk.webhook_runtime rt ON rt.webhook_id = w.id
+        JOIN whk.whk_04_assinantes a ON a.id = w.consumer_id
+        WHERE p_take > 0
+          AND w.id IN (SELECT DISTINCT t.id FROM targets t)
+          AND w.delivery_mode = 'immediate' AND w.delay_seconds = 0 AND w.rate_limit_per_second IS NULL
+          AND a.rate_limit_per_second IS NULL AND a.quota_deliveries_per_day IS NULL
+          AND rt.breaker_state = 'closed'
+        FOR UPDATE OF rt SKIP LOCKED
+    ), matched AS (
+        SELECT r.event_id, r.id AS outbox_id, r.created_at, r.event_type, r.commit_seq, r.payload, w.id AS webhook_id,
+               w.consumer_id,
+               CASE WHEN w.delivery_mode = 'ordered' THEN
+                   coalesce(jsonb_path_query_first(r.payload, w.ordering_key_path, '{}'::jsonb, true) #>> '{}',
+                            r.event_key, '')
+               END AS ordering_key,
+               greatest(v_now, coalesce(r.deliver_at, r.created_at) + make_interval(secs => w.delay_seconds))
+                   AS due_at,
+               k.room,
+               k.id IS NOT NULL AND coalesce(r.deliver_at, r.created_at) <= v_now AS takeable
+        FROM routed r
+        JOIN targets w
+          ON w.event_type = r.event_type
+         AND (w.payload_version IS NULL OR w.payload_version = r.event_version)
+         AND (w.filter IS NULL OR coalesce(r.payload @@ w.filter, false))
+        LEFT JOIN takers k ON k.id = w.id
+    ), ranked AS (
+        SELECT m.*,
+               m.takeable
+               AND row_number() OVER (PARTITION BY m.webhook_id, m.takeable ORDER BY m.commit_seq) <= m.room
+               AS within_cap
+        FROM matched m
+    ), chosen AS (
+        SELECT x.*,
+               x.within_cap AND row_number() OVER (PARTITION BY x.within_cap ORDER BY x.commit_seq, x.webhook_id)
+                                <= p_take AS taken
+        FROM ranked x
+    ), fanned AS (
+        INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id,
+                                         consumer_id, ordering_key, commit_seq, next_attempt_at, status,
+                                         lease_until, claimed_by)
+        SELECT c.event_id, c.outbox_id, c.created_at, c.event_type, c.webhook_id, c.consumer_id, c.ordering_key,
+               c.commit_seq, c.due_at,
+               CASE WHEN c.taken THEN 'in_flight' ELSE 'pending' END,
+               CASE WHEN c.taken THEN v_lease END,
+               CASE WHEN c.taken THEN p_dispatcher END
+        FROM chosen c
+        ORDER BY c.commit_seq, c.webhook_id
+        ON CONFLICT (event_id, webhook_id) DO NOTHING
+        RETURNING id, webhook_id, event_id, event_type, attempts, schedule_offset, commit_seq, ordering_key,
+                  outbox_id, event_created_at, status
+    ), runtime AS (
+        -- Only webhooks without a runtime row: ON CONFLICT on an existing row whose last version is being
+        -- written by another transaction (an outcome moving the breaker) waits for it, and while this
+        -- statement holds other runtime rows (takers) that wait could close a deadlock cycle.
+        INSERT INTO whk.webhook_runtime (webhook_id)
+        SELECT DISTINCT f.webhook_id FROM fanned f
+        WHERE NOT EXISTS (SELECT 1 FROM whk.webhook_runtime x WHERE x.webhook_id = f.webhook_id)
+        ON CONFLICT (webhook_id) DO NOTHING
+    ), served AS (
+        -- The fairness cursor: a webhook served here counts as served.
+        UPDATE whk.webhook_runtime rt
+        SET last_claim_at = v_now
+        FROM (SELECT DISTINCT f.webhook_id FROM fanned f WHERE f.status = 'in_flight') s
+        WHERE rt.webhook_id = s.webhook_id
+    ), fired AS (
+        -- Firing history in aggregate: one UPDATE per batch, never per row in the ERP transaction.
+        UPDATE whk.whk_02_eventos e
+        SET fire_count = e.fire_count + c.n, last_fired_at = v_now
+        FROM (SELECT r.event_type, count(*) AS n FROM routed r GROUP BY r.event_type) c
+        WHERE e.name = c.event_type
+    )
+    SELECT (SELECT count(*) FROM routed)::integer, f.id, f.webhook_id, f.event_id, f.event_type, f.attempts,
+           f.schedule_offset, NULL::uuid, f.commit_seq, f.ordering_key, m.payload::text
+    FROM fanned f
+    JOIN matched m ON m.outbox_id = f.outbox_id AND m.created_at = f.event_created_at AND m.webhook_id = f.webhook_id
+    WHERE f.status = 'in_flight'
+    ORDER BY f.commit_seq, f.webhook_id;
+    GET DIAGNOSTICS v_taken = ROW_COUNT;
+    IF v_taken = 0 THEN
+        v_routed := cardinality(v_ids);  -- every picked event was routed
+        RETURN QUERY SELECT v_routed, NULL::bigint, NULL::bigint, NULL::uuid, NULL::text, NULL::integer,
+                            NULL::integer, NULL::uuid, NULL::bigint, NULL::text, NULL::text;
+    END IF;
+END;
+$$;
