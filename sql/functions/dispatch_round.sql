@@ -16,7 +16,8 @@ SET search_path = pg_catalog, whk
 AS $$
 DECLARE
     v_routed integer := 0;
-    v_taken  integer := 0;
+    v_taken  integer := 0;  -- requests taken: a batch is one
+    v_seen   uuid[] := '{}';
     v_more   boolean;
     t        record;
 BEGIN
@@ -24,7 +25,12 @@ BEGIN
     FOR t IN SELECT * FROM whk.route_and_take(p_route_limit, p_dispatcher, p_claim_limit, p_lease_s) LOOP
         v_routed := t.routed;
         CONTINUE WHEN t.delivery_id IS NULL;
-        v_taken := v_taken + 1;
+        IF t.batch_id IS NULL THEN
+            v_taken := v_taken + 1;
+        ELSIF NOT t.batch_id = ANY (v_seen) THEN
+            v_taken := v_taken + 1;
+            v_seen := v_seen || t.batch_id;
+        END IF;
         routed := t.routed; more_due := NULL; delivery_id := t.delivery_id; webhook_id := t.webhook_id;
         event_id := t.event_id; event_type := t.event_type; attempts := t.attempts;
         schedule_offset := t.schedule_offset; batch_id := t.batch_id; commit_seq := t.commit_seq;

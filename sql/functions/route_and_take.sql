@@ -5,9 +5,11 @@
 -- rewrites every index of whk_03_entregas), and it reaches the HTTP client in the same round trip.
 --
 -- Only deliveries the fair claim would hand out at once are taken, so every rule still holds: the
--- webhook is in immediate mode with no delay and the event is due now; its breaker is closed; no token
--- bucket applies (webhook, default or consumer) and the consumer has no daily quota; the in-flight cap has
--- room. The webhook's runtime row is locked FOR UPDATE SKIP LOCKED like the claim does, so a webhook being
+-- webhook is in immediate mode (one request per delivery) or batch mode (only full batches of batch_size,
+-- one request each, under one batch_id) with no delay, and the event is due now; the webhook has no due
+-- backlog (fresh events never overtake waiting ones); its breaker is closed; no token bucket applies
+-- (webhook, default or consumer) and the consumer has no daily quota; the in-flight cap (in requests) has
+-- room; at most p_take requests are taken. The webhook's runtime row is locked FOR UPDATE SKIP LOCKED like the claim does, so a webhook being
 -- claimed by another dispatcher right now is simply not taken from (its deliveries stay pending and are
 -- claimed normally). Everything else stays pending for whk.claim_deliveries.
 --
@@ -85,17 +87,25 @@ BEGIN
         JOIN whk.whk_01_webhooks w
           ON w.status = 'active' AND w.deleted_at IS NULL AND whk.event_type_matches(w.event_types, t.event_type)
     ), takers AS MATERIALIZED (
-        -- Webhooks whose new deliveries may be taken now, and how many (in-flight cap room).
-        SELECT w.id, w.max_in_flight - (SELECT count(*) FROM whk.whk_03_entregas d
-                                        WHERE d.webhook_id = w.id AND d.status = 'in_flight') AS room
+        -- Webhooks whose new deliveries may be taken now, and how many requests (in-flight cap room; a batch
+        -- in flight is one request). Only webhooks with no due backlog: fresh events must not overtake (or
+        -- starve) deliveries already waiting for the fair claim.
+        SELECT w.id, w.delivery_mode AS mode, w.batch_size,
+               w.max_in_flight - (SELECT CASE WHEN w.delivery_mode = 'batch' THEN count(DISTINCT d.batch_id)
+                                              ELSE count(*) END
+                                  FROM whk.whk_03_entregas d
+                                  WHERE d.webhook_id = w.id AND d.status = 'in_flight') AS room
         FROM whk.whk_01_webhooks w
         JOIN whk.webhook_runtime rt ON rt.webhook_id = w.id
         JOIN whk.whk_04_assinantes a ON a.id = w.consumer_id
         WHERE p_take > 0
           AND w.id IN (SELECT DISTINCT t.id FROM targets t)
-          AND w.delivery_mode = 'immediate' AND w.delay_seconds = 0 AND w.rate_limit_per_second IS NULL
+          AND w.delivery_mode IN ('immediate', 'batch') AND w.delay_seconds = 0
+          AND w.rate_limit_per_second IS NULL
           AND a.rate_limit_per_second IS NULL AND a.quota_deliveries_per_day IS NULL
           AND rt.breaker_state = 'closed'
+          AND NOT EXISTS (SELECT 1 FROM whk.whk_03_entregas d
+                          WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= v_now)
         FOR UPDATE OF rt SKIP LOCKED
     ), matched AS (
         SELECT r.event_id, r.id AS outbox_id, r.created_at, r.event_type, r.commit_seq, r.payload, w.id AS webhook_id,
@@ -106,7 +116,7 @@ BEGIN
                END AS ordering_key,
                greatest(v_now, coalesce(r.deliver_at, r.created_at) + make_interval(secs => w.delay_seconds))
                    AS due_at,
-               k.room,
+               k.room, k.mode, k.batch_size,
                k.id IS NOT NULL AND coalesce(r.deliver_at, r.created_at) <= v_now AS takeable
         FROM routed r
         JOIN targets w
@@ -114,31 +124,43 @@ BEGIN
          AND (w.payload_version IS NULL OR w.payload_version = r.event_version)
          AND (w.filter IS NULL OR coalesce(r.payload @@ w.filter, false))
         LEFT JOIN takers k ON k.id = w.id
+    ), numbered_requests AS (
+        -- Request number per webhook (0-based): one per delivery, or one per batch_size deliveries for a
+        -- batch webhook, where only FULL batches are taken (a partial one waits for its window in the claim).
+        SELECT m.*, CASE WHEN m.mode = 'batch' THEN (m.n - 1) / m.batch_size ELSE m.n - 1 END AS req
+        FROM (SELECT m.*,
+                     row_number() OVER (PARTITION BY m.webhook_id, m.takeable ORDER BY m.commit_seq) AS n,
+                     count(*) OVER (PARTITION BY m.webhook_id, m.takeable) AS cnt
+              FROM matched m) m
     ), ranked AS (
-        SELECT m.*,
-               m.takeable
-               AND row_number() OVER (PARTITION BY m.webhook_id, m.takeable ORDER BY m.commit_seq) <= m.room
-               AS within_cap
-        FROM matched m
+        SELECT x.*,
+               x.takeable AND x.req < x.room
+               AND (x.mode <> 'batch' OR (x.req + 1) * x.batch_size <= x.cnt) AS within_cap
+        FROM numbered_requests x
     ), chosen AS (
         SELECT x.*,
-               x.within_cap AND row_number() OVER (PARTITION BY x.within_cap ORDER BY x.commit_seq, x.webhook_id)
+               x.within_cap AND dense_rank() OVER (PARTITION BY x.within_cap ORDER BY x.webhook_id, x.req)
                                 <= p_take AS taken
         FROM ranked x
+    ), batches AS MATERIALIZED (
+        SELECT b.webhook_id, b.req, gen_random_uuid() AS batch_id
+        FROM (SELECT DISTINCT c.webhook_id, c.req FROM chosen c WHERE c.taken AND c.mode = 'batch') b
     ), fanned AS (
         INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id,
                                          consumer_id, ordering_key, commit_seq, next_attempt_at, status,
-                                         lease_until, claimed_by)
+                                         lease_until, claimed_by, batch_id)
         SELECT c.event_id, c.outbox_id, c.created_at, c.event_type, c.webhook_id, c.consumer_id, c.ordering_key,
                c.commit_seq, c.due_at,
                CASE WHEN c.taken THEN 'in_flight' ELSE 'pending' END,
                CASE WHEN c.taken THEN v_lease END,
-               CASE WHEN c.taken THEN p_dispatcher END
+               CASE WHEN c.taken THEN p_dispatcher END,
+               b.batch_id
         FROM chosen c
+        LEFT JOIN batches b ON b.webhook_id = c.webhook_id AND b.req = c.req AND c.taken
         ORDER BY c.commit_seq, c.webhook_id
         ON CONFLICT (event_id, webhook_id) DO NOTHING
         RETURNING id, webhook_id, event_id, event_type, attempts, schedule_offset, commit_seq, ordering_key,
-                  outbox_id, event_created_at, status
+                  outbox_id, event_created_at, status, batch_id
     ), runtime AS (
         -- Only webhooks without a runtime row: ON CONFLICT on an existing row whose last version is being
         -- written by another transaction (an outcome moving the breaker) waits for it, and while this
@@ -161,7 +183,7 @@ BEGIN
         WHERE e.name = c.event_type
     )
     SELECT (SELECT count(*) FROM routed)::integer, f.id, f.webhook_id, f.event_id, f.event_type, f.attempts,
-           f.schedule_offset, NULL::uuid, f.commit_seq, f.ordering_key, m.payload::text
+           f.schedule_offset, f.batch_id, f.commit_seq, f.ordering_key, m.payload::text
     FROM fanned f
     JOIN matched m ON m.outbox_id = f.outbox_id AND m.created_at = f.event_created_at AND m.webhook_id = f.webhook_id
     WHERE f.status = 'in_flight'

@@ -391,7 +391,8 @@ def test_dispatcher_disable_is_audited_when_the_audit_log_exists(conn):
 
 def take(conn: psycopg.Connection[Any], n: int, who: str = "d1") -> tuple[int, list[tuple[Any, ...]]]:
     rows = conn.execute(
-        "SELECT routed, delivery_id, webhook_id, payload FROM whk.route_and_take(1000, %s, %s, 30)", [who, n]
+        "SELECT routed, delivery_id, webhook_id, batch_id, payload FROM whk.route_and_take(1000, %s, %s, 30)",
+        [who, n],
     ).fetchall()
     return int(rows[0][0]), [r[1:] for r in rows if r[1] is not None]
 
@@ -412,34 +413,52 @@ def test_route_and_take_hands_fresh_deliveries_over_in_flight_within_every_limit
     later = emit(conn, "t.e", deliver_at=datetime.now(UTC) + timedelta(hours=1))
     routed, taken = take(conn, 10)
     assert routed == 6
-    # Only the unconstrained immediate webhook, only up to its in-flight cap, only events due now.
-    assert [w for _, w, _ in taken] == [quick] * 3
-    assert [json.loads(p)["data"]["seq"] for _, _, p in taken] == [0, 1, 2]
+    by_hook: dict[int, list[tuple[Any, ...]]] = {}
+    for d, w, b, p in taken:
+        by_hook.setdefault(w, []).append((d, b, json.loads(p)["data"]["seq"]))
+    # Only unconstrained webhooks, only events due now, only up to the in-flight cap (3 for `quick`)...
+    assert sorted(by_hook) == [quick, batched]
+    assert [seq for _, b, seq in by_hook[quick]] == [0, 1, 2] and all(b is None for _, b, _ in by_hook[quick])
+    # ...and for a batch webhook only FULL batches (2 of size 2; the fifth event waits for its window).
+    batches: dict[Any, list[int]] = {}
+    for _, b, seq in by_hook[batched]:
+        batches.setdefault(b, []).append(seq)
+    assert None not in batches and sorted(batches.values()) == [[0, 1], [2, 3]]
     assert statuses(conn, quick) == {"in_flight": 3, "pending": 3}
+    assert statuses(conn, batched) == {"in_flight": 4, "pending": 2}
     leased = conn.execute(
         "SELECT count(*) FROM whk.whk_03_entregas WHERE status = 'in_flight' AND claimed_by = 'd1' "
         "AND lease_until > now() AND event_id <> ALL(%s::uuid[])",
         [later],
     ).fetchone()
-    assert leased == (3,)
-    for hook in (limited, batched, broken):
+    assert leased == (7,)
+    for hook in (limited, broken):
         assert statuses(conn, hook) == {"pending": 6}
-    # The rest is claimed the usual way (the cap is full now: nothing more for `quick`).
-    assert {r[1] for r in claim(conn, 100)} <= {limited, batched}
+    # The rest is claimed the usual way (`quick` is at its cap: nothing more for it).
+    assert quick not in {r[1] for r in claim(conn, 100)}
 
 
-def test_route_and_take_respects_the_callers_free_slots_and_other_dispatchers(conn):
+def test_route_and_take_respects_free_slots_backlog_and_other_dispatchers(conn):
     c = make_consumer(conn)
     hook = make_webhook(conn, c, URL, ["t.*"], max_in_flight=100)
     conn.execute("INSERT INTO whk.webhook_runtime (webhook_id) VALUES (%s)", [hook])
     emit(conn, "t.e", count=4)
-    _, taken = take(conn, 2)
+    _, taken = take(conn, 2)  # the caller has two free slots
     assert len(taken) == 2 and statuses(conn, hook) == {"in_flight": 2, "pending": 2}
-    # While another transaction holds the webhook's runtime row (a claim in progress), nothing is taken.
+    # Two deliveries wait for the fair claim: a fresh event must not overtake them.
+    emit(conn, "t.e")
+    routed, taken = take(conn, 10)
+    assert routed == 1 and taken == []
+    assert len(claim(conn, 100)) == 3
+    # No backlog now, but another transaction holds the webhook's runtime row (a claim in progress).
     emit(conn, "t.e", count=2)
     with psycopg.connect(conn.info.dsn) as other:
         other.execute("SELECT 1 FROM whk.webhook_runtime WHERE webhook_id = %s FOR UPDATE", [hook])
         routed, taken = take(conn, 10)
         other.rollback()
     assert routed == 2 and taken == []
-    assert statuses(conn, hook) == {"in_flight": 2, "pending": 4}
+    emit(conn, "t.e")
+    assert len(claim(conn, 100)) == 2  # the two left pending; then the backlog is gone again
+    routed, taken = take(conn, 10)
+    assert routed == 1 and len(taken) == 1
+    assert statuses(conn, hook) == {"in_flight": 8}
