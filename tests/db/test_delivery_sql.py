@@ -462,3 +462,14 @@ def test_route_and_take_respects_free_slots_backlog_and_other_dispatchers(conn):
     routed, taken = take(conn, 10)
     assert routed == 1 and len(taken) == 1
     assert statuses(conn, hook) == {"in_flight": 8}
+
+
+def test_routing_flags_an_envelope_without_type_instead_of_failing(conn):
+    # A registered non-strict type is validated while routed; a malformed envelope is flagged, not fatal.
+    conn.execute(
+        "INSERT INTO whk.outbox (event_type, payload, operation) VALUES ('order.created', %s, 'EMIT')",
+        ['{"data": {}}'],
+    )
+    assert route(conn) == 1
+    row = conn.execute("SELECT status, valid, validation_error FROM whk.outbox").fetchone()
+    assert row == ("routed", False, '/type: expected "order.created", got nothing')
