@@ -213,6 +213,10 @@ class Engine:
             self._s.batch_size, claim_limit, self._s.lease_seconds
         )
         self.stats["routed"] += routed
+        if self._more_due and not claimed:
+            # Due work exists but none could be claimed (caps, limits, or another transaction holding the
+            # webhook's runtime row for a moment): ask when to look again instead of trusting a cached hint.
+            self._timed_checked = -1e9
         if claimed:
             self.stats["claimed"] += len(claimed)
             await self._start(claimed)

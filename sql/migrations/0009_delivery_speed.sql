@@ -171,11 +171,12 @@ BEGIN
             last_failure_at = CASE WHEN c.fails > 0 THEN v_now ELSE r.last_failure_at END
         FROM cfg c
         WHERE r.webhook_id = c.webhook_id
-          -- A success on a healthy, closed breaker changes nothing but last_success_at: written at most once a
-          -- second, so a busy webhook's runtime row is not rewritten (and locked against its claim) per flush.
+          -- A success on a healthy, closed breaker changes nothing but last_success_at: written at most every
+          -- 10 s, so a busy webhook's runtime row is not rewritten per flush (while this UPDATE holds it, the
+          -- claim, which locks it SKIP LOCKED, passes the webhook by).
           AND (c.fails > 0 OR r.breaker_state <> 'closed' OR r.consecutive_failures > 0 OR r.failed_probes > 0
                OR r.failing_since IS NOT NULL OR r.last_success_at IS NULL
-               OR (c.ok AND r.last_success_at < v_now - interval '1 second'))
+               OR (c.ok AND r.last_success_at < v_now - interval '10 seconds'))
     ), usage AS (
         -- Consumer usage and activity, in aggregate, counted in deliveries.
         UPDATE whk.whk_04_assinantes s
