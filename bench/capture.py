@@ -233,6 +233,17 @@ def main(argv: list[str]) -> int:
                     f"  {variant:<13} median {value:9.0f} tps  notifications received {notified[variant]}",
                     flush=True,
                 )
+            # For information: the same ratios taken round by round (variants of one round ran within
+            # seconds of each other), which shows how much the shared machine's load moved between rounds.
+            paired_bare = [w / b for w, b in zip(tps["whk"], tps["bare"], strict=True)]
+            paired_naive = [w / n for w, n in zip(tps["whk"], tps["naive_notify"], strict=True)]
+            print(
+                "INFO capture_per_round whk/bare="
+                + ",".join(f"{r:.2f}" for r in paired_bare)
+                + " whk/naive="
+                + ",".join(f"{r:.2f}" for r in paired_naive),
+                flush=True,
+            )
             print(
                 f"INFO capture_naive_notify_vs_bare measured={med['naive_notify'] / med['bare']:.3g} "
                 f"bare_vs_none={med['bare'] / med['none']:.3g} (the baselines, same run)",
