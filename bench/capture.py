@@ -1,6 +1,8 @@
 """bench capture: what WHK's capture costs the ERP's commits, against baselines measured in the same run.
 
-Four identical ERP tables, 8 pgbench clients each committing single-row INSERTs, synchronous_commit on:
+Four identical ERP tables, 8 pgbench clients each committing single-row INSERTs, on a server with
+production durability (``fsync``, ``full_page_writes`` and ``synchronous_commit`` on, data on the disk: a
+commit waits for its WAL flush, as an ERP's does):
 
 * ``none``          no trigger (the ERP alone);
 * ``bare``          a row trigger that only inserts the outbox row (the cheapest correct outbox);
@@ -15,7 +17,9 @@ WHK with an *idle* dispatcher (then every statement notifies: the worst case), a
 with and without capture (events written, wake-ups sent, time ratio).
 
 Environment: ``BENCH_CAPTURE_SECONDS`` (per variant, default 20), ``BENCH_CAPTURE_ROUNDS`` (default 4),
-``BENCH_CAPTURE_CLIENTS`` (default 8).
+``BENCH_CAPTURE_CLIENTS`` (default 8), ``BENCH_CAPTURE_DURABLE`` (default 1; 0 = the test servers' settings,
+fsync off, for comparison only: without fsync a commit is not durable and commit-time costs are hidden).
+The settings the server really ran with are printed.
 """
 
 from __future__ import annotations
@@ -118,6 +122,28 @@ def wait_ready(server: PgServer, timeout: float = 60) -> None:
             time.sleep(0.2)
 
 
+def server_settings(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """What the benchmark really ran with (options can be overridden; ask the server)."""
+    names = [
+        "server_version",
+        "fsync",
+        "full_page_writes",
+        "synchronous_commit",
+        "wal_sync_method",
+        "data_directory",
+    ]
+    rows = conn.execute(
+        "SELECT name, setting FROM pg_catalog.pg_settings WHERE name = ANY(%s)", (names,)
+    ).fetchall()
+    found = {str(name): str(value) for name, value in rows}
+    return {name: found.get(name, "?") for name in names}
+
+
+def filesystem_of(path: str) -> str:
+    out = subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True, check=False)
+    return out.stdout.strip() or "unknown"
+
+
 def reset(conn: psycopg.Connection[Any]) -> None:
     conn.execute("TRUNCATE whk.outbox, bench.t_none, bench.t_bare, bench.t_naive_notify, bench.t_whk")
     conn.execute("CHECKPOINT")
@@ -138,14 +164,14 @@ def main(argv: list[str]) -> int:
     seconds = float(os.environ.get("BENCH_CAPTURE_SECONDS", "20"))
     rounds = max(1, int(os.environ.get("BENCH_CAPTURE_ROUNDS", "4")))
     clients = int(os.environ.get("BENCH_CAPTURE_CLIENTS", "8"))
+    durable = os.environ.get("BENCH_CAPTURE_DURABLE", "1") != "0"
     per_round = seconds / rounds
     print(
-        f"capture: {clients} clients, {seconds:g} s per variant in {rounds} interleaved rounds, "
-        "synchronous_commit on",
+        f"capture: {clients} clients, {seconds:g} s per variant in {rounds} interleaved rounds",
         flush=True,
     )
 
-    server = start_server("-c synchronous_commit=on")
+    server = start_server("-c synchronous_commit=on", durable=durable)
     listener: Listener | None = None
     try:
         wait_ready(server)
@@ -154,6 +180,11 @@ def main(argv: list[str]) -> int:
         migrate_database(dsn)
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(SETUP_SQL.read_text(encoding="utf-8").encode())
+            settings = server_settings(conn)
+        settings["filesystem"] = filesystem_of(settings["data_directory"])
+        print("  server: " + " ".join(f"{k}={v}" for k, v in settings.items()), flush=True)
+        if durable and (settings["fsync"], settings["synchronous_commit"]) != ("on", "on"):
+            raise SystemExit(f"bench capture: the server is not durable ({settings})")
         binary = pgbench_binary(server)
         listener = Listener(dsn)
         listener.start()
@@ -202,6 +233,22 @@ def main(argv: list[str]) -> int:
                     f"  {variant:<13} median {value:9.0f} tps  notifications received {notified[variant]}",
                     flush=True,
                 )
+            # For information: the same ratios taken round by round (variants of one round ran within
+            # seconds of each other), which shows how much the shared machine's load moved between rounds.
+            paired_bare = [w / b for w, b in zip(tps["whk"], tps["bare"], strict=True)]
+            paired_naive = [w / n for w, n in zip(tps["whk"], tps["naive_notify"], strict=True)]
+            print(
+                "INFO capture_per_round whk/bare="
+                + ",".join(f"{r:.2f}" for r in paired_bare)
+                + " whk/naive="
+                + ",".join(f"{r:.2f}" for r in paired_naive),
+                flush=True,
+            )
+            print(
+                f"INFO capture_naive_notify_vs_bare measured={med['naive_notify'] / med['bare']:.3g} "
+                f"bare_vs_none={med['bare'] / med['none']:.3g} (the baselines, same run)",
+                flush=True,
+            )
             print(
                 f"INFO capture_idle_dispatcher_vs_bare measured={med['whk_idle'] / med['bare']:.3g} "
                 "(worst case: a dispatcher idle during the whole run)",

@@ -31,5 +31,6 @@ CREATE SEQUENCE whk.outbox_commit_seq AS bigint;
 
 -- The router's claim: oldest pending first.
 CREATE INDEX outbox_pending_idx ON whk.outbox (id) WHERE status = 'pending';
-CREATE INDEX outbox_event_id_idx ON whk.outbox (event_id);
-CREATE INDEX outbox_type_created_idx ON whk.outbox (event_type, created_at);
+-- Every index here is paid by every ERP commit that captures an event: keep only what a reader needs.
+-- No index on event_id (nothing looks the outbox up by it; deliveries carry it) nor on event_type (the
+-- admin history and counters read a created_at range, outbox_created_id_idx in 700_api_resources.sql).

@@ -243,6 +243,15 @@ def test_trigger_functions_are_security_definer_with_pinned_search_path(
     ]
 
 
+def test_the_outbox_carries_only_the_indexes_its_readers_need(conn: psycopg.Connection[Any]) -> None:
+    """Every outbox index is paid by every captured ERP commit (see docs/capture.md, Performance)."""
+    names = conn.execute(
+        "SELECT array_agg(c.relname::text ORDER BY c.relname) FROM pg_index i"
+        " JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = 'whk.outbox'::regclass"
+    ).fetchone()
+    assert names == (["outbox_created_id_idx", "outbox_pending_idx", "outbox_pkey"],)
+
+
 def test_enable_twice_is_harmless_and_disable_stops_events(items: psycopg.Connection[Any]) -> None:
     fn_before = items.execute("SELECT function_name, enabled_at FROM whk.capture_config").fetchall()
     assert items.execute("SELECT whk.enable_capture('shop.items', 'item')").fetchone() == (False,)

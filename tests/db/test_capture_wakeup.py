@@ -54,6 +54,9 @@ def test_idle_dispatcher_is_woken_once_per_transaction(
     captured.execute("INSERT INTO public.doc VALUES (100, 0)")
     captured.execute("INSERT INTO public.doc VALUES (101, 0)")
     assert listener.drain() == ["", ""]  # one per committing transaction while idle
+    captured.execute("UPDATE public.doc SET v = 2 WHERE id = 100")
+    captured.execute("DELETE FROM public.doc WHERE id = 101")
+    assert listener.drain() == ["", ""]  # UPDATE and DELETE statements wake it too
 
 
 def test_statements_that_write_no_event_do_not_notify(

@@ -103,13 +103,23 @@ def _serves(server: PgServer, timeout: float = 30) -> bool:
     return False
 
 
-def start_server(options: str = "", *, attempts: int = 5) -> PgServer:
+# Production durability. pytest-postgresql's executor always passes ``-F`` (fsync off) and our defaults
+# turn off synchronous_commit and full_page_writes: fine for tests, but then a "commit" never waits for
+# the disk, so benchmarks of commit throughput would measure no durable commit at all (and hide costs
+# held across the WAL flush, such as NOTIFY's commit-time lock). Later ``-c`` options override ``-F``.
+DURABLE_OPTIONS = "-c fsync=on -c full_page_writes=on -c synchronous_commit=on"
+
+
+def start_server(options: str = "", *, attempts: int = 5, durable: bool = False) -> PgServer:
     """Start a fresh server on a free TCP port of 127.0.0.1 (and a Unix socket in its directory).
 
     Several test sessions may run at once on one machine: a port found free can be taken before our
     server binds it, so the server is verified to be ours (its data directory) and started again on
-    another port if not.
+    another port if not. ``durable=True`` runs it with production durability (``DURABLE_OPTIONS``):
+    for benchmarks of commits; the default (no fsync) is what tests want.
     """
+    if durable:
+        options = f"{DURABLE_OPTIONS} {options}"
     for _ in range(attempts):
         base = Path(tempfile.mkdtemp(prefix="whk-pg-"))
         if os.geteuid() == 0:
