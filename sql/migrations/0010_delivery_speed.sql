@@ -1,9 +1,9 @@
--- 0009 delivery_speed: one attempt row per HTTP request, outcomes bound as arrays, routing without re-scans.
+-- 0010 delivery_speed: one attempt row per HTTP request, outcomes bound as arrays, routing without re-scans.
 -- Why: measured on the delivery benchmark, recording a 1,000-event batch took 1.2 s (the same request/response
 -- written 1,000 times, and the outcome JSON re-parsed per row) and routing re-ran payload validation for
 -- every row of the batch per row. See docs/delivery.md ("Cost per delivery").
 BEGIN;
-SELECT whk.migration_begin(9, 'delivery_speed');
+SELECT whk.migration_begin(10, 'delivery_speed');
 
 -- Attempts are logged once per HTTP request (migration 0010): a batch request carrying many deliveries is
 -- one attempt row. Each delivery lists the attempts it took part in (attempt_ids, appended by
