@@ -11,7 +11,7 @@ A list query is a named SQL block with three holes that only this module fills::
 * the keyset predicate ``(sort, id) < (%(k_sort)s, %(k_id)s)`` (``>`` ascending) when a cursor is given.
 
 Cursors are opaque base64url JSON ``[sort_name, value, id]``; a cursor made for another sort is refused
-(400) instead of silently skipping rows. Unknown filter or sort names never reach SQL.
+(422) instead of silently skipping rows. Unknown filter or sort names never reach SQL.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any, Literal
 import msgspec
 from psycopg import sql
 
-from api.errors import BadRequest
+from api.errors import Unprocessable
 
 __all__ = [
     "CursorError",
@@ -41,8 +41,12 @@ __all__ = [
 Op = Literal["=", ">=", "<", "<=", ">", "any", "prefix", "contains"]
 
 
-class CursorError(BadRequest):
-    """A cursor that is not ours, is corrupt, or belongs to another sort order (a 400 problem)."""
+class CursorError(Unprocessable):
+    """A cursor that is not ours, is corrupt, or belongs to another sort order (a 422 problem: the
+    value fits the documented pattern, its content is refused)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, errors=[{"pointer": "/query/cursor", "message": detail}])
 
 
 @dataclass(frozen=True, slots=True)

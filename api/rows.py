@@ -13,7 +13,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from api import listing
-from api.errors import BadRequest
+from api.errors import Unprocessable
 
 __all__ = [
     "Query",
@@ -29,7 +29,8 @@ __all__ = [
 T = TypeVar("T")
 Query = str | sql.Composable
 # Text PostgreSQL cannot store: NUL characters (refused by psycopg before sending, no SQLSTATE) and
-# untranslatable / invalid byte sequences. They come from the client, so they are a 400, not a 500.
+# untranslatable / invalid byte sequences. They come from the client, so they are a 422 (valid JSON
+# strings the database refuses), not a 500.
 _BAD_TEXT_STATES = frozenset({"22P05", "22021"})
 
 
@@ -43,7 +44,8 @@ async def _run(
             await cur.execute(query, params)  # type: ignore[arg-type]
         except psycopg.DataError as exc:
             if exc.sqlstate is None or exc.sqlstate in _BAD_TEXT_STATES:
-                raise BadRequest("a text value contains a NUL character or an invalid byte sequence") from exc
+                message = "a text value contains a NUL character or an invalid byte sequence"
+                raise Unprocessable(message) from exc
             raise
         yield cur
 

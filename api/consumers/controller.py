@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Controller, delete, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from psycopg import AsyncConnection
 
@@ -18,7 +18,7 @@ from api.consumers.repository import ConsumerRepository
 from api.consumers.schemas import SELF_SERVICE, Consumer, ConsumerCreate, ConsumerPage, ConsumerUpdate
 from api.deps import Principal, admin_only
 from api.errors import Conflict, Forbidden, NotFound, Unprocessable
-from api.shapes import CursorQ, LimitQ
+from api.shapes import CursorQ, IdPath, LimitQ
 
 __all__ = ["ConsumerController"]
 
@@ -78,7 +78,7 @@ class ConsumerController(Controller):
         return ConsumerPage(items=items, next_cursor=nxt)
 
     @get("/{consumer_id:int}", operation_id="getConsumer", summary="Read one consumer")
-    async def get_consumer(self, conn: Conn, principal: Who, consumer_id: FromPath[int]) -> Consumer:
+    async def get_consumer(self, conn: Conn, principal: Who, consumer_id: IdPath) -> Consumer:
         found = await self.repo.get(conn, tenant=principal.tenant_filter(), consumer_id=consumer_id)
         if found is None:
             raise NotFound(f"consumer {consumer_id} not found")
@@ -103,7 +103,7 @@ class ConsumerController(Controller):
         "/{consumer_id:int}", operation_id="updateConsumer", summary="Change a consumer (fields present only)"
     )
     async def update_consumer(
-        self, conn: Conn, principal: Who, consumer_id: FromPath[int], data: JSONBody[ConsumerUpdate]
+        self, conn: Conn, principal: Who, consumer_id: IdPath, data: JSONBody[ConsumerUpdate]
     ) -> Consumer:
         before = await self.repo.get(
             conn, tenant=principal.tenant_filter(), consumer_id=consumer_id, lock=True
@@ -130,7 +130,7 @@ class ConsumerController(Controller):
         guards=[admin_only],
         status_code=HTTP_204_NO_CONTENT,
     )
-    async def delete_consumer(self, conn: Conn, principal: Who, consumer_id: FromPath[int]) -> None:
+    async def delete_consumer(self, conn: Conn, principal: Who, consumer_id: IdPath) -> None:
         before = await self.repo.get(conn, tenant=None, consumer_id=consumer_id, lock=True)
         if before is None:
             raise NotFound(f"consumer {consumer_id} not found")

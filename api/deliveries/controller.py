@@ -14,7 +14,7 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 from psycopg import AsyncConnection
 
@@ -32,8 +32,8 @@ from api.deliveries.schemas import (
     RetryResult,
 )
 from api.deps import Principal
-from api.errors import BadRequest, Conflict, NotFound, Unprocessable
-from api.shapes import EVENT_TYPE_RE, CursorQ, LimitQ
+from api.errors import Conflict, NotFound, Unprocessable
+from api.shapes import EVENT_TYPE_RE, CursorQ, IdPath, LimitQ
 from api.webhooks.repository import WebhookRepository
 
 __all__ = ["DeliveryController"]
@@ -165,9 +165,15 @@ class DeliveryController(Controller):
         end = until or datetime.now(UTC)
         start = since or end - timedelta(hours=24)
         if start >= end:
-            raise BadRequest("since must be before until")
+            raise Unprocessable(
+                "since must be before until",
+                errors=[{"pointer": "/query/since", "message": "must be before until"}],
+            )
         if end - start > timedelta(days=366):
-            raise BadRequest("the window is at most 366 days")
+            raise Unprocessable(
+                "the window is at most 366 days",
+                errors=[{"pointer": "/query/since", "message": "at most 366 days before until"}],
+            )
         await require_refs(conn, principal, self.webhooks, webhook_id=webhook_id)
         overall, per_webhook, per_consumer = await self.repo.stats(
             conn, tenant=principal.tenant_filter(), since=start, until=end, webhook_id=webhook_id, top=top
@@ -228,7 +234,7 @@ class DeliveryController(Controller):
         return BulkRetryResult(dry_run=False, matched=matched, requeued=requeued)
 
     @get("/{delivery_id:int}", operation_id="getDelivery", summary="One delivery with its attempts")
-    async def get_delivery(self, conn: Conn, principal: Who, delivery_id: FromPath[int]) -> DeliveryDetail:
+    async def get_delivery(self, conn: Conn, principal: Who, delivery_id: IdPath) -> DeliveryDetail:
         detail = await self.repo.get(conn, tenant=principal.tenant_filter(), delivery_id=delivery_id)
         if detail is None:
             raise NotFound(f"delivery {delivery_id} not found")
@@ -240,7 +246,7 @@ class DeliveryController(Controller):
         summary="Re-queue one delivery now (same webhook-id, fresh schedule)",
         status_code=HTTP_200_OK,
     )
-    async def retry_delivery(self, conn: Conn, principal: Who, delivery_id: FromPath[int]) -> RetryResult:
+    async def retry_delivery(self, conn: Conn, principal: Who, delivery_id: IdPath) -> RetryResult:
         before = await self._lock_visible(conn, principal, delivery_id)
         if before.status == "in_flight":
             raise Conflict("the delivery is being attempted right now; retry after it finishes")
@@ -264,7 +270,7 @@ class DeliveryController(Controller):
         summary="Confirm a delivery of a webhook that requires acks (idempotent)",
         status_code=HTTP_200_OK,
     )
-    async def ack_delivery(self, conn: Conn, principal: Who, delivery_id: FromPath[int]) -> AckResult:
+    async def ack_delivery(self, conn: Conn, principal: Who, delivery_id: IdPath) -> AckResult:
         before = await self._lock_visible(conn, principal, delivery_id)
         if before.status not in ("awaiting_ack", "delivered"):
             raise Conflict(

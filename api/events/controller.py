@@ -21,7 +21,7 @@ from psycopg import AsyncConnection
 
 from api.audit import record
 from api.deps import Principal, admin_only
-from api.errors import BadRequest, NotFound, Unprocessable
+from api.errors import NotFound, Unprocessable
 from api.events.repository import EventRepository
 from api.events.schemas import (
     EventStats,
@@ -208,10 +208,14 @@ class EventController(Controller):
         end = until or datetime.now(UTC)
         start = since or end - (timedelta(hours=24) if interval == "hour" else timedelta(days=30))
         if start >= end:
-            raise BadRequest("since must be before until")
+            raise Unprocessable(
+                "since must be before until",
+                errors=[{"pointer": "/query/since", "message": "must be before until"}],
+            )
         limit = timedelta(days=31) if interval == "hour" else timedelta(days=731)
         if end - start > limit:
-            raise BadRequest(f"at most {limit.days} days per request with interval={interval}")
+            message = f"at most {limit.days} days per request with interval={interval}"
+            raise Unprocessable(message, errors=[{"pointer": "/query/since", "message": message}])
         buckets = await self.repo.volume(
             conn,
             tenant=principal.tenant_filter(),

@@ -16,7 +16,7 @@ import msgspec
 import psycopg
 from litestar import Controller, delete, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter, SkipValidation
+from litestar.params import JSONBody, QueryParameter, SkipValidation
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from psycopg import AsyncConnection
 
@@ -24,7 +24,7 @@ from api.audit import record
 from api.context import settings_dependency
 from api.deps import Principal
 from api.errors import NotFound, Unprocessable
-from api.shapes import CursorQ, LimitQ
+from api.shapes import CursorQ, IdPath, LimitQ
 from api.webhooks.repository import WebhookRepository
 from api.webhooks.schemas import (
     AttemptPage,
@@ -162,7 +162,7 @@ class WebhookController(Controller):
         return WebhookPage(items=items, next_cursor=nxt)
 
     @get("/{webhook_id:int}", operation_id="getWebhook", summary="Read one webhook")
-    async def get_webhook(self, conn: Conn, principal: Who, webhook_id: FromPath[int]) -> Webhook:
+    async def get_webhook(self, conn: Conn, principal: Who, webhook_id: IdPath) -> Webhook:
         hook = await self.repo.get(conn, tenant=principal.tenant_filter(), webhook_id=webhook_id)
         if hook is None:
             raise NotFound(f"webhook {webhook_id} not found")
@@ -239,7 +239,7 @@ class WebhookController(Controller):
         principal: Who,
         settings: NamedDependency[SkipValidation[Settings]],
         secretbox: NamedDependency[SecretBox],
-        webhook_id: FromPath[int],
+        webhook_id: IdPath,
         data: JSONBody[WebhookUpdate],
     ) -> Webhook:
         before = await self.repo.get(conn, tenant=principal.tenant_filter(), webhook_id=webhook_id, lock=True)
@@ -283,7 +283,7 @@ class WebhookController(Controller):
         summary="Delete a webhook (unfinished deliveries are cancelled)",
         status_code=HTTP_204_NO_CONTENT,
     )
-    async def delete_webhook(self, conn: Conn, principal: Who, webhook_id: FromPath[int]) -> None:
+    async def delete_webhook(self, conn: Conn, principal: Who, webhook_id: IdPath) -> None:
         before = await self.repo.get(conn, tenant=principal.tenant_filter(), webhook_id=webhook_id, lock=True)
         if before is None:
             raise NotFound(f"webhook {webhook_id} not found")
@@ -310,7 +310,7 @@ class WebhookController(Controller):
         principal: Who,
         settings: NamedDependency[SkipValidation[Settings]],
         secretbox: NamedDependency[SecretBox],
-        webhook_id: FromPath[int],
+        webhook_id: IdPath,
         data: JSONBody[TestRequest],
     ) -> TestResult:
         hook = await self.repo.get(conn, tenant=principal.tenant_filter(), webhook_id=webhook_id)
@@ -391,7 +391,7 @@ class WebhookController(Controller):
         self,
         conn: Conn,
         principal: Who,
-        webhook_id: FromPath[int],
+        webhook_id: IdPath,
         delivery_id: Annotated[int | None, QueryParameter(ge=1, le=9223372036854775807)] = None,
         outcome: Annotated[str | None, QueryParameter(max_length=50, pattern=r"^[a-z_]+$")] = None,
         status_code: Annotated[int | None, QueryParameter(ge=100, le=599)] = None,
