@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -12,7 +12,6 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from api import listing
 from api.errors import Unprocessable
 
 __all__ = [
@@ -21,7 +20,6 @@ __all__ = [
     "fetch_all",
     "fetch_column",
     "fetch_one",
-    "fetch_page",
     "fetch_value",
     "jsonb_params",
 ]
@@ -64,25 +62,6 @@ async def fetch_one(
     async with _run(conn, query, params, dict_row) as cur:
         row = await cur.fetchone()
     return None if row is None else msgspec.convert(row, type_)
-
-
-async def fetch_page(
-    conn: AsyncConnection[Any],
-    template: str,
-    plan: listing.ListPlan,
-    type_: type[T],
-    *,
-    limit: int,
-    sort: str,
-    sorts: Sequence[listing.SortSpec],
-    params: Mapping[str, Any] | None = None,
-    **fragments: sql.Composable,
-) -> tuple[list[T], str | None]:
-    """One keyset page: ``template`` with ``{where}``/``{order}`` (and ``fragments``) filled from ``plan``,
-    ``limit + 1`` rows fetched to learn whether another page exists; returns (rows, next cursor)."""
-    query = sql.SQL(template).format(where=plan.where, order=plan.order, **fragments)
-    rows = await fetch_all(conn, query, {**plan.params, **(params or {}), "limit": limit + 1}, type_)
-    return rows[:limit], listing.next_cursor(rows, limit, sort, sorts)
 
 
 async def fetch_value(conn: AsyncConnection[Any], query: Query, params: Mapping[str, Any]) -> Any:

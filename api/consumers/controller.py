@@ -67,7 +67,7 @@ class ConsumerController(Controller):
         cursor: CursorQ = None,
         limit: LimitQ = 50,
     ) -> ConsumerPage:
-        items, nxt = await self.repo.page(
+        items, nxt = await self.repo.listing.page(
             conn,
             tenant=principal.tenant_filter(),
             filters={"status": status, "name_prefix": name_prefix},

@@ -114,7 +114,7 @@ class DeliveryController(Controller):
             "created_from": created_from,
             "created_to": created_to,
         }
-        items, nxt = await self.repo.page(
+        items, nxt = await self.repo.listing.page(
             conn, tenant=principal.tenant_filter(), filters=filters, sort=sort, cursor=cursor, limit=limit
         )
         return DeliveryPage(items=items, next_cursor=nxt)
@@ -141,14 +141,13 @@ class DeliveryController(Controller):
             "dead_from": dead_from,
             "dead_to": dead_to,
         }
-        items, nxt = await self.repo.page(
+        items, nxt = await self.repo.dead_letters.page(
             conn,
             tenant=principal.tenant_filter(),
             filters=filters,
             sort=sort,
             cursor=cursor,
             limit=limit,
-            failed_only=True,
         )
         return DeliveryPage(items=items, next_cursor=nxt)
 

@@ -74,7 +74,7 @@ class EventController(Controller):
         cursor: CursorQ = None,
         limit: LimitQ = 100,
     ) -> EventTypePage:
-        items, nxt = await self.repo.list_types(
+        items, nxt = await self.repo.types.page(
             conn,
             filters={"category": category, "prefix": prefix, "strict": strict},
             sort=sort,

@@ -156,7 +156,7 @@ class WebhookController(Controller):
             "created_from": created_from,
             "created_to": created_to,
         }
-        items, nxt = await self.repo.page(
+        items, nxt = await self.repo.listing.page(
             conn, tenant=principal.tenant_filter(), filters=filters, sort=sort, cursor=cursor, limit=limit
         )
         return WebhookPage(items=items, next_cursor=nxt)
@@ -413,5 +413,7 @@ class WebhookController(Controller):
             "started_from": started_from,
             "started_to": started_to,
         }
-        items, nxt = await self.repo.attempts(conn, filters=filters, cursor=cursor, limit=limit)
+        items, nxt = await self.repo.attempt_log.page(
+            conn, filters=filters, sort="-id", cursor=cursor, limit=limit
+        )
         return AttemptPage(items=items, next_cursor=nxt)
