@@ -46,6 +46,10 @@ class ApiKeyController(Controller):
     path = "/api/whk/api-keys"
     tags = ["api-keys"]  # noqa: RUF012 - Litestar reads a class attribute
 
+    def __init__(self, owner: Any) -> None:
+        super().__init__(owner)
+        self.keys = keys.ApiKeyStore()
+
     @post(
         "/",
         operation_id="createApiKey",
@@ -67,7 +71,7 @@ class ApiKeyController(Controller):
                 "admin keys carry the admin scope only",
                 errors=[{"pointer": "/scopes", "message": "must be empty for an admin key"}],
             )
-        created, plaintext = await keys.acreate_api_key(
+        created, plaintext = await self.keys.acreate(
             conn,
             principal,
             consumer_id=data.consumer_id,
@@ -94,7 +98,7 @@ class ApiKeyController(Controller):
         ] = None,
         limit: Annotated[int, QueryParameter(name="limit", ge=1, le=500)] = 50,
     ) -> list[keys.ApiKey]:
-        return await keys.list_keys(
+        return await self.keys.page(
             conn,
             principal,
             consumer_id=consumer_id,
@@ -117,4 +121,4 @@ class ApiKeyController(Controller):
         principal: NamedDependency[Principal],
         key_id: IdPath,
     ) -> keys.ApiKey:
-        return await keys.revoke_key(conn, principal, key_id)
+        return await self.keys.revoke(conn, principal, key_id)

@@ -1,8 +1,10 @@
 """Audit trail: one row per mutation, in the mutation's own transaction, secrets removed.
 
-``record`` is what every mutating handler calls with the request's ``conn`` (see ``api.deps``): the row
-commits or rolls back with the change. ``list_audit`` is the repository function behind
-``GET /api/whk/security/audit`` (tenancy applied here, filters bound as parameters).
+``AuditLog.record`` is what every mutating handler calls with the request's ``conn`` (see ``api.deps``):
+the row commits or rolls back with the change. The same method serves the CLI's synchronous connection
+(``whk apikey create``): with an ``AsyncConnection`` it returns an awaitable, with a ``Connection`` it runs
+at once. ``AuditLog.page`` is behind ``GET /api/whk/security/audit`` (tenancy applied here, filters bound
+as parameters). An ``AuditLog`` holds its loaded queries; controllers keep one like their repository.
 
 Secret removal (``redact``): any key that looks like a credential (secret, password, token, api_key,
 credential, authorization, ``*_enc``, ``*_hash``) has its value replaced by ``"[redacted]"``, any string
@@ -13,10 +15,9 @@ likewise, and bytes are never stored.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from datetime import datetime
-from types import MappingProxyType
-from typing import Any
+from typing import Any, overload
 
 import msgspec
 import psycopg
@@ -26,9 +27,8 @@ from psycopg.types.json import Jsonb
 from api.deps import Principal
 from whk.sqlfiles import load_queries
 
-__all__ = ["REDACTED", "AuditFilter", "AuditRow", "list_audit", "record", "record_sync", "redact"]
+__all__ = ["REDACTED", "AuditFilter", "AuditLog", "AuditRow", "redact"]
 
-QUERIES = MappingProxyType(load_queries("api", "audit.sql"))
 REDACTED = "[redacted]"
 _SECRET_KEY = re.compile(
     r"(secret|password|passwd|token|api_?key|credential|authorization|private|_enc$|_hash$|^key$)",
@@ -87,46 +87,6 @@ def _params(
     }
 
 
-async def record(
-    conn: AsyncConnection[Any],
-    principal: Principal,
-    action: str,
-    target_type: str,
-    target_id: str | int | None,
-    before: Mapping[str, Any] | None,
-    after: Mapping[str, Any] | None,
-    *,
-    consumer_id: int | None = None,
-) -> None:
-    """Append one audit row in ``conn``'s current transaction.
-
-    ``action`` is dotted (``webhook.create``, ``webhook.secret_rotate``); ``consumer_id`` is the tenant
-    the row belongs to (default: ``after``/``before``'s ``consumer_id``, else the principal's).
-    """
-    await conn.execute(
-        QUERIES["insert_audit"],
-        _params(principal, action, target_type, target_id, before, after, consumer_id),
-    )
-
-
-def record_sync(
-    conn: psycopg.Connection[Any],
-    principal: Principal,
-    action: str,
-    target_type: str,
-    target_id: str | int | None,
-    before: Mapping[str, Any] | None,
-    after: Mapping[str, Any] | None,
-    *,
-    consumer_id: int | None = None,
-) -> None:
-    """``record`` for synchronous callers (the CLI)."""
-    conn.execute(
-        QUERIES["insert_audit"],
-        _params(principal, action, target_type, target_id, before, after, consumer_id),
-    )
-
-
 class AuditFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Filters of the audit endpoint; every field optional. ``action`` ending in ``.*`` matches a prefix."""
 
@@ -156,26 +116,82 @@ class AuditRow(msgspec.Struct, frozen=True, kw_only=True):
     source_ip: str | None
 
 
-async def list_audit(conn: AsyncConnection[Any], principal: Principal, flt: AuditFilter) -> list[AuditRow]:
-    """One keyset page of audit rows visible to ``principal`` (a consumer sees only its own rows)."""
-    action, action_prefix = flt.action, None
-    if action is not None and action.endswith(".*"):
-        action_prefix = action[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        action = action[:-2]
-    params = {
-        "tenant": principal.tenant_filter(),
-        "consumer_id": flt.consumer_id,
-        "actor": flt.actor,
-        "action": action,
-        "action_prefix": action_prefix,
-        "target_type": flt.target_type,
-        "target_id": flt.target_id,
-        "request_id": flt.request_id,
-        "since": flt.since,
-        "until": flt.until,
-        "before_id": flt.before_id,
-        "limit": max(1, min(flt.limit, 500)),
-    }
-    cur = await conn.execute(QUERIES["list_audit"], params)
-    cols = [c.name for c in cur.description or ()]
-    return [AuditRow(**dict(zip(cols, row, strict=True))) for row in await cur.fetchall()]
+class AuditLog:
+    """Writes and reads the audit trail (queries of audit.sql, loaded once per instance)."""
+
+    def __init__(self) -> None:
+        self._q = load_queries("api", "audit.sql")
+
+    @overload
+    def record(
+        self,
+        conn: AsyncConnection[Any],
+        principal: Principal,
+        action: str,
+        target_type: str,
+        target_id: str | int | None,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+        *,
+        consumer_id: int | None = None,
+    ) -> Awaitable[object]: ...
+
+    @overload
+    def record(
+        self,
+        conn: psycopg.Connection[Any],
+        principal: Principal,
+        action: str,
+        target_type: str,
+        target_id: str | int | None,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+        *,
+        consumer_id: int | None = None,
+    ) -> object: ...
+
+    def record(
+        self,
+        conn: AsyncConnection[Any] | psycopg.Connection[Any],
+        principal: Principal,
+        action: str,
+        target_type: str,
+        target_id: str | int | None,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+        *,
+        consumer_id: int | None = None,
+    ) -> object:
+        """Append one audit row in ``conn``'s current transaction (await it on an async connection).
+
+        ``action`` is dotted (``webhook.create``, ``webhook.secret_rotate``); ``consumer_id`` is the
+        tenant the row belongs to (default: ``after``/``before``'s ``consumer_id``, else the principal's).
+        """
+        params = _params(principal, action, target_type, target_id, before, after, consumer_id)
+        return conn.execute(self._q["insert_audit"], params)
+
+    async def page(
+        self, conn: AsyncConnection[Any], principal: Principal, flt: AuditFilter
+    ) -> list[AuditRow]:
+        """One keyset page of audit rows visible to ``principal`` (a consumer sees only its own rows)."""
+        action, action_prefix = flt.action, None
+        if action is not None and action.endswith(".*"):
+            action_prefix = action[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            action = action[:-2]
+        params = {
+            "tenant": principal.tenant_filter(),
+            "consumer_id": flt.consumer_id,
+            "actor": flt.actor,
+            "action": action,
+            "action_prefix": action_prefix,
+            "target_type": flt.target_type,
+            "target_id": flt.target_id,
+            "request_id": flt.request_id,
+            "since": flt.since,
+            "until": flt.until,
+            "before_id": flt.before_id,
+            "limit": max(1, min(flt.limit, 500)),
+        }
+        cur = await conn.execute(self._q["list_audit"], params)
+        cols = [c.name for c in cur.description or ()]
+        return [AuditRow(**dict(zip(cols, row, strict=True))) for row in await cur.fetchall()]

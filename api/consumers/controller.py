@@ -13,7 +13,7 @@ from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from psycopg import AsyncConnection
 
-from api.audit import record
+from api.audit import AuditLog
 from api.consumers.repository import ConsumerRepository
 from api.consumers.schemas import SELF_SERVICE, Consumer, ConsumerCreate, ConsumerPage, ConsumerUpdate
 from api.deps import Principal, admin_only
@@ -53,6 +53,7 @@ class ConsumerController(Controller):
     def __init__(self, owner: Any) -> None:
         super().__init__(owner)
         self.repo = ConsumerRepository()
+        self.audit_log = AuditLog()
 
     @get("/", operation_id="listConsumers", summary="List consumers (a consumer sees itself)")
     async def list_consumers(
@@ -96,7 +97,9 @@ class ConsumerController(Controller):
         consumer_id = await self.repo.create(conn, data)
         created = await self.repo.get(conn, tenant=None, consumer_id=consumer_id)
         assert created is not None
-        await record(conn, principal, "consumer.create", "consumer", consumer_id, None, _view(created))
+        await self.audit_log.record(
+            conn, principal, "consumer.create", "consumer", consumer_id, None, _view(created)
+        )
         return created
 
     @put(
@@ -120,7 +123,9 @@ class ConsumerController(Controller):
         await self.repo.update(conn, consumer_id, data)
         after = await self.repo.get(conn, tenant=None, consumer_id=consumer_id)
         assert after is not None
-        await record(conn, principal, "consumer.update", "consumer", consumer_id, _view(before), _view(after))
+        await self.audit_log.record(
+            conn, principal, "consumer.update", "consumer", consumer_id, _view(before), _view(after)
+        )
         return after
 
     @delete(
@@ -137,4 +142,6 @@ class ConsumerController(Controller):
         if await self.repo.references(conn, consumer_id):
             raise Conflict("the consumer still owns webhooks or deliveries; set status to disabled instead")
         await self.repo.delete(conn, consumer_id)
-        await record(conn, principal, "consumer.delete", "consumer", consumer_id, _view(before), None)
+        await self.audit_log.record(
+            conn, principal, "consumer.delete", "consumer", consumer_id, _view(before), None
+        )

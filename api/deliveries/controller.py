@@ -18,7 +18,7 @@ from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 from psycopg import AsyncConnection
 
-from api.audit import record
+from api.audit import AuditLog
 from api.deliveries.repository import DeliveryRepository
 from api.deliveries.schemas import (
     AckResult,
@@ -78,6 +78,7 @@ class DeliveryController(Controller):
         super().__init__(owner)
         self.repo = DeliveryRepository()
         self.webhooks = WebhookRepository()
+        self.audit_log = AuditLog()
 
     async def _lock_visible(
         self, conn: AsyncConnection[Any], principal: Principal, delivery_id: int
@@ -214,7 +215,7 @@ class DeliveryController(Controller):
             return BulkRetryResult(
                 dry_run=False, matched=matched, requeued=0
             )  # nothing changed: no audit row
-        await record(
+        await self.audit_log.record(
             conn,
             principal,
             "delivery.bulk_retry",
@@ -252,7 +253,7 @@ class DeliveryController(Controller):
         requeued = await self.repo.retry(conn, delivery_id)
         after = await self.repo.lock(conn, tenant=None, delivery_id=delivery_id)
         assert after is not None
-        await record(
+        await self.audit_log.record(
             conn,
             principal,
             "delivery.retry",
@@ -279,7 +280,7 @@ class DeliveryController(Controller):
         after = await self.repo.lock(conn, tenant=None, delivery_id=delivery_id)
         assert after is not None
         if before.status == "awaiting_ack":
-            await record(
+            await self.audit_log.record(
                 conn,
                 principal,
                 "delivery.ack",

@@ -19,7 +19,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED
 from psycopg import AsyncConnection
 
-from api.audit import record
+from api.audit import AuditLog
 from api.deps import Principal, admin_only
 from api.errors import NotFound, Unprocessable
 from api.events.repository import EventRepository
@@ -59,6 +59,7 @@ class EventController(Controller):
     def __init__(self, owner: Any) -> None:
         super().__init__(owner)
         self.repo = EventRepository()
+        self.audit_log = AuditLog()
 
     @get("/", operation_id="listEventTypes", summary="List event types")
     async def list_types(
@@ -114,7 +115,7 @@ class EventController(Controller):
             raise _pg_problem(exc, "/schema") from exc
         previous = None if before is None else f"{before.current_major}.{before.current_minor}"
         if version != previous:
-            await record(
+            await self.audit_log.record(
                 conn,
                 principal,
                 "event_type.register" if before is None else "event_type.version",
@@ -154,7 +155,7 @@ class EventController(Controller):
             )
         except psycopg.Error as exc:
             raise _pg_problem(exc, "/data") from exc
-        await record(
+        await self.audit_log.record(
             conn,
             principal,
             "event.trigger",

@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from psycopg import AsyncConnection
 from psycopg_pool import PoolTimeout
 
-from api.audit import record
+from api.audit import AuditLog
 from api.context import settings_dependency
 from api.deps import Principal
 from api.errors import NotFound, Unprocessable
@@ -82,6 +82,7 @@ class MonitoringController(Controller):
     def __init__(self, owner: Any) -> None:
         super().__init__(owner)
         self.repo = MonitoringRepository()
+        self.audit_log = AuditLog()
 
     @get(
         "/health",
@@ -289,7 +290,7 @@ class MonitoringController(Controller):
         if alert is None:
             raise NotFound("alert vanished")
         await self._evaluate(conn, alert)
-        await record(
+        await self.audit_log.record(
             conn,
             principal,
             "alert.create",

@@ -20,7 +20,7 @@ from litestar.params import JSONBody, QueryParameter, SkipValidation
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from psycopg import AsyncConnection
 
-from api.audit import record
+from api.audit import AuditLog
 from api.context import settings_dependency
 from api.deps import Principal
 from api.errors import NotFound, Unprocessable
@@ -128,6 +128,7 @@ class WebhookController(Controller):
     def __init__(self, owner: Any) -> None:
         super().__init__(owner)
         self.repo = WebhookRepository()
+        self.audit_log = AuditLog()
 
     @get("/", operation_id="listWebhooks", summary="List webhooks (keyset pagination)")
     async def list_webhooks(
@@ -221,7 +222,7 @@ class WebhookController(Controller):
         )
         hook = await self.repo.get(conn, tenant=None, webhook_id=webhook_id)
         assert hook is not None
-        await record(
+        await self.audit_log.record(
             conn,
             principal,
             "webhook.create",
@@ -272,7 +273,7 @@ class WebhookController(Controller):
             await self.repo.set_status(conn, webhook_id, str(data.status))
         after = await self.repo.get(conn, tenant=None, webhook_id=webhook_id)
         assert after is not None
-        await record(
+        await self.audit_log.record(
             conn, principal, "webhook.update", "webhook", webhook_id, _audit_view(before), _audit_view(after)
         )
         return after
@@ -288,7 +289,7 @@ class WebhookController(Controller):
         if before is None:
             raise NotFound(f"webhook {webhook_id} not found")
         cancelled = await self.repo.delete(conn, webhook_id)
-        await record(
+        await self.audit_log.record(
             conn,
             principal,
             "webhook.delete",
@@ -369,7 +370,7 @@ class WebhookController(Controller):
             error_detail=result.error_detail,
             signed_with=[k.key_id for k in keys],
         )
-        await record(
+        await self.audit_log.record(
             conn,
             principal,
             "webhook.test",
