@@ -15,12 +15,11 @@ likewise, and bytes are never stored.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, overload
+from typing import Any, Protocol, TypeVar
 
 import msgspec
-import psycopg
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
@@ -30,6 +29,15 @@ from whk.sqlfiles import load_queries
 __all__ = ["REDACTED", "AuditFilter", "AuditLog", "AuditRow", "redact"]
 
 REDACTED = "[redacted]"
+R = TypeVar("R", covariant=True)
+
+
+class _Executes(Protocol[R]):
+    """A psycopg connection, sync (``execute`` runs) or async (``execute`` returns an awaitable)."""
+
+    def execute(self, query: Any, params: Any = ..., /) -> R: ...
+
+
 _SECRET_KEY = re.compile(
     r"(secret|password|passwd|token|api_?key|credential|authorization|private|_enc$|_hash$|^key$)",
     re.IGNORECASE,
@@ -55,36 +63,6 @@ def redact(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return value
-
-
-def _params(
-    principal: Principal,
-    action: str,
-    target_type: str,
-    target_id: str | int | None,
-    before: Mapping[str, Any] | None,
-    after: Mapping[str, Any] | None,
-    consumer_id: int | None,
-) -> dict[str, Any]:
-    if consumer_id is None:
-        for doc in (after, before):
-            found = doc.get("consumer_id") if doc else None
-            if isinstance(found, int) and not isinstance(found, bool):
-                consumer_id = found
-                break
-        else:
-            consumer_id = principal.consumer_id
-    return {
-        "actor": principal.actor,
-        "consumer_id": consumer_id,
-        "action": action,
-        "target_type": target_type,
-        "target_id": None if target_id is None else str(target_id),
-        "before": None if before is None else Jsonb(redact(before)),
-        "after": None if after is None else Jsonb(redact(after)),
-        "request_id": principal.request_id,
-        "source_ip": principal.source_ip or None,
-    }
 
 
 class AuditFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -122,10 +100,9 @@ class AuditLog:
     def __init__(self) -> None:
         self._q = load_queries("api", "audit.sql")
 
-    @overload
     def record(
         self,
-        conn: AsyncConnection[Any],
+        conn: _Executes[R],
         principal: Principal,
         action: str,
         target_type: str,
@@ -134,40 +111,31 @@ class AuditLog:
         after: Mapping[str, Any] | None,
         *,
         consumer_id: int | None = None,
-    ) -> Awaitable[object]: ...
-
-    @overload
-    def record(
-        self,
-        conn: psycopg.Connection[Any],
-        principal: Principal,
-        action: str,
-        target_type: str,
-        target_id: str | int | None,
-        before: Mapping[str, Any] | None,
-        after: Mapping[str, Any] | None,
-        *,
-        consumer_id: int | None = None,
-    ) -> object: ...
-
-    def record(
-        self,
-        conn: AsyncConnection[Any] | psycopg.Connection[Any],
-        principal: Principal,
-        action: str,
-        target_type: str,
-        target_id: str | int | None,
-        before: Mapping[str, Any] | None,
-        after: Mapping[str, Any] | None,
-        *,
-        consumer_id: int | None = None,
-    ) -> object:
+    ) -> R:
         """Append one audit row in ``conn``'s current transaction (await it on an async connection).
 
         ``action`` is dotted (``webhook.create``, ``webhook.secret_rotate``); ``consumer_id`` is the
         tenant the row belongs to (default: ``after``/``before``'s ``consumer_id``, else the principal's).
         """
-        params = _params(principal, action, target_type, target_id, before, after, consumer_id)
+        if consumer_id is None:
+            for doc in (after, before):
+                found = doc.get("consumer_id") if doc else None
+                if isinstance(found, int) and not isinstance(found, bool):
+                    consumer_id = found
+                    break
+            else:
+                consumer_id = principal.consumer_id
+        params = {
+            "actor": principal.actor,
+            "consumer_id": consumer_id,
+            "action": action,
+            "target_type": target_type,
+            "target_id": None if target_id is None else str(target_id),
+            "before": None if before is None else Jsonb(redact(before)),
+            "after": None if after is None else Jsonb(redact(after)),
+            "request_id": principal.request_id,
+            "source_ip": principal.source_ip or None,
+        }
         return conn.execute(self._q["insert_audit"], params)
 
     async def page(

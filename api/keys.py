@@ -8,9 +8,10 @@ stored or logged.
 Revocation sets ``revoked_at``; every request reads the key row, so a revoked key fails from the next
 request after the revoking transaction commits (revocation bound: 0 s, no cache).
 
-``ApiKeyStore`` holds the queries of keys.sql and writes the audit row of every change; the API's
+``ApiKeyStore`` holds the queries of keys.sql and the audit log every change writes to; the API's
 controller keeps one. The CLI (``whk apikey create``, ``whk up``'s development key) calls
-``create_api_key``; ``rotate_command`` (``whk secrets rotate``) lives in ``whk.secretbox``.
+``create_api_key`` on its synchronous connection; ``rotate_command`` (``whk secrets rotate``) lives in
+``whk.secretbox``.
 """
 
 from __future__ import annotations
@@ -167,52 +168,8 @@ class ApiKeyStore:
     """API key rows (queries of keys.sql), each change with its audit row in the same transaction."""
 
     def __init__(self) -> None:
-        self._q = load_queries("api", "keys.sql")
-        self._audit = AuditLog()
-
-    def create(
-        self,
-        conn: psycopg.Connection[Any],
-        *,
-        admin: bool,
-        consumer_id: int | None,
-        name: str | None = None,
-        scopes: Sequence[str] | None = None,
-        expires_at: datetime | None = None,
-        actor: str | None = None,
-    ) -> str:
-        """Create a key in one transaction (with its audit row) and return the plaintext — the only
-        time it exists. Raises ApiKeyError for an unknown consumer or bad scopes. (The CLI's path.)"""
-        actor = actor or f"cli:{getpass.getuser()}"
-        key, params = _insert_params(
-            admin=admin,
-            consumer_id=consumer_id,
-            name=name or ("admin" if admin else f"consumer {consumer_id}"),
-            scopes=scopes or (),
-            created_by=actor,
-            expires_at=expires_at,
-        )
-        with conn.transaction():
-            if (
-                consumer_id is not None
-                and conn.execute(self._q["consumer_exists"], params).fetchone() is None
-            ):
-                raise ApiKeyError(
-                    f"consumer {consumer_id} does not exist", hint="list consumers with the API"
-                )
-            cur = conn.execute(self._q["insert_key"], params)
-            created = _row(cur, cur.fetchone())
-            self._audit.record(
-                conn,
-                _cli_principal(actor),
-                "api_key.create",
-                "api_key",
-                created.id,
-                None,
-                msgspec.to_builtins(created),
-                consumer_id=consumer_id,
-            )
-        return key
+        self.queries = load_queries("api", "keys.sql")
+        self.audit = AuditLog()
 
     async def acreate(
         self,
@@ -249,12 +206,12 @@ class ApiKeyStore:
         except ApiKeyError as exc:
             raise Unprocessable(exc.message, errors=[{"pointer": "/scopes", "message": exc.message}]) from exc
         if consumer_id is not None:
-            cur = await conn.execute(self._q["consumer_exists"], params)
+            cur = await conn.execute(self.queries["consumer_exists"], params)
             if await cur.fetchone() is None:
                 raise NotFound("no such consumer")
-        cur = await conn.execute(self._q["insert_key"], params)
+        cur = await conn.execute(self.queries["insert_key"], params)
         created = _row(cur, await cur.fetchone())
-        await self._audit.record(
+        await self.audit.record(
             conn,
             principal,
             "api_key.create",
@@ -277,7 +234,7 @@ class ApiKeyStore:
         limit: int = 50,
     ) -> list[ApiKey]:
         cur = await conn.execute(
-            self._q["list_keys"],
+            self.queries["list_keys"],
             {
                 "tenant": principal.tenant_filter(),
                 "consumer_id": consumer_id,
@@ -290,16 +247,16 @@ class ApiKeyStore:
 
     async def revoke(self, conn: AsyncConnection[Any], principal: Principal, key_id: int) -> ApiKey:
         """Revoke a key (another tenant's id → NotFound; already revoked → Conflict)."""
-        cur = await conn.execute(self._q["get_key"], {"id": key_id, "tenant": principal.tenant_filter()})
+        cur = await conn.execute(self.queries["get_key"], {"id": key_id, "tenant": principal.tenant_filter()})
         row = await cur.fetchone()
         if row is None:
             raise NotFound("no such API key")
         before = _row(cur, row)
         if before.revoked_at is not None:
             raise Conflict("the key is already revoked")
-        cur = await conn.execute(self._q["revoke_key"], {"id": key_id, "actor": principal.actor})
+        cur = await conn.execute(self.queries["revoke_key"], {"id": key_id, "actor": principal.actor})
         after = _row(cur, await cur.fetchone())
-        await self._audit.record(
+        await self.audit.record(
             conn,
             principal,
             "api_key.revoke",
@@ -321,14 +278,35 @@ def create_api_key(
     scopes: Sequence[str] | None = None,
     expires_at: datetime | None = None,
     actor: str | None = None,
+    store: ApiKeyStore | None = None,
 ) -> str:
-    """``ApiKeyStore.create`` for the CLI (``whk apikey create``, ``whk up``'s development key)."""
-    return ApiKeyStore().create(
-        conn,
+    """Create a key in one transaction (with its audit row) and return the plaintext — the only time
+    it exists. Raises ApiKeyError for an unknown consumer or bad scopes. The CLI's path (``whk apikey
+    create``, ``whk up``'s development key), on a synchronous connection."""
+    store = store or ApiKeyStore()
+    actor = actor or f"cli:{getpass.getuser()}"
+    key, params = _insert_params(
         admin=admin,
         consumer_id=consumer_id,
-        name=name,
-        scopes=scopes,
+        name=name or ("admin" if admin else f"consumer {consumer_id}"),
+        scopes=scopes or (),
+        created_by=actor,
         expires_at=expires_at,
-        actor=actor,
     )
+    with conn.transaction():
+        exists = consumer_id is None or conn.execute(store.queries["consumer_exists"], params).fetchone()
+        if not exists:
+            raise ApiKeyError(f"consumer {consumer_id} does not exist", hint="list consumers with the API")
+        cur = conn.execute(store.queries["insert_key"], params)
+        created = _row(cur, cur.fetchone())
+        store.audit.record(
+            conn,
+            _cli_principal(actor),
+            "api_key.create",
+            "api_key",
+            created.id,
+            None,
+            msgspec.to_builtins(created),
+            consumer_id=consumer_id,
+        )
+    return key

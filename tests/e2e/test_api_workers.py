@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -71,21 +71,12 @@ def _db_connected(worker: psutil.Process, pg_port: int) -> bool:
     return any(c.raddr and c.raddr.port == pg_port for c in worker.net_connections("tcp"))
 
 
-@pytest.fixture
-def database(pg_server: PgServer, template_db: str) -> Iterator[str]:
-    name = pg_server.create_database(template=template_db)
-    try:
-        yield pg_server.dsn(name)
-    finally:
-        pg_server.drop_database(name)
-
-
-def test_two_workers_share_the_rate_limit_and_stop_on_sigterm(database: str, pg_server: PgServer) -> None:
-    with psycopg.connect(database, autocommit=True) as conn:
+def test_two_workers_share_the_rate_limit_and_stop_on_sigterm(db_url: str, pg_server: PgServer) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
         key = consumer_key(conn, make_consumer(conn, "workers", api_rate_limit_per_minute=LIMIT))
     port = port_for.select_random()
     base = f"http://127.0.0.1:{port}"
-    proc = _start(database, port)
+    proc = _start(db_url, port)
     clients: list[httpx.Client] = []
     try:
         _until(lambda: len(_workers(proc, port)) == 2, 60, "two workers did not start")
@@ -128,10 +119,10 @@ def test_two_workers_share_the_rate_limit_and_stop_on_sigterm(database: str, pg_
         proc.communicate()
 
 
-def test_a_worker_that_cannot_start_fails_the_command(database: str) -> None:
-    with psycopg.connect(database, autocommit=True) as conn:
+def test_a_worker_that_cannot_start_fails_the_command(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("INSERT INTO whk.schema_migrations (version, name) VALUES (999, 'future')")
-    proc = _start(database, port_for.select_random())
+    proc = _start(db_url, port_for.select_random())
     try:
         _, err = proc.communicate(timeout=90)
     finally:
