@@ -189,8 +189,17 @@ def complete_error_responses(doc: OpenAPI, *, public_paths: Pattern[str]) -> Non
 
 # JSON Schema keywords whose value is a schema / a list of schemas / a map of schemas.
 _SUBSCHEMA = frozenset(
-    {"items", "not", "if", "then", "else", "contains", "additionalProperties", "propertyNames"}
-    | {"contentSchema"}
+    (
+        "items",
+        "not",
+        "if",
+        "then",
+        "else",
+        "contains",
+        "additionalProperties",
+        "propertyNames",
+        "contentSchema",
+    )
 )
 _SUBSCHEMA_LIST = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
 _SUBSCHEMA_MAP = frozenset({"properties", "patternProperties", "dependentSchemas"})
