@@ -6,19 +6,19 @@ own keys, with scopes it holds itself. Revocation is effective from the next req
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, Parameter, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 from psycopg import AsyncConnection
 
 from api import keys
 from api.deps import Principal
 from api.errors import Unprocessable
 from api.openapi import problem_responses
+from api.shapes import IdPath, Timestamp
 
 __all__ = ["ApiKeyController", "ApiKeyCreate", "ApiKeyCreated"]
 
@@ -32,7 +32,7 @@ class ApiKeyCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]],
         msgspec.Meta(max_length=32, examples=[["webhooks:read", "deliveries:*"]]),
     ] = msgspec.field(default_factory=list)
-    expires_at: datetime | None = None
+    expires_at: Timestamp | None = None
 
 
 class ApiKeyCreated(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,6 +45,10 @@ class ApiKeyCreated(msgspec.Struct, frozen=True, kw_only=True):
 class ApiKeyController(Controller):
     path = "/api/whk/api-keys"
     tags = ["api-keys"]  # noqa: RUF012 - Litestar reads a class attribute
+
+    def __init__(self, owner: Any) -> None:
+        super().__init__(owner)
+        self.keys = keys.ApiKeyStore()
 
     @post(
         "/",
@@ -67,7 +71,7 @@ class ApiKeyController(Controller):
                 "admin keys carry the admin scope only",
                 errors=[{"pointer": "/scopes", "message": "must be empty for an admin key"}],
             )
-        created, plaintext = await keys.acreate_api_key(
+        created, plaintext = await self.keys.acreate(
             conn,
             principal,
             consumer_id=data.consumer_id,
@@ -94,7 +98,7 @@ class ApiKeyController(Controller):
         ] = None,
         limit: Annotated[int, QueryParameter(name="limit", ge=1, le=500)] = 50,
     ) -> list[keys.ApiKey]:
-        return await keys.list_keys(
+        return await self.keys.page(
             conn,
             principal,
             consumer_id=consumer_id,
@@ -115,6 +119,6 @@ class ApiKeyController(Controller):
         self,
         conn: NamedDependency[AsyncConnection[Any]],
         principal: NamedDependency[Principal],
-        key_id: FromPath[Annotated[int, Parameter(ge=1, le=2**63 - 1)]],
+        key_id: IdPath,
     ) -> keys.ApiKey:
-        return await keys.revoke_key(conn, principal, key_id)
+        return await self.keys.revoke(conn, principal, key_id)

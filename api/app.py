@@ -26,10 +26,17 @@ from litestar.types import ControllerRouterHandler
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth import PUBLIC_PATHS, AuthConfig, AuthMiddleware, RequestIdMiddleware
+from api.contract import OptionsMiddleware, RequestContract
 from api.crypto import provide_secretbox
 from api.deps import dependencies
-from api.errors import BadRequest, exception_handlers
-from api.openapi import QueryContract, complete_error_responses, openapi_config, path_format, query_contracts
+from api.errors import exception_handlers
+from api.openapi import (
+    complete_error_responses,
+    exact_parameter_bounds,
+    openapi_config,
+    struct_components,
+    wire_structs,
+)
 from api.routes import route_handlers
 from whk import db
 from whk.secretbox import SecretBox
@@ -78,34 +85,28 @@ def create_app(
             if own:
                 await active.close()
 
-    def document_platform_errors(app: Litestar) -> None:
-        if settings.api.docs_enabled:
-            complete_error_responses(app.openapi_schema, public_paths=PUBLIC_PATHS)
-            app.state.query_contracts = query_contracts(app.openapi_schema.to_schema())
+    def document_and_contract(app: Litestar) -> None:
+        # The document is built even when WHK_API_DOCS=false (then not served): it is the contract.
+        struct_components(app.openapi_schema, wire_structs(app))
+        exact_parameter_bounds(app.openapi_schema, app)
+        complete_error_responses(app.openapi_schema, public_paths=PUBLIC_PATHS)
+        app.state.contract = RequestContract.from_app(app)
 
-    def enforce_query_contract(request: Request[Any, Any, Any]) -> None:
+    async def enforce_contract(request: Request[Any, Any, Any]) -> None:
         """Query parameters must be declared (``?stauts=dead`` is a 400, not an unfiltered list) and fit
-        their documented schema (bounds, patterns, enums) before any handler sees them."""
-        contracts: dict[tuple[str, str], QueryContract] | None = request.app.state.get("query_contracts")
-        template = request.scope.get("path_template")
-        if not contracts or not template:
-            return
-        contract = contracts.get((path_format(template), request.method))
-        if contract is None:
-            return
-        errors = contract.problems({k: request.query_params.getall(k) for k in request.query_params})
-        if errors:
-            first = errors[0]["pointer"].removeprefix("/query/")
-            raise BadRequest(f"query parameter {first!r}: {errors[0]['message']}", extra={"errors": errors})
+        their documented schema; bodies must decode strictly into their Struct (``api.contract``)."""
+        contract: RequestContract | None = request.app.state.get("contract")
+        if contract is not None:
+            await contract.enforce(request)
 
     return Litestar(
-        on_startup=[document_platform_errors],
-        before_request=enforce_query_contract,
+        on_startup=[document_and_contract],
+        before_request=enforce_contract,
         route_handlers=[*(route_handlers() if resource_routes else ()), *extra_route_handlers],
         lifespan=[lifespan],
         state=State({"auth": auth, "secretbox": secretbox, "settings": settings}),
         dependencies={**dependencies(), "secretbox": Provide(provide_secretbox, sync_to_thread=False)},
-        middleware=[RequestIdMiddleware, DefineMiddleware(AuthMiddleware)],
+        middleware=[RequestIdMiddleware, DefineMiddleware(AuthMiddleware), OptionsMiddleware],
         exception_handlers=exception_handlers(),
         request_max_body_size=settings.api.max_body_bytes,
         openapi_config=openapi_config(version=API_VERSION, enabled=settings.api.docs_enabled),

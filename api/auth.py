@@ -31,7 +31,7 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -41,7 +41,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from psycopg_pool import AsyncConnectionPool
 
-from api import audit
+from api.audit import AuditLog
 from api.deps import ADMIN_SCOPE, Principal
 from api.errors import Forbidden, TooManyRequests, Unauthorized
 from api.jwtauth import JwtRejected, JwtVerifier
@@ -53,7 +53,6 @@ from whk.sqlfiles import load_queries
 __all__ = ["PUBLIC_PATHS", "AuthConfig", "AuthMiddleware", "RequestIdMiddleware", "area_of"]
 
 log = logging.getLogger("whk.api.auth")
-QUERIES = MappingProxyType(load_queries("api", "auth.sql"))
 
 # Anchored: the whole path must match. Health and the docs UI/schema only.
 PUBLIC_PATHS = re.compile(
@@ -78,6 +77,8 @@ class AuthConfig:
     trusted_proxies: tuple[Network, ...]
     admin_allowed_ips: tuple[Network, ...]
     rate_window_s: float
+    queries: Mapping[str, str]  # auth.sql
+    audit: AuditLog  # IP allowlist refusals are audited
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AuthConfig:
@@ -86,6 +87,8 @@ class AuthConfig:
             trusted_proxies=settings.api.trusted_proxies,
             admin_allowed_ips=settings.api.admin_allowed_ips,
             rate_window_s=float(settings.api.rate_limit_window),
+            queries=MappingProxyType(load_queries("api", "auth.sql")),
+            audit=AuditLog(),
         )
 
 
@@ -181,7 +184,7 @@ class AuthMiddleware:
         async with pool.connection() as conn:
             await conn.set_autocommit(True)
             if token.startswith("whk_"):
-                principal, tenant, key_id, touch = await self._api_key(conn, token, rid, source_ip)
+                principal, tenant, key_id, touch = await self._api_key(conn, cfg, token, rid, source_ip)
                 subject = f"consumer:{principal.consumer_id}" if principal.consumer_id else f"key:{key_id}"
             else:
                 principal, tenant = await self._jwt(conn, cfg, token, rid, source_ip)
@@ -193,7 +196,7 @@ class AuthMiddleware:
                 raise Forbidden(f"consumer {principal.consumer_id} is {tenant.status or 'unknown'}")
             allowed = _networks(tenant.allowed_ips) if tenant is not None else list(cfg.admin_allowed_ips)
             if allowed and (ip is None or not in_networks(ip, allowed)):
-                await audit.record(
+                await cfg.audit.record(
                     conn,
                     principal,
                     "auth.ip_denied",
@@ -208,7 +211,7 @@ class AuthMiddleware:
                 raise Forbidden("this address is not allowed for these credentials")
             self._check_scope(scope, principal)
             cur = await conn.execute(
-                QUERIES["rate_limit_hit"],
+                cfg.queries["rate_limit_hit"],
                 {
                     "subject": subject,
                     "limit": tenant.rate_limit if tenant else None,
@@ -217,7 +220,7 @@ class AuthMiddleware:
             )
             row = await cur.fetchone()
             if touch and key_id is not None:
-                await conn.execute(QUERIES["touch_key"], {"id": key_id})
+                await conn.execute(cfg.queries["touch_key"], {"id": key_id})
         assert row is not None
         allowed_now, limit, remaining, retry_after, reset = row
         window = math.ceil(cfg.rate_window_s)
@@ -238,12 +241,12 @@ class AuthMiddleware:
 
     @staticmethod
     async def _api_key(
-        conn: Any, token: str, rid: str, source_ip: str
+        conn: Any, cfg: AuthConfig, token: str, rid: str, source_ip: str
     ) -> tuple[Principal, _Tenant | None, int, bool]:
         prefix = split_key(token)
         if prefix is None:
             raise Unauthorized("malformed API key")
-        cur = await conn.execute(QUERIES["key_by_prefix"], {"prefix": prefix})
+        cur = await conn.execute(cfg.queries["key_by_prefix"], {"prefix": prefix})
         row = await cur.fetchone()
         # Compare even when no row exists, so timing does not tell whether a prefix is known.
         stored = bytes(row[1]) if row else b"\x00" * 32
@@ -277,7 +280,7 @@ class AuthMiddleware:
             raise Unauthorized(exc.message) from None
         tenant: _Tenant | None = None
         if claims.consumer_id is not None:
-            cur = await conn.execute(QUERIES["consumer_for_jwt"], {"consumer_id": claims.consumer_id})
+            cur = await conn.execute(cfg.queries["consumer_for_jwt"], {"consumer_id": claims.consumer_id})
             row = await cur.fetchone()
             if row is None:
                 raise Unauthorized("the token's consumer does not exist")

@@ -9,7 +9,7 @@ Controllers declare them by name::
 
 ``conn`` is a pooled connection inside ONE transaction for the whole request: it commits when the
 handler returns normally (before the response is sent, so a failed commit is a 5xx, never a lying 2xx)
-and rolls back when the handler raises. Audit rows written with ``api.audit.record(conn, ...)`` therefore
+and rolls back when the handler raises. Audit rows written with ``AuditLog.record(conn, ...)`` therefore
 commit or vanish together with the change they describe.
 """
 

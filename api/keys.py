@@ -8,9 +8,10 @@ stored or logged.
 Revocation sets ``revoked_at``; every request reads the key row, so a revoked key fails from the next
 request after the revoking transaction commits (revocation bound: 0 s, no cache).
 
-The lead's CLI calls ``apikey_command(settings, admin=..., consumer_id=..., name=..., scopes=...)`` for
-``whk apikey create``, ``create_api_key`` directly (``whk up``'s development key) and ``rotate_command``
-(``whk secrets rotate``, implemented in ``whk.secretbox``).
+``ApiKeyStore`` holds the queries of keys.sql and the audit log every change writes to; the API's
+controller keeps one. The CLI (``whk apikey create``, ``whk up``'s development key) calls
+``create_api_key`` on its synchronous connection; ``rotate_command`` (``whk secrets rotate``) lives in
+``whk.secretbox``.
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ import secrets
 import string
 from collections.abc import Sequence
 from datetime import datetime
-from types import MappingProxyType
 from typing import Any
 
 import msgspec
 import psycopg
 from psycopg import AsyncConnection
 
-from api.audit import record, record_sync
+from api.audit import AuditLog
 from api.deps import ADMIN_SCOPE, Principal
 from api.errors import Conflict, NotFound, Unprocessable
 from whk.errors import WhkError
@@ -39,17 +39,14 @@ __all__ = [
     "KEY_PREFIX",
     "ApiKey",
     "ApiKeyError",
-    "acreate_api_key",
+    "ApiKeyStore",
     "create_api_key",
     "hash_key",
-    "list_keys",
-    "revoke_key",
     "rotate_command",
     "split_key",
     "validate_scopes",
 ]
 
-QUERIES = MappingProxyType(load_queries("api", "keys.sql"))
 KEY_PREFIX = "whk_"
 _ALPHABET = string.ascii_lowercase + string.digits
 PREFIX_LEN = 12
@@ -160,6 +157,118 @@ def _cli_principal(actor: str) -> Principal:
     )
 
 
+def _covers(held: frozenset[str], scope: str) -> bool:
+    if ADMIN_SCOPE in held or "*" in held or scope in held:
+        return True
+    area, _, _ = scope.partition(":")
+    return scope != "*" and f"{area}:*" in held
+
+
+class ApiKeyStore:
+    """API key rows (queries of keys.sql), each change with its audit row in the same transaction."""
+
+    def __init__(self) -> None:
+        self.queries = load_queries("api", "keys.sql")
+        self.audit = AuditLog()
+
+    async def acreate(
+        self,
+        conn: AsyncConnection[Any],
+        principal: Principal,
+        *,
+        consumer_id: int | None,
+        name: str,
+        scopes: Sequence[str],
+        expires_at: datetime | None,
+    ) -> tuple[ApiKey, str]:
+        """Create a key from the API (inside the request's transaction); admins may create admin keys
+        (``consumer_id`` None), consumers only keys of their own tenant with scopes they hold themselves."""
+        admin = consumer_id is None
+        if not principal.is_admin:
+            if consumer_id != principal.consumer_id:
+                raise NotFound("no such consumer")
+            missing = [s for s in scopes or ["*"] if not _covers(principal.scopes, s)]
+            if missing:
+                message = f"not held by the caller: {', '.join(missing)}"
+                raise Unprocessable(
+                    "a key cannot have scopes its creator lacks",
+                    errors=[{"pointer": "/scopes", "message": message}],
+                )
+        try:
+            key, params = _insert_params(
+                admin=admin,
+                consumer_id=consumer_id,
+                name=name,
+                scopes=scopes,
+                created_by=principal.actor,
+                expires_at=expires_at,
+            )
+        except ApiKeyError as exc:
+            raise Unprocessable(exc.message, errors=[{"pointer": "/scopes", "message": exc.message}]) from exc
+        if consumer_id is not None:
+            cur = await conn.execute(self.queries["consumer_exists"], params)
+            if await cur.fetchone() is None:
+                raise NotFound("no such consumer")
+        cur = await conn.execute(self.queries["insert_key"], params)
+        created = _row(cur, await cur.fetchone())
+        await self.audit.record(
+            conn,
+            principal,
+            "api_key.create",
+            "api_key",
+            created.id,
+            None,
+            msgspec.to_builtins(created),
+            consumer_id=consumer_id,
+        )
+        return created, key
+
+    async def page(
+        self,
+        conn: AsyncConnection[Any],
+        principal: Principal,
+        *,
+        consumer_id: int | None = None,
+        include_revoked: bool = False,
+        after_id: int | None = None,
+        limit: int = 50,
+    ) -> list[ApiKey]:
+        cur = await conn.execute(
+            self.queries["list_keys"],
+            {
+                "tenant": principal.tenant_filter(),
+                "consumer_id": consumer_id,
+                "include_revoked": include_revoked,
+                "after_id": after_id,
+                "limit": max(1, min(limit, 500)),
+            },
+        )
+        return [_row(cur, r) for r in await cur.fetchall()]
+
+    async def revoke(self, conn: AsyncConnection[Any], principal: Principal, key_id: int) -> ApiKey:
+        """Revoke a key (another tenant's id → NotFound; already revoked → Conflict)."""
+        cur = await conn.execute(self.queries["get_key"], {"id": key_id, "tenant": principal.tenant_filter()})
+        row = await cur.fetchone()
+        if row is None:
+            raise NotFound("no such API key")
+        before = _row(cur, row)
+        if before.revoked_at is not None:
+            raise Conflict("the key is already revoked")
+        cur = await conn.execute(self.queries["revoke_key"], {"id": key_id, "actor": principal.actor})
+        after = _row(cur, await cur.fetchone())
+        await self.audit.record(
+            conn,
+            principal,
+            "api_key.revoke",
+            "api_key",
+            key_id,
+            msgspec.to_builtins(before),
+            msgspec.to_builtins(after),
+            consumer_id=after.consumer_id,
+        )
+        return after
+
+
 def create_api_key(
     conn: psycopg.Connection[Any],
     *,
@@ -169,9 +278,12 @@ def create_api_key(
     scopes: Sequence[str] | None = None,
     expires_at: datetime | None = None,
     actor: str | None = None,
+    store: ApiKeyStore | None = None,
 ) -> str:
     """Create a key in one transaction (with its audit row) and return the plaintext — the only time
-    it exists. Raises ApiKeyError for an unknown consumer or bad scopes."""
+    it exists. Raises ApiKeyError for an unknown consumer or bad scopes. The CLI's path (``whk apikey
+    create``, ``whk up``'s development key), on a synchronous connection."""
+    store = store or ApiKeyStore()
     actor = actor or f"cli:{getpass.getuser()}"
     key, params = _insert_params(
         admin=admin,
@@ -182,11 +294,12 @@ def create_api_key(
         expires_at=expires_at,
     )
     with conn.transaction():
-        if consumer_id is not None and conn.execute(QUERIES["consumer_exists"], params).fetchone() is None:
+        exists = consumer_id is None or conn.execute(store.queries["consumer_exists"], params).fetchone()
+        if not exists:
             raise ApiKeyError(f"consumer {consumer_id} does not exist", hint="list consumers with the API")
-        cur = conn.execute(QUERIES["insert_key"], params)
+        cur = conn.execute(store.queries["insert_key"], params)
         created = _row(cur, cur.fetchone())
-        record_sync(
+        store.audit.record(
             conn,
             _cli_principal(actor),
             "api_key.create",
@@ -197,107 +310,3 @@ def create_api_key(
             consumer_id=consumer_id,
         )
     return key
-
-
-async def acreate_api_key(
-    conn: AsyncConnection[Any],
-    principal: Principal,
-    *,
-    consumer_id: int | None,
-    name: str,
-    scopes: Sequence[str],
-    expires_at: datetime | None,
-) -> tuple[ApiKey, str]:
-    """Create a key from the API (inside the request's transaction); admins may create admin keys
-    (``consumer_id`` None), consumers only keys of their own tenant with scopes they hold themselves."""
-    admin = consumer_id is None
-    if not principal.is_admin:
-        if consumer_id != principal.consumer_id:
-            raise NotFound("no such consumer")
-        missing = [s for s in scopes or ["*"] if not _covers(principal.scopes, s)]
-        if missing:
-            raise Unprocessable(
-                "a key cannot have scopes its creator lacks",
-                errors=[{"pointer": "/scopes", "message": f"not held by the caller: {', '.join(missing)}"}],
-            )
-    try:
-        key, params = _insert_params(
-            admin=admin,
-            consumer_id=consumer_id,
-            name=name,
-            scopes=scopes,
-            created_by=principal.actor,
-            expires_at=expires_at,
-        )
-    except ApiKeyError as exc:
-        raise Unprocessable(exc.message, errors=[{"pointer": "/scopes", "message": exc.message}]) from exc
-    if consumer_id is not None:
-        cur = await conn.execute(QUERIES["consumer_exists"], params)
-        if await cur.fetchone() is None:
-            raise NotFound("no such consumer")
-    cur = await conn.execute(QUERIES["insert_key"], params)
-    created = _row(cur, await cur.fetchone())
-    await record(
-        conn,
-        principal,
-        "api_key.create",
-        "api_key",
-        created.id,
-        None,
-        msgspec.to_builtins(created),
-        consumer_id=consumer_id,
-    )
-    return created, key
-
-
-def _covers(held: frozenset[str], scope: str) -> bool:
-    if ADMIN_SCOPE in held or "*" in held or scope in held:
-        return True
-    area, _, _ = scope.partition(":")
-    return scope != "*" and f"{area}:*" in held
-
-
-async def list_keys(
-    conn: AsyncConnection[Any],
-    principal: Principal,
-    *,
-    consumer_id: int | None = None,
-    include_revoked: bool = False,
-    after_id: int | None = None,
-    limit: int = 50,
-) -> list[ApiKey]:
-    cur = await conn.execute(
-        QUERIES["list_keys"],
-        {
-            "tenant": principal.tenant_filter(),
-            "consumer_id": consumer_id,
-            "include_revoked": include_revoked,
-            "after_id": after_id,
-            "limit": max(1, min(limit, 500)),
-        },
-    )
-    return [_row(cur, r) for r in await cur.fetchall()]
-
-
-async def revoke_key(conn: AsyncConnection[Any], principal: Principal, key_id: int) -> ApiKey:
-    """Revoke a key (another tenant's id → NotFound; already revoked → Conflict)."""
-    cur = await conn.execute(QUERIES["get_key"], {"id": key_id, "tenant": principal.tenant_filter()})
-    row = await cur.fetchone()
-    if row is None:
-        raise NotFound("no such API key")
-    before = _row(cur, row)
-    if before.revoked_at is not None:
-        raise Conflict("the key is already revoked")
-    cur = await conn.execute(QUERIES["revoke_key"], {"id": key_id, "actor": principal.actor})
-    after = _row(cur, await cur.fetchone())
-    await record(
-        conn,
-        principal,
-        "api_key.revoke",
-        "api_key",
-        key_id,
-        msgspec.to_builtins(before),
-        msgspec.to_builtins(after),
-        consumer_id=after.consumer_id,
-    )
-    return after

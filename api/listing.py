@@ -10,8 +10,11 @@ A list query is a named SQL block with three holes that only this module fills::
   identifiers composed with :class:`psycopg.sql.Identifier`;
 * the keyset predicate ``(sort, id) < (%(k_sort)s, %(k_id)s)`` (``>`` ascending) when a cursor is given.
 
+A :class:`Listing` bundles one such query with its row type and allow-lists; ``Listing.page`` is the
+only code that builds, runs and pages a list query (every resource's list endpoint goes through it).
+
 Cursors are opaque base64url JSON ``[sort_name, value, id]``; a cursor made for another sort is refused
-(400) instead of silently skipping rows. Unknown filter or sort names never reach SQL.
+(422) instead of silently skipping rows. Unknown filter or sort names never reach SQL.
 """
 
 from __future__ import annotations
@@ -20,17 +23,19 @@ import base64
 import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
-from psycopg import sql
+from psycopg import AsyncConnection, sql
 
-from api.errors import BadRequest
+from api.errors import Unprocessable
+from api.rows import fetch_all
 
 __all__ = [
     "CursorError",
     "FilterSpec",
     "ListPlan",
+    "Listing",
     "SortSpec",
     "build_list_query",
     "decode_cursor",
@@ -38,11 +43,16 @@ __all__ = [
     "next_cursor",
 ]
 
+T = TypeVar("T")
 Op = Literal["=", ">=", "<", "<=", ">", "any", "prefix", "contains"]
 
 
-class CursorError(BadRequest):
-    """A cursor that is not ours, is corrupt, or belongs to another sort order (a 400 problem)."""
+class CursorError(Unprocessable):
+    """A cursor that is not ours, is corrupt, or belongs to another sort order (a 422 problem: the
+    value fits the documented pattern, its content is refused)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, errors=[{"pointer": "/query/cursor", "message": detail}])
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,3 +208,57 @@ def next_cursor(rows: Sequence[Any], limit: int, sort: str, sorts: Sequence[Sort
     if hasattr(value, "isoformat"):
         value = value.isoformat()
     return encode_cursor(sort, value, tie)
+
+
+@dataclass(frozen=True, slots=True)
+class Listing(Generic[T]):
+    """One keyset-paginated list: a named query with ``{where}``/``{order}`` holes (and ``fragments``),
+    the Struct its rows become, and the filter/sort allow-lists.
+
+    ``tenant_column``: compared with the caller's tenant when there is one (None: the query applies the
+    tenant itself, or there is none); ``fixed``: equalities always applied (dead letters:
+    ``("d.status", "dead")``).
+    """
+
+    query: str
+    row: type[T]
+    filters: Sequence[FilterSpec]
+    sorts: Sequence[SortSpec]
+    tenant_column: str | None = None
+    fixed: Sequence[tuple[str, Any]] = ()
+    fragments: Mapping[str, sql.Composable] = field(default_factory=dict)
+
+    def plan(
+        self, *, filters: Mapping[str, Any], sort: str, cursor: str | None, tenant: int | None = None
+    ) -> ListPlan:
+        """WHERE/ORDER BY for ``filters`` (filter name -> value, None = not given) and the tenant."""
+        tenant_eq = [(self.tenant_column, tenant)] if tenant is not None and self.tenant_column else []
+        return build_list_query(
+            filters=self.filters,
+            values=filters,
+            sorts=self.sorts,
+            sort=sort,
+            cursor=cursor,
+            fixed=[*tenant_eq, *self.fixed],
+        )
+
+    async def page(
+        self,
+        conn: AsyncConnection[Any],
+        *,
+        filters: Mapping[str, Any],
+        sort: str,
+        cursor: str | None,
+        limit: int,
+        tenant: int | None = None,
+        params: Mapping[str, Any] | None = None,
+        **fragments: sql.Composable,
+    ) -> tuple[list[T], str | None]:
+        """One page of rows and the cursor of the next (None on the last page): ``limit + 1`` rows are
+        fetched to learn whether another page exists."""
+        plan = self.plan(filters=filters, sort=sort, cursor=cursor, tenant=tenant)
+        query = sql.SQL(self.query).format(
+            where=plan.where, order=plan.order, **{**self.fragments, **fragments}
+        )
+        rows = await fetch_all(conn, query, {**plan.params, **(params or {}), "limit": limit + 1}, self.row)
+        return rows[:limit], next_cursor(rows, limit, sort, self.sorts)

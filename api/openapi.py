@@ -1,42 +1,55 @@
-"""OpenAPI 3.1 document: security schemes, the problem+json error shape, docs UI at /schema."""
+"""OpenAPI 3.1 document: security schemes, the problem+json error shape, docs UI at /schema.
+
+Body and response shapes are msgspec Structs, and msgspec is what validates them; Litestar's own schema
+generation drops much of what msgspec enforces (patterns of list items and dict keys, ``gt``/``lt``,
+constraints on aliased ``Annotated`` types, ``forbid_unknown_fields``). ``struct_components`` therefore
+replaces the component schema of every Struct with ``msgspec.json.schema_components`` — the validator's
+own description — so the document tells exactly what a body must be.
+"""
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+import dataclasses
+import typing
+from collections.abc import Iterable, Mapping
 from re import Pattern
 from typing import Annotated, Any
 
-import jsonschema_rs
 import msgspec
+from litestar import Litestar, Router
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotFoundException
+from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import (
     Components,
     Example,
     OpenAPI,
+    OpenAPIFormat,
     OpenAPIMediaType,
     OpenAPIResponse,
     OpenAPIType,
     Operation,
+    Parameter,
     Reference,
     Schema,
     SecurityScheme,
     Server,
 )
+from litestar.params import ParameterKwarg
+from litestar.routes import HTTPRoute
 
 from api.errors import PROBLEM_JSON
 
 __all__ = [
     "Problem",
-    "QueryContract",
     "complete_error_responses",
+    "exact_parameter_bounds",
     "openapi_config",
-    "path_format",
     "problem_responses",
-    "query_contracts",
+    "struct_components",
+    "wire_structs",
 ]
 
 
@@ -90,10 +103,16 @@ def problem_responses(*codes: int) -> dict[int, ResponseSpec]:
     }
 
 
-def openapi_config(*, version: str, enabled: bool) -> OpenAPIConfig | None:
-    if not enabled:
-        return None
+def _docs_disabled(_connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
+    raise NotFoundException()
+
+
+def openapi_config(*, version: str, enabled: bool) -> OpenAPIConfig:
+    """The document is always built (``api.contract`` enforces it); ``enabled=False`` (WHK_API_DOCS)
+    only stops serving it: every /schema route answers 404."""
+    hidden = None if enabled else Router("/schema", route_handlers=[], guards=[_docs_disabled])
     return OpenAPIConfig(
+        openapi_router=hidden,
         title="WHK management API",
         version=version,
         description=(
@@ -168,83 +187,117 @@ def complete_error_responses(doc: OpenAPI, *, public_paths: Pattern[str]) -> Non
             op.responses = responses
 
 
-_PARAM_TYPE = re.compile(r"\{([^}:]+):[^}]+\}")
+# JSON Schema keywords whose value is a schema / a list of schemas / a map of schemas.
+_SUBSCHEMA = frozenset(
+    (
+        "items",
+        "not",
+        "if",
+        "then",
+        "else",
+        "contains",
+        "additionalProperties",
+        "propertyNames",
+        "contentSchema",
+    )
+)
+_SUBSCHEMA_LIST = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
+_SUBSCHEMA_MAP = frozenset({"properties", "patternProperties", "dependentSchemas"})
+_SCHEMA_FIELD = {str(f.metadata.get("alias", f.name)): f.name for f in dataclasses.fields(Schema)}
 
 
-def path_format(path_template: str) -> str:
-    """Litestar's route template (``/x/{id:int}``) as the OpenAPI path (``/x/{id}``)."""
-    return _PARAM_TYPE.sub(r"{\1}", path_template)
+def _to_spec(doc: Mapping[str, Any]) -> Schema | Reference:
+    """A JSON Schema document (as msgspec writes it) as Litestar's spec objects."""
+    if "$ref" in doc:
+        return Reference(ref=str(doc["$ref"]))
+    kwargs: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key in _SUBSCHEMA:
+            value = value if isinstance(value, bool) else _to_spec(value)
+        elif key in _SUBSCHEMA_LIST:
+            value = [_to_spec(v) for v in value]
+        elif key in _SUBSCHEMA_MAP:
+            value = {k: _to_spec(v) for k, v in value.items()}
+        elif key == "type":
+            value = OpenAPIType(value) if isinstance(value, str) else [OpenAPIType(v) for v in value]
+        elif key == "format" and value in OpenAPIFormat._value2member_map_:
+            value = OpenAPIFormat(value)
+        # a keyword Litestar's Schema has no field for is a KeyError: found at start-up, never served wrong
+        kwargs[_SCHEMA_FIELD[key]] = value
+    return Schema(**kwargs)
 
 
-@dataclass(frozen=True, slots=True)
-class QueryContract:
-    """The documented query parameters of one operation, with a validator per parameter."""
+def _structs(annotation: Any, out: set[type[msgspec.Struct]]) -> None:
+    if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
+        out.add(annotation)
+        return
+    for arg in typing.get_args(annotation):
+        _structs(arg, out)
 
-    names: frozenset[str]
-    validators: Mapping[str, jsonschema_rs.Validator]
 
-    def problems(self, params: Mapping[str, list[str]]) -> list[dict[str, str]]:
-        """One error per undeclared parameter or value no reading of which fits the documented schema."""
-        errors: list[dict[str, str]] = []
-        for name in sorted(params):
-            if name not in self.names:
-                errors.append({"pointer": f"/query/{name}", "message": "unknown parameter"})
+def wire_structs(app: Litestar) -> list[type[msgspec.Struct]]:
+    """Every Struct a documented handler reads as its body or answers with (documented responses too)."""
+    found: set[type[msgspec.Struct]] = set()
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            if not handler.resolve_include_in_schema():
                 continue
-            validator = self.validators.get(name)
-            if validator is None:
-                continue
-            for raw in params[name]:
-                if not any(validator.is_valid(v) for v in _readings(raw)):
-                    message = next(iter(validator.iter_errors(_readings(raw)[-1])), None)
-                    errors.append(
-                        {
-                            "pointer": f"/query/{name}",
-                            "message": message.message if message else "invalid value",
-                        }
-                    )
-        return errors
+            signature = handler.parsed_fn_signature
+            data = signature.parameters.get("data")
+            if data is not None:
+                _structs(data.annotation, found)
+            _structs(signature.return_type.annotation, found)
+            for spec in (handler.responses or {}).values():
+                _structs(spec.data_container, found)
+    return sorted(found, key=lambda t: (t.__module__, t.__qualname__))
 
 
-def _readings(raw: str) -> list[Any]:
-    """The values a query string may stand for: the string, and a number or boolean when it reads as one."""
-    out: list[Any] = [raw]
-    if raw in ("true", "false"):
-        out.append(raw == "true")
-    try:
-        out.append(int(raw))
-    except ValueError:
-        try:
-            number = float(raw)
-        except ValueError:
-            pass
-        else:
-            if math.isfinite(number):
-                out.append(number)
-    return out
+def struct_components(doc: OpenAPI, structs: Iterable[type[msgspec.Struct]]) -> None:
+    """Replace the component schema of each Struct in ``structs`` (and the Structs they contain) with
+    msgspec's: the constraints msgspec enforces (patterns, bounds, exclusive bounds, closed objects with
+    ``additionalProperties: false``, dict key patterns) are then all in the document."""
+    _, components = msgspec.json.schema_components(list(structs), ref_template="#/components/schemas/{name}")
+    schemas = dict(doc.components.schemas or {})
+    for name, schema in components.items():
+        converted = _to_spec(schema)
+        assert isinstance(converted, Schema)
+        schemas[name] = converted
+    doc.components.schemas = schemas
 
 
-def query_contracts(doc: dict[str, Any]) -> dict[tuple[str, str], QueryContract]:
-    """``{(openapi path, METHOD): QueryContract}`` of every documented operation (``doc`` as a dict).
+_BOUNDS = (("ge", "minimum"), ("le", "maximum"), ("gt", "exclusive_minimum"), ("lt", "exclusive_maximum"))
 
-    Array-typed parameters are checked for their name only.
-    """
-    components = doc.get("components", {})
-    out: dict[tuple[str, str], QueryContract] = {}
-    for path, item in doc.get("paths", {}).items():
-        for method, op in item.items():
-            if not isinstance(op, dict) or method not in _METHODS:
-                continue
-            names: set[str] = set()
-            validators: dict[str, jsonschema_rs.Validator] = {}
-            for p in op.get("parameters", []):
-                if p.get("in") != "query":
-                    continue
-                names.add(p["name"])
-                schema = p.get("schema") or {}
-                if schema.get("type") == "array" or "array" in str(schema.get("oneOf", "")):
-                    continue
-                validators[p["name"]] = jsonschema_rs.Draft202012Validator(
-                    {**schema, "components": components}, validate_formats=False
-                )
-            out[(path, method.upper())] = QueryContract(frozenset(names), validators)
-    return out
+
+def exact_parameter_bounds(doc: OpenAPI, app: Litestar) -> None:
+    """Write the declared integer bounds of path/query parameters. Litestar writes them as floats, and
+    ``le=2**63 - 1`` (the bigint ceiling of every id) becomes ``9.223372036854776e18`` = 2^63: one past
+    what the API accepts, so a client reading the document would send ids the API refuses. It also
+    drops a bound of 0 (``ge=0`` on an optional parameter is missing from its document)."""
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute) or (item := (doc.paths or {}).get(route.path_format)) is None:
+            continue
+        for handler in route.route_handlers:
+            declared: dict[str, ParameterKwarg] = {}
+            for name, field in handler.parsed_fn_signature.parameters.items():
+                if isinstance(field.kwarg_definition, ParameterKwarg):
+                    declared[field.kwarg_definition.name or name] = field.kwarg_definition
+            for method in handler.http_methods:
+                op: Operation | None = getattr(item, method.lower(), None)
+                for param in (op.parameters or []) if op is not None else []:
+                    kwarg = declared.get(param.name) if isinstance(param, Parameter) else None
+                    schema = param.schema if isinstance(param, Parameter) else None
+                    if kwarg is None or not isinstance(schema, Schema):
+                        continue
+                    if not _numeric(schema):
+                        continue
+                    for source, target in _BOUNDS:
+                        value = getattr(kwarg, source)
+                        if isinstance(value, int) and not isinstance(value, bool):
+                            setattr(schema, target, value)
+
+
+def _numeric(schema: Schema) -> bool:
+    types = [schema.type, *(s.type for s in schema.one_of or () if isinstance(s, Schema))]
+    return any(t in (OpenAPIType.INTEGER, OpenAPIType.NUMBER) for t in types)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -12,8 +12,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from api import listing
-from api.errors import BadRequest
+from api.errors import Unprocessable
 
 __all__ = [
     "Query",
@@ -21,7 +20,6 @@ __all__ = [
     "fetch_all",
     "fetch_column",
     "fetch_one",
-    "fetch_page",
     "fetch_value",
     "jsonb_params",
 ]
@@ -29,7 +27,8 @@ __all__ = [
 T = TypeVar("T")
 Query = str | sql.Composable
 # Text PostgreSQL cannot store: NUL characters (refused by psycopg before sending, no SQLSTATE) and
-# untranslatable / invalid byte sequences. They come from the client, so they are a 400, not a 500.
+# untranslatable / invalid byte sequences. They come from the client, so they are a 422 (valid JSON
+# strings the database refuses), not a 500.
 _BAD_TEXT_STATES = frozenset({"22P05", "22021"})
 
 
@@ -43,7 +42,8 @@ async def _run(
             await cur.execute(query, params)  # type: ignore[arg-type]
         except psycopg.DataError as exc:
             if exc.sqlstate is None or exc.sqlstate in _BAD_TEXT_STATES:
-                raise BadRequest("a text value contains a NUL character or an invalid byte sequence") from exc
+                message = "a text value contains a NUL character or an invalid byte sequence"
+                raise Unprocessable(message) from exc
             raise
         yield cur
 
@@ -62,25 +62,6 @@ async def fetch_one(
     async with _run(conn, query, params, dict_row) as cur:
         row = await cur.fetchone()
     return None if row is None else msgspec.convert(row, type_)
-
-
-async def fetch_page(
-    conn: AsyncConnection[Any],
-    template: str,
-    plan: listing.ListPlan,
-    type_: type[T],
-    *,
-    limit: int,
-    sort: str,
-    sorts: Sequence[listing.SortSpec],
-    params: Mapping[str, Any] | None = None,
-    **fragments: sql.Composable,
-) -> tuple[list[T], str | None]:
-    """One keyset page: ``template`` with ``{where}``/``{order}`` (and ``fragments``) filled from ``plan``,
-    ``limit + 1`` rows fetched to learn whether another page exists; returns (rows, next cursor)."""
-    query = sql.SQL(template).format(where=plan.where, order=plan.order, **fragments)
-    rows = await fetch_all(conn, query, {**plan.params, **(params or {}), "limit": limit + 1}, type_)
-    return rows[:limit], listing.next_cursor(rows, limit, sort, sorts)
 
 
 async def fetch_value(conn: AsyncConnection[Any], query: Query, params: Mapping[str, Any]) -> Any:

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
-from litestar.params import QueryParameter
+from litestar.params import PathParameter, QueryParameter
+from msgspec import Meta
 
 # Same rule as the CHECK on whk_02_eventos.name: dotted lower-case words, at least two.
 EVENT_TYPE_RE = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 # Subscriptions: an exact type, a prefix wildcard ('order.*') or everything ('*').
 EVENT_PATTERN_RE = r"^(\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*\.\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$"
+
+# Dialect-neutral (no \s): JSON Schema validators (ECMA regex) and msgspec (Python re) read it alike.
+EMAIL_RE = r"^[^@\x00-\x20\x7f]+@[^@\x00-\x20\x7f]+$"
+Email = Annotated[str, Meta(max_length=320, pattern=EMAIL_RE, examples=["ops@example.com"])]
+
+# A point in time in a body: RFC 3339 with an offset (documented as format date-time; a naive time
+# would be read in the database session's zone).
+Timestamp = Annotated[datetime, Meta(tz=True)]
+
+# Ids are bigint: the documented and enforced range of every id in a path.
+INT64_MAX = 2**63 - 1
+IdPath = Annotated[int, PathParameter(ge=1, le=INT64_MAX, description="id (1 to 2^63-1)")]
 
 # Query parameters: the constraints must sit on QueryParameter (Litestar ignores msgspec Meta there).
 LimitQ = Annotated[int, QueryParameter(ge=1, le=500, description="page size")]

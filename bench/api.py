@@ -99,9 +99,8 @@ async def _page(
     repo: DeliveryRepository, conn: psycopg.AsyncConnection[Any], sc: Scenario, cursor: str | None
 ) -> tuple[int, str | None]:
     tenant, filters, sort, failed = sc
-    items, nxt = await repo.page(
-        conn, tenant=tenant, filters=filters, sort=sort, cursor=cursor, limit=50, failed_only=failed
-    )
+    listing = repo.dead_letters if failed else repo.listing
+    items, nxt = await listing.page(conn, tenant=tenant, filters=filters, sort=sort, cursor=cursor, limit=50)
     return len(items), nxt
 
 

@@ -147,7 +147,7 @@ class SecretBox:
     @classmethod
     def from_settings(cls, settings: Settings) -> SecretBox:
         """The box configured by WHK_SECRET_KEYS; the development key only when WHK_ENV=development."""
-        keys = parse_keys(settings.api.secret_keys)
+        keys = parse_keys(settings.core.secret_keys)
         if keys:
             return cls(keys=keys, primary=next(iter(keys)))
         if settings.core.environment != "development":

@@ -9,16 +9,16 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Controller, delete, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from psycopg import AsyncConnection
 
-from api.audit import record
+from api.audit import AuditLog
 from api.consumers.repository import ConsumerRepository
 from api.consumers.schemas import SELF_SERVICE, Consumer, ConsumerCreate, ConsumerPage, ConsumerUpdate
 from api.deps import Principal, admin_only
 from api.errors import Conflict, Forbidden, NotFound, Unprocessable
-from api.shapes import CursorQ, LimitQ
+from api.shapes import CursorQ, IdPath, LimitQ
 
 __all__ = ["ConsumerController"]
 
@@ -53,6 +53,7 @@ class ConsumerController(Controller):
     def __init__(self, owner: Any) -> None:
         super().__init__(owner)
         self.repo = ConsumerRepository()
+        self.audit_log = AuditLog()
 
     @get("/", operation_id="listConsumers", summary="List consumers (a consumer sees itself)")
     async def list_consumers(
@@ -67,7 +68,7 @@ class ConsumerController(Controller):
         cursor: CursorQ = None,
         limit: LimitQ = 50,
     ) -> ConsumerPage:
-        items, nxt = await self.repo.page(
+        items, nxt = await self.repo.listing.page(
             conn,
             tenant=principal.tenant_filter(),
             filters={"status": status, "name_prefix": name_prefix},
@@ -78,7 +79,7 @@ class ConsumerController(Controller):
         return ConsumerPage(items=items, next_cursor=nxt)
 
     @get("/{consumer_id:int}", operation_id="getConsumer", summary="Read one consumer")
-    async def get_consumer(self, conn: Conn, principal: Who, consumer_id: FromPath[int]) -> Consumer:
+    async def get_consumer(self, conn: Conn, principal: Who, consumer_id: IdPath) -> Consumer:
         found = await self.repo.get(conn, tenant=principal.tenant_filter(), consumer_id=consumer_id)
         if found is None:
             raise NotFound(f"consumer {consumer_id} not found")
@@ -96,14 +97,16 @@ class ConsumerController(Controller):
         consumer_id = await self.repo.create(conn, data)
         created = await self.repo.get(conn, tenant=None, consumer_id=consumer_id)
         assert created is not None
-        await record(conn, principal, "consumer.create", "consumer", consumer_id, None, _view(created))
+        await self.audit_log.record(
+            conn, principal, "consumer.create", "consumer", consumer_id, None, _view(created)
+        )
         return created
 
     @put(
         "/{consumer_id:int}", operation_id="updateConsumer", summary="Change a consumer (fields present only)"
     )
     async def update_consumer(
-        self, conn: Conn, principal: Who, consumer_id: FromPath[int], data: JSONBody[ConsumerUpdate]
+        self, conn: Conn, principal: Who, consumer_id: IdPath, data: JSONBody[ConsumerUpdate]
     ) -> Consumer:
         before = await self.repo.get(
             conn, tenant=principal.tenant_filter(), consumer_id=consumer_id, lock=True
@@ -120,7 +123,9 @@ class ConsumerController(Controller):
         await self.repo.update(conn, consumer_id, data)
         after = await self.repo.get(conn, tenant=None, consumer_id=consumer_id)
         assert after is not None
-        await record(conn, principal, "consumer.update", "consumer", consumer_id, _view(before), _view(after))
+        await self.audit_log.record(
+            conn, principal, "consumer.update", "consumer", consumer_id, _view(before), _view(after)
+        )
         return after
 
     @delete(
@@ -130,11 +135,13 @@ class ConsumerController(Controller):
         guards=[admin_only],
         status_code=HTTP_204_NO_CONTENT,
     )
-    async def delete_consumer(self, conn: Conn, principal: Who, consumer_id: FromPath[int]) -> None:
+    async def delete_consumer(self, conn: Conn, principal: Who, consumer_id: IdPath) -> None:
         before = await self.repo.get(conn, tenant=None, consumer_id=consumer_id, lock=True)
         if before is None:
             raise NotFound(f"consumer {consumer_id} not found")
         if await self.repo.references(conn, consumer_id):
             raise Conflict("the consumer still owns webhooks or deliveries; set status to disabled instead")
         await self.repo.delete(conn, consumer_id)
-        await record(conn, principal, "consumer.delete", "consumer", consumer_id, _view(before), None)
+        await self.audit_log.record(
+            conn, principal, "consumer.delete", "consumer", consumer_id, _view(before), None
+        )

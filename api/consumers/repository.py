@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -10,7 +9,7 @@ from psycopg import AsyncConnection, sql
 
 from api import listing
 from api.consumers.schemas import Consumer, ConsumerCreate, ConsumerUpdate
-from api.rows import execute, fetch_one, fetch_page, fetch_value, jsonb_params
+from api.rows import execute, fetch_one, fetch_value, jsonb_params
 from whk.sqlfiles import load_queries
 
 __all__ = ["CONSUMER_FILTERS", "CONSUMER_SORTS", "ConsumerRepository"]
@@ -34,34 +33,13 @@ class ConsumerRepository:
         self._cols = sql.SQL(q["consumer_columns"])
         self._get = sql.SQL(q["get_consumer"]).format(columns=self._cols)
         self._lock = sql.SQL(q["lock_consumer"]).format(columns=self._cols)
-
-    async def page(
-        self,
-        conn: AsyncConnection[Any],
-        *,
-        tenant: int | None,
-        filters: Mapping[str, Any],
-        sort: str,
-        cursor: str | None,
-        limit: int,
-    ) -> tuple[list[Consumer], str | None]:
-        plan = listing.build_list_query(
-            filters=CONSUMER_FILTERS,
-            values=filters,
-            sorts=CONSUMER_SORTS,
-            sort=sort,
-            cursor=cursor,
-            fixed=[("a.id", tenant)] if tenant is not None else (),
-        )
-        return await fetch_page(
-            conn,
-            self._q["list_consumers"],
-            plan,
+        self.listing = listing.Listing(
+            q["list_consumers"],
             Consumer,
-            limit=limit,
-            sort=sort,
-            sorts=CONSUMER_SORTS,
-            columns=self._cols,
+            CONSUMER_FILTERS,
+            CONSUMER_SORTS,
+            tenant_column="a.id",
+            fragments={"columns": self._cols},
         )
 
     async def get(

@@ -8,9 +8,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from api.shapes import Email
+
 Name = Annotated[str, Meta(min_length=1, max_length=200, examples=["acme-billing"])]
 Text = Annotated[str, Meta(max_length=2000)]
-Email = Annotated[str, Meta(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
 Cidr = Annotated[str, Meta(max_length=64, examples=["203.0.113.0/24", "2001:db8::/32"])]
 Status = Literal["active", "suspended", "disabled"]
 Rate = Annotated[float, Meta(gt=0, le=1_000_000)]

@@ -14,11 +14,11 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 from psycopg import AsyncConnection
 
-from api.audit import record
+from api.audit import AuditLog
 from api.deliveries.repository import DeliveryRepository
 from api.deliveries.schemas import (
     AckResult,
@@ -32,8 +32,8 @@ from api.deliveries.schemas import (
     RetryResult,
 )
 from api.deps import Principal
-from api.errors import BadRequest, Conflict, NotFound, Unprocessable
-from api.shapes import EVENT_TYPE_RE, CursorQ, LimitQ
+from api.errors import Conflict, NotFound, Unprocessable
+from api.shapes import EVENT_TYPE_RE, CursorQ, IdPath, LimitQ
 from api.webhooks.repository import WebhookRepository
 
 __all__ = ["DeliveryController"]
@@ -78,6 +78,7 @@ class DeliveryController(Controller):
         super().__init__(owner)
         self.repo = DeliveryRepository()
         self.webhooks = WebhookRepository()
+        self.audit_log = AuditLog()
 
     async def _lock_visible(
         self, conn: AsyncConnection[Any], principal: Principal, delivery_id: int
@@ -114,7 +115,7 @@ class DeliveryController(Controller):
             "created_from": created_from,
             "created_to": created_to,
         }
-        items, nxt = await self.repo.page(
+        items, nxt = await self.repo.listing.page(
             conn, tenant=principal.tenant_filter(), filters=filters, sort=sort, cursor=cursor, limit=limit
         )
         return DeliveryPage(items=items, next_cursor=nxt)
@@ -141,14 +142,13 @@ class DeliveryController(Controller):
             "dead_from": dead_from,
             "dead_to": dead_to,
         }
-        items, nxt = await self.repo.page(
+        items, nxt = await self.repo.dead_letters.page(
             conn,
             tenant=principal.tenant_filter(),
             filters=filters,
             sort=sort,
             cursor=cursor,
             limit=limit,
-            failed_only=True,
         )
         return DeliveryPage(items=items, next_cursor=nxt)
 
@@ -165,9 +165,15 @@ class DeliveryController(Controller):
         end = until or datetime.now(UTC)
         start = since or end - timedelta(hours=24)
         if start >= end:
-            raise BadRequest("since must be before until")
+            raise Unprocessable(
+                "since must be before until",
+                errors=[{"pointer": "/query/since", "message": "must be before until"}],
+            )
         if end - start > timedelta(days=366):
-            raise BadRequest("the window is at most 366 days")
+            raise Unprocessable(
+                "the window is at most 366 days",
+                errors=[{"pointer": "/query/since", "message": "at most 366 days before until"}],
+            )
         await require_refs(conn, principal, self.webhooks, webhook_id=webhook_id)
         overall, per_webhook, per_consumer = await self.repo.stats(
             conn, tenant=principal.tenant_filter(), since=start, until=end, webhook_id=webhook_id, top=top
@@ -209,7 +215,7 @@ class DeliveryController(Controller):
             return BulkRetryResult(
                 dry_run=False, matched=matched, requeued=0
             )  # nothing changed: no audit row
-        await record(
+        await self.audit_log.record(
             conn,
             principal,
             "delivery.bulk_retry",
@@ -228,7 +234,7 @@ class DeliveryController(Controller):
         return BulkRetryResult(dry_run=False, matched=matched, requeued=requeued)
 
     @get("/{delivery_id:int}", operation_id="getDelivery", summary="One delivery with its attempts")
-    async def get_delivery(self, conn: Conn, principal: Who, delivery_id: FromPath[int]) -> DeliveryDetail:
+    async def get_delivery(self, conn: Conn, principal: Who, delivery_id: IdPath) -> DeliveryDetail:
         detail = await self.repo.get(conn, tenant=principal.tenant_filter(), delivery_id=delivery_id)
         if detail is None:
             raise NotFound(f"delivery {delivery_id} not found")
@@ -240,14 +246,14 @@ class DeliveryController(Controller):
         summary="Re-queue one delivery now (same webhook-id, fresh schedule)",
         status_code=HTTP_200_OK,
     )
-    async def retry_delivery(self, conn: Conn, principal: Who, delivery_id: FromPath[int]) -> RetryResult:
+    async def retry_delivery(self, conn: Conn, principal: Who, delivery_id: IdPath) -> RetryResult:
         before = await self._lock_visible(conn, principal, delivery_id)
         if before.status == "in_flight":
             raise Conflict("the delivery is being attempted right now; retry after it finishes")
         requeued = await self.repo.retry(conn, delivery_id)
         after = await self.repo.lock(conn, tenant=None, delivery_id=delivery_id)
         assert after is not None
-        await record(
+        await self.audit_log.record(
             conn,
             principal,
             "delivery.retry",
@@ -264,7 +270,7 @@ class DeliveryController(Controller):
         summary="Confirm a delivery of a webhook that requires acks (idempotent)",
         status_code=HTTP_200_OK,
     )
-    async def ack_delivery(self, conn: Conn, principal: Who, delivery_id: FromPath[int]) -> AckResult:
+    async def ack_delivery(self, conn: Conn, principal: Who, delivery_id: IdPath) -> AckResult:
         before = await self._lock_visible(conn, principal, delivery_id)
         if before.status not in ("awaiting_ack", "delivered"):
             raise Conflict(
@@ -274,7 +280,7 @@ class DeliveryController(Controller):
         after = await self.repo.lock(conn, tenant=None, delivery_id=delivery_id)
         assert after is not None
         if before.status == "awaiting_ack":
-            await record(
+            await self.audit_log.record(
                 conn,
                 principal,
                 "delivery.ack",

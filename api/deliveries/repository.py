@@ -13,7 +13,7 @@ from psycopg import AsyncConnection, sql
 
 from api import listing
 from api.deliveries.schemas import Delivery, DeliveryAttempt, DeliveryDetail, DeliveryStatsRow, Percentiles
-from api.rows import fetch_all, fetch_column, fetch_one, fetch_page, fetch_value
+from api.rows import fetch_all, fetch_column, fetch_one, fetch_value
 from whk.sqlfiles import load_queries
 
 __all__ = ["DELIVERY_FILTERS", "DELIVERY_SORTS", "FAILED_SORTS", "DeliveryRepository"]
@@ -87,50 +87,22 @@ class DeliveryRepository:
         self._cols = sql.SQL(q["delivery_columns"])
         self._get = sql.SQL(q["get_delivery"]).format(columns=self._cols)
         self._lock = sql.SQL(q["lock_delivery"]).format(columns=self._cols)
-
-    def plan(
-        self,
-        *,
-        tenant: int | None,
-        filters: Mapping[str, Any],
-        sort: str,
-        cursor: str | None,
-        sorts: Sequence[listing.SortSpec] = DELIVERY_SORTS,
-        extra: Sequence[tuple[str, Any]] = (),
-    ) -> listing.ListPlan:
-        fixed = [("d.consumer_id", tenant)] if tenant is not None else []
-        return listing.build_list_query(
-            filters=DELIVERY_FILTERS,
-            values=filters,
-            sorts=sorts,
-            sort=sort,
-            cursor=cursor,
-            fixed=[*fixed, *extra],
-        )
-
-    async def page(
-        self,
-        conn: AsyncConnection[Any],
-        *,
-        tenant: int | None,
-        filters: Mapping[str, Any],
-        sort: str,
-        cursor: str | None,
-        limit: int,
-        failed_only: bool = False,
-    ) -> tuple[list[Delivery], str | None]:
-        sorts = FAILED_SORTS if failed_only else DELIVERY_SORTS
-        extra = [("d.status", "dead")] if failed_only else []
-        plan = self.plan(tenant=tenant, filters=filters, sort=sort, cursor=cursor, sorts=sorts, extra=extra)
-        return await fetch_page(
-            conn,
-            self._q["list_deliveries"],
-            plan,
+        self.listing = listing.Listing(
+            q["list_deliveries"],
             Delivery,
-            limit=limit,
-            sort=sort,
-            sorts=sorts,
-            columns=self._cols,
+            DELIVERY_FILTERS,
+            DELIVERY_SORTS,
+            tenant_column="d.consumer_id",
+            fragments={"columns": self._cols},
+        )
+        self.dead_letters = listing.Listing(
+            q["list_deliveries"],
+            Delivery,
+            DELIVERY_FILTERS,
+            FAILED_SORTS,
+            tenant_column="d.consumer_id",
+            fixed=[("d.status", "dead")],
+            fragments={"columns": self._cols},
         )
 
     async def get(
@@ -158,7 +130,7 @@ class DeliveryRepository:
     async def bulk_count(
         self, conn: AsyncConnection[Any], *, tenant: int | None, filters: Mapping[str, Any]
     ) -> int:
-        plan = self.plan(tenant=tenant, filters=filters, sort="id", cursor=None)
+        plan = self.listing.plan(tenant=tenant, filters=filters, sort="id", cursor=None)
         query = sql.SQL(self._q["bulk_count"]).format(where=plan.where)
         return int(await fetch_value(conn, query, plan.params))
 
@@ -166,7 +138,7 @@ class DeliveryRepository:
         self, conn: AsyncConnection[Any], *, tenant: int | None, filters: Mapping[str, Any], limit: int
     ) -> tuple[list[int], int]:
         """Re-queue up to ``limit`` matching deliveries: (ids picked, how many were re-queued)."""
-        plan = self.plan(tenant=tenant, filters=filters, sort="id", cursor=None)
+        plan = self.listing.plan(tenant=tenant, filters=filters, sort="id", cursor=None)
         query = sql.SQL(self._q["bulk_candidates"]).format(where=plan.where)
         ids = [int(i) for i in await fetch_column(conn, query, {**plan.params, "limit": limit})]
         if not ids:

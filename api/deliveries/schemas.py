@@ -9,7 +9,7 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta
 
-from api.shapes import EVENT_TYPE_RE
+from api.shapes import EVENT_TYPE_RE, Timestamp
 
 DeliveryStatus = Literal["pending", "in_flight", "awaiting_ack", "delivered", "dead", "parked", "cancelled"]
 RetryableStatus = Literal["pending", "awaiting_ack", "delivered", "dead", "parked", "cancelled"]
@@ -98,8 +98,8 @@ class BulkRetryRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     status: Annotated[list[RetryableStatus], Meta(min_length=1, max_length=6)] = msgspec.field(
         default_factory=lambda: ["dead"]
     )
-    created_from: datetime | None = None
-    created_to: datetime | None = None
+    created_from: Timestamp | None = None
+    created_to: Timestamp | None = None
     dry_run: bool = False
     max_deliveries: Annotated[int, Meta(ge=1, le=100000)] = 10000
 

@@ -18,7 +18,7 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import FromPath, Parameter, SkipValidation
+from litestar.params import Parameter, PathParameter, SkipValidation
 from litestar.status_codes import HTTP_204_NO_CONTENT
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
@@ -35,6 +35,7 @@ __all__ = ["MockController"]
 BODY_KEEP_BYTES = 256 * 1024
 NAME = r"^[A-Za-z0-9_-]{1,64}$"
 _NAME_RE = re.compile(NAME)
+MockName = Annotated[str, PathParameter(pattern=NAME, description="mock endpoint name")]
 
 
 class Received(msgspec.Struct, frozen=True, kw_only=True):
@@ -85,7 +86,7 @@ class MockController(Controller):
         request: Request[Any, Any, Any],
         state: State,
         settings: NamedDependency[SkipValidation[Settings]],
-        name: FromPath[str],
+        name: MockName,
         status: Annotated[int, Parameter(ge=200, le=599, description="status to answer with")] = 200,
         delay_ms: Annotated[int, Parameter(ge=0, le=30000, description="wait before answering")] = 0,
     ) -> Response[Ack]:
@@ -119,7 +120,7 @@ class MockController(Controller):
         self,
         conn: NamedDependency[AsyncConnection[Any]],
         settings: NamedDependency[SkipValidation[Settings]],
-        name: FromPath[str],
+        name: MockName,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
     ) -> list[Received]:
         _checked(settings, name)
@@ -136,7 +137,7 @@ class MockController(Controller):
         self,
         conn: NamedDependency[AsyncConnection[Any]],
         settings: NamedDependency[SkipValidation[Settings]],
-        name: FromPath[str],
+        name: MockName,
     ) -> None:
         _checked(settings, name)
         await fetch_value(conn, self.queries["clear"], {"name": name})

@@ -19,9 +19,9 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED
 from psycopg import AsyncConnection
 
-from api.audit import record
+from api.audit import AuditLog
 from api.deps import Principal, admin_only
-from api.errors import BadRequest, NotFound, Unprocessable
+from api.errors import NotFound, Unprocessable
 from api.events.repository import EventRepository
 from api.events.schemas import (
     EventStats,
@@ -59,6 +59,7 @@ class EventController(Controller):
     def __init__(self, owner: Any) -> None:
         super().__init__(owner)
         self.repo = EventRepository()
+        self.audit_log = AuditLog()
 
     @get("/", operation_id="listEventTypes", summary="List event types")
     async def list_types(
@@ -74,7 +75,7 @@ class EventController(Controller):
         cursor: CursorQ = None,
         limit: LimitQ = 100,
     ) -> EventTypePage:
-        items, nxt = await self.repo.list_types(
+        items, nxt = await self.repo.types.page(
             conn,
             filters={"category": category, "prefix": prefix, "strict": strict},
             sort=sort,
@@ -114,7 +115,7 @@ class EventController(Controller):
             raise _pg_problem(exc, "/schema") from exc
         previous = None if before is None else f"{before.current_major}.{before.current_minor}"
         if version != previous:
-            await record(
+            await self.audit_log.record(
                 conn,
                 principal,
                 "event_type.register" if before is None else "event_type.version",
@@ -154,7 +155,7 @@ class EventController(Controller):
             )
         except psycopg.Error as exc:
             raise _pg_problem(exc, "/data") from exc
-        await record(
+        await self.audit_log.record(
             conn,
             principal,
             "event.trigger",
@@ -208,10 +209,14 @@ class EventController(Controller):
         end = until or datetime.now(UTC)
         start = since or end - (timedelta(hours=24) if interval == "hour" else timedelta(days=30))
         if start >= end:
-            raise BadRequest("since must be before until")
+            raise Unprocessable(
+                "since must be before until",
+                errors=[{"pointer": "/query/since", "message": "must be before until"}],
+            )
         limit = timedelta(days=31) if interval == "hour" else timedelta(days=731)
         if end - start > limit:
-            raise BadRequest(f"at most {limit.days} days per request with interval={interval}")
+            message = f"at most {limit.days} days per request with interval={interval}"
+            raise Unprocessable(message, errors=[{"pointer": "/query/since", "message": message}])
         buckets = await self.repo.volume(
             conn,
             tenant=principal.tenant_filter(),

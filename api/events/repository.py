@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 
 from api import listing
 from api.events.schemas import EventCounters, EventType, HistoryEvent, SchemaVersion, VolumeBucket
-from api.rows import fetch_all, fetch_one, fetch_page, fetch_value
+from api.rows import fetch_all, fetch_one, fetch_value
 from whk.sqlfiles import load_queries
 
 __all__ = ["HISTORY_FILTERS", "HISTORY_SORTS", "TYPE_FILTERS", "TYPE_SORTS", "EventRepository"]
@@ -102,21 +102,13 @@ class _StatusCount(msgspec.Struct):
 class EventRepository:
     def __init__(self) -> None:
         self._q = load_queries(__package__ or "api.events", "queries.sql")
-
-    async def list_types(
-        self,
-        conn: AsyncConnection[Any],
-        *,
-        filters: Mapping[str, Any],
-        sort: str,
-        cursor: str | None,
-        limit: int,
-    ) -> tuple[list[EventType], str | None]:
-        plan = listing.build_list_query(
-            filters=TYPE_FILTERS, values=filters, sorts=TYPE_SORTS, sort=sort, cursor=cursor
+        self.types = listing.Listing(self._q["list_types"], EventType, TYPE_FILTERS, TYPE_SORTS)
+        self._history_admin = listing.Listing(
+            self._q["history_admin"], HistoryEvent, HISTORY_FILTERS, HISTORY_SORTS
         )
-        return await fetch_page(
-            conn, self._q["list_types"], plan, EventType, limit=limit, sort=sort, sorts=TYPE_SORTS
+        # the tenant's history starts from its deliveries (the query takes %(tenant)s itself)
+        self._history_tenant = listing.Listing(
+            self._q["history_tenant"], HistoryEvent, TENANT_HISTORY_FILTERS, TENANT_HISTORY_SORTS
         )
 
     async def get_type(self, conn: AsyncConnection[Any], name: str) -> EventType | None:
@@ -218,37 +210,18 @@ class EventRepository:
         limit: int,
     ) -> tuple[list[HistoryEvent], str | None]:
         if tenant is None:
-            plan = listing.build_list_query(
-                filters=HISTORY_FILTERS, values=filters, sorts=HISTORY_SORTS, sort=sort, cursor=cursor
+            return await self._history_admin.page(
+                conn, filters=filters, sort=sort, cursor=cursor, limit=limit
             )
-            return await fetch_page(
-                conn,
-                self._q["history_admin"],
-                plan,
-                HistoryEvent,
-                limit=limit,
-                sort=sort,
-                sorts=HISTORY_SORTS,
-            )
-        plan = listing.build_list_query(
-            filters=TENANT_HISTORY_FILTERS,
-            values=filters,
-            sorts=TENANT_HISTORY_SORTS,
+        direction = sql.SQL("DESC" if sort.startswith("-") else "ASC")
+        return await self._history_tenant.page(
+            conn,
+            filters=filters,
             sort=sort,
             cursor=cursor,
-        )
-        direction = sql.SQL("DESC" if sort.startswith("-") else "ASC")
-        outer = sql.SQL("x.event_created_at {d}, x.outbox_id {d}").format(d=direction)
-        return await fetch_page(
-            conn,
-            self._q["history_tenant"],
-            plan,
-            HistoryEvent,
             limit=limit,
-            sort=sort,
-            sorts=TENANT_HISTORY_SORTS,
             params={"tenant": tenant},
-            outer_order=outer,
+            outer_order=sql.SQL("x.event_created_at {d}, x.outbox_id {d}").format(d=direction),
         )
 
     async def volume(

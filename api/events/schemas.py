@@ -9,7 +9,7 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta
 
-from api.shapes import EVENT_TYPE_RE
+from api.shapes import EVENT_TYPE_RE, Timestamp
 
 EventTypeName = Annotated[str, Meta(pattern=EVENT_TYPE_RE, max_length=200, examples=["invoice.paid"])]
 
@@ -91,7 +91,7 @@ class TriggerRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     type: EventTypeName
     data: dict[str, Any]
     key: Annotated[str, Meta(min_length=1, max_length=500)] | None = None
-    deliver_at: datetime | None = None
+    deliver_at: Timestamp | None = None
 
 
 class TriggerResult(msgspec.Struct, kw_only=True):

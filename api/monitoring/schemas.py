@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from api.shapes import Email
+
 Metric = Literal[
     "failure_rate", "dead_letters", "retry_rate", "latency_p95_ms", "pending_age_s", "consecutive_failures"
 ]
@@ -99,9 +101,40 @@ class AlertCondition(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     webhook_id: Annotated[int, Meta(ge=1, le=9223372036854775807)] | None = None
 
 
-class AlertChannel(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    type: Literal["webhook", "slack", "email", "pagerduty"]
-    target: Annotated[str, Meta(min_length=1, max_length=2048)]
+# Where an alert notifies, one shape per ``type`` (``{"type": "email", "target": "ops@example.com"}``), so
+# the document says what each target must look like. URL targets also pass the SSRF policy (else 422).
+HttpUrl = Annotated[
+    str,
+    Meta(
+        min_length=8,
+        max_length=2048,
+        pattern=r"^https?://[^\x00-\x20\x7f]+$",
+        examples=["https://ops.example.com/hook"],
+    ),
+]
+
+
+class _Channel(msgspec.Struct, tag_field="type", kw_only=True, forbid_unknown_fields=True):
+    """Where an alert notifies; ``type`` says which kind (the tag)."""
+
+
+class WebhookChannel(_Channel, tag="webhook"):
+    target: HttpUrl
+
+
+class SlackChannel(_Channel, tag="slack"):
+    target: HttpUrl
+
+
+class EmailChannel(_Channel, tag="email"):
+    target: Email
+
+
+class PagerDutyChannel(_Channel, tag="pagerduty"):
+    target: Annotated[str, Meta(pattern=r"^[A-Za-z0-9]{20,64}$", description="PagerDuty routing key")]
+
+
+AlertChannel = WebhookChannel | SlackChannel | EmailChannel | PagerDutyChannel
 
 
 class EscalationStep(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -15,7 +15,7 @@ from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 from psycopg import AsyncConnection
 
-from api.audit import AuditFilter, AuditRow, list_audit, record
+from api.audit import AuditFilter, AuditLog, AuditRow
 from api.deps import Principal
 from api.errors import NotFound, Unprocessable
 from api.events.repository import EventRepository
@@ -63,6 +63,7 @@ class SecurityController(Controller):
         super().__init__(owner)
         self.repo = SecurityRepository()
         self.webhooks = WebhookRepository()
+        self.audit_log = AuditLog()
         self.events = EventRepository()
 
     @get("/signatures", operation_id="listSigningKeys", summary="Signing keys: ids, created, expiry")
@@ -115,7 +116,7 @@ class SecurityController(Controller):
         capped = await self.repo.cap_old_keys(conn, hook.id, max_old)
         valid = await self.repo.keys(conn, tenant=None, webhook_id=hook.id, include_expired=False, limit=1000)
         grace_until = max((k.expires_at for k in valid if k.expires_at is not None), default=None)
-        await record(
+        await self.audit_log.record(
             conn,
             principal,
             "webhook.secret_rotate",
@@ -167,7 +168,7 @@ class SecurityController(Controller):
             before_id=before_id,
             limit=limit + 1,
         )
-        rows = await list_audit(conn, principal, flt)
+        rows = await self.audit_log.page(conn, principal, flt)
         more = len(rows) > limit
         rows = rows[:limit]
         return AuditPage(items=rows, next_before_id=rows[-1].id if more and rows else None)

@@ -16,15 +16,15 @@ import msgspec
 import psycopg
 from litestar import Controller, delete, get, post, put
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody, QueryParameter, SkipValidation
+from litestar.params import JSONBody, QueryParameter, SkipValidation
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from psycopg import AsyncConnection
 
-from api.audit import record
+from api.audit import AuditLog
 from api.context import settings_dependency
 from api.deps import Principal
 from api.errors import NotFound, Unprocessable
-from api.shapes import CursorQ, LimitQ
+from api.shapes import CursorQ, IdPath, LimitQ
 from api.webhooks.repository import WebhookRepository
 from api.webhooks.schemas import (
     AttemptPage,
@@ -128,6 +128,7 @@ class WebhookController(Controller):
     def __init__(self, owner: Any) -> None:
         super().__init__(owner)
         self.repo = WebhookRepository()
+        self.audit_log = AuditLog()
 
     @get("/", operation_id="listWebhooks", summary="List webhooks (keyset pagination)")
     async def list_webhooks(
@@ -156,13 +157,13 @@ class WebhookController(Controller):
             "created_from": created_from,
             "created_to": created_to,
         }
-        items, nxt = await self.repo.page(
+        items, nxt = await self.repo.listing.page(
             conn, tenant=principal.tenant_filter(), filters=filters, sort=sort, cursor=cursor, limit=limit
         )
         return WebhookPage(items=items, next_cursor=nxt)
 
     @get("/{webhook_id:int}", operation_id="getWebhook", summary="Read one webhook")
-    async def get_webhook(self, conn: Conn, principal: Who, webhook_id: FromPath[int]) -> Webhook:
+    async def get_webhook(self, conn: Conn, principal: Who, webhook_id: IdPath) -> Webhook:
         hook = await self.repo.get(conn, tenant=principal.tenant_filter(), webhook_id=webhook_id)
         if hook is None:
             raise NotFound(f"webhook {webhook_id} not found")
@@ -221,7 +222,7 @@ class WebhookController(Controller):
         )
         hook = await self.repo.get(conn, tenant=None, webhook_id=webhook_id)
         assert hook is not None
-        await record(
+        await self.audit_log.record(
             conn,
             principal,
             "webhook.create",
@@ -239,7 +240,7 @@ class WebhookController(Controller):
         principal: Who,
         settings: NamedDependency[SkipValidation[Settings]],
         secretbox: NamedDependency[SecretBox],
-        webhook_id: FromPath[int],
+        webhook_id: IdPath,
         data: JSONBody[WebhookUpdate],
     ) -> Webhook:
         before = await self.repo.get(conn, tenant=principal.tenant_filter(), webhook_id=webhook_id, lock=True)
@@ -272,7 +273,7 @@ class WebhookController(Controller):
             await self.repo.set_status(conn, webhook_id, str(data.status))
         after = await self.repo.get(conn, tenant=None, webhook_id=webhook_id)
         assert after is not None
-        await record(
+        await self.audit_log.record(
             conn, principal, "webhook.update", "webhook", webhook_id, _audit_view(before), _audit_view(after)
         )
         return after
@@ -283,12 +284,12 @@ class WebhookController(Controller):
         summary="Delete a webhook (unfinished deliveries are cancelled)",
         status_code=HTTP_204_NO_CONTENT,
     )
-    async def delete_webhook(self, conn: Conn, principal: Who, webhook_id: FromPath[int]) -> None:
+    async def delete_webhook(self, conn: Conn, principal: Who, webhook_id: IdPath) -> None:
         before = await self.repo.get(conn, tenant=principal.tenant_filter(), webhook_id=webhook_id, lock=True)
         if before is None:
             raise NotFound(f"webhook {webhook_id} not found")
         cancelled = await self.repo.delete(conn, webhook_id)
-        await record(
+        await self.audit_log.record(
             conn,
             principal,
             "webhook.delete",
@@ -310,7 +311,7 @@ class WebhookController(Controller):
         principal: Who,
         settings: NamedDependency[SkipValidation[Settings]],
         secretbox: NamedDependency[SecretBox],
-        webhook_id: FromPath[int],
+        webhook_id: IdPath,
         data: JSONBody[TestRequest],
     ) -> TestResult:
         hook = await self.repo.get(conn, tenant=principal.tenant_filter(), webhook_id=webhook_id)
@@ -369,7 +370,7 @@ class WebhookController(Controller):
             error_detail=result.error_detail,
             signed_with=[k.key_id for k in keys],
         )
-        await record(
+        await self.audit_log.record(
             conn,
             principal,
             "webhook.test",
@@ -391,7 +392,7 @@ class WebhookController(Controller):
         self,
         conn: Conn,
         principal: Who,
-        webhook_id: FromPath[int],
+        webhook_id: IdPath,
         delivery_id: Annotated[int | None, QueryParameter(ge=1, le=9223372036854775807)] = None,
         outcome: Annotated[str | None, QueryParameter(max_length=50, pattern=r"^[a-z_]+$")] = None,
         status_code: Annotated[int | None, QueryParameter(ge=100, le=599)] = None,
@@ -413,5 +414,7 @@ class WebhookController(Controller):
             "started_from": started_from,
             "started_to": started_to,
         }
-        items, nxt = await self.repo.attempts(conn, filters=filters, cursor=cursor, limit=limit)
+        items, nxt = await self.repo.attempt_log.page(
+            conn, filters=filters, sort="-id", cursor=cursor, limit=limit
+        )
         return AttemptPage(items=items, next_cursor=nxt)

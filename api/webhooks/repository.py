@@ -8,7 +8,6 @@ associated data) before they reach the database.
 from __future__ import annotations
 
 import secrets as pysecrets
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +16,7 @@ from psycopg import AsyncConnection, sql
 
 from api import listing
 from api.crypto import next_id
-from api.rows import execute, fetch_all, fetch_one, fetch_page, fetch_value, jsonb_params
+from api.rows import execute, fetch_all, fetch_one, fetch_value, jsonb_params
 from api.webhooks.schemas import Attempt, Webhook, WebhookCreate, WebhookUpdate
 from whk.secretbox import SecretBox, row_aad
 from whk.signing import generate_secret
@@ -113,32 +112,19 @@ class WebhookRepository:
         self._q = q
         self._get = sql.SQL(q["get_webhook"]).format(columns=cols)
         self._lock = sql.SQL(q["lock_webhook"]).format(columns=cols)
-        self._list = q["list_webhooks"]
         self._cols = cols
+        self.listing = listing.Listing(
+            q["list_webhooks"],
+            Webhook,
+            WEBHOOK_FILTERS,
+            WEBHOOK_SORTS,
+            tenant_column="w.consumer_id",
+            fragments={"columns": cols},
+        )
+        # the attempt log of one webhook: the controller checks the webhook is the caller's first
+        self.attempt_log = listing.Listing(q["list_attempts"], Attempt, ATTEMPT_FILTERS, ATTEMPT_SORTS)
 
     # ----- reads
-    async def page(
-        self,
-        conn: AsyncConnection[Any],
-        *,
-        tenant: int | None,
-        filters: Mapping[str, Any],
-        sort: str,
-        cursor: str | None,
-        limit: int,
-    ) -> tuple[list[Webhook], str | None]:
-        plan = listing.build_list_query(
-            filters=WEBHOOK_FILTERS,
-            values=filters,
-            sorts=WEBHOOK_SORTS,
-            sort=sort,
-            cursor=cursor,
-            fixed=[("w.consumer_id", tenant)] if tenant is not None else (),
-        )
-        return await fetch_page(
-            conn, self._list, plan, Webhook, limit=limit, sort=sort, sorts=WEBHOOK_SORTS, columns=self._cols
-        )
-
     async def get(
         self, conn: AsyncConnection[Any], *, tenant: int | None, webhook_id: int, lock: bool = False
     ) -> Webhook | None:
@@ -252,19 +238,3 @@ class WebhookRepository:
 
     async def valid_keys(self, conn: AsyncConnection[Any], webhook_id: int) -> list[SigningKey]:
         return await fetch_all(conn, self._q["valid_secrets"], {"webhook_id": webhook_id}, SigningKey)
-
-    # ----- attempt log
-    async def attempts(
-        self,
-        conn: AsyncConnection[Any],
-        *,
-        filters: Mapping[str, Any],
-        cursor: str | None,
-        limit: int,
-    ) -> tuple[list[Attempt], str | None]:
-        plan = listing.build_list_query(
-            filters=ATTEMPT_FILTERS, values=filters, sorts=ATTEMPT_SORTS, sort="-id", cursor=cursor
-        )
-        return await fetch_page(
-            conn, self._q["list_attempts"], plan, Attempt, limit=limit, sort="-id", sorts=ATTEMPT_SORTS
-        )

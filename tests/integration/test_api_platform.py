@@ -11,7 +11,7 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from api.errors import Conflict, Unprocessable
-from tests.support.api_platform import PROBLEM, admin_key, bearer, client, settings_for
+from tests.support.api_platform import PROBLEM, admin_key, bearer, client, make_consumer, settings_for
 from whk.errors import SchemaVersionMismatch
 from whk.secretbox import SecretKeyMissing
 
@@ -216,7 +216,7 @@ async def test_query_values_must_fit_the_documented_schema(settings, conn):
 
 
 def test_query_contract_readings():
-    from api.openapi import QueryContract, query_contracts
+    from api.contract import QueryContract, query_contracts
 
     doc = {
         "components": {"schemas": {"Status": {"type": "string", "enum": ["dead", "pending"]}}},
@@ -251,3 +251,81 @@ def test_query_contract_readings():
     assert contract.problems({"limit": ["3"], "status": ["dead"], "flag": ["true"], "ids": ["1", "x"]}) == []
     bad = contract.problems({"limit": ["0"], "status": ["alive"], "flag": ["maybe"], "id": ["1"]})
     assert [e["pointer"] for e in bad] == ["/query/flag", "/query/id", "/query/limit", "/query/status"]
+
+
+async def test_the_document_tells_what_a_body_must_be(settings):
+    """Component schemas are msgspec's own: closed objects, item patterns, exclusive bounds, key patterns;
+    ids are bounded by the exact bigint ceiling (not its float, one past it)."""
+    async with client(settings) as c:
+        doc = (await c.get("/schema/openapi.json")).json()
+    schemas = doc["components"]["schemas"]
+    create = schemas["WebhookCreate"]
+    assert create["additionalProperties"] is False
+    assert create["properties"]["event_types"]["items"]["pattern"].startswith("^(")
+    assert create["properties"]["headers"]["propertyNames"]["pattern"]
+    rate = next(s for s in create["properties"]["rate_limit_per_second"]["anyOf"] if s.get("type"))
+    assert rate["exclusiveMinimum"] == 0
+    assert schemas["ApiKeyCreate"]["properties"]["expires_at"]["anyOf"][0]["format"] == "date-time"
+    params = {p["name"]: p for p in doc["paths"]["/api/whk/webhooks/{webhook_id}"]["get"]["parameters"]}
+    assert params["webhook_id"]["schema"]["maximum"] == 2**63 - 1
+    assert isinstance(params["webhook_id"]["schema"]["maximum"], int)
+    channel = schemas["AlertCreate"]["properties"]["channels"]["items"]
+    assert {"$ref": "#/components/schemas/EmailChannel"} in channel["anyOf"]
+
+
+async def test_bodies_are_held_to_the_document(settings, conn):
+    """Litestar converts bodies leniently; what the document refuses is refused (400, pointer to the field),
+    what it accepts is accepted (a JSON integer may be written 5.0)."""
+    key = admin_key(conn)
+    cid = make_consumer(conn, "contract")
+    base = {"name": "h", "url": "http://127.0.0.1:9/h", "event_types": ["order.created"], "consumer_id": cid}
+    async with client(settings) as c:
+        for field, value in (
+            ("batch_size", "5"),
+            ("require_ack", "true"),
+            ("event_types", ["order.created\n"]),
+        ):
+            r = await c.post("/api/whk/webhooks", headers=bearer(key), json={**base, field: value})
+            assert problem(r, 400)["errors"][0]["pointer"].startswith(f"/{field}"), (field, r.text)
+        r = await c.post("/api/whk/api-keys", headers=bearer(key), json={"name": "k", "expires_at": 0})
+        assert problem(r, 400)["errors"][0]["pointer"] == "/expires_at"
+        naive = {"name": "k", "consumer_id": cid, "expires_at": "2030-01-01T00:00:00"}
+        assert problem(await c.post("/api/whk/api-keys", headers=bearer(key), json=naive), 400)
+        r = await c.post("/api/whk/webhooks", headers=bearer(key), json={**base, "batch_size": 5.0})
+        assert r.status_code == 201, r.text
+        assert r.json()["webhook"]["batch_size"] == 5
+        body = problem(await c.post("/api/whk/webhooks", headers=bearer(key), content=b"{no"), 400)
+        assert body["detail"] == "the body is not valid JSON"
+
+
+async def test_query_formats_are_checked(settings, conn):
+    key = admin_key(conn)
+    async with client(settings) as c:
+        body = problem(await c.get("/api/whk/security/audit?until=0.5", headers=bearer(key)), 400)
+        assert body["errors"][0]["pointer"] == "/query/until"
+        ok = await c.get("/api/whk/security/audit?until=2030-01-01T00:00:00Z", headers=bearer(key))
+        assert ok.status_code == 200
+
+
+async def test_options_and_405_list_every_method_of_the_path(settings, conn):
+    key = admin_key(conn)
+    async with client(settings) as c:
+        for path, methods in (
+            ("/api/whk/webhooks", "GET, OPTIONS, POST"),
+            ("/api/whk/webhooks/1", "DELETE, GET, OPTIONS, PUT"),
+            ("/api/whk/consumers/1", "DELETE, GET, OPTIONS, PUT"),
+        ):
+            r = await c.options(path, headers=bearer(key))
+            assert (r.status_code, r.headers["allow"]) == (204, methods), path
+            r = await c.patch(path, headers=bearer(key))
+            assert problem(r, 405)
+            assert set(r.headers["allow"].split(", ")) == set(methods.split(", "))
+
+
+async def test_docs_off_still_enforces_the_contract(db_url, conn):
+    key = admin_key(conn)
+    async with client(settings_for(db_url, WHK_API_DOCS="false")) as c:
+        assert (await c.get("/schema/openapi.json")).status_code == 404
+        problem(await c.get("/schema", headers=bearer(key)), 404)
+        body = problem(await c.get("/api/whk/api-keys?stauts=dead", headers=bearer(key)), 400)
+        assert body["errors"] == [{"pointer": "/query/stauts", "message": "unknown parameter"}]

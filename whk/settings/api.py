@@ -1,9 +1,8 @@
-"""API settings: listening address, request limits, authentication, client addresses and secrets."""
+"""API settings: listening address, request limits, authentication and client addresses."""
 
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,18 +11,6 @@ from whk.settings._fields import non_negative, one_of, positive, setting
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "EdDSA")
-_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
-
-
-def _secret_keys(value: str) -> str | None:
-    """``kid:base64(32 bytes)``, comma-separated; the first one encrypts (whk.secretbox checks fully)."""
-    if not value:
-        return None
-    for entry in value.split(","):
-        kid, sep, material = entry.strip().partition(":")
-        if not sep or not _KEY_ID.match(kid) or not material:
-            return "must be a comma-separated list of kid:base64key (kid = 1-32 of [A-Za-z0-9_-])"
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,14 +75,6 @@ class ApiSettings:
         "JWT claim carrying the consumer id (tenant); tokens with scope whk:admin need none.",
         default="whk_consumer",
     )
-    secret_keys: str = setting(
-        "WHK_SECRET_KEYS",
-        "AES-256-GCM keys for stored secrets: comma-separated kid:base64(32 bytes); the first encrypts, "
-        "all decrypt. Unset: a fixed development key (WHK_ENV=development only; production refuses).",
-        default="",
-        check=_secret_keys,
-        default_doc="(unset)",
-    )
     db_role: str | None = setting(
         "WHK_API_DB_ROLE",
         "Role the API switches to on every pooled connection (SET ROLE), e.g. whk_app, so a privileged "
@@ -103,5 +82,8 @@ class ApiSettings:
         default=None,
     )
     docs_enabled: bool = setting(
-        "WHK_API_DOCS", "Serve the OpenAPI document and docs UI under /schema.", default=True
+        "WHK_API_DOCS",
+        "Serve the OpenAPI document and docs UI under /schema (false: 404 there; requests are still "
+        "checked against the document).",
+        default=True,
     )

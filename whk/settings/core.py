@@ -1,13 +1,28 @@
-"""Settings every WHK process shares: database, data directory, environment, network policy."""
+"""Settings every WHK process shares: database, data directory, environment, network policy, the keys
+of stored secrets (the API encrypts them, the dispatcher decrypts them)."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from whk.settings._fields import one_of, positive, setting
+
+_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def _secret_keys(value: str) -> str | None:
+    """``kid:base64(32 bytes)``, comma-separated; the first one encrypts (whk.secretbox checks fully)."""
+    if not value:
+        return None
+    for entry in value.split(","):
+        kid, sep, material = entry.strip().partition(":")
+        if not sep or not _KEY_ID.match(kid) or not material:
+            return "must be a comma-separated list of kid:base64key (kid = 1-32 of [A-Za-z0-9_-])"
+    return None
 
 
 def default_data_dir() -> Path:
@@ -68,4 +83,13 @@ class CoreSettings:
         "Comma-separated CIDRs exempt from the SSRF guard (development and tests only; "
         "refused when WHK_ENV=production).",
         default=(),
+    )
+    secret_keys: str = setting(
+        "WHK_SECRET_KEYS",
+        "AES-256-GCM keys for stored secrets (signing secrets, outbound credentials), read by the API and "
+        "the dispatcher alike: comma-separated kid:base64(32 bytes); the first encrypts, all decrypt. "
+        "Unset: a fixed development key (WHK_ENV=development only; production refuses).",
+        default="",
+        check=_secret_keys,
+        default_doc="(unset)",
     )

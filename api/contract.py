@@ -1,0 +1,254 @@
+"""The request contract: what the OpenAPI document says an operation refuses is refused before its handler
+runs.
+
+Built once at start-up (``RequestContract.from_app``), enforced by the app's ``before_request`` hook:
+
+* query: only documented parameters; every value must fit its documented schema, formats included
+  (``?until=0.5`` is not a date-time, ``?stauts=dead`` is not a filter) — checked against the published
+  document itself, so the two cannot drift;
+* body: validated against the documented request body schema — msgspec's own description of the
+  handler's Struct (``api.openapi.struct_components``). Litestar converts bodies leniently (``"5"`` for
+  an integer, a number for a date-time); the published schema refuses those, so do we. (A strict msgspec
+  decode would refuse too much: JSON Schema's ``integer`` includes ``5.0``.)
+
+``OPTIONS`` answers ``204`` with ``Allow`` listing every method of the path (``OptionsMiddleware``):
+Litestar's automatic OPTIONS handler lists only the methods of the first handler registered at a path
+(``OPTIONS /api/whk/webhooks`` said ``OPTIONS, POST``, hiding GET). A 405 comes from Litestar's router,
+whose ``Allow`` already lists every method of the path.
+
+A refusal is a 400 problem with one ``errors`` entry per problem (``pointer`` = JSON pointer:
+``/query/<name>`` for parameters, ``/<field>/...`` in the body). 422 stays the answer to a request the
+document accepts but the API refuses on its meaning (an SSRF rule, a cursor of another sort, NUL text).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema_rs
+from litestar import Litestar, Request
+from litestar.enums import ScopeType
+from litestar.exceptions import SerializationException
+from litestar.routes import HTTPRoute
+from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
+
+from api.errors import BadRequest
+
+__all__ = [
+    "OperationContract",
+    "OptionsMiddleware",
+    "QueryContract",
+    "RequestContract",
+    "contracts",
+    "path_format",
+    "query_contracts",
+]
+
+_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
+_PARAM_TYPE = re.compile(r"\{([^}:]+):[^}]+\}")
+
+
+def path_format(path_template: str) -> str:
+    """Litestar's route template (``/x/{id:int}``) as the OpenAPI path (``/x/{id}``)."""
+    return _PARAM_TYPE.sub(r"{\1}", path_template)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryContract:
+    """The documented query parameters of one operation, with a validator per parameter."""
+
+    names: frozenset[str]
+    validators: Mapping[str, jsonschema_rs.Validator]
+
+    def problems(self, params: Mapping[str, list[str]]) -> list[dict[str, str]]:
+        """One error per undeclared parameter or value no reading of which fits the documented schema."""
+        errors: list[dict[str, str]] = []
+        for name in sorted(params):
+            if name not in self.names:
+                errors.append({"pointer": f"/query/{name}", "message": "unknown parameter"})
+                continue
+            validator = self.validators.get(name)
+            if validator is None:
+                continue
+            for raw in params[name]:
+                readings = _readings(raw)
+                if not any(validator.is_valid(v) for v in readings):
+                    message = next(iter(validator.iter_errors(readings[-1])), None)
+                    errors.append(
+                        {
+                            "pointer": f"/query/{name}",
+                            "message": message.message if message else "invalid value",
+                        }
+                    )
+        return errors
+
+
+def _readings(raw: str) -> list[Any]:
+    """The values a query string may stand for: the string, and a number or boolean when it reads as one."""
+    out: list[Any] = [raw]
+    if raw in ("true", "false"):
+        out.append(raw == "true")
+    try:
+        out.append(int(raw))
+    except ValueError:
+        try:
+            number = float(raw)
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(number):
+                out.append(number)
+    return out
+
+
+def query_contracts(doc: dict[str, Any]) -> dict[tuple[str, str], QueryContract]:
+    """``{(openapi path, METHOD): QueryContract}`` of every documented operation (``doc`` as a dict).
+
+    Array-typed parameters are checked for their name only. Formats (``date-time``, ``uuid``) are
+    validated: the server would otherwise read ``0.5`` as a Unix time.
+    """
+    components = doc.get("components", {})
+    out: dict[tuple[str, str], QueryContract] = {}
+    for path, item in doc.get("paths", {}).items():
+        for method, op in item.items():
+            if not isinstance(op, dict) or method not in _METHODS:
+                continue
+            names: set[str] = set()
+            validators: dict[str, jsonschema_rs.Validator] = {}
+            for p in op.get("parameters", []):
+                if p.get("in") != "query":
+                    continue
+                names.add(p["name"])
+                schema = p.get("schema") or {}
+                if schema.get("type") == "array" or "array" in str(schema.get("oneOf", "")):
+                    continue
+                validators[p["name"]] = jsonschema_rs.Draft202012Validator(
+                    {**schema, "components": components}, validate_formats=True
+                )
+            out[(path, method.upper())] = QueryContract(frozenset(names), validators)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class OperationContract:
+    """What one operation accepts: its query parameters and, when it takes a JSON body, its schema."""
+
+    query: QueryContract
+    body: jsonschema_rs.Validator | None
+
+    def body_problems(self, body: Any) -> list[dict[str, str]]:
+        """One error per place the body breaks its documented schema (JSON pointers into the body)."""
+        if self.body is None:
+            return []
+        errors: list[dict[str, str]] = []
+        for error in self.body.iter_errors(body):
+            at = "".join(f"/{_escape(p)}" for p in error.instance_path)
+            if isinstance(error.kind, jsonschema_rs.ValidationErrorKind.AdditionalProperties):
+                # one entry per unknown field, pointing at it (as msgspec words it)
+                errors.extend(
+                    {"pointer": f"{at}/{_escape(name)}", "message": f"Object contains unknown field `{name}`"}
+                    for name in error.kind.unexpected
+                )
+            else:
+                errors.append({"pointer": at, "message": error.message})
+        return errors
+
+
+def _escape(part: str | int) -> str:
+    return str(part).replace("~", "~0").replace("/", "~1")
+
+
+def contracts(doc: dict[str, Any]) -> dict[tuple[str, str], OperationContract]:
+    """``{(openapi path, METHOD): OperationContract}`` of every documented operation (``doc`` as a dict)."""
+    components = doc.get("components", {})
+    queries = query_contracts(doc)
+    out: dict[tuple[str, str], OperationContract] = {}
+    for path, item in doc.get("paths", {}).items():
+        for method, op in item.items():
+            if not isinstance(op, dict) or method not in _METHODS:
+                continue
+            content = (op.get("requestBody") or {}).get("content") or {}
+            schema = (content.get("application/json") or {}).get("schema")
+            body = (
+                None
+                if schema is None
+                else jsonschema_rs.Draft202012Validator(
+                    {**schema, "components": components}, validate_formats=True
+                )
+            )
+            out[(path, method.upper())] = OperationContract(queries[(path, method.upper())], body)
+    return out
+
+
+class RequestContract:
+    """Every documented operation's contract, keyed by (OpenAPI path, METHOD), and the methods of every
+    path (for OPTIONS)."""
+
+    def __init__(
+        self, operations: Mapping[tuple[str, str], OperationContract], allow: Mapping[str, str]
+    ) -> None:
+        self.operations = dict(operations)
+        self.allow = dict(allow)  # path template (/x/{id}) -> "GET, OPTIONS, POST"
+
+    @classmethod
+    def from_app(cls, app: Litestar) -> RequestContract:
+        """Built from the app's OpenAPI document (call once the document is complete) and its routes."""
+        methods: dict[str, set[str]] = {}
+        for route in app.routes:
+            if isinstance(route, HTTPRoute):
+                for handler in route.route_handlers:
+                    methods.setdefault(route.path_format, set()).update(handler.http_methods)
+        return cls(
+            contracts(app.openapi_schema.to_schema()),
+            {path: ", ".join(sorted(m)) for path, m in methods.items()},
+        )
+
+    async def enforce(self, request: Request[Any, Any, Any]) -> None:
+        """Raise ``BadRequest`` when the request breaks its operation's documented contract."""
+        template = request.scope.get("path_template")
+        contract = self.operations.get((path_format(template), request.method)) if template else None
+        if contract is None:
+            return
+        params = request.query_params
+        errors = contract.query.problems({k: params.getall(k) for k in params})
+        if errors:
+            first = errors[0]["pointer"].removeprefix("/query/")
+            raise BadRequest(f"query parameter {first!r}: {errors[0]['message']}", extra={"errors": errors})
+        if contract.body is None:
+            return
+        try:
+            body = await request.json()
+        except SerializationException as exc:
+            raise BadRequest(
+                "the body is not valid JSON", extra={"errors": [{"pointer": "", "message": "not JSON"}]}
+            ) from exc
+        errors = contract.body_problems(body)
+        if errors:
+            raise BadRequest(
+                f"Validation failed for {request.method} {request.url.path}", extra={"errors": errors}
+            )
+
+
+class OptionsMiddleware:
+    """``OPTIONS`` → 204 with ``Allow`` = every method of the matched path (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and scope["method"] == "OPTIONS":
+            contract = scope["litestar_app"].state.get("contract")
+            allow = contract.allow.get(scope.get("path_template", "")) if contract else None
+            if allow is not None:
+                await send(
+                    HTTPResponseStartEvent(
+                        type="http.response.start", status=204, headers=[(b"allow", allow.encode())]
+                    )
+                )
+                await send(HTTPResponseBodyEvent(type="http.response.body", body=b"", more_body=False))
+                return
+        await self.app(scope, receive, send)
