@@ -4,8 +4,8 @@ Prints:
 - ``GOAL deliver_vs_raw_aiohttp``: immediate-mode events/s through `whk dispatcher` ÷ a bare aiohttp POST
   loop to the same receiver (the httpx default-pool figure is printed beside it);
 - ``GOAL batch_events_per_s``: batch mode (1,000 events per request) events/s;
-- ``GOAL latency_p50_ms`` / ``GOAL latency_p99_ms``: commit -> arrival at 500 events/s steady (single-row
-  commits on a table captured by whk.enable_capture, woken by its NOTIFY);
+- ``GOAL latency_p50_ms`` / ``GOAL latency_p99_ms``: commit -> arrival at 500 events/s steady (pgbench
+  commits single-row INSERTs at that rate on a table captured by whk.enable_capture, woken by its NOTIFY);
 - ``GOAL claim_1m_vs_1k``: time of one claim with 1,000,000 pending for another endpoint ÷ with 1,000;
 - ``GOAL drain_rss_mb``: the dispatcher's peak RSS while draining a 1,000,000-delivery backlog.
 
@@ -23,6 +23,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,10 @@ import port_for
 import psutil
 import psycopg
 
+from bench.capture import pgbench_binary
 from bench.goals import Goal, report
 from tests.support.delivery import TEST_SECRET_KEYS, make_consumer, make_webhook
-from tests.support.pg import migrate_database, start_server
+from tests.support.pg import PgServer, migrate_database, start_server
 
 REPO = Path(__file__).resolve().parents[1]
 WHK = Path(sys.executable).parent / "whk"
@@ -151,21 +153,49 @@ async def _drain(dsn: str, url: str, expected: int, limit_s: float, **env: str) 
     return float(stats["events"]) / max(stats["last"] - stats["first"], 1e-3)
 
 
-async def _latency(dsn: str, url: str, seconds: float, rate: float) -> tuple[float, float]:
+async def _latency(
+    server: PgServer, dbname: str, url: str, seconds: float, rate: float
+) -> tuple[float, float]:
+    """Commit -> arrival percentiles while pgbench commits single-row INSERTs on a captured table at
+    ``rate`` per second (Poisson arrivals, ``-R``): a real ERP load generated in C, so the load generator
+    does not take the CPU the system under test needs (a Python loop cost ~0.5 ms of CPU per commit)."""
     await _reset(url)
-    proc = _dispatcher(dsn)
+    proc = _dispatcher(server.dsn(dbname))
     try:
         await asyncio.sleep(1.5)
-        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-        sent = 0
-        started = time.monotonic()
-        while time.monotonic() - started < seconds:
-            # A real ERP commit on a captured table: the capture trigger writes the outbox row and wakes
-            # an idle dispatcher (NOTIFY); t_commit is the commit-side clock the receiver subtracts.
-            await conn.execute("INSERT INTO shop.orders (pad) VALUES (repeat('x', 900))")
-            sent += 1
-            await asyncio.sleep(max(0.0, started + sent / rate - time.monotonic()))
-        await conn.close()
+        with tempfile.TemporaryDirectory(prefix="whk-bench-") as tmp:
+            script = Path(tmp) / "commit.sql"
+            # t_commit (its DEFAULT) is the commit-side clock the receiver subtracts.
+            script.write_text("INSERT INTO shop.orders (pad) VALUES (repeat('x', 900));\n")
+            os.chmod(tmp, 0o755)
+            pgbench = await asyncio.create_subprocess_exec(
+                *[
+                    pgbench_binary(server),
+                    "-n",
+                    "-h",
+                    server.host,
+                    "-p",
+                    str(server.port),
+                    "-U",
+                    server.user,
+                    "-c",
+                    "1",
+                    "-R",
+                    str(rate),
+                    "-T",
+                    str(max(1, round(seconds))),
+                    "-M",
+                    "prepared",
+                    "-f",
+                    str(script),
+                    dbname,
+                ],
+                stdout=asyncio.subprocess.DEVNULL,
+            )
+            await pgbench.wait()
+        with psycopg.connect(server.dsn(dbname), autocommit=True) as conn:
+            row = conn.execute("SELECT count(*) FROM shop.orders").fetchone()
+        sent = int(row[0]) if row else 0
         deadline = time.monotonic() + 10
         stats = await _stats(url)
         while stats["events"] < sent and time.monotonic() < deadline:
@@ -273,7 +303,8 @@ async def _run(seconds: float, drain_seconds: float, backlog: int, phases: set[s
             goals.append(Goal("batch_events_per_s", batch, 20000))
 
         if "latency" in phases:
-            dsn = fresh()
+            latency_db = server.create_database(template=template)
+            dsn = server.dsn(latency_db)
             with psycopg.connect(dsn, autocommit=True) as conn:
                 consumer = make_consumer(conn, "bench")
                 conn.execute("CREATE SCHEMA shop")
@@ -285,7 +316,7 @@ async def _run(seconds: float, drain_seconds: float, backlog: int, phases: set[s
                 conn.execute("SELECT whk.enable_capture('shop.orders', 'order')")
                 make_webhook(conn, consumer, f"{url}/latency", ["order.*"], max_in_flight=CONCURRENCY)
             rate = float(os.environ.get("BENCH_LATENCY_RATE", "500"))
-            p50, p99 = await _latency(dsn, url, seconds, rate)
+            p50, p99 = await _latency(server, latency_db, url, seconds, rate)
             print(f"latency at {rate:g}/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms", flush=True)
             goals.append(Goal("latency_p50_ms", p50, 10, higher_is_better=False))
             goals.append(Goal("latency_p99_ms", p99, 50, higher_is_better=False))
