@@ -48,7 +48,13 @@ WEBHOOK_SORTS = (
 )
 ATTEMPT_FILTERS = (
     listing.FilterSpec("webhook_id", "t.webhook_id"),
-    listing.FilterSpec("delivery_id", "t.delivery_id"),
+    # A batch request is one attempt listing its members (delivery_ids): a delivery's filter finds it too.
+    listing.FilterSpec(
+        "delivery_id",
+        "t.delivery_id",
+        op="contains",
+        expr="coalesce(t.delivery_ids, ARRAY[t.delivery_id])::text[]",
+    ),
     listing.FilterSpec("outcome", "t.outcome"),
     listing.FilterSpec("status_code", "t.response_status"),
     listing.FilterSpec("error_class", "t.error_class"),
