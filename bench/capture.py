@@ -74,31 +74,39 @@ def pgbench_binary(server: PgServer) -> str:
     return found
 
 
-def run_pgbench(
-    binary: str, server: PgServer, dbname: str, script: Path, seconds: float, clients: int
-) -> float:
+def pgbench_command(
+    server: PgServer, dbname: str, script: Path, seconds: float, clients: int, rate: float | None = None
+) -> list[str]:
+    """pgbench running ``script`` with prepared statements for ``seconds``: as fast as it can with
+    ``clients`` connections, or at ``rate`` transactions per second (Poisson arrivals, ``-R``)."""
+    paced = ["-R", str(rate)] if rate is not None else []
+    return [
+        pgbench_binary(server),
+        "-n",
+        "-h",
+        server.host,
+        "-p",
+        str(server.port),
+        "-U",
+        server.user,
+        "-c",
+        str(clients),
+        "-j",
+        str(min(clients, os.cpu_count() or 1)),
+        *paced,
+        "-T",
+        str(max(1, round(seconds))),
+        "-M",
+        "prepared",
+        "-f",
+        str(script),
+        dbname,
+    ]
+
+
+def run_pgbench(server: PgServer, dbname: str, script: Path, seconds: float, clients: int) -> float:
     out = subprocess.run(
-        [
-            binary,
-            "-n",
-            "-h",
-            server.host,
-            "-p",
-            str(server.port),
-            "-U",
-            server.user,
-            "-c",
-            str(clients),
-            "-j",
-            str(min(clients, os.cpu_count() or 1)),
-            "-T",
-            str(max(1, round(seconds))),
-            "-M",
-            "prepared",
-            "-f",
-            str(script),
-            dbname,
-        ],
+        pgbench_command(server, dbname, script, seconds, clients),
         capture_output=True,
         text=True,
         check=True,
@@ -185,7 +193,7 @@ def main(argv: list[str]) -> int:
         print("  server: " + " ".join(f"{k}={v}" for k, v in settings.items()), flush=True)
         if durable and (settings["fsync"], settings["synchronous_commit"]) != ("on", "on"):
             raise SystemExit(f"bench capture: the server is not durable ({settings})")
-        binary = pgbench_binary(server)
+        pgbench_binary(server)  # fail early, before any round, when pgbench is missing
         listener = Listener(dsn)
         listener.start()
         listener.ready.wait(10)
@@ -209,9 +217,7 @@ def main(argv: list[str]) -> int:
                 for variant in order:
                     reset(conn)
                     before = listener.count
-                    tps[variant].append(
-                        run_pgbench(binary, server, dbname, scripts[variant], per_round, clients)
-                    )
+                    tps[variant].append(run_pgbench(server, dbname, scripts[variant], per_round, clients))
                     time.sleep(0.3)
                     notified[variant] += listener.count - before
                     print(f"  round {r + 1} {variant:<13} {tps[variant][-1]:9.0f} tps", flush=True)
@@ -220,9 +226,7 @@ def main(argv: list[str]) -> int:
             reset(conn)
             set_idle(conn, True)
             before = listener.count
-            tps["whk_idle"].append(
-                run_pgbench(binary, server, dbname, scripts["whk_idle"], per_round, clients)
-            )
+            tps["whk_idle"].append(run_pgbench(server, dbname, scripts["whk_idle"], per_round, clients))
             time.sleep(0.3)
             notified["whk_idle"] = listener.count - before
             set_idle(conn, False)

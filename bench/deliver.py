@@ -34,7 +34,7 @@ import port_for
 import psutil
 import psycopg
 
-from bench.capture import pgbench_binary
+from bench.capture import pgbench_command
 from bench.goals import Goal, report
 from tests.support.delivery import TEST_SECRET_KEYS, make_consumer, make_webhook
 from tests.support.pg import PgServer, migrate_database, start_server
@@ -169,27 +169,7 @@ async def _latency(
             script.write_text("INSERT INTO shop.orders (pad) VALUES (repeat('x', 900));\n")
             os.chmod(tmp, 0o755)
             pgbench = await asyncio.create_subprocess_exec(
-                *[
-                    pgbench_binary(server),
-                    "-n",
-                    "-h",
-                    server.host,
-                    "-p",
-                    str(server.port),
-                    "-U",
-                    server.user,
-                    "-c",
-                    "1",
-                    "-R",
-                    str(rate),
-                    "-T",
-                    str(max(1, round(seconds))),
-                    "-M",
-                    "prepared",
-                    "-f",
-                    str(script),
-                    dbname,
-                ],
+                *pgbench_command(server, dbname, script, seconds, clients=1, rate=rate),
                 stdout=asyncio.subprocess.DEVNULL,
             )
             await pgbench.wait()

@@ -121,6 +121,24 @@ def make_delivery(
     return delivery_id
 
 
+def make_batch(conn: psycopg.Connection[Any], webhook_id: int) -> tuple[int, int, int]:
+    """Two delivered deliveries sent together in one batch request, as the dispatcher records it: one
+    attempt row (delivery_id = the lowest member, delivery_ids = both) listed by both deliveries.
+    Returns (first, second, attempt id)."""
+    first = make_delivery(conn, webhook_id, status="delivered", attempts=1)
+    second = make_delivery(conn, webhook_id, status="delivered", attempts=0)
+    row = conn.execute(
+        "UPDATE whk.whk_03_entregas_tentativas SET delivery_ids = %s WHERE delivery_id = %s RETURNING id",
+        ([first, second], first),
+    ).fetchone()
+    assert row is not None
+    conn.execute(
+        "UPDATE whk.whk_03_entregas SET attempt_ids = %s, attempts = 1 WHERE id = ANY(%s)",
+        ([row[0]], [first, second]),
+    )
+    return first, second, int(row[0])
+
+
 def audit_count(conn: psycopg.Connection[Any], action: str) -> int:
     row = conn.execute("SELECT count(*) FROM whk.audit_log WHERE action = %s", (action,)).fetchone()
     assert row is not None

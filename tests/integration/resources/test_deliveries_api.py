@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from tests.support.resources import World, audit_count, make_delivery, make_webhook
+from tests.support.resources import World, audit_count, make_batch, make_delivery, make_webhook
 
 pytestmark = pytest.mark.db
 
@@ -70,22 +70,11 @@ async def test_detail_shows_the_batch_attempt_a_delivery_took_part_in(
     client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
 ):
     # A batch request is one attempt row (delivery_id = its lowest member); every member lists it.
-    h = make_webhook(conn, world.a.consumer_id)
-    first = make_delivery(conn, h, status="delivered", attempts=1)
-    second = make_delivery(conn, h, status="delivered", attempts=0)
-    row = conn.execute(
-        "UPDATE whk.whk_03_entregas_tentativas SET delivery_ids = %s WHERE delivery_id = %s RETURNING id",
-        ([first, second], first),
-    ).fetchone()
-    assert row is not None
-    conn.execute(
-        "UPDATE whk.whk_03_entregas SET attempt_ids = %s, attempts = 1 WHERE id = ANY(%s)",
-        ([row[0]], [first, second]),
-    )
+    first, second, attempt = make_batch(conn, make_webhook(conn, world.a.consumer_id))
     for d in (first, second):
         r = await client.get(f"{BASE}/{d}", headers=world.a.headers)
         assert r.status_code == 200
-        assert [a["id"] for a in r.json()["attempt_log"]] == [row[0]]
+        assert [a["id"] for a in r.json()["attempt_log"]] == [attempt]
 
 
 async def test_retry_requeues_with_the_same_event_id(

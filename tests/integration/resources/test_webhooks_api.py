@@ -10,7 +10,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from standardwebhooks.webhooks import Webhook as SwVerifier
 
-from tests.support.resources import Receiver, World, audit_count, make_delivery, make_webhook
+from tests.support.resources import Receiver, World, audit_count, make_batch, make_delivery, make_webhook
 
 pytestmark = pytest.mark.db
 
@@ -283,17 +283,11 @@ async def test_logs_filtered_by_delivery_include_the_batch_attempt_it_took_part_
     client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
 ):
     hid = make_webhook(conn, world.a.consumer_id)
-    first = make_delivery(conn, hid, status="delivered", attempts=1)
-    second = make_delivery(conn, hid, status="delivered", attempts=0)
+    first, second, attempt = make_batch(conn, hid)
     other = make_delivery(conn, hid, status="delivered", attempts=1)
-    row = conn.execute(
-        "UPDATE whk.whk_03_entregas_tentativas SET delivery_ids = %s WHERE delivery_id = %s RETURNING id",
-        ([first, second], first),
-    ).fetchone()
-    assert row is not None
     for d in (first, second):
         r = await client.get(f"{BASE}/{hid}/logs", params={"delivery_id": d}, headers=world.a.headers)
         assert r.status_code == 200, r.text
-        assert [a["id"] for a in r.json()["items"]] == [row[0]]
+        assert [a["id"] for a in r.json()["items"]] == [attempt]
     r = await client.get(f"{BASE}/{hid}/logs", params={"delivery_id": other}, headers=world.a.headers)
     assert [a["delivery_id"] for a in r.json()["items"]] == [other]
