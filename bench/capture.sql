@@ -14,7 +14,7 @@ CREATE TABLE bench.t_whk (LIKE bench.t_none INCLUDING ALL);
 -- Baseline: the cheapest correct outbox, a row trigger that only inserts the outbox row.
 CREATE FUNCTION bench.bare_outbox() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO whk.outbox (event_type, event_key, payload, source_table, operation)
+    INSERT INTO whk.outbox (event_type, event_key, data, source_table, operation)
     VALUES ('bench.item.created', NEW.id::text, to_jsonb(NEW), TG_TABLE_NAME, TG_OP);
     RETURN NULL;
 END;
@@ -24,7 +24,7 @@ CREATE TRIGGER bare AFTER INSERT ON bench.t_bare FOR EACH ROW EXECUTE FUNCTION b
 -- The naive wake-up: the same outbox row plus a NOTIFY on every commit.
 CREATE FUNCTION bench.naive_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO whk.outbox (event_type, event_key, payload, source_table, operation)
+    INSERT INTO whk.outbox (event_type, event_key, data, source_table, operation)
     VALUES ('bench.item.created', NEW.id::text, to_jsonb(NEW), TG_TABLE_NAME, TG_OP);
     PERFORM pg_notify('whk_outbox', NEW.id::text);
     RETURN NULL;

@@ -125,9 +125,8 @@ def _seed_events(dsn: str, event_type: str, count: int) -> None:
         for start in range(0, count, 10_000):
             conn.execute(
                 """
-                INSERT INTO whk.outbox (event_type, payload, operation)
-                SELECT %(t)s::text, jsonb_build_object('type', %(t)s::text, 'timestamp', now()::text,
-                       'data', jsonb_build_object('seq', g, 'pad', repeat('x', 950))), 'EMIT'
+                INSERT INTO whk.outbox (event_type, data, operation)
+                SELECT %(t)s::text, jsonb_build_object('seq', g, 'pad', repeat('x', 950)), 'EMIT'
                 FROM generate_series(%(a)s::int, %(b)s::int) g ORDER BY g
                 """,
                 {"t": event_type, "a": start, "b": min(start + 10_000, count) - 1},
@@ -203,9 +202,8 @@ def _claim_time(conn: psycopg.Connection[Any], rounds: int = 60) -> float:
 
 def _backlog(conn: psycopg.Connection[Any], webhook_id: int, consumer_id: int, rows: int) -> None:
     (outbox_id, created_at) = conn.execute(
-        "INSERT INTO whk.outbox (event_type, payload, operation, status, routed_at, commit_seq) "
-        "VALUES ('bulk.e', jsonb_build_object('type', 'bulk.e', 'timestamp', now()::text, 'data', "
-        "jsonb_build_object('pad', repeat('x', 950))), 'EMIT', 'routed', now(), "
+        "INSERT INTO whk.outbox (event_type, data, operation, status, routed_at, commit_seq) "
+        "VALUES ('bulk.e', jsonb_build_object('pad', repeat('x', 950)), 'EMIT', 'routed', now(), "
         "nextval('whk.outbox_commit_seq')) RETURNING id, created_at"
     ).fetchone()  # type: ignore[misc]
     conn.execute(

@@ -5,7 +5,8 @@ be compared with a readable diff: tables and columns (type, default, not-null), 
 functions (full definition), triggers, views, sequences, enum labels and grants.
 
 ``fresh_install_sources`` lists what a fresh install runs: ``sql/schema`` (tables, in file order),
-pgqueuer's own DDL (rendered by the pinned pgqueuer), ``sql/functions`` and ``sql/triggers``. The drift
+pgqueuer's own DDL (rendered by the pinned pgqueuer), ``sql/functions``, ``sql/triggers`` and ``sql/views``
+(views that call functions, so they come last). The drift
 test and ``whk db verify`` compare that with what the migrations produce.
 """
 
@@ -141,7 +142,7 @@ def fresh_install_sources(root: Path | None = None) -> list[tuple[str, str]]:
     for path in schema_files:
         if not path.name.startswith("000_"):
             sources.append((f"schema/{path.name}", path.read_text(encoding="utf-8")))
-    for sub in ("functions", "triggers"):
+    for sub in ("functions", "triggers", "views"):
         for path in sorted((root / sub).glob("*.sql")):
             sources.append((f"{sub}/{path.name}", path.read_text(encoding="utf-8")))
     return sources

@@ -63,7 +63,7 @@ SELECT whk.emit(%(type)s, %(data)s, %(key)s, %(deliver_at)s)
 
 -- name: history_admin :many
 SELECT o.id, o.event_id, o.event_type, o.event_version, o.event_key, o.operation, o.source_table,
-       o.status, o.valid, o.validation_error, o.deliver_at, o.created_at, o.routed_at, o.payload,
+       o.status, o.valid, o.validation_error, o.deliver_at, o.created_at, o.routed_at, whk.event_envelope(o) AS payload,
        (SELECT count(*) FROM whk.whk_03_entregas d WHERE d.outbox_id = o.id AND d.event_created_at = o.created_at)
            AS deliveries
 FROM whk.outbox o
@@ -76,7 +76,7 @@ LIMIT %(limit)s
 -- deliveries in (event_created_at, outbox_id) order (whk_03_entregas_consumer_event_idx), grouped as
 -- they stream, so a page costs the same however many events other tenants receive.
 SELECT o.id, o.event_id, o.event_type, o.event_version, o.event_key, o.operation, o.source_table,
-       o.status, o.valid, o.validation_error, o.deliver_at, o.created_at, o.routed_at, o.payload,
+       o.status, o.valid, o.validation_error, o.deliver_at, o.created_at, o.routed_at, whk.event_envelope(o) AS payload,
        x.deliveries
 FROM (
     SELECT d.event_created_at, d.outbox_id, count(*) AS deliveries

@@ -29,7 +29,6 @@ DECLARE
     v_alias   text;
     v_body    text;
     v_head    text;
-    v_tpl     text;
     v_ins     text := 'RETURN NULL';
     v_upd     text := 'RETURN NULL';
     v_del     text := 'RETURN NULL';
@@ -65,27 +64,21 @@ BEGIN
         v_type := c.event_prefix || CASE v_op WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated'
                                               ELSE '.deleted' END;
         SELECT e.current_major INTO v_major FROM whk.whk_02_eventos e WHERE e.name = v_type;
-        v_head := E'INSERT INTO whk.outbox (event_id, event_type, event_version, event_key, payload, source_table, operation)'
+        -- Only what varies per row is written (migration 0011): the row image(s) and the key, plus constants.
+        -- The envelope {"type", "timestamp", "data"} is rebuilt by whk.event_envelope when the event is read,
+        -- so an INSERT writes no more per row than the bare outbox trigger (to_jsonb(row), key, constants).
+        -- All of it lives inside the one INSERT: each PL/pgSQL expression outside it is set up again in
+        -- every ERP transaction (measured).
+        v_head := E'INSERT INTO whk.outbox (event_id, event_type, event_version, event_key, source_table, operation, '
+                  || CASE v_op WHEN 'INSERT' THEN 'data' WHEN 'DELETE' THEN 'old_data'
+                               ELSE 'data, old_data, changed' END || ')'
                   || format(E'\n        SELECT gen_random_uuid(), %L, %s, ', v_type, coalesce(v_major, 1));
-        -- The envelope is a constant template (type, op, table) completed once per statement with the
-        -- timestamp (an uncorrelated sub-select, i.e. an InitPlan: evaluated once per execution) and per
-        -- row with the row's JSON: jsonb_set on a template costs about half of building the nested objects
-        -- with jsonb_build_object on every row (PostgreSQL 15). All of it lives inside the one INSERT:
-        -- each PL/pgSQL expression outside it is set up again in every ERP transaction (measured).
-        v_tpl := format(E'(SELECT jsonb_set(%L::jsonb, ''{timestamp}'', to_jsonb(to_char(\n'
-                        || '                   statement_timestamp() AT TIME ZONE ''UTC'', %L))))',
-                        jsonb_build_object('type', v_type, 'timestamp', NULL, 'data',
-                                           jsonb_build_object('op', v_op, 'table', v_table, 'new', NULL,
-                                                              'old', NULL, 'changed', NULL))::text,
-                        'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
         IF v_op IN ('INSERT', 'DELETE') THEN
-            -- One row image.
+            -- One row image: data (INSERT) or old_data (DELETE).
             v_alias := CASE v_op WHEN 'INSERT' THEN 'new' ELSE 'old' END;
             v_body := v_head
                 || replace(v_key, '%s', v_alias || '.whk_j') || ','
-                || format(E'\n               jsonb_set(%s,\n                         %L, %s.whk_j),',
-                          v_tpl, '{data,' || v_alias || '}', v_alias)
-                || format(E'\n               %L, %L', v_table, v_op)
+                || format(E'\n               %L, %L, %s.whk_j', v_table, v_op, v_alias)
                 || format(E'\n        FROM (SELECT to_jsonb(whk_row) AS whk_j%s FROM %s AS whk_row) AS %s',
                           v_cols, CASE v_op WHEN 'INSERT' THEN 'whk_new' ELSE 'whk_old' END, v_alias)
                 || CASE WHEN c.condition IS NOT NULL THEN
@@ -112,10 +105,7 @@ BEGIN
             END IF;
             v_upd := v_head
                 || replace(v_key, '%s', 'new.whk_j') || ','
-                || E'\n               jsonb_set(jsonb_set(jsonb_set(' || v_tpl || ','
-                || E'\n                                             ''{data,changed}'', to_jsonb(whk_c.whk_changed)),'
-                || E'\n                                   ''{data,old}'', old.whk_j), ''{data,new}'', new.whk_j),'
-                || format(E'\n               %L, ''UPDATE''', v_table)
+                || format(E'\n               %L, ''UPDATE'', new.whk_j, old.whk_j, whk_c.whk_changed', v_table)
                 || format(E'\n        FROM (SELECT row_number() OVER () AS whk_rn, to_jsonb(whk_row) AS whk_j%s FROM whk_new AS whk_row) AS new', v_cols)
                 || format(E'\n        JOIN (SELECT row_number() OVER () AS whk_rn, to_jsonb(whk_row) AS whk_j%s FROM whk_old AS whk_row) AS old', v_cols)
                 || E'\n          ON old.whk_rn = new.whk_rn'

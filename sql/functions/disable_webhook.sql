@@ -34,15 +34,13 @@ BEGIN
     GET DIAGNOSTICS v_parked = ROW_COUNT;
 
     -- Written directly (not whk.emit): the type is the platform's own and need not be in the catalog.
-    INSERT INTO whk.outbox (event_type, event_key, payload, operation)
+    -- Only the data is stored; whk.event_envelope builds the delivered body (timestamp = transaction time).
+    INSERT INTO whk.outbox (event_type, event_key, data, operation)
     VALUES ('whk.webhook.disabled', p_webhook_id::text,
-            jsonb_build_object(
-                'type', 'whk.webhook.disabled',
-                'timestamp', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-                'data', jsonb_build_object('webhook_id', v_hook.id, 'consumer_id', v_hook.consumer_id,
-                                           'name', v_hook.name, 'url', v_hook.url, 'reason', p_reason,
-                                           'parked_deliveries', v_parked,
-                                           'actor', coalesce(p_actor, current_user))),
+            jsonb_build_object('webhook_id', v_hook.id, 'consumer_id', v_hook.consumer_id,
+                               'name', v_hook.name, 'url', v_hook.url, 'reason', p_reason,
+                               'parked_deliveries', v_parked,
+                               'actor', coalesce(p_actor, current_user)),
             'EMIT');
     PERFORM whk.wake_dispatchers();
 

@@ -1,8 +1,10 @@
 -- whk.emit: a custom event from any module, written to the outbox in the caller's transaction
--- (rollback = no event). payload is the event's `data`; the stored body is the Standard Webhooks
--- envelope {"type", "timestamp", "data"}. The returned uuid becomes the `webhook-id` header.
--- Strict types are validated here (an invalid payload raises, with a hint); others are validated by
--- the router, which flags invalid events (outbox.valid / validation_error) instead of dropping them.
+-- (rollback = no event). payload is the event's `data`, stored as outbox.data; the delivered body is the
+-- Standard Webhooks envelope {"type", "timestamp", "data"} built by whk.event_envelope (timestamp = the
+-- transaction's time). The returned uuid becomes the `webhook-id` header.
+-- Strict types are validated here, on the envelope of the row just written, exactly as it will be
+-- delivered (an invalid payload raises, with a hint, and the raise undoes the row); others are validated
+-- by the router, which flags invalid events (outbox.valid / validation_error) instead of dropping them.
 -- deliver_at delays delivery (NULL = now). key orders events per entity for ordered webhooks.
 CREATE OR REPLACE FUNCTION whk.emit(event_type text, payload jsonb, key text DEFAULT NULL,
                                     deliver_at timestamptz DEFAULT NULL)
@@ -29,10 +31,10 @@ BEGIN
                   HINT = 'register it first: SELECT whk.register_event_type(''' || coalesce(p_type, 'module.thing_happened')
                          || ''', ''{"type": "object"}'', ''what it means'')';
     END IF;
-    v_envelope := jsonb_build_object(
-        'type', p_type,
-        'timestamp', to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-        'data', coalesce(emit.payload, '{}'::jsonb));
+    INSERT INTO whk.outbox AS o (event_id, event_type, event_version, event_key, data, operation, deliver_at, valid)
+    VALUES (v_id, p_type, v_major, emit.key, coalesce(emit.payload, '{}'::jsonb), 'EMIT', emit.deliver_at,
+            CASE WHEN v_strict THEN true END)
+    RETURNING CASE WHEN v_strict THEN whk.event_envelope(o) END INTO v_envelope;
     IF v_strict THEN
         v_error := whk.validate_payload(p_type, v_major, v_envelope);
         IF v_error IS NOT NULL THEN
@@ -45,8 +47,6 @@ BEGIN
                                     'with whk.register_event_type', p_type);
         END IF;
     END IF;
-    INSERT INTO whk.outbox (event_id, event_type, event_version, event_key, payload, operation, deliver_at, valid)
-    VALUES (v_id, p_type, v_major, emit.key, v_envelope, 'EMIT', emit.deliver_at, CASE WHEN v_strict THEN true END);
     PERFORM whk.wake_dispatchers();
     RETURN v_id;
 END;

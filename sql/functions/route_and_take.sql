@@ -71,13 +71,16 @@ BEGIN
             validation_error = CASE WHEN v.checked THEN v.error ELSE o.validation_error END
         FROM numbered n
         JOIN whk.outbox src ON src.id = n.id AND src.created_at = n.created_at
+        -- The delivered body, built once per event (OFFSET 0 keeps the sub-select from being pulled up,
+        -- which would evaluate the envelope again for validation and for RETURNING).
+        CROSS JOIN LATERAL (SELECT whk.event_envelope(src) AS payload OFFSET 0) env
         LEFT JOIN LATERAL (
-            SELECT true AS checked, whk.validate_payload(src.event_type, src.event_version, src.payload) AS error
+            SELECT true AS checked, whk.validate_payload(src.event_type, src.event_version, env.payload) AS error
             FROM whk.whk_02_eventos e
             WHERE e.name = src.event_type AND NOT e.strict AND src.valid IS NULL
         ) v ON true
         WHERE o.id = n.id AND o.created_at = n.created_at
-        RETURNING o.id, o.created_at, o.event_id, o.event_type, o.event_version, o.event_key, o.payload,
+        RETURNING o.id, o.created_at, o.event_id, o.event_type, o.event_version, o.event_key, env.payload,
                   o.deliver_at, o.commit_seq
     ), targets AS (
         -- Subscriptions are matched once per (event type, webhook), not per event: a batch holds few types.
