@@ -1,7 +1,7 @@
--- whk.validate_payload: check an event body (the envelope stored in whk.outbox.payload) against the
+-- whk.validate_payload: check an event body (the envelope built by whk.event_envelope) against the
 -- schema of its type and major version. NULL = valid, else '<JSON pointer>: <what is wrong>'.
 -- The router calls it for non-strict types and stores the answer in outbox.valid / validation_error;
--- whk.emit calls it for strict types before writing anything. version NULL = the type's current major;
+-- whk.emit calls it for strict types on the row it just wrote (an invalid one raises, undoing the row). version NULL = the type's current major;
 -- the latest minor of that major is used (minors are backward compatible by construction).
 CREATE OR REPLACE FUNCTION whk.validate_payload(event_type text, version integer, payload jsonb)
 RETURNS text

@@ -20,10 +20,11 @@ def install_demo(conn: psycopg.Connection[Any]) -> None:
 
 
 def outbox(conn: psycopg.Connection[Any], where: str = "TRUE") -> list[dict[str, Any]]:
-    """Outbox rows in id order; the payload is re-parsed from its text so it is checked as strict JSON."""
+    """Outbox rows in id order with their delivered body (whk.outbox_events.payload, built by
+    whk.event_envelope); the payload is re-parsed from its text so it is checked as strict JSON."""
     cur = conn.execute(
         "SELECT id, event_id, event_type, event_version, event_key, payload::text, source_table, operation,"
-        f" txid::text, deliver_at, status FROM whk.outbox WHERE {where} ORDER BY id"
+        f" txid::text, deliver_at, status FROM whk.outbox_events WHERE {where} ORDER BY id"
     )
     names = [d.name for d in cur.description or []]
     rows = []

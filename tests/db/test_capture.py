@@ -119,11 +119,11 @@ def test_commit_order_differs_from_id_order_and_claiming_by_status_skips_nothing
         b.execute("INSERT INTO shop.items (sku) VALUES ('from B')")
         b.commit()  # ... B commits first
         claim = (
-            "UPDATE whk.outbox SET status = 'routed', routed_at = now(),"
+            "UPDATE whk.outbox o SET status = 'routed', routed_at = now(),"
             " commit_seq = nextval('whk.outbox_commit_seq')"
             " WHERE (id, created_at) IN (SELECT id, created_at FROM whk.outbox WHERE status = 'pending'"
             "                            ORDER BY id FOR UPDATE SKIP LOCKED)"
-            " RETURNING id, payload -> 'data' -> 'new' ->> 'sku'"
+            " RETURNING o.id, whk.event_envelope(o) -> 'data' -> 'new' ->> 'sku'"
         )
         first = items.execute(claim).fetchall()
         assert [sku for _, sku in first] == ["from B"]
@@ -136,7 +136,7 @@ def test_commit_order_differs_from_id_order_and_claiming_by_status_skips_nothing
         a.close()
         b.close()
     seq = items.execute(
-        "SELECT payload -> 'data' -> 'new' ->> 'sku' FROM whk.outbox ORDER BY commit_seq"
+        "SELECT payload -> 'data' -> 'new' ->> 'sku' FROM whk.outbox_events ORDER BY commit_seq"
     ).fetchall()
     assert seq == [("from B",), ("from A",)]
 
@@ -347,7 +347,7 @@ def test_enable_capture_registers_a_schema_that_its_own_events_satisfy(
     items.execute("DELETE FROM shop.items")
     verdicts = items.execute(
         "SELECT event_type, whk.validate_payload(event_type, event_version, payload)"
-        " FROM whk.outbox ORDER BY id"
+        " FROM whk.outbox_events ORDER BY id"
     ).fetchall()
     assert verdicts == [("item.created", None), ("item.updated", None), ("item.deleted", None)]
     category = items.execute(
@@ -406,7 +406,7 @@ def test_columns_named_like_internal_aliases_are_captured_as_columns(conn: psyco
     conn.execute("INSERT INTO public.odd VALUES (1, 'tee', 'oh', 7)")
     conn.execute("UPDATE public.odd SET t = 'tea'")
     rows = conn.execute(
-        "SELECT event_type, payload->'data'->'new', payload->'data'->'old' FROM whk.outbox ORDER BY id"
+        "SELECT event_type, payload->'data'->'new', payload->'data'->'old' FROM whk.outbox_events ORDER BY id"
     ).fetchall()
     assert rows[0][0] == "odd.created"
     assert rows[0][1] == {"id": 1, "t": "tee", "o": "oh", "whk_rn": 7}

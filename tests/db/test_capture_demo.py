@@ -69,7 +69,7 @@ def test_every_seed_type_comes_from_its_erp_action(erp: psycopg.Connection[Any])
     verdicts = c.execute(
         "SELECT o.event_type, e.metadata ->> 'seed',"
         " whk.validate_payload(o.event_type, o.event_version, o.payload)"
-        " FROM whk.outbox o LEFT JOIN whk.whk_02_eventos e ON e.name = o.event_type"
+        " FROM whk.outbox_events o LEFT JOIN whk.whk_02_eventos e ON e.name = o.event_type"
     ).fetchall()
     assert verdicts and all(seed == "true" and error is None for _, seed, error in verdicts), verdicts
 

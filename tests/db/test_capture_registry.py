@@ -128,7 +128,7 @@ def test_emit_uses_the_current_major_and_old_majors_stay_validatable(conn: psyco
     conn.execute("SELECT whk.emit('billing.invoice_paid', '{\"id\": \"INV-2\"}')")
     rows = conn.execute(
         "SELECT event_version, whk.validate_payload(event_type, event_version, payload),"
-        " whk.validate_payload(event_type, NULL, payload) FROM whk.outbox ORDER BY id"
+        " whk.validate_payload(event_type, NULL, payload) FROM whk.outbox_events ORDER BY id"
     ).fetchall()
     assert rows == [(1, None, '/data: required property "id" is missing'), (2, None, None)]
 
@@ -167,7 +167,7 @@ def test_non_strict_types_are_written_and_flagged_downstream(conn: psycopg.Conne
     register(conn, "billing.invoice_paid", INVOICE_V1)
     conn.execute("SELECT whk.emit('billing.invoice_paid', '{\"amount\": -1}')")
     [(valid, error)] = conn.execute(
-        "SELECT valid, whk.validate_payload(event_type, event_version, payload) FROM whk.outbox"
+        "SELECT valid, whk.validate_payload(event_type, event_version, payload) FROM whk.outbox_events"
     ).fetchall()
     assert valid is None  # not validated in the ERP's transaction
     assert error == '/data: required property "invoice_id" is missing'

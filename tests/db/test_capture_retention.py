@@ -21,7 +21,7 @@ def partitions(conn: psycopg.Connection[Any]) -> list[str]:
 
 def old_event(conn: psycopg.Connection[Any], days_ago: int, status: str = "routed") -> tuple[int, Any]:
     row = conn.execute(
-        "INSERT INTO whk.outbox (event_type, payload, operation, created_at, status)"
+        "INSERT INTO whk.outbox (event_type, data, operation, created_at, status)"
         " VALUES ('system.startup', '{}', 'EMIT', now() - make_interval(days => %s), %s)"
         " RETURNING id, created_at",
         (days_ago, status),

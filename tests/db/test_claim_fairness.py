@@ -21,8 +21,8 @@ __all__ = ["receiver"]
 def seed_backlog(conn: psycopg.Connection[Any], webhook_id: int, consumer_id: int, rows: int) -> None:
     """``rows`` pending deliveries for one webhook, all pointing at one outbox event (cheap to seed)."""
     (outbox_id, created_at) = conn.execute(
-        "INSERT INTO whk.outbox (event_type, payload, operation, status, routed_at, commit_seq) "
-        "VALUES ('bulk.e', '{\"type\": \"bulk.e\", \"data\": {}}', 'EMIT', 'routed', now(), "
+        "INSERT INTO whk.outbox (event_type, data, operation, status, routed_at, commit_seq) "
+        "VALUES ('bulk.e', '{}', 'EMIT', 'routed', now(), "
         "nextval('whk.outbox_commit_seq')) RETURNING id, created_at"
     ).fetchone()
     conn.execute(

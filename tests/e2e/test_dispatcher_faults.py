@@ -40,11 +40,8 @@ def emit_in_transactions(db_url: str, event_type: str, total: int, per_tx: int) 
         for start in range(0, total, per_tx):
             c.execute(
                 """
-                INSERT INTO whk.outbox (event_type, payload, operation)
-                SELECT %(t)s::text,
-                       jsonb_build_object('type', %(t)s::text, 'timestamp', now()::text,
-                                          'data', jsonb_build_object('seq', g, 'pad', repeat('x', 200))),
-                       'INSERT'
+                INSERT INTO whk.outbox (event_type, data, operation)
+                SELECT %(t)s::text, jsonb_build_object('seq', g, 'pad', repeat('x', 200)), 'EMIT'
                 FROM generate_series(%(a)s::int, %(b)s::int) g ORDER BY g
                 """,
                 {"t": event_type, "a": start, "b": min(start + per_tx, total) - 1},
@@ -210,9 +207,8 @@ async def _steady(conn, receiver, paths: list[str], seconds: float, rate: float)
     start = time.monotonic()
     while time.monotonic() - start < seconds:
         conn.execute(
-            "INSERT INTO whk.outbox (event_type, payload, operation) VALUES ('h.e', "
-            "jsonb_build_object('type', 'h.e', 'timestamp', now()::text, 'data', "
-            "jsonb_build_object('t', extract(epoch FROM clock_timestamp()))), 'EMIT')"
+            "INSERT INTO whk.outbox (event_type, data, operation) VALUES ('h.e', "
+            "jsonb_build_object('t', extract(epoch FROM clock_timestamp())), 'EMIT')"
         )
         sent += 1
         await asyncio.sleep(max(0.0, start + sent / rate - time.monotonic()))

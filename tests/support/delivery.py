@@ -93,10 +93,8 @@ def emit(
     """Insert ``count`` events (data gets ``seq``: 0..count-1); returns their event ids."""
     rows = conn.execute(
         """
-        INSERT INTO whk.outbox (event_type, event_key, payload, operation, deliver_at)
-        SELECT %(type)s::text, %(key)s::text,
-               jsonb_build_object('type', %(type)s::text, 'timestamp', '2026-01-01T00:00:00Z',
-                                  'data', %(data)s::jsonb || jsonb_build_object('seq', g)),
+        INSERT INTO whk.outbox (event_type, event_key, data, operation, deliver_at)
+        SELECT %(type)s::text, %(key)s::text, %(data)s::jsonb || jsonb_build_object('seq', g),
                'EMIT', %(deliver_at)s::timestamptz
         FROM generate_series(0, %(n)s - 1) g
         ORDER BY g

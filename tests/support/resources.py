@@ -65,11 +65,10 @@ def make_delivery(
 ) -> int:
     """An outbox event routed to ``webhook_id`` in ``status`` (what route_outbox + attempts would leave)."""
     event_id = uuid.uuid4()
-    payload = {"type": event_type, "timestamp": "2026-01-01T00:00:00Z", "data": data or {"id": 1}}
     out = conn.execute(
-        "INSERT INTO whk.outbox (event_id, event_type, payload, operation, status, routed_at) "
+        "INSERT INTO whk.outbox (event_id, event_type, data, operation, status, routed_at) "
         "VALUES (%s, %s, %s, 'EMIT', 'routed', now()) RETURNING id, created_at",
-        (event_id, event_type, Jsonb(payload)),
+        (event_id, event_type, Jsonb(data or {"id": 1})),
     ).fetchone()
     assert out is not None
     row = conn.execute(

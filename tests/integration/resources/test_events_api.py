@@ -101,7 +101,8 @@ async def test_trigger_validates_then_emits_through_whk_emit(
     assert r.status_code == 201, r.text
     event_id = r.json()["event_id"]
     row = conn.execute(
-        "SELECT event_type, event_key, operation, payload -> 'data' FROM whk.outbox WHERE event_id = %s",
+        "SELECT event_type, event_key, operation, payload -> 'data' FROM whk.outbox_events"
+        " WHERE event_id = %s",
         (event_id,),
     ).fetchone()
     assert row == ("user.login", "user-1", "EMIT", LOGIN)
