@@ -13,6 +13,11 @@ RETURNS TABLE (routed integer, more_due boolean, delivery_id bigint, webhook_id 
                ordering_key text, payload text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
+-- Every query here has an index made for it, and its plan is cached for the session: a generic plan made
+-- while the tables were small (a fresh install, the first seconds after a truncate or a new partition)
+-- kept seq-scanning them as they grew, until an autoanalyze. Measured: routing 1 event went from 1.8 to
+-- 2.6 ms as 1,500 rows accumulated.
+SET enable_seqscan = off
 AS $$
 DECLARE
     v_routed integer := 0;
