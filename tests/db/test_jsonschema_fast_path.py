@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
 from tests.db.test_capture_registry import DIFFERENTIAL, register
+from tests.support.delivery import emit, make_consumer, make_webhook
 
 pytestmark = pytest.mark.db
 
@@ -264,3 +265,51 @@ def test_random_schemas_and_values_agree_with_the_reference(
 ) -> None:
     assert compile_schema(conn, schema) is not None, schema
     assert_exact(conn, schema, instances)
+
+
+def _route_and_flags(conn: psycopg.Connection[Any]) -> list[tuple[bool | None, str | None]]:
+    conn.execute("SELECT whk.route_outbox(1000)")
+    rows = conn.execute("SELECT valid, validation_error FROM whk.outbox ORDER BY id").fetchall()
+    conn.execute("DELETE FROM whk.outbox")
+    return [(valid, error) for valid, error in rows]
+
+
+@pytest.mark.parametrize("check_path", ["strict (1 == 2)", None])
+def test_routing_flags_come_from_the_reference_whenever_the_compiled_check_does_not_accept(
+    conn: psycopg.Connection[Any], check_path: str | None
+) -> None:
+    """The compiled check can only accept: one that rejects everything, or none at all, leaves every
+    verdict to whk.validate_payload, so the flags stay the same."""
+    make_webhook(conn, make_consumer(conn), "http://127.0.0.1:9/", ["user.*"])
+    good = {"user_id": 1, "session_id": 2, "at": "2026-01-01T00:00:00Z"}
+    emit(conn, "user.logout", good)
+    emit(conn, "user.logout", {"user_id": 1})
+    before = _route_and_flags(conn)
+    assert before[0] == (True, None)
+    assert before[1][0] is False and "required property" in str(before[1][1])
+
+    conn.execute("ALTER TABLE whk.whk_02_eventos_versoes DISABLE TRIGGER whk_02_eventos_versoes_check_path")
+    conn.execute(
+        "UPDATE whk.whk_02_eventos_versoes v SET check_path = %s::jsonpath FROM whk.whk_02_eventos e"
+        " WHERE e.id = v.event_type_id AND e.name = 'user.logout'",
+        (check_path,),
+    )
+    conn.execute("ALTER TABLE whk.whk_02_eventos_versoes ENABLE TRIGGER whk_02_eventos_versoes_check_path")
+    emit(conn, "user.logout", good)
+    emit(conn, "user.logout", {"user_id": 1})
+    assert _route_and_flags(conn) == before
+
+
+def test_routing_accepts_through_the_compiled_check_without_the_reference(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """Shows the fast path is the one taken: with a check that accepts everything, routing flags even an
+    invalid payload valid (the reference, which would reject it, is not asked)."""
+    make_webhook(conn, make_consumer(conn), "http://127.0.0.1:9/", ["user.*"])
+    conn.execute("ALTER TABLE whk.whk_02_eventos_versoes DISABLE TRIGGER whk_02_eventos_versoes_check_path")
+    conn.execute(
+        "UPDATE whk.whk_02_eventos_versoes v SET check_path = 'strict (1 == 1)' FROM whk.whk_02_eventos e"
+        " WHERE e.id = v.event_type_id AND e.name = 'user.logout'"
+    )
+    emit(conn, "user.logout", {"user_id": 1})
+    assert _route_and_flags(conn) == [(True, None)]
