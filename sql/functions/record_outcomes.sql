@@ -43,7 +43,7 @@ BEGIN
                  AS i(id, ix, attempt_no, state, next_attempt_at, ack_deadline, dead_reason)
     ), attempts AS MATERIALIZED (
         -- Attempt ids are drawn here so the deliveries can point at their request in the same statement.
-        SELECT a.*, nextval(pg_get_serial_sequence('whk.whk_03_entregas_tentativas', 'id')) AS attempt_id,
+        SELECT a.*, nextval('whk.whk_03_entregas_tentativas_id_seq') AS attempt_id,
                m.members, m.first_id, m.first_no
         FROM jsonb_to_recordset(p_attempts) AS a(
             ix integer, webhook_id bigint, success boolean, failure boolean, gone boolean, batch_id uuid,
@@ -69,7 +69,9 @@ BEGIN
         FROM attempts a
         -- The attempt happened whether or not we still hold the lease: log it either way (unless the
         -- delivery itself is gone, e.g. deleted with its webhook).
-        WHERE EXISTS (SELECT 1 FROM whk.whk_03_entregas d WHERE d.id = a.first_id)
+        -- (Probed through p_ids: as an EXISTS on a.first_id the planner could hash-join against a scan of
+        -- the whole table.)
+        WHERE a.first_id IN (SELECT d.id FROM whk.whk_03_entregas d WHERE d.id = ANY (p_ids))
     ), changes AS MATERIALIZED (
         -- Each delivery with its request's outcome, joined once by hash (the UPDATE below then probes the
         -- primary key per row; joining both CTEs inside the UPDATE let a generic plan rescan them per row,

@@ -4,6 +4,22 @@
 BEGIN;
 SELECT whk.migration_begin(12, 'delivery_path');
 
+-- One global setting from whk_05_configuracoes (NULL when absent). Delivery functions read their
+-- defaults through this so a DBA can change the schedule, breaker or limits with a plain UPDATE.
+-- PL/pgSQL, not SQL: a SQL function with a SET clause is never inlined and is parsed and planned again at
+-- every call, and the routing, claim and recording statements each call it once per round trip; PL/pgSQL
+-- keeps the query's plan for the session.
+CREATE OR REPLACE FUNCTION whk.delivery_config(p_key text)
+RETURNS jsonb
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, whk
+AS $$
+BEGIN
+    RETURN (SELECT c.value FROM whk.whk_05_configuracoes c WHERE c.key = p_key);
+END;
+$$;
+
 -- Record the outcomes of finished HTTP requests in one round trip (the dispatcher flushes them in groups).
 --
 -- One ATTEMPT per HTTP request, however many deliveries it carried: a batch of 1,000 events is one request,
@@ -49,7 +65,7 @@ BEGIN
                  AS i(id, ix, attempt_no, state, next_attempt_at, ack_deadline, dead_reason)
     ), attempts AS MATERIALIZED (
         -- Attempt ids are drawn here so the deliveries can point at their request in the same statement.
-        SELECT a.*, nextval(pg_get_serial_sequence('whk.whk_03_entregas_tentativas', 'id')) AS attempt_id,
+        SELECT a.*, nextval('whk.whk_03_entregas_tentativas_id_seq') AS attempt_id,
                m.members, m.first_id, m.first_no
         FROM jsonb_to_recordset(p_attempts) AS a(
             ix integer, webhook_id bigint, success boolean, failure boolean, gone boolean, batch_id uuid,
@@ -75,7 +91,9 @@ BEGIN
         FROM attempts a
         -- The attempt happened whether or not we still hold the lease: log it either way (unless the
         -- delivery itself is gone, e.g. deleted with its webhook).
-        WHERE EXISTS (SELECT 1 FROM whk.whk_03_entregas d WHERE d.id = a.first_id)
+        -- (Probed through p_ids: as an EXISTS on a.first_id the planner could hash-join against a scan of
+        -- the whole table.)
+        WHERE a.first_id IN (SELECT d.id FROM whk.whk_03_entregas d WHERE d.id = ANY (p_ids))
     ), changes AS MATERIALIZED (
         -- Each delivery with its request's outcome, joined once by hash (the UPDATE below then probes the
         -- primary key per row; joining both CTEs inside the UPDATE let a generic plan rescan them per row,
