@@ -64,7 +64,7 @@ BEGIN
         v_type := c.event_prefix || CASE v_op WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated'
                                               ELSE '.deleted' END;
         SELECT e.current_major INTO v_major FROM whk.whk_02_eventos e WHERE e.name = v_type;
-        -- Only what varies per row is written (migration 0011): the row image(s) and the key, plus constants.
+        -- Only what varies per row is written (migration 0013): the row image(s) and the key, plus constants.
         -- The envelope {"type", "timestamp", "data"} is rebuilt by whk.event_envelope when the event is read,
         -- so an INSERT writes no more per row than the bare outbox trigger (to_jsonb(row), key, constants).
         -- All of it lives inside the one INSERT: each PL/pgSQL expression outside it is set up again in

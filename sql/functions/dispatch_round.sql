@@ -13,12 +13,20 @@ RETURNS TABLE (routed integer, more_due boolean, delivery_id bigint, webhook_id 
                ordering_key text, payload text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
+-- Every query here has an index made for it, and its plan is cached for the session: a generic plan made
+-- while the tables were small (a fresh install, the first seconds after a truncate or a new partition)
+-- kept seq-scanning them as they grew, until an autoanalyze. Measured: routing 1 event went from 1.8 to
+-- 2.6 ms as 1,500 rows accumulated. No JIT: a plan that still had to seq-scan would cost ~1e10 with seq
+-- scans disabled and be JIT-compiled at every execution.
+SET enable_seqscan = off
+SET jit = off
 AS $$
 DECLARE
     v_routed integer := 0;
     v_taken  integer := 0;  -- requests taken: a batch is one
     v_seen   uuid[] := '{}';
     v_more   boolean;
+    v_pass   integer;
     t        record;
 BEGIN
     -- Fresh deliveries of unconstrained immediate webhooks come back already in flight (whk.route_and_take).
@@ -38,17 +46,23 @@ BEGIN
         RETURN NEXT;
     END LOOP;
 
-    RETURN QUERY
-    SELECT v_routed, NULL::boolean, c.delivery_id, c.webhook_id, c.event_id, c.event_type, c.attempts,
-           c.schedule_offset, c.batch_id, c.commit_seq, c.ordering_key, c.payload
-    FROM whk.claim_deliveries(p_dispatcher, p_claim_limit - v_taken, p_lease_s) c;
-    -- One probe of each active webhook's due index (the claim's own index).
-    SELECT EXISTS (
-        SELECT 1 FROM whk.whk_01_webhooks wh
-        WHERE wh.status = 'active' AND wh.deleted_at IS NULL
-          AND EXISTS (SELECT 1 FROM whk.whk_03_entregas d
-                      WHERE d.webhook_id = wh.id AND d.status = 'pending' AND d.next_attempt_at <= clock_timestamp()))
-    INTO v_more;
+    -- The claim only when due work exists (one probe of each active webhook's due index, the claim's own
+    -- index): in the steady state route_and_take has taken every fresh delivery and the claim, a statement
+    -- of its own, would find nothing. After a claim the probe runs again for `more_due`.
+    FOR v_pass IN 1 .. 2 LOOP
+        SELECT EXISTS (
+            SELECT 1 FROM whk.whk_01_webhooks wh
+            WHERE wh.status = 'active' AND wh.deleted_at IS NULL
+              AND EXISTS (SELECT 1 FROM whk.whk_03_entregas d
+                          WHERE d.webhook_id = wh.id AND d.status = 'pending'
+                            AND d.next_attempt_at <= clock_timestamp()))
+        INTO v_more;
+        EXIT WHEN NOT v_more OR v_pass = 2;
+        RETURN QUERY
+        SELECT v_routed, NULL::boolean, c.delivery_id, c.webhook_id, c.event_id, c.event_type, c.attempts,
+               c.schedule_offset, c.batch_id, c.commit_seq, c.ordering_key, c.payload
+        FROM whk.claim_deliveries(p_dispatcher, p_claim_limit - v_taken, p_lease_s) c;
+    END LOOP;
     -- The flag travels on its own row (no delivery): a client reads it from the row without delivery_id.
     RETURN QUERY SELECT v_routed, v_more, NULL::bigint, NULL::bigint, NULL::uuid, NULL::text, NULL::integer,
                         NULL::integer, NULL::uuid, NULL::bigint, NULL::text, NULL::text;

@@ -1,5 +1,5 @@
 -- whk.event_envelope: the body WHK delivers for one outbox event, the Standard Webhooks envelope
--- {"type", "timestamp", "data"}, rebuilt from what the outbox stores (migration 0011). Every reader of an
+-- {"type", "timestamp", "data"}, rebuilt from what the outbox stores (migration 0013). Every reader of an
 -- event's body goes through here: routing (validation, filters, ordering-key paths, the taken payload),
 -- the claim, whk.emit's strict validation, the API's event history and delivery detail, whk.outbox_events.
 --
@@ -9,7 +9,7 @@
 --   captured rows: data = {"op", "table", "new", "old", "changed"} from operation, source_table, data (new
 --                  image), old_data (old image), changed (UPDATE only; NULL -> JSON null)
 --   EMIT:          data = the stored data as given to whk.emit
---   timestamp:     occurred_at (set only for events written before 0011: their statement time) else
+--   timestamp:     occurred_at (set only for events written before 0013: their statement time) else
 --                  created_at, the transaction's time, in UTC as YYYY-MM-DD"T"HH24:MI:SS.US"Z"
 -- Deterministic: the same stored row gives byte-identical text (jsonb's text form is canonical, every input
 -- is stored), so retries and replays send the same body and signatures. A row that does not exist (the NULL

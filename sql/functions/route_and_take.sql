@@ -22,6 +22,13 @@ RETURNS TABLE (routed integer, delivery_id bigint, webhook_id bigint, event_id u
                payload text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
+-- Every query here has an index made for it, and its plan is cached for the session: a generic plan made
+-- while the tables were small (a fresh install, the first seconds after a truncate or a new partition)
+-- kept seq-scanning them as they grew, until an autoanalyze. Measured: routing 1 event went from 1.8 to
+-- 2.6 ms as 1,500 rows accumulated. No JIT: a plan that still had to seq-scan would cost ~1e10 with seq
+-- scans disabled and be JIT-compiled at every execution.
+SET enable_seqscan = off
+SET jit = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -75,8 +82,21 @@ BEGIN
         -- which would evaluate the envelope again for validation and for RETURNING).
         CROSS JOIN LATERAL (SELECT whk.event_envelope(src) AS payload OFFSET 0) env
         LEFT JOIN LATERAL (
-            SELECT true AS checked, whk.validate_payload(src.event_type, src.event_version, env.payload) AS error
+            -- Downstream validation of non-strict registered types. The version's compiled check
+            -- (whk_02_eventos_versoes.check_path) accepts a valid envelope here, in the statement; only what it
+            -- does not accept goes through whk.validate_payload, which decides and names the error.
+            SELECT true AS checked,
+                   CASE WHEN env.payload -> 'type' = to_jsonb(src.event_type)
+                             AND jsonb_typeof(env.payload -> 'timestamp') = 'string'
+                             AND coalesce((env.payload -> 'data') @@ ver.check_path, false)
+                        THEN NULL
+                        ELSE whk.validate_payload(src.event_type, src.event_version, env.payload) END AS error
             FROM whk.whk_02_eventos e
+            LEFT JOIN LATERAL (SELECT x.check_path
+                                 FROM whk.whk_02_eventos_versoes x
+                                WHERE x.event_type_id = e.id AND x.major = coalesce(src.event_version, e.current_major)
+                                ORDER BY x.minor DESC
+                                LIMIT 1) ver ON true
             WHERE e.name = src.event_type AND NOT e.strict AND src.valid IS NULL
         ) v ON true
         WHERE o.id = n.id AND o.created_at = n.created_at

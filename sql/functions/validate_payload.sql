@@ -15,6 +15,7 @@ DECLARE
     p_type    text := validate_payload.event_type;
     p_version integer := validate_payload.version;
     v_schema  jsonb;
+    v_check   jsonpath;
     v_major   integer;
 BEGIN
     IF payload IS NULL OR jsonb_typeof(payload) <> 'object' THEN
@@ -30,18 +31,26 @@ BEGIN
         RETURN '/: required property "data" is missing';
     END IF;
 
-    SELECT e.current_major INTO v_major FROM whk.whk_02_eventos e WHERE e.name = p_type;
+    -- One lookup: the type's current major and the latest minor of the requested major.
+    SELECT e.current_major, v.schema, v.check_path INTO v_major, v_schema, v_check
+      FROM whk.whk_02_eventos e
+      LEFT JOIN LATERAL (SELECT x.schema, x.check_path
+                           FROM whk.whk_02_eventos_versoes x
+                          WHERE x.event_type_id = e.id AND x.major = coalesce(p_version, e.current_major)
+                          ORDER BY x.minor DESC
+                          LIMIT 1) v ON true
+     WHERE e.name = p_type;
     IF NOT FOUND THEN
         RETURN format('/type: unknown event type "%s"', p_type);
     END IF;
-    SELECT v.schema INTO v_schema
-      FROM whk.whk_02_eventos_versoes v
-      JOIN whk.whk_02_eventos e ON e.id = v.event_type_id
-     WHERE e.name = p_type AND v.major = coalesce(p_version, v_major)
-     ORDER BY v.minor DESC
-     LIMIT 1;
-    IF NOT FOUND THEN
+    IF v_schema IS NULL THEN
         RETURN format('/type: "%s" has no version %s', p_type, coalesce(p_version, v_major));
+    END IF;
+    -- Fast path: the schema compiled to jsonpath (whk.jsonschema_predicate) says TRUE only for valid data,
+    -- ~40x cheaper than the reference. Anything else (invalid, or unknown) goes to the reference, which
+    -- decides and names the first error.
+    IF v_check IS NOT NULL AND coalesce((payload -> 'data') @@ v_check, false) THEN
+        RETURN NULL;
     END IF;
     RETURN whk.jsonschema_error(v_schema, payload -> 'data', '/data');
 END;

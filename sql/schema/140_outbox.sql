@@ -19,14 +19,14 @@ CREATE TABLE whk.outbox (
     commit_seq       bigint,
     valid            boolean,
     validation_error text,
-    -- The event's data, nothing constant (migration 0011): the delivered body, the Standard Webhooks envelope,
+    -- The event's data, nothing constant (migration 0013): the delivered body, the Standard Webhooks envelope,
     -- is rebuilt from these by whk.event_envelope (read through whk.outbox_events for a DBA's look).
     -- Captured rows: data = the new row image (INSERT, UPDATE), old_data = the old one (UPDATE, DELETE),
     -- changed = the changed column names (UPDATE). EMIT: data = the event's data.
     data             jsonb,
     old_data         jsonb,
     changed          text[],
-    -- The envelope's timestamp when it is not created_at: only events written before migration 0011 (their
+    -- The envelope's timestamp when it is not created_at: only events written before migration 0013 (their
     -- envelope said the statement's time). NULL for every newer event.
     occurred_at      timestamptz,
     PRIMARY KEY (id, created_at)
@@ -39,7 +39,7 @@ COMMENT ON COLUMN whk.outbox.data IS
 COMMENT ON COLUMN whk.outbox.old_data IS 'Captured rows: the old row image (UPDATE, DELETE).';
 COMMENT ON COLUMN whk.outbox.changed IS 'Captured UPDATE: the names of the changed columns, sorted.';
 COMMENT ON COLUMN whk.outbox.occurred_at IS
-    'The envelope timestamp when it is not created_at (events written before migration 0011); else NULL.';
+    'The envelope timestamp when it is not created_at (events written before migration 0013); else NULL.';
 
 CREATE TABLE whk.outbox_default PARTITION OF whk.outbox DEFAULT;
 

@@ -1,5 +1,5 @@
 -- whk.outbox_events: the outbox with each event's delivered body as `payload` (built by
--- whk.event_envelope; since migration 0011 the outbox stores only the event's data). What DBAs and tests
+-- whk.event_envelope; since migration 0013 the outbox stores only the event's data). What DBAs and tests
 -- read instead of assembling the envelope themselves. Columns are listed, not o.*, so the view is the same
 -- whatever the column order of whk.outbox (a fresh install and a migrated database differ there).
 CREATE OR REPLACE VIEW whk.outbox_events AS

@@ -1,4 +1,4 @@
-"""The delivered body is rebuilt from the outbox's data by whk.event_envelope (migration 0011).
+"""The delivered body is rebuilt from the outbox's data by whk.event_envelope (migration 0013).
 
 Capture stores only what varies per row (the row images, the changed columns); every reader gets the
 Standard Webhooks envelope from one function. These tests pin its exact output per operation, that the

@@ -1,4 +1,4 @@
-"""Migration 0011 capture_data converts a live outbox without changing any event's delivered body."""
+"""Migration 0013 capture_data converts a live outbox without changing any event's delivered body."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _old_bodies(conn: psycopg.Connection[Any]) -> dict[int, str]:
 
 def test_existing_events_keep_their_exact_body(empty_db_url: str) -> None:
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
-        migrate.migrate(conn, target=10)
+        migrate.migrate(conn, target=12)
         conn.execute("CREATE TABLE public.items (sku text PRIMARY KEY, qty int, note text)")
         conn.execute("SELECT whk.enable_capture('public.items', 'inv.item', 'sku')")
         hook = make_webhook(conn, make_consumer(conn), URL, ["*", "whk.webhook.disabled"])
@@ -82,7 +82,7 @@ def test_existing_events_keep_their_exact_body(empty_db_url: str) -> None:
 
 def test_a_body_that_cannot_be_rebuilt_stops_the_migration(empty_db_url: str) -> None:
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
-        migrate.migrate(conn, target=10)
+        migrate.migrate(conn, target=12)
         conn.execute("SELECT whk.emit('system.health_check', '{}')")
         (bad,) = conn.execute(
             "INSERT INTO whk.outbox (event_type, payload, operation)"
@@ -91,8 +91,8 @@ def test_a_body_that_cannot_be_rebuilt_stops_the_migration(empty_db_url: str) ->
         ).fetchone() or (None,)
         with pytest.raises(MigrationError) as err:
             migrate.migrate(conn)
-        assert "0011_capture_data.sql: 0011 capture_data: 1 outbox event(s)" in str(err.value)
+        assert "0013_capture_data.sql: 0013 capture_data: 1 outbox event(s)" in str(err.value)
         assert f"(outbox ids {bad})" in str(err.value) and "not written by WHK" in str(err.value)
-        # Nothing changed: still at 10, the envelopes still stored.
-        assert conn.execute("SELECT max(version) FROM whk.schema_migrations").fetchone() == (10,)
+        # Nothing changed: still at 12, the envelopes still stored.
+        assert conn.execute("SELECT max(version) FROM whk.schema_migrations").fetchone() == (12,)
         assert conn.execute("SELECT count(payload) FROM whk.outbox").fetchone() == (2,)
