@@ -79,8 +79,12 @@ BEGIN
             v_body := v_head
                 || replace(v_key, '%s', v_alias || '.whk_j') || ','
                 || format(E'\n               %L, %L, %s.whk_j', v_table, v_op, v_alias)
-                || format(E'\n        FROM (SELECT to_jsonb(whk_row) AS whk_j%s FROM %s AS whk_row) AS %s',
-                          v_cols, CASE v_op WHEN 'INSERT' THEN 'whk_new' ELSE 'whk_old' END, v_alias)
+                -- OFFSET 0 keeps the planner from pulling the sub-select up, which would compute to_jsonb
+                -- twice per row (once for the key, once for the image). With a condition the sub-select is
+                -- left to be pulled up: the filter then runs before any row is turned into JSON.
+                || format(E'\n        FROM (SELECT to_jsonb(whk_row) AS whk_j%s FROM %s AS whk_row%s) AS %s',
+                          v_cols, CASE v_op WHEN 'INSERT' THEN 'whk_new' ELSE 'whk_old' END,
+                          CASE WHEN c.condition IS NULL THEN ' OFFSET 0' ELSE '' END, v_alias)
                 || CASE WHEN c.condition IS NOT NULL THEN
                        format(E'\n        LEFT JOIN (SELECT whk_row.* FROM %s AS whk_row) AS %s ON false',
                               CASE v_op WHEN 'INSERT' THEN 'whk_new' ELSE 'whk_old' END,

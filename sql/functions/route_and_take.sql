@@ -98,6 +98,7 @@ BEGIN
                                 ORDER BY x.minor DESC
                                 LIMIT 1) ver ON true
             WHERE e.name = src.event_type AND NOT e.strict AND src.valid IS NULL
+            OFFSET 0  -- not pulled up: the verdict is computed once, not once per column that reads it
         ) v ON true
         WHERE o.id = n.id AND o.created_at = n.created_at
         RETURNING o.id, o.created_at, o.event_id, o.event_type, o.event_version, o.event_key, env.payload,

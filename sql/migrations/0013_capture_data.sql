@@ -218,8 +218,12 @@ BEGIN
             v_body := v_head
                 || replace(v_key, '%s', v_alias || '.whk_j') || ','
                 || format(E'\n               %L, %L, %s.whk_j', v_table, v_op, v_alias)
-                || format(E'\n        FROM (SELECT to_jsonb(whk_row) AS whk_j%s FROM %s AS whk_row) AS %s',
-                          v_cols, CASE v_op WHEN 'INSERT' THEN 'whk_new' ELSE 'whk_old' END, v_alias)
+                -- OFFSET 0 keeps the planner from pulling the sub-select up, which would compute to_jsonb
+                -- twice per row (once for the key, once for the image). With a condition the sub-select is
+                -- left to be pulled up: the filter then runs before any row is turned into JSON.
+                || format(E'\n        FROM (SELECT to_jsonb(whk_row) AS whk_j%s FROM %s AS whk_row%s) AS %s',
+                          v_cols, CASE v_op WHEN 'INSERT' THEN 'whk_new' ELSE 'whk_old' END,
+                          CASE WHEN c.condition IS NULL THEN ' OFFSET 0' ELSE '' END, v_alias)
                 || CASE WHEN c.condition IS NOT NULL THEN
                        format(E'\n        LEFT JOIN (SELECT whk_row.* FROM %s AS whk_row) AS %s ON false',
                               CASE v_op WHEN 'INSERT' THEN 'whk_new' ELSE 'whk_old' END,
@@ -536,6 +540,7 @@ BEGIN
                                 ORDER BY x.minor DESC
                                 LIMIT 1) ver ON true
             WHERE e.name = src.event_type AND NOT e.strict AND src.valid IS NULL
+            OFFSET 0  -- not pulled up: the verdict is computed once, not once per column that reads it
         ) v ON true
         WHERE o.id = n.id AND o.created_at = n.created_at
         RETURNING o.id, o.created_at, o.event_id, o.event_type, o.event_version, o.event_key, env.payload,
