@@ -5,7 +5,7 @@
 BEGIN;
 SELECT whk.migration_begin(11, 'fast_validation');
 
--- Each schema version carries its compiled fast check (migration 0012): the JSON Schema translated into a
+-- Each schema version carries its compiled fast check (migration 0011): the JSON Schema translated into a
 -- jsonpath predicate, evaluated in C by whk.validate_payload before (and instead of) the PL/pgSQL reference
 -- validator. Written by the trigger whk_02_eventos_versoes_check_path; NULL = the schema needs the
 -- reference validator for every payload (see whk.jsonschema_predicate for what is translated).
