@@ -23,9 +23,11 @@ RETURNS TABLE (delivery_id bigint, webhook_id bigint, event_id uuid, event_type 
                schedule_offset integer, batch_id uuid, commit_seq bigint, ordering_key text, payload text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
--- Cached plans stay on their indexes, no JIT: the reason is given once, at whk.route_and_take.
+-- Cached plans stay on their indexes, always generic, no JIT: the reasons are given once, at
+-- whk.route_and_take.
 SET enable_seqscan = off
 SET jit = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE

@@ -13,9 +13,11 @@ RETURNS TABLE (routed integer, more_due boolean, delivery_id bigint, webhook_id 
                ordering_key text, payload text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
--- Cached plans stay on their indexes, no JIT: the reason is given once, at whk.route_and_take.
+-- Cached plans stay on their indexes, always generic, no JIT: the reasons are given once, at
+-- whk.route_and_take.
 SET enable_seqscan = off
 SET jit = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_routed integer := 0;

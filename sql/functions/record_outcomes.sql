@@ -25,15 +25,20 @@ CREATE OR REPLACE FUNCTION whk.record_outcomes(p_dispatcher text, p_attempts jso
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
--- Cached plans stay on their indexes, no JIT: the reason is given once, at whk.route_and_take.
+-- Cached plans stay on their indexes, always generic, no JIT: the reasons are given once, at
+-- whk.route_and_take.
 SET enable_seqscan = off
 SET jit = off
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_now     timestamptz := clock_timestamp();
     v_breaker jsonb := coalesce(whk.delivery_config('delivery.breaker'), '{}'::jsonb);
     v_applied integer;
     v_gone    bigint;
+    -- A variable, not a literal: no plan can then use the partial in-flight indexes (predicate status =
+    -- 'in_flight') for the UPDATE below (see there).
+    v_in_flight text := 'in_flight';
 BEGIN
     -- One statement: every data-modifying CTE sees the same rows and runs exactly once.
     WITH items AS MATERIALIZED (
@@ -98,7 +103,10 @@ BEGIN
             dead_reason = CASE WHEN c.state = 'dead' THEN c.dead_reason END,
             updated_at = v_now
         FROM changes c
-        WHERE d.id = c.id AND d.status = 'in_flight' AND d.claimed_by = p_dispatcher
+        -- v_in_flight, not a literal: the statistics are whatever the last ANALYZE saw (autovacuum catches up
+        -- later), and a plan that drove this join from a partial in-flight index scanned the changes once per
+        -- in-flight row (measured in a batch drain: 6,000 in flight x 1,000 outcomes, 0.9-3.4 s per flush).
+        WHERE d.id = c.id AND d.status = v_in_flight AND d.claimed_by = p_dispatcher
         RETURNING d.id
     ), agg AS (
         -- Shared breaker and failure streak, per webhook, from this group of requests.
