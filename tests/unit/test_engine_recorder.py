@@ -1,0 +1,116 @@
+"""The recorder's linger: outcomes are flushed in groups, but never held when someone waits for them."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+import dispatcher.engine as engine_mod
+from dispatcher.engine import Engine
+from dispatcher.models import AttemptLog, DeliveryOutcome, RequestOutcome
+from tests.support.dispatch import fast_settings
+
+
+class FakeRepo:
+    """Only what the recorder calls: every flush is kept, in order."""
+
+    def __init__(self) -> None:
+        self.flushes: list[list[int]] = []
+        self.flushed = asyncio.Event()
+
+    async def record(self, requests: list[RequestOutcome]) -> int:
+        self.flushes.append([d.id for r in requests for d in r.deliveries])
+        self.flushed.set()
+        return sum(len(r.deliveries) for r in requests)
+
+
+def outcome(*ids: int) -> RequestOutcome:
+    attempt = AttemptLog(
+        webhook_id=1,
+        success=True,
+        failure=False,
+        gone=False,
+        outcome="delivered",
+        request_method="POST",
+        request_url="https://example.com/hook",
+        started_at=datetime.now(UTC),
+    )
+    return RequestOutcome(
+        attempt=attempt,
+        deliveries=tuple(DeliveryOutcome(id=i, attempt_no=1, state="delivered") for i in ids),
+    )
+
+
+@pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch) -> tuple[Engine, FakeRepo]:
+    # A calm linger far longer than the test: any flush seen below was caused by the rule under test.
+    monkeypatch.setattr(engine_mod, "_RECORD_LINGER_CALM_S", 60.0)
+    repo = FakeRepo()
+    eng = Engine(fast_settings("postgresql://unused/db"), repo, sender=None, dispatcher_id="t")  # type: ignore[arg-type]
+    eng._more_due = False  # nothing is waiting on caps or lanes
+    return eng, repo
+
+
+async def _run_recorder(eng: Engine) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    stop = asyncio.Event()
+    return stop, asyncio.create_task(eng._recorder(stop))
+
+
+async def test_calm_outcomes_linger_and_flush_together(engine: tuple[Engine, FakeRepo]) -> None:
+    eng, repo = engine
+    stop, task = await _run_recorder(eng)
+    for i in range(1, 4):
+        eng.queue_outcome(outcome(i), urgent=False)
+    await asyncio.sleep(0.3)
+    assert repo.flushes == [], "nothing waits for these outcomes: the recorder keeps lingering"
+    # An ordered lane's outcome ends the linger, and everything queued goes in the same flush.
+    eng.queue_outcome(outcome(4), urgent=True)
+    await asyncio.wait_for(repo.flushed.wait(), 5)
+    assert repo.flushes == [[1, 2, 3, 4]]
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_due_work_waiting_shortens_the_linger(engine: tuple[Engine, FakeRepo]) -> None:
+    eng, repo = engine
+    eng._more_due = True  # deliveries are held back by caps or lanes that these outcomes free
+    stop, task = await _run_recorder(eng)
+    eng.queue_outcome(outcome(7), urgent=False)
+    await asyncio.wait_for(repo.flushed.wait(), 5)
+    assert repo.flushes == [[7]]
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_a_full_group_flushes_without_lingering(engine: tuple[Engine, FakeRepo]) -> None:
+    eng, repo = engine
+    stop, task = await _run_recorder(eng)
+    big = list(range(1, engine_mod._RECORD_GROUP + 1))
+    eng.queue_outcome(outcome(*big), urgent=False)
+    await asyncio.wait_for(repo.flushed.wait(), 5)
+    assert repo.flushes == [big]
+    assert eng._queued == 0
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_stop_flushes_what_is_queued(engine: tuple[Engine, FakeRepo]) -> None:
+    eng, repo = engine
+    stop, task = await _run_recorder(eng)
+    eng.queue_outcome(outcome(9), urgent=False)
+    await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert repo.flushes == [[9]]
+
+
+def test_fake_repo_is_what_the_recorder_uses() -> None:
+    # The recorder only calls Repository.record; keep the fake honest if that changes.
+    from dispatcher.repository import Repository
+
+    assert callable(Repository.record)
+    params: Any = Repository.record.__code__.co_varnames[:2]
+    assert params == ("self", "requests")
