@@ -543,17 +543,30 @@ SET search_path = pg_catalog, whk
 SET enable_seqscan = off
 SET jit = off
 SET plan_cache_mode = force_generic_plan
+-- Switched off around the delivery UPDATE only (see there); these clauses restore the caller's values.
+SET enable_indexscan = on
+SET enable_bitmapscan = on
 AS $$
 DECLARE
     v_now     timestamptz := clock_timestamp();
     v_breaker jsonb := coalesce(whk.delivery_config('delivery.breaker'), '{}'::jsonb);
     v_applied integer;
     v_gone    bigint;
-    -- A variable, not a literal: no plan can then use the partial in-flight indexes (predicate status =
-    -- 'in_flight') for the UPDATE below (see there).
-    v_in_flight text := 'in_flight';
+    -- Each delivery's row version and new state, in id order (the UPDATE after the first statement).
+    v_tid     tid[];
+    v_state   text[];
+    v_no      integer[];
+    v_next    timestamptz[];
+    v_ack     timestamptz[];
+    v_reason  text[];
+    v_attempt bigint[];
+    v_success boolean[];
+    v_code    integer[];
+    v_started timestamptz[];
+    v_error   text[];
 BEGIN
-    -- One statement: every data-modifying CTE sees the same rows and runs exactly once.
+    -- One statement for the attempt log, the breaker and usage: every data-modifying CTE sees the same rows
+    -- and runs exactly once. It also finds each delivery's row; the rows are updated right after it.
     WITH items AS MATERIALIZED (
         SELECT * FROM unnest(p_ids, p_attempt_ix, p_attempt_no, p_state, p_next_at, p_ack_deadline, p_dead_reason)
                  AS i(id, ix, attempt_no, state, next_attempt_at, ack_deadline, dead_reason)
@@ -589,38 +602,15 @@ BEGIN
         -- the whole table.)
         WHERE a.first_id IN (SELECT d.id FROM whk.whk_03_entregas d WHERE d.id = ANY (p_ids))
     ), changes AS MATERIALIZED (
-        -- Each delivery with its request's outcome, joined once by hash (the UPDATE below then probes the
-        -- primary key per row; joining both CTEs inside the UPDATE let a generic plan rescan them per row,
-        -- quadratic in the size of a batch).
-        SELECT i.id, i.state, i.attempt_no, i.next_attempt_at, i.ack_deadline, i.dead_reason, a.attempt_id,
-               a.success, a.response_status, a.started_at,
+        -- Each delivery with its request's outcome and its row's current version, found by a primary-key
+        -- probe per delivery (a LATERAL that is not flattened: no plan can drive it from the table).
+        SELECT i.id, x.tid, i.state, i.attempt_no, i.next_attempt_at, i.ack_deadline, i.dead_reason,
+               a.attempt_id, a.success, a.response_status, a.started_at,
                CASE WHEN a.success THEN NULL
                     ELSE coalesce(a.error_class || ': ' || a.error_detail, a.error_class, a.outcome) END AS error
         FROM items i
         JOIN attempts a ON a.ix = i.ix
-    ), applied AS (
-        UPDATE whk.whk_03_entregas d
-        SET status = c.state,
-            attempts = greatest(d.attempts, c.attempt_no),
-            attempt_ids = d.attempt_ids || c.attempt_id,
-            next_attempt_at = CASE WHEN c.state = 'pending' THEN c.next_attempt_at ELSE d.next_attempt_at END,
-            lease_until = NULL,
-            claimed_by = NULL,
-            last_status_code = c.response_status,
-            last_error = c.error,
-            last_attempt_at = c.started_at,
-            delivered_at = CASE WHEN c.success THEN v_now ELSE d.delivered_at END,
-            acked_at = CASE WHEN c.state = 'delivered' THEN v_now ELSE d.acked_at END,
-            ack_deadline = CASE WHEN c.state = 'awaiting_ack' THEN c.ack_deadline END,
-            dead_at = CASE WHEN c.state = 'dead' THEN v_now END,
-            dead_reason = CASE WHEN c.state = 'dead' THEN c.dead_reason END,
-            updated_at = v_now
-        FROM changes c
-        -- v_in_flight, not a literal: the statistics are whatever the last ANALYZE saw (autovacuum catches up
-        -- later), and a plan that drove this join from a partial in-flight index scanned the changes once per
-        -- in-flight row (measured in a batch drain: 6,000 in flight x 1,000 outcomes, 0.9-3.4 s per flush).
-        WHERE d.id = c.id AND d.status = v_in_flight AND d.claimed_by = p_dispatcher
-        RETURNING d.id
+        CROSS JOIN LATERAL (SELECT y.ctid AS tid FROM whk.whk_03_entregas y WHERE y.id = i.id LIMIT 1) x
     ), agg AS (
         -- Shared breaker and failure streak, per webhook, from this group of requests.
         SELECT a.webhook_id, bool_or(a.success) AS ok, count(*) FILTER (WHERE a.failure) AS fails
@@ -690,7 +680,45 @@ BEGIN
               GROUP BY w.consumer_id) u
         WHERE s.id = u.consumer_id
     )
-    SELECT count(*) INTO v_applied FROM applied;
+    SELECT array_agg(c.tid ORDER BY c.id), array_agg(c.state ORDER BY c.id), array_agg(c.attempt_no ORDER BY c.id),
+           array_agg(c.next_attempt_at ORDER BY c.id), array_agg(c.ack_deadline ORDER BY c.id),
+           array_agg(c.dead_reason ORDER BY c.id), array_agg(c.attempt_id ORDER BY c.id),
+           array_agg(c.success ORDER BY c.id), array_agg(c.response_status ORDER BY c.id),
+           array_agg(c.started_at ORDER BY c.id), array_agg(c.error ORDER BY c.id)
+    INTO v_tid, v_state, v_no, v_next, v_ack, v_reason, v_attempt, v_success, v_code, v_started, v_error
+    FROM changes c;
+
+    -- The deliveries' new states, by row version (TID scans): linear whatever the statistics say. Joined by
+    -- id instead, the plan depended on statistics that are whatever the last ANALYZE saw (an empty table
+    -- after a truncate, nothing in flight...), and plans that drove the join from an index scanned the
+    -- outcomes once per row of the table: quadratic (measured in a batch drain: 6,000 in flight x 1,000
+    -- outcomes, 0.9-3.4 s per flush). With index scans off for this statement only a TID scan per
+    -- outcome is left. A row updated since it was found (a lease reclaimed by another dispatcher) has a
+    -- new version and fails the TID or the ownership check: it is left alone, its attempt logged all the
+    -- same.
+    PERFORM set_config('enable_indexscan', 'off', true), set_config('enable_bitmapscan', 'off', true);
+    UPDATE whk.whk_03_entregas d
+    SET status = c.state,
+        attempts = greatest(d.attempts, c.attempt_no),
+        attempt_ids = d.attempt_ids || c.attempt_id,
+        next_attempt_at = CASE WHEN c.state = 'pending' THEN c.next_attempt_at ELSE d.next_attempt_at END,
+        lease_until = NULL,
+        claimed_by = NULL,
+        last_status_code = c.response_status,
+        last_error = c.error,
+        last_attempt_at = c.started_at,
+        delivered_at = CASE WHEN c.success THEN v_now ELSE d.delivered_at END,
+        acked_at = CASE WHEN c.state = 'delivered' THEN v_now ELSE d.acked_at END,
+        ack_deadline = CASE WHEN c.state = 'awaiting_ack' THEN c.ack_deadline END,
+        dead_at = CASE WHEN c.state = 'dead' THEN v_now END,
+        dead_reason = CASE WHEN c.state = 'dead' THEN c.dead_reason END,
+        updated_at = v_now
+    FROM unnest(v_tid, v_state, v_no, v_next, v_ack, v_reason, v_attempt, v_success, v_code, v_started, v_error)
+         AS c(tid, state, attempt_no, next_attempt_at, ack_deadline, dead_reason, attempt_id, success,
+              response_status, started_at, error)
+    WHERE d.ctid = c.tid AND d.status = 'in_flight' AND d.claimed_by = p_dispatcher;
+    GET DIAGNOSTICS v_applied = ROW_COUNT;
+    PERFORM set_config('enable_indexscan', 'on', true), set_config('enable_bitmapscan', 'on', true);
 
     FOR v_gone IN
         SELECT DISTINCT (e ->> 'webhook_id')::bigint

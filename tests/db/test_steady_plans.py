@@ -3,14 +3,16 @@
 The hot-path functions always use their generic plan (plan_cache_mode = force_generic_plan): PostgreSQL's
 own choice depended on the first calls' sizes. A generic plan estimates every CTE and unnest at a handful
 of rows, so it must not contain a join that rescans an input-sized CTE per row: these tests read the
-executed plans (auto_explain, nested statements) of a routing round of 200 events, with statistics taken
-while the delivery table was empty (as after a truncate).
+executed plans (auto_explain, nested statements) of a routing round and an outcome flush of 200
+deliveries, with statistics that no longer match the table (taken while it was empty, or while nothing was
+in flight).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -24,7 +26,7 @@ URL = "http://127.0.0.1:9/hook"
 N = 200
 HOT_FUNCTIONS = ("route_and_take", "claim_deliveries", "dispatch_round", "record_outcomes")
 # CTEs whose size is the round's input: none may be scanned more than once.
-SIZED_CTES = ("numbered", "routed", "matched", "chosen", "fanned")
+SIZED_CTES = ("numbered", "routed", "matched", "chosen", "fanned", "items", "attempts", "changes")
 
 
 def _explained(conn: psycopg.Connection[Any], sql: str, params: list[Any]) -> tuple[list[Any], str]:
@@ -102,3 +104,67 @@ def test_routing_round_stays_linear_with_empty_table_statistics(conn):
     assert re.search(r"Index Scan using outbox\w+ on outbox\w+ o ", final)
     assert "id = f.outbox_id" in final
     assert statuses(conn, hook) == {"in_flight": N}
+
+
+def _record(conn: psycopg.Connection[Any], hook: int, ids: list[int]) -> tuple[int, str]:
+    n = len(ids)
+    attempts = [
+        {
+            "ix": i,
+            "webhook_id": hook,
+            "success": True,
+            "failure": False,
+            "gone": False,
+            "outcome": "delivered",
+            "request_method": "POST",
+            "request_url": URL,
+            "started_at": datetime.now(UTC).isoformat(),
+        }
+        for i in range(n)
+    ]
+    [(applied,)], plans = _explained(
+        conn,
+        "SELECT whk.record_outcomes('d1', %s::jsonb, %s::bigint[], %s::integer[], %s::integer[], %s::text[], "
+        "%s::timestamptz[], %s::timestamptz[], %s::text[])",
+        [
+            json.dumps(attempts),
+            ids,
+            list(range(n)),
+            [1] * n,
+            ["delivered"] * n,
+            [None] * n,
+            [None] * n,
+            [None] * n,
+        ],
+    )
+    return int(applied), plans
+
+
+@pytest.mark.parametrize("analyzed", ["empty", "nothing_in_flight"])
+def test_outcome_flush_stays_linear_with_stale_statistics(conn, analyzed):
+    hook = _hook(conn)
+    if analyzed == "empty":
+        conn.execute("ANALYZE whk.whk_03_entregas")
+    else:  # N delivered rows, nothing in flight, then N deliveries go in flight
+        emit(conn, "t.e", count=N)
+        first, _ = _take(conn)
+        assert _record(conn, hook, [d for d, _ in first])[0] == N
+        conn.execute("ANALYZE whk.whk_03_entregas")
+    emit(conn, "t.e", count=N)
+    taken, _ = _take(conn)
+    # One delivery's lease was reclaimed by another dispatcher meanwhile: its outcome must not be applied.
+    lost = taken[0][0]
+    conn.execute("UPDATE whk.whk_03_entregas SET claimed_by = 'd2' WHERE id = %s", [lost])
+    applied, plans = _record(conn, hook, [d for d, _ in taken])
+    assert applied == N - 1
+    done = N - 1 + (N if analyzed != "empty" else 0)
+    assert statuses(conn, hook) == {"delivered": done, "in_flight": 1}
+    recording = _plan_of(plans, "WITH items")
+    assert _rescanned_ctes(recording) == []
+    # Each delivery's row is found by one primary-key probe...
+    changes = recording.split("CTE changes")[1].split("\n  CTE ")[0]
+    assert "Index Scan using whk_03_entregas_pkey" in changes
+    # ...and updated through its TID: no index, whatever the statistics say, drives the UPDATE.
+    update = _plan_of(plans, "UPDATE whk.whk_03_entregas d")
+    assert "Tid Scan on whk_03_entregas d" in update
+    assert "Index" not in update.split("Update on whk_03_entregas d")[1]
