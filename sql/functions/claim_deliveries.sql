@@ -60,8 +60,12 @@ BEGIN
         FROM whk.whk_01_webhooks wh
         JOIN whk.webhook_runtime r ON r.webhook_id = wh.id
         WHERE wh.status = 'active' AND wh.deleted_at IS NULL
+          -- One probe of the webhook's due index. OFFSET 0 keeps the EXISTS a per-webhook probe: flattened
+          -- into a semi-join, the generic plan read every due delivery of every webhook and grouped them by
+          -- webhook (measured in a 20,000-event drain: ~3 ms per claim, growing with the backlog).
           AND EXISTS (SELECT 1 FROM whk.whk_03_entregas d
-                      WHERE d.webhook_id = wh.id AND d.status = 'pending' AND d.next_attempt_at <= v_now)
+                      WHERE d.webhook_id = wh.id AND d.status = 'pending' AND d.next_attempt_at <= v_now
+                      OFFSET 0)
         ORDER BY r.last_claim_at NULLS FIRST, wh.id
         FOR UPDATE OF r SKIP LOCKED
     LOOP

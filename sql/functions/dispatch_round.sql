@@ -51,9 +51,11 @@ BEGIN
         SELECT EXISTS (
             SELECT 1 FROM whk.whk_01_webhooks wh
             WHERE wh.status = 'active' AND wh.deleted_at IS NULL
+              -- OFFSET 0: a probe per webhook, never a semi-join over every due delivery (whk.claim_deliveries).
               AND EXISTS (SELECT 1 FROM whk.whk_03_entregas d
                           WHERE d.webhook_id = wh.id AND d.status = 'pending'
-                            AND d.next_attempt_at <= clock_timestamp()))
+                            AND d.next_attempt_at <= clock_timestamp()
+                          OFFSET 0))
         INTO v_more;
         EXIT WHEN NOT v_more OR v_pass = 2;
         RETURN QUERY

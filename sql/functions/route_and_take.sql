@@ -135,8 +135,11 @@ BEGIN
           AND w.rate_limit_per_second IS NULL
           AND a.rate_limit_per_second IS NULL AND a.quota_deliveries_per_day IS NULL
           AND rt.breaker_state = 'closed'
+          -- OFFSET 0: a probe of this webhook's due index, not an anti-join that reads every due delivery of
+          -- every webhook (the generic plan's choice; see whk.claim_deliveries).
           AND NOT EXISTS (SELECT 1 FROM whk.whk_03_entregas d
-                          WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= v_now)
+                          WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= v_now
+                          OFFSET 0)
         FOR UPDATE OF rt SKIP LOCKED
     ), matched AS (
         SELECT r.event_id, r.id AS outbox_id, r.created_at, r.event_type, r.commit_seq, r.payload, w.id AS webhook_id,

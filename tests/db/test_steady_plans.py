@@ -168,3 +168,25 @@ def test_outcome_flush_stays_linear_with_stale_statistics(conn, analyzed):
     update = _plan_of(plans, "UPDATE whk.whk_03_entregas d")
     assert "Tid Scan on whk_03_entregas d" in update
     assert "Index" not in update.split("Update on whk_03_entregas d")[1]
+
+
+def test_due_work_is_probed_per_webhook_not_read_in_full(conn):
+    hook = _hook(conn)
+    conn.execute("ANALYZE whk.whk_03_entregas")  # statistics of an empty table
+    emit(conn, "t.e", count=N)
+    conn.execute("SELECT count(*) FROM whk.route_and_take(1000, 'd1', 0, 30)")  # all N pending and due
+    assert statuses(conn, hook) == {"pending": N}
+
+    claimed, plans = _explained(conn, "SELECT delivery_id FROM whk.claim_deliveries('d1', 10, 30)", [])
+    assert len(claimed) == 10
+    # Which webhooks have due work: one probe of each webhook's due index, not every due delivery read and
+    # grouped by webhook.
+    pick = _plan_of(plans, "FOR UPDATE OF r SKIP LOCKED")
+    assert "webhook_id = wh.id" in pick and "Group Key: d.webhook_id" not in pick
+
+    emit(conn, "t.e", count=5)
+    _, plans = _take(conn)
+    # route_and_take's "no due backlog" test is the same probe (here it finds the backlog: nothing is taken).
+    takers = _plan_of(plans, "WITH numbered").split("CTE takers")[1].split("\n  CTE ")[0]
+    assert re.search(r"due_idx on whk_03_entregas d\w*[^\n]*\n\s+Index Cond: \(\(webhook_id = w", takers)
+    assert statuses(conn, hook) == {"pending": N - 10 + 5, "in_flight": 10}
