@@ -142,7 +142,7 @@ BEGIN
                           OFFSET 0)
         FOR UPDATE OF rt SKIP LOCKED
     ), matched AS (
-        SELECT r.event_id, r.id AS outbox_id, r.created_at, r.event_type, r.commit_seq, r.payload, w.id AS webhook_id,
+        SELECT r.event_id, r.id AS outbox_id, r.created_at, r.event_type, r.commit_seq, w.id AS webhook_id,
                w.consumer_id,
                CASE WHEN w.delivery_mode = 'ordered' THEN
                    coalesce(jsonb_path_query_first(r.payload, w.ordering_key_path, '{}'::jsonb, true) #>> '{}',
