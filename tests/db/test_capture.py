@@ -219,7 +219,7 @@ def test_an_erp_role_without_any_grant_on_whk_can_write_captured_tables(
     assert [e["event_type"] for e in outbox(items)] == ["item.created", "item.updated", "item.deleted"]
 
 
-def test_trigger_functions_are_security_definer_with_pinned_search_path(
+def test_trigger_functions_are_security_definer_owned_by_the_whk_owner(
     items: psycopg.Connection[Any],
 ) -> None:
     rows = items.execute(
@@ -230,8 +230,19 @@ def test_trigger_functions_are_security_definer_with_pinned_search_path(
     assert len(rows) == 3
     for secdef, config, owned_by_whk_owner in rows:
         assert secdef is True
-        assert config == ["search_path=pg_catalog, pg_temp"]
+        # Every name in the generated code is qualified (see the next test): no SET clause to pay for.
+        assert config is None
         assert owned_by_whk_owner is True
+    # A user-written condition is SQL WHK did not write: its function resolves names in pg_catalog only.
+    items.execute("SELECT whk.enable_capture('shop.items', 'item', condition => 'new.qty > 0')")
+    configs = items.execute(
+        "SELECT DISTINCT p.proconfig FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid"
+        " WHERE t.tgrelid = 'shop.items'::regclass"
+    ).fetchall()
+    assert configs == [(["search_path=pg_catalog, pg_temp"],)]
+
+
+def test_capture_triggers_are_per_statement_with_transition_tables(items: psycopg.Connection[Any]) -> None:
     kinds = items.execute(
         "SELECT tgname, tgtype & 1 = 0 AS per_statement, tgoldtable IS NOT NULL OR tgnewtable IS NOT NULL"
         " FROM pg_trigger WHERE tgrelid = 'shop.items'::regclass ORDER BY tgname"
@@ -241,6 +252,56 @@ def test_trigger_functions_are_security_definer_with_pinned_search_path(
         ("whk_capture_insert", True, True),
         ("whk_capture_update", True, True),
     ]
+
+
+HIJACKERS = """
+CREATE SCHEMA evil;
+CREATE FUNCTION evil.boom() RETURNS void LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'hijacked'; END$$;
+CREATE FUNCTION evil.to_jsonb(shop.items) RETURNS jsonb LANGUAGE plpgsql
+    AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
+CREATE FUNCTION evil.gen_random_uuid() RETURNS uuid LANGUAGE plpgsql
+    AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
+CREATE FUNCTION evil.pg_sequence_last_value(regclass) RETURNS bigint LANGUAGE plpgsql
+    AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
+CREATE FUNCTION evil.pg_notify(text, text) RETURNS void LANGUAGE plpgsql
+    AS $$BEGIN PERFORM evil.boom(); END$$;
+CREATE FUNCTION evil.jt(jsonb, text) RETURNS text LANGUAGE plpgsql
+    AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
+CREATE OPERATOR evil.->> (LEFTARG = jsonb, RIGHTARG = text, FUNCTION = evil.jt);
+CREATE FUNCTION evil.jj(jsonb, jsonb) RETURNS boolean LANGUAGE plpgsql
+    AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
+CREATE OPERATOR evil.= (LEFTARG = jsonb, RIGHTARG = jsonb, FUNCTION = evil.jj);
+CREATE FUNCTION evil.bb(bigint, bigint) RETURNS boolean LANGUAGE plpgsql
+    AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
+CREATE OPERATOR evil.= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = evil.bb);
+CREATE FUNCTION evil.tt(text, text) RETURNS boolean LANGUAGE plpgsql
+    AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
+CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.tt);
+"""
+
+
+def test_the_callers_search_path_cannot_redirect_a_name_in_the_trigger(
+    items: psycopg.Connection[Any],
+) -> None:
+    """The generated functions run with the whk owner's rights and no SET clause: every function and operator
+    they use must be qualified, or a caller could put its own `to_jsonb` or `->>` first in search_path."""
+    items.execute(HIJACKERS)
+    register_dispatcher(items, idle=True)  # the wake-up path runs too
+    with items.transaction():
+        items.execute("SET LOCAL search_path = evil, public, pg_catalog")
+        # The trap is real: unqualified names resolve to the schema first in the path ...
+        with pytest.raises(psycopg.errors.RaiseException, match="hijacked"), items.transaction():
+            items.execute("SELECT '{\"a\": 1}'::jsonb ->> 'a'")
+        with pytest.raises(psycopg.errors.RaiseException, match="hijacked"), items.transaction():
+            items.execute("SELECT gen_random_uuid()")
+        # ... but not inside the capture trigger, on any operation.
+        items.execute("INSERT INTO shop.items (sku, qty) VALUES ('H-1', 1), ('H-2', 2)")
+        items.execute("UPDATE shop.items SET qty = qty + 1")
+        items.execute("DELETE FROM shop.items WHERE sku OPERATOR(pg_catalog.=) 'H-1'")  # ours: qualified too
+    events = outbox(items)
+    assert [e["event_type"] for e in events] == ["item.created"] * 2 + ["item.updated"] * 2 + ["item.deleted"]
+    assert events[2]["payload"]["data"]["changed"] == ["qty"]
+    assert all(e["event_key"] for e in events)
 
 
 def test_the_outbox_carries_only_the_indexes_its_readers_need(conn: psycopg.Connection[Any]) -> None:
