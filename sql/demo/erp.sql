@@ -76,6 +76,10 @@ SELECT whk.enable_capture(
 
 -- ---------------------------------------------------------------- bindings for the specific types
 -- Statement-level like the capture triggers; SECURITY DEFINER so ERP roles need no grant on schema whk.
+-- The functions joining old and new rows turn nested loops off: PL/pgSQL caches one plan per session for
+-- the transition tables it first saw, and a one-row plan (nested loop) reused for a large UPDATE rescans
+-- the old rows for every new row (docs/capture.md, migration 0016). No JIT either: a cached plan compiles
+-- at every execution.
 -- Named whk_demo_* so they fire after whk_capture_* (same-event triggers fire in name order): a product's
 -- product.updated is written before its product.out_of_stock.
 
@@ -84,6 +88,8 @@ RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_nestloop = off
+SET jit = off
 AS $$
 BEGIN
     PERFORM whk.emit('order.' || n.status,
@@ -106,6 +112,8 @@ RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_nestloop = off
+SET jit = off
 AS $$
 BEGIN
     PERFORM whk.emit('product.out_of_stock',

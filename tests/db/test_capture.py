@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from tests.db.capture_support import Notifications, outbox, register_dispatcher, run_and_roll_back
+from tests.support.plans import explained
 
 pytestmark = pytest.mark.db
 
@@ -219,6 +220,34 @@ def test_an_erp_role_without_any_grant_on_whk_can_write_captured_tables(
     assert [e["event_type"] for e in outbox(items)] == ["item.created", "item.updated", "item.deleted"]
 
 
+def test_a_large_update_after_a_one_row_update_is_planned_for_its_size(
+    items: psycopg.Connection[Any],
+) -> None:
+    """PL/pgSQL caches a static statement's plan per session for the transition table it first saw: the
+    one-row plan paired old and new rows by a nested loop, quadratic for a large UPDATE later in the same
+    session (5,000 rows took 90 s). Statements over 8 rows are planned for their own size."""
+    items.execute("INSERT INTO shop.items (sku, qty) SELECT 'S' || i, i FROM generate_series(1, 300) AS i")
+    items.execute("UPDATE shop.items SET qty = qty + 1 WHERE sku = 'S1'")  # the session's cached plan: 1 row
+    items.execute("TRUNCATE whk.outbox")
+    rows, plans = explained(items, "UPDATE shop.items SET qty = qty + 1 RETURNING id", [])
+    assert len(rows) == 300
+    [capture] = [p for p in plans.split("Query Text:") if "INSERT INTO whk.outbox" in p]
+    scans = re.findall(r"Named Tuplestore Scan[^\n]*loops=(\d+)", capture)
+    assert len(scans) == 2, capture  # old and new, each read ...
+    assert scans == ["1", "1"], capture  # ... once
+    events = outbox(items)
+    assert len(events) == 300
+    assert {tuple(e["payload"]["data"]["changed"]) for e in events} == {("qty",)}
+    # Small statements keep the cached plan, and still pair each row with its own old image.
+    items.execute("UPDATE shop.items SET note = 'n' || qty WHERE id <= 3")
+    small = [e["payload"]["data"] for e in outbox(items)[300:]]
+    assert len(small) == 3
+    for data in small:
+        assert data["old"]["id"] == data["new"]["id"]
+        assert data["new"]["note"] == f"n{data['old']['qty']}"
+        assert data["changed"] == ["note"]
+
+
 def test_trigger_functions_are_security_definer_owned_by_the_whk_owner(
     items: psycopg.Connection[Any],
 ) -> None:
@@ -230,8 +259,8 @@ def test_trigger_functions_are_security_definer_owned_by_the_whk_owner(
     assert len(rows) == 3
     for secdef, config, owned_by_whk_owner in rows:
         assert secdef is True
-        # Every name in the generated code is qualified (see the next test): no SET clause to pay for.
-        assert config is None
+        # Every name in the generated code is qualified (see the next test): no search_path to set.
+        assert config == ["jit=off"]
         assert owned_by_whk_owner is True
     # A user-written condition is SQL WHK did not write: its function resolves names in pg_catalog only.
     items.execute("SELECT whk.enable_capture('shop.items', 'item', condition => 'new.qty > 0')")
@@ -239,7 +268,7 @@ def test_trigger_functions_are_security_definer_owned_by_the_whk_owner(
         "SELECT DISTINCT p.proconfig FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid"
         " WHERE t.tgrelid = 'shop.items'::regclass"
     ).fetchall()
-    assert configs == [(["search_path=pg_catalog, pg_temp"],)]
+    assert configs == [(["jit=off", "search_path=pg_catalog, pg_temp"],)]
 
 
 def test_capture_triggers_are_per_statement_with_transition_tables(items: psycopg.Connection[Any]) -> None:

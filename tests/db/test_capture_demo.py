@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import psycopg
 import pytest
 
 from tests.db.capture_support import install_demo, outbox
+from tests.support.plans import explained
 
 pytestmark = pytest.mark.db
 
@@ -85,6 +87,19 @@ def test_status_transitions_replace_order_updated(erp: psycopg.Connection[Any]) 
     assert data["changed"] == ["status", "total"]
     assert shipped["event_key"] == "1"
     assert events_of(erp, "DELETE FROM erp.orders") == []  # orders are cancelled, not deleted
+
+
+def test_a_large_status_update_after_a_one_row_update_reads_each_transition_table_once(
+    erp: psycopg.Connection[Any],
+) -> None:
+    """The old/new join of the status binding must not reuse a one-row nested-loop plan (docs/capture.md)."""
+    erp.execute("INSERT INTO erp.orders (user_id, total) SELECT 1, g FROM generate_series(1, 200) AS g")
+    erp.execute("UPDATE erp.orders SET status = 'shipped' WHERE id = 1")  # the session's cached plan: 1 row
+    rows, plans = explained(erp, "UPDATE erp.orders SET status = 'completed' RETURNING id", [])
+    assert len(rows) == 201
+    [binding] = [p for p in plans.split("Query Text:") if "FROM erp_new AS n" in p and "erp_old" in p]
+    assert re.findall(r"Named Tuplestore Scan[^\n]*loops=(\d+)", binding) == ["1", "1"], binding
+    assert len(outbox(erp, "event_type = 'order.completed'")) == 201
 
 
 def test_stock_crossing_to_zero_only(erp: psycopg.Connection[Any]) -> None:

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from tests.support.delivery import emit, make_consumer, make_webhook, statuses
+from tests.support.plans import explained
 
 pytestmark = pytest.mark.db
 
@@ -27,26 +28,6 @@ N = 200
 HOT_FUNCTIONS = ("route_and_take", "claim_deliveries", "dispatch_round", "record_outcomes")
 # CTEs whose size is the round's input: none may be scanned more than once.
 SIZED_CTES = ("numbered", "routed", "matched", "chosen", "fanned", "items", "attempts", "changes")
-
-
-def _explained(conn: psycopg.Connection[Any], sql: str, params: list[Any]) -> tuple[list[Any], str]:
-    """Run ``sql`` with auto_explain on for nested statements; returns its rows and every plan logged."""
-    plans: list[str] = []
-    conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
-    conn.execute("LOAD 'auto_explain'")
-    for setting in (
-        "log_min_duration = 0",
-        "log_analyze = on",
-        "log_timing = off",
-        "log_nested_statements = on",
-        "log_level = notice",
-    ):
-        conn.execute(f"SET auto_explain.{setting}")
-    try:
-        rows = conn.execute(sql, params).fetchall()
-    finally:
-        conn.execute("SET auto_explain.log_min_duration = -1")
-    return rows, "\n".join(plans)
 
 
 def _plan_of(plans: str, marker: str) -> str:
@@ -82,7 +63,7 @@ def _hook(conn: psycopg.Connection[Any]) -> int:
 
 
 def _take(conn: psycopg.Connection[Any]) -> tuple[list[Any], str]:
-    return _explained(
+    return explained(
         conn,
         "SELECT delivery_id, payload FROM whk.route_and_take(1000, 'd1', 1000, 30) "
         "WHERE delivery_id IS NOT NULL",
@@ -122,7 +103,7 @@ def _record(conn: psycopg.Connection[Any], hook: int, ids: list[int]) -> tuple[i
         }
         for i in range(n)
     ]
-    [(applied,)], plans = _explained(
+    [(applied,)], plans = explained(
         conn,
         "SELECT whk.record_outcomes('d1', %s::jsonb, %s::bigint[], %s::integer[], %s::integer[], %s::text[], "
         "%s::timestamptz[], %s::timestamptz[], %s::text[])",
@@ -177,7 +158,7 @@ def test_due_work_is_probed_per_webhook_not_read_in_full(conn):
     conn.execute("SELECT count(*) FROM whk.route_and_take(1000, 'd1', 0, 30)")  # all N pending and due
     assert statuses(conn, hook) == {"pending": N}
 
-    claimed, plans = _explained(conn, "SELECT delivery_id FROM whk.claim_deliveries('d1', 10, 30)", [])
+    claimed, plans = explained(conn, "SELECT delivery_id FROM whk.claim_deliveries('d1', 10, 30)", [])
     assert len(claimed) == 10
     # Which webhooks have due work: one probe of each webhook's due index, not every due delivery read and
     # grouped by webhook.
