@@ -67,6 +67,13 @@ def test_statements_that_write_no_event_do_not_notify(
     captured.execute("UPDATE public.doc SET v = v")  # no-op update: nothing written
     captured.execute("DELETE FROM public.doc WHERE false")
     assert listener.drain() == []
+    # More than 8 rows: the statement is EXECUTEd (planned for its size), which does not set FOUND itself.
+    captured.execute("INSERT INTO public.doc SELECT g, 0 FROM generate_series(2, 20) AS g")
+    assert listener.drain() == [""]
+    captured.execute("UPDATE public.doc SET v = v")
+    assert listener.drain() == []
+    captured.execute("UPDATE public.doc SET v = v + 1")
+    assert listener.drain() == [""]
 
 
 def test_busy_again_stops_notifications_and_rollback_sends_none(
