@@ -390,6 +390,37 @@ def test_listened_columns_and_condition_filter_at_capture(conn: psycopg.Connecti
     assert settings == (["balance", "email"], "coalesce(new.region, old.region) = 'eu'")
 
 
+def test_listened_columns_and_condition_hold_for_updates_over_eight_rows(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """Statements over 8 rows run the same capture statement through EXECUTE (migration 0016)."""
+    conn.execute(
+        "CREATE TABLE public.acct (id int PRIMARY KEY, balance numeric, seen_at timestamptz, region text)"
+    )
+    conn.execute(
+        "SELECT whk.enable_capture('public.acct', 'acct', columns => ARRAY['balance'],"
+        " condition => 'coalesce(new.region, old.region) = ''eu''')"
+    )
+    conn.execute(
+        "INSERT INTO public.acct SELECT g, 10, now(), CASE WHEN g <= 5 THEN 'eu' ELSE 'us' END"
+        " FROM generate_series(1, 20) AS g"
+    )
+    conn.execute("TRUNCATE whk.outbox")
+    conn.execute("UPDATE public.acct SET seen_at = now() + interval '1 hour'")  # not a listened column
+    assert outbox(conn) == []
+    conn.execute("UPDATE public.acct SET balance = balance + 1")  # 20 rows; the condition keeps 5
+    events = outbox(conn)
+    assert sorted(int(e["event_key"]) for e in events) == [1, 2, 3, 4, 5]
+    for e in events:
+        data = e["payload"]["data"]
+        assert data["changed"] == ["balance"]
+        assert (data["old"]["id"], data["old"]["balance"], data["new"]["balance"]) == (
+            data["new"]["id"],
+            10,
+            11,
+        )
+
+
 def test_key_column_composite_primary_key_and_primary_key_changes(conn: psycopg.Connection[Any]) -> None:
     conn.execute("CREATE TABLE public.line (doc int, line int, code text, qty int, PRIMARY KEY (doc, line))")
     conn.execute("CREATE TABLE public.tagged (id int PRIMARY KEY, code text)")
