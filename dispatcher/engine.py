@@ -367,27 +367,30 @@ class Engine:
                 for w in waiters:
                     w.cancel()
             self._flush_now.clear()
-            items = [getter.result()]
-            size = len(items[0].deliveries)
-            while size < _RECORD_GROUP and not self._outcomes.empty():
-                items.append(self._outcomes.get_nowait())
-                size += len(items[-1].deliveries)
-            self._queued -= size
+            items = self._take_queued(getter.result())
             await self._retry_db(functools.partial(self._repo.record, items), "record outcomes")
-            self.stats["recorded"] += size
+            self.stats["recorded"] += sum(len(r.deliveries) for r in items)
             if self._more_due or any(d.state == "pending" for r in items for d in r.deliveries):
                 # Work is waiting (caps, lanes, token buckets) or a retry was scheduled: ask for the next due
                 # time again before sleeping, and look now — recorded outcomes free in-flight caps and lanes.
                 self._timed_checked = -1e9
                 self._wake.set()
 
+    def _take_queued(self, first: RequestOutcome | None = None) -> list[RequestOutcome]:
+        """``first`` and what else is queued, up to a group of ``_RECORD_GROUP`` deliveries."""
+        items = [] if first is None else [first]
+        size = sum(len(r.deliveries) for r in items)
+        while size < _RECORD_GROUP and not self._outcomes.empty():
+            items.append(self._outcomes.get_nowait())
+            size += len(items[-1].deliveries)
+        self._queued -= size
+        return items
+
     async def _final_flush(self) -> None:
         while not self._outcomes.empty():
-            items = [self._outcomes.get_nowait() for _ in range(min(_RECORD_GROUP, self._outcomes.qsize()))]
+            items = self._take_queued()
             await self._retry_db(functools.partial(self._repo.record, items), "record outcomes", attempts=5)
-            done = sum(len(r.deliveries) for r in items)
-            self._queued -= done
-            self.stats["recorded"] += done
+            self.stats["recorded"] += sum(len(r.deliveries) for r in items)
 
     async def _retry_db(self, fn: Callable[[], Awaitable[Any]], what: str, *, attempts: int = 30) -> Any:
         """Run ``fn`` until the database accepts it (bounded): outcomes must not be dropped on a blip."""
