@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from tests.support.delivery import emit, make_consumer, make_webhook, statuses
-from tests.support.plans import explained
+from tests.support.plans import explained, plan_of
 
 pytestmark = pytest.mark.db
 
@@ -30,12 +30,6 @@ HOT_FUNCTIONS = ("route_and_take", "claim_deliveries", "dispatch_round", "record
 SIZED_CTES = ("numbered", "routed", "matched", "chosen", "fanned", "items", "attempts", "changes")
 
 
-def _plan_of(plans: str, marker: str) -> str:
-    found = [p for p in plans.split("Query Text:") if marker in p]
-    assert found, f"no plan logged for a statement containing {marker!r}"
-    return found[0]
-
-
 def _rescanned_ctes(plan: str) -> list[str]:
     return [
         f"{name} x{loops}"
@@ -44,7 +38,7 @@ def _rescanned_ctes(plan: str) -> list[str]:
     ]
 
 
-def test_hot_functions_always_use_their_generic_plan(conn):
+def test_hot_functions_always_use_their_generic_plan(conn: psycopg.Connection[Any]) -> None:
     rows = conn.execute(
         "SELECT p.proname, p.proconfig FROM pg_proc p WHERE p.pronamespace = 'whk'::regnamespace "
         "AND p.proname = ANY(%s)",
@@ -71,14 +65,14 @@ def _take(conn: psycopg.Connection[Any]) -> tuple[list[Any], str]:
     )
 
 
-def test_routing_round_stays_linear_with_empty_table_statistics(conn):
+def test_routing_round_stays_linear_with_empty_table_statistics(conn: psycopg.Connection[Any]) -> None:
     hook = _hook(conn)
     conn.execute("ANALYZE whk.whk_03_entregas")  # statistics of an empty table, as after a truncate
     emit(conn, "t.e", count=N)
     taken, plans = _take(conn)
     assert len(taken) == N
     assert sorted(json.loads(p)["data"]["seq"] for _, p in taken) == list(range(N))
-    routing = _plan_of(plans, "WITH numbered")
+    routing = plan_of(plans, "WITH numbered")
     assert _rescanned_ctes(routing) == []
     # The taken payloads come from the outbox by an index probe, not from a CTE joined per row.
     final = routing.split("CTE fanned")[-1]
@@ -122,7 +116,9 @@ def _record(conn: psycopg.Connection[Any], hook: int, ids: list[int]) -> tuple[i
 
 
 @pytest.mark.parametrize("analyzed", ["empty", "nothing_in_flight"])
-def test_outcome_flush_stays_linear_with_stale_statistics(conn, analyzed):
+def test_outcome_flush_stays_linear_with_stale_statistics(
+    conn: psycopg.Connection[Any], analyzed: str
+) -> None:
     hook = _hook(conn)
     if analyzed == "empty":
         conn.execute("ANALYZE whk.whk_03_entregas")
@@ -140,18 +136,18 @@ def test_outcome_flush_stays_linear_with_stale_statistics(conn, analyzed):
     assert applied == N - 1
     done = N - 1 + (N if analyzed != "empty" else 0)
     assert statuses(conn, hook) == {"delivered": done, "in_flight": 1}
-    recording = _plan_of(plans, "WITH items")
+    recording = plan_of(plans, "WITH items")
     assert _rescanned_ctes(recording) == []
     # Each delivery's row is found by one primary-key probe...
     changes = recording.split("CTE changes")[1].split("\n  CTE ")[0]
     assert "Index Scan using whk_03_entregas_pkey" in changes
     # ...and updated through its TID: no index, whatever the statistics say, drives the UPDATE.
-    update = _plan_of(plans, "UPDATE whk.whk_03_entregas d")
+    update = plan_of(plans, "UPDATE whk.whk_03_entregas d")
     assert "Tid Scan on whk_03_entregas d" in update
     assert "Index" not in update.split("Update on whk_03_entregas d")[1]
 
 
-def test_due_work_is_probed_per_webhook_not_read_in_full(conn):
+def test_due_work_is_probed_per_webhook_not_read_in_full(conn: psycopg.Connection[Any]) -> None:
     hook = _hook(conn)
     conn.execute("ANALYZE whk.whk_03_entregas")  # statistics of an empty table
     emit(conn, "t.e", count=N)
@@ -162,12 +158,12 @@ def test_due_work_is_probed_per_webhook_not_read_in_full(conn):
     assert len(claimed) == 10
     # Which webhooks have due work: one probe of each webhook's due index, not every due delivery read and
     # grouped by webhook.
-    pick = _plan_of(plans, "FOR UPDATE OF r SKIP LOCKED")
+    pick = plan_of(plans, "FOR UPDATE OF r SKIP LOCKED")
     assert "webhook_id = wh.id" in pick and "Group Key: d.webhook_id" not in pick
 
     emit(conn, "t.e", count=5)
     _, plans = _take(conn)
     # route_and_take's "no due backlog" test is the same probe (here it finds the backlog: nothing is taken).
-    takers = _plan_of(plans, "WITH numbered").split("CTE takers")[1].split("\n  CTE ")[0]
+    takers = plan_of(plans, "WITH numbered").split("CTE takers")[1].split("\n  CTE ")[0]
     assert re.search(r"due_idx on whk_03_entregas d\w*[^\n]*\n\s+Index Cond: \(\(webhook_id = w", takers)
     assert statuses(conn, hook) == {"pending": N - 10 + 5, "in_flight": 10}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import psycopg
@@ -25,3 +26,15 @@ def explained(conn: psycopg.Connection[Any], sql: str, params: list[Any]) -> tup
     finally:
         conn.execute("SET auto_explain.log_min_duration = -1")
     return rows, "\n".join(plans)
+
+
+def plan_of(plans: str, marker: str) -> str:
+    """The first logged plan whose statement text contains ``marker``."""
+    found = [p for p in plans.split("Query Text:") if marker in p]
+    assert found, f"no plan logged for a statement containing {marker!r}"
+    return found[0]
+
+
+def tuplestore_scan_loops(plan: str) -> list[str]:
+    """How many times each transition table (a Named Tuplestore Scan) was read in ``plan``."""
+    return re.findall(r"Named Tuplestore Scan[^\n]*loops=(\d+)", plan)
