@@ -14,8 +14,8 @@
 -- `SET search_path` clause, which costs every ERP statement ~10 us (the GUC save/restore around each call
 -- and the search-path recomputation; measured, migration 0015: 8% of a single-row INSERT's commit). Only a
 -- user-supplied `condition` is SQL we do not write; a function that carries one keeps
--- `SET search_path = pg_catalog, pg_temp`. (`SET jit = off`, which every one carries, measured ~1.5 us:
--- most of the cost was recomputing the search path, migration 0016.)
+-- `SET search_path = pg_catalog, pg_temp`. (The planner settings every one carries, `enable_nestloop`
+-- and `jit`, cost little: most of that ~10 us was recomputing the search path; migration 0017.)
 --
 -- Foreseeable ERP values cannot make it fail: rows become JSON with to_jsonb (numeric NaN -> "NaN",
 -- infinity timestamps -> "infinity", bytea -> "\x..", any size up to jsonb's 255 MB limit), changes are
@@ -46,7 +46,7 @@ DECLARE
     v_type    text;
     v_major   integer;
     v_fn      text;
-    v_stmt    text;
+    v_numbered text;
 BEGIN
     SELECT * INTO c FROM whk.capture_config AS cc WHERE cc.tbl = p_tbl;
     IF NOT FOUND THEN
@@ -119,18 +119,18 @@ BEGIN
             IF c.condition IS NOT NULL THEN
                 v_filter := v_filter || E'\n          AND (' || c.condition || ')';
             END IF;
-            v_stmt := v_head
+            -- Each side numbered in scan order (%1$s = its transition table). ROWS frame: with the default
+            -- (RANGE) frame and no ORDER BY every row is a peer of every other, so PostgreSQL 15 copies the
+            -- whole transition table into a second tuplestore (on disk past work_mem) before it numbers the
+            -- first row. A ROWS frame numbers the rows as it reads.
+            v_numbered := format(E'(SELECT pg_catalog.row_number() OVER (ROWS UNBOUNDED PRECEDING) AS whk_rn,'
+                                 '\n                     pg_catalog.to_jsonb(whk_row) AS whk_j%s'
+                                 '\n              FROM %%1$s AS whk_row)', v_cols);
+            v_upd := v_head
                 || replace(v_key, '%s', 'new.whk_j') || ','
                 || format(E'\n               %L, ''UPDATE'', new.whk_j, old.whk_j, whk_c.whk_changed', v_table)
-                -- ROWS frame: with the default (RANGE) frame and no ORDER BY every row is a peer of every
-                -- other, so PostgreSQL 15 copies the whole transition table into a second tuplestore (on disk
-                -- past work_mem) before it numbers the first row. A ROWS frame numbers the rows as it reads.
-                || format(E'\n        FROM (SELECT pg_catalog.row_number() OVER (ROWS UNBOUNDED PRECEDING) AS whk_rn,'
-                          '\n                     pg_catalog.to_jsonb(whk_row) AS whk_j%s'
-                          '\n              FROM whk_new AS whk_row) AS new', v_cols)
-                || format(E'\n        JOIN (SELECT pg_catalog.row_number() OVER (ROWS UNBOUNDED PRECEDING) AS whk_rn,'
-                          '\n                     pg_catalog.to_jsonb(whk_row) AS whk_j%s'
-                          '\n              FROM whk_old AS whk_row) AS old', v_cols)
+                || E'\n        FROM ' || format(v_numbered, 'whk_new') || ' AS new'
+                || E'\n        JOIN ' || format(v_numbered, 'whk_old') || ' AS old'
                 || E'\n          ON old.whk_rn OPERATOR(pg_catalog.=) new.whk_rn'
                 || E'\n        CROSS JOIN LATERAL (SELECT ARRAY(SELECT e.key FROM pg_catalog.jsonb_each(new.whk_j) AS e'
                 -- e.value is never NULL, so this is `IS DISTINCT FROM` with a qualified operator.
@@ -140,19 +140,6 @@ BEGIN
                 -- the filter and for the output column).
                 || E'\n                                          ORDER BY e.key) AS whk_changed OFFSET 0) AS whk_c'
                 || E'\n        WHERE ' || v_filter;
-            -- Old and new rows are paired by a join, and PL/pgSQL plans a static statement once per session,
-            -- for the transition table it saw first: after a one-row UPDATE the cached plan was a nested
-            -- loop that rescanned the old rows for every new row (5,000 rows took 90 s, measured), and after
-            -- a large one every later statement ran the large plan. Statements of more than 8 rows are
-            -- planned for their own size (EXECUTE: ~0.5 ms of planning, nothing next to their rows); the
-            -- cached plan only ever sees up to 8. EXECUTE does not set FOUND, the wake-up test reads it.
-            v_upd := format(E'IF EXISTS (SELECT FROM whk_new OFFSET 8) THEN'
-                            '\n            EXECUTE %L;'
-                            '\n            GET DIAGNOSTICS whk_n = ROW_COUNT;'
-                            '\n            FOUND := whk_n OPERATOR(pg_catalog.>) 0;'
-                            '\n        ELSE'
-                            '\n        %s;'
-                            '\n        END IF', v_stmt, v_stmt);
         END IF;
     END LOOP;
 
@@ -162,15 +149,18 @@ CREATE OR REPLACE FUNCTION %s
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
--- No JIT: a plan is JIT-compiled at every execution, and the cached plan of a session whose first
--- captured statement was large enough (millions of rows) would compile for every later one-row commit.
+-- PL/pgSQL plans each statement once per session, for the transition tables of its first execution: the
+-- plan must suit every later size. No nested loops: after a one-row UPDATE the cached plan paired old and
+-- new rows with one, which rescanned the old rows for every new row (a 5,000-row UPDATE on the same
+-- connection took 90.7 s, measured); the hash or merge join left is linear at any size. No JIT: a cached
+-- plan is JIT-compiled at every execution, so a session whose first statement was large paid ~207 ms on
+-- every later one-row commit (measured).
+SET enable_nestloop = off
 SET jit = off%s
 AS $whk_capture$
 #variable_conflict use_column
 -- Generated by whk.enable_capture for %s (prefix %s). Do not edit: call whk.enable_capture again.
 -- Every name is schema-qualified: the caller's search_path cannot redirect any of them.
-DECLARE
-    whk_n bigint;
 BEGIN
     IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
         %s;

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from tests.db.capture_support import Notifications, outbox, register_dispatcher, run_and_roll_back
-from tests.support.plans import explained
+from tests.support.plans import explained, plan_of, tuplestore_scan_loops
 
 pytestmark = pytest.mark.db
 
@@ -225,14 +225,14 @@ def test_a_large_update_after_a_one_row_update_is_planned_for_its_size(
 ) -> None:
     """PL/pgSQL caches a static statement's plan per session for the transition table it first saw: the
     one-row plan paired old and new rows by a nested loop, quadratic for a large UPDATE later in the same
-    session (5,000 rows took 90 s). Statements over 8 rows are planned for their own size."""
+    session (5,000 rows took 90 s). The generated functions run with nested loops off."""
     items.execute("INSERT INTO shop.items (sku, qty) SELECT 'S' || i, i FROM generate_series(1, 300) AS i")
     items.execute("UPDATE shop.items SET qty = qty + 1 WHERE sku = 'S1'")  # the session's cached plan: 1 row
     items.execute("TRUNCATE whk.outbox")
     rows, plans = explained(items, "UPDATE shop.items SET qty = qty + 1 RETURNING id", [])
     assert len(rows) == 300
-    [capture] = [p for p in plans.split("Query Text:") if "INSERT INTO whk.outbox" in p]
-    scans = re.findall(r"Named Tuplestore Scan[^\n]*loops=(\d+)", capture)
+    capture = plan_of(plans, "INSERT INTO whk.outbox")
+    scans = tuplestore_scan_loops(capture)
     assert len(scans) == 2, capture  # old and new, each read ...
     assert scans == ["1", "1"], capture  # ... once
     events = outbox(items)
@@ -260,7 +260,7 @@ def test_trigger_functions_are_security_definer_owned_by_the_whk_owner(
     for secdef, config, owned_by_whk_owner in rows:
         assert secdef is True
         # Every name in the generated code is qualified (see the next test): no search_path to set.
-        assert config == ["jit=off"]
+        assert config == ["enable_nestloop=off", "jit=off"]
         assert owned_by_whk_owner is True
     # A user-written condition is SQL WHK did not write: its function resolves names in pg_catalog only.
     items.execute("SELECT whk.enable_capture('shop.items', 'item', condition => 'new.qty > 0')")
@@ -268,7 +268,7 @@ def test_trigger_functions_are_security_definer_owned_by_the_whk_owner(
         "SELECT DISTINCT p.proconfig FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid"
         " WHERE t.tgrelid = 'shop.items'::regclass"
     ).fetchall()
-    assert configs == [(["jit=off", "search_path=pg_catalog, pg_temp"],)]
+    assert configs == [(["enable_nestloop=off", "jit=off", "search_path=pg_catalog, pg_temp"],)]
 
 
 def test_capture_triggers_are_per_statement_with_transition_tables(items: psycopg.Connection[Any]) -> None:
@@ -393,7 +393,7 @@ def test_listened_columns_and_condition_filter_at_capture(conn: psycopg.Connecti
 def test_listened_columns_and_condition_hold_for_updates_over_eight_rows(
     conn: psycopg.Connection[Any],
 ) -> None:
-    """Statements over 8 rows run the same capture statement through EXECUTE (migration 0016)."""
+    """A 20-row UPDATE: listened columns and the condition filter large statements as they do small ones."""
     conn.execute(
         "CREATE TABLE public.acct (id int PRIMARY KEY, balance numeric, seen_at timestamptz, region text)"
     )
