@@ -225,7 +225,7 @@ def test_a_large_update_after_a_one_row_update_is_planned_for_its_size(
 ) -> None:
     """PL/pgSQL caches a static statement's plan per session for the transition table it first saw: the
     one-row plan paired old and new rows by a nested loop, quadratic for a large UPDATE later in the same
-    session (5,000 rows took 90 s). The generated functions run with nested loops off."""
+    session (5,000 rows took 90 s). Statements over 8 rows are planned for their own size."""
     items.execute("INSERT INTO shop.items (sku, qty) SELECT 'S' || i, i FROM generate_series(1, 300) AS i")
     items.execute("UPDATE shop.items SET qty = qty + 1 WHERE sku = 'S1'")  # the session's cached plan: 1 row
     items.execute("TRUNCATE whk.outbox")
@@ -259,8 +259,8 @@ def test_trigger_functions_are_security_definer_owned_by_the_whk_owner(
     assert len(rows) == 3
     for secdef, config, owned_by_whk_owner in rows:
         assert secdef is True
-        # Every name in the generated code is qualified (see the next test): no search_path to set.
-        assert config == ["enable_nestloop=off", "jit=off"]
+        # Every name in the generated code is qualified (see the next test): no SET clause to pay for.
+        assert config is None
         assert owned_by_whk_owner is True
     # A user-written condition is SQL WHK did not write: its function resolves names in pg_catalog only.
     items.execute("SELECT whk.enable_capture('shop.items', 'item', condition => 'new.qty > 0')")
@@ -268,7 +268,7 @@ def test_trigger_functions_are_security_definer_owned_by_the_whk_owner(
         "SELECT DISTINCT p.proconfig FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid"
         " WHERE t.tgrelid = 'shop.items'::regclass"
     ).fetchall()
-    assert configs == [(["enable_nestloop=off", "jit=off", "search_path=pg_catalog, pg_temp"],)]
+    assert configs == [(["search_path=pg_catalog, pg_temp"],)]
 
 
 def test_capture_triggers_are_per_statement_with_transition_tables(items: psycopg.Connection[Any]) -> None:
@@ -393,7 +393,7 @@ def test_listened_columns_and_condition_filter_at_capture(conn: psycopg.Connecti
 def test_listened_columns_and_condition_hold_for_updates_over_eight_rows(
     conn: psycopg.Connection[Any],
 ) -> None:
-    """A 20-row UPDATE: listened columns and the condition filter large statements as they do small ones."""
+    """Statements over 8 rows run the same capture statement through EXECUTE (migration 0016)."""
     conn.execute(
         "CREATE TABLE public.acct (id int PRIMARY KEY, balance numeric, seen_at timestamptz, region text)"
     )

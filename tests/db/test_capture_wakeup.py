@@ -67,7 +67,7 @@ def test_statements_that_write_no_event_do_not_notify(
     captured.execute("UPDATE public.doc SET v = v")  # no-op update: nothing written
     captured.execute("DELETE FROM public.doc WHERE false")
     assert listener.drain() == []
-    # Multi-row statements: FOUND follows the capture INSERT whatever its size.
+    # More than 8 rows: the statement is EXECUTEd (planned for its size), which does not set FOUND itself.
     captured.execute("INSERT INTO public.doc SELECT g, 0 FROM generate_series(2, 20) AS g")
     assert listener.drain() == [""]
     captured.execute("UPDATE public.doc SET v = v")

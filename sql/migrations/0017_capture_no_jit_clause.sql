@@ -1,11 +1,11 @@
--- 0017 capture_steady_plans: one mechanism keeps capture's cached plans linear at every size: no nested loops.
--- Why: 0016 kept UPDATEs of more than 8 rows off the session's cached plan with a size test and EXECUTE. The
--- generated functions now carry SET enable_nestloop = off instead (with jit = off): whatever size the cached
--- plan was made for, old and new rows are paired by a hash or merge join, linear at any size. The size
--- test (~3 us per UPDATE), the EXECUTE branch and its ~0.5 ms of planning per large UPDATE are gone.
--- See whk.capture_install and docs/capture.md.
+-- 0017 capture_no_jit_clause: the generated capture functions carry no SET clause at all (without a condition).
+-- Why: 0016 added SET jit = off. Measured again (one client, medians of 6 interleaved rounds), any SET
+-- clause costs every captured statement ~7 us (the GUC state saved and restored around each call): ~4% of
+-- a single-row INSERT's commit. The UPDATE's old/new join is already kept off the session's cached plan
+-- past 8 rows; INSERT and DELETE plans are linear at every size. The UPDATE statement text is built from
+-- one numbered-rows template instead of two copies. See whk.capture_install and docs/capture.md.
 BEGIN;
-SELECT whk.migration_begin(17, 'capture_steady_plans');
+SELECT whk.migration_begin(17, 'capture_no_jit_clause');
 
 -- whk.capture_install: (re)generate the capture trigger function of one table from whk.capture_config and
 -- (re)attach its statement-level triggers. Called by whk.enable_capture and, when a captured event type
@@ -23,8 +23,11 @@ SELECT whk.migration_begin(17, 'capture_steady_plans');
 -- `SET search_path` clause, which costs every ERP statement ~10 us (the GUC save/restore around each call
 -- and the search-path recomputation; measured, migration 0015: 8% of a single-row INSERT's commit). Only a
 -- user-supplied `condition` is SQL we do not write; a function that carries one keeps
--- `SET search_path = pg_catalog, pg_temp`. (The planner settings every one carries, `enable_nestloop`
--- and `jit`, cost little: most of that ~10 us was recomputing the search path; migration 0017.)
+-- `SET search_path = pg_catalog, pg_temp`. No other SET clause either: any clause makes every call save and
+-- restore the GUC state (`SET jit = off` alone measured ~7 us per statement, migration 0017). The plan
+-- shapes that need no setting: INSERT and DELETE read one transition table (linear at any size), and an
+-- UPDATE's old/new join is kept off the session's cached plan past 8 rows (below). Left: a cached INSERT or
+-- DELETE plan whose first execution had millions of rows could be JIT-compiled at every later execution.
 --
 -- Foreseeable ERP values cannot make it fail: rows become JSON with to_jsonb (numeric NaN -> "NaN",
 -- infinity timestamps -> "infinity", bytea -> "\x..", any size up to jsonb's 255 MB limit), changes are
@@ -55,6 +58,7 @@ DECLARE
     v_type    text;
     v_major   integer;
     v_fn      text;
+    v_stmt    text;
     v_numbered text;
 BEGIN
     SELECT * INTO c FROM whk.capture_config AS cc WHERE cc.tbl = p_tbl;
@@ -135,7 +139,7 @@ BEGIN
             v_numbered := format(E'(SELECT pg_catalog.row_number() OVER (ROWS UNBOUNDED PRECEDING) AS whk_rn,'
                                  '\n                     pg_catalog.to_jsonb(whk_row) AS whk_j%s'
                                  '\n              FROM %%1$s AS whk_row)', v_cols);
-            v_upd := v_head
+            v_stmt := v_head
                 || replace(v_key, '%s', 'new.whk_j') || ','
                 || format(E'\n               %L, ''UPDATE'', new.whk_j, old.whk_j, whk_c.whk_changed', v_table)
                 || E'\n        FROM ' || format(v_numbered, 'whk_new') || ' AS new'
@@ -149,6 +153,19 @@ BEGIN
                 -- the filter and for the output column).
                 || E'\n                                          ORDER BY e.key) AS whk_changed OFFSET 0) AS whk_c'
                 || E'\n        WHERE ' || v_filter;
+            -- Old and new rows are paired by a join, and PL/pgSQL plans a static statement once per session,
+            -- for the transition table it saw first: after a one-row UPDATE the cached plan was a nested
+            -- loop that rescanned the old rows for every new row (5,000 rows took 90 s, measured), and after
+            -- a large one every later statement ran the large plan. Statements of more than 8 rows are
+            -- planned for their own size (EXECUTE: ~0.5 ms of planning, nothing next to their rows); the
+            -- cached plan only ever sees up to 8. EXECUTE does not set FOUND, the wake-up test reads it.
+            v_upd := format(E'IF EXISTS (SELECT FROM whk_new OFFSET 8) THEN'
+                            '\n            EXECUTE %L;'
+                            '\n            GET DIAGNOSTICS whk_n = ROW_COUNT;'
+                            '\n            FOUND := whk_n OPERATOR(pg_catalog.>) 0;'
+                            '\n        ELSE'
+                            '\n        %s;'
+                            '\n        END IF', v_stmt, v_stmt);
         END IF;
     END LOOP;
 
@@ -157,19 +174,13 @@ BEGIN
 CREATE OR REPLACE FUNCTION %s
 RETURNS trigger
 LANGUAGE plpgsql
-SECURITY DEFINER
--- PL/pgSQL plans each statement once per session, for the transition tables of its first execution: the
--- plan must suit every later size. No nested loops: after a one-row UPDATE the cached plan paired old and
--- new rows with one, which rescanned the old rows for every new row (a 5,000-row UPDATE on the same
--- connection took 90.7 s, measured); the hash or merge join left is linear at any size. No JIT: a cached
--- plan is JIT-compiled at every execution, so a session whose first statement was large paid ~207 ms on
--- every later one-row commit (measured).
-SET enable_nestloop = off
-SET jit = off%s
+SECURITY DEFINER%s
 AS $whk_capture$
 #variable_conflict use_column
 -- Generated by whk.enable_capture for %s (prefix %s). Do not edit: call whk.enable_capture again.
 -- Every name is schema-qualified: the caller's search_path cannot redirect any of them.
+DECLARE
+    whk_n bigint;
 BEGIN
     IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
         %s;
