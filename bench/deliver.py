@@ -7,7 +7,10 @@ Prints:
 - ``GOAL latency_p50_ms`` / ``GOAL latency_p99_ms``: commit -> arrival at 500 events/s steady (pgbench
   commits single-row INSERTs at that rate on a table captured by whk.enable_capture, woken by its NOTIFY);
 - ``GOAL claim_1m_vs_1k``: time of one claim with 1,000,000 pending for another endpoint ÷ with 1,000;
-- ``GOAL drain_rss_mb``: the dispatcher's peak RSS while draining a 1,000,000-delivery backlog.
+- ``GOAL drain_rss_mb``: the dispatcher's peak RSS while draining a 1,000,000-delivery backlog;
+- ``INFO immediate_floor`` / ``INFO batch_floor``: PostgreSQL's CPU per event for only the writes the data
+  model needs (outbox row marked routed, delivery row inserted and updated, attempt rows), set-based with no
+  logic, and the events/s that allows if PostgreSQL had every core: what the schema itself permits here.
 
 Events are 1 KB. Durations: BENCH_DELIVER_SECONDS (default 5) per throughput phase,
 BENCH_DRAIN_SECONDS (default 20) for the drain; BENCH_BACKLOG (default 1000000) sizes the backlog;
@@ -234,6 +237,86 @@ def _backlog(conn: psycopg.Connection[Any], webhook_id: int, consumer_id: int, r
     conn.execute("ANALYZE whk.whk_03_entregas")
 
 
+def _postgres_cpu_s(server: PgServer) -> float:
+    """CPU seconds used so far by every process of the server (backends and background workers)."""
+    pid = int((server.datadir / "postmaster.pid").read_text(encoding="utf-8").split()[0])
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:  # a backend that ended meanwhile
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _floor(
+    server: PgServer, dsn: str, webhook_id: int, consumer_id: int, events: int, per_request: int
+) -> float:
+    """PostgreSQL CPU (us per event) of only the writes the data model needs for each delivered event, with
+    no routing logic, claims, breaker, usage or HTTP: the outbox row marked routed, one ``whk_03_entregas``
+    row inserted in flight, one attempt row per ``per_request`` events, the deliveries updated to delivered
+    in a later transaction (as a dispatcher records them). Set-based, 1,000 events per transaction, one
+    session. ``cores * 1e6 / floor`` is what this schema allows on this machine if PostgreSQL had every core
+    and the dispatcher and the receiver none."""
+    _seed_events(dsn, "floor.e", events)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+        conn.execute("CHECKPOINT")
+        before = _postgres_cpu_s(server)
+        for _ in range(events // 1000):
+            with conn.transaction():
+                row = conn.execute(
+                    """
+                    WITH p AS (SELECT o.id, o.created_at FROM whk.outbox o WHERE o.status = 'pending'
+                               ORDER BY o.id LIMIT 1000 FOR UPDATE SKIP LOCKED),
+                    r AS (UPDATE whk.outbox o
+                          SET status = 'routed', routed_at = now(),
+                              commit_seq = nextval('whk.outbox_commit_seq')
+                          FROM p WHERE o.id = p.id AND o.created_at = p.created_at
+                          RETURNING o.id, o.created_at, o.event_id, o.event_type, o.commit_seq),
+                    f AS (INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type,
+                                                           webhook_id, consumer_id, commit_seq, status,
+                                                           lease_until, claimed_by)
+                          SELECT r.event_id, r.id, r.created_at, r.event_type, %s, %s, r.commit_seq,
+                                 'in_flight', now() + interval '30 seconds', 'floor'
+                          FROM r
+                          RETURNING id)
+                    SELECT array_agg(f.id ORDER BY f.id) FROM f
+                    """,
+                    [webhook_id, consumer_id],
+                ).fetchone()
+            ids: list[int] = row[0] if row and row[0] else []
+            with conn.transaction():
+                attempts = conn.execute(
+                    """
+                    INSERT INTO whk.whk_03_entregas_tentativas
+                        (delivery_id, webhook_id, attempt_no, request_method, request_url, request_headers,
+                         response_status, outcome, delivery_ids)
+                    SELECT ids[k * n + 1], %(webhook)s, 1, 'POST', 'http://127.0.0.1/floor',
+                           '{"webhook-id": "msg_floor"}', 200, 'delivered', ids[k * n + 1 : (k + 1) * n]
+                    FROM (SELECT %(ids)s::bigint[] AS ids, %(n)s::int AS n) AS x
+                    CROSS JOIN generate_series(0, (cardinality(x.ids) - 1) / x.n) AS k
+                    RETURNING id, delivery_ids
+                    """,
+                    {"webhook": webhook_id, "ids": ids, "n": per_request},
+                ).fetchall()
+                members = [(did, aid) for aid, dids in attempts for did in dids]
+                conn.execute(
+                    """
+                    UPDATE whk.whk_03_entregas d
+                    SET status = 'delivered', delivered_at = now(), attempts = 1, last_attempt_at = now(),
+                        last_status_code = 200, lease_until = NULL, claimed_by = NULL, updated_at = now(),
+                        attempt_ids = ARRAY[u.aid]
+                    FROM unnest(%s::bigint[], %s::bigint[]) AS u(did, aid)
+                    WHERE d.id = u.did
+                    """,
+                    [[m[0] for m in members], [m[1] for m in members]],
+                )
+        return (_postgres_cpu_s(server) - before) * 1e6 / events
+
+
 async def _run(seconds: float, drain_seconds: float, backlog: int, phases: set[str]) -> int:
     server = start_server()
     port = port_for.select_random()
@@ -268,6 +351,21 @@ async def _run(seconds: float, drain_seconds: float, backlog: int, phases: set[s
             except httpx.TransportError:
                 await asyncio.sleep(0.05)
 
+        def floor_info(name: str, per_request: int) -> None:
+            """Print the data model's floor for this phase's shape (see _floor), on a fresh database."""
+            floor_dsn = fresh()
+            with psycopg.connect(floor_dsn, autocommit=True) as conn:
+                consumer = make_consumer(conn, "floor")
+                webhook = make_webhook(conn, consumer, f"{url}/floor", ["floor.*"])
+            cpu_us = _floor(server, floor_dsn, webhook, consumer, 20_000, per_request)
+            cores = os.cpu_count() or 1
+            print(
+                f"INFO {name}_floor postgres_cpu_us_per_event={cpu_us:.0f} "
+                f"ceiling_events_per_s={cores * 1e6 / cpu_us:.0f} (cores={cores}; the writes the data model "
+                "needs per event, set-based, nothing else: the ceiling if PostgreSQL had every core)",
+                flush=True,
+            )
+
         goals: list[Goal] = []
         if "immediate" in phases:
             raw = await _raw_aiohttp(f"{url}/raw", seconds)
@@ -288,6 +386,7 @@ async def _run(seconds: float, drain_seconds: float, backlog: int, phases: set[s
                 flush=True,
             )
             goals.append(Goal("deliver_vs_raw_aiohttp", immediate / raw if raw else 0.0, 0.5))
+            floor_info("immediate", 1)
 
         if "batch" in phases:
             dsn = fresh()
@@ -308,6 +407,7 @@ async def _run(seconds: float, drain_seconds: float, backlog: int, phases: set[s
             batch = await _drain(dsn, url, m, 30 + 6 * seconds, WHK_CLAIM_BATCH="1000")
             print(f"batch: {batch:.0f} events/s ({m} events)", flush=True)
             goals.append(Goal("batch_events_per_s", batch, 20000))
+            floor_info("batch", 1000)
 
         if "latency" in phases:
             latency_db = fresh_db()
