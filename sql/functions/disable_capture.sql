@@ -1,4 +1,4 @@
--- whk.disable_capture: stop capturing a table. Drops its three triggers and its generated function and
+-- whk.disable_capture: stop capturing a table. Drops its three triggers and its generated functions and
 -- forgets its settings; events already in the outbox are kept and still delivered. The event types stay
 -- in the catalog (their history and schemas remain). Returns false when the table was not captured.
 CREATE OR REPLACE FUNCTION whk.disable_capture(tbl regclass)
@@ -20,10 +20,12 @@ BEGIN
         EXECUTE format('DROP TRIGGER IF EXISTS whk_capture_update ON %s', p_tbl);
         EXECUTE format('DROP TRIGGER IF EXISTS whk_capture_delete ON %s', p_tbl);
     END IF;
-    EXECUTE format('DROP FUNCTION IF EXISTS whk.%I()', v_fn);
+    -- One function per operation (migration 0019), and the single function of 0004-0018 if still there.
+    EXECUTE format('DROP FUNCTION IF EXISTS whk.%I(), whk.%I(), whk.%I(), whk.%I()',
+                   v_fn || '_ins', v_fn || '_upd', v_fn || '_del', v_fn);
     RETURN true;
 END;
 $$;
 REVOKE EXECUTE ON FUNCTION whk.disable_capture(regclass) FROM PUBLIC;
 COMMENT ON FUNCTION whk.disable_capture(regclass) IS
-    'Stop capturing a table: drop its triggers and generated function; queued events stay.';
+    'Stop capturing a table: drop its triggers and generated functions; queued events stay.';

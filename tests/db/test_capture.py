@@ -95,7 +95,7 @@ def test_fifty_thousand_row_update_is_one_statement_and_at_most_one_wakeup(
             items.execute("UPDATE shop.items SET qty = qty + 1")
             # The capture function ran once for the statement: one INSERT ... SELECT, not 50,000 calls.
             calls = items.execute(
-                "SELECT calls FROM pg_stat_xact_user_functions WHERE funcname = 'capture_shop_items'"
+                "SELECT calls FROM pg_stat_xact_user_functions WHERE funcname = 'capture_shop_items_upd'"
             ).fetchone()
         wakeups = listener.drain()
     finally:
@@ -281,6 +281,24 @@ def test_capture_triggers_are_per_statement_with_transition_tables(items: psycop
         ("whk_capture_insert", True, True),
         ("whk_capture_update", True, True),
     ]
+    # One function per operation that runs only its own statement: no TG_OP branch on every call.
+    functions = items.execute(
+        "SELECT t.tgname, p.proname::text, p.prosrc LIKE '%TG_OP%', p.prosrc LIKE '%whk.outbox%'"
+        " FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid"
+        " WHERE t.tgrelid = 'shop.items'::regclass ORDER BY t.tgname"
+    ).fetchall()
+    assert functions == [
+        ("whk_capture_delete", "capture_shop_items_del", False, True),
+        ("whk_capture_insert", "capture_shop_items_ins", False, True),
+        ("whk_capture_update", "capture_shop_items_upd", False, True),
+    ]
+    # Dropping an operation drops its trigger and its function.
+    items.execute("SELECT whk.enable_capture('shop.items', 'item', operations => ARRAY['INSERT'])")
+    left = items.execute(
+        "SELECT array_agg(p.proname::text ORDER BY p.proname) FROM pg_proc p"
+        " WHERE p.proname LIKE 'capture\\_shop\\_items%'"
+    ).fetchone()
+    assert left == (["capture_shop_items_ins"],)
 
 
 HIJACKERS = """
@@ -306,6 +324,13 @@ CREATE OPERATOR evil.= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = evil.bb)
 CREATE FUNCTION evil.tt(text, text) RETURNS boolean LANGUAGE plpgsql
     AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
 CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.tt);
+CREATE FUNCTION evil.to_timestamp(double precision) RETURNS timestamptz LANGUAGE plpgsql
+    AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
+CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE plpgsql
+    AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
+CREATE FUNCTION evil.tsgt(timestamptz, timestamptz) RETURNS boolean LANGUAGE plpgsql
+    AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
+CREATE OPERATOR evil.> (LEFTARG = timestamptz, RIGHTARG = timestamptz, FUNCTION = evil.tsgt);
 """
 
 
@@ -381,7 +406,7 @@ def test_enable_twice_is_harmless_and_disable_stops_events(items: psycopg.Connec
     assert len(outbox(items)) == 1
     assert items.execute("SELECT count(*) FROM whk.captured_tables").fetchone() == (0,)
     leftovers = items.execute(
-        "SELECT count(*) FROM pg_proc WHERE proname = 'capture_shop_items'"
+        "SELECT count(*) FROM pg_proc WHERE proname LIKE 'capture\\_shop\\_items%'"
         " UNION ALL SELECT count(*) FROM pg_trigger WHERE tgrelid = 'shop.items'::regclass"
     ).fetchall()
     assert leftovers == [(0,), (0,)]
