@@ -13,6 +13,24 @@ import psycopg
 REPO = Path(__file__).resolve().parents[2]
 DEMO_SQL = REPO / "sql" / "demo" / "erp.sql"
 
+# A schema whose functions and operators shadow those the wake-up test calls and raise when used: code
+# that names them unqualified fails once a caller puts `evil` first in its search_path.
+HIJACKERS = """
+CREATE SCHEMA evil;
+CREATE FUNCTION evil.boom() RETURNS void LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'hijacked'; END$$;
+CREATE FUNCTION evil.pg_sequence_last_value(regclass) RETURNS bigint LANGUAGE plpgsql
+    AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
+CREATE FUNCTION evil.pg_notify(text, text) RETURNS void LANGUAGE plpgsql
+    AS $$BEGIN PERFORM evil.boom(); END$$;
+CREATE FUNCTION evil.to_timestamp(double precision) RETURNS timestamptz LANGUAGE plpgsql
+    AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
+CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE plpgsql
+    AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
+CREATE FUNCTION evil.tsgt(timestamptz, timestamptz) RETURNS boolean LANGUAGE plpgsql
+    AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
+CREATE OPERATOR evil.> (LEFTARG = timestamptz, RIGHTARG = timestamptz, FUNCTION = evil.tsgt);
+"""
+
 
 def install_demo(conn: psycopg.Connection[Any]) -> None:
     """Install the optional demo ERP (sql/demo/erp.sql) into the connection's database."""

@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.db import capture_support
 from tests.db.capture_support import Notifications, outbox, register_dispatcher, run_and_roll_back
 from tests.support.plans import explained, plan_of, tuplestore_scan_loops
 
@@ -301,17 +302,14 @@ def test_capture_triggers_are_per_statement_with_transition_tables(items: psycop
     assert left == (["capture_shop_items_ins"],)
 
 
-HIJACKERS = """
-CREATE SCHEMA evil;
-CREATE FUNCTION evil.boom() RETURNS void LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'hijacked'; END$$;
+# The generic ones (capture_support.HIJACKERS) plus what only a trigger on shop.items would call.
+HIJACKERS = (
+    capture_support.HIJACKERS
+    + """
 CREATE FUNCTION evil.to_jsonb(shop.items) RETURNS jsonb LANGUAGE plpgsql
     AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
 CREATE FUNCTION evil.gen_random_uuid() RETURNS uuid LANGUAGE plpgsql
     AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
-CREATE FUNCTION evil.pg_sequence_last_value(regclass) RETURNS bigint LANGUAGE plpgsql
-    AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
-CREATE FUNCTION evil.pg_notify(text, text) RETURNS void LANGUAGE plpgsql
-    AS $$BEGIN PERFORM evil.boom(); END$$;
 CREATE FUNCTION evil.jt(jsonb, text) RETURNS text LANGUAGE plpgsql
     AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
 CREATE OPERATOR evil.->> (LEFTARG = jsonb, RIGHTARG = text, FUNCTION = evil.jt);
@@ -324,14 +322,8 @@ CREATE OPERATOR evil.= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = evil.bb)
 CREATE FUNCTION evil.tt(text, text) RETURNS boolean LANGUAGE plpgsql
     AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
 CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.tt);
-CREATE FUNCTION evil.to_timestamp(double precision) RETURNS timestamptz LANGUAGE plpgsql
-    AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
-CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE plpgsql
-    AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
-CREATE FUNCTION evil.tsgt(timestamptz, timestamptz) RETURNS boolean LANGUAGE plpgsql
-    AS $$BEGIN PERFORM evil.boom(); RETURN NULL; END$$;
-CREATE OPERATOR evil.> (LEFTARG = timestamptz, RIGHTARG = timestamptz, FUNCTION = evil.tsgt);
 """
+)
 
 
 def test_the_callers_search_path_cannot_redirect_a_name_in_the_trigger(

@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.db.capture_support import Notifications, register_dispatcher, run_and_roll_back
+from tests.db.capture_support import HIJACKERS, Notifications, register_dispatcher, run_and_roll_back
 
 pytestmark = pytest.mark.db
 
@@ -57,6 +57,8 @@ def test_idle_dispatcher_is_woken_once_per_transaction(
     captured.execute("UPDATE public.doc SET v = 2 WHERE id = 100")
     captured.execute("DELETE FROM public.doc WHERE id = 101")
     assert listener.drain() == ["", ""]  # UPDATE and DELETE statements wake it too
+    captured.execute("SELECT whk.emit('billing.reminder_due', '{}')")
+    assert listener.drain() == [""]  # and whk.emit on its own
 
 
 def test_statements_that_write_no_event_do_not_notify(
@@ -128,3 +130,24 @@ def test_the_declare_idle_then_recheck_protocol_loses_no_wakeup(
         captured.execute("INSERT INTO public.doc VALUES (2, 1)")
         got = [n.channel for n in dispatcher.notifies(timeout=2, stop_after=1)]
         assert got == ["whk_outbox"]
+
+
+def test_wake_dispatchers_needs_no_set_clause_and_cannot_be_redirected(
+    captured: psycopg.Connection[Any], listener: Notifications
+) -> None:
+    """Every name in whk.wake_dispatchers is qualified (migration 0020): no SET clause for each caller to
+    pay, and a caller's schema shadowing the functions and the operator it uses changes nothing."""
+    config = captured.execute(
+        "SELECT prosecdef, proconfig FROM pg_proc WHERE oid = 'whk.wake_dispatchers()'::regprocedure"
+    ).fetchone()
+    assert config == (True, None)
+    captured.execute(HIJACKERS)
+    register_dispatcher(captured, "d1", idle=True)
+    captured.execute("SET search_path = evil, pg_catalog, public")
+    try:
+        assert captured.execute("SELECT whk.wake_dispatchers()").fetchone() == (True,)
+        assert listener.drain() == [""]
+        captured.execute("SELECT whk.dispatcher_set_idle('d1', false)")
+        assert captured.execute("SELECT whk.wake_dispatchers()").fetchone() == (False,)
+    finally:
+        captured.execute("RESET search_path")
