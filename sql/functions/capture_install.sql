@@ -42,9 +42,9 @@ DECLARE
     v_alias   text;
     v_body    text;
     v_head    text;
-    v_ins     text := 'RETURN NULL';
-    v_upd     text := 'RETURN NULL';
-    v_del     text := 'RETURN NULL';
+    v_ins     text;
+    v_upd     text;
+    v_del     text;
     v_filter  text;
     v_op      text;
     v_type    text;
@@ -188,10 +188,9 @@ AS $whk_capture$
 BEGIN
     %s;
     -- The wake-up of whk.wake_dispatchers, inlined: at most one NOTIFY per statement, only when the INSERT
-    -- wrote rows (FOUND) and a live dispatcher is idle (function calls, not a query: the sequence holds the
-    -- epoch second until which one is); identical notifications fold per transaction.
-    IF FOUND AND pg_catalog.to_timestamp(pg_catalog.pg_sequence_last_value('whk.dispatcher_idle_until'::pg_catalog.regclass)
-                                         ::pg_catalog.float8) OPERATOR(pg_catalog.>) pg_catalog.now() THEN
+    -- wrote rows (FOUND) and a live dispatcher is idle (whk.dispatcher_is_idle, inlined by the planner: no
+    -- call); identical notifications fold per transaction.
+    IF FOUND AND whk.dispatcher_is_idle() THEN
         PERFORM pg_catalog.pg_notify('whk_outbox', '');
     END IF;
     RETURN NULL;
@@ -229,10 +228,6 @@ $whk_capture$$f$, v_fn,
             END IF;
         END IF;
     END LOOP;
-    -- Migrations 0004-0018 generated one function for the three triggers; none of them calls it any more.
-    IF to_regprocedure(format('whk.%I()', c.function_name)) IS NOT NULL THEN
-        EXECUTE format('DROP FUNCTION whk.%I()', c.function_name);
-    END IF;
     RETURN c.function_name;
 END;
 $install$;

@@ -20,9 +20,9 @@ BEGIN
         EXECUTE format('DROP TRIGGER IF EXISTS whk_capture_update ON %s', p_tbl);
         EXECUTE format('DROP TRIGGER IF EXISTS whk_capture_delete ON %s', p_tbl);
     END IF;
-    -- One function per operation (migration 0019), and the single function of 0004-0018 if still there.
-    EXECUTE format('DROP FUNCTION IF EXISTS whk.%I(), whk.%I(), whk.%I(), whk.%I()',
-                   v_fn || '_ins', v_fn || '_upd', v_fn || '_del', v_fn);
+    -- One function per operation (migration 0019).
+    EXECUTE format('DROP FUNCTION IF EXISTS whk.%I(), whk.%I(), whk.%I()',
+                   v_fn || '_ins', v_fn || '_upd', v_fn || '_del');
     RETURN true;
 END;
 $$;

@@ -3,19 +3,16 @@
 -- cluster-wide lock at commit, so doing it on every commit serialises the ERP's commits. The payload is
 -- constant, so all wake-ups of one transaction fold into a single notification at commit.
 -- "Idle" is read from whk.dispatcher_idle_until (kept by the trigger whk.dispatchers_idle_refresh): a
--- live dispatcher is idle and its heartbeat is less than 60 s old; the sequence holds that deadline in
--- epoch seconds. Generated capture triggers inline the same test (see whk.capture_install).
+-- live dispatcher is idle and its heartbeat is less than 60 s old (the test: whk.dispatcher_is_idle).
 -- No SET clause (migration 0020): every name is schema-qualified, so the caller's search_path cannot
 -- redirect one, and a SET clause cost each call ~10 us (measured through whk.emit: 110 -> 100 us per call).
--- to_timestamp(deadline) > now() rather than date_part('epoch', now()), which parses its unit at each call.
 CREATE OR REPLACE FUNCTION whk.wake_dispatchers()
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
 AS $$
 BEGIN
-    IF pg_catalog.to_timestamp(pg_catalog.pg_sequence_last_value('whk.dispatcher_idle_until'::pg_catalog.regclass)
-                               ::pg_catalog.float8) OPERATOR(pg_catalog.>) pg_catalog.now() THEN
+    IF whk.dispatcher_is_idle() THEN
         PERFORM pg_catalog.pg_notify('whk_outbox', '');
         RETURN true;
     END IF;

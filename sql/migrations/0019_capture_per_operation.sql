@@ -3,13 +3,36 @@
 -- and its wake-up compared the idle sequence with date_part('epoch', now()). Measured (one client, fsync
 -- off, medians of 5 rounds): ~2.4 us and ~2 us of every captured statement; at 8 clients (durable, 8
 -- rounds) WHK went from 0.908 to 0.958 of the bare outbox trigger. Each trigger now calls its own function,
--- <function_name>_ins, _upd or _del, which runs only its statement; the idle test is
--- to_timestamp(last_value) > now(). Same tables, settings, triggers and events.
+-- <function_name>_ins, _upd or _del, which runs only its statement; the idle test is one shared function,
+-- whk.dispatcher_is_idle (to_timestamp(last_value) > now(), inlined by the planner into each caller).
+-- Same tables, settings, triggers and events.
 -- Locking: each captured table's triggers are re-pointed (CREATE OR REPLACE TRIGGER takes a SHARE ROW
 -- EXCLUSIVE lock on the ERP table for a moment); run it as the owner of the captured tables or a superuser.
 -- See whk.capture_install and docs/capture.md.
 BEGIN;
 SELECT whk.migration_begin(19, 'capture_per_operation');
+
+-- whk.dispatcher_is_idle: the wake-up's one test, "is a live dispatcher idle right now?", shared by every
+-- writer that may NOTIFY (generated capture triggers, whk.emit, whk.wake_dispatchers).
+-- The sequence whk.dispatcher_idle_until holds, in epoch seconds, the time until which some idle dispatcher
+-- counts as live (kept by the trigger whk.dispatchers_idle_refresh; 0 = none idle). Reading it is a
+-- function call, not a query. to_timestamp(deadline) > now() rather than deadline > date_part('epoch',
+-- now()): date_part parses its unit text at every call (~2 us of every captured statement, measured).
+-- SQL-standard body, no SET clause, not SECURITY DEFINER: the planner inlines it into the caller's
+-- expression (checked by EXPLAIN VERBOSE in tests/db/test_capture_wakeup.py), so sharing it costs the ERP
+-- statement nothing, and its names are bound when it is created (no search_path can redirect them). It
+-- runs with the caller's rights: the callers are SECURITY DEFINER functions owned by the owner of whk.
+CREATE OR REPLACE FUNCTION whk.dispatcher_is_idle()
+RETURNS boolean
+LANGUAGE sql
+VOLATILE
+BEGIN ATOMIC
+    SELECT pg_catalog.to_timestamp(pg_catalog.pg_sequence_last_value('whk.dispatcher_idle_until'::pg_catalog.regclass)
+                                   ::pg_catalog.float8) OPERATOR(pg_catalog.>) pg_catalog.now();
+END;
+REVOKE EXECUTE ON FUNCTION whk.dispatcher_is_idle() FROM PUBLIC;
+COMMENT ON FUNCTION whk.dispatcher_is_idle() IS
+    'Whether a live dispatcher is idle (whk.dispatcher_idle_until > now): the test before a wake-up NOTIFY.';
 
 -- whk.capture_install: (re)generate the capture trigger functions of one table from whk.capture_config
 -- (one per captured operation: <function_name>_ins, _upd, _del) and (re)attach its statement-level
@@ -55,9 +78,9 @@ DECLARE
     v_alias   text;
     v_body    text;
     v_head    text;
-    v_ins     text := 'RETURN NULL';
-    v_upd     text := 'RETURN NULL';
-    v_del     text := 'RETURN NULL';
+    v_ins     text;
+    v_upd     text;
+    v_del     text;
     v_filter  text;
     v_op      text;
     v_type    text;
@@ -201,10 +224,9 @@ AS $whk_capture$
 BEGIN
     %s;
     -- The wake-up of whk.wake_dispatchers, inlined: at most one NOTIFY per statement, only when the INSERT
-    -- wrote rows (FOUND) and a live dispatcher is idle (function calls, not a query: the sequence holds the
-    -- epoch second until which one is); identical notifications fold per transaction.
-    IF FOUND AND pg_catalog.to_timestamp(pg_catalog.pg_sequence_last_value('whk.dispatcher_idle_until'::pg_catalog.regclass)
-                                         ::pg_catalog.float8) OPERATOR(pg_catalog.>) pg_catalog.now() THEN
+    -- wrote rows (FOUND) and a live dispatcher is idle (whk.dispatcher_is_idle, inlined by the planner: no
+    -- call); identical notifications fold per transaction.
+    IF FOUND AND whk.dispatcher_is_idle() THEN
         PERFORM pg_catalog.pg_notify('whk_outbox', '');
     END IF;
     RETURN NULL;
@@ -242,10 +264,6 @@ $whk_capture$$f$, v_fn,
             END IF;
         END IF;
     END LOOP;
-    -- Migrations 0004-0018 generated one function for the three triggers; none of them calls it any more.
-    IF to_regprocedure(format('whk.%I()', c.function_name)) IS NOT NULL THEN
-        EXECUTE format('DROP FUNCTION whk.%I()', c.function_name);
-    END IF;
     RETURN c.function_name;
 END;
 $install$;
@@ -275,9 +293,9 @@ BEGIN
         EXECUTE format('DROP TRIGGER IF EXISTS whk_capture_update ON %s', p_tbl);
         EXECUTE format('DROP TRIGGER IF EXISTS whk_capture_delete ON %s', p_tbl);
     END IF;
-    -- One function per operation (migration 0019), and the single function of 0004-0018 if still there.
-    EXECUTE format('DROP FUNCTION IF EXISTS whk.%I(), whk.%I(), whk.%I(), whk.%I()',
-                   v_fn || '_ins', v_fn || '_upd', v_fn || '_del', v_fn);
+    -- One function per operation (migration 0019).
+    EXECUTE format('DROP FUNCTION IF EXISTS whk.%I(), whk.%I(), whk.%I()',
+                   v_fn || '_ins', v_fn || '_upd', v_fn || '_del');
     RETURN true;
 END;
 $$;
@@ -285,8 +303,20 @@ REVOKE EXECUTE ON FUNCTION whk.disable_capture(regclass) FROM PUBLIC;
 COMMENT ON FUNCTION whk.disable_capture(regclass) IS
     'Stop capturing a table: drop its triggers and generated functions; queued events stay.';
 
--- Regenerate every captured table: its per-operation functions, its triggers re-pointed to them, and the
--- old single function dropped.
+-- Regenerate every captured table: its per-operation functions and its triggers re-pointed to them.
 SELECT whk.capture_install(c.tbl) FROM whk.capture_config c ORDER BY c.tbl::text;
+
+-- The single functions of 0004-0018: no trigger calls them any more.
+DO $$
+DECLARE
+    v_fn text;
+BEGIN
+    FOR v_fn IN SELECT format('whk.%I()', c.function_name) FROM whk.capture_config c LOOP
+        IF to_regprocedure(v_fn) IS NOT NULL THEN
+            EXECUTE format('DROP FUNCTION %s', v_fn);
+        END IF;
+    END LOOP;
+END;
+$$;
 
 COMMIT;

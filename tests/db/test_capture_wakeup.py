@@ -151,3 +151,18 @@ def test_wake_dispatchers_needs_no_set_clause_and_cannot_be_redirected(
         assert captured.execute("SELECT whk.wake_dispatchers()").fetchone() == (False,)
     finally:
         captured.execute("RESET search_path")
+
+
+def test_the_shared_idle_test_is_inlined_into_its_callers(captured: psycopg.Connection[Any]) -> None:
+    """whk.dispatcher_is_idle is the one definition of "a live dispatcher is idle"; the planner inlines it, so
+    the capture triggers and whk.emit pay no function call for sharing it."""
+    plan = "\n".join(
+        str(r[0]) for r in captured.execute("EXPLAIN VERBOSE SELECT whk.dispatcher_is_idle()").fetchall()
+    )
+    assert "pg_sequence_last_value('whk.dispatcher_idle_until'::regclass)" in plan
+    assert "dispatcher_is_idle" not in plan
+    generated = captured.execute(
+        "SELECT p.prosrc FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid"
+        " WHERE t.tgrelid = 'public.doc'::regclass AND t.tgname = 'whk_capture_insert'"
+    ).fetchone()
+    assert generated is not None and "whk.dispatcher_is_idle()" in generated[0]
