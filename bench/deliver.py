@@ -59,6 +59,10 @@ def _env(dsn: str, **extra: str) -> dict[str, str]:
             "WHK_SECRET_KEYS": TEST_SECRET_KEYS,
             "WHK_LOG_LEVEL": "WARNING",
             "WHK_DISPATCHER_CONCURRENCY": str(CONCURRENCY),
+            # The raw loop keeps CONCURRENCY requests in flight to the one receiver; by default the dispatcher
+            # lets one host use only half its pool (so a stuck host cannot hold every slot). Same limit here,
+            # as the webhook's max_in_flight is.
+            "WHK_DISPATCHER_HOST_CONCURRENCY": str(CONCURRENCY),
             "WHK_POLL_INTERVAL": "1",
         }
     )

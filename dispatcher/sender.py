@@ -261,8 +261,11 @@ class Sender:
         self._allow: tuple[Network, ...] = tuple(settings.core.allow_private_cidrs)
         self._max_body = max_body_bytes
         self._limit = limit if limit is not None else concurrency
-        # One endpoint may use at most half the pool by default: a stuck receiver cannot take it all.
-        self._limit_per_host = limit_per_host if limit_per_host is not None else max(4, concurrency // 2)
+        # One host may use at most WHK_DISPATCHER_HOST_CONCURRENCY slots (half the pool by default): a stuck
+        # receiver cannot take them all.
+        self._limit_per_host = (
+            limit_per_host if limit_per_host is not None else settings.dispatcher.connections_per_host
+        )
         self._connect_timeout = connect_timeout_s
         self._keepalive = keepalive_timeout_s
         self._inner_resolver = resolver

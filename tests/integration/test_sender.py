@@ -6,6 +6,7 @@ SSRF behaviour lives in test_sender_ssrf.py. Every receiver here listens on loop
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import gzip
 import ipaddress
@@ -454,7 +455,10 @@ class TestConnection:
             await release.wait()
             return status_route(200)
 
-        async with receiver(routes={"/hook": slow}) as r, Sender(loopback_settings, limit_per_host=2) as s:
+        # WHK_DISPATCHER_HOST_CONCURRENCY sets the limit (the Sender's own argument is not used here).
+        per_host = dataclasses.replace(loopback_settings.dispatcher, host_concurrency=2)
+        settings = dataclasses.replace(loopback_settings, dispatcher=per_host)
+        async with receiver(routes={"/hook": slow}) as r, Sender(settings) as s:
             holders = [asyncio.create_task(s.send(post(r.url(), deadline=10))) for _ in range(2)]
             while r.count < 2:
                 await asyncio.sleep(0.01)

@@ -52,6 +52,11 @@ def test_values_are_parsed_by_type():
         ({"WHK_ALLOW_PRIVATE_CIDRS": "not-a-net"}, "WHK_ALLOW_PRIVATE_CIDRS='not-a-net' is not valid"),
         ({"WHK_DATABSE_URL": "x"}, "unknown setting WHK_DATABSE_URL"),
         ({"WHK_LEASE_SECONDS": "10", "WHK_ATTEMPT_TIMEOUT": "5"}, "shorter than 3 x WHK_ATTEMPT_TIMEOUT"),
+        ({"WHK_DISPATCHER_HOST_CONCURRENCY": "0"}, "must be greater than 0"),
+        (
+            {"WHK_DISPATCHER_CONCURRENCY": "8", "WHK_DISPATCHER_HOST_CONCURRENCY": "9"},
+            "WHK_DISPATCHER_HOST_CONCURRENCY=9 is larger than WHK_DISPATCHER_CONCURRENCY=8",
+        ),
         (
             {"WHK_ENV": "production", "WHK_ALLOW_PRIVATE_CIDRS": "127.0.0.1/32"},
             "WHK_ALLOW_PRIVATE_CIDRS is set while WHK_ENV=production",
@@ -69,3 +74,17 @@ def test_configuration_doc_lists_every_variable():
     assert configuration_markdown() in doc, "regenerate the table: .venv/bin/whk config"
     for name in known_variables():
         assert f"`{name}`" in doc
+
+
+@pytest.mark.parametrize(
+    ("env", "per_host"),
+    [
+        ({}, 32),
+        ({"WHK_DISPATCHER_CONCURRENCY": "6"}, 4),
+        ({"WHK_DISPATCHER_CONCURRENCY": "2"}, 2),
+        ({"WHK_DISPATCHER_HOST_CONCURRENCY": "64"}, 64),
+        ({"WHK_DISPATCHER_CONCURRENCY": "10", "WHK_DISPATCHER_HOST_CONCURRENCY": "3"}, 3),
+    ],
+)
+def test_connections_per_host_default_to_half_the_pool(env: dict[str, str], per_host: int) -> None:
+    assert load_settings(env).dispatcher.connections_per_host == per_host

@@ -47,6 +47,10 @@ def positive(value: float) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
 
+def positive_or_unset(value: float | None) -> str | None:
+    return None if value is None or value > 0 else "must be greater than 0"
+
+
 def non_negative(value: float) -> str | None:
     return None if value >= 0 else "must be 0 or greater"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from whk.errors import SettingsError
-from whk.settings._fields import positive, setting
+from whk.settings._fields import positive, positive_or_unset, setting
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,15 @@ class DispatcherSettings:
         default=64,
         check=positive,
     )
+    host_concurrency: int | None = setting(
+        "WHK_DISPATCHER_HOST_CONCURRENCY",
+        "Maximum HTTP attempts in flight to one host, all its webhooks together, so a stuck host cannot "
+        "hold every slot; a webhook's max_in_flight above it is bounded by it. At most "
+        "WHK_DISPATCHER_CONCURRENCY.",
+        default=None,
+        default_doc="half of WHK_DISPATCHER_CONCURRENCY (at least 4)",
+        check=positive_or_unset,
+    )
     batch_size: int = setting(
         "WHK_CLAIM_BATCH",
         "Outbox events or deliveries claimed per round trip.",
@@ -68,8 +77,21 @@ class DispatcherSettings:
         default="WHK-Webhooks/0.1 (+https://www.standardwebhooks.com/)",
     )
 
+    @property
+    def connections_per_host(self) -> int:
+        """The in-flight limit per host: WHK_DISPATCHER_HOST_CONCURRENCY, or half the pool (at least 4)."""
+        if self.host_concurrency is not None:
+            return self.host_concurrency
+        return min(self.concurrency, max(4, self.concurrency // 2))
+
     def validate(self) -> None:
         """Cross-field checks (called once by load_settings)."""
+        if self.host_concurrency is not None and self.host_concurrency > self.concurrency:
+            raise SettingsError(
+                f"WHK_DISPATCHER_HOST_CONCURRENCY={self.host_concurrency} is larger than "
+                f"WHK_DISPATCHER_CONCURRENCY={self.concurrency}",
+                hint="one host can never have more attempts in flight than the whole dispatcher",
+            )
         if self.lease_seconds < 3 * self.attempt_timeout:
             raise SettingsError(
                 f"WHK_LEASE_SECONDS={self.lease_seconds:g} is shorter than 3 x WHK_ATTEMPT_TIMEOUT="
