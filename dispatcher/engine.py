@@ -98,6 +98,11 @@ class Engine:
         self._outcomes: asyncio.Queue[RequestOutcome] = asyncio.Queue()
         self._flush_now = asyncio.Event()
         self._queued = 0  # deliveries waiting in _outcomes
+        # Deliveries whose request succeeded but whose outcome is not recorded yet: no longer on the wire, so
+        # the claim's in-flight caps do not count them (whk.claim_deliveries, p_finished). Failed requests
+        # are not listed: their webhook gets no further request until the failure is written, so its
+        # breaker and failure streak always count it first.
+        self._finished: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight = 0
         self._more_due = True
@@ -212,7 +217,7 @@ class Engine:
         free = self._s.concurrency - self._in_flight
         claim_limit = max(0, min(free, self._s.batch_size))
         routed, self._more_due, claimed = await self._repo.dispatch_round(
-            self._s.batch_size, claim_limit, self._s.lease_seconds
+            self._s.batch_size, claim_limit, self._s.lease_seconds, sorted(self._finished)
         )
         self.stats["routed"] += routed
         if self._more_due and not claimed:
@@ -318,6 +323,8 @@ class Engine:
         """Hand a finished request to the recorder; ``urgent`` (or a full group) ends its linger now."""
         self._outcomes.put_nowait(outcome)
         self._queued += len(outcome.deliveries)
+        if outcome.attempt.success:
+            self._finished.update(d.id for d in outcome.deliveries)
         if urgent or self._queued >= _RECORD_GROUP:
             self._flush_now.set()
 
@@ -368,8 +375,7 @@ class Engine:
                     w.cancel()
             self._flush_now.clear()
             items = self._take_queued(getter.result())
-            await self._retry_db(functools.partial(self._repo.record, items), "record outcomes")
-            self.stats["recorded"] += sum(len(r.deliveries) for r in items)
+            await self._record(items)
             if self._more_due or any(d.state == "pending" for r in items for d in r.deliveries):
                 # Work is waiting (caps, lanes, token buckets) or a retry was scheduled: ask for the next due
                 # time again before sleeping, and look now — recorded outcomes free in-flight caps and lanes.
@@ -388,9 +394,19 @@ class Engine:
 
     async def _final_flush(self) -> None:
         while not self._outcomes.empty():
-            items = self._take_queued()
-            await self._retry_db(functools.partial(self._repo.record, items), "record outcomes", attempts=5)
-            self.stats["recorded"] += sum(len(r.deliveries) for r in items)
+            await self._record(self._take_queued(), attempts=5)
+
+    async def _record(self, items: list[RequestOutcome], *, attempts: int = 30) -> None:
+        """Write ``items`` (retrying through database blips). Either way their deliveries stop counting as
+        finished-but-unrecorded: written, they are no longer in flight; given up on, their lease expires
+        and another round reclaims them."""
+        try:
+            await self._retry_db(
+                functools.partial(self._repo.record, items), "record outcomes", attempts=attempts
+            )
+        finally:
+            self._finished.difference_update(d.id for r in items for d in r.deliveries)
+        self.stats["recorded"] += sum(len(r.deliveries) for r in items)
 
     async def _retry_db(self, fn: Callable[[], Awaitable[Any]], what: str, *, attempts: int = 30) -> Any:
         """Run ``fn`` until the database accepts it (bounded): outcomes must not be dropped on a blip."""

@@ -3,7 +3,7 @@
 -- name: dispatch_round :many
 SELECT routed, more_due, delivery_id, webhook_id, event_id, event_type, attempts, schedule_offset, batch_id, commit_seq,
        ordering_key, payload
-FROM whk.dispatch_round(%(dispatcher)s, %(route_limit)s, %(claim_limit)s, %(lease_s)s);
+FROM whk.dispatch_round(%(dispatcher)s, %(route_limit)s, %(claim_limit)s, %(lease_s)s, %(finished)s::bigint[]);
 
 -- name: record_outcomes :one
 SELECT whk.record_outcomes(%(dispatcher)s, %(attempts)s::jsonb, %(ids)s::bigint[], %(attempt_ix)s::integer[],

@@ -38,9 +38,12 @@ class Repository:
             return None if row is None else row[0]
 
     async def dispatch_round(
-        self, route_limit: int, claim_limit: int, lease_s: float
+        self, route_limit: int, claim_limit: int, lease_s: float, finished: Sequence[int] = ()
     ) -> tuple[int, bool, list[ClaimedDelivery]]:
-        """Route and claim in one round trip: (events routed, due work left, deliveries claimed)."""
+        """Route and claim in one round trip: (events routed, due work left, deliveries claimed).
+
+        ``finished``: deliveries whose request ended but whose outcome is not recorded yet; the in-flight
+        caps do not count them."""
         async with self._pool.connection() as conn:
             cur = await conn.execute(
                 self._q["dispatch_round"],
@@ -49,6 +52,7 @@ class Repository:
                     "route_limit": route_limit,
                     "claim_limit": claim_limit,
                     "lease_s": lease_s,
+                    "finished": list(finished),
                 },
             )
             rows = await cur.fetchall()

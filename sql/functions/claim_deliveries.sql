@@ -18,7 +18,17 @@
 -- then claims up to batch_size rows under one batch_id.
 --
 -- Claimed rows become in_flight with a lease; an expired lease is reclaimed by whk.reclaim_expired_leases.
-CREATE OR REPLACE FUNCTION whk.claim_deliveries(p_dispatcher text, p_limit integer, p_lease_s double precision)
+--
+-- p_finished (migration 0022): deliveries of p_dispatcher whose request has ended but whose outcome is not
+-- recorded yet (the dispatcher writes outcomes in groups). They are still in_flight here, but no longer on
+-- the wire, so the in-flight cap does not count them: max_in_flight limits concurrent requests, not the
+-- bookkeeping behind them. (Measured before: a webhook at the default max_in_flight of 10 drained at ~600
+-- events/s, its requests waiting for earlier outcomes to be written.) The dispatcher lists only SUCCESSFUL
+-- requests: after a failure the webhook waits for it to be written, so the breaker and the failure streak
+-- always see it before the next request. Lanes stay blocked until the outcome is recorded: a retry must
+-- not be overtaken.
+CREATE OR REPLACE FUNCTION whk.claim_deliveries(p_dispatcher text, p_limit integer, p_lease_s double precision,
+                                                p_finished bigint[] DEFAULT '{}')
 RETURNS TABLE (delivery_id bigint, webhook_id bigint, event_id uuid, event_type text, attempts integer,
                schedule_offset integer, batch_id uuid, commit_seq bigint, ordering_key text, payload text)
 LANGUAGE plpgsql
@@ -81,11 +91,13 @@ BEGIN
             v_req := 1;
         END IF;
 
-        -- In-flight cap, counted in requests (a batch in flight is one request).
+        -- In-flight cap, counted in requests (a batch in flight is one request), without the caller's
+        -- finished ones (p_finished).
         SELECT CASE WHEN w.delivery_mode = 'batch' THEN count(DISTINCT d.batch_id) ELSE count(*) END
         INTO v_in_flight
         FROM whk.whk_03_entregas d
-        WHERE d.webhook_id = w.id AND d.status = 'in_flight';
+        WHERE d.webhook_id = w.id AND d.status = 'in_flight'
+          AND (d.claimed_by IS DISTINCT FROM p_dispatcher OR d.id <> ALL (coalesce(p_finished, '{}')));
         v_req := least(v_req, greatest(w.max_in_flight - v_in_flight, 0));
         CONTINUE WHEN v_req <= 0;
 

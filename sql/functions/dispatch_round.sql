@@ -6,8 +6,10 @@
 -- (held back by caps, lanes, rate limits or the caller's free slots). When nothing is due, a freed slot or
 -- a recorded outcome cannot make anything claimable, so the dispatcher does not spend a round on it.
 -- The last row carries only `routed` and `more_due` (no delivery).
+-- p_finished: the caller's deliveries whose request has ended but whose outcome is not recorded yet; the
+-- in-flight caps do not count them (whk.claim_deliveries, migration 0022).
 CREATE OR REPLACE FUNCTION whk.dispatch_round(p_dispatcher text, p_route_limit integer, p_claim_limit integer,
-                                              p_lease_s double precision)
+                                              p_lease_s double precision, p_finished bigint[] DEFAULT '{}')
 RETURNS TABLE (routed integer, more_due boolean, delivery_id bigint, webhook_id bigint, event_id uuid,
                event_type text, attempts integer, schedule_offset integer, batch_id uuid, commit_seq bigint,
                ordering_key text, payload text)
@@ -28,7 +30,8 @@ DECLARE
     t        record;
 BEGIN
     -- Fresh deliveries of unconstrained immediate webhooks come back already in flight (whk.route_and_take).
-    FOR t IN SELECT * FROM whk.route_and_take(p_route_limit, p_dispatcher, p_claim_limit, p_lease_s) LOOP
+    FOR t IN SELECT * FROM whk.route_and_take(p_route_limit, p_dispatcher, p_claim_limit, p_lease_s, p_finished)
+    LOOP
         v_routed := t.routed;
         CONTINUE WHEN t.delivery_id IS NULL;
         IF t.batch_id IS NULL THEN
@@ -61,7 +64,7 @@ BEGIN
         RETURN QUERY
         SELECT v_routed, NULL::boolean, c.delivery_id, c.webhook_id, c.event_id, c.event_type, c.attempts,
                c.schedule_offset, c.batch_id, c.commit_seq, c.ordering_key, c.payload
-        FROM whk.claim_deliveries(p_dispatcher, p_claim_limit - v_taken, p_lease_s) c;
+        FROM whk.claim_deliveries(p_dispatcher, p_claim_limit - v_taken, p_lease_s, p_finished) c;
     END LOOP;
     -- The flag travels on its own row (no delivery): a client reads it from the row without delivery_id.
     RETURN QUERY SELECT v_routed, v_more, NULL::bigint, NULL::bigint, NULL::uuid, NULL::text, NULL::integer,

@@ -15,8 +15,11 @@
 --
 -- Returns one row per taken delivery, each carrying `routed` (events routed), plus, when nothing was
 -- taken, one row with only `routed` set.
+--
+-- p_finished: the caller's deliveries whose request has ended, outcome not yet recorded; the in-flight cap
+-- does not count them (see whk.claim_deliveries, migration 0022).
 CREATE OR REPLACE FUNCTION whk.route_and_take(p_limit integer, p_dispatcher text, p_take integer,
-                                              p_lease_s double precision)
+                                              p_lease_s double precision, p_finished bigint[] DEFAULT '{}')
 RETURNS TABLE (routed integer, delivery_id bigint, webhook_id bigint, event_id uuid, event_type text,
                attempts integer, schedule_offset integer, batch_id uuid, commit_seq bigint, ordering_key text,
                payload text)
@@ -125,7 +128,9 @@ BEGIN
                w.max_in_flight - (SELECT CASE WHEN w.delivery_mode = 'batch' THEN count(DISTINCT d.batch_id)
                                               ELSE count(*) END
                                   FROM whk.whk_03_entregas d
-                                  WHERE d.webhook_id = w.id AND d.status = 'in_flight') AS room
+                                  WHERE d.webhook_id = w.id AND d.status = 'in_flight'
+                                    AND (d.claimed_by IS DISTINCT FROM p_dispatcher
+                                         OR d.id <> ALL (coalesce(p_finished, '{}')))) AS room
         FROM whk.whk_01_webhooks w
         JOIN whk.webhook_runtime rt ON rt.webhook_id = w.id
         JOIN whk.whk_04_assinantes a ON a.id = w.consumer_id

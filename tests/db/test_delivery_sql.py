@@ -144,6 +144,58 @@ def test_claim_is_fair_and_respects_in_flight_cap(conn):
     assert claim(conn, limit=100, who="d2") == []
 
 
+def test_the_cap_does_not_count_the_callers_finished_unrecorded_requests(conn):
+    """p_finished (migration 0022): a finished request is off the wire although its outcome is not written
+    yet; only the dispatcher that sent it can say so, and batch caps count such a batch as finished too."""
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c, URL, ["cap.*"], max_in_flight=2)
+    batched = make_webhook(conn, c, URL, ["bat.*"], max_in_flight=1, delivery_mode="batch", batch_size=2)
+    emit(conn, "cap.e", count=6)
+    emit(conn, "bat.e", count=4)
+    route(conn)
+
+    def claim_with(finished: list[int], who: str = "d1") -> list[tuple[int, int, Any]]:
+        return [
+            (int(r[0]), int(r[1]), r[2])
+            for r in conn.execute(
+                "SELECT delivery_id, webhook_id, batch_id"
+                " FROM whk.claim_deliveries(%s, 100, 30, %s::bigint[])",
+                [who, finished],
+            ).fetchall()
+        ]
+
+    first = claim_with([])
+    sent = [d for d, w, _ in first if w == hook]
+    batch = [d for d, w, _ in first if w == batched]
+    assert len(sent) == 2 and len(batch) == 2
+    assert claim_with([]) == []  # both caps are full
+    # Another dispatcher cannot free d1's slots; a bogus or NULL list changes nothing.
+    assert claim_with(sent + batch, who="d2") == []
+    assert claim_with([-1]) == []
+    assert conn.execute("SELECT count(*) FROM whk.claim_deliveries('d1', 100, 30, NULL)").fetchone() == (0,)
+    # d1 finished one immediate request and the batch: one more request each, nothing beyond the caps.
+    again = claim_with(sent[:1] + batch)
+    assert len([d for d, w, _ in again if w == hook]) == 1
+    assert len({b for _, w, b in again if w == batched}) == 1  # one more batch request (of batch_size rows)
+    assert len([1 for _, w, _ in again if w == batched]) == 2
+    assert statuses(conn, hook) == {"in_flight": 3, "pending": 3}  # written outcomes come later
+    # route_and_take applies the same rule to fresh events.
+    conn.execute("UPDATE whk.whk_03_entregas SET status = 'delivered' WHERE status = 'pending'")
+    emit(conn, "cap.e", count=3)
+    in_flight = [
+        int(r[0])
+        for r in conn.execute(
+            "SELECT id FROM whk.whk_03_entregas WHERE webhook_id = %s AND status = 'in_flight'", [hook]
+        ).fetchall()
+    ]
+    rows = conn.execute(
+        "SELECT delivery_id FROM whk.route_and_take(1000, 'd1', 10, 30, %s::bigint[])"
+        " WHERE delivery_id IS NOT NULL",
+        [in_flight[:2]],
+    ).fetchall()
+    assert len(rows) == 1  # cap 2, three in flight, two of them finished: room for one
+
+
 def test_claim_by_another_dispatcher_skips_locked_rows(db_url, conn):
     c = make_consumer(conn)
     make_webhook(conn, c, URL, ["*"], max_in_flight=100)

@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import pytest
 
 import dispatcher.engine as engine_mod
@@ -27,11 +28,11 @@ class FakeRepo:
         return sum(len(r.deliveries) for r in requests)
 
 
-def outcome(*ids: int) -> RequestOutcome:
+def outcome(*ids: int, success: bool = True) -> RequestOutcome:
     attempt = AttemptLog(
         webhook_id=1,
-        success=True,
-        failure=False,
+        success=success,
+        failure=not success,
         gone=False,
         outcome="delivered",
         request_method="POST",
@@ -107,6 +108,53 @@ async def test_stop_flushes_what_is_queued(engine: tuple[Engine, FakeRepo]) -> N
     assert repo.flushes == [[9]]
 
 
+class RoundRepo(FakeRepo):
+    """Also answers dispatch_round (nothing to route or claim), keeping the ``finished`` it was given."""
+
+    def __init__(self, *, fail_records: bool = False) -> None:
+        super().__init__()
+        self.finished_seen: list[list[int]] = []
+        self.fail_records = fail_records
+
+    async def dispatch_round(
+        self, route_limit: int, claim_limit: int, lease_s: float, finished: list[int]
+    ) -> tuple[int, bool, list[Any]]:
+        self.finished_seen.append(list(finished))
+        return 0, False, []
+
+    async def record(self, requests: list[RequestOutcome]) -> int:
+        if self.fail_records:
+            raise psycopg.OperationalError("server closed the connection")
+        return await super().record(requests)
+
+
+async def test_rounds_pass_finished_unrecorded_deliveries_until_they_are_written() -> None:
+    """The claim's in-flight caps skip successful requests whose outcome is still queued (p_finished)."""
+    repo = RoundRepo()
+    eng = Engine(fast_settings("postgresql://unused/db"), repo, sender=None, dispatcher_id="t")  # type: ignore[arg-type]
+    await eng._round()
+    eng.queue_outcome(outcome(5, 3), urgent=False)
+    eng.queue_outcome(outcome(8), urgent=False)
+    # A failed request keeps its slot until written: the breaker must count it before the next request.
+    eng.queue_outcome(outcome(9, success=False), urgent=False)
+    await eng._round()
+    await eng._record(eng._take_queued())
+    await eng._round()
+    assert repo.finished_seen == [[], [3, 5, 8], []]
+    assert repo.flushes == [[5, 3, 8, 9]]
+
+
+async def test_outcomes_given_up_on_stop_counting_as_finished() -> None:
+    # Their lease expires and they are reclaimed: the cap must count them again meanwhile.
+    repo = RoundRepo(fail_records=True)
+    eng = Engine(fast_settings("postgresql://unused/db"), repo, sender=None, dispatcher_id="t")  # type: ignore[arg-type]
+    eng.queue_outcome(outcome(4), urgent=False)
+    await eng._record(eng._take_queued(), attempts=1)
+    await eng._round()
+    assert repo.finished_seen == [[]]
+    assert repo.flushes == []
+
+
 def test_fake_repo_is_what_the_recorder_uses() -> None:
     # The recorder only calls Repository.record; keep the fake honest if that changes.
     from dispatcher.repository import Repository
@@ -114,3 +162,5 @@ def test_fake_repo_is_what_the_recorder_uses() -> None:
     assert callable(Repository.record)
     params: Any = Repository.record.__code__.co_varnames[:2]
     assert params == ("self", "requests")
+    round_params: Any = Repository.dispatch_round.__code__.co_varnames[:5]
+    assert round_params == ("self", "route_limit", "claim_limit", "lease_s", "finished")
