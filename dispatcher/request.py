@@ -156,9 +156,21 @@ def build_request(
     )
 
 
+# Headers WHK itself sets on every request (build_request): not credentials, so their names are not
+# searched for secret-looking words on every request (a configured credential header is masked regardless).
+_OWN_HEADERS = frozenset(
+    {"content-type", "user-agent", "webhook-id", "webhook-timestamp", "webhook-signature"}
+)
+
+
 def loggable_headers(hook: PreparedWebhook, headers: Sequence[tuple[str, str]]) -> dict[str, str]:
     """Request headers for the attempt log, with credentials masked."""
-    return {n: (MASK if n.lower() in hook.masked_names or _looks_secret(n) else v) for n, v in headers}
+    out: dict[str, str] = {}
+    for name, value in headers:
+        low = name.lower()
+        secret = low in hook.masked_names or (low not in _OWN_HEADERS and _looks_secret(name))
+        out[name] = MASK if secret else value
+    return out
 
 
 def body_digest(body: bytes) -> str:

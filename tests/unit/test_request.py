@@ -133,6 +133,16 @@ def test_outbound_auth_and_masking():
         build_request(api_key, msg_id="m", body=b"", timestamp=1, deadline_s=1, user_agent="U").headers,
     )
     assert logged["X-Token"] == MASK and logged["webhook-id"] == "m"
+    # A credential header is masked whatever its name, even one WHK also sends itself.
+    odd = prepare_webhook(
+        row(auth_type="api_key", auth_header_name="Webhook-Id", auth_credential_enc=cred),
+        TEST_BOX,
+        RetryPolicy(),
+    )
+    assert loggable_headers(odd, [("Webhook-Id", "s3cr3t"), ("User-Agent", "UA")]) == {
+        "Webhook-Id": MASK,
+        "User-Agent": "UA",
+    }
 
 
 def test_missing_keys_or_wrong_row_become_configuration_errors():
