@@ -8,6 +8,10 @@ Prints:
   commits single-row INSERTs at that rate on a table captured by whk.enable_capture, woken by its NOTIFY);
 - ``GOAL claim_1m_vs_1k``: time of one claim with 1,000,000 pending for another endpoint ÷ with 1,000;
 - ``GOAL drain_rss_mb``: the dispatcher's peak RSS while draining a 1,000,000-delivery backlog;
+- ``INFO raw_aiohttp_cpu_us_per_request`` / ``INFO immediate_cpu_us_per_event`` / ``INFO
+  batch_cpu_us_per_event``: CPU per request or event of each process taking part (the raw loop's client and
+  the receiver; the dispatcher, every PostgreSQL process and the receiver, counted from the first arrival
+  so the dispatcher's start-up is left out): on this 2-core machine the sum bounds what a drain can reach;
 - ``INFO immediate_floor`` / ``INFO batch_floor``: PostgreSQL's CPU per event for only the writes the data
   model needs (outbox row marked routed, delivery row inserted and updated, attempt rows), set-based with no
   logic, and the events/s that allows if PostgreSQL had every core: what the schema itself permits here.
@@ -101,7 +105,17 @@ async def _reset(url: str) -> None:
         await client.post(f"{url}/reset")
 
 
-async def _raw_aiohttp(url: str, seconds: float) -> float:
+async def _raw_aiohttp(url: str, seconds: float, receiver_pid: int) -> tuple[float, str]:
+    """Requests/s of a bare aiohttp POST loop, and its CPU us per request (this process, the receiver)."""
+    cpu0, receiver0 = time.process_time(), _cpu_s(receiver_pid)
+    rate = await _raw_loop(url, seconds)
+    client = time.process_time() - cpu0
+    receiver = _cpu_s(receiver_pid) - receiver0
+    requests = max(rate * seconds, 1.0)
+    return rate, f"client={1e6 * client / requests:.0f} receiver={1e6 * receiver / requests:.0f}"
+
+
+async def _raw_loop(url: str, seconds: float) -> float:
     done = 0
     deadline = time.monotonic() + seconds
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as session:
@@ -148,23 +162,70 @@ def _seed_events(dsn: str, event_type: str, count: int) -> None:
             )
 
 
-async def _drain(dsn: str, url: str, expected: int, limit_s: float, **env: str) -> float:
-    """Start a dispatcher, wait until the receiver saw ``expected`` events; events/s first -> last arrival."""
+def _cpu_s(pid: int) -> float:
+    """CPU seconds used so far by one process (0 once it has ended)."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
+
+
+class CpuSplit:
+    """CPU per event of each process taking part, between two samples (``start`` and ``stop``)."""
+
+    def __init__(self, server: PgServer, pids: dict[str, int]) -> None:
+        self._server = server
+        self._pids = pids
+        self._start: dict[str, float] = {}
+        self._used: dict[str, float] = {}
+
+    def _sample(self) -> dict[str, float]:
+        sample = {name: _cpu_s(pid) for name, pid in self._pids.items()}
+        sample["postgres"] = _postgres_cpu_s(self._server)
+        return sample
+
+    def start(self) -> None:
+        self._start = self._sample()
+
+    def stop(self) -> None:
+        end = self._sample()
+        self._used = {name: end[name] - self._start.get(name, end[name]) for name in end}
+
+    def line(self, events: int) -> str:
+        parts = [f"{name}={1e6 * used / max(events, 1):.0f}" for name, used in self._used.items()]
+        total = 1e6 * sum(self._used.values()) / max(events, 1)
+        return " ".join([*parts, f"total={total:.0f}"])
+
+
+async def _drain(
+    server: PgServer, receiver_pid: int, dsn: str, url: str, expected: int, limit_s: float, **env: str
+) -> tuple[float, str]:
+    """Start a dispatcher, wait until the receiver saw ``expected`` events: (events/s first -> last arrival,
+    CPU us per event of the dispatcher, PostgreSQL and the receiver after the first arrival, so the
+    dispatcher's start-up is not counted)."""
     await _reset(url)
     proc = _dispatcher(dsn, **env)
+    split = CpuSplit(server, {"dispatcher": proc.pid, "receiver": receiver_pid})
+    counted_from = 0
     try:
         deadline = time.monotonic() + limit_s
         stats = await _stats(url)
         while stats["events"] < expected and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
             stats = await _stats(url)
+            if not counted_from and stats["events"]:
+                split.start()
+                counted_from = stats["events"]
+        split.stop()
     finally:
         _stop(proc)
+    cpu = split.line(stats["events"] - counted_from)
     if not stats["first"] or stats["events"] < 2:
-        return 0.0
+        return 0.0, cpu
     if stats["events"] < expected:
         print(f"  (only {stats['events']} of {expected} arrived before the time limit)", flush=True)
-    return float(stats["events"]) / max(stats["last"] - stats["first"], 1e-3)
+    return float(stats["events"]) / max(stats["last"] - stats["first"], 1e-3), cpu
 
 
 async def _latency(
@@ -372,7 +433,7 @@ async def _run(seconds: float, drain_seconds: float, backlog: int, phases: set[s
 
         goals: list[Goal] = []
         if "immediate" in phases:
-            raw = await _raw_aiohttp(f"{url}/raw", seconds)
+            raw, raw_cpu = await _raw_aiohttp(f"{url}/raw", seconds, receiver.pid)
             via_httpx = await _httpx_default(f"{url}/httpx", seconds)
             print(
                 f"baseline raw aiohttp: {raw:.0f} req/s; httpx default pool: {via_httpx:.0f} req/s",
@@ -383,8 +444,11 @@ async def _run(seconds: float, drain_seconds: float, backlog: int, phases: set[s
                 make_webhook(conn, consumer, f"{url}/immediate", ["imm.*"], max_in_flight=CONCURRENCY)
             n = int(min(max(raw * seconds, 2000), 100_000))
             _seed_events(dsn, "imm.e", n)
-            immediate = await _drain(dsn, url, n, 30 + 3 * seconds)
+            immediate, immediate_cpu = await _drain(server, receiver.pid, dsn, url, n, 30 + 3 * seconds)
             print(f"immediate: {immediate:.0f} events/s ({n} events)", flush=True)
+            # Where the CPU goes (2 cores): what keeps the ratio below 1 is visible in every run.
+            print(f"INFO raw_aiohttp_cpu_us_per_request {raw_cpu}", flush=True)
+            print(f"INFO immediate_cpu_us_per_event {immediate_cpu}", flush=True)
             print(
                 f"httpx default pool: {via_httpx:.0f} req/s ({via_httpx / raw:.2f} of raw aiohttp)",
                 flush=True,
@@ -408,8 +472,11 @@ async def _run(seconds: float, drain_seconds: float, backlog: int, phases: set[s
                 )
             m = int(min(20_000 * seconds, 100_000))
             _seed_events(dsn, "bat.e", m)
-            batch = await _drain(dsn, url, m, 30 + 6 * seconds, WHK_CLAIM_BATCH="1000")
+            batch, batch_cpu = await _drain(
+                server, receiver.pid, dsn, url, m, 30 + 6 * seconds, WHK_CLAIM_BATCH="1000"
+            )
             print(f"batch: {batch:.0f} events/s ({m} events)", flush=True)
+            print(f"INFO batch_cpu_us_per_event {batch_cpu}", flush=True)
             goals.append(Goal("batch_events_per_s", batch, 20000))
             floor_info("batch", 1000)
 
