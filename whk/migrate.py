@@ -193,9 +193,19 @@ def discover(directory: Path | None = None) -> list[MigrationFile]:
 
 
 def code_version(files: Sequence[MigrationFile] | None = None) -> int:
-    """The schema version this code expects: the highest migration number it ships."""
-    files = discover() if files is None else files
-    return max((f.version for f in files), default=0)
+    """The schema version this code expects: the highest migration number it ships.
+
+    Without ``files`` it is read from the file names only: the version guard of every process start and
+    the API's unauthenticated /health call it, and ``discover`` (which parses every file with pglast)
+    took ~190 ms for 22 files. The files themselves are checked whenever migrations are planned or run."""
+    if files is not None:
+        return max((f.version for f in files), default=0)
+    versions = [
+        int(m.group(1))
+        for path in migrations_dir().iterdir()
+        if path.suffix == ".sql" and (m := FILE_RE.match(path.name)) is not None
+    ]
+    return max(versions, default=0)
 
 
 def read_applied(conn: psycopg.Connection[Any]) -> list[AppliedMigration]:
