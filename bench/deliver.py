@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import httpx
 import port_for
 import psutil
@@ -44,6 +43,7 @@ import psycopg
 
 from bench.capture import pgbench_command
 from bench.goals import Goal, report
+from bench.http_baseline import httpx_default_posts, raw_aiohttp_posts
 from tests.support.delivery import TEST_SECRET_KEYS, make_consumer, make_webhook
 from tests.support.pg import PgServer, migrate_database, start_server
 
@@ -108,45 +108,11 @@ async def _reset(url: str) -> None:
 async def _raw_aiohttp(url: str, seconds: float, receiver_pid: int) -> tuple[float, str]:
     """Requests/s of a bare aiohttp POST loop, and its CPU us per request (this process, the receiver)."""
     cpu0, receiver0 = time.process_time(), _cpu_s(receiver_pid)
-    rate = await _raw_loop(url, seconds)
+    rate = await raw_aiohttp_posts(url, 10**9, CONCURRENCY, BODY, seconds=seconds)
     client = time.process_time() - cpu0
     receiver = _cpu_s(receiver_pid) - receiver0
     requests = max(rate * seconds, 1.0)
     return rate, f"client={1e6 * client / requests:.0f} receiver={1e6 * receiver / requests:.0f}"
-
-
-async def _raw_loop(url: str, seconds: float) -> float:
-    done = 0
-    deadline = time.monotonic() + seconds
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as session:
-
-        async def worker() -> None:
-            nonlocal done
-            while time.monotonic() < deadline:
-                async with session.post(url, data=BODY, headers={"Content-Type": "application/json"}) as r:
-                    await r.read()
-                done += 1
-
-        started = time.monotonic()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    return done / (time.monotonic() - started)
-
-
-async def _httpx_default(url: str, seconds: float) -> float:
-    done = 0
-    deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient() as client:
-
-        async def worker() -> None:
-            nonlocal done
-            while time.monotonic() < deadline:
-                r = await client.post(url, content=BODY, headers={"Content-Type": "application/json"})
-                r.read()
-                done += 1
-
-        started = time.monotonic()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    return done / (time.monotonic() - started)
 
 
 def _seed_events(dsn: str, event_type: str, count: int) -> None:
@@ -434,7 +400,7 @@ async def _run(seconds: float, drain_seconds: float, backlog: int, phases: set[s
         goals: list[Goal] = []
         if "immediate" in phases:
             raw, raw_cpu = await _raw_aiohttp(f"{url}/raw", seconds, receiver.pid)
-            via_httpx = await _httpx_default(f"{url}/httpx", seconds)
+            via_httpx = await httpx_default_posts(f"{url}/httpx", 10**9, CONCURRENCY, BODY, seconds=seconds)
             print(
                 f"baseline raw aiohttp: {raw:.0f} req/s; httpx default pool: {via_httpx:.0f} req/s",
                 flush=True,

@@ -1,8 +1,8 @@
 """HTTP baselines for delivery benchmarks: bare aiohttp and httpx POST loops, plus WHK's sender.
 
-``bench/deliver.py`` reuses these to print ``deliver_vs_raw_aiohttp`` with the httpx figure beside
-it; run alone (``python -m bench.http_baseline``) it prints the three client loops against one
-receiver process on 127.0.0.1::
+``bench/deliver.py`` runs the first two for a fixed time to print ``deliver_vs_raw_aiohttp`` with the
+httpx figure beside it; run alone (``python -m bench.http_baseline``) it prints the three client loops
+against one receiver process on 127.0.0.1::
 
     raw_aiohttp_posts  — a bare aiohttp ClientSession POST loop (the ceiling for the dispatcher)
     httpx_default_posts — the same loop through httpx.AsyncClient's own pool
@@ -32,23 +32,29 @@ __all__ = ["httpx_default_posts", "raw_aiohttp_posts", "receiver_process", "send
 PostOnce = Callable[[], Awaitable[None]]
 
 
-async def _drive(post: PostOnce, n: int, concurrency: int) -> float:
-    """Run ``n`` posts with ``concurrency`` workers; events per second."""
+async def _drive(post: PostOnce, n: int, concurrency: int, seconds: float | None = None) -> float:
+    """Run ``n`` posts, or as many as ``seconds`` allow, with ``concurrency`` workers; posts per second."""
     remaining = n
+    done = 0
+    deadline = None if seconds is None else time.perf_counter() + seconds
 
     async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
+        nonlocal remaining, done
+        while remaining > 0 and (deadline is None or time.perf_counter() < deadline):
             remaining -= 1
             await post()
+            done += 1
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, n)))))
-    return n / (time.perf_counter() - started)
+    return done / (time.perf_counter() - started)
 
 
-async def raw_aiohttp_posts(url: str, n: int, concurrency: int, body: bytes) -> float:
-    """Events/s of a bare aiohttp POST loop (one session, pool sized to ``concurrency``)."""
+async def raw_aiohttp_posts(
+    url: str, n: int, concurrency: int, body: bytes, seconds: float | None = None
+) -> float:
+    """Posts/s of a bare aiohttp POST loop (one session, pool sized to ``concurrency``): ``n`` posts, or as
+    many as ``seconds`` allow."""
     headers = {"Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -60,11 +66,13 @@ async def raw_aiohttp_posts(url: str, n: int, concurrency: int, body: bytes) -> 
                     raise RuntimeError(f"receiver answered {resp.status}")
 
         await post()  # warm the pool
-        return await _drive(post, n, concurrency)
+        return await _drive(post, n, concurrency, seconds)
 
 
-async def httpx_default_posts(url: str, n: int, concurrency: int, body: bytes) -> float:
-    """Events/s of the same loop through httpx.AsyncClient's default pool."""
+async def httpx_default_posts(
+    url: str, n: int, concurrency: int, body: bytes, seconds: float | None = None
+) -> float:
+    """Posts/s of the same loop through httpx.AsyncClient's default pool."""
     headers = {"Content-Type": "application/json"}
     async with httpx.AsyncClient() as client:
 
@@ -74,7 +82,7 @@ async def httpx_default_posts(url: str, n: int, concurrency: int, body: bytes) -
                 raise RuntimeError(f"receiver answered {resp.status_code}")
 
         await post()
-        return await _drive(post, n, concurrency)
+        return await _drive(post, n, concurrency, seconds)
 
 
 async def sender_posts(url: str, n: int, concurrency: int, body: bytes) -> float:
