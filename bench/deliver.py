@@ -272,14 +272,8 @@ def _postgres_cpu_s(server: PgServer) -> float:
     """CPU seconds used so far by every process of the server (backends and background workers)."""
     pid = int((server.datadir / "postmaster.pid").read_text(encoding="utf-8").split()[0])
     root = psutil.Process(pid)
-    total = 0.0
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-        except psutil.Error:  # a backend that ended meanwhile
-            continue
-        total += times.user + times.system
-    return total
+    # A backend that ended meanwhile counts 0 (_cpu_s).
+    return sum(_cpu_s(proc.pid) for proc in [root, *root.children(recursive=True)])
 
 
 def _floor(

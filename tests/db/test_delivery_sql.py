@@ -22,11 +22,13 @@ def route(conn: psycopg.Connection[Any], limit: int = 1000) -> int:
     return int(row[0])
 
 
-def claim(conn: psycopg.Connection[Any], limit: int = 100, who: str = "d1") -> list[tuple[Any, ...]]:
+def claim(
+    conn: psycopg.Connection[Any], limit: int = 100, who: str = "d1", finished: list[int] | None = None
+) -> list[tuple[Any, ...]]:
     return conn.execute(
         "SELECT delivery_id, webhook_id, batch_id, commit_seq, ordering_key, payload "
-        "FROM whk.claim_deliveries(%s, %s, 30)",
-        [who, limit],
+        "FROM whk.claim_deliveries(%s, %s, 30, %s::bigint[])",
+        [who, limit, finished or []],
     ).fetchall()
 
 
@@ -155,14 +157,7 @@ def test_the_cap_does_not_count_the_callers_finished_unrecorded_requests(conn):
     route(conn)
 
     def claim_with(finished: list[int], who: str = "d1") -> list[tuple[int, int, Any]]:
-        return [
-            (int(r[0]), int(r[1]), r[2])
-            for r in conn.execute(
-                "SELECT delivery_id, webhook_id, batch_id"
-                " FROM whk.claim_deliveries(%s, 100, 30, %s::bigint[])",
-                [who, finished],
-            ).fetchall()
-        ]
+        return [(int(r[0]), int(r[1]), r[2]) for r in claim(conn, 100, who, finished)]
 
     first = claim_with([])
     sent = [d for d, w, _ in first if w == hook]
@@ -188,11 +183,7 @@ def test_the_cap_does_not_count_the_callers_finished_unrecorded_requests(conn):
             "SELECT id FROM whk.whk_03_entregas WHERE webhook_id = %s AND status = 'in_flight'", [hook]
         ).fetchall()
     ]
-    rows = conn.execute(
-        "SELECT delivery_id FROM whk.route_and_take(1000, 'd1', 10, 30, %s::bigint[])"
-        " WHERE delivery_id IS NOT NULL",
-        [in_flight[:2]],
-    ).fetchall()
+    _, rows = take(conn, 10, finished=in_flight[:2])
     assert len(rows) == 1  # cap 2, three in flight, two of them finished: room for one
 
 
@@ -442,10 +433,13 @@ def test_dispatcher_disable_is_audited_when_the_audit_log_exists(conn):
     assert conn.execute("SELECT count(*) FROM whk.audit_log").fetchone() == (1,)
 
 
-def take(conn: psycopg.Connection[Any], n: int, who: str = "d1") -> tuple[int, list[tuple[Any, ...]]]:
+def take(
+    conn: psycopg.Connection[Any], n: int, who: str = "d1", finished: list[int] | None = None
+) -> tuple[int, list[tuple[Any, ...]]]:
     rows = conn.execute(
-        "SELECT routed, delivery_id, webhook_id, batch_id, payload FROM whk.route_and_take(1000, %s, %s, 30)",
-        [who, n],
+        "SELECT routed, delivery_id, webhook_id, batch_id, payload"
+        " FROM whk.route_and_take(1000, %s, %s, 30, %s::bigint[])",
+        [who, n, finished or []],
     ).fetchall()
     return int(rows[0][0]), [r[1:] for r in rows if r[1] is not None]
 
