@@ -42,7 +42,9 @@ CREATE TABLE whk.whk_01_webhooks (
     metadata              jsonb       NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(metadata) = 'object'),
     created_at            timestamptz NOT NULL DEFAULT now(),
     updated_at            timestamptz NOT NULL DEFAULT now(),
-    deleted_at            timestamptz
+    deleted_at            timestamptz,
+    -- The parent key of whk_03_entregas' (webhook_id, consumer_id) foreign key (migration 0023).
+    CONSTRAINT whk_01_webhooks_id_consumer_key UNIQUE (id, consumer_id)
 );
 COMMENT ON TABLE whk.whk_01_webhooks IS
     'Webhook endpoints: URL and method, subscribed types, auth, filters, status and delivery settings.';

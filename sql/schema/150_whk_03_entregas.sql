@@ -5,8 +5,8 @@ CREATE TABLE whk.whk_03_entregas (
     outbox_id        bigint      NOT NULL,
     event_created_at timestamptz NOT NULL,
     event_type       text        NOT NULL,
-    webhook_id       bigint      NOT NULL REFERENCES whk.whk_01_webhooks (id),
-    consumer_id      bigint      NOT NULL REFERENCES whk.whk_04_assinantes (id),
+    webhook_id       bigint      NOT NULL,
+    consumer_id      bigint      NOT NULL,
     status           text        NOT NULL DEFAULT 'pending'
                                  CHECK (status IN ('pending', 'in_flight', 'awaiting_ack', 'delivered',
                                                    'dead', 'parked', 'cancelled')),
@@ -28,7 +28,12 @@ CREATE TABLE whk.whk_03_entregas (
     dead_reason      text,
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT whk_03_entregas_event_webhook_key UNIQUE (event_id, webhook_id)
+    CONSTRAINT whk_03_entregas_event_webhook_key UNIQUE (event_id, webhook_id),
+    -- One key for both columns (migration 0023): the delivery's consumer IS its webhook's consumer, and one
+    -- per-row check (SELECT ... FOR KEY SHARE) on insert instead of two. The consumer exists through the
+    -- webhook (whk_01_webhooks.consumer_id references it).
+    CONSTRAINT whk_03_entregas_webhook_consumer_fkey FOREIGN KEY (webhook_id, consumer_id)
+        REFERENCES whk.whk_01_webhooks (id, consumer_id)
 );
 COMMENT ON TABLE whk.whk_03_entregas IS
     'One row per event x webhook. webhook-id = event_id: stable across retries and replays.';
