@@ -107,12 +107,10 @@ async def _reset(url: str) -> None:
 
 async def _raw_aiohttp(url: str, seconds: float, receiver_pid: int) -> tuple[float, str]:
     """Requests/s of a bare aiohttp POST loop, and its CPU us per request (this process, the receiver)."""
-    cpu0, receiver0 = time.process_time(), _cpu_s(receiver_pid)
+    cpu0, receiver0, wall0 = time.process_time(), _cpu_s(receiver_pid), time.monotonic()
     rate = await raw_aiohttp_posts(url, 10**9, CONCURRENCY, BODY, seconds=seconds)
-    client = time.process_time() - cpu0
-    receiver = _cpu_s(receiver_pid) - receiver0
-    requests = max(rate * seconds, 1.0)
-    return rate, f"client={1e6 * client / requests:.0f} receiver={1e6 * receiver / requests:.0f}"
+    used = {"client": time.process_time() - cpu0, "receiver": _cpu_s(receiver_pid) - receiver0}
+    return rate, cpu_line(used, int(max(rate * seconds, 1.0)), time.monotonic() - wall0)
 
 
 def _seed_events(dsn: str, event_type: str, count: int) -> None:
@@ -137,6 +135,15 @@ def _cpu_s(pid: int) -> float:
     return float(times.user + times.system)
 
 
+def cpu_line(used: dict[str, float], events: int, elapsed_s: float) -> str:
+    """``name=µs ... total=µs cores_busy=N``: CPU per event of each process, and how many of the machine's
+    cores they kept busy together (below the core count: the run waited on something other than CPU)."""
+    parts = [f"{name}={1e6 * cpu / max(events, 1):.0f}" for name, cpu in used.items()]
+    total = 1e6 * sum(used.values()) / max(events, 1)
+    busy = sum(used.values()) / elapsed_s if elapsed_s > 0 else 0.0
+    return " ".join([*parts, f"total={total:.0f}", f"cores_busy={busy:.2f}"])
+
+
 class CpuSplit:
     """CPU per event of each process taking part, between two samples (``start`` and ``stop``)."""
 
@@ -145,6 +152,7 @@ class CpuSplit:
         self._pids = pids
         self._start: dict[str, float] = {}
         self._used: dict[str, float] = {}
+        self._started_at = self._elapsed = 0.0
 
     def _sample(self) -> dict[str, float]:
         sample = {name: _cpu_s(pid) for name, pid in self._pids.items()}
@@ -153,15 +161,15 @@ class CpuSplit:
 
     def start(self) -> None:
         self._start = self._sample()
+        self._started_at = time.monotonic()
 
     def stop(self) -> None:
         end = self._sample()
+        self._elapsed = time.monotonic() - self._started_at if self._started_at else 0.0
         self._used = {name: end[name] - self._start.get(name, end[name]) for name in end}
 
     def line(self, events: int) -> str:
-        parts = [f"{name}={1e6 * used / max(events, 1):.0f}" for name, used in self._used.items()]
-        total = 1e6 * sum(self._used.values()) / max(events, 1)
-        return " ".join([*parts, f"total={total:.0f}"])
+        return cpu_line(self._used, events, self._elapsed)
 
 
 async def _drain(
