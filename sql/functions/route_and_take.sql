@@ -122,15 +122,19 @@ BEGIN
           ON w.status = 'active' AND w.deleted_at IS NULL AND whk.event_type_matches(w.event_types, t.event_type)
     ), takers AS MATERIALIZED (
         -- Webhooks whose new deliveries may be taken now, and how many requests (in-flight cap room; a batch
-        -- in flight is one request). Only webhooks with no due backlog: fresh events must not overtake (or
+        -- in flight is one request; the caller's finished ones, found by primary key, do not count: see
+        -- whk.claim_deliveries). Only webhooks with no due backlog: fresh events must not overtake (or
         -- starve) deliveries already waiting for the fair claim.
         SELECT w.id, w.delivery_mode AS mode, w.batch_size,
                w.max_in_flight - (SELECT CASE WHEN w.delivery_mode = 'batch' THEN count(DISTINCT d.batch_id)
                                               ELSE count(*) END
                                   FROM whk.whk_03_entregas d
-                                  WHERE d.webhook_id = w.id AND d.status = 'in_flight'
-                                    AND (d.claimed_by IS DISTINCT FROM p_dispatcher
-                                         OR d.id <> ALL (coalesce(p_finished, '{}')))) AS room
+                                  WHERE d.webhook_id = w.id AND d.status = 'in_flight')
+                               + (SELECT CASE WHEN w.delivery_mode = 'batch' THEN count(DISTINCT d.batch_id)
+                                              ELSE count(*) END
+                                  FROM whk.whk_03_entregas d
+                                  WHERE d.id = ANY (p_finished) AND d.webhook_id = w.id
+                                    AND d.status = 'in_flight' AND d.claimed_by = p_dispatcher) AS room
         FROM whk.whk_01_webhooks w
         JOIN whk.webhook_runtime rt ON rt.webhook_id = w.id
         JOIN whk.whk_04_assinantes a ON a.id = w.consumer_id
