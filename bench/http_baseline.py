@@ -91,12 +91,16 @@ async def sender_posts(url: str, n: int, concurrency: int, body: bytes) -> float
     from whk.settings import load_settings
 
     settings = load_settings(
-        {"WHK_ALLOW_PRIVATE_CIDRS": "127.0.0.0/8,::1/128", "WHK_DISPATCHER_CONCURRENCY": str(concurrency)}
+        {
+            "WHK_ALLOW_PRIVATE_CIDRS": "127.0.0.0/8,::1/128",
+            "WHK_DISPATCHER_CONCURRENCY": str(concurrency),
+            "WHK_DISPATCHER_HOST_CONCURRENCY": str(concurrency),  # one receiver, like the raw loop
+        }
     )
     request = OutboundRequest(
         method="POST", url=url, headers=[("Content-Type", "application/json")], body=body, deadline_s=15.0
     )
-    async with Sender(settings, limit_per_host=concurrency) as sender:
+    async with Sender(settings) as sender:
 
         async def post() -> None:
             result = await sender.send(request)

@@ -26,8 +26,8 @@ What every attempt gets:
   a receiver dripping one byte per second cannot hold an attempt past it.
 * **Capped response body**: at most ``max_body_bytes`` (20,000) are read and kept;
   ``body_truncated`` records that more was sent, and that connection is closed, not reused.
-* **Pooling** per host with limits (``limit`` overall, ``limit_per_host``) so one slow endpoint
-  cannot take every connection; waiting for a slot counts against the attempt's own deadline.
+* **Pooling** per host with limits (``limit`` overall, ``WHK_DISPATCHER_HOST_CONCURRENCY`` per host) so one
+  slow endpoint cannot take every connection; waiting for a slot counts against the attempt's own deadline.
 * ``send`` **never raises for network trouble**: it returns an ``AttemptResult`` with an
   ``error_class`` (timeout, connect, refused, reset, ssrf_blocked, tls, dns, too_large, protocol).
   Cancellation (shutdown) propagates.
@@ -248,7 +248,6 @@ class Sender:
         *,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         limit: int | None = None,
-        limit_per_host: int | None = None,
         connect_timeout_s: float = 10.0,
         keepalive_timeout_s: float = 15.0,
         resolver: AbstractResolver | None = None,
@@ -263,9 +262,7 @@ class Sender:
         self._limit = limit if limit is not None else concurrency
         # One host may use at most WHK_DISPATCHER_HOST_CONCURRENCY slots (half the pool by default): a stuck
         # receiver cannot take them all.
-        self._limit_per_host = (
-            limit_per_host if limit_per_host is not None else settings.dispatcher.connections_per_host
-        )
+        self._limit_per_host = settings.dispatcher.connections_per_host
         self._connect_timeout = connect_timeout_s
         self._keepalive = keepalive_timeout_s
         self._inner_resolver = resolver

@@ -455,7 +455,7 @@ class TestConnection:
             await release.wait()
             return status_route(200)
 
-        # WHK_DISPATCHER_HOST_CONCURRENCY sets the limit (the Sender's own argument is not used here).
+        # WHK_DISPATCHER_HOST_CONCURRENCY sets the limit.
         per_host = dataclasses.replace(loopback_settings.dispatcher, host_concurrency=2)
         settings = dataclasses.replace(loopback_settings, dispatcher=per_host)
         async with receiver(routes={"/hook": slow}) as r, Sender(settings) as s:
