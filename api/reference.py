@@ -8,8 +8,9 @@ the API serves at ``/schema/openapi.json``.
 
 Examples are derived from the schemas, deterministically: a field's first ``examples`` entry, else its
 ``default``, else its lowest allowed value (``minimum``, the first ``enum`` value, a placeholder string of
-the right format). Request examples show the required fields and those with a documented example;
-response examples show every field. Rendering is pure: ``render(doc)`` takes the document as JSON.
+the right format). A request example is minimal: the required fields (or, when none is required, those
+with a documented example); a response example shows every field. Rendering is pure: ``render(doc)``
+takes the document as JSON.
 """
 
 from __future__ import annotations
@@ -100,8 +101,8 @@ def _number_example(schema: Mapping[str, Any], kind: str) -> int | float:
 
 
 def example(doc: Mapping[str, Any], schema: Mapping[str, Any], *, full: bool, depth: int = 0) -> Any:
-    """A value of ``schema``. ``full``: every property (responses); else required ones and those with an
-    example (requests)."""
+    """A value of ``schema``. ``full``: every property (responses); else a minimal request: the required
+    properties, or those with a documented example when none is required."""
     if depth > 12:
         return None
     if schema.get("examples"):
@@ -140,7 +141,7 @@ def _object_example(doc: Mapping[str, Any], schema: Mapping[str, Any], *, full: 
     required = set(schema.get("required", ()))
     out: dict[str, Any] = {}
     for name, prop in props.items():
-        if full or name in required or _has_example(doc, prop):
+        if full or name in required or (not required and _has_example(doc, prop)):
             value = example(doc, prop, full=full, depth=depth + 1)
             if value == "string" and _TIME_NAME.search(name):
                 value = _FORMAT_EXAMPLES["date-time"]  # msgspec gives a datetime field no format
@@ -254,8 +255,9 @@ def _parameters(op: Mapping[str, Any]) -> list[str]:
 def _operation(doc: Mapping[str, Any], method: str, path: str, op: Mapping[str, Any]) -> list[str]:
     lines = [f"#### `{method.upper()} {path}`", ""]
     summary = _clean(str(op.get("summary") or ""))
-    public = op.get("security") == []
-    lines += [f"{summary}{' No credentials.' if public else ''}".strip(), ""]
+    lines += [summary, ""] if summary else []
+    if op.get("security") == []:
+        lines += ["No credentials needed.", ""]
     lines += _parameters(op)
     body = op.get("requestBody", {}).get("content", {}).get("application/json")
     if body is not None:
@@ -322,9 +324,10 @@ def render(doc: Mapping[str, Any]) -> str:
         "",
         "Generated from the OpenAPI document the API serves at `/schema/openapi.json` (do not edit by",
         "hand: `python -m api.reference --write docs/api-resources.md`; a test fails when this part is",
-        "stale). Examples are derived from the schemas: a request example shows the required fields and",
-        "those with a documented example, a response example every field. Every error is",
-        "application/problem+json ([Problem](#problem)); `docs/api.md` says when each status is answered.",
+        "stale). Examples are derived from the schemas: a request example is minimal (the required fields,",
+        "or those with a documented example when none is required), a response example shows every field.",
+        "Every error is application/problem+json ([Problem](#problem)); `docs/api.md` says when each",
+        "status is answered.",
         "",
         "### Operations",
         "",

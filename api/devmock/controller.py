@@ -45,7 +45,10 @@ class Received(msgspec.Struct, frozen=True, kw_only=True):
     mock_name: str
     received_at: datetime
     method: str
-    headers: dict[str, str]
+    headers: Annotated[
+        dict[str, str],
+        msgspec.Meta(description="received headers (lower-case names); credentials masked as `***`"),
+    ]
     body: str
     body_size: int
     replied_status: int
