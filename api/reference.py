@@ -141,7 +141,7 @@ def _object_example(doc: Mapping[str, Any], schema: Mapping[str, Any], *, full: 
     required = set(schema.get("required", ()))
     out: dict[str, Any] = {}
     for name, prop in props.items():
-        if full or name in required or (not required and _has_example(doc, prop)):
+        if full or name in required or (not required and _has_example(prop)):
             value = example(doc, prop, full=full, depth=depth + 1)
             if value == "string" and _TIME_NAME.search(name):
                 value = _FORMAT_EXAMPLES["date-time"]  # msgspec gives a datetime field no format
@@ -149,7 +149,7 @@ def _object_example(doc: Mapping[str, Any], schema: Mapping[str, Any], *, full: 
     return out
 
 
-def _has_example(doc: Mapping[str, Any], schema: Mapping[str, Any]) -> bool:
+def _has_example(schema: Mapping[str, Any]) -> bool:
     if schema.get("examples"):
         return True
     return any(v.get("examples") for v in _non_null(schema.get("anyOf", ())))
@@ -232,10 +232,6 @@ def _json_block(value: Any) -> list[str]:
     return ["```json", json.dumps(value, indent=2, ensure_ascii=False), "```"]
 
 
-def _schema_ref(schema: Mapping[str, Any]) -> str:
-    return _type_text(schema)
-
-
 def _parameters(op: Mapping[str, Any]) -> list[str]:
     params = [p for p in op.get("parameters", ()) if p.get("in") in ("path", "query")]
     if not params:
@@ -263,7 +259,7 @@ def _operation(doc: Mapping[str, Any], method: str, path: str, op: Mapping[str, 
     if body is not None:
         schema = body.get("schema", {})
         lines += [
-            f"Request body: {_schema_ref(schema)}",
+            f"Request body: {_type_text(schema)}",
             "",
             *_json_block(example(doc, schema, full=False)),
             "",
@@ -281,7 +277,7 @@ def _operation(doc: Mapping[str, Any], method: str, path: str, op: Mapping[str, 
             schema = spec.get("schema", {})
             if media == "application/json" and schema and schema != {"type": "object"}:
                 value = example(doc, schema, full=True)
-                lines += [f"Answers `{code}` `{media}`: {_schema_ref(schema)}", "", *_json_block(value), ""]
+                lines += [f"Answers `{code}` `{media}`: {_type_text(schema)}", "", *_json_block(value), ""]
             else:
                 lines += [f"Answers `{code}` `{media}`.", ""]
     if errors:
