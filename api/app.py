@@ -42,7 +42,7 @@ from whk import db
 from whk.secretbox import SecretBox
 from whk.settings import Settings
 
-__all__ = ["create_app"]
+__all__ = ["complete_document", "create_app"]
 
 log = logging.getLogger("whk.api")
 API_VERSION = "1.0.0"
@@ -57,6 +57,14 @@ def _pool_settings(settings: Settings) -> Settings:
     params = psycopg.conninfo.conninfo_to_dict(dsn)
     options = f"{params.get('options') or ''} -c role={role}".strip()
     return settings.with_database_url(psycopg.conninfo.make_conninfo(dsn, options=options))
+
+
+def complete_document(app: Litestar) -> None:
+    """Finish the app's OpenAPI document (msgspec's schemas, exact parameter bounds, the platform's
+    error answers): what ``/schema/openapi.json`` serves and ``api.reference`` renders into the docs."""
+    struct_components(app.openapi_schema, wire_structs(app))
+    exact_parameter_bounds(app.openapi_schema, app)
+    complete_error_responses(app.openapi_schema, public_paths=PUBLIC_PATHS)
 
 
 def create_app(
@@ -87,9 +95,7 @@ def create_app(
 
     def document_and_contract(app: Litestar) -> None:
         # The document is built even when WHK_API_DOCS=false (then not served): it is the contract.
-        struct_components(app.openapi_schema, wire_structs(app))
-        exact_parameter_bounds(app.openapi_schema, app)
-        complete_error_responses(app.openapi_schema, public_paths=PUBLIC_PATHS)
+        complete_document(app)
         app.state.contract = RequestContract.from_app(app)
 
     async def enforce_contract(request: Request[Any, Any, Any]) -> None:
