@@ -139,11 +139,12 @@ class QueryContract:
             for raw in params[name]:
                 readings = _readings(raw)
                 if not any(validator.is_valid(v) for v in readings):
-                    message = next(iter(validator.iter_errors(readings[-1])), None)
+                    error = next(iter(validator.iter_errors(readings[-1])), None)
+                    explained = next(explain(error), None) if error is not None else None
                     errors.append(
                         {
                             "pointer": f"/query/{name}",
-                            "message": message.message if message else "invalid value",
+                            "message": explained["message"] if explained else "invalid value",
                         }
                     )
         return errors
