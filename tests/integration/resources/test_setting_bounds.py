@@ -375,6 +375,17 @@ def test_out_of_range_values_written_in_sql_violate_a_check(conn: psycopg.Connec
                 (json.dumps(value), setting),
             )
         assert caught.value.diag.constraint_name == "whk_05_configuracoes_value_bounds", (setting, value)
+        # the DBA reads what is wrong and where the bounds are, not just a constraint name
+        assert (caught.value.diag.message_primary or "").startswith(f"whk_05_configuracoes {setting}: ")
+        assert "docs/configuration.md" in (caught.value.diag.message_hint or "")
+    with pytest.raises(psycopg.errors.CheckViolation) as caught, conn.transaction():
+        conn.execute(
+            "UPDATE whk.whk_05_configuracoes SET value = '0' WHERE key = 'rate_limit.api_per_minute'"
+        )
+    assert caught.value.diag.message_primary == (
+        "whk_05_configuracoes rate_limit.api_per_minute: rate_limit.api_per_minute must be between 1 and "
+        "1000000000, got 0"
+    )
     # the shipped defaults are within bounds, and a setting WHK does not know is not checked
     problems = conn.execute(
         "SELECT key, whk.config_value_problem(key, value) FROM whk.whk_05_configuracoes"
