@@ -30,7 +30,7 @@ from psycopg import AsyncConnection
 
 from api.audit import AuditLog
 from api.deps import ADMIN_SCOPE, Principal
-from api.errors import Conflict, NotFound, Unprocessable
+from api.errors import Conflict, Forbidden, NotFound, Unprocessable
 from whk.errors import WhkError
 from whk.secretbox import rotate_command
 from whk.sqlfiles import load_queries
@@ -187,12 +187,13 @@ class ApiKeyStore:
         if not principal.is_admin:
             if consumer_id != principal.consumer_id:
                 raise NotFound("no such consumer")
-            missing = [s for s in scopes or ["*"] if not _covers(principal.scopes, s)]
+            # More privilege than the caller holds is 403 (docs/api.md, Tenancy): the admin scope, or a
+            # scope the caller lacks.
+            missing = [s for s in scopes or ["*"] if s == ADMIN_SCOPE or not _covers(principal.scopes, s)]
             if missing:
-                message = f"not held by the caller: {', '.join(missing)}"
-                raise Unprocessable(
-                    "a key cannot have scopes its creator lacks",
-                    errors=[{"pointer": "/scopes", "message": message}],
+                raise Forbidden(
+                    f"a key cannot have scopes its creator lacks: {', '.join(missing)}",
+                    extra={"errors": [{"pointer": "/scopes", "message": f"not held: {', '.join(missing)}"}]},
                 )
         try:
             key, params = _insert_params(

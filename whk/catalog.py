@@ -142,7 +142,8 @@ def fresh_install_sources(root: Path | None = None) -> list[tuple[str, str]]:
     for path in schema_files:
         if not path.name.startswith("000_"):
             sources.append((f"schema/{path.name}", path.read_text(encoding="utf-8")))
-    for sub in ("functions", "triggers", "views"):
+    # constraints/: CHECKs that call functions (the bounds of JSON settings), so after the functions.
+    for sub in ("functions", "triggers", "views", "constraints"):
         for path in sorted((root / sub).glob("*.sql")):
             sources.append((f"{sub}/{path.name}", path.read_text(encoding="utf-8")))
     return sources

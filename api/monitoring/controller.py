@@ -26,7 +26,7 @@ from psycopg_pool import PoolTimeout
 
 from api.audit import AuditLog
 from api.context import settings_dependency
-from api.deps import Principal
+from api.deps import Principal, require_own_consumer
 from api.errors import NotFound, Unprocessable
 from api.monitoring.repository import MonitoringRepository
 from api.monitoring.schemas import (
@@ -254,13 +254,7 @@ class MonitoringController(Controller):
     ) -> Alert:
         tenant = principal.tenant_filter()
         consumer_id = data.consumer_id if tenant is None else tenant
-        if tenant is not None and data.consumer_id not in (None, tenant):
-            raise Unprocessable(
-                "consumer_id must be your own",
-                errors=[
-                    {"pointer": "/consumer_id", "message": "consumer credentials create their own alerts"}
-                ],
-            )
+        require_own_consumer(principal, data.consumer_id)
         errors: list[dict[str, str]] = []
         if data.condition.webhook_id is not None:
             owner = await self.repo.webhook_owner(conn, data.condition.webhook_id)

@@ -96,7 +96,7 @@ class AlertCondition(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     metric: Metric
     operator: Literal[">", ">=", "<", "<="]
-    threshold: float
+    threshold: Annotated[float, Meta(ge=0, le=1e12)]
     window_s: Annotated[int, Meta(ge=60, le=604800)] = 300
     webhook_id: Annotated[int, Meta(ge=1, le=9223372036854775807)] | None = None
 

@@ -22,7 +22,7 @@ from psycopg import AsyncConnection
 
 from api.audit import AuditLog
 from api.context import settings_dependency
-from api.deps import Principal
+from api.deps import Principal, require_own_consumer
 from api.errors import NotFound, Unprocessable
 from api.shapes import CursorQ, IdPath, LimitQ
 from api.webhooks.repository import WebhookRepository
@@ -148,6 +148,7 @@ class WebhookController(Controller):
         cursor: CursorQ = None,
         limit: LimitQ = 50,
     ) -> WebhookPage:
+        require_own_consumer(principal, consumer_id)
         filters = {
             "status": status,
             "consumer_id": consumer_id,
@@ -192,16 +193,7 @@ class WebhookController(Controller):
                 )
             consumer_id = data.consumer_id
         else:
-            if data.consumer_id is not None and data.consumer_id != tenant:
-                raise Unprocessable(
-                    "consumer_id must be your own",
-                    errors=[
-                        {
-                            "pointer": "/consumer_id",
-                            "message": "consumer credentials create their own webhooks",
-                        }
-                    ],
-                )
+            require_own_consumer(principal, data.consumer_id)
             consumer_id = tenant
         if not await self.repo.consumer_exists(conn, consumer_id):
             raise NotFound(f"consumer {consumer_id} not found")

@@ -21,10 +21,12 @@ DECLARE
     v_ahead    double precision;
 BEGIN
     IF v_limit IS NULL THEN
-        SELECT ceil((c.value #>> '{}')::numeric * p_window_s / 60)::integer INTO v_limit
+        SELECT least(ceil((c.value #>> '{}')::numeric * p_window_s / 60), 2147483647)::integer INTO v_limit
         FROM whk.whk_05_configuracoes c WHERE c.key = 'rate_limit.api_per_minute';
         v_limit := coalesce(v_limit, 600);
     END IF;
+    -- At least one request per window: the interval below divides by the limit.
+    v_limit := greatest(v_limit, 1);
     v_interval := p_window_s / v_limit;
     v_tolerance := p_window_s - v_interval;
 

@@ -49,6 +49,7 @@ DECLARE
     c            record;
     v_req        integer;
     v_in_flight  integer;
+    v_num        numeric;
     v_rate       double precision;
     v_burst      double precision;
     v_tokens     double precision;
@@ -110,9 +111,11 @@ BEGIN
         v_req := least(v_req, greatest(w.max_in_flight - v_in_flight, 0));
         CONTINUE WHEN v_req <= 0;
 
-        -- Webhook token bucket (requests per second; burst defaults to one second's worth).
-        v_rate := coalesce(w.rate_limit_per_second::double precision,
-                           (v_defaults ->> 'per_second')::double precision);
+        -- Webhook token bucket (requests per second; burst defaults to one second's worth). The rate is
+        -- clamped to its documented bounds (the CHECKs hold them too) while still numeric: a denormal rate
+        -- does not even cast to double precision, and would underflow the bucket arithmetic if it did.
+        v_num := coalesce(w.rate_limit_per_second, (v_defaults ->> 'per_second')::numeric);
+        v_rate := CASE WHEN v_num IS NOT NULL THEN least(greatest(v_num, 0.001), 1000000)::double precision END;
         IF v_rate IS NOT NULL THEN
             v_burst := coalesce(w.rate_limit_burst::double precision, (v_defaults ->> 'burst')::double precision,
                                 greatest(1.0, ceil(v_rate)));
@@ -123,7 +126,9 @@ BEGIN
         END IF;
 
         -- Consumer token bucket and daily quota, shared by all of the consumer's webhooks.
-        SELECT a.rate_limit_per_second::double precision AS rate, a.rate_limit_burst::double precision AS burst,
+        SELECT CASE WHEN a.rate_limit_per_second IS NOT NULL
+                    THEN least(greatest(a.rate_limit_per_second, 0.001), 1000000)::double precision END AS rate,
+               a.rate_limit_burst::double precision AS burst,
                a.quota_deliveries_per_day AS quota, cr.tokens, cr.tokens_at, cr.quota_day, cr.quota_used
         INTO c
         FROM whk.whk_04_assinantes a
@@ -144,8 +149,9 @@ BEGIN
                 v_req := least(v_req, floor(v_ctokens)::integer);
             END IF;
             IF c.quota IS NOT NULL THEN
+                -- least() in bigint before the cast: a quota above 2^31 must not overflow integer.
                 v_req := least(v_req, greatest(c.quota - CASE WHEN c.quota_day = v_now::date
-                                                              THEN c.quota_used ELSE 0 END, 0)::integer);
+                                                              THEN c.quota_used ELSE 0 END, 0))::integer;
             END IF;
             CONTINUE WHEN v_req <= 0;
         END IF;

@@ -19,8 +19,11 @@ BEGIN
                CASE WHEN w.delivery_mode = 'batch'
                     THEN n.due + make_interval(secs => w.batch_window_ms / 1000.0) ELSE n.due END,
                CASE WHEN r.breaker_state = 'open' THEN r.probe_at END,
+               -- The rate clamped to its bounds, as in the claim: a denormal one overflows the division.
                CASE WHEN coalesce(w.rate_limit_per_second, 0) > 0 AND r.tokens IS NOT NULL AND r.tokens < 1
-                    THEN r.tokens_at + make_interval(secs => (1 - r.tokens) / w.rate_limit_per_second::double precision)
+                    THEN r.tokens_at + make_interval(secs => (1 - r.tokens)
+                                                             / least(greatest(w.rate_limit_per_second, 0.001),
+                                                                     1000000)::double precision)
                END))
     FROM whk.whk_01_webhooks w
     JOIN whk.webhook_runtime r ON r.webhook_id = w.id

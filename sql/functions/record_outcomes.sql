@@ -132,9 +132,12 @@ BEGIN
                 WHEN c.ok THEN NULL
                 WHEN c.fails > 0 AND (r.breaker_state = 'half_open'
                                       OR (r.breaker_state = 'closed' AND r.consecutive_failures + c.fails >= c.threshold))
+                    -- The exponent stops at 30: 2^30 x the 0.001 s floor of open_s is past the
+                    -- 604800 s ceiling of open_max_s, and an uncapped one overflows double precision
+                    -- after 1,023 failed probes.
                     THEN v_now + make_interval(secs => least(
                              c.open_s * power(2, CASE WHEN r.breaker_state = 'half_open'
-                                                      THEN r.failed_probes + 1 ELSE 0 END),
+                                                      THEN least(r.failed_probes + 1, 30) ELSE 0 END),
                              greatest(c.open_max_s, c.open_s)))
                 ELSE r.probe_at END,
             failed_probes = CASE

@@ -12,7 +12,7 @@ CREATE TABLE whk.whk_01_webhooks (
     -- The jsonpath type means PostgreSQL itself validates the expression on write.
     filter                jsonpath,
     -- Subscribe to a payload schema major version (NULL = whatever the event carries).
-    payload_version       integer     CHECK (payload_version IS NULL OR payload_version > 0),
+    payload_version       integer     CHECK (payload_version IS NULL OR payload_version BETWEEN 1 AND 1000),
     headers               jsonb       NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(headers) = 'object'),
     -- Outbound authentication; the credential itself is AES-GCM encrypted (row id as associated data).
     auth_type             text        NOT NULL DEFAULT 'none'
@@ -32,12 +32,16 @@ CREATE TABLE whk.whk_01_webhooks (
     ordering_key_path     jsonpath,
     retry_policy          jsonb       CHECK (retry_policy IS NULL OR jsonb_typeof(retry_policy) = 'object'),
     timeout_ms            integer     NOT NULL DEFAULT 15000 CHECK (timeout_ms BETWEEN 100 AND 120000),
-    rate_limit_per_second numeric     CHECK (rate_limit_per_second IS NULL OR rate_limit_per_second > 0),
-    rate_limit_burst      integer     CHECK (rate_limit_burst IS NULL OR rate_limit_burst > 0),
+    -- NULL = no limit. Bounded like the consumer's (see whk_04_assinantes): a denormal rate underflows the
+    -- claim's token bucket. retry_policy's and breaker_config's members are bounded by CHECKs in
+    -- sql/constraints/setting_bounds.sql.
+    rate_limit_per_second numeric     CHECK (rate_limit_per_second IS NULL
+                                             OR rate_limit_per_second BETWEEN 0.001 AND 1000000),
+    rate_limit_burst      integer     CHECK (rate_limit_burst IS NULL OR rate_limit_burst BETWEEN 1 AND 1000000),
     max_in_flight         integer     NOT NULL DEFAULT 10 CHECK (max_in_flight BETWEEN 1 AND 1000),
     -- Explicit confirmation: a 202 leaves the delivery awaiting_ack until acked or the timeout retries it.
     require_ack           boolean     NOT NULL DEFAULT false,
-    ack_timeout_seconds   integer     NOT NULL DEFAULT 3600 CHECK (ack_timeout_seconds > 0),
+    ack_timeout_seconds   integer     NOT NULL DEFAULT 3600 CHECK (ack_timeout_seconds BETWEEN 1 AND 2592000),
     breaker_config        jsonb       CHECK (breaker_config IS NULL OR jsonb_typeof(breaker_config) = 'object'),
     metadata              jsonb       NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(metadata) = 'object'),
     created_at            timestamptz NOT NULL DEFAULT now(),

@@ -68,9 +68,9 @@ async def test_admin_must_name_the_consumer(client: AsyncTestClient[Any], world:
     assert r.json()["errors"][0]["pointer"] == "/consumer_id"
     r = await client.post(BASE, json=_body(consumer_id=world.b.consumer_id), headers=world.admin)
     assert r.status_code == 201 and r.json()["webhook"]["consumer_id"] == world.b.consumer_id
-    # a consumer cannot create a webhook for another consumer
+    # a consumer cannot create a webhook for another consumer: another tenant is invisible (404)
     r = await client.post(BASE, json=_body(consumer_id=world.b.consumer_id), headers=world.a.headers)
-    assert r.status_code == 422
+    assert r.status_code == 404
 
 
 @pytest.mark.parametrize(
