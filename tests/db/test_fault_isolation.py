@@ -1,0 +1,137 @@
+"""Fault isolation in SQL: a webhook whose row breaks a dispatcher round is found (whk.isolate_round_faults,
+bisection with rolled-back probes) and quarantined; the next round serves everyone else; clearing the
+quarantine after fixing the row brings its deliveries back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.support.delivery import emit, make_consumer, make_webhook, statuses
+from tests.support.faults import poison_claim, poison_route
+
+pytestmark = pytest.mark.db
+
+URL = "http://127.0.0.1:9/hook"
+
+
+def round_trip(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    """One dispatcher round: (webhook_id, delivery_id) of every delivery taken or claimed."""
+    rows = conn.execute(
+        "SELECT webhook_id, delivery_id FROM whk.dispatch_round('d1', 100, 100, 30)"
+    ).fetchall()
+    return [r for r in rows if r[1] is not None]
+
+
+def isolate(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    return conn.execute("SELECT * FROM whk.isolate_round_faults('d1', 100, 30)").fetchall()
+
+
+def quarantine(conn: psycopg.Connection[Any], hook: int) -> tuple[Any, ...] | None:
+    return conn.execute(
+        "SELECT quarantine_stage, quarantine_sqlstate, quarantine_reason, quarantined_at IS NOT NULL "
+        "FROM whk.whk_01_webhooks WHERE id = %s",
+        [hook],
+    ).fetchone()
+
+
+def test_a_poisoned_claim_quarantines_only_its_webhook(conn: psycopg.Connection[Any]):
+    c = make_consumer(conn)
+    hooks = [make_webhook(conn, c, URL, ["o.*"], delivery_mode="delayed") for _ in range(5)]
+    bad = hooks[3]
+    emit(conn, "o.e", count=2)
+    conn.execute("SELECT whk.route_outbox(100)")  # delayed mode: pending, claimed by the fair claim
+    poison_claim(conn, bad)
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        round_trip(conn)
+
+    found = isolate(conn)
+    assert [(r[0], r[1], r[2]) for r in found] == [(bad, "claim", "22003")]
+    assert quarantine(conn, bad) == ("claim", "22003", found[0][3], True)
+    audit = conn.execute(
+        "SELECT actor, action, after ->> 'stage' FROM whk.audit_log WHERE target_id = %s", [str(bad)]
+    ).fetchall()
+    assert audit == [("whk-dispatcher:d1", "webhook.quarantined", "claim")]
+    assert conn.execute(
+        "SELECT data ->> 'webhook_id' FROM whk.outbox WHERE event_type = 'whk.webhook.quarantined'"
+    ).fetchall() == [(str(bad),)]
+
+    claimed = round_trip(conn)  # the same round now serves every other webhook
+    assert sorted({r[0] for r in claimed}) == sorted(h for h in hooks if h != bad)
+    assert statuses(conn, bad) == {"pending": 2}
+    assert isolate(conn) == []  # nothing left to find
+
+    # Cleared without fixing the row: the next failure quarantines it again.
+    assert conn.execute("SELECT whk.clear_webhook_quarantine(%s)", [bad]).fetchone() == (True,)
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        round_trip(conn)
+    assert [r[0] for r in isolate(conn)] == [bad]
+    # Fixed, then cleared: its deliveries are claimed, nothing lost.
+    conn.execute("UPDATE whk.whk_01_webhooks SET rate_limit_per_second = NULL WHERE id = %s", [bad])
+    assert conn.execute("SELECT whk.clear_webhook_quarantine(%s)", [bad]).fetchone() == (True,)
+    assert conn.execute("SELECT whk.clear_webhook_quarantine(%s)", [bad]).fetchone() == (False,)
+    assert quarantine(conn, bad) == (None, None, None, False)
+    assert sorted(r[1] for r in round_trip(conn) if r[0] == bad) == sorted(
+        r[0]
+        for r in conn.execute("SELECT id FROM whk.whk_03_entregas WHERE webhook_id = %s", [bad]).fetchall()
+    )
+
+
+def test_bisection_finds_every_culprit_among_many(conn: psycopg.Connection[Any]):
+    c = make_consumer(conn)
+    hooks = [make_webhook(conn, c, URL, ["o.*"], delivery_mode="delayed") for _ in range(20)]
+    emit(conn, "o.e")
+    conn.execute("SELECT whk.route_outbox(100)")
+    bad = {hooks[0], hooks[7], hooks[19]}
+    for h in bad:
+        poison_claim(conn, h)
+    found = isolate(conn)
+    assert {r[0] for r in found} == bad and {r[1] for r in found} == {"claim"}
+    assert {r[0] for r in round_trip(conn)} == set(hooks) - bad
+
+
+def test_a_poisoned_route_stops_routing_to_that_webhook_only(conn: psycopg.Connection[Any]):
+    c = make_consumer(conn)
+    good = make_webhook(conn, c, URL, ["o.*"])
+    bad = make_webhook(conn, c, URL, ["o.*"])
+    poison_route(conn, bad)
+    emit(conn, "o.e")
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        round_trip(conn)
+    assert [(r[0], r[1], r[2]) for r in isolate(conn)] == [(bad, "route", "22012")]
+    assert [r[0] for r in round_trip(conn)] == [good]  # routed and taken for the healthy webhook
+    assert statuses(conn, bad) == {}  # not routed to while quarantined at the routing stage
+
+
+def test_a_global_fault_quarantines_nobody(conn: psycopg.Connection[Any]):
+    c = make_consumer(conn)
+    hooks = [make_webhook(conn, c, URL, ["o.*"], delivery_mode="delayed") for _ in range(3)]
+    emit(conn, "o.e")
+    conn.execute("SELECT whk.route_outbox(100)")
+    conn.execute(
+        "UPDATE whk.whk_05_configuracoes SET value = '{\"per_second\": 1e308}' "
+        "WHERE key = 'rate_limit.webhook_default'"
+    )
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        round_trip(conn)
+    found = isolate(conn)
+    assert [(r[0], r[1], r[2]) for r in found] == [(None, "claim", "22003")]
+    assert conn.execute(
+        "SELECT count(*) FROM whk.whk_01_webhooks WHERE id = ANY(%s) AND quarantined_at IS NOT NULL", [hooks]
+    ).fetchone() == (0,)
+
+
+def test_resume_lifts_a_quarantine(conn: psycopg.Connection[Any]):
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c, URL)
+    conn.execute("SELECT whk.quarantine_webhook(%s, 'claim', 'boom', '22003')", [hook])
+    assert conn.execute("SELECT whk.quarantine_webhook(%s, 'route', 'again')", [hook]).fetchone() == (False,)
+    assert quarantine(conn, hook) == ("claim", "22003", "boom", True)  # the first error is kept
+    conn.execute("UPDATE whk.whk_01_webhooks SET status = 'paused' WHERE id = %s", [hook])
+    conn.execute("SELECT whk.resume_webhook(%s)", [hook])
+    assert quarantine(conn, hook) == (None, None, None, False)
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as err:
+        conn.execute("SELECT whk.quarantine_webhook(%s, 'lunch', 'x')", [hook])
+    assert err.value.diag.message_hint
