@@ -218,6 +218,10 @@ class WebhookRepository:
         await execute(conn, self._q["pause_webhook"], {"id": webhook_id})
         return 0
 
+    async def clear_quarantine(self, conn: AsyncConnection[Any], webhook_id: int) -> bool:
+        """Lift the webhook's quarantine; False when it was not quarantined."""
+        return bool(await fetch_value(conn, self._q["clear_quarantine"], {"id": webhook_id}))
+
     async def delete(self, conn: AsyncConnection[Any], webhook_id: int) -> int:
         """Soft-delete; returns how many unfinished deliveries were cancelled."""
         row = await fetch_one(conn, self._q["delete_webhook"], {"id": webhook_id}, _Deleted)
