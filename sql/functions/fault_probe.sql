@@ -1,8 +1,9 @@
 -- Run one stage of a dispatcher round restricted to some webhooks, then undo it: the error it raised (its
 -- SQLSTATE and message), or no row when it ran cleanly. whk.isolate_round_faults bisects with it.
 --
--- p_stage 'route' runs whk.route_and_take, 'claim' runs whk.claim_deliveries, each with p_only = p_ids
--- (the real statements: a probe exercises exactly what failed). Whatever the probe did (routed, claimed,
+-- p_stage 'route' runs whk.route_and_take, 'claim' runs whk.route_and_take then whk.claim_deliveries, as a
+-- round does (the claim may fail on deliveries routed a moment before, in the same round), each with
+-- p_only = p_ids: the real statements, so a probe exercises exactly what failed. Whatever the probe did (routed, claimed,
 -- locked) is rolled back by raising WHK00 inside its own block (a subtransaction).
 --
 -- Only errors that data can cause are caught and returned, the classes a webhook's row can provoke:
@@ -28,6 +29,7 @@ BEGIN
         IF p_stage = 'route' THEN
             PERFORM count(*) FROM whk.route_and_take(p_route_limit, p_dispatcher, 1000, p_lease_s, '{}', p_ids);
         ELSE
+            PERFORM count(*) FROM whk.route_and_take(p_route_limit, p_dispatcher, 1000, p_lease_s, '{}', p_ids);
             PERFORM count(*) FROM whk.claim_deliveries(p_dispatcher, 100000, p_lease_s, '{}', p_ids);
         END IF;
         RAISE EXCEPTION 'probe done: undo it' USING ERRCODE = 'WHK00';

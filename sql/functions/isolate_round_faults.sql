@@ -7,7 +7,8 @@
 -- global configuration) and is reported with webhook_id NULL. Otherwise it bisects the candidates, probing
 -- halves of a failing set, down to single webhooks: O(k log n) probes for k culprits among n candidates.
 -- Candidates: for route, active webhooks not quarantined at that stage; for claim, active unquarantined
--- webhooks with due deliveries (those the claim visits).
+-- webhooks (a claim probe routes first, as the round did: the deliveries that broke the claim may have
+-- been routed in the failed round itself, and rolled back with it).
 --
 -- Culprits are quarantined (whk.quarantine_webhook, stage and SQLSTATE recorded, audited as
 -- 'whk-dispatcher:<id>'), EXCEPT when every candidate of a stage (two or more) fails on its own: that is
@@ -47,10 +48,7 @@ BEGIN
         ELSE
             SELECT coalesce(array_agg(w.id ORDER BY w.id), '{}') INTO v_all
             FROM whk.whk_01_webhooks w
-            WHERE w.status = 'active' AND w.deleted_at IS NULL AND w.quarantined_at IS NULL
-              AND EXISTS (SELECT 1 FROM whk.whk_03_entregas d
-                          WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= clock_timestamp()
-                          OFFSET 0);
+            WHERE w.status = 'active' AND w.deleted_at IS NULL AND w.quarantined_at IS NULL;
         END IF;
 
         SELECT * INTO p FROM whk.fault_probe(v_stage, p_dispatcher, p_route_limit, p_lease_s, v_all);

@@ -729,8 +729,9 @@ $$;
 -- Run one stage of a dispatcher round restricted to some webhooks, then undo it: the error it raised (its
 -- SQLSTATE and message), or no row when it ran cleanly. whk.isolate_round_faults bisects with it.
 --
--- p_stage 'route' runs whk.route_and_take, 'claim' runs whk.claim_deliveries, each with p_only = p_ids
--- (the real statements: a probe exercises exactly what failed). Whatever the probe did (routed, claimed,
+-- p_stage 'route' runs whk.route_and_take, 'claim' runs whk.route_and_take then whk.claim_deliveries, as a
+-- round does (the claim may fail on deliveries routed a moment before, in the same round), each with
+-- p_only = p_ids: the real statements, so a probe exercises exactly what failed. Whatever the probe did (routed, claimed,
 -- locked) is rolled back by raising WHK00 inside its own block (a subtransaction).
 --
 -- Only errors that data can cause are caught and returned, the classes a webhook's row can provoke:
@@ -756,6 +757,7 @@ BEGIN
         IF p_stage = 'route' THEN
             PERFORM count(*) FROM whk.route_and_take(p_route_limit, p_dispatcher, 1000, p_lease_s, '{}', p_ids);
         ELSE
+            PERFORM count(*) FROM whk.route_and_take(p_route_limit, p_dispatcher, 1000, p_lease_s, '{}', p_ids);
             PERFORM count(*) FROM whk.claim_deliveries(p_dispatcher, 100000, p_lease_s, '{}', p_ids);
         END IF;
         RAISE EXCEPTION 'probe done: undo it' USING ERRCODE = 'WHK00';
@@ -782,7 +784,8 @@ $$;
 -- global configuration) and is reported with webhook_id NULL. Otherwise it bisects the candidates, probing
 -- halves of a failing set, down to single webhooks: O(k log n) probes for k culprits among n candidates.
 -- Candidates: for route, active webhooks not quarantined at that stage; for claim, active unquarantined
--- webhooks with due deliveries (those the claim visits).
+-- webhooks (a claim probe routes first, as the round did: the deliveries that broke the claim may have
+-- been routed in the failed round itself, and rolled back with it).
 --
 -- Culprits are quarantined (whk.quarantine_webhook, stage and SQLSTATE recorded, audited as
 -- 'whk-dispatcher:<id>'), EXCEPT when every candidate of a stage (two or more) fails on its own: that is
@@ -822,10 +825,7 @@ BEGIN
         ELSE
             SELECT coalesce(array_agg(w.id ORDER BY w.id), '{}') INTO v_all
             FROM whk.whk_01_webhooks w
-            WHERE w.status = 'active' AND w.deleted_at IS NULL AND w.quarantined_at IS NULL
-              AND EXISTS (SELECT 1 FROM whk.whk_03_entregas d
-                          WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= clock_timestamp()
-                          OFFSET 0);
+            WHERE w.status = 'active' AND w.deleted_at IS NULL AND w.quarantined_at IS NULL;
         END IF;
 
         SELECT * INTO p FROM whk.fault_probe(v_stage, p_dispatcher, p_route_limit, p_lease_s, v_all);

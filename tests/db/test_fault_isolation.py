@@ -135,3 +135,20 @@ def test_resume_lifts_a_quarantine(conn: psycopg.Connection[Any]):
     with pytest.raises(psycopg.errors.InvalidParameterValue) as err:
         conn.execute("SELECT whk.quarantine_webhook(%s, 'lunch', 'x')", [hook])
     assert err.value.diag.message_hint
+
+
+def test_a_claim_that_fails_on_deliveries_routed_in_the_same_round(conn: psycopg.Connection[Any]):
+    """The failed round routed the culprit's deliveries and rolled them back with it: the probes route
+    first, as the round did, or nothing would reproduce."""
+    c = make_consumer(conn)
+    good = make_webhook(conn, c, URL, ["o.*"])
+    bad = make_webhook(conn, c, URL, ["o.*"])
+    poison_claim(conn, bad)
+    emit(conn, "o.e", count=3)
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        round_trip(conn)
+    assert statuses(conn, bad) == {} and statuses(conn, good) == {}  # rolled back, events unrouted
+    assert [(r[0], r[1]) for r in isolate(conn)] == [(bad, "claim")]
+    assert statuses(conn, bad) == {}  # the probes left nothing behind
+    assert sorted({r[0] for r in round_trip(conn)}) == [good]
+    assert statuses(conn, bad) == {"pending": 3}  # routed, waiting for the quarantine to be cleared
