@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from tests.support.delivery import emit, make_consumer, make_webhook, statuses
-from tests.support.faults import poison_claim, poison_route
+from tests.support.faults import drop_checks, poison_claim, poison_route
 
 pytestmark = pytest.mark.db
 
@@ -152,3 +152,23 @@ def test_a_claim_that_fails_on_deliveries_routed_in_the_same_round(conn: psycopg
     assert statuses(conn, bad) == {}  # the probes left nothing behind
     assert sorted({r[0] for r in round_trip(conn)}) == [good]
     assert statuses(conn, bad) == {"pending": 3}  # routed, waiting for the quarantine to be cleared
+
+
+def test_the_denormal_rate_of_the_issue_is_isolated_too(conn: psycopg.Connection[Any]):
+    """rate_limit_per_second = 5e-324 (what black-box runs found): the token bucket underflows when the
+    webhook was served less than half a second ago."""
+    c = make_consumer(conn)
+    good = make_webhook(conn, c, URL, ["o.*"], delivery_mode="delayed")
+    bad = make_webhook(conn, c, URL, ["o.*"], delivery_mode="delayed")
+    emit(conn, "o.e")
+    conn.execute("SELECT whk.route_outbox(100)")
+    drop_checks(conn, "whk_01_webhooks", "rate_limit_per_second")
+    conn.execute("UPDATE whk.whk_01_webhooks SET rate_limit_per_second = 5e-324 WHERE id = %s", [bad])
+    conn.execute(
+        "UPDATE whk.webhook_runtime SET tokens = 0, tokens_at = clock_timestamp() WHERE webhook_id = %s",
+        [bad],
+    )
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange, match="underflow"):
+        round_trip(conn)
+    assert [(r[0], r[1], r[2]) for r in isolate(conn)] == [(bad, "claim", "22003")]
+    assert [r[0] for r in round_trip(conn)] == [good]
