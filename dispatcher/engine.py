@@ -384,7 +384,21 @@ class Engine:
         stale = [i for i in ids if i not in self._hooks or now - self._hooks[i][0] > _HOOK_TTL_S]
         if stale:
             for row in await self._repo.webhooks(stale):
-                self._hooks[row.id] = (now, prepare_webhook(row, self._box, self._policy[1]))
+                try:
+                    hook = prepare_webhook(row, self._box, self._policy[1])
+                except Exception as exc:
+                    # A bug meeting one webhook's row must not stop the others: its attempts fail with
+                    # this as their configuration error (attempt log), like a broken secret does.
+                    log.exception("cannot prepare webhook %d", row.id)
+                    hook = PreparedWebhook(
+                        row,
+                        (),
+                        (),
+                        frozenset(),
+                        self._policy[1],
+                        config_error=f"cannot prepare: {describe(exc)}",
+                    )
+                self._hooks[row.id] = (now, hook)
         return {i: self._hooks[i][1] for i in ids}
 
     # ------------------------------------------------------------------ one request

@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.delivery import emit, make_consumer, make_webhook, statuses
 from tests.support.dispatch import REPO, compress_schedule, fast_settings, running
-from tests.support.faults import poison_record
+from tests.support.faults import drop_checks, poison_record
 from tests.support.receiver import Reply, receiver, wait_until
 
 pytestmark = [pytest.mark.db]
@@ -77,3 +77,24 @@ async def test_an_error_no_webhook_explains_is_logged_shown_and_survived(db_url,
     assert any(
         "dispatcher round failed unexpectedly" in r.getMessage() and r.exc_info for r in caplog.records
     )
+
+
+async def test_a_row_the_request_builder_cannot_read_fails_its_own_attempts_only(db_url, conn, receiver):
+    """Custom headers stored as a JSON array (the CHECK that forbids it dropped): preparing the request
+    fails in Python; that webhook's attempts fail with the reason, everyone else is delivered."""
+    compress_schedule(conn, [3600])
+    c = make_consumer(conn)
+    good = make_webhook(conn, c, receiver.url("/fine"), ["h.*"])
+    bad = make_webhook(conn, c, receiver.url("/odd"), ["h.*"])
+    drop_checks(conn, "whk_01_webhooks", "headers")
+    conn.execute("UPDATE whk.whk_01_webhooks SET headers = '[1, 2]' WHERE id = %s", [bad])
+    emit(conn, "h.e", count=3)
+    async with running(fast_settings(db_url)) as task:
+        assert await wait_until(lambda: statuses(conn, good) == {"delivered": 3}, 15)
+        assert await wait_until(lambda: statuses(conn, bad) == {"pending": 3}, 15)
+        assert not task.done()
+    details = conn.execute(
+        "SELECT DISTINCT error_detail FROM whk.whk_03_entregas_tentativas WHERE webhook_id = %s", [bad]
+    ).fetchall()
+    assert len(details) == 1 and "cannot prepare: AttributeError" in details[0][0]
+    assert receiver.to("/odd") == []
