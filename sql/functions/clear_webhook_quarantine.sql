@@ -20,6 +20,11 @@ BEGIN
     UPDATE whk.whk_03_entregas d
     SET next_attempt_at = clock_timestamp(), schedule_offset = d.attempts, updated_at = clock_timestamp()
     WHERE d.webhook_id = p_webhook_id AND d.status = 'pending';
+    -- Time in quarantine is no failure of the endpoint: an unbroken failure streak restarts its
+    -- auto-disable window now (whk.auto_disable_webhooks skips quarantined webhooks meanwhile).
+    UPDATE whk.webhook_runtime r
+    SET failing_since = clock_timestamp()
+    WHERE r.webhook_id = p_webhook_id AND r.failing_since IS NOT NULL;
     PERFORM whk.wake_dispatchers();
     RETURN true;
 END;

@@ -172,3 +172,20 @@ def test_the_denormal_rate_of_the_issue_is_isolated_too(conn: psycopg.Connection
         round_trip(conn)
     assert [(r[0], r[1], r[2]) for r in isolate(conn)] == [(bad, "claim", "22003")]
     assert [r[0] for r in round_trip(conn)] == [good]
+
+
+def test_a_quarantine_does_not_age_into_an_auto_disable(conn: psycopg.Connection[Any]):
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c, URL)
+    conn.execute("SELECT whk.ensure_webhook_runtime()")
+    conn.execute(
+        "UPDATE whk.webhook_runtime SET failing_since = now() - interval '6 days' WHERE webhook_id = %s",
+        [hook],
+    )
+    conn.execute("SELECT whk.quarantine_webhook(%s, 'ssrf', 'ssrf_blocked: loopback')", [hook])
+    assert conn.execute("SELECT whk.auto_disable_webhooks()").fetchone() == (0,)
+    conn.execute("SELECT whk.clear_webhook_quarantine(%s)", [hook])
+    assert conn.execute("SELECT whk.auto_disable_webhooks()").fetchone() == (0,)  # the window restarted
+    assert conn.execute("SELECT status FROM whk.whk_01_webhooks WHERE id = %s", [hook]).fetchone() == (
+        "active",
+    )
