@@ -142,6 +142,7 @@ class WebhookController(Controller):
         delivery_mode: Annotated[
             Literal["immediate", "batch", "delayed", "ordered"] | None, QueryParameter()
         ] = None,
+        quarantined: Annotated[bool | None, QueryParameter()] = None,
         created_from: Annotated[datetime | None, QueryParameter()] = None,
         created_to: Annotated[datetime | None, QueryParameter()] = None,
         sort: Annotated[WebhookSort, QueryParameter()] = "-id",
@@ -154,6 +155,7 @@ class WebhookController(Controller):
             "event_type": event_type,
             "name_prefix": name_prefix,
             "delivery_mode": delivery_mode,
+            "quarantined": quarantined,
             "created_from": created_from,
             "created_to": created_to,
         }

@@ -37,6 +37,9 @@ WEBHOOK_FILTERS = (
     listing.FilterSpec("event_type", "w.event_types", op="contains"),
     listing.FilterSpec("name_prefix", "w.name", op="prefix"),
     listing.FilterSpec("delivery_mode", "w.delivery_mode"),
+    listing.FilterSpec(
+        "quarantined", "w.quarantined_at", cast="boolean", expr="(w.quarantined_at IS NOT NULL)"
+    ),
     listing.FilterSpec("created_from", "w.created_at", op=">=", cast="timestamptz"),
     listing.FilterSpec("created_to", "w.created_at", op="<", cast="timestamptz"),
 )

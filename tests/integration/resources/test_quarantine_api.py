@@ -58,6 +58,11 @@ async def test_a_quarantined_webhook_is_shown_named_in_health_and_cleared_by_an_
     assert h["quarantined_webhooks"] == [hook]
     assert any("quarantined" in p and str(hook) in p for p in h["problems"])
 
+    listed = await client.get(f"{BASE}/webhooks", params={"quarantined": "true"}, headers=world.admin)
+    assert [w["id"] for w in listed.json()["items"]] == [hook]
+    listed = await client.get(f"{BASE}/webhooks", params={"quarantined": "false"}, headers=world.admin)
+    assert hook not in [w["id"] for w in listed.json()["items"]]
+
     # Only admins clear it.
     r = await client.post(f"{BASE}/webhooks/{hook}/clear-quarantine", headers=world.a.headers)
     assert r.status_code == 403, r.text
