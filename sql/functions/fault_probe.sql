@@ -2,7 +2,8 @@
 -- SQLSTATE and message), or no row when it ran cleanly. whk.isolate_round_faults bisects with it.
 --
 -- p_stage 'route' runs whk.route_and_take, 'claim' runs whk.route_and_take then whk.claim_deliveries, as a
--- round does (the claim may fail on deliveries routed a moment before, in the same round), each with
+-- round does (the claim may fail on deliveries routed a moment before, in the same round), and
+-- 'claim_alone' only the claim (when routing itself fails for no webhook in particular), each with
 -- p_only = p_ids: the real statements, so a probe exercises exactly what failed. Whatever the probe did (routed, claimed,
 -- locked) is rolled back by raising WHK00 inside its own block (a subtransaction).
 --
@@ -21,15 +22,17 @@ DECLARE
     v_state text;
     v_msg   text;
 BEGIN
-    IF p_stage IS NULL OR p_stage NOT IN ('route', 'claim') THEN
+    IF p_stage IS NULL OR p_stage NOT IN ('route', 'claim', 'claim_alone') THEN
         RAISE EXCEPTION 'unknown probe stage %', coalesce(p_stage, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'use route or claim';
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'use route, claim or claim_alone';
     END IF;
     BEGIN
         IF p_stage = 'route' THEN
             PERFORM count(*) FROM whk.route_and_take(p_route_limit, p_dispatcher, 1000, p_lease_s, '{}', p_ids);
         ELSE
-            PERFORM count(*) FROM whk.route_and_take(p_route_limit, p_dispatcher, 1000, p_lease_s, '{}', p_ids);
+            IF p_stage = 'claim' THEN
+                PERFORM count(*) FROM whk.route_and_take(p_route_limit, p_dispatcher, 1000, p_lease_s, '{}', p_ids);
+            END IF;
             PERFORM count(*) FROM whk.claim_deliveries(p_dispatcher, 100000, p_lease_s, '{}', p_ids);
         END IF;
         RAISE EXCEPTION 'probe done: undo it' USING ERRCODE = 'WHK00';

@@ -10,6 +10,9 @@
 -- webhooks (a claim probe routes first, as the round did: the deliveries that broke the claim may have
 -- been routed in the failed round itself, and rolled back with it).
 --
+-- When routing fails for no webhook in particular (a poison event), the claim is probed alone, so that the
+-- routing fault is not blamed on the claim: the dispatcher then keeps claiming while routing is off.
+--
 -- Culprits are quarantined (whk.quarantine_webhook, stage and SQLSTATE recorded, audited as
 -- 'whk-dispatcher:<id>'), EXCEPT when every candidate of a stage (two or more) fails on its own: that is
 -- a global fault (for example a poison global default), reported with webhook_id NULL and nothing
@@ -39,6 +42,8 @@ DECLARE
     p        record;
     q        record;
     v_any    boolean;
+    v_probe  text;
+    v_routes boolean := true;  -- routing fails for no webhook in particular: probe the claim alone
 BEGIN
     FOREACH v_stage IN ARRAY ARRAY['route', 'claim'] LOOP
         IF v_stage = 'route' THEN
@@ -51,11 +56,13 @@ BEGIN
             WHERE w.status = 'active' AND w.deleted_at IS NULL AND w.quarantined_at IS NULL;
         END IF;
 
-        SELECT * INTO p FROM whk.fault_probe(v_stage, p_dispatcher, p_route_limit, p_lease_s, v_all);
+        v_probe := CASE WHEN v_stage = 'claim' AND NOT v_routes THEN 'claim_alone' ELSE v_stage END;
+        SELECT * INTO p FROM whk.fault_probe(v_probe, p_dispatcher, p_route_limit, p_lease_s, v_all);
         CONTINUE WHEN NOT FOUND;  -- this stage runs cleanly
-        SELECT * INTO q FROM whk.fault_probe(v_stage, p_dispatcher, p_route_limit, p_lease_s, '{}');
+        SELECT * INTO q FROM whk.fault_probe(v_probe, p_dispatcher, p_route_limit, p_lease_s, '{}');
         IF FOUND THEN
             -- Fails with no webhook at all: not a webhook's fault.
+            v_routes := v_routes AND v_stage <> 'route';
             RETURN QUERY SELECT NULL::bigint, v_stage, q.error_state, q.error_message;
             CONTINUE;
         END IF;
@@ -76,7 +83,7 @@ BEGIN
             v_any := false;
             FOR v_h IN 1 .. 2 LOOP
                 v_half := CASE WHEN v_h = 1 THEN v_set[1 : v_n / 2] ELSE v_set[v_n / 2 + 1 : v_n] END;
-                SELECT * INTO q FROM whk.fault_probe(v_stage, p_dispatcher, p_route_limit, p_lease_s, v_half);
+                SELECT * INTO q FROM whk.fault_probe(v_probe, p_dispatcher, p_route_limit, p_lease_s, v_half);
                 IF FOUND THEN
                     v_any := true;
                     v_queue := v_queue || jsonb_build_array(jsonb_build_object(
@@ -85,12 +92,14 @@ BEGIN
             END LOOP;
             IF NOT v_any THEN
                 -- Fails only as a whole: a fault of the combination, not of one webhook.
+                v_routes := v_routes AND v_stage <> 'route';
                 RETURN QUERY SELECT NULL::bigint, v_stage, v_item ->> 'state', v_item ->> 'msg';
             END IF;
         END LOOP;
 
         IF jsonb_array_length(v_found) = cardinality(v_all) AND cardinality(v_all) >= 2 THEN
             -- Every candidate fails on its own: a global fault, not theirs.
+            v_routes := v_routes AND v_stage <> 'route';
             RETURN QUERY SELECT NULL::bigint, v_stage, p.error_state, p.error_message;
             CONTINUE;
         END IF;

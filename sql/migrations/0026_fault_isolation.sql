@@ -735,7 +735,8 @@ $$;
 -- SQLSTATE and message), or no row when it ran cleanly. whk.isolate_round_faults bisects with it.
 --
 -- p_stage 'route' runs whk.route_and_take, 'claim' runs whk.route_and_take then whk.claim_deliveries, as a
--- round does (the claim may fail on deliveries routed a moment before, in the same round), each with
+-- round does (the claim may fail on deliveries routed a moment before, in the same round), and
+-- 'claim_alone' only the claim (when routing itself fails for no webhook in particular), each with
 -- p_only = p_ids: the real statements, so a probe exercises exactly what failed. Whatever the probe did (routed, claimed,
 -- locked) is rolled back by raising WHK00 inside its own block (a subtransaction).
 --
@@ -754,15 +755,17 @@ DECLARE
     v_state text;
     v_msg   text;
 BEGIN
-    IF p_stage IS NULL OR p_stage NOT IN ('route', 'claim') THEN
+    IF p_stage IS NULL OR p_stage NOT IN ('route', 'claim', 'claim_alone') THEN
         RAISE EXCEPTION 'unknown probe stage %', coalesce(p_stage, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'use route or claim';
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'use route, claim or claim_alone';
     END IF;
     BEGIN
         IF p_stage = 'route' THEN
             PERFORM count(*) FROM whk.route_and_take(p_route_limit, p_dispatcher, 1000, p_lease_s, '{}', p_ids);
         ELSE
-            PERFORM count(*) FROM whk.route_and_take(p_route_limit, p_dispatcher, 1000, p_lease_s, '{}', p_ids);
+            IF p_stage = 'claim' THEN
+                PERFORM count(*) FROM whk.route_and_take(p_route_limit, p_dispatcher, 1000, p_lease_s, '{}', p_ids);
+            END IF;
             PERFORM count(*) FROM whk.claim_deliveries(p_dispatcher, 100000, p_lease_s, '{}', p_ids);
         END IF;
         RAISE EXCEPTION 'probe done: undo it' USING ERRCODE = 'WHK00';
@@ -791,6 +794,9 @@ $$;
 -- Candidates: for route, active webhooks not quarantined at that stage; for claim, active unquarantined
 -- webhooks (a claim probe routes first, as the round did: the deliveries that broke the claim may have
 -- been routed in the failed round itself, and rolled back with it).
+--
+-- When routing fails for no webhook in particular (a poison event), the claim is probed alone, so that the
+-- routing fault is not blamed on the claim: the dispatcher then keeps claiming while routing is off.
 --
 -- Culprits are quarantined (whk.quarantine_webhook, stage and SQLSTATE recorded, audited as
 -- 'whk-dispatcher:<id>'), EXCEPT when every candidate of a stage (two or more) fails on its own: that is
@@ -821,6 +827,8 @@ DECLARE
     p        record;
     q        record;
     v_any    boolean;
+    v_probe  text;
+    v_routes boolean := true;  -- routing fails for no webhook in particular: probe the claim alone
 BEGIN
     FOREACH v_stage IN ARRAY ARRAY['route', 'claim'] LOOP
         IF v_stage = 'route' THEN
@@ -833,11 +841,13 @@ BEGIN
             WHERE w.status = 'active' AND w.deleted_at IS NULL AND w.quarantined_at IS NULL;
         END IF;
 
-        SELECT * INTO p FROM whk.fault_probe(v_stage, p_dispatcher, p_route_limit, p_lease_s, v_all);
+        v_probe := CASE WHEN v_stage = 'claim' AND NOT v_routes THEN 'claim_alone' ELSE v_stage END;
+        SELECT * INTO p FROM whk.fault_probe(v_probe, p_dispatcher, p_route_limit, p_lease_s, v_all);
         CONTINUE WHEN NOT FOUND;  -- this stage runs cleanly
-        SELECT * INTO q FROM whk.fault_probe(v_stage, p_dispatcher, p_route_limit, p_lease_s, '{}');
+        SELECT * INTO q FROM whk.fault_probe(v_probe, p_dispatcher, p_route_limit, p_lease_s, '{}');
         IF FOUND THEN
             -- Fails with no webhook at all: not a webhook's fault.
+            v_routes := v_routes AND v_stage <> 'route';
             RETURN QUERY SELECT NULL::bigint, v_stage, q.error_state, q.error_message;
             CONTINUE;
         END IF;
@@ -858,7 +868,7 @@ BEGIN
             v_any := false;
             FOR v_h IN 1 .. 2 LOOP
                 v_half := CASE WHEN v_h = 1 THEN v_set[1 : v_n / 2] ELSE v_set[v_n / 2 + 1 : v_n] END;
-                SELECT * INTO q FROM whk.fault_probe(v_stage, p_dispatcher, p_route_limit, p_lease_s, v_half);
+                SELECT * INTO q FROM whk.fault_probe(v_probe, p_dispatcher, p_route_limit, p_lease_s, v_half);
                 IF FOUND THEN
                     v_any := true;
                     v_queue := v_queue || jsonb_build_array(jsonb_build_object(
@@ -867,12 +877,14 @@ BEGIN
             END LOOP;
             IF NOT v_any THEN
                 -- Fails only as a whole: a fault of the combination, not of one webhook.
+                v_routes := v_routes AND v_stage <> 'route';
                 RETURN QUERY SELECT NULL::bigint, v_stage, v_item ->> 'state', v_item ->> 'msg';
             END IF;
         END LOOP;
 
         IF jsonb_array_length(v_found) = cardinality(v_all) AND cardinality(v_all) >= 2 THEN
             -- Every candidate fails on its own: a global fault, not theirs.
+            v_routes := v_routes AND v_stage <> 'route';
             RETURN QUERY SELECT NULL::bigint, v_stage, p.error_state, p.error_message;
             CONTINUE;
         END IF;

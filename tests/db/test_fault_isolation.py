@@ -189,3 +189,29 @@ def test_a_quarantine_does_not_age_into_an_auto_disable(conn: psycopg.Connection
     assert conn.execute("SELECT status FROM whk.whk_01_webhooks WHERE id = %s", [hook]).fetchone() == (
         "active",
     )
+
+
+def test_a_poison_event_is_no_webhooks_fault_and_the_claim_goes_on(conn: psycopg.Connection[Any]):
+    """An event whose validation raises (its type's schema was edited by hand to an invalid regular
+    expression) breaks routing for every webhook: nobody is quarantined, routing is reported as failing on
+    its own, and the claim, probed without routing, still works: the dispatcher keeps claiming."""
+    c = make_consumer(conn)
+    hooks = [make_webhook(conn, c, URL, ["o.*", "t.*"], delivery_mode="delayed") for _ in range(3)]
+    emit(conn, "o.e")
+    conn.execute("SELECT whk.route_outbox(100)")  # one due delivery per webhook
+    schema = '{"type": "object", "properties": {"x": {"type": "string", "pattern": "^[a-z]+$"}}}'
+    conn.execute("SELECT whk.register_event_type('t.poison', %s::jsonb)", [schema])
+    conn.execute(
+        "UPDATE whk.whk_02_eventos_versoes v SET schema = jsonb_set(v.schema, '{properties,x,pattern}', '\"(\"') "
+        "FROM whk.whk_02_eventos e WHERE e.id = v.event_type_id AND e.name = 't.poison'"
+    )
+    emit(conn, "t.poison", {"x": "abc"})
+    with pytest.raises(psycopg.errors.InvalidRegularExpression):
+        round_trip(conn)
+    assert [(r[0], r[1], r[2]) for r in isolate(conn)] == [(None, "route", "2201B")]
+    assert conn.execute(
+        "SELECT count(*) FROM whk.whk_01_webhooks WHERE quarantined_at IS NOT NULL"
+    ).fetchone() == (0,)
+    # What the engine then does while routing is off: claim-only rounds.
+    claimed = conn.execute("SELECT webhook_id FROM whk.dispatch_round('d1', 0, 100, 30)").fetchall()
+    assert sorted(r[0] for r in claimed if r[0] is not None) == sorted(hooks)
