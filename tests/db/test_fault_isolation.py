@@ -202,7 +202,8 @@ def test_a_poison_event_is_no_webhooks_fault_and_the_claim_goes_on(conn: psycopg
     schema = '{"type": "object", "properties": {"x": {"type": "string", "pattern": "^[a-z]+$"}}}'
     conn.execute("SELECT whk.register_event_type('t.poison', %s::jsonb)", [schema])
     conn.execute(
-        "UPDATE whk.whk_02_eventos_versoes v SET schema = jsonb_set(v.schema, '{properties,x,pattern}', '\"(\"') "
+        "UPDATE whk.whk_02_eventos_versoes v "
+        "SET schema = jsonb_set(v.schema, '{properties,x,pattern}', '\"(\"') "
         "FROM whk.whk_02_eventos e WHERE e.id = v.event_type_id AND e.name = 't.poison'"
     )
     emit(conn, "t.poison", {"x": "abc"})
