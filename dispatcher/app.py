@@ -47,10 +47,30 @@ async def run_dispatcher(settings: Settings, stop: asyncio.Event) -> None:
                 listen=lambda wake: listen_forever(dsn, wake, connect_timeout=settings.core.connect_timeout),
             )
             log.info("dispatcher %s started (pid %d)", ident, os.getpid())
+            log_ssrf_policy(settings, engine.ssrf_policy)
             await engine.run(stop)
             log.info("dispatcher %s stopped: %s", ident, engine.stats)
     finally:
         await pool.close()
+
+
+def log_ssrf_policy(settings: Settings, fingerprint: str) -> None:
+    """Say at start-up which private ranges this dispatcher lets requests reach: every dispatcher of a
+    deployment must agree (health compares the fingerprints recorded in the heartbeat rows)."""
+    nets = ",".join(str(n) for n in settings.core.allow_private_cidrs)
+    if nets:
+        log.warning(
+            "SSRF policy %s: requests may reach %s (WHK_ALLOW_PRIVATE_CIDRS, WHK_ENV=%s)",
+            fingerprint,
+            nets,
+            settings.core.environment,
+        )
+    else:
+        log.info(
+            "SSRF policy %s: no private range is exempt (WHK_ALLOW_PRIVATE_CIDRS empty, WHK_ENV=%s)",
+            fingerprint,
+            settings.core.environment,
+        )
 
 
 def main(settings: Settings) -> int:
@@ -58,11 +78,6 @@ def main(settings: Settings) -> int:
     logging.basicConfig(
         level=settings.core.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if settings.core.allow_private_cidrs:
-        log.warning(
-            "WHK_ALLOW_PRIVATE_CIDRS=%s: the SSRF guard lets requests reach these private ranges",
-            ",".join(str(n) for n in settings.core.allow_private_cidrs),
-        )
     with db.connect(settings) as conn:
         db.check_schema_version(conn)
 

@@ -35,15 +35,16 @@ from api.monitoring.schemas import (
     AlertCreate,
     AlertPage,
     Dashboard,
+    DispatcherInfo,
     Health,
     SlackChannel,
     WebhookChannel,
 )
 from whk.migrate import code_version
 from whk.settings import Settings
-from whk.urlpolicy import check_url
+from whk.urlpolicy import check_url, policy_fingerprint
 
-__all__ = ["MonitoringController", "breaches"]
+__all__ = ["MonitoringController", "breaches", "ssrf_disagreement"]
 
 Conn = NamedDependency[AsyncConnection[Any]]
 Who = NamedDependency[Principal]
@@ -125,6 +126,16 @@ class MonitoringController(Controller):
             problems.append(f"database schema is at version {row.schema_version}, this API needs {expected}")
         if alive == 0:
             problems.append("no dispatcher has sent a heartbeat within the lease")
+        if row.quarantined_count:
+            ids = ", ".join(str(i) for i in row.quarantined_webhooks)
+            more = "" if row.quarantined_count <= len(row.quarantined_webhooks) else ", ..."
+            problems.append(
+                f"{row.quarantined_count} webhook(s) quarantined, not delivered until cleared: {ids}{more}"
+            )
+        problems.extend(ssrf_disagreement([d for d in dispatchers if d.alive], settings))
+        for d in dispatchers:
+            if d.alive and d.last_error:
+                problems.append(f"dispatcher {d.id} is failing: {d.last_error}")
         for label, age in (
             ("unrouted event", row.oldest_unrouted_age_s),
             ("due delivery", row.oldest_due_delivery_age_s),
@@ -148,6 +159,7 @@ class MonitoringController(Controller):
             oldest_due_delivery_age_s=row.oldest_due_delivery_age_s,
             oldest_pending_warn_s=warn,
             problems=problems,
+            quarantined_webhooks=row.quarantined_webhooks,
         )
         return Response(body, status_code=503 if status == "down" else 200)
 
@@ -303,6 +315,27 @@ class MonitoringController(Controller):
             return  # written by hand with another shape: shown as is, not evaluated
         alert.current_value = await self.repo.metric_value(conn, alert.consumer_id, cond)
         alert.breaching = breaches(alert.current_value, cond.operator, cond.threshold)
+
+
+def ssrf_disagreement(live: list[DispatcherInfo], settings: Settings) -> list[str]:
+    """Flag live dispatchers whose SSRF policy differs from most others' (ties: from this API's own);
+    the problem line names every policy and its dispatchers. Rows without a policy (older code) are
+    left out."""
+    by_policy: dict[str, list[DispatcherInfo]] = {}
+    for d in live:
+        if d.ssrf_policy is not None:
+            by_policy.setdefault(d.ssrf_policy, []).append(d)
+    if len(by_policy) < 2:
+        return []
+    own = policy_fingerprint(settings.core.allow_private_cidrs)
+    usual = max(by_policy, key=lambda p: (len(by_policy[p]), p == own, p))
+    parts = []
+    for policy, group in sorted(by_policy.items()):
+        for d in group:
+            d.ssrf_policy_differs = policy != usual
+        exempt = ",".join(group[0].ssrf_exempt or []) or "nothing"
+        parts.append(f"{', '.join(d.id for d in group)} exempt {exempt} ({policy})")
+    return ["dispatchers disagree on the SSRF policy (WHK_ALLOW_PRIVATE_CIDRS): " + "; ".join(parts)]
 
 
 def _prometheus(data: dict[str, Any]) -> bytes:

@@ -29,6 +29,8 @@ class HealthRow(msgspec.Struct, kw_only=True):
     oldest_unrouted_age_s: float | None
     oldest_due_delivery_age_s: float | None
     oldest_pending_warn_s: float | None
+    quarantined_count: int = 0
+    quarantined_webhooks: list[int] = msgspec.field(default_factory=list)
 
 
 class MonitoringRepository:

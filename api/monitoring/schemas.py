@@ -16,6 +16,12 @@ Metric = Literal[
 
 
 class DispatcherInfo(msgspec.Struct, kw_only=True):
+    """A dispatcher's heartbeat row. ``ssrf_policy`` names the SSRF exemptions it enforces
+    (``ssrf_exempt``, from WHK_ALLOW_PRIVATE_CIDRS); ``ssrf_policy_differs``: another policy than most
+    live dispatchers (then which process claims a delivery decides whether it may be sent).
+    ``last_error``: why its rounds fail right now when no single webhook is to blame (since
+    ``last_error_at``)."""
+
     id: str
     started_at: datetime
     heartbeat_at: datetime
@@ -23,11 +29,18 @@ class DispatcherInfo(msgspec.Struct, kw_only=True):
     idle: bool
     stopping: bool
     alive: bool = True
+    ssrf_policy: str | None = None
+    ssrf_exempt: list[str] | None = None
+    ssrf_policy_differs: bool = False
+    last_error: str | None = None
+    last_error_at: datetime | None = None
 
 
 class Health(msgspec.Struct, kw_only=True):
-    """``ok``: everything fine; ``degraded``: serving but work is waiting too long or no dispatcher is
-    alive; ``down``: the database is unreachable or at another schema version (HTTP 503)."""
+    """``ok``: everything fine; ``degraded``: serving but work is waiting too long, no dispatcher is
+    alive, webhooks are quarantined (``quarantined_webhooks``: their ids, the first 100), live
+    dispatchers disagree on the SSRF policy, or a dispatcher's rounds are failing; ``down``: the database
+    is unreachable or at another schema version (HTTP 503)."""
 
     status: Literal["ok", "degraded", "down"]
     database: Literal["ok", "unavailable"]
@@ -40,6 +53,7 @@ class Health(msgspec.Struct, kw_only=True):
     oldest_due_delivery_age_s: float | None
     oldest_pending_warn_s: float
     problems: list[str]
+    quarantined_webhooks: list[int] = msgspec.field(default_factory=list)
 
 
 class StatusCount(msgspec.Struct, kw_only=True):

@@ -8,7 +8,8 @@ w.payload_version, w.headers, w.auth_type, w.auth_header_name, (w.auth_credentia
 w.status, w.disabled_reason, w.disabled_at, w.delivery_mode, w.batch_size, w.batch_window_ms, w.delay_seconds,
 w.ordering_key_path::text AS ordering_key_path, w.retry_policy, w.timeout_ms,
 w.rate_limit_per_second::float8 AS rate_limit_per_second, w.rate_limit_burst, w.max_in_flight, w.require_ack,
-w.ack_timeout_seconds, w.breaker_config, w.metadata, w.created_at, w.updated_at
+w.ack_timeout_seconds, w.breaker_config, w.metadata, w.created_at, w.updated_at, w.quarantined_at,
+w.quarantine_stage, w.quarantine_sqlstate, w.quarantine_reason
 
 -- name: list_webhooks :many
 SELECT {columns}
@@ -68,6 +69,10 @@ WHERE w.id = %(id)s
 -- name: resume_webhook :one
 -- Releases parked deliveries and closes the breaker (engine function).
 SELECT whk.resume_webhook(%(id)s)
+
+-- name: clear_quarantine :one
+-- The dispatcher claims for the webhook again; its waiting deliveries are due at once (engine function).
+SELECT whk.clear_webhook_quarantine(%(id)s)
 
 -- name: disable_webhook :one
 SELECT whk.disable_webhook(%(id)s, %(reason)s)

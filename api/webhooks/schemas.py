@@ -151,6 +151,13 @@ class Webhook(msgspec.Struct, kw_only=True):
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    # Quarantine (docs/delivery.md): set when the webhook's data broke a delivery statement (stage route,
+    # claim or record, with the database error) or the SSRF guard refused its endpoint (stage ssrf). The
+    # dispatcher skips it until an admin clears it (POST .../clear-quarantine) or resumes it.
+    quarantined_at: datetime | None = None
+    quarantine_stage: Literal["route", "claim", "record", "ssrf"] | None = None
+    quarantine_sqlstate: str | None = None
+    quarantine_reason: str | None = None
 
 
 class WebhookCreated(msgspec.Struct, kw_only=True):

@@ -27,8 +27,13 @@
 -- requests: after a failure the webhook waits for it to be written, so the breaker and the failure streak
 -- always see it before the next request. Lanes stay blocked until the outcome is recorded: a retry must
 -- not be overtaken.
+--
+-- Quarantined webhooks (whk_01_webhooks.quarantined_at, see whk.quarantine_webhook) are never claimed for:
+-- one webhook whose data breaks this statement must not stop it for everyone. p_only (NULL = every webhook)
+-- restricts the claim to those webhooks: whk.isolate_round_faults probes with it to find the culprit of a
+-- failed round; the dispatcher's rounds never pass it.
 CREATE OR REPLACE FUNCTION whk.claim_deliveries(p_dispatcher text, p_limit integer, p_lease_s double precision,
-                                                p_finished bigint[] DEFAULT '{}')
+                                                p_finished bigint[] DEFAULT '{}', p_only bigint[] DEFAULT NULL)
 RETURNS TABLE (delivery_id bigint, webhook_id bigint, event_id uuid, event_type text, attempts integer,
                schedule_offset integer, batch_id uuid, commit_seq bigint, ordering_key text, payload text)
 LANGUAGE plpgsql
@@ -70,7 +75,8 @@ BEGIN
                r.breaker_state, r.probe_at, r.probe_until, r.tokens, r.tokens_at
         FROM whk.whk_01_webhooks wh
         JOIN whk.webhook_runtime r ON r.webhook_id = wh.id
-        WHERE wh.status = 'active' AND wh.deleted_at IS NULL
+        WHERE wh.status = 'active' AND wh.deleted_at IS NULL AND wh.quarantined_at IS NULL
+          AND (p_only IS NULL OR wh.id = ANY (p_only))
           -- One probe of the webhook's due index. OFFSET 0 keeps the EXISTS a per-webhook probe: flattened
           -- into a semi-join, the generic plan read every due delivery of every webhook and grouped them by
           -- webhook (measured in a 20,000-event drain: ~3 ms per claim, growing with the backlog).

@@ -47,13 +47,13 @@ BEGIN
         RETURN NEXT;
     END LOOP;
 
-    -- The claim only when due work exists (one probe of each active webhook's due index, the claim's own
-    -- index): in the steady state route_and_take has taken every fresh delivery and the claim, a statement
+    -- The claim only when due work exists (one probe of each active, unquarantined webhook's due index, the
+    -- claim's own index): in the steady state route_and_take has taken every fresh delivery and the claim, a statement
     -- of its own, would find nothing. After a claim the probe runs again for `more_due`.
     FOR v_pass IN 1 .. 2 LOOP
         SELECT EXISTS (
             SELECT 1 FROM whk.whk_01_webhooks wh
-            WHERE wh.status = 'active' AND wh.deleted_at IS NULL
+            WHERE wh.status = 'active' AND wh.deleted_at IS NULL AND wh.quarantined_at IS NULL
               -- OFFSET 0: a probe per webhook, never a semi-join over every due delivery (whk.claim_deliveries).
               AND EXISTS (SELECT 1 FROM whk.whk_03_entregas d
                           WHERE d.webhook_id = wh.id AND d.status = 'pending'

@@ -1,6 +1,7 @@
 -- When could whk.claim_deliveries next find work that is waiting on time rather than on a new event?
 -- The earliest of: a pending delivery's next_attempt_at (retries, delayed mode), a batch window closing,
 -- a breaker's probe time, a token bucket refilling to one token. NULL = nothing is waiting on time.
+-- Quarantined webhooks wait for an operator, not for time: they are left out.
 -- The dispatcher sleeps until then (or a wake-up, or its poll interval, whichever comes first).
 -- PL/pgSQL, not SQL: a SQL function with a SET clause is never inlined and was parsed and planned at every
 -- call (measured: ~0.45 ms of planning per call, the dispatcher asks up to ten times a second); PL/pgSQL
@@ -21,9 +22,10 @@ BEGIN
                CASE WHEN r.breaker_state = 'open' THEN r.probe_at END,
                -- The rate clamped to its bounds, as in the claim: a denormal one overflows the division.
                CASE WHEN coalesce(w.rate_limit_per_second, 0) > 0 AND r.tokens IS NOT NULL AND r.tokens < 1
-                    THEN r.tokens_at + make_interval(secs => (1 - r.tokens)
-                                                             / least(greatest(w.rate_limit_per_second, 0.001),
-                                                                     1000000)::double precision)
+                    THEN r.tokens_at + make_interval(secs => least((1 - r.tokens)
+                                                                   / least(greatest(w.rate_limit_per_second::double precision,
+                                                                                    0.001), 1000000),
+                                                                   86400))
                END))
     FROM whk.whk_01_webhooks w
     JOIN whk.webhook_runtime r ON r.webhook_id = w.id
@@ -33,6 +35,6 @@ BEGIN
         ORDER BY d.next_attempt_at, d.id
         LIMIT 1
     ) n
-    WHERE w.status = 'active' AND w.deleted_at IS NULL);
+    WHERE w.status = 'active' AND w.deleted_at IS NULL AND w.quarantined_at IS NULL);
 END;
 $$;

@@ -38,7 +38,7 @@ DECLARE
     v_now     timestamptz := clock_timestamp();
     v_breaker jsonb := coalesce(whk.delivery_config('delivery.breaker'), '{}'::jsonb);
     v_applied integer;
-    v_gone    bigint;
+    v_hook    record;
     -- Each delivery's row version and new state, in id order (the UPDATE after the first statement).
     v_tid     tid[];
     v_state   text[];
@@ -210,12 +210,24 @@ BEGIN
     GET DIAGNOSTICS v_applied = ROW_COUNT;
     PERFORM set_config('enable_indexscan', 'on', true), set_config('enable_bitmapscan', 'on', true);
 
-    FOR v_gone IN
-        SELECT DISTINCT (e ->> 'webhook_id')::bigint
+    -- 410 disables the webhook; an SSRF refusal quarantines it (stage 'ssrf'): no request can reach the
+    -- endpoint under this dispatcher's policy, so its deliveries wait (pending) for an operator instead of
+    -- burning their retry schedule as if the endpoint were down. One pass over the attempts for both.
+    FOR v_hook IN
+        SELECT (e ->> 'webhook_id')::bigint AS id, bool_or((e ->> 'gone')::boolean) AS gone,
+               min(coalesce(e ->> 'error_detail', 'address refused'))
+                   FILTER (WHERE e ->> 'outcome' = 'blocked') AS blocked
         FROM jsonb_array_elements(p_attempts) e
-        WHERE (e ->> 'gone')::boolean
+        WHERE (e ->> 'gone')::boolean OR e ->> 'outcome' = 'blocked'
+        GROUP BY 1
     LOOP
-        PERFORM whk.disable_webhook(v_gone, 'endpoint answered 410 Gone', 'whk-dispatcher');
+        IF v_hook.gone THEN
+            PERFORM whk.disable_webhook(v_hook.id, 'endpoint answered 410 Gone', 'whk-dispatcher');
+        END IF;
+        IF v_hook.blocked IS NOT NULL THEN
+            PERFORM whk.quarantine_webhook(v_hook.id, 'ssrf', 'ssrf_blocked: ' || v_hook.blocked
+                                           || ' (dispatcher ' || p_dispatcher || ')', NULL, 'whk-dispatcher');
+        END IF;
     END LOOP;
 
     RETURN v_applied;

@@ -1,5 +1,6 @@
 -- Re-enable a disabled or paused webhook: its parked deliveries become pending again (same event_id, so
--- the same webhook-id header), its breaker closes and its failure streak restarts.
+-- the same webhook-id header), its breaker closes, its failure streak restarts and a quarantine
+-- (whk.quarantine_webhook) is lifted: resuming says "deliver again".
 -- Returns the number of deliveries released from the parking lot.
 CREATE OR REPLACE FUNCTION whk.resume_webhook(p_webhook_id bigint)
 RETURNS integer
@@ -10,7 +11,9 @@ DECLARE
     v_released integer;
 BEGIN
     UPDATE whk.whk_01_webhooks w
-    SET status = 'active', disabled_reason = NULL, disabled_at = NULL, updated_at = clock_timestamp()
+    SET status = 'active', disabled_reason = NULL, disabled_at = NULL, quarantined_at = NULL,
+        quarantine_stage = NULL, quarantine_reason = NULL, quarantine_sqlstate = NULL,
+        updated_at = clock_timestamp()
     WHERE w.id = p_webhook_id AND w.deleted_at IS NULL;
 
     UPDATE whk.webhook_runtime r

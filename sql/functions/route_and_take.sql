@@ -18,8 +18,15 @@
 --
 -- p_finished: the caller's deliveries whose request has ended, outcome not yet recorded; the in-flight cap
 -- does not count them (see whk.claim_deliveries, migration 0022).
+--
+-- Quarantine (whk.quarantine_webhook): a webhook quarantined while routing (stage 'route': its data broke
+-- this statement) is not routed to; one quarantined at a later stage still gets its deliveries, pending,
+-- so nothing is lost while it waits, but none is taken here (the claim skips it too). p_only (NULL = every
+-- webhook) restricts the fan-out to those webhooks: whk.isolate_round_faults probes with it; the
+-- dispatcher's rounds never pass it.
 CREATE OR REPLACE FUNCTION whk.route_and_take(p_limit integer, p_dispatcher text, p_take integer,
-                                              p_lease_s double precision, p_finished bigint[] DEFAULT '{}')
+                                              p_lease_s double precision, p_finished bigint[] DEFAULT '{}',
+                                              p_only bigint[] DEFAULT NULL)
 RETURNS TABLE (routed integer, delivery_id bigint, webhook_id bigint, event_id uuid, event_type text,
                attempts integer, schedule_offset integer, batch_id uuid, commit_seq bigint, ordering_key text,
                payload text)
@@ -120,6 +127,8 @@ BEGIN
         FROM (SELECT DISTINCT r.event_type FROM routed r) t
         JOIN whk.whk_01_webhooks w
           ON w.status = 'active' AND w.deleted_at IS NULL AND whk.event_type_matches(w.event_types, t.event_type)
+         AND w.quarantine_stage IS DISTINCT FROM 'route'
+         AND (p_only IS NULL OR w.id = ANY (p_only))
     ), takers AS MATERIALIZED (
         -- Webhooks whose new deliveries may be taken now, and how many requests (in-flight cap room; a batch
         -- in flight is one request; the caller's finished ones, found by primary key, do not count: see
@@ -141,6 +150,7 @@ BEGIN
         WHERE p_take > 0
           AND w.id IN (SELECT DISTINCT t.id FROM targets t)
           AND w.delivery_mode IN ('immediate', 'batch') AND w.delay_seconds = 0
+          AND w.quarantined_at IS NULL
           AND w.rate_limit_per_second IS NULL
           AND a.rate_limit_per_second IS NULL AND a.quota_deliveries_per_day IS NULL
           AND rt.breaker_state = 'closed'
