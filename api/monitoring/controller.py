@@ -46,6 +46,8 @@ from whk.urlpolicy import check_url
 __all__ = ["MonitoringController", "breaches"]
 
 Conn = NamedDependency[AsyncConnection[Any]]
+# A `whk up` refreshes its children's rows every 5 s: older rows belong to a supervisor that is gone.
+SUPERVISOR_FRESH_S = 30.0
 Who = NamedDependency[Principal]
 
 
@@ -100,6 +102,7 @@ class MonitoringController(Controller):
                 row = await self.repo.health(conn)
                 latency = (time.perf_counter() - started) * 1000
                 dispatchers = await self.repo.dispatchers(conn)
+                supervised = await self.repo.supervised(conn, SUPERVISOR_FRESH_S)
         except (psycopg.Error, PoolTimeout, OSError):
             down = Health(
                 status="down",
@@ -125,6 +128,12 @@ class MonitoringController(Controller):
             problems.append(f"database schema is at version {row.schema_version}, this API needs {expected}")
         if alive == 0:
             problems.append("no dispatcher has sent a heartbeat within the lease")
+        problems.extend(
+            f"`whk {p.name}` under `whk up` ({p.supervisor}) is failing: {p.crashes_in_window} crashes "
+            f"within the supervisor's window, last {p.last_exit}; it is retried slowly"
+            for p in supervised
+            if p.state == "failing"
+        )
         for label, age in (
             ("unrouted event", row.oldest_unrouted_age_s),
             ("due delivery", row.oldest_due_delivery_age_s),
@@ -148,6 +157,7 @@ class MonitoringController(Controller):
             oldest_due_delivery_age_s=row.oldest_due_delivery_age_s,
             oldest_pending_warn_s=warn,
             problems=problems,
+            supervised=supervised,
         )
         return Response(body, status_code=503 if status == "down" else 200)
 

@@ -25,6 +25,21 @@ class DispatcherInfo(msgspec.Struct, kw_only=True):
     alive: bool = True
 
 
+class SupervisedProcess(msgspec.Struct, kw_only=True):
+    """A child of a running `whk up` (whk.supervised_processes): ``failing`` = it crashed too often
+    within the supervisor's window and is only retried slowly."""
+
+    supervisor: str
+    name: str
+    pid: int | None
+    state: Literal["running", "restarting", "failing"]
+    restarts: int
+    crashes_in_window: int
+    last_exit: str | None
+    last_exit_at: datetime | None
+    updated_at: datetime
+
+
 class Health(msgspec.Struct, kw_only=True):
     """``ok``: everything fine; ``degraded``: serving but work is waiting too long or no dispatcher is
     alive; ``down``: the database is unreachable or at another schema version (HTTP 503)."""
@@ -40,6 +55,7 @@ class Health(msgspec.Struct, kw_only=True):
     oldest_due_delivery_age_s: float | None
     oldest_pending_warn_s: float
     problems: list[str]
+    supervised: list[SupervisedProcess] = msgspec.field(default_factory=list)
 
 
 class StatusCount(msgspec.Struct, kw_only=True):
