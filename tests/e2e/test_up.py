@@ -140,9 +140,9 @@ class Up:
         body: dict[str, Any] = r.json()
         return body
 
-    def stop(self) -> int:
+    def stop(self, sig: signal.Signals = signal.SIGINT) -> int:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(sig)
         rc = self.proc.wait(timeout=60)
         self._reader.join(timeout=10)
         if self.proc.stdout is not None:
@@ -195,8 +195,9 @@ def _run_once(data_dir: Path, port: int) -> tuple[Up, str]:
         raise
 
 
-def _stop_clean(up: Up) -> str:
-    rc = up.stop()
+def _stop_clean(up: Up, sig: signal.Signals = signal.SIGINT) -> str:
+    """Ctrl-C (or SIGTERM) stops every child and PostgreSQL, and `whk up` exits 0."""
+    rc = up.stop(sig)
     assert rc == 0, up.output
     _wait(lambda: not _ours(up.data_dir, up.proc.pid), "every child and postgres gone", timeout=15)
     return up.output
@@ -265,7 +266,8 @@ def test_kill_9_of_the_dispatcher_restarts_it_while_api_and_postgres_stay_up(dat
     finally:
         if watch is not None:
             watch.close()
-        _stop_clean(up)
+        out = _stop_clean(up, signal.SIGTERM)
+    assert "postgres stopped" in out
 
 
 def test_a_dispatcher_that_keeps_crashing_is_reported_failing_and_nothing_else_stops(data_dir: Path):
