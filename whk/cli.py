@@ -17,9 +17,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from whk import __version__, catalog, migrate
+from whk import __version__, catalog, dbroles, migrate
 from whk.db import check_schema_version, connect, require_dsn
-from whk.dbroles import PROCESS_ROLES
 from whk.errors import MigrationError, WhkError
 from whk.settings import Settings, configuration_markdown, load_settings
 from whk.sqlfiles import sql_root
@@ -130,8 +129,12 @@ def cmd_config(_settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-# The children `whk up` supervises: `whk <name>`, each restarted when it dies (whk.supervisor).
-UP_CHILDREN = ("api", "dispatcher")
+# The children `whk up` supervises, `whk <name>`, each restarted when it dies (whk.supervisor), and the
+# database role each one logs in as on the private server (created by the migrations, docs/dba.md).
+UP_CHILDREN = {
+    "api": dbroles.API_ROLE,
+    "dispatcher": dbroles.DISPATCHER_ROLE,
+}
 
 
 def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
@@ -169,7 +172,7 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
                 _echo("demo ERP: schema erp (users, orders, products) captured; see docs/capture.md")
             _bootstrap_banner(settings, conn, developer_key=server is not None)
         if server is not None:
-            server.enable_logins(PROCESS_ROLES[part] for part in UP_CHILDREN)
+            server.enable_logins(UP_CHILDREN.values())
         whk_bin = str(Path(sys.executable).with_name("whk"))
         specs = [ChildSpec(part, [whk_bin, part], _child_env(settings, server, part)) for part in UP_CHILDREN]
         status = StatusTable(require_dsn(settings), supervisor_name(), connect_timeout=2.0)
@@ -196,7 +199,7 @@ def _child_env(settings: Settings, server: PrivateServer | None, part: str) -> d
     """The environment of `whk <part>`: on the private server it logs in as its own role."""
     env = dict(os.environ)
     env["WHK_DATABASE_URL"] = (
-        server.dsn(user=PROCESS_ROLES[part]) if server is not None else require_dsn(settings)
+        server.dsn(user=UP_CHILDREN[part]) if server is not None else require_dsn(settings)
     )
     return env
 
@@ -207,8 +210,10 @@ def _announce_when_ready(settings: Settings, server: PrivateServer | None) -> bo
 
     base = f"http://{settings.api.host}:{settings.api.port}"
     health = f"{base}/api/whk/monitoring/health"
+    # Listening on every address: ask over loopback.
+    probe_host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(settings.api.host, settings.api.host)  # noqa: S104
     try:
-        answer = httpx.get(health, timeout=1.0)
+        answer = httpx.get(f"http://{probe_host}:{settings.api.port}/api/whk/monitoring/health", timeout=1.0)
     except httpx.HTTPError:
         return False
     _echo(f"API:     {base}/api/whk/  (docs {base}/schema/swagger, OpenAPI {base}/schema/openapi.json)")

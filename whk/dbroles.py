@@ -37,7 +37,7 @@ __all__ = [
 API_ROLE = "whk_app"
 DISPATCHER_ROLE = "whk_dispatcher"
 READONLY_ROLE = "whk_readonly"
-# The role each `whk` service connects as (what `whk up` logs its children in as).
+# The role each `whk` service should connect as (named in the start-up warning).
 PROCESS_ROLES = {"api": API_ROLE, "dispatcher": DISPATCHER_ROLE}
 
 # The effective role (after any SET ROLE), whether it is a superuser, and whether it owns (or may become
@@ -88,7 +88,7 @@ def _judge(facts: RoleFacts, settings: Settings, process: str, log: logging.Logg
     problem = privilege_problem(facts)
     if problem is None:
         return
-    role = PROCESS_ROLES.get(process, READONLY_ROLE)
+    role = PROCESS_ROLES.get(process, f"whk_{process}")
     if settings.core.allow_privileged_db_role:
         log.warning("`whk %s`: %s (accepted: WHK_ALLOW_PRIVILEGED_DB_ROLE=true)", process, problem)
         return
