@@ -150,6 +150,13 @@ class Up:
         return rc
 
 
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 class HealthWatch:
     """Polls health in the background and remembers every time it did not answer 200."""
 
@@ -263,6 +270,12 @@ def test_kill_9_of_the_dispatcher_restarts_it_while_api_and_postgres_stay_up(dat
         )
         assert row == ("running", 1, "killed by signal 9 (SIGKILL)")
         assert "its error is printed above" not in up.output
+        # The API is supervised the same way: killed, it is back and answering.
+        ((api_pid,),) = up.sql("SELECT pid FROM whk.supervised_processes WHERE name = 'api'")
+        os.kill(api_pid, signal.SIGKILL)
+        up.wait_line("`whk api` killed by signal 9 (SIGKILL); restarting in", timeout=30)
+        _wait(lambda: _answers(up.health), "health answering from the restarted API", timeout=60)
+        assert up.postmaster_pid() == postmaster
     finally:
         if watch is not None:
             watch.close()
