@@ -202,9 +202,9 @@ def supervisor_name() -> str:
 class Supervisor:
     """Runs ``specs`` as child processes and keeps them running (see the module docstring).
 
-    Call ``start`` once, then ``tick`` regularly (it never blocks), then ``stop``. ``echo`` prints a line
-    for the operator; ``status`` (optional) receives every state change and a refresh every
-    ``refresh_s`` seconds."""
+    Call ``start`` once, then ``tick`` regularly (it never waits for a child), then ``stop``. ``echo``
+    prints a line for the operator; ``status`` (optional) receives every state change and a refresh
+    every ``refresh_s`` seconds."""
 
     def __init__(
         self,

@@ -169,7 +169,8 @@ class HealthWatch:
         self._thread.start()
 
     def _run(self) -> None:
-        with httpx.Client(timeout=2) as client:
+        # Generous: a loaded CI machine may be slow; refused connections and 5xx are what must not happen.
+        with httpx.Client(timeout=10) as client:
             while not self._stop.is_set():
                 try:
                     status = client.get(self.url).status_code
