@@ -2,7 +2,8 @@
 
 * lifespan: opens a psycopg ``AsyncConnectionPool`` (msgspec JSON adapters; ``SET ROLE`` to
   WHK_API_DB_ROLE through the startup options when set) unless a pool is passed in, and refuses to start
-  when the database schema is older or newer than this code (``SchemaVersionMismatch``);
+  when the database schema is older or newer than this code (``SchemaVersionMismatch``) or, in
+  production, when it is connected as a superuser or the owner of WHK's tables (``whk.dbroles``);
 * refuses to build without a secret key in production (``SecretKeyMissing``) or with a half-configured
   JWT set-up (``SettingsError``);
 * every route authenticated (``api.auth``) except health and the docs; every error problem+json
@@ -17,7 +18,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import psycopg
 from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -38,7 +38,7 @@ from api.openapi import (
     wire_structs,
 )
 from api.routes import route_handlers
-from whk import db
+from whk import db, dbroles
 from whk.secretbox import SecretBox
 from whk.settings import Settings
 
@@ -46,17 +46,6 @@ __all__ = ["complete_document", "create_app"]
 
 log = logging.getLogger("whk.api")
 API_VERSION = "1.0.0"
-
-
-def _pool_settings(settings: Settings) -> Settings:
-    """Settings whose DSN makes every connection start as WHK_API_DB_ROLE (when set)."""
-    role = settings.api.db_role
-    if not role:
-        return settings
-    dsn = db.require_dsn(settings)
-    params = psycopg.conninfo.conninfo_to_dict(dsn)
-    options = f"{params.get('options') or ''} -c role={role}".strip()
-    return settings.with_database_url(psycopg.conninfo.make_conninfo(dsn, options=options))
 
 
 def complete_document(app: Litestar) -> None:
@@ -83,10 +72,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         own = pool is None
-        active = await db.open_pool(_pool_settings(settings), name="whk-api") if pool is None else pool
+        pool_settings = dbroles.with_role(settings, settings.api.db_role)
+        active = await db.open_pool(pool_settings, name="whk-api") if pool is None else pool
         try:
             async with active.connection() as conn:
                 await db.acheck_schema_version(conn)
+                await dbroles.acheck_role(conn, settings, "api", log)
             app.state.pool = active
             yield
         finally:

@@ -47,6 +47,8 @@ from whk.urlpolicy import check_url, policy_fingerprint
 __all__ = ["MonitoringController", "breaches", "ssrf_disagreement"]
 
 Conn = NamedDependency[AsyncConnection[Any]]
+# A `whk up` refreshes its children's rows every 5 s: older rows belong to a supervisor that is gone.
+SUPERVISOR_FRESH_S = 30.0
 Who = NamedDependency[Principal]
 
 
@@ -101,6 +103,7 @@ class MonitoringController(Controller):
                 row = await self.repo.health(conn)
                 latency = (time.perf_counter() - started) * 1000
                 dispatchers = await self.repo.dispatchers(conn)
+                supervised = await self.repo.supervised(conn, SUPERVISOR_FRESH_S)
         except (psycopg.Error, PoolTimeout, OSError):
             down = Health(
                 status="down",
@@ -136,6 +139,12 @@ class MonitoringController(Controller):
         for d in dispatchers:
             if d.alive and d.last_error:
                 problems.append(f"dispatcher {d.id} is failing: {d.last_error}")
+        problems.extend(
+            f"`whk {p.name}` under `whk up` ({p.supervisor}) is failing: {p.crashes_in_window} crashes "
+            f"within the supervisor's window, last {p.last_exit}; it is retried slowly"
+            for p in supervised
+            if p.state == "failing"
+        )
         for label, age in (
             ("unrouted event", row.oldest_unrouted_age_s),
             ("due delivery", row.oldest_due_delivery_age_s),
@@ -160,6 +169,7 @@ class MonitoringController(Controller):
             oldest_pending_warn_s=warn,
             problems=problems,
             quarantined_webhooks=row.quarantined_webhooks,
+            supervised=supervised,
         )
         return Response(body, status_code=503 if status == "down" else 200)
 

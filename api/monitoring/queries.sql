@@ -25,6 +25,15 @@ SELECT x.id, x.started_at, x.heartbeat_at, x.idle, x.stopping,
 FROM whk.dispatchers x
 ORDER BY x.id
 
+-- name: supervised :many
+-- Children of running `whk up` supervisors (they refresh their rows every few seconds and delete them when
+-- they stop); rows of a supervisor that stopped refreshing (killed) are left out.
+SELECT p.supervisor, p.name, p.pid, p.state, p.restarts, p.crashes_in_window, p.last_exit, p.last_exit_at,
+       p.updated_at
+FROM whk.supervised_processes p
+WHERE p.updated_at > clock_timestamp() - make_interval(secs => %(fresh_s)s)
+ORDER BY p.supervisor, p.name
+
 -- name: delivery_status_counts :many
 SELECT d.status, count(*) AS n
 FROM whk.whk_03_entregas d

@@ -17,6 +17,7 @@ from api.monitoring.schemas import (
     DispatcherInfo,
     FailingWebhook,
     StatusCount,
+    SupervisedProcess,
 )
 from api.rows import fetch_all, fetch_one, fetch_value
 from whk.sqlfiles import load_queries
@@ -44,6 +45,9 @@ class MonitoringRepository:
 
     async def dispatchers(self, conn: AsyncConnection[Any]) -> list[DispatcherInfo]:
         return await fetch_all(conn, self._q["dispatchers"], {}, DispatcherInfo)
+
+    async def supervised(self, conn: AsyncConnection[Any], fresh_s: float) -> list[SupervisedProcess]:
+        return await fetch_all(conn, self._q["supervised"], {"fresh_s": fresh_s}, SupervisedProcess)
 
     async def counts(self, conn: AsyncConnection[Any], name: str, tenant: int | None) -> dict[str, int]:
         rows = await fetch_all(conn, self._q[name], {"tenant": tenant}, StatusCount)

@@ -36,6 +36,21 @@ class DispatcherInfo(msgspec.Struct, kw_only=True):
     last_error_at: datetime | None = None
 
 
+class SupervisedProcess(msgspec.Struct, kw_only=True):
+    """A child of a running `whk up` (whk.supervised_processes): ``failing`` = it crashed too often
+    within the supervisor's window and is only retried slowly."""
+
+    supervisor: str
+    name: str
+    pid: int | None
+    state: Literal["running", "restarting", "failing"]
+    restarts: int
+    crashes_in_window: int
+    last_exit: str | None
+    last_exit_at: datetime | None
+    updated_at: datetime
+
+
 class Health(msgspec.Struct, kw_only=True):
     """``ok``: everything fine; ``degraded``: serving but work is waiting too long, no dispatcher is
     alive, webhooks are quarantined (``quarantined_webhooks``: their ids, the first 100), live
@@ -54,6 +69,7 @@ class Health(msgspec.Struct, kw_only=True):
     oldest_pending_warn_s: float
     problems: list[str]
     quarantined_webhooks: list[int] = msgspec.field(default_factory=list)
+    supervised: list[SupervisedProcess] = msgspec.field(default_factory=list)
 
 
 class StatusCount(msgspec.Struct, kw_only=True):

@@ -20,5 +20,6 @@ BEGIN
 END;
 $$;
 REVOKE EXECUTE ON FUNCTION whk.dispatcher_set_idle(text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION whk.dispatcher_set_idle(text, boolean) TO whk_dispatcher;
 COMMENT ON FUNCTION whk.dispatcher_set_idle(text, boolean) IS
     'Declare a dispatcher idle (capture then NOTIFYs whk_outbox) or busy (no NOTIFY); false = unknown dispatcher.';

@@ -24,5 +24,7 @@ BEGIN
 END;
 $$;
 REVOKE EXECUTE ON FUNCTION whk.emit_system(text, text, jsonb) FROM PUBLIC;
+-- The dispatcher announces its own start and stop.
+GRANT EXECUTE ON FUNCTION whk.emit_system(text, text, jsonb) TO whk_dispatcher;
 COMMENT ON FUNCTION whk.emit_system(text, text, jsonb) IS
     'Emit system.startup|shutdown|health_check|backup_completed from a service or a DBA script.';

@@ -109,5 +109,7 @@ BEGIN
 END;
 $$;
 REVOKE EXECUTE ON FUNCTION whk.register_event_type(text, jsonb, text, boolean, boolean, text, text) FROM PUBLIC;
+-- The API registers event types (POST /api/whk/event-types).
+GRANT EXECUTE ON FUNCTION whk.register_event_type(text, jsonb, text, boolean, boolean, text, text) TO whk_app;
 COMMENT ON FUNCTION whk.register_event_type(text, jsonb, text, boolean, boolean, text, text) IS
     'Register an event type or a new schema version: compatible = minor bump, breaking = refused unless new_major.';

@@ -68,6 +68,13 @@ class CoreSettings:
         default="INFO",
         check=one_of("DEBUG", "INFO", "WARNING", "ERROR"),
     )
+    allow_privileged_db_role: bool = setting(
+        "WHK_ALLOW_PRIVILEGED_DB_ROLE",
+        "Let the API and the dispatcher run connected as a superuser or as the owner of WHK's tables. "
+        "false: they warn at start-up in development and refuse to start in production (such a role "
+        "could rewrite the audit trail); connect them as whk_app / whk_dispatcher instead (docs/dba.md).",
+        default=False,
+    )
     pool_min_size: int = setting("WHK_DB_POOL_MIN", "Minimum pooled connections per process.", default=1)
     pool_max_size: int = setting(
         "WHK_DB_POOL_MAX", "Maximum pooled connections per process.", default=10, check=positive

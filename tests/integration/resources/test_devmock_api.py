@@ -107,6 +107,7 @@ async def test_mock_routes_do_not_exist_in_production(settings: Settings, world:
             "WHK_DATABASE_URL": settings.core.database_url or "",
             "WHK_ENV": "production",
             "WHK_SECRET_KEYS": "k1:" + "A" * 43 + "=",
+            "WHK_API_DB_ROLE": "whk_app",
         }
     )
     async with AsyncTestClient(app=create_app(prod)) as prod_client:
