@@ -3450,26 +3450,50 @@ $$;
 -- <<< sql/functions/delivery/retry_delivery.sql
 
 -- >>> sql/functions/delivery/route_and_take.sql
--- Route up to p_limit pending outbox events (see whk.route_outbox for the routing rules) and let the
--- calling dispatcher TAKE up to p_take of the new deliveries at once: they are inserted already in flight,
--- leased to p_dispatcher, and returned with their payload. A fresh event for an unconstrained immediate
--- webhook then costs one write of its delivery row instead of an INSERT plus a claim UPDATE (each of those
--- rewrites every index of whk_03_entregas), and it reaches the HTTP client in the same round trip.
+-- Route up to p_limit pending outbox events, and let the calling dispatcher TAKE up to p_take of the new
+-- deliveries at once. This is the routing step: the dispatcher runs it through whk.dispatch_round, tests
+-- and tools call it with p_take = 0 (route only, nothing taken).
+--
+-- Routing rules:
+-- * Events are picked by STATUS (outbox.status = 'pending'), never by an id watermark: ids are taken before
+--   commit, so a low id can become visible after higher ones; a watermark would skip it forever.
+-- * Each routed event gets a commit_seq (the order in which it became visible, which is commit order across
+--   transactions; within one batch, id order) and is marked routed. Routing runs under a
+--   transaction-level advisory try-lock (key hashtext('whk.route_outbox'), the routing lock's name) so
+--   commit_seq is monotonic across dispatchers: a second router returns routed = 0 at once and goes on
+--   delivering; the lock is held for one short statement batch.
+-- * Fan-out is ONE set-based INSERT: every event x every matching webhook (active, not deleted, its
+--   event_types pattern matches, payload_version equal if set, filter true). Events nobody subscribes to
+--   are routed too and kept for replay.
+-- * Filters are SQL/JSON path predicates stored as the jsonpath type (validated by PostgreSQL on write);
+--   `@@` yields NULL rather than an error on structural mismatches, which counts as "no match".
+-- * Non-strict schema validation: events of registered, non-strict types are checked here with
+--   whk.validate_payload and flagged (outbox.valid / validation_error) but still delivered; strict types
+--   were validated when emitted (valid = true already); unregistered types stay NULL.
+-- * Ordered webhooks get the delivery's ordering_key (ordering_key_path in the envelope, else the event
+--   key); each delivery is due at max(now, deliver_at or created_at + the webhook's delay_seconds).
+--
+-- Taking: the taken deliveries are inserted already in flight, leased to p_dispatcher, and returned with
+-- their payload. A fresh event for an unconstrained immediate webhook then costs one write of its delivery
+-- row instead of an INSERT plus a claim UPDATE (each of those rewrites every index of whk_03_entregas), and
+-- it reaches the HTTP client in the same round trip.
 --
 -- Only deliveries the fair claim would hand out at once are taken, so every rule still holds: the
 -- webhook is in immediate mode (one request per delivery) or batch mode (only full batches of batch_size,
 -- one request each, under one batch_id) with no delay, and the event is due now; the webhook has no due
 -- backlog (fresh events never overtake waiting ones); its breaker is closed; no token bucket applies
 -- (webhook, default or consumer) and the consumer has no daily quota; the in-flight cap (in requests) has
--- room; at most p_take requests are taken. The webhook's runtime row is locked FOR UPDATE SKIP LOCKED like the claim does, so a webhook being
--- claimed by another dispatcher right now is simply not taken from (its deliveries stay pending and are
--- claimed normally). Everything else stays pending for whk.claim_deliveries.
+-- room; at most p_take requests are taken. The webhook's runtime row is locked FOR UPDATE SKIP LOCKED like
+-- the claim does, so a webhook being claimed by another dispatcher right now is simply not taken from (its
+-- deliveries stay pending and are claimed normally). Everything else stays pending for
+-- whk.claim_deliveries. tests/db/test_admission_rules.py holds the table of cases that both functions
+-- answer.
 --
 -- Returns one row per taken delivery, each carrying `routed` (events routed), plus, when nothing was
 -- taken, one row with only `routed` set.
 --
 -- p_finished: the caller's deliveries whose request has ended, outcome not yet recorded; the in-flight cap
--- does not count them (see whk.claim_deliveries, migration 0022).
+-- does not count them (see whk.claim_deliveries).
 CREATE OR REPLACE FUNCTION whk.route_and_take(p_limit integer, p_dispatcher text, p_take integer,
                                               p_lease_s double precision, p_finished bigint[] DEFAULT '{}')
 RETURNS TABLE (routed integer, delivery_id bigint, webhook_id bigint, event_id uuid, event_type text,
@@ -3696,30 +3720,6 @@ BEGIN
 END;
 $$;
 -- <<< sql/functions/delivery/route_and_take.sql
-
--- >>> sql/functions/delivery/route_outbox.sql
--- Route up to p_limit pending outbox events (whk.route_and_take with nothing taken; returns the count): mark them routed, give each a commit_seq (the order in which
--- they became visible, which is commit order across transactions) and fan them out to every matching
--- active webhook in ONE set-based INSERT. Events nobody subscribes to are routed too and kept for replay.
---
--- Claimed by status, never by an id watermark: ids are taken before commit, so a low id can become
--- visible after higher ones; a watermark would skip it forever. Routing runs under a transaction-level
--- advisory lock so commit_seq is monotonic across dispatchers (a second router returns 0 at once and
--- goes on delivering; the lock is held for one short statement batch).
---
--- Filters are SQL/JSON path predicates stored as the jsonpath type (validated by PostgreSQL on write);
--- `@@` yields NULL rather than an error on structural mismatches, which counts as "no match".
--- Non-strict schema validation: events of registered, non-strict types are checked here with
--- whk.validate_payload (capture) and flagged (outbox.valid / validation_error) but still delivered;
--- strict types were validated when emitted (valid = true already); unregistered types stay NULL.
-CREATE OR REPLACE FUNCTION whk.route_outbox(p_limit integer)
-RETURNS integer
-LANGUAGE sql
-SET search_path = pg_catalog, whk
-AS $$
-    SELECT coalesce(max(r.routed), 0)::integer FROM whk.route_and_take(p_limit, NULL, 0, 0) r;
-$$;
--- <<< sql/functions/delivery/route_outbox.sql
 
 -- >>> sql/functions/ops/dispatcher_heartbeat.sql
 -- A dispatcher announces itself and proves it is alive (every few seconds). Rows of dispatchers silent
