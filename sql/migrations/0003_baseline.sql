@@ -2824,6 +2824,53 @@ END;
 $$;
 -- <<< sql/functions/delivery/claim_deliveries.sql
 
+-- >>> sql/functions/delivery/delete_webhook.sql
+-- Delete a webhook. A soft delete: the row stays, so its deliveries and attempt log keep their webhook for
+-- history, but it is marked deleted (and disabled, reason 'deleted'), so routing and the claim ignore it
+-- from now on. Its unfinished deliveries (pending, parked, awaiting_ack) are cancelled: nothing more is
+-- sent to an endpoint its owner removed. Deliveries in flight finish their attempt. Its signing secrets
+-- are dropped at once (no grace period after a delete).
+-- Returns deleted = false when it was deleted already (nothing changed), and how many deliveries were
+-- cancelled.
+CREATE OR REPLACE FUNCTION whk.delete_webhook(p_webhook_id bigint, OUT deleted boolean, OUT cancelled integer)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk
+AS $$
+DECLARE
+    v_deleted_at timestamptz;
+BEGIN
+    SELECT w.deleted_at INTO v_deleted_at
+    FROM whk.whk_01_webhooks w
+    WHERE w.id = p_webhook_id
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no webhook %', coalesce(p_webhook_id::text, 'NULL')
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'pass the id of an existing webhook: SELECT id, name, status FROM whk.whk_01_webhooks';
+    END IF;
+    deleted := v_deleted_at IS NULL;
+    cancelled := 0;
+    IF NOT deleted THEN
+        RETURN;
+    END IF;
+
+    UPDATE whk.whk_01_webhooks w
+    SET deleted_at = clock_timestamp(), status = 'disabled', disabled_reason = 'deleted',
+        disabled_at = clock_timestamp(), updated_at = clock_timestamp()
+    WHERE w.id = p_webhook_id;
+
+    UPDATE whk.whk_03_entregas d
+    SET status = 'cancelled', updated_at = clock_timestamp()
+    WHERE d.webhook_id = p_webhook_id AND d.status IN ('pending', 'parked', 'awaiting_ack');
+    GET DIAGNOSTICS cancelled = ROW_COUNT;
+
+    DELETE FROM whk.webhook_secrets s WHERE s.webhook_id = p_webhook_id;
+END;
+$$;
+COMMENT ON FUNCTION whk.delete_webhook(bigint) IS
+    'Soft-delete a webhook: unfinished deliveries cancelled, signing secrets dropped. Returns (deleted, cancelled).';
+-- <<< sql/functions/delivery/delete_webhook.sql
+
 -- >>> sql/functions/delivery/delivery_config.sql
 -- One global setting from whk_05_configuracoes (NULL when absent). Delivery functions read their
 -- defaults through this so a DBA can change the schedule, breaker or limits with a plain UPDATE.
@@ -3101,6 +3148,43 @@ BEGIN
 END;
 $$;
 -- <<< sql/functions/delivery/next_wakeup.sql
+
+-- >>> sql/functions/delivery/pause_webhook.sql
+-- Pause a webhook. The claim serves active webhooks only, so its pending deliveries stay pending (due,
+-- not parked) and go out as soon as whk.resume_webhook makes it active again; deliveries in flight finish
+-- their attempt. Routing fans out to active webhooks only: events committed while it is paused are not
+-- routed to it (they stay in the outbox, for replay). A disabled webhook may be paused as well: its
+-- parked deliveries stay parked and its disabled_reason is kept until it is resumed.
+-- Returns false when the webhook was already paused (nothing changed).
+CREATE OR REPLACE FUNCTION whk.pause_webhook(p_webhook_id bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk
+AS $$
+DECLARE
+    v_status text;
+BEGIN
+    SELECT w.status INTO v_status
+    FROM whk.whk_01_webhooks w
+    WHERE w.id = p_webhook_id AND w.deleted_at IS NULL
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no webhook %', coalesce(p_webhook_id::text, 'NULL')
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'pass the id of a webhook that is not deleted: SELECT id, name, status FROM whk.whk_01_webhooks WHERE deleted_at IS NULL';
+    END IF;
+    IF v_status = 'paused' THEN
+        RETURN false;
+    END IF;
+    UPDATE whk.whk_01_webhooks w
+    SET status = 'paused', updated_at = clock_timestamp()
+    WHERE w.id = p_webhook_id;
+    RETURN true;
+END;
+$$;
+COMMENT ON FUNCTION whk.pause_webhook(bigint) IS
+    'Pause a webhook: nothing is claimed for it (pending deliveries wait) until whk.resume_webhook. False when already paused.';
+-- <<< sql/functions/delivery/pause_webhook.sql
 
 -- >>> sql/functions/delivery/reclaim_expired_leases.sql
 -- Deliveries whose dispatcher died (kill -9, lost host) stay in_flight until their lease passes; then any
