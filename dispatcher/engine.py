@@ -2,9 +2,9 @@
 
 Tasks (all watched; any crash stops the engine):
 
-- the main loop routes new outbox events and claims due deliveries (``whk.route_outbox`` and
-  ``whk.claim_deliveries``), then starts one send task per request (a batch is one request) within
-  ``WHK_DISPATCHER_CONCURRENCY`` slots;
+- the main loop routes new outbox events and claims due deliveries (one ``whk.dispatch_round`` call:
+  ``whk.route_and_take``, then ``whk.claim_deliveries``), then starts one send task per request (a batch
+  is one request) within ``WHK_DISPATCHER_CONCURRENCY`` slots;
 - the recorder writes finished attempts in groups (``whk.record_outcomes``: one round trip for many);
 - the listener keeps a LISTEN on ``whk_outbox`` and reconnects with backoff when the connection dies;
 - the heartbeat refreshes this dispatcher's row and runs the maintenance sweep (expired leases, ack

@@ -106,6 +106,16 @@ def cmd_db_verify(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_new_migration(_settings: Settings, args: argparse.Namespace) -> int:
+    from whk import migration_writer
+
+    path = migration_writer.new_migration(
+        args.name, args.why, functions=args.function or (), include_all=args.all
+    )
+    _echo(f"wrote {path}")
+    return 0
+
+
 # --------------------------------------------------------------------------- services
 def _service(module: str) -> Callable[[Settings], int]:
     try:
@@ -287,6 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
     dbsub.add_parser("verify", help="compare the live catalog with what the migrations create").set_defaults(
         func=cmd_db_verify
     )
+    new = dbsub.add_parser(
+        "new-migration", help="write the next migration with the current text of sql/functions files"
+    )
+    new.add_argument("name", help="snake_case name of the migration, e.g. claim_by_key")
+    new.add_argument("--why", required=True, help="what the migration changes and why (its first line)")
+    what = new.add_mutually_exclusive_group(required=True)
+    what.add_argument("--function", action="append", metavar="F", help="a sql/functions file name (repeat)")
+    what.add_argument("--all", action="store_true", help="every fresh-install source (a baseline)")
+    new.set_defaults(func=cmd_db_new_migration)
 
     ak = sub.add_parser("apikey", help="API keys")
     aksub = ak.add_subparsers(dest="apikey_command", required=True, metavar="ACTION")

@@ -104,7 +104,7 @@ class SigningKey(msgspec.Struct, kw_only=True):
 
 
 class _Deleted(msgspec.Struct):
-    deleted: int
+    deleted: bool
     cancelled: int
 
 
@@ -218,7 +218,7 @@ class WebhookRepository:
                 conn, self._q["disable_webhook"], {"id": webhook_id, "reason": "disabled via API"}
             )
             return 0
-        await execute(conn, self._q["pause_webhook"], {"id": webhook_id})
+        await fetch_value(conn, self._q["pause_webhook"], {"id": webhook_id})
         return 0
 
     async def clear_quarantine(self, conn: AsyncConnection[Any], webhook_id: int) -> bool:

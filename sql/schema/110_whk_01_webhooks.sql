@@ -47,8 +47,19 @@ CREATE TABLE whk.whk_01_webhooks (
     created_at            timestamptz NOT NULL DEFAULT now(),
     updated_at            timestamptz NOT NULL DEFAULT now(),
     deleted_at            timestamptz,
-    -- The parent key of whk_03_entregas' (webhook_id, consumer_id) foreign key (migration 0023).
-    CONSTRAINT whk_01_webhooks_id_consumer_key UNIQUE (id, consumer_id)
+    -- Fault isolation (docs/delivery.md, "Fault isolation"). A webhook whose data makes a shared delivery
+    -- statement fail (routing, the claim, recording outcomes), or whose endpoint the SSRF guard refuses, is
+    -- quarantined (whk.quarantine_webhook): the dispatcher stops claiming for it, and for a routing fault
+    -- stops routing to it, so the set-based statements keep serving every other webhook. Orthogonal to
+    -- status and to the breaker: clearing it (whk.clear_webhook_quarantine, or a resume) puts the webhook
+    -- back where it was.
+    quarantined_at        timestamptz,
+    quarantine_stage      text        CHECK (quarantine_stage IN ('route', 'claim', 'record', 'ssrf')),
+    quarantine_sqlstate   text        CHECK (quarantine_sqlstate ~ '^[0-9A-Z]{5}$'),
+    quarantine_reason     text        CHECK (length(quarantine_reason) <= 2000),
+    -- The parent key of whk_03_entregas' (webhook_id, consumer_id) foreign key.
+    CONSTRAINT whk_01_webhooks_id_consumer_key UNIQUE (id, consumer_id),
+    CONSTRAINT whk_01_webhooks_quarantine_stage_set CHECK ((quarantined_at IS NULL) = (quarantine_stage IS NULL))
 );
 COMMENT ON TABLE whk.whk_01_webhooks IS
     'Webhook endpoints: URL and method, subscribed types, auth, filters, status and delivery settings.';
@@ -59,3 +70,7 @@ CREATE INDEX whk_01_webhooks_consumer_idx ON whk.whk_01_webhooks (consumer_id, i
 -- Routing reads active webhooks on every batch; this keeps that read tiny.
 CREATE INDEX whk_01_webhooks_active_idx ON whk.whk_01_webhooks (id) INCLUDE (event_types)
     WHERE status = 'active' AND deleted_at IS NULL;
+COMMENT ON COLUMN whk.whk_01_webhooks.quarantined_at IS
+    'Set when the webhook''s data broke a delivery statement or the SSRF guard refused it; the dispatcher skips it.';
+-- Health lists the quarantined webhooks on every call: a tiny partial index.
+CREATE INDEX whk_01_webhooks_quarantined_idx ON whk.whk_01_webhooks (id) WHERE quarantined_at IS NOT NULL;

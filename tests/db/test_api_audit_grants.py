@@ -98,7 +98,7 @@ def test_dispatcher_and_readonly_roles(conn):
 
 
 def test_tables_created_by_later_migrations_get_the_same_grants(conn):
-    """Other migrations add tables after 0027: the default privileges of the migrating role cover them."""
+    """Tables added after the baseline get the default privileges of the migrating role."""
     conn.execute("CREATE TABLE whk.added_later (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text)")
     rows = conn.execute(
         "SELECT r, p, has_table_privilege(r, 'whk.added_later', p) FROM unnest(%s::text[]) r, "

@@ -24,7 +24,7 @@ TINY = "5e-324"
 
 
 def _without_checks(conn: psycopg.Connection[Any], *constraints: str) -> None:
-    """Drop CHECKs so a row can hold what a database from before migration 0025 may hold."""
+    """Drop CHECKs so a row can hold what a SQL-side write from before the bounds could hold."""
     for name in constraints:
         table = name.split("_rate")[0].split("_quota")[0].split("_value")[0]
         conn.execute(f"ALTER TABLE whk.{table} DROP CONSTRAINT {name}")

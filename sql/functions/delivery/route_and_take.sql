@@ -1,23 +1,47 @@
--- Route up to p_limit pending outbox events (see whk.route_outbox for the routing rules) and let the
--- calling dispatcher TAKE up to p_take of the new deliveries at once: they are inserted already in flight,
--- leased to p_dispatcher, and returned with their payload. A fresh event for an unconstrained immediate
--- webhook then costs one write of its delivery row instead of an INSERT plus a claim UPDATE (each of those
--- rewrites every index of whk_03_entregas), and it reaches the HTTP client in the same round trip.
+-- Route up to p_limit pending outbox events, and let the calling dispatcher TAKE up to p_take of the new
+-- deliveries at once. This is the routing step: the dispatcher runs it through whk.dispatch_round, tests
+-- and tools call it with p_take = 0 (route only, nothing taken).
+--
+-- Routing rules:
+-- * Events are picked by STATUS (outbox.status = 'pending'), never by an id watermark: ids are taken before
+--   commit, so a low id can become visible after higher ones; a watermark would skip it forever.
+-- * Each routed event gets a commit_seq (the order in which it became visible, which is commit order across
+--   transactions; within one batch, id order) and is marked routed. Routing runs under a
+--   transaction-level advisory try-lock (key hashtext('whk.route_outbox'), the routing lock's name) so
+--   commit_seq is monotonic across dispatchers: a second router returns routed = 0 at once and goes on
+--   delivering; the lock is held for one short statement batch.
+-- * Fan-out is ONE set-based INSERT: every event x every matching webhook (active, not deleted, its
+--   event_types pattern matches, payload_version equal if set, filter true). Events nobody subscribes to
+--   are routed too and kept for replay.
+-- * Filters are SQL/JSON path predicates stored as the jsonpath type (validated by PostgreSQL on write);
+--   `@@` yields NULL rather than an error on structural mismatches, which counts as "no match".
+-- * Non-strict schema validation: events of registered, non-strict types are checked here with
+--   whk.validate_payload and flagged (outbox.valid / validation_error) but still delivered; strict types
+--   were validated when emitted (valid = true already); unregistered types stay NULL.
+-- * Ordered webhooks get the delivery's ordering_key (ordering_key_path in the envelope, else the event
+--   key); each delivery is due at max(now, deliver_at or created_at + the webhook's delay_seconds).
+--
+-- Taking: the taken deliveries are inserted already in flight, leased to p_dispatcher, and returned with
+-- their payload. A fresh event for an unconstrained immediate webhook then costs one write of its delivery
+-- row instead of an INSERT plus a claim UPDATE (each of those rewrites every index of whk_03_entregas), and
+-- it reaches the HTTP client in the same round trip.
 --
 -- Only deliveries the fair claim would hand out at once are taken, so every rule still holds: the
 -- webhook is in immediate mode (one request per delivery) or batch mode (only full batches of batch_size,
 -- one request each, under one batch_id) with no delay, and the event is due now; the webhook has no due
 -- backlog (fresh events never overtake waiting ones); its breaker is closed; no token bucket applies
 -- (webhook, default or consumer) and the consumer has no daily quota; the in-flight cap (in requests) has
--- room; at most p_take requests are taken. The webhook's runtime row is locked FOR UPDATE SKIP LOCKED like the claim does, so a webhook being
--- claimed by another dispatcher right now is simply not taken from (its deliveries stay pending and are
--- claimed normally). Everything else stays pending for whk.claim_deliveries.
+-- room; at most p_take requests are taken. The webhook's runtime row is locked FOR UPDATE SKIP LOCKED like
+-- the claim does, so a webhook being claimed by another dispatcher right now is simply not taken from (its
+-- deliveries stay pending and are claimed normally). Everything else stays pending for
+-- whk.claim_deliveries. tests/db/test_admission_rules.py holds the table of cases that both functions
+-- answer.
 --
 -- Returns one row per taken delivery, each carrying `routed` (events routed), plus, when nothing was
 -- taken, one row with only `routed` set.
 --
 -- p_finished: the caller's deliveries whose request has ended, outcome not yet recorded; the in-flight cap
--- does not count them (see whk.claim_deliveries, migration 0022).
+-- does not count them (see whk.claim_deliveries).
 --
 -- Quarantine (whk.quarantine_webhook): a webhook quarantined while routing (stage 'route': its data broke
 -- this statement) is not routed to; one quarantined at a later stage still gets its deliveries, pending,

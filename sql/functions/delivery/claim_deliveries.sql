@@ -19,6 +19,10 @@
 --
 -- Claimed rows become in_flight with a lease; an expired lease is reclaimed by whk.reclaim_expired_leases.
 --
+-- whk.route_and_take applies the same admission rules to fresh deliveries (and leaves to this claim what
+-- needs its state: buckets, quotas, probes, lanes, partial batches); tests/db/test_admission_rules.py is
+-- one table of cases that both functions answer.
+--
 -- p_finished (migration 0022): deliveries of p_dispatcher whose request has ended but whose outcome is not
 -- recorded yet (the dispatcher writes outcomes in groups). They are still in_flight here, but no longer on
 -- the wire, so the in-flight cap does not count them: max_in_flight limits concurrent requests, not the
