@@ -17,7 +17,7 @@
     SERIES.forEach(function (s) {
       if (!data[s.key]) return;
       cols.push(data[s.key].map(function (v) { return v * perMin; }));
-      series.push({ label: s.label, stroke: s.stroke, width: 2 });
+      series.push({ label: s.label, stroke: s.stroke, width: 2, points: { show: false } });
     });
     el.innerHTML = "";
     var width = Math.max(280, el.clientWidth || el.parentElement.clientWidth - 32);
