@@ -250,6 +250,7 @@ async def test_a_consumer_cannot_see_another_tenant_and_posts_need_the_csrf_toke
         assert other.status == 404
         await ctx.close()
     rows = conn.execute(
-        "SELECT target_id, before->>'status', after->>'status' FROM whk.audit_log WHERE action = 'webhook.update'"
+        "SELECT target_id, before->>'status', after->>'status' FROM whk.audit_log "
+        "WHERE action = 'webhook.update'"
     ).fetchall()
     assert rows == [(str(hook_a), "active", "paused")]
