@@ -39,6 +39,7 @@ from psycopg_pool import PoolTimeout
 from dispatcher.attempt import AttemptResult, OutboundRequest
 from dispatcher.breaker import is_failure
 from dispatcher.classify import Outcome, classify
+from dispatcher.metrics import DispatcherMetrics
 from dispatcher.models import AttemptLog, ClaimedDelivery, DeliveryOutcome, RequestOutcome
 from dispatcher.repository import Repository
 from dispatcher.request import (
@@ -85,6 +86,7 @@ class Engine:
         dispatcher_id: str,
         listen: Callable[[Callable[[], None]], Coroutine[Any, Any, None]] | None = None,
         rng: random.Random | None = None,
+        metrics: DispatcherMetrics | None = None,
     ) -> None:
         self._s = settings.dispatcher
         self._repo = repo
@@ -112,6 +114,8 @@ class Engine:
         self._timed_checked = -1e9
         self._timed_at: float | None = None
         self.stats = {"routed": 0, "claimed": 0, "requests": 0, "recorded": 0}
+        self.metrics = metrics or DispatcherMetrics()
+        self.metrics.track_in_flight(lambda: self._in_flight)
 
     # ------------------------------------------------------------------ public
 
@@ -216,9 +220,11 @@ class Engine:
         """Route then claim once. True when saturated: a full routing batch or every free slot claimed."""
         free = self._s.concurrency - self._in_flight
         claim_limit = max(0, min(free, self._s.batch_size))
+        started = time.perf_counter()
         routed, self._more_due, claimed = await self._repo.dispatch_round(
             self._s.batch_size, claim_limit, self._s.lease_seconds, sorted(self._finished)
         )
+        self.metrics.round(time.perf_counter() - started, routed, len(claimed))
         self.stats["routed"] += routed
         if self._more_due and not claimed:
             # Due work exists but none could be claimed (caps, limits, or another transaction holding the
@@ -303,6 +309,9 @@ class Engine:
             result = await self._sender.send(req)
             outcome = classify(result, require_ack=hook.row.require_ack, now=time.time())
         self.stats["requests"] += 1
+        self.metrics.attempt(hook.row.id, outcome.kind, result.duration_ms)
+        if outcome.kind == "delivered":
+            self.metrics.delivered((d.payload for d in group), time.time())
         verdict = is_failure(outcome)
         attempt = AttemptLog(
             webhook_id=hook.row.id,
@@ -401,9 +410,10 @@ class Engine:
         finished-but-unrecorded: written, they are no longer in flight; given up on, their lease expires
         and another round reclaims them."""
         try:
-            await self._retry_db(
-                functools.partial(self._repo.record, items), "record outcomes", attempts=attempts
-            )
+            with self.metrics.recording(sum(len(r.deliveries) for r in items)):
+                await self._retry_db(
+                    functools.partial(self._repo.record, items), "record outcomes", attempts=attempts
+                )
         finally:
             self._finished.difference_update(d.id for r in items for d in r.deliveries)
         self.stats["recorded"] += sum(len(r.deliveries) for r in items)
