@@ -234,6 +234,12 @@ class DashboardData:
     async def key(self, conn: AsyncConnection[Any], key_id: int) -> KeyRow | None:
         return await fetch_one(conn, self._q["key_by_id"], {"id": key_id}, KeyRow)
 
+    @staticmethod
+    async def _no_jit(conn: AsyncConnection[Any]) -> None:
+        """JIT compilation costs hundreds of milliseconds and these small, index-bound reads never repay
+        it (measured: 513 ms of JIT for a 2 ms query). For the request's transaction only."""
+        await conn.execute("SET LOCAL jit = off")
+
     async def _scope(self, conn: AsyncConnection[Any], tenant: int | None) -> dict[str, Any]:
         """Tenant parameters: the tenant and its webhook ids (attempt and backlog rows carry webhook_id,
         whose indexes serve a tenant better than a join back to the delivery)."""
@@ -249,6 +255,7 @@ class DashboardData:
         length, bucket = WINDOWS[window]
         until = now or datetime.now(UTC)
         since = until - length
+        await self._no_jit(conn)
         scope = await self._scope(conn, tenant)
         span = {**scope, "since": since, "until": until}
         series = await fetch_all(conn, self._q["series"], {**span, "bucket": bucket}, Point)
@@ -278,6 +285,8 @@ class DashboardData:
         scope: dict[str, Any] | None = None,
         now: datetime | None = None,
     ) -> Backlog:
+        if scope is None:
+            await self._no_jit(conn)
         params = scope if scope is not None else await self._scope(conn, tenant)
         dead_since = (now or datetime.now(UTC)) - timedelta(hours=24)
         row = await fetch_one(conn, self._q["backlog"], {**params, "dead_since": dead_since}, Backlog)

@@ -5,6 +5,11 @@
 -- query here reads either a time-bounded range of an index on a timestamp (outbox created_at, attempt
 -- started_at, delivery dead_at) or a partial index whose rows are work still open (pending, in flight,
 -- awaiting an ack, parked); none counts the delivery table. bench/dashboard.py holds it to that.
+--
+-- Attempts of some webhooks in a window: the attempt log's index is (webhook_id, id DESC), and ids grow
+-- with time, so the window is also given as "id >= the first id started in it" (one step down the
+-- started_at index). Both bounds together keep the scan to the window; started_at alone let the planner
+-- walk each webhook's whole history (tests/db/test_dashboard_cost.py).
 
 -- name: key_by_id :one
 -- The API key behind a dashboard session (the same columns the API's authentication reads).
@@ -42,29 +47,41 @@ WITH buckets AS (
            count(*) FILTER (WHERE t.outcome NOT IN ('delivered', 'awaiting_ack')) AS failed
     FROM whk.whk_03_entregas_tentativas t
     WHERE t.started_at >= %(since)s AND t.started_at < %(until)s
-      AND (%(tenant)s::bigint IS NULL OR t.webhook_id = ANY (%(webhooks)s::bigint[]))
+      AND (%(tenant)s::bigint IS NULL
+           OR (t.webhook_id = ANY (%(webhooks)s::bigint[]) AND t.id >= (SELECT min(f.id)
+               FROM whk.whk_03_entregas_tentativas f WHERE f.started_at >= %(since)s)))
     GROUP BY 1
 )
-SELECT extract(epoch FROM b.t)::bigint AS t,
-       coalesce((SELECT sum(e.n) FROM events_in e WHERE e.t = b.t), 0)::bigint AS events_in,
+SELECT extract(epoch FROM b.t)::bigint AS t, coalesce(e.n, 0)::bigint AS events_in,
        coalesce(a.ok, 0) AS delivered, coalesce(a.failed, 0) AS failed
 FROM buckets b
+LEFT JOIN (SELECT t, sum(n) AS n FROM events_in GROUP BY t) e ON e.t = b.t
 LEFT JOIN attempts a ON a.t = b.t
 ORDER BY b.t
 
 -- name: attempt_summary :one
 -- Attempts started in the window: how many, how many succeeded, and the commit-to-delivery latency of
--- the successful ones (event commit time = the outbox row's created_at, copied to event_created_at;
--- each delivery is found by primary key from its attempt).
-SELECT count(*) AS attempts,
-       count(*) FILTER (WHERE t.outcome IN ('delivered', 'awaiting_ack')) AS succeeded,
-       percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (
-           ORDER BY extract(epoch FROM d.delivered_at - d.event_created_at) * 1000)
-           FILTER (WHERE t.outcome = 'delivered' AND d.delivered_at IS NOT NULL) AS commit_to_delivery_ms
-FROM whk.whk_03_entregas_tentativas t
-LEFT JOIN whk.whk_03_entregas d ON d.id = t.delivery_id
-WHERE t.started_at >= %(since)s AND t.started_at < %(until)s
-  AND (%(tenant)s::bigint IS NULL OR t.webhook_id = ANY (%(webhooks)s::bigint[]))
+-- the delivered ones (event commit time = the outbox row's created_at, copied to event_created_at).
+-- Each delivery is looked up by primary key from its attempt (OFFSET 0 keeps that a nested loop: a hash
+-- join would read the whole delivery table).
+WITH t AS (
+    SELECT t.delivery_id, t.outcome
+    FROM whk.whk_03_entregas_tentativas t
+    WHERE t.started_at >= %(since)s AND t.started_at < %(until)s
+      AND (%(tenant)s::bigint IS NULL
+           OR (t.webhook_id = ANY (%(webhooks)s::bigint[]) AND t.id >= (SELECT min(f.id)
+               FROM whk.whk_03_entregas_tentativas f WHERE f.started_at >= %(since)s)))
+)
+SELECT (SELECT count(*) FROM t) AS attempts,
+       (SELECT count(*) FROM t WHERE t.outcome IN ('delivered', 'awaiting_ack')) AS succeeded,
+       (SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (
+                   ORDER BY extract(epoch FROM d.delivered_at - d.event_created_at) * 1000)
+        FROM t
+        CROSS JOIN LATERAL (
+            SELECT x.delivered_at, x.event_created_at FROM whk.whk_03_entregas x
+            WHERE x.id = t.delivery_id OFFSET 0
+        ) d
+        WHERE t.outcome = 'delivered' AND d.delivered_at IS NOT NULL) AS commit_to_delivery_ms
 
 -- name: backlog :one
 -- Open work only, each count from its own partial index (whose size is the backlog, not the history).
@@ -101,7 +118,9 @@ FROM (
            count(*) FILTER (WHERE t.outcome NOT IN ('delivered', 'awaiting_ack')) AS failed
     FROM whk.whk_03_entregas_tentativas t
     WHERE t.started_at >= %(since)s AND t.started_at < %(until)s
-      AND (%(tenant)s::bigint IS NULL OR t.webhook_id = ANY (%(webhooks)s::bigint[]))
+      AND (%(tenant)s::bigint IS NULL
+           OR (t.webhook_id = ANY (%(webhooks)s::bigint[]) AND t.id >= (SELECT min(f.id)
+               FROM whk.whk_03_entregas_tentativas f WHERE f.started_at >= %(since)s)))
     GROUP BY t.webhook_id
 ) a
 JOIN whk.whk_01_webhooks w ON w.id = a.webhook_id
@@ -140,12 +159,14 @@ SELECT w.id, w.consumer_id, w.name, w.url, w.status, w.disabled_reason,
         WHERE d.webhook_id = w.id AND d.status = 'pending') AS backlog,
        s.attempts, s.succeeded
 FROM whk.whk_01_webhooks w
+CROSS JOIN (SELECT min(f.id) AS first_id FROM whk.whk_03_entregas_tentativas f
+            WHERE f.started_at >= %(since)s) f
 LEFT JOIN whk.webhook_runtime r ON r.webhook_id = w.id
 LEFT JOIN LATERAL (
     SELECT count(*) AS attempts,
            count(*) FILTER (WHERE t.outcome IN ('delivered', 'awaiting_ack')) AS succeeded
     FROM whk.whk_03_entregas_tentativas t
-    WHERE t.webhook_id = w.id AND t.started_at >= %(since)s
+    WHERE t.webhook_id = w.id AND t.started_at >= %(since)s AND t.id >= f.first_id
 ) s ON true
 WHERE w.deleted_at IS NULL
   AND (%(tenant)s::bigint IS NULL OR w.consumer_id = %(tenant)s::bigint)
