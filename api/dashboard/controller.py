@@ -41,6 +41,8 @@ from api.deps import ADMIN_SCOPE, Principal
 from api.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound
 from api.keys import hash_key, split_key
 from api.netaddr import client_address, in_networks
+from api.webhooks.controller import send_test_event
+from api.webhooks.schemas import TestRequest, TestResult, Webhook
 from whk.settings import Settings
 
 __all__ = ["DashboardController", "Viewer"]
@@ -425,12 +427,26 @@ class DashboardController(Controller):
         webhook_id: FromPath[int],
     ) -> Template:
         viewer.require("webhooks:read")
-        data = self._data(state)
-        hook = await data.webhook(conn, viewer.tenant, webhook_id)
+        hook = await self._data(state).webhook(conn, viewer.tenant, webhook_id)
         if hook is None:
             raise NotFound(f"webhook {webhook_id} not found")
         window = _window(request.query_params.get("window"), "24h")
-        series = await data.webhook_series(conn, viewer.tenant, webhook_id, window)
+        return await self._webhook_page(
+            state, conn, viewer, hook, window, done=request.query_params.get("done"), test=None
+        )
+
+    async def _webhook_page(
+        self,
+        state: State,
+        conn: AsyncConnection[Any],
+        viewer: Viewer,
+        hook: Webhook,
+        window: str,
+        *,
+        done: str | None,
+        test: TestResult | None,
+    ) -> Template:
+        series = await self._data(state).webhook_series(conn, viewer.tenant, hook.id, window)
         chart = {
             "t": [p.t for p in series],
             "delivered": [p.delivered for p in series],
@@ -447,8 +463,42 @@ class DashboardController(Controller):
             chart=msgspec.json.encode(chart).decode(),
             window=window,
             windows=list(WINDOWS),
-            done=request.query_params.get("done"),
+            done=done,
+            test=test,
         )
+
+    @post("/webhooks/{webhook_id:int}/test", status_code=200)
+    async def webhook_test(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        conn: Conn,
+        viewer: NamedDependency[Viewer],
+        webhook_id: FromPath[int],
+    ) -> Template:
+        """Send a signed test event now (``POST /webhooks/{id}/test``'s code) and show the answer."""
+        form = await self._form(request, viewer, state)
+        viewer.require("webhooks:write")
+        hook = await self._data(state).webhook(conn, viewer.tenant, webhook_id)
+        if hook is None:
+            raise NotFound(f"webhook {webhook_id} not found")
+        try:
+            req = msgspec.convert(
+                {"event_type": str(form.get("event_type") or "system.health_check")}, TestRequest
+            )
+        except msgspec.ValidationError as exc:
+            raise BadRequest(f"event type: {exc}") from None
+        result = await send_test_event(
+            conn,
+            viewer.principal,
+            self._data(state).webhooks,
+            self.audit_log,
+            state.settings,
+            state.secretbox,
+            hook,
+            req,
+        )
+        return await self._webhook_page(state, conn, viewer, hook, "24h", done=None, test=result)
 
     @post("/webhooks/{webhook_id:int}/{action:str}", status_code=HTTP_303_SEE_OTHER)
     async def webhook_action(

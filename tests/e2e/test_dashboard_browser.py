@@ -142,10 +142,14 @@ async def test_overview_numbers_equal_sql_after_known_deliveries(
         await expect(page.get_by_test_id("attempts-ok")).to_have_text("7", timeout=20_000)
         assert await text(page, "generated") != before
 
-        for name in ("webhooks", "deliveries", "dead", "events", "usage", "alerts"):
+        for name in ("webhooks", "deliveries", "events", "usage", "alerts"):
             await page.goto(f"{base}/dashboard/{name}")
             assert page.url.endswith(f"/dashboard/{name}")
             await page.screenshot(path=str(shots / f"{name}.png"))
+        await page.goto(f"{base}/dashboard/webhooks")
+        await page.click("text=orders-broken")
+        await page.wait_for_selector("[data-chart][data-drawn]")
+        await page.screenshot(path=str(shots / "webhook.png"))
         await page.goto(f"{base}/dashboard/deliveries?status=dead")
         await page.click("[data-testid=deliveries] tbody tr:first-child a")
         assert await page.get_by_test_id("attempt").count() == 2
@@ -179,7 +183,7 @@ async def test_retry_a_dead_letter_from_its_page_reaches_the_receiver(
             await sign_in(page, base, key, "/dashboard/dead")
             groups = await page.get_by_test_id("dead-groups").inner_text()
             assert "flaky" in groups
-            await page.screenshot(path=str(shots / "dead-letters.png"))
+            await page.screenshot(path=str(shots / "dead.png"))
             # retry one: the newest dead letter of the group
             await page.click("text=Retry latest")
             await page.wait_for_selector("[data-testid=notice]")
@@ -189,7 +193,7 @@ async def test_retry_a_dead_letter_from_its_page_reaches_the_receiver(
             await page.goto(f"{base}/dashboard/dead")
             await page.click("text=/Retry all/")
             assert await text(page, "count") == "1"
-            await page.screenshot(path=str(shots / "dead-letters-confirm.png"))
+            await page.screenshot(path=str(shots / "dead-confirm.png"))
             page.once("dialog", lambda d: d.accept())
             await page.click("button.danger")
             await page.wait_for_selector("[data-testid=notice]")

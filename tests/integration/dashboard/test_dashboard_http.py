@@ -11,9 +11,11 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from tests.support.api_platform import admin_key, client, consumer_key, settings_for
+from tests.support.receiver import Receiver, receiver, wait_until
 from tests.support.resources import make_consumer, make_delivery, make_webhook
 
 pytestmark = [pytest.mark.db]
+__all__ = ["receiver"]  # the fixture
 
 PAGES = ("overview", "webhooks", "deliveries", "dead", "events", "usage", "alerts")
 
@@ -96,4 +98,116 @@ async def test_wrong_key_is_refused_on_the_login_page(db_url: str, world: dict[s
         r = await c.post("/dashboard/login", data={"api_key": bad, "login_token": token.group(1)})
         assert r.status_code == 401
         assert "unknown API key" in r.text
+        assert (await c.get("/dashboard/overview", follow_redirects=False)).status_code == 303
+
+
+async def test_send_test_event_reaches_the_receiver_signed_and_is_audited(
+    db_url: str, conn: psycopg.Connection[Any], receiver: Receiver
+) -> None:
+    acme = make_consumer(conn, "acme")
+    hook = make_webhook(conn, acme, url=receiver.url("/hook"), name="to-receiver")
+    key = admin_key(conn)
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, key)
+        page = await c.get(f"/dashboard/webhooks/{hook}")
+        r = await c.post(
+            f"/dashboard/webhooks/{hook}/test",
+            data={"csrf": csrf_of(page.text), "event_type": "system.health_check"},
+        )
+        assert r.status_code == 200, r.text
+        assert 'data-testid="test-result"' in r.text
+    assert await wait_until(lambda: len(receiver.to("/hook")) == 1, 10)
+    got = receiver.to("/hook")[0]
+    assert got.headers["webhook-id"].startswith("msg_test_")
+    assert b"system.health_check" in got.body
+    row = conn.execute("SELECT actor, target_id FROM whk.audit_log WHERE action = 'webhook.test'").fetchone()
+    assert row is not None and row[0].startswith("apikey:") and row[1] == str(hook)
+
+
+async def test_posts_without_the_session_csrf_token_are_refused(db_url: str, world: dict[str, Any]) -> None:
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["admin"])
+        for path in (
+            f"/dashboard/webhooks/{world['hook_a']}/pause",
+            f"/dashboard/webhooks/{world['hook_a']}/test",
+            f"/dashboard/deliveries/{world['dead_b']}/retry",
+            "/dashboard/logout",
+        ):
+            for form in ({}, {"csrf": "forged"}):
+                r = await c.post(path, data=form, follow_redirects=False)
+                assert r.status_code == 403, (path, form, r.status_code)
+        # another session's token is not this session's
+        other = await c.get("/dashboard/overview")
+        token = csrf_of(other.text)
+        async with client(settings_for(db_url)) as c2:
+            await sign_in(c2, world["admin"])
+            r = await c2.post(f"/dashboard/webhooks/{world['hook_a']}/pause", data={"csrf": token})
+            assert r.status_code == 403
+
+
+async def test_a_consumer_gets_404_for_another_tenants_rows(db_url: str, world: dict[str, Any]) -> None:
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["a"])
+        for path in (
+            f"/dashboard/webhooks/{world['hook_b']}",
+            f"/dashboard/deliveries/{world['dead_b']}",
+            f"/dashboard/deliveries?webhook_id={world['hook_b']}",
+        ):
+            r = await c.get(path)
+            assert r.status_code == 404, path
+            assert "text/html" in r.headers["content-type"]
+        token = csrf_of((await c.get("/dashboard/overview")).text)
+        r = await c.post(f"/dashboard/deliveries/{world['dead_b']}/retry", data={"csrf": token})
+        assert r.status_code == 404
+        dead = (await c.get("/dashboard/dead")).text
+        assert "hook-b" not in dead
+
+
+async def test_revoking_the_key_ends_the_session_and_logout_is_audited(
+    db_url: str, conn: psycopg.Connection[Any], world: dict[str, Any]
+) -> None:
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["a"])
+        assert (await c.get("/dashboard/overview")).status_code == 200
+        conn.execute("UPDATE whk.api_keys SET revoked_at = now() WHERE consumer_id IS NOT NULL")
+        r = await c.get("/dashboard/overview", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"].startswith("/dashboard/login")
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["admin"])
+        token = csrf_of((await c.get("/dashboard/overview")).text)
+        r = await c.post("/dashboard/logout", data={"csrf": token}, follow_redirects=False)
+        assert r.status_code == 303
+        assert (await c.get("/dashboard/overview", follow_redirects=False)).status_code == 303
+    actions = [
+        r[0]
+        for r in conn.execute(
+            "SELECT action FROM whk.audit_log WHERE action LIKE %s ORDER BY id", ["dashboard.%"]
+        )
+    ]
+    assert actions == ["dashboard.login", "dashboard.login", "dashboard.logout"]
+
+
+async def test_login_only_redirects_to_dashboard_paths(db_url: str, world: dict[str, Any]) -> None:
+    async with client(settings_for(db_url)) as c:
+        for target, expected in (
+            ("https://evil.example/", "/dashboard/overview"),
+            ("//evil.example/dashboard/x", "/dashboard/overview"),
+            ("/dashboard//evil.example", "/dashboard/overview"),
+            ("/dashboard/webhooks", "/dashboard/webhooks"),
+        ):
+            page = await c.get("/dashboard/login")
+            token = re.search(r'name="login_token" value="([^"]+)"', page.text)
+            assert token is not None
+            r = await c.post(
+                "/dashboard/login",
+                data={"api_key": world["admin"], "login_token": token.group(1), "next": target},
+                follow_redirects=False,
+            )
+            assert r.headers["location"] == expected, target
+
+
+async def test_the_login_form_needs_its_own_token(db_url: str, world: dict[str, Any]) -> None:
+    async with client(settings_for(db_url)) as c:
+        r = await c.post("/dashboard/login", data={"api_key": world["admin"], "login_token": "x"})
+        assert r.status_code == 403
         assert (await c.get("/dashboard/overview", follow_redirects=False)).status_code == 303
