@@ -27,7 +27,7 @@ from tests.support.receiver import Receiver, Reply, receiver, wait_until
 pytestmark = [pytest.mark.db, pytest.mark.e2e, pytest.mark.slow]
 __all__ = ["receiver"]  # the fixture, imported for the tests below
 
-CHROMIUM = os.environ.get("WHK_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 ARGS = [
     "--no-sandbox",
     "--disable-gpu",
