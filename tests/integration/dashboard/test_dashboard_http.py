@@ -211,3 +211,41 @@ async def test_the_login_form_needs_its_own_token(db_url: str, world: dict[str, 
         r = await c.post("/dashboard/login", data={"api_key": world["admin"], "login_token": "x"})
         assert r.status_code == 403
         assert (await c.get("/dashboard/overview", follow_redirects=False)).status_code == 303
+
+
+async def test_overview_windows_and_bad_parameters(db_url: str, world: dict[str, Any]) -> None:
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["admin"])
+        for window in ("1h", "24h", "7d"):
+            r = await c.get("/dashboard/overview", params={"window": window})
+            assert r.status_code == 200
+            assert f"Window {window}" in r.text
+            live = await c.get("/dashboard/overview/live", params={"window": window})
+            assert live.status_code == 200 and "<html" not in live.text  # a fragment for htmx
+        for path, params in (
+            ("/dashboard/overview", {"window": "1y"}),
+            ("/dashboard/deliveries", {"status": "bogus"}),
+            ("/dashboard/deliveries", {"webhook_id": "x"}),
+            ("/dashboard/deliveries", {"created_from": "yesterday"}),
+            ("/dashboard/dead", {"days": "0"}),
+        ):
+            r = await c.get(path, params=params)
+            assert r.status_code == 400, (path, params)
+            assert "text/html" in r.headers["content-type"]
+
+
+async def test_the_delivery_log_pages_by_keyset(
+    db_url: str, conn: psycopg.Connection[Any], world: dict[str, Any]
+) -> None:
+    ids = sorted(make_delivery(conn, world["hook_a"], status="delivered") for _ in range(60))
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["a"])
+        first = await c.get("/dashboard/deliveries", params={"status": "delivered"})
+        shown = [int(i) for i in re.findall(r'href="/dashboard/deliveries/(\d+)"', first.text)]
+        assert shown == ids[::-1][:50]
+        nxt = re.search(r'href="([^"]+)" data-testid="next"', first.text)
+        assert nxt is not None
+        second = await c.get(nxt.group(1).replace("&amp;", "&"))
+        shown = [int(i) for i in re.findall(r'href="/dashboard/deliveries/(\d+)"', second.text)]
+        assert shown == ids[::-1][50:]
+        assert 'data-testid="next"' not in second.text
