@@ -154,7 +154,12 @@ def _page(name: str, viewer: Viewer | None, status_code: int = 200, **context: A
 
 def _error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, SignInRequired):
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        # Back to the page after signing in; a form's POST target is no page: the overview instead.
+        target = (
+            request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            if request.method == "GET"
+            else f"{PATH}/overview"
+        )
         response: Response[Any] = Redirect(
             f"{PATH}/login?{urlencode({'next': target})}", status_code=HTTP_303_SEE_OTHER
         )

@@ -249,3 +249,12 @@ async def test_the_delivery_log_pages_by_keyset(
         shown = [int(i) for i in re.findall(r'href="/dashboard/deliveries/(\d+)"', second.text)]
         assert shown == ids[::-1][50:]
         assert 'data-testid="next"' not in second.text
+
+
+async def test_a_post_without_a_session_goes_to_the_login_page(db_url: str, world: dict[str, Any]) -> None:
+    async with client(settings_for(db_url)) as c:
+        r = await c.post(f"/dashboard/webhooks/{world['hook_a']}/pause", data={}, follow_redirects=False)
+        assert r.status_code == 303
+        assert r.headers["location"] == "/dashboard/login?next=%2Fdashboard%2Foverview"
+        r = await c.get("/dashboard/webhooks?after_id=1", follow_redirects=False)
+        assert r.headers["location"] == "/dashboard/login?next=%2Fdashboard%2Fwebhooks%3Fafter_id%3D1"
