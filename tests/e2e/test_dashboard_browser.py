@@ -154,14 +154,21 @@ async def test_overview_numbers_equal_sql_after_known_deliveries(
         await page.click("[data-testid=deliveries] tbody tr:first-child a")
         assert await page.get_by_test_id("attempt").count() == 2
         await page.screenshot(path=str(shots / "delivery.png"))
+
+        # the events page's live tail shows a new event without a reload
+        await page.goto(f"{base}/dashboard/events")
+        emit(conn, "order.cancelled", {"n": 3}, count=1)
+        await expect(page.get_by_test_id("tail")).to_contain_text("order.cancelled", timeout=20_000)
         await ctx.close()
 
         phone = await new_context(browser, PHONE)
         page = await phone.new_page()
         await sign_in(page, base, key)
-        width = await page.evaluate("document.documentElement.scrollWidth")
-        assert width <= PHONE["width"], f"the overview scrolls sideways on a phone ({width} px)"
         await page.screenshot(path=str(shots / "overview-phone.png"))
+        for name in ("overview", "webhooks", "deliveries", "dead", "events", "usage", "alerts"):
+            await page.goto(f"{base}/dashboard/{name}")
+            width = await page.evaluate("document.documentElement.scrollWidth")
+            assert width <= PHONE["width"], f"/dashboard/{name} scrolls sideways on a phone ({width} px)"
         await phone.close()
 
 
