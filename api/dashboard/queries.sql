@@ -130,9 +130,10 @@ ORDER BY a.failed DESC, a.failed::float8 / a.attempts DESC, w.id
 LIMIT %(limit)s
 
 -- name: firing_alerts :many
+-- 'firing' only: pending (not yet confirmed) and resolved alerts are shown on the alerts page.
 SELECT a.id, a.name, a.severity, a.state, a.last_triggered_at, a.consumer_id
 FROM whk.whk_06_alertas a
-WHERE a.enabled AND a.state <> 'ok'
+WHERE a.enabled AND a.state = 'firing'
   AND (%(tenant)s::bigint IS NULL OR a.consumer_id = %(tenant)s::bigint)
 ORDER BY a.last_triggered_at DESC NULLS LAST, a.id
 LIMIT 50

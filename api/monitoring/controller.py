@@ -350,7 +350,7 @@ def _prometheus(data: dict[str, Any]) -> bytes:
     for key, doc in (
         ("dead_letters_24h", "Deliveries dead-lettered in the last 24 hours."),
         ("oldest_pending_age_s", "How long the oldest due pending delivery has waited, seconds (0: none)."),
-        ("alerts_firing", "Enabled alerts whose state is not ok."),
+        ("alerts_firing", "Enabled alerts in state firing."),
         ("outbox_pending", "Outbox events not routed yet."),
         ("oldest_unrouted_age_s", "Age of the oldest unrouted outbox event, seconds."),
         ("oldest_due_delivery_age_s", "How long the oldest due delivery has waited, seconds."),

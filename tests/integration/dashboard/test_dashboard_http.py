@@ -258,3 +258,35 @@ async def test_a_post_without_a_session_goes_to_the_login_page(db_url: str, worl
         assert r.headers["location"] == "/dashboard/login?next=%2Fdashboard%2Foverview"
         r = await c.get("/dashboard/webhooks?after_id=1", follow_redirects=False)
         assert r.headers["location"] == "/dashboard/login?next=%2Fdashboard%2Fwebhooks%3Fafter_id%3D1"
+
+
+def firing_count(html: str) -> int:
+    found = re.search(r'data-testid="firing">(\d+)<', html)
+    assert found is not None
+    return int(found.group(1))
+
+
+async def test_firing_alerts_on_the_overview_follow_tenancy(
+    db_url: str, conn: psycopg.Connection[Any], world: dict[str, Any]
+) -> None:
+    owners = conn.execute(
+        "SELECT consumer_id FROM whk.whk_01_webhooks WHERE id = ANY(%s) ORDER BY id",
+        [[world["hook_a"], world["hook_b"]]],
+    ).fetchall()
+    a, b = owners[0][0], owners[1][0]
+    for consumer, state, name in ((a, "firing", "a-firing"), (a, "ok", "a-ok"), (b, "firing", "b-firing")):
+        conn.execute(
+            "INSERT INTO whk.whk_06_alertas (consumer_id, name, condition, state) "
+            'VALUES (%s, %s, \'{"metric": "dead_letters", "operator": ">", "threshold": 0}\', %s)',
+            [consumer, name, state],
+        )
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["a"])
+        assert firing_count((await c.get("/dashboard/overview")).text) == 1
+        page = (await c.get("/dashboard/alerts")).text
+        assert "a-firing" in page and "a-ok" in page and "b-firing" not in page
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["admin"])
+        assert firing_count((await c.get("/dashboard/overview")).text) == 2
+        r = await c.get("/api/whk/monitoring/metrics", headers={"Authorization": f"Bearer {world['admin']}"})
+        assert "whk_alerts_firing 2.0" in r.text
