@@ -290,3 +290,20 @@ async def test_firing_alerts_on_the_overview_follow_tenancy(
         assert firing_count((await c.get("/dashboard/overview")).text) == 2
         r = await c.get("/api/whk/monitoring/metrics", headers={"Authorization": f"Bearer {world['admin']}"})
         assert "whk_alerts_firing 2.0" in r.text
+
+
+async def test_the_ip_allowlist_applies_to_the_dashboard(
+    db_url: str, conn: psycopg.Connection[Any], world: dict[str, Any]
+) -> None:
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["a"])
+        assert (await c.get("/dashboard/overview")).status_code == 200
+        # the tenant's allowlist changes: its open session is refused at once, and so is a new sign-in
+        conn.execute("UPDATE whk.whk_04_assinantes SET allowed_ips = '{10.0.0.0/8}'::cidr[]")
+        assert (await c.get("/dashboard/overview")).status_code == 403
+        page = await c.get("/dashboard/login")
+        token = re.search(r'name="login_token" value="([^"]+)"', page.text)
+        assert token is not None
+        r = await c.post("/dashboard/login", data={"api_key": world["a"], "login_token": token.group(1)})
+        assert r.status_code == 401
+        assert "not allowed" in r.text
