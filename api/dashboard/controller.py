@@ -108,6 +108,20 @@ def _client_ip(
     return client_address(peer, forwarded, cfg.trusted_proxies)
 
 
+def _address_allowed(
+    request: Request[Any, Any, Any], cfg: AuthConfig, consumer_id: int | None, allowed_ips: list[str] | None
+) -> tuple[bool, ipaddress.IPv4Address | ipaddress.IPv6Address | None]:
+    """The API's IP allowlist rule: the consumer's ``allowed_ips``, or WHK_API_ADMIN_ALLOWED_IPS for an
+    admin key; an empty list allows any address. Returns (allowed, client address)."""
+    ip = _client_ip(request, cfg)
+    allowed = (
+        [ipaddress.ip_network(v, strict=False) for v in allowed_ips or []]
+        if consumer_id is not None
+        else list(cfg.admin_allowed_ips)
+    )
+    return (not allowed or (ip is not None and in_networks(ip, allowed))), ip
+
+
 def _secure(request: Request[Any, Any, Any], settings: Settings) -> bool:
     return request.url.scheme == "https" or settings.core.environment == "production"
 
@@ -123,14 +137,8 @@ async def provide_viewer(request: Request[Any, Any, Any], state: State, conn: Co
         raise SignInRequired
     if key.consumer_id is not None and key.consumer_status != "active":
         raise Forbidden(f"consumer {key.consumer_id} is {key.consumer_status or 'unknown'}")
-    cfg: AuthConfig = state.auth
-    ip = _client_ip(request, cfg)
-    allowed = (
-        [ipaddress.ip_network(v, strict=False) for v in key.allowed_ips or []]
-        if key.consumer_id is not None
-        else list(cfg.admin_allowed_ips)
-    )
-    if allowed and (ip is None or not in_networks(ip, allowed)):
+    ok, ip = _address_allowed(request, state.auth, key.consumer_id, key.allowed_ips)
+    if not ok:
         raise Forbidden("this address is not allowed for these credentials")
     principal = Principal(
         actor=f"apikey:{key.prefix}",
@@ -337,13 +345,8 @@ class DashboardController(Controller):
             return None, "this API key is revoked or expired"
         if consumer_id is not None and status != "active":
             return None, f"consumer {consumer_id} is {status}"
-        ip = _client_ip(request, cfg)
-        allowed = (
-            [ipaddress.ip_network(v, strict=False) for v in ips or []]
-            if consumer_id is not None
-            else list(cfg.admin_allowed_ips)
-        )
-        if allowed and (ip is None or not in_networks(ip, allowed)):
+        ok, ip = _address_allowed(request, cfg, consumer_id, ips)
+        if not ok:
             return None, "this address is not allowed for this key"
         principal = Principal(
             actor=f"apikey:{prefix}",
