@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit bench lock clean
+.PHONY: up test lint typecheck unit bench lock clean browser
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,13 @@ $(STAMP): pyproject.toml requirements.lock
 up: $(STAMP)
 	exec $(BIN)/whk up
 
-## Lint, type-check and run the whole test suite against throwaway PostgreSQL servers.
-test: lint typecheck
+## Lint, type-check and run the whole test suite (browser tests included) against throwaway PostgreSQL servers.
+test: lint typecheck browser
 	$(BIN)/python -m pytest -m "not bench" $(PYTEST_ARGS)
+
+## Chromium for the dashboard's Playwright tests (Debian's package; Playwright itself is in the dev extra).
+browser: $(STAMP)
+	scripts/setup-browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check whk dispatcher api tests bench

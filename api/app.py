@@ -28,6 +28,8 @@ from psycopg_pool import AsyncConnectionPool
 from api.auth import PUBLIC_PATHS, AuthConfig, AuthMiddleware, RequestIdMiddleware
 from api.contract import OptionsMiddleware, RequestContract
 from api.crypto import provide_secretbox
+from api.dashboard import dashboard_handlers, template_config
+from api.dashboard.data import DashboardData
 from api.deps import dependencies
 from api.errors import exception_handlers
 from api.openapi import (
@@ -99,9 +101,16 @@ def create_app(
     return Litestar(
         on_startup=[document_and_contract],
         before_request=enforce_contract,
-        route_handlers=[*(route_handlers() if resource_routes else ()), *extra_route_handlers],
+        route_handlers=[
+            *(route_handlers() if resource_routes else ()),
+            *(dashboard_handlers() if resource_routes else ()),
+            *extra_route_handlers,
+        ],
         lifespan=[lifespan],
-        state=State({"auth": auth, "secretbox": secretbox, "settings": settings}),
+        state=State(
+            {"auth": auth, "secretbox": secretbox, "settings": settings, "dashboard_data": DashboardData()}
+        ),
+        template_config=template_config(),
         dependencies={**dependencies(), "secretbox": Provide(provide_secretbox, sync_to_thread=False)},
         middleware=[RequestIdMiddleware, DefineMiddleware(AuthMiddleware), OptionsMiddleware],
         exception_handlers=exception_handlers(),

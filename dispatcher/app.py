@@ -19,6 +19,7 @@ import uvloop
 
 from dispatcher.engine import Engine
 from dispatcher.listener import listen_forever
+from dispatcher.metrics import DispatcherMetrics, serve
 from dispatcher.repository import Repository
 from dispatcher.sender import Sender
 from whk import db, dbroles
@@ -42,18 +43,31 @@ async def run_dispatcher(settings: Settings, stop: asyncio.Event) -> None:
         async with pool.connection() as conn:
             await db.acheck_schema_version(conn)
         repo = Repository(pool, ident)
-        async with Sender(settings) as sender:
-            engine = Engine(
-                settings,
-                repo,
-                sender,
-                dispatcher_id=ident,
-                listen=lambda wake: listen_forever(dsn, wake, connect_timeout=settings.core.connect_timeout),
-            )
-            log.info("dispatcher %s started (pid %d)", ident, os.getpid())
-            log_ssrf_policy(settings, engine.ssrf_policy)
-            await engine.run(stop)
-            log.info("dispatcher %s stopped: %s", ident, engine.stats)
+        metrics = DispatcherMetrics()
+        stop_metrics = None
+        if settings.dispatcher.metrics_port:
+            host, port = settings.dispatcher.metrics_host, settings.dispatcher.metrics_port
+            stop_metrics = serve(metrics, host, port)
+            log.info("dispatcher metrics on http://%s:%d/metrics", host, port)
+        try:
+            async with Sender(settings) as sender:
+                engine = Engine(
+                    settings,
+                    repo,
+                    sender,
+                    dispatcher_id=ident,
+                    listen=lambda wake: listen_forever(
+                        dsn, wake, connect_timeout=settings.core.connect_timeout
+                    ),
+                    metrics=metrics,
+                )
+                log.info("dispatcher %s started (pid %d)", ident, os.getpid())
+                log_ssrf_policy(settings, engine.ssrf_policy)
+                await engine.run(stop)
+                log.info("dispatcher %s stopped: %s", ident, engine.stats)
+        finally:
+            if stop_metrics is not None:
+                stop_metrics()
     finally:
         await pool.close()
 

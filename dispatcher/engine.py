@@ -51,6 +51,7 @@ from dispatcher.attempt import AttemptResult, OutboundRequest
 from dispatcher.breaker import is_failure
 from dispatcher.classify import Outcome, classify
 from dispatcher.faults import FATAL_STREAK, describe, is_webhook_fault
+from dispatcher.metrics import DispatcherMetrics
 from dispatcher.models import AttemptLog, ClaimedDelivery, DeliveryOutcome, RequestOutcome
 from dispatcher.repository import Repository
 from dispatcher.request import (
@@ -100,6 +101,7 @@ class Engine:
         dispatcher_id: str,
         listen: Callable[[Callable[[], None]], Coroutine[Any, Any, None]] | None = None,
         rng: random.Random | None = None,
+        metrics: DispatcherMetrics | None = None,
     ) -> None:
         self._s = settings.dispatcher
         self._repo = repo
@@ -137,6 +139,8 @@ class Engine:
         self.ssrf_exempt = [str(n) for n in exempt]
         self.ssrf_policy = policy_fingerprint(exempt)
         self.stats = {"routed": 0, "claimed": 0, "requests": 0, "recorded": 0, "quarantined": 0}
+        self.metrics = metrics or DispatcherMetrics()
+        self.metrics.track_in_flight(lambda: self._in_flight)
 
     # ------------------------------------------------------------------ public
 
@@ -326,9 +330,11 @@ class Engine:
         free = self._s.concurrency - self._in_flight
         claim_limit = max(0, min(free, self._s.batch_size)) if claim_on else 0
         route_limit = self._s.batch_size if route_on else 0
+        started = time.perf_counter()
         routed, self._more_due, claimed = await self._repo.dispatch_round(
             route_limit, claim_limit, self._s.lease_seconds, sorted(self._finished)
         )
+        self.metrics.round(time.perf_counter() - started, routed, len(claimed))
         if route_on and claim_on and (self.last_error is not None or self._fault_backoff != _FAULT_BACKOFF_S):
             if self.last_error is not None:
                 log.info("dispatcher rounds succeed again")
@@ -434,6 +440,9 @@ class Engine:
             result = await self._sender.send(req)
             outcome = classify(result, require_ack=hook.row.require_ack, now=time.time())
         self.stats["requests"] += 1
+        self.metrics.attempt(hook.row.id, outcome.kind, result.duration_ms)
+        if outcome.kind == "delivered":
+            self.metrics.delivered((d.payload for d in group), time.time())
         verdict = is_failure(outcome)
         attempt = AttemptLog(
             webhook_id=hook.row.id,
@@ -540,9 +549,10 @@ class Engine:
         and another round reclaims them. A data error is isolated per webhook (``_record_apart``); any
         other error is logged and the group given up on (their leases bring the deliveries back)."""
         try:
-            await self._retry_db(
-                functools.partial(self._repo.record, items), "record outcomes", attempts=attempts
-            )
+            with self.metrics.recording(sum(len(r.deliveries) for r in items)):
+                await self._retry_db(
+                    functools.partial(self._repo.record, items), "record outcomes", attempts=attempts
+                )
             self._unexpected = 0
         except Exception as exc:
             if is_webhook_fault(exc):

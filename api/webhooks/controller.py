@@ -120,6 +120,89 @@ def _outbound_auth(auth_type: str, header_name: str | None, credential: str) -> 
     return ("Authorization", "Bearer " + credential)
 
 
+async def send_test_event(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    repo: WebhookRepository,
+    audit_log: AuditLog,
+    settings: Settings,
+    secretbox: SecretBox,
+    hook: Webhook,
+    data: TestRequest,
+) -> TestResult:
+    """Send one signed synthetic event to ``hook`` now and audit it (``webhook.test``); shared by
+    ``POST /webhooks/{id}/test`` and the dashboard's "send test event"."""
+    payload_data = data.data
+    if payload_data is None:
+        example = await repo.event_example(conn, data.event_type)
+        payload_data = example if isinstance(example, dict) else {"test": True, "webhook_id": hook.id}
+    now = datetime.now(UTC)
+    envelope = {
+        "type": data.event_type,
+        "timestamp": now.isoformat().replace("+00:00", "Z"),
+        "data": payload_data,
+    }
+    body = msgspec.json.encode(envelope)
+    msg_id = f"msg_test_{uuid.uuid4().hex}"
+    keys = await repo.valid_keys(conn, hook.id)
+    secrets = []
+    for key in keys:
+        plain = secretbox.decrypt(key.secret_enc, row_id=row_aad("webhook_secrets", key.id))
+        secrets.append(decode_secret(plain.decode()))
+    timestamp = int(time.time())
+    headers: list[tuple[str, str]] = [(k, v) for k, v in hook.headers.items()]
+    headers += [
+        ("Content-Type", "application/json"),
+        ("User-Agent", "WHK-Simulator/1"),
+        ("webhook-id", msg_id),
+        ("webhook-timestamp", str(timestamp)),
+    ]
+    if secrets:
+        headers.append(("webhook-signature", sign(secrets, msg_id, timestamp, body)))
+    if hook.auth_type != "none" and hook.has_credential:
+        credential = await repo.credential(conn, secretbox, hook.id)
+        if credential is not None:
+            headers.append(_outbound_auth(hook.auth_type, hook.auth_header_name, credential))
+    result = await send_once(
+        url=hook.url,
+        method=hook.http_method,
+        headers=headers,
+        body=body,
+        timeout_s=hook.timeout_ms / 1000,
+        allow=settings.core.allow_private_cidrs,
+    )
+    outcome = TestResult(
+        event_type=data.event_type,
+        webhook_id_header=msg_id,
+        url=hook.url,
+        status=result.status,
+        ok=result.status is not None and 200 <= result.status < 300,
+        duration_ms=round(result.duration_ms, 3),
+        response_headers=result.headers,
+        response_excerpt=result.excerpt.decode("utf-8", errors="replace"),
+        response_truncated=result.truncated,
+        error_class=result.error_class,
+        error_detail=result.error_detail,
+        signed_with=[k.key_id for k in keys],
+    )
+    await audit_log.record(
+        conn,
+        principal,
+        "webhook.test",
+        "webhook",
+        hook.id,
+        None,
+        {
+            "consumer_id": hook.consumer_id,
+            "event_type": data.event_type,
+            "status": result.status,
+            "error_class": result.error_class,
+            "duration_ms": outcome.duration_ms,
+        },
+    )
+    return outcome
+
+
 class WebhookController(Controller):
     path = "/api/whk/webhooks"
     tags = ["webhooks"]  # noqa: RUF012 - Litestar reads a class attribute
@@ -343,75 +426,9 @@ class WebhookController(Controller):
         hook = await self.repo.get(conn, tenant=principal.tenant_filter(), webhook_id=webhook_id)
         if hook is None:
             raise NotFound(f"webhook {webhook_id} not found")
-        payload_data = data.data
-        if payload_data is None:
-            example = await self.repo.event_example(conn, data.event_type)
-            payload_data = example if isinstance(example, dict) else {"test": True, "webhook_id": webhook_id}
-        now = datetime.now(UTC)
-        envelope = {
-            "type": data.event_type,
-            "timestamp": now.isoformat().replace("+00:00", "Z"),
-            "data": payload_data,
-        }
-        body = msgspec.json.encode(envelope)
-        msg_id = f"msg_test_{uuid.uuid4().hex}"
-        keys = await self.repo.valid_keys(conn, webhook_id)
-        secrets = []
-        for key in keys:
-            plain = secretbox.decrypt(key.secret_enc, row_id=row_aad("webhook_secrets", key.id))
-            secrets.append(decode_secret(plain.decode()))
-        timestamp = int(time.time())
-        headers: list[tuple[str, str]] = [(k, v) for k, v in hook.headers.items()]
-        headers += [
-            ("Content-Type", "application/json"),
-            ("User-Agent", "WHK-Simulator/1"),
-            ("webhook-id", msg_id),
-            ("webhook-timestamp", str(timestamp)),
-        ]
-        if secrets:
-            headers.append(("webhook-signature", sign(secrets, msg_id, timestamp, body)))
-        if hook.auth_type != "none" and hook.has_credential:
-            credential = await self.repo.credential(conn, secretbox, webhook_id)
-            if credential is not None:
-                headers.append(_outbound_auth(hook.auth_type, hook.auth_header_name, credential))
-        result = await send_once(
-            url=hook.url,
-            method=hook.http_method,
-            headers=headers,
-            body=body,
-            timeout_s=hook.timeout_ms / 1000,
-            allow=settings.core.allow_private_cidrs,
+        return await send_test_event(
+            conn, principal, self.repo, self.audit_log, settings, secretbox, hook, data
         )
-        outcome = TestResult(
-            event_type=data.event_type,
-            webhook_id_header=msg_id,
-            url=hook.url,
-            status=result.status,
-            ok=result.status is not None and 200 <= result.status < 300,
-            duration_ms=round(result.duration_ms, 3),
-            response_headers=result.headers,
-            response_excerpt=result.excerpt.decode("utf-8", errors="replace"),
-            response_truncated=result.truncated,
-            error_class=result.error_class,
-            error_detail=result.error_detail,
-            signed_with=[k.key_id for k in keys],
-        )
-        await self.audit_log.record(
-            conn,
-            principal,
-            "webhook.test",
-            "webhook",
-            webhook_id,
-            None,
-            {
-                "consumer_id": hook.consumer_id,
-                "event_type": data.event_type,
-                "status": result.status,
-                "error_class": result.error_class,
-                "duration_ms": outcome.duration_ms,
-            },
-        )
-        return outcome
 
     @get("/{webhook_id:int}/logs", operation_id="webhookLogs", summary="Delivery attempts of a webhook")
     async def webhook_logs(

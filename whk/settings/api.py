@@ -81,6 +81,13 @@ class ApiSettings:
         "DSN still cannot rewrite the audit trail.",
         default=None,
     )
+    dashboard_session_s: int = setting(
+        "WHK_DASHBOARD_SESSION_S",
+        "Lifetime in seconds of a dashboard sign-in (the signed session cookie expires with it; the key "
+        "behind it is re-checked on every page, so revoking the key ends the session at once).",
+        default=28_800,
+        check=positive,
+    )
     docs_enabled: bool = setting(
         "WHK_API_DOCS",
         "Serve the OpenAPI document and docs UI under /schema (false: 404 there; requests are still "

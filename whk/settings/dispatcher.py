@@ -8,6 +8,10 @@ from whk.errors import SettingsError
 from whk.settings._fields import positive, positive_or_unset, setting
 
 
+def _port_or_off(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "must be a TCP port (1-65535), or 0 for off"
+
+
 @dataclass(frozen=True, slots=True)
 class DispatcherSettings:
     """Dispatcher"""
@@ -81,6 +85,18 @@ class DispatcherSettings:
         "WHK_USER_AGENT",
         "User-Agent header of every webhook request.",
         default="WHK-Webhooks/0.1 (+https://www.standardwebhooks.com/)",
+    )
+    metrics_port: int = setting(
+        "WHK_DISPATCHER_METRICS_PORT",
+        "TCP port of the dispatcher's own Prometheus /metrics (unauthenticated); 0 = not served. Off unless "
+        "set: expose it only to the scraper's network.",
+        default=0,
+        check=_port_or_off,
+    )
+    metrics_host: str = setting(
+        "WHK_DISPATCHER_METRICS_HOST",
+        "Address the dispatcher's /metrics listens on (with WHK_DISPATCHER_METRICS_PORT).",
+        default="127.0.0.1",
     )
 
     @property

@@ -70,11 +70,12 @@ async def test_dashboard_and_metrics(
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     text = r.text
-    assert 'whk_deliveries{status="dead"} 2.0' in text
+    assert "whk_dead_letters_24h 2.0" in text
+    assert 'whk_deliveries_open{status="pending"} 0.0' in text
     assert "whk_dispatchers_alive 0.0" in text
     assert 'whk_attempts_5m{outcome="retry"}' in text
     r = await client.get(f"{BASE}/metrics", params={"format": "json"}, headers=world.a.headers)
-    assert r.json()["deliveries"] == {"dead": 1, "delivered": 1}
+    assert r.json()["dead_letters_24h"] == 1
     assert "outbox_pending" not in r.json()
 
 

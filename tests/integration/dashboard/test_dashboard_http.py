@@ -1,0 +1,309 @@
+"""The dashboard over HTTP (no browser): sign-in, cookie flags, CSRF, tenancy, audit, every page renders."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import psycopg
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from tests.support.api_platform import admin_key, client, consumer_key, settings_for
+from tests.support.receiver import Receiver, receiver, wait_until
+from tests.support.resources import make_consumer, make_delivery, make_webhook
+
+pytestmark = [pytest.mark.db]
+__all__ = ["receiver"]  # the fixture
+
+PAGES = ("overview", "webhooks", "deliveries", "dead", "events", "usage", "alerts")
+
+
+async def sign_in(c: AsyncTestClient[Litestar], key: str) -> None:
+    page = await c.get("/dashboard/login")
+    assert page.status_code == 200
+    token = re.search(r'name="login_token" value="([^"]+)"', page.text)
+    assert token is not None
+    r = await c.post(
+        "/dashboard/login",
+        data={"api_key": key, "login_token": token.group(1), "next": "/dashboard/overview"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    assert r.headers["location"] == "/dashboard/overview"
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found is not None
+    return found.group(1)
+
+
+@pytest.fixture
+def world(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    a = make_consumer(conn, "tenant-a")
+    b = make_consumer(conn, "tenant-b")
+    hook_a = make_webhook(conn, a, name="hook-a")
+    hook_b = make_webhook(conn, b, name="hook-b")
+    dead_b = make_delivery(conn, hook_b, status="dead", attempts=3)
+    return {
+        "admin": admin_key(conn),
+        "a": consumer_key(conn, a),
+        "hook_a": hook_a,
+        "hook_b": hook_b,
+        "dead_b": dead_b,
+    }
+
+
+async def test_pages_need_a_session_and_sign_in_sets_a_strict_httponly_cookie(
+    db_url: str, world: dict[str, Any]
+) -> None:
+    async with client(settings_for(db_url)) as c:
+        r = await c.get("/dashboard/overview", follow_redirects=False)
+        assert r.status_code == 303
+        assert r.headers["location"].startswith("/dashboard/login?next=")
+        await sign_in(c, world["admin"])
+        cookie = next(v for k, v in c.cookies.items() if k == "whk_session")
+        assert cookie
+        for page in PAGES:
+            r = await c.get(f"/dashboard/{page}")
+            assert r.status_code == 200, (page, r.text[:500])
+            assert "text/html" in r.headers["content-type"]
+            assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+
+
+async def test_set_cookie_flags(db_url: str, world: dict[str, Any]) -> None:
+    async with client(settings_for(db_url)) as c:
+        page = await c.get("/dashboard/login")
+        token = re.search(r'name="login_token" value="([^"]+)"', page.text)
+        assert token is not None
+        r = await c.post(
+            "/dashboard/login",
+            data={"api_key": world["admin"], "login_token": token.group(1)},
+            follow_redirects=False,
+        )
+        set_cookie = next(v for k, v in r.headers.multi_items() if k == "set-cookie" and "whk_session=" in v)
+        flags = {p.strip().split("=")[0].lower() for p in set_cookie.split(";")}
+        assert {"httponly", "samesite", "expires", "path"} <= flags
+        assert "samesite=strict" in set_cookie.lower()
+
+
+async def test_wrong_key_is_refused_on_the_login_page(db_url: str, world: dict[str, Any]) -> None:
+    async with client(settings_for(db_url)) as c:
+        page = await c.get("/dashboard/login")
+        token = re.search(r'name="login_token" value="([^"]+)"', page.text)
+        assert token is not None
+        bad = world["admin"][:-4] + "xxxx"
+        r = await c.post("/dashboard/login", data={"api_key": bad, "login_token": token.group(1)})
+        assert r.status_code == 401
+        assert "unknown API key" in r.text
+        assert (await c.get("/dashboard/overview", follow_redirects=False)).status_code == 303
+
+
+async def test_send_test_event_reaches_the_receiver_signed_and_is_audited(
+    db_url: str, conn: psycopg.Connection[Any], receiver: Receiver
+) -> None:
+    acme = make_consumer(conn, "acme")
+    hook = make_webhook(conn, acme, url=receiver.url("/hook"), name="to-receiver")
+    key = admin_key(conn)
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, key)
+        page = await c.get(f"/dashboard/webhooks/{hook}")
+        r = await c.post(
+            f"/dashboard/webhooks/{hook}/test",
+            data={"csrf": csrf_of(page.text), "event_type": "system.health_check"},
+        )
+        assert r.status_code == 200, r.text
+        assert 'data-testid="test-result"' in r.text
+    assert await wait_until(lambda: len(receiver.to("/hook")) == 1, 10)
+    got = receiver.to("/hook")[0]
+    assert got.headers["webhook-id"].startswith("msg_test_")
+    assert b"system.health_check" in got.body
+    row = conn.execute("SELECT actor, target_id FROM whk.audit_log WHERE action = 'webhook.test'").fetchone()
+    assert row is not None and row[0].startswith("apikey:") and row[1] == str(hook)
+
+
+async def test_posts_without_the_session_csrf_token_are_refused(db_url: str, world: dict[str, Any]) -> None:
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["admin"])
+        for path in (
+            f"/dashboard/webhooks/{world['hook_a']}/pause",
+            f"/dashboard/webhooks/{world['hook_a']}/test",
+            f"/dashboard/deliveries/{world['dead_b']}/retry",
+            "/dashboard/logout",
+        ):
+            for form in ({}, {"csrf": "forged"}):
+                r = await c.post(path, data=form, follow_redirects=False)
+                assert r.status_code == 403, (path, form, r.status_code)
+        # another session's token is not this session's
+        other = await c.get("/dashboard/overview")
+        token = csrf_of(other.text)
+        async with client(settings_for(db_url)) as c2:
+            await sign_in(c2, world["admin"])
+            r = await c2.post(f"/dashboard/webhooks/{world['hook_a']}/pause", data={"csrf": token})
+            assert r.status_code == 403
+
+
+async def test_a_consumer_gets_404_for_another_tenants_rows(db_url: str, world: dict[str, Any]) -> None:
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["a"])
+        for path in (
+            f"/dashboard/webhooks/{world['hook_b']}",
+            f"/dashboard/deliveries/{world['dead_b']}",
+            f"/dashboard/deliveries?webhook_id={world['hook_b']}",
+        ):
+            r = await c.get(path)
+            assert r.status_code == 404, path
+            assert "text/html" in r.headers["content-type"]
+        token = csrf_of((await c.get("/dashboard/overview")).text)
+        r = await c.post(f"/dashboard/deliveries/{world['dead_b']}/retry", data={"csrf": token})
+        assert r.status_code == 404
+        dead = (await c.get("/dashboard/dead")).text
+        assert "hook-b" not in dead
+
+
+async def test_revoking_the_key_ends_the_session_and_logout_is_audited(
+    db_url: str, conn: psycopg.Connection[Any], world: dict[str, Any]
+) -> None:
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["a"])
+        assert (await c.get("/dashboard/overview")).status_code == 200
+        conn.execute("UPDATE whk.api_keys SET revoked_at = now() WHERE consumer_id IS NOT NULL")
+        r = await c.get("/dashboard/overview", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"].startswith("/dashboard/login")
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["admin"])
+        token = csrf_of((await c.get("/dashboard/overview")).text)
+        r = await c.post("/dashboard/logout", data={"csrf": token}, follow_redirects=False)
+        assert r.status_code == 303
+        assert (await c.get("/dashboard/overview", follow_redirects=False)).status_code == 303
+    actions = [
+        r[0]
+        for r in conn.execute(
+            "SELECT action FROM whk.audit_log WHERE action LIKE %s ORDER BY id", ["dashboard.%"]
+        )
+    ]
+    assert actions == ["dashboard.login", "dashboard.login", "dashboard.logout"]
+
+
+async def test_login_only_redirects_to_dashboard_paths(db_url: str, world: dict[str, Any]) -> None:
+    async with client(settings_for(db_url)) as c:
+        for target, expected in (
+            ("https://evil.example/", "/dashboard/overview"),
+            ("//evil.example/dashboard/x", "/dashboard/overview"),
+            ("/dashboard//evil.example", "/dashboard/overview"),
+            ("/dashboard/webhooks", "/dashboard/webhooks"),
+        ):
+            page = await c.get("/dashboard/login")
+            token = re.search(r'name="login_token" value="([^"]+)"', page.text)
+            assert token is not None
+            r = await c.post(
+                "/dashboard/login",
+                data={"api_key": world["admin"], "login_token": token.group(1), "next": target},
+                follow_redirects=False,
+            )
+            assert r.headers["location"] == expected, target
+
+
+async def test_the_login_form_needs_its_own_token(db_url: str, world: dict[str, Any]) -> None:
+    async with client(settings_for(db_url)) as c:
+        r = await c.post("/dashboard/login", data={"api_key": world["admin"], "login_token": "x"})
+        assert r.status_code == 403
+        assert (await c.get("/dashboard/overview", follow_redirects=False)).status_code == 303
+
+
+async def test_overview_windows_and_bad_parameters(db_url: str, world: dict[str, Any]) -> None:
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["admin"])
+        for window in ("1h", "24h", "7d"):
+            r = await c.get("/dashboard/overview", params={"window": window})
+            assert r.status_code == 200
+            assert f"Window {window}" in r.text
+            live = await c.get("/dashboard/overview/live", params={"window": window})
+            assert live.status_code == 200 and "<html" not in live.text  # a fragment for htmx
+        for path, params in (
+            ("/dashboard/overview", {"window": "1y"}),
+            ("/dashboard/deliveries", {"status": "bogus"}),
+            ("/dashboard/deliveries", {"webhook_id": "x"}),
+            ("/dashboard/deliveries", {"created_from": "yesterday"}),
+            ("/dashboard/dead", {"days": "0"}),
+        ):
+            r = await c.get(path, params=params)
+            assert r.status_code == 400, (path, params)
+            assert "text/html" in r.headers["content-type"]
+
+
+async def test_the_delivery_log_pages_by_keyset(
+    db_url: str, conn: psycopg.Connection[Any], world: dict[str, Any]
+) -> None:
+    ids = sorted(make_delivery(conn, world["hook_a"], status="delivered") for _ in range(60))
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["a"])
+        first = await c.get("/dashboard/deliveries", params={"status": "delivered"})
+        shown = [int(i) for i in re.findall(r'href="/dashboard/deliveries/(\d+)"', first.text)]
+        assert shown == ids[::-1][:50]
+        nxt = re.search(r'href="([^"]+)" data-testid="next"', first.text)
+        assert nxt is not None
+        second = await c.get(nxt.group(1).replace("&amp;", "&"))
+        shown = [int(i) for i in re.findall(r'href="/dashboard/deliveries/(\d+)"', second.text)]
+        assert shown == ids[::-1][50:]
+        assert 'data-testid="next"' not in second.text
+
+
+async def test_a_post_without_a_session_goes_to_the_login_page(db_url: str, world: dict[str, Any]) -> None:
+    async with client(settings_for(db_url)) as c:
+        r = await c.post(f"/dashboard/webhooks/{world['hook_a']}/pause", data={}, follow_redirects=False)
+        assert r.status_code == 303
+        assert r.headers["location"] == "/dashboard/login?next=%2Fdashboard%2Foverview"
+        r = await c.get("/dashboard/webhooks?after_id=1", follow_redirects=False)
+        assert r.headers["location"] == "/dashboard/login?next=%2Fdashboard%2Fwebhooks%3Fafter_id%3D1"
+
+
+def firing_count(html: str) -> int:
+    found = re.search(r'data-testid="firing">(\d+)<', html)
+    assert found is not None
+    return int(found.group(1))
+
+
+async def test_firing_alerts_on_the_overview_follow_tenancy(
+    db_url: str, conn: psycopg.Connection[Any], world: dict[str, Any]
+) -> None:
+    owners = conn.execute(
+        "SELECT consumer_id FROM whk.whk_01_webhooks WHERE id = ANY(%s) ORDER BY id",
+        [[world["hook_a"], world["hook_b"]]],
+    ).fetchall()
+    a, b = owners[0][0], owners[1][0]
+    for consumer, state, name in ((a, "firing", "a-firing"), (a, "ok", "a-ok"), (b, "firing", "b-firing")):
+        conn.execute(
+            "INSERT INTO whk.whk_06_alertas (consumer_id, name, condition, state) "
+            'VALUES (%s, %s, \'{"metric": "dead_letters", "operator": ">", "threshold": 0}\', %s)',
+            [consumer, name, state],
+        )
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["a"])
+        assert firing_count((await c.get("/dashboard/overview")).text) == 1
+        page = (await c.get("/dashboard/alerts")).text
+        assert "a-firing" in page and "a-ok" in page and "b-firing" not in page
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["admin"])
+        assert firing_count((await c.get("/dashboard/overview")).text) == 2
+        r = await c.get("/api/whk/monitoring/metrics", headers={"Authorization": f"Bearer {world['admin']}"})
+        assert "whk_alerts_firing 2.0" in r.text
+
+
+async def test_the_ip_allowlist_applies_to_the_dashboard(
+    db_url: str, conn: psycopg.Connection[Any], world: dict[str, Any]
+) -> None:
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["a"])
+        assert (await c.get("/dashboard/overview")).status_code == 200
+        # the tenant's allowlist changes: its open session is refused at once, and so is a new sign-in
+        conn.execute("UPDATE whk.whk_04_assinantes SET allowed_ips = '{10.0.0.0/8}'::cidr[]")
+        assert (await c.get("/dashboard/overview")).status_code == 403
+        page = await c.get("/dashboard/login")
+        token = re.search(r'name="login_token" value="([^"]+)"', page.text)
+        assert token is not None
+        r = await c.post("/dashboard/login", data={"api_key": world["a"], "login_token": token.group(1)})
+        assert r.status_code == 401
+        assert "not allowed" in r.text
