@@ -35,11 +35,11 @@ from pgqueuer.domain.settings import DBSettings
 from psycopg_pool import AsyncConnectionPool
 
 from ops.alerting.evaluate import Evaluator
-from ops.notify.notice import decode_notice
 from ops.notify.send import Channel, NotifyFailed, Sender
 from ops.repository import OpsRepository
 from whk import db
 from whk.alertchannels import open_channel
+from whk.notice import decode_notice
 from whk.secretbox import SecretBox, SecretDecryptError
 from whk.settings import Settings
 

@@ -16,7 +16,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ops.alerting.machine import Decision, Notify, RuleState, Step, breaches, evaluate
-from ops.notify.notice import Notice, encode_notice
+from whk.notice import Notice, encode_notice
 from whk.sqlfiles import load_queries
 
 __all__ = ["EvalReport", "Evaluator", "rule_state"]
@@ -58,6 +58,7 @@ def rule_state(row: dict[str, Any]) -> RuleState:
         last_notified_at=row["last_notified_at"],
         escalation_step=int(row["escalation_step"]),
         acknowledged_at=row["acknowledged_at"],
+        ack_notified=bool(row["ack_notified"]),
         silenced_until=row["silenced_until"],
         paged_channels=tuple(row["paged_channels"] or ()),
     )
@@ -162,7 +163,7 @@ class Evaluator:
             for notice in notices(row, history_id, n, now):
                 await conn.execute(
                     self._q["enqueue"],
-                    {"priority": 0, "payload": encode_notice(notice), "dedupe_key": notice.dedupe_key},
+                    {"payload": encode_notice(notice), "dedupe_key": notice.dedupe_key},
                 )
                 count += 1
         silenced = [
@@ -187,6 +188,7 @@ class Evaluator:
                 "last_notified_at": r.last_notified_at,
                 "escalation_step": r.escalation_step,
                 "acknowledged_at": r.acknowledged_at,
+                "ack_notified": r.ack_notified,
                 "paged_channels": list(r.paged_channels),
                 "history_id": history_id,
                 "value": row["value"],

@@ -8,10 +8,12 @@
                                                                   escalation steps after after_s, both
                                                                   only while unacknowledged
 
-``for_s = 0`` goes from ok straight to firing. A rule with no value (nothing measured yet) is not
-breaching. Times come from the database clock; a clock that jumps backwards leaves a pending rule
-pending and a firing rule firing (negative elapsed times never fire anything), and a rule notifies its
-trigger only on the transition into firing, so a jump cannot page twice.
+An acknowledgement (set by the API) stops reminders and escalation; the next evaluation tells the
+channels paged so far, once. ``for_s = 0`` goes from ok straight to firing. A rule with no value
+(nothing measured yet) is not breaching. Times come from the database clock; a clock that jumps
+backwards leaves a pending rule pending and a firing rule firing (negative elapsed times never fire
+anything), and a rule notifies its trigger only on the transition into firing, so a jump cannot page
+twice.
 
 Silence suppresses trigger, reminder and escalation notifications (the state machine and the history
 still run); a resolve is sent to exactly the channels paged in this activation, silenced or not, so a
@@ -67,6 +69,7 @@ class RuleState:
     last_notified_at: datetime | None = None
     escalation_step: int = 0
     acknowledged_at: datetime | None = None
+    ack_notified: bool = False
     silenced_until: datetime | None = None
     paged_channels: tuple[int, ...] = ()
 
@@ -107,6 +110,7 @@ def _fire(rule: RuleState, now: datetime) -> Decision:
         pending_since=rule.pending_since or now,
         escalation_step=0,
         acknowledged_at=None,
+        ack_notified=False,
         last_notified_at=None if silenced or not rule.channels else now,
         paged_channels=() if silenced else rule.channels,
     )
@@ -117,7 +121,14 @@ def _fire(rule: RuleState, now: datetime) -> Decision:
 
 def _while_firing(rule: RuleState, now: datetime) -> Decision:
     if rule.acknowledged_at is not None:
-        return Decision(rule)
+        if rule.ack_notified:
+            return Decision(rule)
+        # Acknowledged through the API since the last evaluation: tell every channel paged so far once
+        # (PagerDuty gets an `acknowledge` event for the same dedup_key); escalation stops here.
+        acked = replace(rule, ack_notified=True)
+        if not rule.paged_channels:
+            return Decision(acked)
+        return Decision(acked, notify=(Notify("acknowledge", rule.paged_channels),))
     silenced = rule.silenced_until is not None and rule.silenced_until > now
     sends: list[Notify] = []
     step = rule.escalation_step
@@ -166,6 +177,7 @@ def evaluate(rule: RuleState, breaching: bool, now: datetime) -> Decision:
         firing_since=None,
         escalation_step=0,
         acknowledged_at=None,
+        ack_notified=False,
         paged_channels=(),
     )
     return Decision(cleared, closed=True, notify=(resolve,) if resolve.channels else ())

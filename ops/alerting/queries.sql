@@ -21,7 +21,7 @@ WITH r AS (
 )
 SELECT r.id, r.consumer_id, r.name, r.description, r.severity, r.condition, r.channels, r.escalation, r.throttle_seconds,
        r.for_s, r.state, r.pending_since, r.firing_since, r.last_notified_at, r.escalation_step,
-       r.acknowledged_at, r.silenced_until, r.paged_channels, r.history_id,
+       r.acknowledged_at, r.ack_notified, r.silenced_until, r.paged_channels, r.history_id,
        clock_timestamp() AS now,
        CASE r.metric
         WHEN 'failure_rate' THEN (
@@ -87,7 +87,7 @@ WHERE a.id = v.id
 UPDATE whk.whk_06_alertas
 SET state = %(state)s, pending_since = %(pending_since)s, firing_since = %(firing_since)s,
     last_notified_at = %(last_notified_at)s, escalation_step = %(escalation_step)s,
-    acknowledged_at = %(acknowledged_at)s, paged_channels = %(paged_channels)s, history_id = %(history_id)s,
+    acknowledged_at = %(acknowledged_at)s, ack_notified = %(ack_notified)s, paged_channels = %(paged_channels)s, history_id = %(history_id)s,
     last_value = %(value)s, last_evaluated_at = %(now)s,
     last_triggered_at = CASE WHEN %(opened)s THEN %(now)s ELSE last_triggered_at END,
     trigger_count = trigger_count + CASE WHEN %(opened)s THEN 1 ELSE 0 END
@@ -108,12 +108,9 @@ WHERE id = %(id)s
 UPDATE whk.whk_06_alertas_historico SET notified = notified || %(entries)s::jsonb WHERE id = %(id)s
 
 -- name: enqueue :exec
--- A notification job in this transaction: it exists exactly when the state change that caused it commits.
--- The dedupe key makes a second enqueue of the same notice a no-op while the first is queued or running
--- (the index predicate is restated, as ON CONFLICT requires).
-INSERT INTO whk.pgqueuer (priority, entrypoint, payload, status, dedupe_key)
-VALUES (%(priority)s, 'notify', %(payload)s, 'queued', %(dedupe_key)s)
-ON CONFLICT (dedupe_key) WHERE (status IN ('queued', 'picked') AND dedupe_key IS NOT NULL) DO NOTHING
+-- A notification job in this transaction: it exists exactly when the state change that caused it commits
+-- (whk.enqueue_notice skips a notice already queued or running under the same dedupe key).
+SELECT whk.enqueue_notice(%(payload)s, %(dedupe_key)s)
 
 -- name: start_run :one
 INSERT INTO whk.ops_job_runs (job, period_s, worker) VALUES (%(job)s, %(period_s)s, %(worker)s) RETURNING id

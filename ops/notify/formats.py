@@ -13,7 +13,7 @@ from __future__ import annotations
 from email.message import EmailMessage
 from typing import Any
 
-from ops.notify.notice import Notice
+from whk.notice import Notice
 
 __all__ = ["email_message", "event_type", "pagerduty_body", "slack_body", "summary", "webhook_body"]
 

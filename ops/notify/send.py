@@ -21,8 +21,8 @@ import httpx
 import msgspec
 
 from ops.notify import formats
-from ops.notify.notice import Notice
 from whk.errors import WhkError
+from whk.notice import Notice
 from whk.settings import Settings
 from whk.signing import decode_secret, signature_headers
 from whk.urlpolicy import Address, Network, check_address, check_url, parse_ip_literal

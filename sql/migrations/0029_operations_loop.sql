@@ -26,6 +26,8 @@ ALTER TABLE whk.whk_06_alertas
     ADD COLUMN escalation_step   integer     NOT NULL DEFAULT 0 CHECK (escalation_step BETWEEN 0 AND 10),
     ADD COLUMN acknowledged_at   timestamptz,
     ADD COLUMN acknowledged_by   text        CHECK (length(acknowledged_by) <= 200),
+    -- Whether the channels paged in this activation have been told of the acknowledgement.
+    ADD COLUMN ack_notified      boolean     NOT NULL DEFAULT false,
     ADD COLUMN silenced_until    timestamptz,
     -- Channels paged in the current activation: the resolve goes to exactly these.
     ADD COLUMN paged_channels    bigint[]    NOT NULL DEFAULT '{}',
@@ -136,6 +138,22 @@ VALUES
     ('breaker_open', 'Breaker open for more than 10 minutes',
      'A webhook''s circuit breaker has been open for more than 10 minutes.', 'warning',
      '{"metric": "breaker_open_s", "operator": ">", "threshold": 600, "window_s": 300}', 0, 3600);
+
+-- Queue one alert notification job (pgqueuer entrypoint 'notify') in the caller's transaction. The API and
+-- the worker reach pgqueuer's table only through this function (SECURITY DEFINER), so their roles need no
+-- grant on it. A notice already queued or running under the same dedupe key is not queued twice (the
+-- unique index's predicate is restated, as ON CONFLICT requires); returns the job id, or NULL then.
+CREATE OR REPLACE FUNCTION whk.enqueue_notice(p_payload bytea, p_dedupe_key text)
+RETURNS bigint
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+    INSERT INTO whk.pgqueuer (priority, entrypoint, payload, status, dedupe_key)
+    VALUES (0, 'notify', p_payload, 'queued', p_dedupe_key)
+    ON CONFLICT (dedupe_key) WHERE (status IN ('queued', 'picked') AND dedupe_key IS NOT NULL) DO NOTHING
+    RETURNING id
+$$;
 
 -- Rebuild the last p_horizon_s seconds of whk.kpi_webhook_minute from the attempt log and the dead letters,
 -- and forget minutes older than 31 days (the longest SLO window is 30). Run by the worker before each

@@ -17,6 +17,8 @@ ALTER TABLE whk.whk_06_alertas
     ADD COLUMN escalation_step   integer     NOT NULL DEFAULT 0 CHECK (escalation_step BETWEEN 0 AND 10),
     ADD COLUMN acknowledged_at   timestamptz,
     ADD COLUMN acknowledged_by   text        CHECK (length(acknowledged_by) <= 200),
+    -- Whether the channels paged in this activation have been told of the acknowledgement.
+    ADD COLUMN ack_notified      boolean     NOT NULL DEFAULT false,
     ADD COLUMN silenced_until    timestamptz,
     -- Channels paged in the current activation: the resolve goes to exactly these.
     ADD COLUMN paged_channels    bigint[]    NOT NULL DEFAULT '{}',
