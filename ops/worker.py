@@ -70,7 +70,7 @@ class Jobs:
             lease_s=settings.dispatcher.lease_seconds, rollup_horizon_s=settings.ops.rollup_horizon_s
         )
 
-    async def evaluate_alerts(self, _schedule: Schedule) -> None:
+    async def evaluate_alerts(self, schedule: Schedule) -> None:
         async with self._pool.connection() as conn:
             run = await self._repo.start_run(
                 conn, "evaluate_alerts", self._s.ops.alert_eval_every_s, self._ident
@@ -84,7 +84,13 @@ class Jobs:
                 conn,
                 run,
                 True,
-                {"rules": report.rules, "changed": report.changed, "enqueued": report.enqueued},
+                {
+                    "rules": report.rules,
+                    "changed": report.changed,
+                    "enqueued": report.enqueued,
+                    # The schedule's next tick as this pick set it: one pick per tick across workers.
+                    "next_run": schedule.next_run.isoformat(),
+                },
             )
 
     async def outbox_partitions(self, _schedule: Schedule) -> None:

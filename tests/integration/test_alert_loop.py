@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from litestar.testing import AsyncTestClient
 from standardwebhooks.webhooks import Webhook
 
+from api.app import create_app
+from tests.support.api_platform import admin_key, bearer
 from tests.support.delivery import emit, make_consumer, make_webhook
 from tests.support.dispatch import compress_schedule, running
 from tests.support.ops import (
@@ -22,6 +25,7 @@ from tests.support.ops import (
     worker,
 )
 from tests.support.receiver import Reply, receiver, wait_until
+from tests.support.resources import make_delivery
 
 pytestmark = [pytest.mark.db]
 __all__ = ["receiver"]
@@ -154,3 +158,140 @@ async def test_failure_rate_fires_once_on_every_channel_then_resolves(db_url, co
         assert "payload" not in resolve
         (h,) = history(conn, alert)
         assert h["resolved_at"] is not None
+
+
+def _runs(conn) -> int:  # type: ignore[no-untyped-def]
+    row = conn.execute(
+        "SELECT count(*) FROM whk.ops_job_runs WHERE job = 'evaluate_alerts' AND ok"
+    ).fetchone()
+    return int(row[0])
+
+
+async def _more_runs(conn, n: int) -> bool:  # type: ignore[no-untyped-def]
+    start = _runs(conn)
+    return await wait_until(lambda: _runs(conn) >= start + n, 30)
+
+
+def _fail(conn, hook: int, deliveries: int = 2) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(deliveries):
+        make_delivery(conn, hook, status="dead", attempts=3)
+
+
+async def test_throttle_escalation_and_acknowledge(db_url, conn, receiver):
+    """Stays down: no second page inside throttle_seconds; escalation after after_s; acknowledge stops it."""
+    disable_builtins(conn)
+    receiver.on("/v2/enqueue", default=Reply(status=202, body=b'{"status":"success"}'))
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c, "https://example.com/orders", ["order.*"])
+    page = channel(conn, "pagerduty", ROUTING_KEY)
+    base = channel(conn, "webhook", receiver.url("/base"), secret=ALERT_SECRET)
+    step1 = channel(conn, "webhook", receiver.url("/step1"), secret=ALERT_SECRET)
+    step2 = channel(conn, "webhook", receiver.url("/step2"), secret=ALERT_SECRET)
+    alert = rule(
+        conn,
+        {"metric": "failure_rate", "operator": ">", "threshold": 0.5, "window_s": 300, "webhook_id": hook},
+        channels=[page, base],
+        escalation=[
+            {"after_s": 3, "channels": [{"channel_id": step1}]},
+            {"after_s": 12, "channels": [{"channel_id": step2}]},
+        ],
+        for_s=0,
+        throttle_s=3600,
+    )
+    settings = ops_settings(db_url, WHK_PAGERDUTY_EVENTS_URL=receiver.url("/v2/enqueue"))
+    admin = admin_key(conn)
+    async with worker(settings), AsyncTestClient(app=create_app(settings)) as api:
+        _fail(conn, hook)
+        assert await wait_until(lambda: _state(conn, alert) == "firing", 20)
+        assert await wait_until(lambda: len(receiver.to("/step1")) == 1, 20)
+        # The escalation went out after after_s; the base channels were paged once only (throttle).
+        assert len(receiver.to("/base")) == 1 and len(receiver.to("/v2/enqueue")) == 1
+        first = Webhook(ALERT_SECRET).verify(receiver.to("/step1")[0].body, receiver.to("/step1")[0].headers)
+        assert first["type"] == "whk.alert.escalated" and first["data"]["escalation_step"] == 1
+        r = await api.post(f"/api/whk/monitoring/alerts/{alert}/acknowledge", headers=bearer(admin))
+        assert r.status_code == 200, r.text
+        assert r.json()["acknowledged_at"] is not None
+        again = await api.post(f"/api/whk/monitoring/alerts/{alert}/acknowledge", headers=bearer(admin))
+        assert again.status_code == 409
+        # Every channel paged so far hears of the acknowledgement once; PagerDuty gets `acknowledge`.
+        assert await wait_until(lambda: len(receiver.to("/v2/enqueue")) == 2, 20)
+        ack = json.loads(receiver.to("/v2/enqueue")[1].body)
+        assert ack["event_action"] == "acknowledge" and ack["dedup_key"] == f"whk-alert-{alert}"
+        assert await wait_until(
+            lambda: len(receiver.to("/base")) == 2 and len(receiver.to("/step1")) == 2, 20
+        )
+        told = Webhook(ALERT_SECRET).verify(receiver.to("/base")[1].body, receiver.to("/base")[1].headers)
+        assert told["type"] == "whk.alert.acknowledged"
+        # Past the second step's after_s: the acknowledged alert does not escalate further.
+        firing_since = conn.execute(
+            "SELECT firing_since FROM whk.whk_06_alertas WHERE id = %s", [alert]
+        ).fetchone()[0]
+        assert await wait_until(
+            lambda: (
+                conn.execute(
+                    "SELECT count(*) FROM whk.ops_job_runs WHERE job = 'evaluate_alerts' AND ok "
+                    "AND started_at > %s + interval '13 seconds'",
+                    [firing_since],
+                ).fetchone()[0]
+                >= 2
+            ),
+            40,
+        )
+        assert receiver.to("/step2") == []
+        assert _state(conn, alert) == "firing"
+        assert len(receiver.to("/base")) == 2 and len(receiver.to("/v2/enqueue")) == 2
+        hist = (await api.get(f"/api/whk/monitoring/alerts/{alert}/history", headers=bearer(admin))).json()
+        (h,) = hist["items"]
+        assert h["acknowledged_at"] is not None and h["resolved_at"] is None
+        kinds = sorted((n["kind"], n["channel_id"]) for n in h["notified"] if n["status"] == "sent")
+        assert kinds == sorted(
+            [
+                ("trigger", page),
+                ("trigger", base),
+                ("escalate", step1),
+                ("acknowledge", page),
+                ("acknowledge", base),
+                ("acknowledge", step1),
+            ]
+        )
+
+
+async def test_a_channel_down_is_retried_then_failed_and_others_are_unaffected(db_url, conn, receiver):
+    disable_builtins(conn)
+    receiver.on("/down", default=Reply(status=500, body=b"boom"))
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c, "https://example.com/orders", ["order.*"])
+    down = channel(conn, "webhook", receiver.url("/down"), secret=ALERT_SECRET)
+    up = channel(conn, "slack", receiver.url(SLACK_PATH))
+    alert = rule(
+        conn,
+        {"metric": "failure_rate", "operator": ">", "threshold": 0.5, "window_s": 300, "webhook_id": hook},
+        channels=[down, up],
+        for_s=0,
+        throttle_s=3600,
+    )
+    async with worker(ops_settings(db_url)):
+        _fail(conn, hook)
+        assert await wait_until(lambda: _state(conn, alert) == "firing", 20)
+
+        def settled() -> bool:
+            notified = history(conn, alert)[0]["notified"]
+            return any(n["status"] == "failed" for n in notified) and any(
+                n["status"] == "sent" for n in notified
+            )
+
+        assert await wait_until(settled, 30)
+        assert await _more_runs(conn, 2)
+    # WHK_NOTIFY_MAX_ATTEMPTS=3: three requests to the channel that is down, one to the one that is up.
+    assert len(receiver.to("/down")) == 3
+    assert len(receiver.to(SLACK_PATH)) == 1
+    (h,) = history(conn, alert)
+    by_channel = {n["channel_id"]: n for n in h["notified"]}
+    assert by_channel[down]["status"] == "failed" and by_channel[down]["attempts"] == 3
+    assert "http 500" in by_channel[down]["error"]
+    assert by_channel[up]["status"] == "sent" and by_channel[up]["attempts"] == 1
+    assert _state(conn, alert) == "firing"  # the rule keeps its state
+    failed = conn.execute(
+        "SELECT count(*) FROM whk.pgqueuer WHERE entrypoint = 'notify' AND status = 'failed'"
+    ).fetchone()
+    assert failed == (1,)  # held for `whk jobs`
