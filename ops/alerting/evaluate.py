@@ -99,8 +99,15 @@ class Evaluator:
         return int(row[0]) if row else 0
 
     async def evaluate(self, conn: AsyncConnection[Any]) -> EvalReport:
-        """Evaluate every enabled rule (``conn`` in autocommit: this opens its own transaction)."""
+        """Refresh the roll-up, then evaluate every enabled rule (``conn`` in autocommit)."""
         rolled = await self.rollup(conn)
+        report = await self.evaluate_rules(conn)
+        return EvalReport(
+            rules=report.rules, changed=report.changed, enqueued=report.enqueued, rolled_up=rolled
+        )
+
+    async def evaluate_rules(self, conn: AsyncConnection[Any]) -> EvalReport:
+        """Evaluate every enabled rule against the KPI views, in one transaction of its own."""
         changed = enqueued = 0
         async with conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
@@ -131,7 +138,7 @@ class Evaluator:
                 await conn.execute(
                     self._q["touch_rules"], {"ids": still_ids, "values": still_values, "now": now}
                 )
-        return EvalReport(rules=len(rows), changed=changed, enqueued=enqueued, rolled_up=rolled)
+        return EvalReport(rules=len(rows), changed=changed, enqueued=enqueued, rolled_up=0)
 
     async def _apply(self, conn: AsyncConnection[Any], row: dict[str, Any], d: Decision) -> int:
         now: datetime = row["now"]
