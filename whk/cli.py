@@ -255,6 +255,7 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
                 conn.execute((sql_root() / "demo" / "erp.sql").read_bytes())
                 _echo("demo ERP: schema erp (users, orders, products) captured; see docs/capture.md")
             _bootstrap_banner(settings, conn, developer_key=server is not None)
+            _demo_alert_channel(settings, conn, demo=server is not None)
         whk_bin = str(Path(sys.executable).with_name("whk"))
         for part in ("api", "dispatcher"):
             children[part] = subprocess.Popen([whk_bin, part], env=env)
@@ -303,6 +304,34 @@ def _bootstrap_banner(settings: Settings, conn: Any, *, developer_key: bool) -> 
     _echo(
         f"  curl -H 'Authorization: Bearer {key}' http://{settings.api.host}:{settings.api.port}/api/whk/webhooks"
     )
+
+
+def _demo_alert_channel(settings: Settings, conn: Any, *, demo: bool) -> None:
+    """On the embedded default, the built-in alert rules notify the dev mock endpoint (a signed webhook to
+    /api/whk/dev/mock/alerts), so a newcomer sees an alert fire and where it went. Added once."""
+    if not demo or settings.core.environment != "development":
+        return
+    row = conn.execute(
+        "SELECT count(*) FROM whk.whk_06_alertas WHERE builtin IS NOT NULL AND channels <> '[]'::jsonb"
+    ).fetchone()
+    if row is not None and row[0] > 0:
+        return
+    from whk.alertchannels import create_channel
+    from whk.secretbox import SecretBox
+    from whk.signing import generate_secret
+
+    url = f"http://{settings.api.host}:{settings.api.port}/api/whk/dev/mock/alerts"
+    box = SecretBox.from_settings(settings)
+    channel_id = create_channel(
+        conn, box, consumer_id=None, kind="webhook", target=url, secret=generate_secret()
+    )
+    conn.execute(
+        "UPDATE whk.whk_06_alertas "
+        "SET channels = jsonb_build_array(jsonb_build_object('channel_id', %s::bigint)) "
+        "WHERE builtin IS NOT NULL AND channels = '[]'::jsonb",
+        [channel_id],
+    )
+    _echo(f"Alerts:  built-in rules notify {url} (see GET /api/whk/dev/mock/alerts, docs/operations.md)")
 
 
 def cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:

@@ -5,16 +5,25 @@ notifications are queued. Real PostgreSQL, real receivers on 127.0.0.1, bounded 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
+import httpx
+import port_for
 import psutil
 import psycopg
 import pytest
 from standardwebhooks.webhooks import Webhook
 
 from tests.support.delivery import make_consumer
-from tests.support.dispatch import start_process, stop_process
+from tests.support.dispatch import WHK, start_process, stop_process
 from tests.support.ops import alert_row, channel, disable_builtins, history, rule, start_worker
 from tests.support.receiver import Reply, receiver, wait_until
 from tests.support.resources import make_delivery, make_webhook
@@ -127,3 +136,85 @@ async def test_notifications_queued_when_the_worker_is_killed_are_sent_by_the_ne
     # At least once: the killed attempt reached the receiver, the retry too; both carry one webhook-id.
     ids = {r.headers["webhook-id"] for r in receiver.to("/slow")}
     assert len(ids) == 1 and len(receiver.to("/slow")) == 2
+
+
+def test_make_up_runs_the_jobs_and_the_demo_channel_receives_a_test_alert():
+    """`whk up` (what `make up` runs): the dispatcher starts the operations worker, the built-in rules are
+    on with the demo channel (the dev mock endpoint), and a test notification arrives there signed."""
+    data_dir = Path(tempfile.mkdtemp(prefix="whk-up-ops-"))
+    port = port_for.select_random()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WHK_")}
+    env.update(
+        {
+            "WHK_DATA_DIR": str(data_dir),
+            "WHK_API_PORT": str(port),
+            "WHK_ALLOW_PRIVATE_CIDRS": "127.0.0.0/8",
+            "WHK_SHUTDOWN_GRACE": "3",
+            "WHK_ALERT_EVAL_EVERY_S": "1",
+        }
+    )
+    proc = subprocess.Popen(
+        [str(WHK), "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    base = f"http://127.0.0.1:{port}/api/whk"
+    try:
+        deadline = time.monotonic() + 90
+        key = None
+        while time.monotonic() < deadline and key is None:
+            assert proc.poll() is None, "".join(lines)
+            key = next((ln.split(": ", 1)[1].strip() for ln in lines if ln.startswith("Admin API key")), None)
+            time.sleep(0.2)
+        assert key, "".join(lines)
+        auth = {"Authorization": f"Bearer {key}"}
+        assert any("Alerts:  built-in rules notify" in ln for ln in lines)
+
+        def health() -> dict[str, Any]:
+            try:
+                return httpx.get(f"{base}/monitoring/health", timeout=2).json()
+            except (httpx.TransportError, ValueError):
+                return {}
+
+        # The worker inside `whk dispatcher` runs the evaluation schedule.
+        while time.monotonic() < deadline and not any(
+            s["job"] == "evaluate_alerts" for s in health().get("schedulers", [])
+        ):
+            time.sleep(0.3)
+        assert any(s["job"] == "evaluate_alerts" and not s["stale"] for s in health()["schedulers"])
+        rules = httpx.get(f"{base}/monitoring/alerts", params={"limit": 200}, headers=auth, timeout=5).json()
+        builtins = {a["builtin"]: a for a in rules["items"] if a["builtin"]}
+        assert set(builtins) == {
+            "no_live_dispatcher",
+            "backlog_old",
+            "dead_letters",
+            "webhook_disabled",
+            "breaker_open",
+        }
+        assert all(a["enabled"] and len(a["channels"]) == 1 for a in builtins.values())
+        alert = builtins["no_live_dispatcher"]
+        r = httpx.post(f"{base}/monitoring/alerts/{alert['id']}/test", headers=auth, timeout=5)
+        assert r.status_code == 202, r.text
+        received: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not received:
+            received = httpx.get(f"{base}/dev/mock/alerts", headers=auth, timeout=5).json()
+            time.sleep(0.3)
+        (got,) = received
+        assert json.loads(got["body"])["type"] == "whk.alert.test"
+        assert got["headers"]["webhook-signature"].startswith("v1,")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        finally:
+            reader.join(timeout=5)
+            if proc.stdout is not None:
+                proc.stdout.close()
+            shutil.rmtree(data_dir, ignore_errors=True)
+    assert proc.returncode == 0, "".join(lines)
