@@ -202,3 +202,26 @@ async def test_replace_silence_test_and_delete(client: AsyncTestClient[Any], wor
     assert (await client.delete(f"{BASE}/{alert_id}", headers=world.a.headers)).status_code == 204
     assert (await client.get(f"{BASE}/{alert_id}", headers=world.a.headers)).status_code == 404
     assert conn.execute("SELECT count(*) FROM whk.alert_channels").fetchone() == (0,)
+
+
+async def test_health_names_a_scheduler_that_stopped_and_the_dashboard_counts_firing(
+    client: AsyncTestClient[Any], world: World, conn
+):  # type: ignore[no-untyped-def]
+    conn.execute("INSERT INTO whk.dispatchers (id, hostname, pid, version) VALUES ('d1', 'host', 1, 'test')")
+    conn.execute(
+        "INSERT INTO whk.ops_job_runs (job, period_s, worker, started_at, finished_at, ok) "
+        "VALUES ('evaluate_alerts', 15, 'w1', now() - interval '40 seconds', "
+        "now() - interval '40 seconds', true)"
+    )
+    h = (await client.get("/api/whk/monitoring/health")).json()
+    assert h["status"] == "ok", h["problems"]
+    assert h["schedulers"][0]["job"] == "evaluate_alerts" and h["schedulers"][0]["stale"] is False
+    conn.execute("UPDATE whk.ops_job_runs SET started_at = now() - interval '46 seconds'")
+    h = (await client.get("/api/whk/monitoring/health")).json()
+    assert h["status"] == "degraded" and h["schedulers"][0]["stale"] is True
+    assert any("scheduler evaluate_alerts has not run for" in p for p in h["problems"])
+    conn.execute("UPDATE whk.whk_06_alertas SET state = 'firing' WHERE builtin = 'dead_letters'")
+    dash = (await client.get("/api/whk/monitoring/dashboard", headers=world.admin)).json()
+    assert dash["firing_alerts"] == 1
+    dash = (await client.get("/api/whk/monitoring/dashboard", headers=world.a.headers)).json()
+    assert dash["firing_alerts"] == 0  # a global rule is not the tenant's
