@@ -133,6 +133,8 @@ def cmd_dispatcher(settings: Settings, _args: argparse.Namespace) -> int:
     """
     worker: subprocess.Popen[bytes] | None = None
     if settings.ops.dispatcher_run_jobs:
+        with connect(settings) as conn:
+            check_schema_version(conn)  # refuse before starting anything
         whk_bin = str(Path(sys.executable).with_name("whk"))
         worker = subprocess.Popen([whk_bin, "worker"], preexec_fn=_set_parent_death_signal)
     try:

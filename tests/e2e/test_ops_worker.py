@@ -218,3 +218,19 @@ def test_make_up_runs_the_jobs_and_the_demo_channel_receives_a_test_alert():
                 proc.stdout.close()
             shutil.rmtree(data_dir, ignore_errors=True)
     assert proc.returncode == 0, "".join(lines)
+
+
+async def test_the_dispatcher_runs_the_worker_and_takes_it_down_with_it(db_url, conn):
+    dispatcher = start_process(
+        db_url, "with-jobs", WHK_DISPATCHER_RUN_JOBS="true", WHK_ALERT_EVAL_EVERY_S="1"
+    )
+    try:
+        assert await wait_until(lambda: len(runs(conn)) >= 1, 60)
+        (child,) = psutil.Process(dispatcher.pid).children()
+        assert child.cmdline()[-1] == "worker"
+        dispatcher.send_signal(signal.SIGKILL)  # no chance to stop it: the kernel's parent-death signal does
+        dispatcher.wait(10)
+        child.wait(30)
+        assert not child.is_running()
+    finally:
+        stop_process(dispatcher)
