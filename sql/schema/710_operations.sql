@@ -26,6 +26,21 @@ ALTER TABLE whk.whk_06_alertas
     -- Built-in default rules carry a key so seeding them is idempotent; NULL for user rules.
     ADD COLUMN builtin           text        UNIQUE CHECK (builtin ~ '^[a-z_]{1,64}$');
 ALTER TABLE whk.whk_06_alertas ADD CONSTRAINT whk_06_alertas_throttle_max CHECK (throttle_seconds <= 86400);
+-- The numbers inside the jsonb columns have bounds too (the API's are narrower): a finite threshold,
+-- windows of 60 s to 30 days (or null), escalation steps with after_s of 0 to 7 days and a channel list. A value of
+-- the wrong JSON type fails the filter, so it is refused rather than cast.
+ALTER TABLE whk.whk_06_alertas
+    ADD CONSTRAINT whk_06_alertas_threshold_check
+        CHECK (jsonb_path_exists(condition, '$.threshold ? (@.type() == "number" && @ >= -1e12 && @ <= 1e12)')),
+    ADD CONSTRAINT whk_06_alertas_windows_check
+        CHECK (NOT jsonb_path_exists(condition,
+               '$.keyvalue() ? (@.key == "window_s" || @.key == "long_window_s" || @.key == "short_window_s")'
+               ' ? (@.value.type() != "number" && @.value.type() != "null"'
+               ' || @.value < 60 || @.value > 2592000)')),
+    ADD CONSTRAINT whk_06_alertas_escalation_steps_check
+        CHECK (NOT jsonb_path_exists(escalation,
+               '$[*] ? (!exists(@.after_s ? (@.type() == "number" && @ >= 0 && @ <= 604800))'
+               ' || !exists(@.channels.type() ? (@ == "array")))'));
 CREATE INDEX whk_06_alertas_enabled_idx ON whk.whk_06_alertas (id) WHERE enabled;
 
 ALTER TABLE whk.whk_06_alertas_historico

@@ -12,7 +12,7 @@ from standardwebhooks.webhooks import Webhook
 
 from api.app import create_app
 from tests.support.api_platform import admin_key, bearer
-from tests.support.delivery import emit, make_consumer, make_webhook
+from tests.support.delivery import TEST_SECRET_KEYS, emit, make_consumer, make_webhook
 from tests.support.dispatch import compress_schedule, running
 from tests.support.ops import (
     alert_row,
@@ -295,3 +295,50 @@ async def test_a_channel_down_is_retried_then_failed_and_others_are_unaffected(d
         "SELECT count(*) FROM whk.pgqueuer WHERE entrypoint = 'notify' AND status = 'failed'"
     ).fetchone()
     assert failed == (1,)  # held for `whk jobs`
+
+
+async def test_a_channel_refused_by_the_ssrf_policy_at_send_time_fails_at_once(db_url, conn, receiver):
+    """A URL stored behind the API's back (or a name that now resolves inside the network) is checked again
+    when sent: refused, not retried, recorded; the other channel still gets its page."""
+    disable_builtins(conn)
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c, "https://example.com/orders", ["order.*"])
+    inside = channel(conn, "webhook", "http://10.1.2.3/steal", secret=ALERT_SECRET)
+    metadata = channel(conn, "slack", "http://169.254.169.254/latest/meta-data")
+    ok = channel(conn, "webhook", receiver.url("/ok"), secret=ALERT_SECRET)
+    alert = rule(
+        conn,
+        {"metric": "failure_rate", "operator": ">", "threshold": 0.5, "window_s": 300, "webhook_id": hook},
+        channels=[inside, metadata, ok],
+        for_s=0,
+    )
+    async with worker(ops_settings(db_url)):
+        _fail(conn, hook)
+        assert await wait_until(
+            lambda: len(history(conn, alert)) == 1 and len(history(conn, alert)[0]["notified"]) == 3, 30
+        )
+    by_channel = {n["channel_id"]: n for n in history(conn, alert)[0]["notified"]}
+    for refused in (inside, metadata):
+        assert by_channel[refused]["status"] == "failed" and by_channel[refused]["attempts"] == 1
+        assert "SSRF policy" in by_channel[refused]["error"]
+    assert by_channel[ok]["status"] == "sent"
+    assert len(receiver.to("/ok")) == 1
+
+
+def test_whk_secrets_rotate_re_encrypts_alert_channels(conn):
+    from whk.alertchannels import open_channel
+    from whk.secretbox import SecretBox, rotate_secrets
+
+    ident = channel(
+        conn, "email", "oncall@example.com", secret="smtp-pass", config={"smtp_host": "127.0.0.1"}
+    )
+    new = SecretBox.from_spec("new1:" + "A" * 43 + "=," + TEST_SECRET_KEYS)
+    report = rotate_secrets(conn, new)
+    assert report.failed == () and report.rotated >= 2
+    target_enc, secret_enc = conn.execute(
+        "SELECT target_enc, secret_enc FROM whk.alert_channels WHERE id = %s", [ident]
+    ).fetchone()
+    assert (
+        SecretBox.key_id_of(bytes(target_enc)) == "new1" and SecretBox.key_id_of(bytes(secret_enc)) == "new1"
+    )
+    assert open_channel(new, ident, target_enc, secret_enc) == ("oncall@example.com", "smtp-pass")
