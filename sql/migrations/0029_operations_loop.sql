@@ -46,6 +46,12 @@ ALTER TABLE whk.whk_06_alertas
                '$.keyvalue() ? (@.key == "window_s" || @.key == "long_window_s" || @.key == "short_window_s")'
                ' ? (@.value.type() != "number" && @.value.type() != "null"'
                ' || @.value < 60 || @.value > 2592000)')),
+    -- The evaluator casts these ids to bigint: a malformed one would stop every rule's evaluation.
+    ADD CONSTRAINT whk_06_alertas_ids_check
+        CHECK (NOT jsonb_path_exists(condition,
+               '$.keyvalue() ? (@.key == "webhook_id" || @.key == "slo_id")'
+               ' ? (@.value.type() != "number" && @.value.type() != "null"'
+               ' || @.value < 1 || @.value > 9223372036854775807)')),
     ADD CONSTRAINT whk_06_alertas_escalation_steps_check
         CHECK (NOT jsonb_path_exists(escalation,
                '$[*] ? (!exists(@.after_s ? (@.type() == "number" && @ >= 0 && @ <= 604800))'
