@@ -234,3 +234,49 @@ async def test_the_dispatcher_runs_the_worker_and_takes_it_down_with_it(db_url, 
         assert not child.is_running()
     finally:
         stop_process(dispatcher)
+
+
+async def test_a_worker_killed_mid_evaluation_loses_no_activation_and_pages_once(db_url, conn, receiver):
+    disable_builtins(conn)
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c)
+    page = channel(conn, "webhook", receiver.url("/page"), secret=SECRET)
+    alert = rule(
+        conn,
+        {"metric": "failure_rate", "operator": ">", "threshold": 0.5, "window_s": 300, "webhook_id": hook},
+        channels=[page],
+        for_s=0,
+        throttle_s=3600,
+    )
+    make_delivery(conn, hook, status="dead", attempts=3)
+    with psycopg.connect(db_url) as blocker:
+        # Hold the history table: the evaluation locks the rules, decides to fire, and waits to write.
+        blocker.execute("LOCK TABLE whk.whk_06_alertas_historico IN ACCESS EXCLUSIVE MODE")
+        first = start_worker(db_url)
+        try:
+
+            def stuck() -> bool:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%%whk_06_alertas_historico%%' AND pid <> pg_backend_pid()"
+                ).fetchone()
+                return bool(row and row[0])
+
+            assert await wait_until(stuck, 30)
+            psutil.Process(first.pid).kill()
+            first.wait(10)
+        finally:
+            stop_process(first)
+        blocker.rollback()
+    # Nothing of the interrupted evaluation was committed.
+    assert alert_row(conn, alert)["state"] == "ok" and history(conn, alert) == []
+    second = start_worker(db_url)
+    try:
+        # The schedule the killed worker held is picked again once its heartbeat is stale (pgqueuer: 30 s).
+        assert await wait_until(lambda: len(receiver.to("/page")) == 1, 90)
+        assert await wait_until(lambda: len(runs(conn)) >= 3, 30)
+    finally:
+        assert stop_process(second) == 0
+    assert alert_row(conn, alert)["state"] == "firing" and alert_row(conn, alert)["trigger_count"] == 1
+    assert len(history(conn, alert)) == 1
+    assert len(receiver.to("/page")) == 1
