@@ -28,8 +28,16 @@ class OpsRepository:
     ) -> None:
         await conn.execute(self._q["finish_run"], {"id": run_id, "ok": ok, "detail": Jsonb(detail)})
 
+    async def create_partitions(self, conn: AsyncConnection[Any]) -> None:
+        await conn.execute(self._q["create_partitions"], {})
+
     async def forget_runs(self, conn: AsyncConnection[Any]) -> None:
         await conn.execute(self._q["forget_runs"], {})
+
+    async def forget_channels(self, conn: AsyncConnection[Any]) -> int:
+        cur = await conn.execute(self._q["forget_channels"], {})
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def channel(self, conn: AsyncConnection[Any], channel_id: int) -> dict[str, Any] | None:
         cur = conn.cursor(row_factory=dict_row)

@@ -5,7 +5,8 @@ Scheduled (pgqueuer ``schedule()``: its row in ``whk.pgqueuer_schedules`` is the
 once per period across every worker):
 
 * ``evaluate_alerts`` every WHK_ALERT_EVAL_EVERY_S seconds: roll-up, then alert evaluation;
-* ``outbox_partitions`` hourly: create the coming outbox partitions, forget old job run records.
+* ``housekeeping`` hourly: create the coming outbox partitions, forget job run records older than a day
+  and channels nothing refers to any more.
 
 One-off: ``notify``, one job per notice and channel, retried with exponential backoff
 (WHK_NOTIFY_RETRY_DELAY_S doubling, at most 5 minutes) up to WHK_NOTIFY_MAX_ATTEMPTS attempts, then
@@ -47,7 +48,7 @@ __all__ = ["main", "run_worker", "worker_id"]
 
 log = logging.getLogger("whk.ops")
 
-PARTITIONS_CRON = "0 * * * *"
+HOUSEKEEPING_CRON = "0 * * * *"
 
 
 def worker_id() -> str:
@@ -93,12 +94,13 @@ class Jobs:
                 },
             )
 
-    async def outbox_partitions(self, _schedule: Schedule) -> None:
+    async def housekeeping(self, _schedule: Schedule) -> None:
         async with self._pool.connection() as conn:
-            run = await self._repo.start_run(conn, "outbox_partitions", 3600, self._ident)
-            await conn.execute("SELECT whk.outbox_create_partitions()")
+            run = await self._repo.start_run(conn, "housekeeping", 3600, self._ident)
+            await self._repo.create_partitions(conn)
             await self._repo.forget_runs(conn)
-            await self._repo.finish_run(conn, run, True, {})
+            channels = await self._repo.forget_channels(conn)
+            await self._repo.finish_run(conn, run, True, {"channels_forgotten": channels})
 
     async def notify(self, job: Job) -> None:
         if job.payload is None:
@@ -200,8 +202,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event, *, ident: str | No
             jobs = Jobs(settings, pool, Sender(settings, client), ident)
             pgq = PgQueuer(connection=driver, queries=queries)
             pgq.entrypoint("notify", on_failure="hold")(jobs.notify)
-            pgq.schedule("evaluate_alerts", settings.ops.eval_cron, clean_old=True)(jobs.evaluate_alerts)
-            pgq.schedule("outbox_partitions", PARTITIONS_CRON, clean_old=True)(jobs.outbox_partitions)
+            pgq.schedule("evaluate_alerts", settings.ops.eval_cron)(jobs.evaluate_alerts)
+            pgq.schedule("housekeeping", HOUSEKEEPING_CRON)(jobs.housekeeping)
 
             async def _stopper() -> None:
                 await stop.wait()

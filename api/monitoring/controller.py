@@ -52,7 +52,7 @@ from api.monitoring.schemas import (
 )
 from api.shapes import IdPath
 from whk.migrate import code_version
-from whk.notice import Notice
+from whk.notice import Kind, Notice
 from whk.secretbox import SecretBox
 from whk.settings import Settings
 from whk.urlpolicy import check_url
@@ -314,7 +314,8 @@ class MonitoringController(Controller):
         async with conn.transaction():
             channels, steps = await self._channels(conn, secretbox, old.consumer_id, data)
             await self.repo.save_alert(conn, old.consumer_id, data, channels, steps, alert_id=alert_id)
-            await self.repo.delete_channels(conn, _channel_ids(old))
+            paged = await self.repo.paged_channels(conn, alert_id)
+            await self.repo.delete_channels(conn, _channel_ids(old), keep=paged)
             await self.audit_log.record(
                 conn,
                 principal,
@@ -333,8 +334,14 @@ class MonitoringController(Controller):
     async def delete_alert(self, conn: Conn, principal: Who, alert_id: IdPath) -> None:
         old = await self._row(conn, alert_id, principal.tenant_filter())
         async with conn.transaction():
+            # A firing rule resolves on its way out: the channels it paged (PagerDuty's incident) hear it.
+            paged = await self.repo.paged_channels(conn, alert_id)
+            for channel_id in paged:
+                await self.repo.enqueue_notice(
+                    conn, _notice(old, None, channel_id, "resolve", await self.repo.now(conn))
+                )
             await self.repo.delete_alert(conn, alert_id)
-            await self.repo.delete_channels(conn, _channel_ids(old))
+            await self.repo.delete_channels(conn, _channel_ids(old), keep=paged)
             await self.audit_log.record(
                 conn, principal, "alert.delete", "alert", alert_id, None, None, consumer_id=old.consumer_id
             )
@@ -425,24 +432,7 @@ class MonitoringController(Controller):
         async with conn.transaction():
             history_id, at = await self.repo.open_test_activation(conn, alert_id)
             for channel_id in ids:
-                await self.repo.enqueue_notice(
-                    conn,
-                    Notice(
-                        alert_id=alert_id,
-                        history_id=history_id,
-                        channel_id=channel_id,
-                        kind="test",
-                        name=old.name,
-                        description=old.description,
-                        severity=old.severity,
-                        metric=str(old.condition.get("metric")),
-                        operator=str(old.condition.get("operator")),
-                        threshold=float(old.condition.get("threshold", 0)),
-                        value=old.last_value,
-                        consumer_id=old.consumer_id,
-                        at=at,
-                    ),
-                )
+                await self.repo.enqueue_notice(conn, _notice(old, history_id, channel_id, "test", at))
             await self.audit_log.record(
                 conn, principal, "alert.test", "alert", alert_id, None, None, consumer_id=old.consumer_id
             )
@@ -622,6 +612,24 @@ BURN_ALERTS: tuple[tuple[str, Literal["critical", "warning"], float, int, int, i
     ("fast burn (page)", "critical", 14.4, 3600, 300, 0),
     ("slow burn (ticket)", "warning", 6.0, 21600, 1800, 0),
 )
+
+
+def _notice(row: AlertRow, history_id: int | None, channel_id: int, kind: Kind, at: datetime) -> Notice:
+    return Notice(
+        alert_id=row.id,
+        history_id=history_id,
+        channel_id=channel_id,
+        kind=kind,
+        name=row.name,
+        description=row.description,
+        severity=row.severity,
+        metric=str(row.condition.get("metric")),
+        operator=str(row.condition.get("operator")),
+        threshold=float(row.condition.get("threshold", 0)),
+        value=row.last_value,
+        consumer_id=row.consumer_id,
+        at=at,
+    )
 
 
 def _ids(entries: Any) -> list[int]:

@@ -103,24 +103,22 @@ VALUES (%(consumer_id)s, %(name)s, %(description)s, %(severity)s, %(condition)s,
 RETURNING id
 
 -- name: update_alert :exec
--- A changed rule starts over: its next evaluation decides its state afresh (an open activation is closed).
+-- A changed rule keeps its state: the next evaluation applies the new condition (a firing rule whose new
+-- condition does not hold, or that is now disabled, resolves, and the channels it paged hear it).
 UPDATE whk.whk_06_alertas
 SET name = %(name)s, description = %(description)s, severity = %(severity)s, condition = %(condition)s,
     channels = %(channels)s, escalation = %(escalation)s, throttle_seconds = %(throttle_seconds)s,
-    for_s = %(for_s)s, enabled = %(enabled)s, state = 'ok', pending_since = NULL, firing_since = NULL,
-    escalation_step = 0, acknowledged_at = NULL, acknowledged_by = NULL, ack_notified = false,
-    paged_channels = '{}', updated_at = now()
+    for_s = %(for_s)s, enabled = %(enabled)s, updated_at = now()
 WHERE id = %(id)s
-
--- name: close_open_activation :exec
-UPDATE whk.whk_06_alertas_historico SET resolved_at = now(), details = details || '{"closed_by": "rule changed"}'
-WHERE alert_id = %(id)s AND resolved_at IS NULL
 
 -- name: delete_alert :exec
 DELETE FROM whk.whk_06_alertas WHERE id = %(id)s
 
 -- name: delete_channels :exec
-DELETE FROM whk.alert_channels WHERE id = ANY(%(ids)s::bigint[])
+-- Channels paged by an open activation stay until the worker's housekeeping finds them unreferenced: the
+-- resolve still has to reach them.
+DELETE FROM whk.alert_channels
+WHERE id = ANY(%(ids)s::bigint[]) AND id <> ALL(%(keep)s::bigint[])
 
 -- name: channels_by_id :many
 SELECT c.id, c.type, c.display FROM whk.alert_channels c WHERE c.id = ANY(%(ids)s::bigint[])
@@ -195,6 +193,12 @@ JOIN whk.kpi_webhook_minute m
 WHERE s.id = %(id)s AND m.minute >= date_trunc('day', clock_timestamp() - make_interval(days => s.window_days))
 GROUP BY 1
 ORDER BY 1
+
+-- name: now :one
+SELECT now()
+
+-- name: paged_channels :one
+SELECT a.paged_channels FROM whk.whk_06_alertas a WHERE a.id = %(id)s AND a.state = 'firing'
 
 -- name: get_alert :one
 SELECT a.id, a.consumer_id, a.name, a.description, a.severity, a.condition, a.channels, a.escalation,

@@ -175,14 +175,22 @@ class MonitoringRepository:
         if alert_id is None:
             return int(await fetch_value(conn, self._q["insert_alert"], params))
         await execute(conn, self._q["update_alert"], params)
-        await execute(conn, self._q["close_open_activation"], {"id": alert_id})
         return alert_id
 
     async def delete_alert(self, conn: AsyncConnection[Any], alert_id: int) -> None:
         await execute(conn, self._q["delete_alert"], {"id": alert_id})
 
-    async def delete_channels(self, conn: AsyncConnection[Any], ids: list[int]) -> None:
-        await execute(conn, self._q["delete_channels"], {"ids": ids})
+    async def delete_channels(self, conn: AsyncConnection[Any], ids: list[int], keep: list[int]) -> None:
+        await execute(conn, self._q["delete_channels"], {"ids": ids, "keep": keep})
+
+    async def now(self, conn: AsyncConnection[Any]) -> datetime:
+        value: datetime = await fetch_value(conn, self._q["now"], {})
+        return value
+
+    async def paged_channels(self, conn: AsyncConnection[Any], alert_id: int) -> list[int]:
+        """The channels a firing rule has paged in its open activation (empty unless firing)."""
+        value = await fetch_value(conn, self._q["paged_channels"], {"id": alert_id})
+        return [int(v) for v in value or []]
 
     async def acknowledge(self, conn: AsyncConnection[Any], alert_id: int, by: str) -> int | None:
         value = await fetch_value(conn, self._q["acknowledge"], {"id": alert_id, "by": by})

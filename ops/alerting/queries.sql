@@ -15,7 +15,8 @@ WITH r AS (
            coalesce((a.condition ->> 'window_s')::integer, 300) AS window_s,
            (a.condition ->> 'webhook_id')::bigint AS scope_webhook
     FROM whk.whk_06_alertas a
-    WHERE a.enabled
+    -- a rule disabled while pending or firing is walked once more, without a value: it clears
+    WHERE a.enabled OR a.state IN ('pending', 'firing')
     ORDER BY a.id
     FOR UPDATE OF a SKIP LOCKED
 )
@@ -23,7 +24,7 @@ SELECT r.id, r.consumer_id, r.name, r.description, r.severity, r.condition, r.ch
        r.for_s, r.state, r.pending_since, r.firing_since, r.last_notified_at, r.escalation_step,
        r.acknowledged_at, r.ack_notified, r.silenced_until, r.paged_channels, r.history_id,
        clock_timestamp() AS now,
-       CASE r.metric
+       CASE WHEN NOT r.enabled THEN NULL ELSE CASE r.metric
         WHEN 'failure_rate' THEN (
             SELECT sum(k.failures)::float8 / nullif(sum(k.attempts), 0) FROM whk.kpi_webhook_window_at(r.window_s) k
             WHERE (r.scope_webhook IS NULL OR k.webhook_id = r.scope_webhook)
@@ -72,7 +73,7 @@ SELECT r.id, r.consumer_id, r.name, r.description, r.severity, r.condition, r.ch
             FROM whk.slos s
             WHERE s.id = (r.condition ->> 'slo_id')::bigint
               AND (r.consumer_id IS NULL OR s.consumer_id = r.consumer_id))
-       END AS value
+       END END AS value
 FROM r
 ORDER BY r.id
 
@@ -118,8 +119,31 @@ INSERT INTO whk.ops_job_runs (job, period_s, worker) VALUES (%(job)s, %(period_s
 -- name: finish_run :exec
 UPDATE whk.ops_job_runs SET finished_at = clock_timestamp(), ok = %(ok)s, detail = %(detail)s WHERE id = %(id)s
 
+-- name: create_partitions :exec
+SELECT whk.outbox_create_partitions()
+
 -- name: forget_runs :exec
 DELETE FROM whk.ops_job_runs WHERE started_at < clock_timestamp() - interval '1 day'
+
+-- name: forget_channels :one
+-- Channels no rule refers to any more (kept after a change or a deletion while their resolve was due) and
+-- no queued or running notice needs: gone after an hour.
+WITH gone AS (
+    DELETE FROM whk.alert_channels c
+    WHERE c.created_at < clock_timestamp() - interval '1 hour'
+      AND NOT EXISTS (
+          SELECT 1 FROM whk.whk_06_alertas a
+          WHERE c.id = ANY(a.paged_channels)
+             OR a.channels @> jsonb_build_array(jsonb_build_object('channel_id', c.id))
+             OR jsonb_path_exists(a.escalation, '$[*].channels[*] ? (@.channel_id == $id)',
+                                  jsonb_build_object('id', c.id)))
+      AND NOT EXISTS (
+          SELECT 1 FROM whk.pgqueuer q
+          WHERE q.entrypoint = 'notify' AND q.status IN ('queued', 'picked')
+            AND (convert_from(q.payload, 'UTF8')::jsonb ->> 'channel_id')::bigint = c.id)
+    RETURNING 1
+)
+SELECT count(*) FROM gone
 
 -- name: channel :one
 SELECT c.id, c.type, c.target_enc, c.secret_enc, c.config FROM whk.alert_channels c WHERE c.id = %(id)s

@@ -342,3 +342,60 @@ def test_whk_secrets_rotate_re_encrypts_alert_channels(conn):
         SecretBox.key_id_of(bytes(target_enc)) == "new1" and SecretBox.key_id_of(bytes(secret_enc)) == "new1"
     )
     assert open_channel(new, ident, target_enc, secret_enc) == ("oncall@example.com", "smtp-pass")
+
+
+async def test_a_firing_rule_disabled_or_deleted_resolves_its_pages(db_url, conn, receiver):
+    disable_builtins(conn)
+    receiver.on("/v2/enqueue", default=Reply(status=202, body=b'{"status":"success"}'))
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c, "https://example.com/orders", ["order.*"])
+    cond = {"metric": "failure_rate", "operator": ">", "threshold": 0.5, "window_s": 300, "webhook_id": hook}
+    first = rule(conn, cond, channels=[channel(conn, "pagerduty", ROUTING_KEY)], for_s=0, name="first")
+    second = rule(conn, cond, channels=[channel(conn, "pagerduty", ROUTING_KEY)], for_s=0, name="second")
+    settings = ops_settings(db_url, WHK_PAGERDUTY_EVENTS_URL=receiver.url("/v2/enqueue"))
+    admin = bearer(admin_key(conn))
+    async with worker(settings), AsyncTestClient(app=create_app(settings)) as api:
+        _fail(conn, hook)
+        assert await wait_until(lambda: len(receiver.to("/v2/enqueue")) == 2, 20)
+        # Disabled while firing: the next evaluation resolves it.
+        conn.execute("UPDATE whk.whk_06_alertas SET enabled = false WHERE id = %s", [first])
+        assert await wait_until(lambda: _state(conn, first) == "resolved", 20)
+        # Deleted while firing: its resolve goes out, to the channel it paged, kept for that.
+        r = await api.delete(f"/api/whk/monitoring/alerts/{second}", headers=admin)
+        assert r.status_code == 204
+        assert await wait_until(lambda: len(receiver.to("/v2/enqueue")) == 4, 20)
+    events = [json.loads(r.body) for r in receiver.to("/v2/enqueue")]
+    assert sorted((e["dedup_key"], e["event_action"]) for e in events) == sorted(
+        [(f"whk-alert-{a}", act) for a in (first, second) for act in ("trigger", "resolve")]
+    )
+
+
+async def test_housekeeping_forgets_only_unreferenced_channels(conn, aconn):
+    from ops.repository import OpsRepository
+
+    referenced = channel(conn, "slack", "https://hooks.slack.com/services/a")
+    stepped = channel(conn, "slack", "https://hooks.slack.com/services/b")
+    paged = channel(conn, "slack", "https://hooks.slack.com/services/c")
+    queued = channel(conn, "slack", "https://hooks.slack.com/services/d")
+    orphan = channel(conn, "slack", "https://hooks.slack.com/services/e")
+    young = channel(conn, "slack", "https://hooks.slack.com/services/f")
+    alert = rule(
+        conn,
+        {"metric": "failure_rate", "operator": ">", "threshold": 0.5},
+        channels=[referenced],
+        escalation=[{"after_s": 60, "channels": [{"channel_id": stepped}]}],
+    )
+    conn.execute("UPDATE whk.whk_06_alertas SET paged_channels = %s WHERE id = %s", [[paged], alert])
+    conn.execute(
+        "SELECT whk.enqueue_notice(convert_to(%s, 'UTF8'), 'k')", [json.dumps({"channel_id": queued})]
+    )
+    conn.execute(
+        "UPDATE whk.alert_channels SET created_at = now() - interval '2 hours' WHERE id <> %s", [young]
+    )
+    repo = OpsRepository()
+    assert await repo.forget_channels(aconn) == 1
+    await repo.create_partitions(aconn)
+    await repo.forget_runs(aconn)
+    left = {r[0] for r in conn.execute("SELECT id FROM whk.alert_channels").fetchall()}
+    assert left == {referenced, stepped, paged, queued, young}
+    assert orphan not in left
