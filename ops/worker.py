@@ -94,6 +94,12 @@ class Jobs:
                 },
             )
 
+    async def seal_legacy_channels(self) -> None:
+        async with self._pool.connection() as conn:
+            converted = await self._repo.seal_legacy_channels(conn, self._box)
+        if converted:
+            log.info("moved the inline channels of %d alert rules into encrypted channel rows", converted)
+
     async def housekeeping(self, _schedule: Schedule) -> None:
         async with self._pool.connection() as conn:
             run = await self._repo.start_run(conn, "housekeeping", 3600, self._ident)
@@ -200,6 +206,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event, *, ident: str | No
             trust_env=False, follow_redirects=False, timeout=settings.ops.notify_timeout_s
         ) as client:
             jobs = Jobs(settings, pool, Sender(settings, client), ident)
+            await jobs.seal_legacy_channels()
             pgq = PgQueuer(connection=driver, queries=queries)
             pgq.entrypoint("notify", on_failure="hold")(jobs.notify)
             pgq.schedule("evaluate_alerts", settings.ops.eval_cron)(jobs.evaluate_alerts)

@@ -147,3 +147,14 @@ SELECT count(*) FROM gone
 
 -- name: channel :one
 SELECT c.id, c.type, c.target_enc, c.secret_enc, c.config FROM whk.alert_channels c WHERE c.id = %(id)s
+
+-- name: legacy_rules :many
+-- Rules saved before channels had their own encrypted rows: inline {"type", "target"} entries.
+SELECT a.id, a.consumer_id, a.channels, a.escalation
+FROM whk.whk_06_alertas a
+WHERE jsonb_path_exists(a.channels, '$[*].target') OR jsonb_path_exists(a.escalation, '$[*].channels[*].target')
+ORDER BY a.id
+FOR UPDATE SKIP LOCKED
+
+-- name: set_rule_channels :exec
+UPDATE whk.whk_06_alertas SET channels = %(channels)s, escalation = %(escalation)s WHERE id = %(id)s

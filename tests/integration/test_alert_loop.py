@@ -399,3 +399,40 @@ async def test_housekeeping_forgets_only_unreferenced_channels(conn, aconn):
     left = {r[0] for r in conn.execute("SELECT id FROM whk.alert_channels").fetchall()}
     assert left == {referenced, stepped, paged, queued, young}
     assert orphan not in left
+
+
+async def test_inline_channels_of_older_rules_are_sealed_into_encrypted_rows(conn, aconn):
+    from ops.repository import OpsRepository
+    from tests.support.delivery import TEST_BOX
+    from whk.alertchannels import open_channel
+
+    (alert,) = conn.execute(
+        "INSERT INTO whk.whk_06_alertas (name, condition, channels, escalation) VALUES ('old', %s, %s, %s) "
+        "RETURNING id",
+        [
+            json.dumps({"metric": "failure_rate", "operator": ">", "threshold": 0.2}),
+            json.dumps([{"type": "pagerduty", "target": ROUTING_KEY}]),
+            json.dumps(
+                [{"after_s": 600, "channels": [{"type": "slack", "target": "https://hooks.slack.com/x/y"}]}]
+            ),
+        ],
+    ).fetchone()
+    assert await OpsRepository().seal_legacy_channels(aconn, TEST_BOX) == 1
+    assert await OpsRepository().seal_legacy_channels(aconn, TEST_BOX) == 0  # done once
+    channels, escalation, text = conn.execute(
+        "SELECT channels, escalation, channels::text || escalation::text "
+        "FROM whk.whk_06_alertas WHERE id = %s",
+        [alert],
+    ).fetchone()
+    assert ROUTING_KEY not in text and "hooks.slack.com" not in text
+    (pd,) = channels
+    (step,) = escalation
+    assert step["after_s"] == 600
+    rows = {
+        r[0]: open_channel(TEST_BOX, r[0], r[1], r[2])[0]
+        for r in conn.execute("SELECT id, target_enc, secret_enc FROM whk.alert_channels").fetchall()
+    }
+    assert rows == {
+        pd["channel_id"]: ROUTING_KEY,
+        step["channels"][0]["channel_id"]: "https://hooks.slack.com/x/y",
+    }
