@@ -40,6 +40,7 @@ from api.monitoring.schemas import (
     AlertState,
     ChannelInfo,
     Dashboard,
+    EmailChannel,
     EscalationInfo,
     Health,
     Silence,
@@ -652,14 +653,22 @@ def _channel_errors(settings: Settings, groups: list[tuple[str, list[AlertChanne
     errors: list[dict[str, str]] = []
     for base, channels in groups:
         for i, ch in enumerate(channels):
-            rule = (
-                check_url(ch.target, settings.core.allow_private_cidrs)
-                if isinstance(ch, WebhookChannel | SlackChannel)
-                else None
-            )
+            rule = None
+            field = "target"
+            if isinstance(ch, WebhookChannel | SlackChannel):
+                rule = check_url(ch.target, settings.core.allow_private_cidrs)
+            elif isinstance(ch, EmailChannel):
+                # The SMTP host passes the same policy as a URL's host (literal addresses, metadata names).
+                host = (
+                    f"[{ch.smtp_host}]"
+                    if ":" in ch.smtp_host and not ch.smtp_host.startswith("[")
+                    else ch.smtp_host
+                )
+                rule = check_url(f"http://{host}/", settings.core.allow_private_cidrs)
+                field = "smtp_host"
             if rule is not None:
                 errors.append(
-                    {"pointer": f"{base}/{i}/target", "message": f"URL refused by the SSRF policy: {rule}"}
+                    {"pointer": f"{base}/{i}/{field}", "message": f"refused by the SSRF policy: {rule}"}
                 )
     return errors
 

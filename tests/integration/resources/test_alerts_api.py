@@ -47,6 +47,11 @@ def body(**kw: Any) -> dict[str, Any]:
             422,
             "/escalation/0/channels/0/target",
         ),
+        (
+            {"channels": [{"type": "email", "target": "a@example.com", "smtp_host": "169.254.169.254"}]},
+            422,
+            "/channels/0/smtp_host",
+        ),
         ({"for_s": -1}, 400, "/for_s"),
         ({"throttle_seconds": 86401}, 400, "/throttle_seconds"),
         (
