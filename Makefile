@@ -27,8 +27,8 @@ browser: $(STAMP)
 	scripts/setup-browser
 
 lint: $(STAMP)
-	$(BIN)/ruff check whk dispatcher api tests bench
-	$(BIN)/ruff format --check whk dispatcher api tests bench
+	$(BIN)/ruff check whk dispatcher api ops tests bench
+	$(BIN)/ruff format --check whk dispatcher api ops tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -68,6 +68,8 @@ def _env(dsn: str, **extra: str) -> dict[str, str]:
             # as the webhook's max_in_flight is.
             "WHK_DISPATCHER_HOST_CONCURRENCY": str(CONCURRENCY),
             "WHK_POLL_INTERVAL": "1",
+            # The engine alone: the operations worker's CPU would blur the dispatcher's figures.
+            "WHK_DISPATCHER_RUN_JOBS": "false",
         }
     )
     env.update(extra)

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -126,8 +127,104 @@ def _service(module: str) -> Callable[[Settings], int]:
     return main
 
 
+def _set_parent_death_signal() -> None:
+    """In the child: get SIGTERM when the parent dies, even by SIGKILL (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the worker outlives a killed dispatcher until stopped
+
+
 def cmd_dispatcher(settings: Settings, _args: argparse.Namespace) -> int:
-    return _service("dispatcher.app")(settings)
+    """The delivery engine, plus the operations worker as a child process (WHK_DISPATCHER_RUN_JOBS).
+
+    The jobs run in their own process so that alerting does not depend on the delivery engine's health:
+    an engine whose event loop is stuck or saturated still has a worker evaluating "no live dispatcher".
+    """
+    worker: subprocess.Popen[bytes] | None = None
+    if settings.ops.dispatcher_run_jobs:
+        with connect(settings) as conn:
+            check_schema_version(conn)  # refuse before starting anything
+        whk_bin = str(Path(sys.executable).with_name("whk"))
+        worker = subprocess.Popen([whk_bin, "worker"], preexec_fn=_set_parent_death_signal)
+    try:
+        return _service("dispatcher.app")(settings)
+    finally:
+        if worker is not None:
+            if worker.poll() is None:
+                worker.terminate()
+            try:
+                worker.wait(timeout=settings.dispatcher.shutdown_grace + 5)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+
+
+def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
+    return _service("ops.worker")(settings)
+
+
+def cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
+    """Queued, running and failed jobs, the schedules and their last runs."""
+    with connect(settings) as conn:
+        check_schema_version(conn)
+        counts = conn.execute(
+            "SELECT entrypoint, status::text, count(*) FROM whk.pgqueuer "
+            "WHERE status IN ('queued', 'picked', 'failed') GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+        _echo("jobs (queued / running / failed):")
+        if not counts:
+            _echo("  none")
+        for entrypoint, status, n in counts:
+            label = "running" if status == "picked" else status
+            _echo(f"  {entrypoint:<20} {label:<8} {n}")
+        rows = conn.execute(
+            "SELECT id, entrypoint, status::text, attempts, execute_after, updated FROM whk.pgqueuer "
+            "WHERE status IN ('queued', 'picked', 'failed') ORDER BY id DESC LIMIT %s",
+            [args.limit],
+        ).fetchall()
+        for job_id, entrypoint, status, attempts, after, updated in rows:
+            label = "running" if status == "picked" else status
+            _echo(
+                f"  #{job_id:<8} {entrypoint:<20} {label:<8} attempts {attempts}  "
+                f"next {after:%Y-%m-%d %H:%M:%S}  updated {updated:%H:%M:%S}"
+            )
+        _echo("schedules:")
+        for entrypoint, expression, status, next_run, last_run in conn.execute(
+            "SELECT entrypoint, expression, status::text, next_run, last_run FROM whk.pgqueuer_schedules "
+            "ORDER BY entrypoint"
+        ).fetchall():
+            last = f"{last_run:%Y-%m-%d %H:%M:%S}" if last_run else "never"
+            _echo(f"  {entrypoint:<20} {expression!r:<18} {status:<8} next {next_run:%H:%M:%S}  last {last}")
+        for job, started, ok, detail in conn.execute(
+            "SELECT DISTINCT ON (job) job, started_at, ok, detail FROM whk.ops_job_runs "
+            "ORDER BY job, started_at DESC"
+        ).fetchall():
+            outcome = "ok" if ok else ("running" if ok is None else "failed")
+            _echo(f"  last run {job:<20} {started:%Y-%m-%d %H:%M:%S}  {outcome}  {detail}")
+    return 0
+
+
+def cmd_alerts(settings: Settings, _args: argparse.Namespace) -> int:
+    """Alert rules and their states."""
+    with connect(settings) as conn:
+        check_schema_version(conn)
+        rows = conn.execute(
+            "SELECT id, name, coalesce('consumer ' || consumer_id, 'global'), enabled, state, "
+            "condition ->> 'metric', last_value, trigger_count, silenced_until > now(), acknowledged_at "
+            "FROM whk.whk_06_alertas ORDER BY id"
+        ).fetchall()
+    _echo(f"{'id':>5}  {'state':<9} {'scope':<13} {'metric':<22} {'value':>10}  fired  name")
+    for alert_id, name, scope, enabled, state, metric, value, fired, silenced, acked in rows:
+        shown = state if enabled else "disabled"
+        flags = (" [silenced]" if silenced else "") + (" [acknowledged]" if acked else "")
+        val = "-" if value is None else f"{value:.4g}"
+        _echo(
+            f"{alert_id:>5}  {shown:<9} {scope:<13} {metric or '?':<22} {val:>10}  {fired:>5}  {name}{flags}"
+        )
+    return 0
 
 
 def cmd_api(settings: Settings, _args: argparse.Namespace) -> int:
@@ -181,6 +278,7 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
                 conn.execute((sql_root() / "demo" / "erp.sql").read_bytes())
                 _echo("demo ERP: schema erp (users, orders, products) captured; see docs/capture.md")
             _bootstrap_banner(settings, conn, developer_key=server is not None)
+            _demo_alert_channel(settings, conn, demo=server is not None)
         if server is not None:
             server.enable_logins(UP_CHILDREN.values())
         whk_bin = str(Path(sys.executable).with_name("whk"))
@@ -254,6 +352,34 @@ def _bootstrap_banner(settings: Settings, conn: Any, *, developer_key: bool) -> 
     )
 
 
+def _demo_alert_channel(settings: Settings, conn: Any, *, demo: bool) -> None:
+    """On the embedded default, the built-in alert rules notify the dev mock endpoint (a signed webhook to
+    /api/whk/dev/mock/alerts), so a newcomer sees an alert fire and where it went. Added once."""
+    if not demo or settings.core.environment != "development":
+        return
+    row = conn.execute(
+        "SELECT count(*) FROM whk.whk_06_alertas WHERE builtin IS NOT NULL AND channels <> '[]'::jsonb"
+    ).fetchone()
+    if row is not None and row[0] > 0:
+        return
+    from whk.alertchannels import create_channel
+    from whk.secretbox import SecretBox
+    from whk.signing import generate_secret
+
+    url = f"http://{settings.api.host}:{settings.api.port}/api/whk/dev/mock/alerts"
+    box = SecretBox.from_settings(settings)
+    channel_id = create_channel(
+        conn, box, consumer_id=None, kind="webhook", target=url, secret=generate_secret()
+    )
+    conn.execute(
+        "UPDATE whk.whk_06_alertas "
+        "SET channels = jsonb_build_array(jsonb_build_object('channel_id', %s::bigint)) "
+        "WHERE builtin IS NOT NULL AND channels = '[]'::jsonb",
+        [channel_id],
+    )
+    _echo(f"Alerts:  built-in rules notify {url} (see GET /api/whk/dev/mock/alerts, docs/operations.md)")
+
+
 def cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:
     keys = importlib.import_module("api.keys")
     with connect(settings) as conn:
@@ -284,7 +410,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="run everything: private PostgreSQL (if WHK_DATABASE_URL is unset), migrations, API, dispatcher",
     ).set_defaults(func=cmd_up)
     sub.add_parser("api", help="run the management API").set_defaults(func=cmd_api)
-    sub.add_parser("dispatcher", help="run a delivery dispatcher").set_defaults(func=cmd_dispatcher)
+    sub.add_parser(
+        "dispatcher", help="run a delivery dispatcher (and the operations worker, WHK_DISPATCHER_RUN_JOBS)"
+    ).set_defaults(func=cmd_dispatcher)
+    sub.add_parser(
+        "worker", help="run only the operations jobs (alert evaluation, notifications, partitions)"
+    ).set_defaults(func=cmd_worker)
+    jobs = sub.add_parser("jobs", help="list queued, running and failed jobs and the schedules")
+    jobs.add_argument("--limit", type=int, default=20, help="how many jobs to list one by one")
+    jobs.set_defaults(func=cmd_jobs)
+    sub.add_parser("alerts", help="list alert rules and their states").set_defaults(func=cmd_alerts)
     sub.add_parser("config", help="print every WHK_* setting with its default").set_defaults(func=cmd_config)
 
     db = sub.add_parser("db", help="schema migrations (forward-only)")

@@ -61,6 +61,8 @@ _KID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 ENCRYPTED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("webhook_secrets", "id", "secret_enc"),
     ("whk_01_webhooks", "id", "auth_credential_enc"),
+    ("alert_channels", "id", "target_enc"),
+    ("alert_channels", "id", "secret_enc"),
 )
 
 

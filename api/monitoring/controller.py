@@ -14,12 +14,12 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 import psycopg
-from litestar import Controller, MediaType, Response, get, post
+from litestar import Controller, MediaType, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, OpenAPIType, Operation, Schema
 from litestar.params import JSONBody, QueryParameter, SkipValidation
-from litestar.status_codes import HTTP_201_CREATED
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_202_ACCEPTED
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from psycopg import AsyncConnection
 from psycopg_pool import PoolTimeout
@@ -28,41 +28,44 @@ from api.audit import AuditLog
 from api.context import settings_dependency
 from api.dashboard.data import DashboardData
 from api.deps import Principal, require_own_consumer
-from api.errors import NotFound, Unprocessable
+from api.errors import Conflict, NotFound, Unprocessable
 from api.monitoring.repository import MonitoringRepository
 from api.monitoring.schemas import (
+    ActivationPage,
     Alert,
+    AlertChannel,
     AlertCondition,
     AlertCreate,
     AlertPage,
+    AlertRow,
+    AlertState,
+    ChannelInfo,
     Dashboard,
     DispatcherInfo,
+    EmailChannel,
+    EscalationInfo,
     Health,
+    Silence,
     SlackChannel,
+    Slo,
+    SloCreate,
+    SloPage,
+    TestSent,
     WebhookChannel,
 )
+from api.shapes import IdPath
 from whk.migrate import code_version
+from whk.notice import Kind, Notice
+from whk.secretbox import SecretBox
 from whk.settings import Settings
 from whk.urlpolicy import check_url, policy_fingerprint
 
-__all__ = ["MonitoringController", "breaches", "ssrf_disagreement"]
+__all__ = ["MonitoringController", "ssrf_disagreement"]
 
 Conn = NamedDependency[AsyncConnection[Any]]
 # A `whk up` refreshes its children's rows every 5 s: older rows belong to a supervisor that is gone.
 SUPERVISOR_FRESH_S = 30.0
 Who = NamedDependency[Principal]
-
-
-def breaches(value: float | None, operator: str, threshold: float) -> bool | None:
-    """Whether ``value operator threshold`` holds (None when there is no value yet)."""
-    if value is None:
-        return None
-    return {
-        ">": value > threshold,
-        ">=": value >= threshold,
-        "<": value < threshold,
-        "<=": value <= threshold,
-    }[operator]
 
 
 @dataclass
@@ -106,6 +109,7 @@ class MonitoringController(Controller):
                 latency = (time.perf_counter() - started) * 1000
                 dispatchers = await self.repo.dispatchers(conn)
                 supervised = await self.repo.supervised(conn, SUPERVISOR_FRESH_S)
+                schedulers = await self.repo.schedulers(conn)
         except (psycopg.Error, PoolTimeout, OSError):
             down = Health(
                 status="down",
@@ -153,6 +157,14 @@ class MonitoringController(Controller):
         ):
             if age is not None and age > warn:
                 problems.append(f"the oldest {label} has waited {age:.0f}s (> {warn:.0f}s)")
+        # A scheduled job that ran before and has not started for 3 of its periods: its workers are gone
+        # (or wedged), so alerts are not being evaluated.
+        for job in schedulers:
+            job.stale = job.age_s > 3 * job.period_s
+            if job.stale:
+                problems.append(
+                    f"scheduler {job.job} has not run for {job.age_s:.0f}s (3 periods of {job.period_s}s)"
+                )
         status: Literal["ok", "degraded", "down"] = "ok"
         if row.schema_version != expected:
             status = "down"
@@ -162,6 +174,8 @@ class MonitoringController(Controller):
             status=status,
             database="ok",
             database_latency_ms=round(latency, 3),
+            quarantined_webhooks=row.quarantined_webhooks,
+            supervised=supervised,
             schema_version=row.schema_version,
             expected_schema_version=expected,
             dispatchers_alive=alive,
@@ -170,8 +184,7 @@ class MonitoringController(Controller):
             oldest_due_delivery_age_s=row.oldest_due_delivery_age_s,
             oldest_pending_warn_s=warn,
             problems=problems,
-            quarantined_webhooks=row.quarantined_webhooks,
-            supervised=supervised,
+            schedulers=schedulers,
         )
         return Response(body, status_code=503 if status == "down" else 200)
 
@@ -184,7 +197,7 @@ class MonitoringController(Controller):
         ok = sum(a.n for a in attempts if a.status == "delivered")
         total = sum(a.n for a in attempts)
         alerts = await self.repo.alerts(
-            conn, tenant=tenant, state="firing", enabled=None, after_id=None, limit=1000
+            conn, tenant=tenant, state="firing", enabled=True, after_id=None, limit=1000
         )
         admin = tenant is None
         dispatchers = await self.repo.dispatchers(conn) if admin else []
@@ -250,12 +263,12 @@ class MonitoringController(Controller):
             return Response(data, media_type=MediaType.JSON)
         return Response(_prometheus(data), media_type=CONTENT_TYPE_LATEST)
 
-    @get("/alerts", operation_id="listAlerts", summary="Alerts with their metric's current value")
+    @get("/alerts", operation_id="listAlerts", summary="Alert rules with their evaluation state")
     async def list_alerts(
         self,
         conn: Conn,
         principal: Who,
-        alert_state: Annotated[Literal["ok", "firing"] | None, QueryParameter(name="state")] = None,
+        alert_state: Annotated[AlertState | None, QueryParameter(name="state")] = None,
         enabled: Annotated[bool | None, QueryParameter()] = None,
         breaching_only: Annotated[bool, QueryParameter()] = False,
         after_id: Annotated[int | None, QueryParameter(ge=1, le=9223372036854775807)] = None,
@@ -268,12 +281,11 @@ class MonitoringController(Controller):
             enabled=enabled,
             after_id=after_id,
             limit=limit + 1,
+            breaching_only=breaching_only,
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        for alert in rows:
-            await self._evaluate(conn, alert)
-        items = [a for a in rows if a.breaching] if breaching_only else rows
+        items = [await self._view(conn, r) for r in rows]
         return AlertPage(items=items, next_after_id=rows[-1].id if more and rows else None)
 
     @post("/alerts", operation_id="createAlert", summary="Create an alert", status_code=HTTP_201_CREATED)
@@ -282,11 +294,263 @@ class MonitoringController(Controller):
         conn: Conn,
         principal: Who,
         settings: NamedDependency[SkipValidation[Settings]],
+        secretbox: NamedDependency[SkipValidation[SecretBox]],
         data: JSONBody[AlertCreate],
     ) -> Alert:
         tenant = principal.tenant_filter()
         consumer_id = data.consumer_id if tenant is None else tenant
         require_own_consumer(principal, data.consumer_id)
+        await self._validate(conn, settings, tenant, consumer_id, data)
+        async with conn.transaction():
+            channels, steps = await self._channels(conn, secretbox, consumer_id, data)
+            alert_id = await self.repo.save_alert(conn, consumer_id, data, channels, steps)
+            await self.audit_log.record(
+                conn,
+                principal,
+                "alert.create",
+                "alert",
+                alert_id,
+                None,
+                _audit_body(data, consumer_id),
+                consumer_id=consumer_id,
+            )
+        return await self._one(conn, alert_id, tenant, created=channels + [c for st in steps for c in st])
+
+    @get("/alerts/{alert_id:int}", operation_id="getAlert", summary="One alert rule with its state")
+    async def get_alert(self, conn: Conn, principal: Who, alert_id: IdPath) -> Alert:
+        return await self._one(conn, alert_id, principal.tenant_filter())
+
+    @put("/alerts/{alert_id:int}", operation_id="replaceAlert", summary="Replace an alert rule")
+    async def replace_alert(
+        self,
+        conn: Conn,
+        principal: Who,
+        settings: NamedDependency[SkipValidation[Settings]],
+        secretbox: NamedDependency[SkipValidation[SecretBox]],
+        alert_id: IdPath,
+        data: JSONBody[AlertCreate],
+    ) -> Alert:
+        tenant = principal.tenant_filter()
+        old = await self._row(conn, alert_id, tenant)
+        if data.consumer_id not in (None, old.consumer_id):
+            raise Unprocessable(
+                "an alert's consumer cannot change",
+                errors=[{"pointer": "/consumer_id", "message": "delete it and create it for the other one"}],
+            )
+        await self._validate(conn, settings, tenant, old.consumer_id, data)
+        async with conn.transaction():
+            channels, steps = await self._channels(conn, secretbox, old.consumer_id, data)
+            await self.repo.save_alert(conn, old.consumer_id, data, channels, steps, alert_id=alert_id)
+            paged = await self.repo.paged_channels(conn, alert_id)
+            await self.repo.delete_channels(conn, _channel_ids(old), keep=paged)
+            await self.audit_log.record(
+                conn,
+                principal,
+                "alert.update",
+                "alert",
+                alert_id,
+                None,
+                _audit_body(data, old.consumer_id),
+                consumer_id=old.consumer_id,
+            )
+        return await self._one(conn, alert_id, tenant, created=channels + [c for st in steps for c in st])
+
+    @delete(
+        "/alerts/{alert_id:int}", operation_id="deleteAlert", summary="Delete an alert rule", status_code=204
+    )
+    async def delete_alert(self, conn: Conn, principal: Who, alert_id: IdPath) -> None:
+        old = await self._row(conn, alert_id, principal.tenant_filter())
+        async with conn.transaction():
+            # A firing rule resolves on its way out: the channels it paged (PagerDuty's incident) hear it.
+            paged = await self.repo.paged_channels(conn, alert_id)
+            for channel_id in paged:
+                await self.repo.enqueue_notice(
+                    conn, _notice(old, None, channel_id, "resolve", await self.repo.now(conn))
+                )
+            await self.repo.delete_alert(conn, alert_id)
+            await self.repo.delete_channels(conn, _channel_ids(old), keep=paged)
+            await self.audit_log.record(
+                conn, principal, "alert.delete", "alert", alert_id, None, None, consumer_id=old.consumer_id
+            )
+
+    @get(
+        "/alerts/{alert_id:int}/history",
+        operation_id="alertHistory",
+        summary="Activations of an alert, newest first, with what was notified",
+    )
+    async def alert_history(
+        self,
+        conn: Conn,
+        principal: Who,
+        alert_id: IdPath,
+        after_id: Annotated[int | None, QueryParameter(ge=1, le=9223372036854775807)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+    ) -> ActivationPage:
+        await self._row(conn, alert_id, principal.tenant_filter())
+        rows = await self.repo.history(conn, alert_id, after_id, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return ActivationPage(items=rows, next_after_id=rows[-1].id if more and rows else None)
+
+    @post(
+        "/alerts/{alert_id:int}/acknowledge",
+        operation_id="acknowledgeAlert",
+        summary="Acknowledge a firing alert: escalation and reminders stop; paged channels are told",
+        status_code=HTTP_200_OK,
+    )
+    async def acknowledge_alert(self, conn: Conn, principal: Who, alert_id: IdPath) -> Alert:
+        tenant = principal.tenant_filter()
+        old = await self._row(conn, alert_id, tenant)
+        async with conn.transaction():
+            history_id = await self.repo.acknowledge(conn, alert_id, principal.actor)
+            if history_id is None:
+                raise Conflict(f"alert {alert_id} is {old.state}, not firing unacknowledged")
+            await self.audit_log.record(
+                conn,
+                principal,
+                "alert.acknowledge",
+                "alert",
+                alert_id,
+                None,
+                None,
+                consumer_id=old.consumer_id,
+            )
+        return await self._one(conn, alert_id, tenant)
+
+    @post(
+        "/alerts/{alert_id:int}/silence",
+        operation_id="silenceAlert",
+        summary="Silence an alert's notifications for a while (0 lifts it); it keeps being evaluated",
+        status_code=HTTP_200_OK,
+    )
+    async def silence_alert(
+        self, conn: Conn, principal: Who, alert_id: IdPath, data: JSONBody[Silence]
+    ) -> Alert:
+        tenant = principal.tenant_filter()
+        old = await self._row(conn, alert_id, tenant)
+        async with conn.transaction():
+            await self.repo.silence(conn, alert_id, data.duration_s)
+            await self.audit_log.record(
+                conn,
+                principal,
+                "alert.silence",
+                "alert",
+                alert_id,
+                None,
+                {"duration_s": data.duration_s},
+                consumer_id=old.consumer_id,
+            )
+        return await self._one(conn, alert_id, tenant)
+
+    @post(
+        "/alerts/{alert_id:int}/test",
+        operation_id="testAlert",
+        summary="Send a test notification through every channel of the alert now (one job each)",
+        status_code=HTTP_202_ACCEPTED,
+    )
+    async def test_alert(self, conn: Conn, principal: Who, alert_id: IdPath) -> TestSent:
+        old = await self._row(conn, alert_id, principal.tenant_filter())
+        ids = _channel_ids(old)
+        if not ids:
+            raise Unprocessable(
+                "the alert has no channels",
+                errors=[{"pointer": "/channels", "message": "add a channel first"}],
+            )
+        async with conn.transaction():
+            history_id, at = await self.repo.open_test_activation(conn, alert_id)
+            for channel_id in ids:
+                await self.repo.enqueue_notice(conn, _notice(old, history_id, channel_id, "test", at))
+            await self.audit_log.record(
+                conn, principal, "alert.test", "alert", alert_id, None, None, consumer_id=old.consumer_id
+            )
+        return TestSent(history_id=history_id, queued=len(ids))
+
+    # ------------------------------------------------------------------ SLOs
+    @post(
+        "/slos", operation_id="createSlo", summary="Create an SLO and its burn-rate alerts", status_code=201
+    )
+    async def create_slo(
+        self,
+        conn: Conn,
+        principal: Who,
+        settings: NamedDependency[SkipValidation[Settings]],
+        secretbox: NamedDependency[SkipValidation[SecretBox]],
+        data: JSONBody[SloCreate],
+    ) -> Slo:
+        tenant = principal.tenant_filter()
+        consumer_id = data.consumer_id if tenant is None else tenant
+        require_own_consumer(principal, data.consumer_id)
+        if data.webhook_id is not None:
+            owner = await self.repo.webhook_owner(conn, data.webhook_id)
+            if owner is None or (tenant is not None and owner != tenant):
+                raise NotFound(f"webhook {data.webhook_id} not found")
+            consumer_id = owner if consumer_id is None else consumer_id
+            if owner != consumer_id:
+                raise Unprocessable(
+                    "the webhook belongs to another consumer",
+                    errors=[{"pointer": "/webhook_id", "message": "the webhook belongs to another consumer"}],
+                )
+        _check_channels(settings, [("/channels", data.channels)])
+        async with conn.transaction():
+            slo_id = await self.repo.create_slo(conn, consumer_id, data)
+            for name, severity, burn, long_s, short_s, for_s in BURN_ALERTS:
+                rule = AlertCreate(
+                    name=f"{data.name}: {name}",
+                    severity=severity,
+                    condition=AlertCondition(
+                        metric="slo_burn_rate",
+                        operator=">=",
+                        threshold=burn,
+                        slo_id=slo_id,
+                        long_window_s=long_s,
+                        short_window_s=short_s,
+                    ),
+                    channels=data.channels,
+                    for_s=for_s,
+                    throttle_seconds=3600,
+                )
+                channels = await self.repo.create_channels(conn, secretbox, consumer_id, data.channels)
+                await self.repo.save_alert(conn, consumer_id, rule, channels, [])
+            await self.audit_log.record(
+                conn,
+                principal,
+                "slo.create",
+                "slo",
+                slo_id,
+                None,
+                {**msgspec.to_builtins(data), "channels": len(data.channels), "consumer_id": consumer_id},
+                consumer_id=consumer_id,
+            )
+        return await self._slo(conn, slo_id, tenant, with_history=False)
+
+    @get("/slos", operation_id="listSlos", summary="SLOs with compliance, error budget left and burn rates")
+    async def list_slos(self, conn: Conn, principal: Who) -> SloPage:
+        return SloPage(items=await self.repo.slos(conn, principal.tenant_filter(), None))
+
+    @get("/slos/{slo_id:int}", operation_id="getSlo", summary="One SLO with its compliance per day")
+    async def get_slo(self, conn: Conn, principal: Who, slo_id: IdPath) -> Slo:
+        return await self._slo(conn, slo_id, principal.tenant_filter(), with_history=True)
+
+    async def _slo(
+        self, conn: AsyncConnection[Any], slo_id: int, tenant: int | None, *, with_history: bool
+    ) -> Slo:
+        found = await self.repo.slos(conn, tenant, slo_id)
+        if not found:
+            raise NotFound(f"SLO {slo_id} not found")
+        slo = found[0]
+        if with_history:
+            slo.history = await self.repo.slo_history(conn, slo_id)
+        return slo
+
+    # ------------------------------------------------------------------ helpers
+    async def _validate(
+        self,
+        conn: AsyncConnection[Any],
+        settings: Settings,
+        tenant: int | None,
+        consumer_id: int | None,
+        data: AlertCreate,
+    ) -> None:
         errors: list[dict[str, str]] = []
         if data.condition.webhook_id is not None:
             owner = await self.repo.webhook_owner(conn, data.condition.webhook_id)
@@ -296,45 +560,155 @@ class MonitoringController(Controller):
                 errors.append(
                     {"pointer": "/condition/webhook_id", "message": "the webhook belongs to another consumer"}
                 )
+        if data.condition.metric == "slo_burn_rate":
+            if data.condition.slo_id is None:
+                errors.append({"pointer": "/condition/slo_id", "message": "slo_burn_rate needs slo_id"})
+            elif not await self.repo.slos(conn, tenant, data.condition.slo_id):
+                raise NotFound(f"SLO {data.condition.slo_id} not found")
+        elif data.condition.slo_id is not None:
+            errors.append({"pointer": "/condition/slo_id", "message": "only slo_burn_rate takes slo_id"})
+        if data.condition.metric == "live_dispatchers" and tenant is not None:
+            errors.append(
+                {"pointer": "/condition/metric", "message": "platform-wide metrics are for admin alerts"}
+            )
         steps = [("/channels", data.channels)] + [
             (f"/escalation/{i}/channels", s.channels) for i, s in enumerate(data.escalation)
         ]
-        for base, channels in steps:
-            for i, ch in enumerate(channels):
-                rule = (
-                    check_url(ch.target, settings.core.allow_private_cidrs)
-                    if isinstance(ch, WebhookChannel | SlackChannel)
-                    else None
-                )
-                if rule is not None:
-                    message = f"URL refused by the SSRF policy: {rule}"
-                    errors.append({"pointer": f"{base}/{i}/target", "message": message})
+        errors += _channel_errors(settings, steps)
         if errors:
             raise Unprocessable("the alert is not valid", errors=errors)
-        alert_id = await self.repo.create_alert(conn, consumer_id, data)
-        alert = await self.repo.get_alert(conn, alert_id)
-        if alert is None:
-            raise NotFound("alert vanished")
-        await self._evaluate(conn, alert)
-        await self.audit_log.record(
-            conn,
-            principal,
-            "alert.create",
-            "alert",
-            alert_id,
-            None,
-            {**msgspec.to_builtins(data), "consumer_id": consumer_id},
-            consumer_id=consumer_id,
-        )
+
+    async def _channels(
+        self, conn: AsyncConnection[Any], box: SecretBox, consumer_id: int | None, data: AlertCreate
+    ) -> tuple[list[ChannelInfo], list[list[ChannelInfo]]]:
+        channels = await self.repo.create_channels(conn, box, consumer_id, data.channels)
+        steps = [await self.repo.create_channels(conn, box, consumer_id, s.channels) for s in data.escalation]
+        return channels, steps
+
+    async def _row(self, conn: AsyncConnection[Any], alert_id: int, tenant: int | None) -> AlertRow:
+        row = await self.repo.get_alert(conn, alert_id, tenant)
+        if row is None:
+            raise NotFound(f"alert {alert_id} not found")
+        return row
+
+    async def _one(
+        self,
+        conn: AsyncConnection[Any],
+        alert_id: int,
+        tenant: int | None,
+        created: list[ChannelInfo] | None = None,
+    ) -> Alert:
+        alert = await self._view(conn, await self._row(conn, alert_id, tenant))
+        secrets = {c.id: c.secret for c in created or [] if c.secret}
+        for ch in alert.channels + [c for s in alert.escalation for c in s.channels]:
+            ch.secret = secrets.get(ch.id)
         return alert
 
-    async def _evaluate(self, conn: AsyncConnection[Any], alert: Alert) -> None:
-        try:
-            cond = msgspec.convert(alert.condition, AlertCondition)
-        except msgspec.ValidationError:
-            return  # written by hand with another shape: shown as is, not evaluated
-        alert.current_value = await self.repo.metric_value(conn, alert.consumer_id, cond)
-        alert.breaching = breaches(alert.current_value, cond.operator, cond.threshold)
+    async def _view(self, conn: AsyncConnection[Any], row: AlertRow) -> Alert:
+        infos = await self.repo.channel_infos(conn, _channel_ids(row))
+
+        def pick(entries: Any) -> list[ChannelInfo]:
+            return [infos[i] for i in _ids(entries) if i in infos]
+
+        fields = {
+            f: getattr(row, f)
+            for f in row.__struct_fields__
+            if f not in ("channels", "escalation", "last_value")
+        }
+        return Alert(
+            **fields,
+            channels=pick(row.channels),
+            escalation=[
+                EscalationInfo(after_s=int(s.get("after_s", 0)), channels=pick(s.get("channels")))
+                for s in row.escalation
+                if isinstance(s, dict)
+            ],
+            current_value=row.last_value,
+            breaching=None if row.last_evaluated_at is None else row.state in ("pending", "firing"),
+        )
+
+
+# The multi-window, multi-burn-rate alerts of a 30-day SLO (Google SRE workbook, ch. 5): name, severity,
+# burn rate, long window, short window, for_s. Both windows must burn at the rate; the short one makes
+# the alert clear soon after recovery.
+BURN_ALERTS: tuple[tuple[str, Literal["critical", "warning"], float, int, int, int], ...] = (
+    ("fast burn (page)", "critical", 14.4, 3600, 300, 0),
+    ("slow burn (ticket)", "warning", 6.0, 21600, 1800, 0),
+)
+
+
+def _notice(row: AlertRow, history_id: int | None, channel_id: int, kind: Kind, at: datetime) -> Notice:
+    return Notice(
+        alert_id=row.id,
+        history_id=history_id,
+        channel_id=channel_id,
+        kind=kind,
+        name=row.name,
+        description=row.description,
+        severity=row.severity,
+        metric=str(row.condition.get("metric")),
+        operator=str(row.condition.get("operator")),
+        threshold=float(row.condition.get("threshold", 0)),
+        value=row.last_value,
+        consumer_id=row.consumer_id,
+        at=at,
+    )
+
+
+def _ids(entries: Any) -> list[int]:
+    return [
+        int(e["channel_id"])
+        for e in entries or []
+        if isinstance(e, dict) and isinstance(e.get("channel_id"), int)
+    ]
+
+
+def _channel_ids(row: AlertRow) -> list[int]:
+    ids = _ids(row.channels)
+    for step in row.escalation:
+        if isinstance(step, dict):
+            ids += _ids(step.get("channels"))
+    return ids
+
+
+def _channel_errors(settings: Settings, groups: list[tuple[str, list[AlertChannel]]]) -> list[dict[str, str]]:
+    errors: list[dict[str, str]] = []
+    for base, channels in groups:
+        for i, ch in enumerate(channels):
+            rule = None
+            field = "target"
+            if isinstance(ch, WebhookChannel | SlackChannel):
+                rule = check_url(ch.target, settings.core.allow_private_cidrs)
+            elif isinstance(ch, EmailChannel):
+                # The SMTP host passes the same policy as a URL's host (literal addresses, metadata names).
+                host = (
+                    f"[{ch.smtp_host}]"
+                    if ":" in ch.smtp_host and not ch.smtp_host.startswith("[")
+                    else ch.smtp_host
+                )
+                rule = check_url(f"http://{host}/", settings.core.allow_private_cidrs)
+                field = "smtp_host"
+            if rule is not None:
+                errors.append(
+                    {"pointer": f"{base}/{i}/{field}", "message": f"refused by the SSRF policy: {rule}"}
+                )
+    return errors
+
+
+def _check_channels(settings: Settings, groups: list[tuple[str, list[AlertChannel]]]) -> None:
+    errors = _channel_errors(settings, groups)
+    if errors:
+        raise Unprocessable("a channel is not valid", errors=errors)
+
+
+def _audit_body(data: AlertCreate, consumer_id: int | None) -> dict[str, Any]:
+    """What the audit trail keeps of an alert: never channel targets or secrets (they are credentials)."""
+    body = msgspec.to_builtins(data)
+    body["channels"] = [c["type"] for c in body["channels"]]
+    body["escalation"] = [
+        {"after_s": s["after_s"], "channels": [c["type"] for c in s["channels"]]} for s in body["escalation"]
+    ]
+    return {**body, "consumer_id": consumer_id}
 
 
 def ssrf_disagreement(live: list[DispatcherInfo], settings: Settings) -> list[str]:

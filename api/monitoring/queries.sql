@@ -103,66 +103,132 @@ ORDER BY d.dead_at DESC, d.id DESC
 LIMIT 10
 
 -- name: list_alerts :many
+-- A consumer sees its own rules only; global rules (consumer_id NULL) are the admin's.
 SELECT a.id, a.consumer_id, a.name, a.description, a.severity, a.condition, a.channels, a.escalation,
-       a.throttle_seconds, a.enabled, a.state, a.last_triggered_at, a.trigger_count, a.created_at, a.updated_at
+       a.throttle_seconds, a.for_s, a.enabled, a.state, a.builtin, a.pending_since, a.firing_since,
+       a.acknowledged_at, a.acknowledged_by, a.silenced_until, a.escalation_step, a.last_value,
+       a.last_evaluated_at, a.last_triggered_at, a.trigger_count, a.created_at, a.updated_at
 FROM whk.whk_06_alertas a
 WHERE (%(tenant)s::bigint IS NULL OR a.consumer_id = %(tenant)s::bigint)
   AND (%(state)s::text IS NULL OR a.state = %(state)s::text)
   AND (%(enabled)s::boolean IS NULL OR a.enabled = %(enabled)s::boolean)
+  AND (NOT %(breaching_only)s OR a.state IN ('pending', 'firing'))
   AND (%(after_id)s::bigint IS NULL OR a.id > %(after_id)s::bigint)
 ORDER BY a.id
 LIMIT %(limit)s
 
 -- name: insert_alert :one
 INSERT INTO whk.whk_06_alertas (consumer_id, name, description, severity, condition, channels, escalation,
-                                throttle_seconds, enabled)
+                                throttle_seconds, for_s, enabled)
 VALUES (%(consumer_id)s, %(name)s, %(description)s, %(severity)s, %(condition)s, %(channels)s, %(escalation)s,
-        %(throttle_seconds)s, %(enabled)s)
+        %(throttle_seconds)s, %(for_s)s, %(enabled)s)
 RETURNING id
+
+-- name: update_alert :exec
+-- A changed rule keeps its state: the next evaluation applies the new condition (a firing rule whose new
+-- condition does not hold, or that is now disabled, resolves, and the channels it paged hear it).
+UPDATE whk.whk_06_alertas
+SET name = %(name)s, description = %(description)s, severity = %(severity)s, condition = %(condition)s,
+    channels = %(channels)s, escalation = %(escalation)s, throttle_seconds = %(throttle_seconds)s,
+    for_s = %(for_s)s, enabled = %(enabled)s, updated_at = now()
+WHERE id = %(id)s
+
+-- name: delete_alert :exec
+DELETE FROM whk.whk_06_alertas WHERE id = %(id)s
+
+-- name: delete_channels :exec
+-- Channels paged by an open activation stay until the worker's housekeeping finds them unreferenced: the
+-- resolve still has to reach them.
+DELETE FROM whk.alert_channels
+WHERE id = ANY(%(ids)s::bigint[]) AND id <> ALL(%(keep)s::bigint[])
+
+-- name: channels_by_id :many
+SELECT c.id, c.type, c.display FROM whk.alert_channels c WHERE c.id = ANY(%(ids)s::bigint[])
+
+-- name: acknowledge :one
+-- Only a firing activation can be acknowledged; the worker tells the paged channels at its next run.
+WITH a AS (
+    UPDATE whk.whk_06_alertas
+    SET acknowledged_at = now(), acknowledged_by = %(by)s, ack_notified = false, updated_at = now()
+    WHERE id = %(id)s AND state = 'firing' AND acknowledged_at IS NULL
+    RETURNING history_id
+)
+UPDATE whk.whk_06_alertas_historico h SET acknowledged_at = now(), acknowledged_by = %(by)s
+FROM a WHERE h.id = a.history_id
+RETURNING h.id
+
+-- name: silence :exec
+UPDATE whk.whk_06_alertas
+SET silenced_until = CASE WHEN %(duration_s)s::integer = 0 THEN NULL
+                          ELSE now() + make_interval(secs => %(duration_s)s::integer) END,
+    updated_at = now()
+WHERE id = %(id)s
+
+-- name: history :many
+SELECT h.id, h.alert_id, h.triggered_at, h.resolved_at, h.value, h.severity, h.acknowledged_at,
+       h.acknowledged_by, h.details, h.notified
+FROM whk.whk_06_alertas_historico h
+WHERE h.alert_id = %(id)s AND (%(after_id)s::bigint IS NULL OR h.id < %(after_id)s::bigint)
+ORDER BY h.id DESC
+LIMIT %(limit)s
+
+-- name: open_test_activation :one
+INSERT INTO whk.whk_06_alertas_historico (alert_id, triggered_at, resolved_at, value, details, severity)
+SELECT a.id, now(), now(), a.last_value, '{"test": true}'::jsonb, a.severity
+FROM whk.whk_06_alertas a WHERE a.id = %(id)s
+RETURNING id, triggered_at
+
+-- name: enqueue_notice :one
+SELECT whk.enqueue_notice(%(payload)s, %(dedupe_key)s)
+
+-- name: schedulers :many
+-- The newest run of every scheduled operations job (health: stale after 3 periods).
+SELECT DISTINCT ON (r.job) r.job, r.period_s, r.started_at AS last_started_at, r.ok,
+       extract(epoch FROM clock_timestamp() - r.started_at)::float8 AS age_s
+FROM whk.ops_job_runs r
+ORDER BY r.job, r.started_at DESC
+
+-- name: insert_slo :one
+INSERT INTO whk.slos (consumer_id, webhook_id, name, objective, window_days)
+VALUES (%(consumer_id)s, %(webhook_id)s, %(name)s, %(objective)s, %(window_days)s)
+RETURNING id
+
+-- name: list_slos :many
+SELECT k.slo_id, k.consumer_id, k.webhook_id, k.name, k.objective, k.window_days, k.attempts, k.failures,
+       k.compliance, k.error_budget, k.budget_remaining, k.burn_rate_5m, k.burn_rate_30m, k.burn_rate_1h,
+       k.burn_rate_2h, k.burn_rate_6h, k.burn_rate_1d, k.burn_rate_3d,
+       coalesce((SELECT array_agg(a.id ORDER BY a.id) FROM whk.whk_06_alertas a
+                 WHERE (a.condition ->> 'slo_id')::bigint = k.slo_id), '{}') AS alert_ids
+FROM whk.kpi_slo k
+WHERE (%(tenant)s::bigint IS NULL OR k.consumer_id = %(tenant)s::bigint)
+  AND (%(id)s::bigint IS NULL OR k.slo_id = %(id)s::bigint)
+ORDER BY k.slo_id
+
+-- name: slo_history :many
+-- Compliance per day over the SLO's window (from the minute roll-up).
+SELECT date_trunc('day', m.minute) AS day, sum(m.attempts)::bigint AS attempts,
+       sum(m.failures)::bigint AS failures,
+       1 - sum(m.failures)::float8 / nullif(sum(m.attempts), 0) AS compliance
+FROM whk.slos s
+JOIN whk.kpi_webhook_minute m
+  ON (s.webhook_id IS NULL OR m.webhook_id = s.webhook_id) AND (s.consumer_id IS NULL OR m.consumer_id = s.consumer_id)
+WHERE s.id = %(id)s AND m.minute >= date_trunc('day', clock_timestamp() - make_interval(days => s.window_days))
+GROUP BY 1
+ORDER BY 1
+
+-- name: now :one
+SELECT now()
+
+-- name: paged_channels :one
+SELECT a.paged_channels FROM whk.whk_06_alertas a WHERE a.id = %(id)s AND a.state = 'firing'
 
 -- name: get_alert :one
 SELECT a.id, a.consumer_id, a.name, a.description, a.severity, a.condition, a.channels, a.escalation,
-       a.throttle_seconds, a.enabled, a.state, a.last_triggered_at, a.trigger_count, a.created_at, a.updated_at
+       a.throttle_seconds, a.for_s, a.enabled, a.state, a.builtin, a.pending_since, a.firing_since,
+       a.acknowledged_at, a.acknowledged_by, a.silenced_until, a.escalation_step, a.last_value,
+       a.last_evaluated_at, a.last_triggered_at, a.trigger_count, a.created_at, a.updated_at
 FROM whk.whk_06_alertas a
-WHERE a.id = %(id)s
-
--- name: alert_metric :one
--- The current value of an alert's metric over its window (scope: webhook, else consumer, else all).
--- failure_rate: dead / finished deliveries; dead_letters: count; retry_rate: deliveries retried /
--- attempted; latency_p95_ms: attempt latency; pending_age_s: oldest due pending delivery;
--- consecutive_failures: the webhook's breaker streak (max over the scope).
-WITH d AS (
-    SELECT d.status, d.attempts
-    FROM whk.whk_03_entregas d
-    WHERE d.updated_at >= clock_timestamp() - make_interval(secs => %(window_s)s)
-      AND (%(consumer_id)s::bigint IS NULL OR d.consumer_id = %(consumer_id)s::bigint)
-      AND (%(webhook_id)s::bigint IS NULL OR d.webhook_id = %(webhook_id)s::bigint)
-)
-SELECT CASE %(metric)s
-    WHEN 'failure_rate' THEN (SELECT count(*) FILTER (WHERE status = 'dead')::float8
-                                     / nullif(count(*) FILTER (WHERE status IN ('dead', 'delivered')), 0) FROM d)
-    WHEN 'dead_letters' THEN (SELECT count(*) FILTER (WHERE status = 'dead')::float8 FROM d)
-    WHEN 'retry_rate' THEN (SELECT count(*) FILTER (WHERE attempts > 1)::float8
-                                   / nullif(count(*) FILTER (WHERE attempts > 0), 0) FROM d)
-    WHEN 'latency_p95_ms' THEN (
-        SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY t.duration_ms)
-        FROM whk.whk_03_entregas_tentativas t
-        JOIN whk.whk_03_entregas x ON x.id = t.delivery_id
-        WHERE t.started_at >= clock_timestamp() - make_interval(secs => %(window_s)s)
-          AND (%(consumer_id)s::bigint IS NULL OR x.consumer_id = %(consumer_id)s::bigint)
-          AND (%(webhook_id)s::bigint IS NULL OR x.webhook_id = %(webhook_id)s::bigint))
-    WHEN 'pending_age_s' THEN (
-        SELECT extract(epoch FROM clock_timestamp() - min(x.next_attempt_at))::float8
-        FROM whk.whk_03_entregas x
-        WHERE x.status = 'pending' AND x.next_attempt_at <= clock_timestamp()
-          AND (%(consumer_id)s::bigint IS NULL OR x.consumer_id = %(consumer_id)s::bigint)
-          AND (%(webhook_id)s::bigint IS NULL OR x.webhook_id = %(webhook_id)s::bigint))
-    WHEN 'consecutive_failures' THEN (
-        SELECT max(r.consecutive_failures)::float8
-        FROM whk.webhook_runtime r JOIN whk.whk_01_webhooks w ON w.id = r.webhook_id
-        WHERE (%(consumer_id)s::bigint IS NULL OR w.consumer_id = %(consumer_id)s::bigint)
-          AND (%(webhook_id)s::bigint IS NULL OR w.id = %(webhook_id)s::bigint))
-END
+WHERE a.id = %(id)s AND (%(tenant)s::bigint IS NULL OR a.consumer_id = %(tenant)s::bigint)
 
 -- name: webhook_owner :one
 SELECT w.consumer_id FROM whk.whk_01_webhooks w WHERE w.id = %(id)s AND w.deleted_at IS NULL

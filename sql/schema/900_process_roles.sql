@@ -46,6 +46,27 @@ BEGIN
     END LOOP;
 END;
 $$;
+-- The job worker (`whk worker`, which `whk dispatcher` starts by default) runs with the dispatcher's role:
+-- it takes and finishes pgqueuer jobs. The API enqueues only through SECURITY DEFINER functions
+-- (whk.enqueue_notice), so whk_app gets nothing on pgqueuer's tables.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT c.relname, c.relkind FROM pg_catalog.pg_class c
+        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'whk' AND c.relkind IN ('r', 'S') AND c.relname LIKE 'pgqueuer%'
+        ORDER BY c.relname
+    LOOP
+        IF r.relkind = 'S' THEN
+            EXECUTE format('GRANT USAGE, SELECT, UPDATE ON SEQUENCE whk.%I TO whk_dispatcher', r.relname);
+        ELSE
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE whk.%I TO whk_dispatcher', r.relname);
+        END IF;
+    END LOOP;
+END;
+$$;
 -- Tables and sequences created later by the migrating role get the same grants (never TRUNCATE: a table
 -- that must stay append-only, like the audit trail, only has to revoke UPDATE and DELETE).
 ALTER DEFAULT PRIVILEGES IN SCHEMA whk GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO whk_dispatcher;

@@ -34,6 +34,8 @@ FAST_ENV = {
     "WHK_LEASE_SECONDS": "6",
     "WHK_HEARTBEAT_INTERVAL": "0.5",
     "WHK_SHUTDOWN_GRACE": "3",
+    # Dispatcher tests run the delivery engine alone; the operations worker has its own tests.
+    "WHK_DISPATCHER_RUN_JOBS": "false",
 }
 
 

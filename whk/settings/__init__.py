@@ -18,10 +18,11 @@ from whk.settings._fields import describe_default, env_fields, load_section
 from whk.settings.api import ApiSettings
 from whk.settings.core import DEVELOPMENT_ALLOW_PRIVATE_CIDRS, CoreSettings
 from whk.settings.dispatcher import DispatcherSettings
+from whk.settings.ops import OpsSettings
 
-__all__ = ["ApiSettings", "CoreSettings", "DispatcherSettings", "Settings", "load_settings"]
+__all__ = ["ApiSettings", "CoreSettings", "DispatcherSettings", "OpsSettings", "Settings", "load_settings"]
 
-SECTIONS: tuple[type, ...] = (CoreSettings, DispatcherSettings, ApiSettings)
+SECTIONS: tuple[type, ...] = (CoreSettings, DispatcherSettings, ApiSettings, OpsSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ class Settings:
     core: CoreSettings
     dispatcher: DispatcherSettings
     api: ApiSettings
+    ops: OpsSettings = dataclasses.field(default_factory=OpsSettings)
 
     def with_database_url(self, url: str) -> Settings:
         """The same settings pointing at ``url`` (used once `whk up` has started its server)."""
@@ -62,6 +64,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         core=core,
         dispatcher=load_section(DispatcherSettings, env),
         api=load_section(ApiSettings, env),
+        ops=load_section(OpsSettings, env),
     )
     if settings.core.environment == "production" and settings.core.allow_private_cidrs:
         raise SettingsError(

@@ -9,7 +9,9 @@ import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 
+from ops.alerting.evaluate import Evaluator
 from tests.support.resources import World, audit_count, make_delivery, make_webhook
+from whk.db import configure_json
 
 pytestmark = pytest.mark.db
 
@@ -101,13 +103,25 @@ async def test_alerts_create_list_and_evaluate(
     assert r.status_code == 201, r.text
     alert = r.json()
     assert alert["consumer_id"] == world.a.consumer_id
-    assert alert["current_value"] == pytest.approx(0.5) and alert["breaching"] is True
+    # Not evaluated yet: the worker writes the value and the state (no on-read guess).
+    assert alert["current_value"] is None and alert["breaching"] is None and alert["state"] == "ok"
+    assert alert["channels"] == [
+        {"id": alert["channels"][0]["id"], "type": "email", "display": "ops@example.com", "secret": None}
+    ]
     assert audit_count(conn, "alert.create") == 1
+    # One evaluation, as the worker runs it: 2 failed attempts of 3 in the window, for_s 60 -> pending.
+    async with await psycopg.AsyncConnection.connect(conn.info.dsn, autocommit=True) as aconn:
+        configure_json(aconn)
+        await Evaluator(lease_s=60, rollup_horizon_s=600).evaluate(aconn)
+    alert = (await client.get(f"{BASE}/alerts/{alert['id']}", headers=world.a.headers)).json()
+    assert alert["current_value"] == pytest.approx(2 / 3) and alert["breaching"] is True
+    assert alert["state"] == "pending"
     r = await client.get(f"{BASE}/alerts", headers=world.a.headers)
     assert [a["id"] for a in r.json()["items"]] == [alert["id"]]
     assert (await client.get(f"{BASE}/alerts", headers=world.b.headers)).json()["items"] == []
     r = await client.get(f"{BASE}/alerts", params={"breaching_only": True}, headers=world.a.headers)
     assert len(r.json()["items"]) == 1
+    assert (await client.get(f"{BASE}/alerts/{alert['id']}", headers=world.b.headers)).status_code == 404
     bad = {**body, "channels": [{"type": "slack", "target": "http://169.254.169.254/x"}]}
     r = await client.post(f"{BASE}/alerts", json=bad, headers=world.a.headers)
     assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/channels/0/target"

@@ -1,0 +1,257 @@
+"""Composition root of the operations worker (``whk worker``; ``whk dispatcher`` starts one beside the
+engine): pgqueuer over one asyncpg connection, the schedules and the one-off entrypoints.
+
+Scheduled (pgqueuer ``schedule()``: its row in ``whk.pgqueuer_schedules`` is the lock, so each runs at most
+once per period across every worker):
+
+* ``evaluate_alerts`` every WHK_ALERT_EVAL_EVERY_S seconds: roll-up, then alert evaluation;
+* ``housekeeping`` hourly: create the coming outbox partitions, forget job run records older than a day
+  and channels nothing refers to any more.
+
+One-off: ``notify``, one job per notice and channel, retried with exponential backoff
+(WHK_NOTIFY_RETRY_DELAY_S doubling, at most 5 minutes) up to WHK_NOTIFY_MAX_ATTEMPTS attempts, then
+recorded as failed in the alert's history and held (status ``failed``) for ``whk jobs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import uvloop
+from pgqueuer import PgQueuer
+from pgqueuer.adapters.drivers.asyncpg import AsyncpgDriver
+from pgqueuer.adapters.persistence import qb
+from pgqueuer.adapters.persistence.queries import Queries
+from pgqueuer.domain.errors import RetryRequested
+from pgqueuer.domain.models import Job, Schedule
+from pgqueuer.domain.settings import DBSettings
+from psycopg_pool import AsyncConnectionPool
+
+from ops.alerting.evaluate import Evaluator
+from ops.notify.send import Channel, NotifyFailed, Sender
+from ops.repository import OpsRepository
+from whk import db
+from whk.alertchannels import open_channel
+from whk.notice import decode_notice
+from whk.secretbox import SecretBox, SecretDecryptError
+from whk.settings import Settings
+
+__all__ = ["main", "run_worker", "worker_id"]
+
+log = logging.getLogger("whk.ops")
+
+HOUSEKEEPING_CRON = "0 * * * *"
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Jobs:
+    """The job bodies, holding what they share (pool, sender, secrets)."""
+
+    def __init__(
+        self, settings: Settings, pool: AsyncConnectionPool[Any], sender: Sender, ident: str
+    ) -> None:
+        self._s = settings
+        self._pool = pool
+        self._sender = sender
+        self._ident = ident
+        self._box = SecretBox.from_settings(settings)
+        self._repo = OpsRepository()
+        self._eval = Evaluator(
+            lease_s=settings.dispatcher.lease_seconds, rollup_horizon_s=settings.ops.rollup_horizon_s
+        )
+
+    async def evaluate_alerts(self, schedule: Schedule) -> None:
+        async with self._pool.connection() as conn:
+            run = await self._repo.start_run(
+                conn, "evaluate_alerts", self._s.ops.alert_eval_every_s, self._ident
+            )
+            try:
+                report = await self._eval.evaluate(conn)
+            except Exception as exc:
+                await self._repo.finish_run(conn, run, False, {"error": str(exc)[:500]})
+                raise
+            await self._repo.finish_run(
+                conn,
+                run,
+                True,
+                {
+                    "rules": report.rules,
+                    "changed": report.changed,
+                    "enqueued": report.enqueued,
+                    # The schedule's next tick as this pick set it: one pick per tick across workers.
+                    "next_run": schedule.next_run.isoformat(),
+                },
+            )
+
+    async def seal_legacy_channels(self) -> None:
+        async with self._pool.connection() as conn:
+            converted = await self._repo.seal_legacy_channels(conn, self._box)
+        if converted:
+            log.info("moved the inline channels of %d alert rules into encrypted channel rows", converted)
+
+    async def housekeeping(self, _schedule: Schedule) -> None:
+        async with self._pool.connection() as conn:
+            run = await self._repo.start_run(conn, "housekeeping", 3600, self._ident)
+            await self._repo.create_partitions(conn)
+            await self._repo.forget_runs(conn)
+            channels = await self._repo.forget_channels(conn)
+            await self._repo.finish_run(conn, run, True, {"channels_forgotten": channels})
+
+    async def notify(self, job: Job) -> None:
+        if job.payload is None:
+            return
+        notice = decode_notice(job.payload)
+        attempt = job.attempts + 1
+        async with self._pool.connection() as conn:
+            row = await self._repo.channel(conn, notice.channel_id)
+        entry: dict[str, Any] = {
+            "channel_id": notice.channel_id,
+            "kind": notice.kind,
+            "step": notice.step,
+            "attempts": attempt,
+        }
+        try:
+            if row is None:
+                raise NotifyFailed("the channel no longer exists", permanent=True)
+            entry["type"] = row["type"]
+            try:
+                target, secret = open_channel(self._box, row["id"], row["target_enc"], row["secret_enc"])
+            except SecretDecryptError as exc:
+                raise NotifyFailed(f"cannot decrypt the channel: {exc}", permanent=True) from exc
+            channel = Channel(
+                id=row["id"], type=row["type"], target=target, secret=secret, config=row["config"]
+            )
+            answer = await self._sender.send(channel, notice)
+        except NotifyFailed as exc:
+            final = exc.permanent or attempt >= self._s.ops.notify_max_attempts
+            if not final:
+                delay = min(self._s.ops.notify_retry_delay_s * 2**job.attempts, 300.0)
+                log.info(
+                    "notify %s: attempt %d failed (%s), retry in %.1fs",
+                    notice.dedupe_key,
+                    attempt,
+                    exc,
+                    delay,
+                )
+                raise RetryRequested(delay=timedelta(seconds=delay), reason=str(exc)) from exc
+            log.warning("notify %s failed for good after %d attempts: %s", notice.dedupe_key, attempt, exc)
+            await self._note(notice.history_id, {**entry, "status": "failed", "error": str(exc)[:500]})
+            raise
+        await self._note(notice.history_id, {**entry, "status": "sent", "answer": answer})
+
+    async def _note(self, history_id: int | None, entry: dict[str, Any]) -> None:
+        if history_id is None:
+            return
+        async with self._pool.connection() as conn:
+            row = await (await conn.execute("SELECT clock_timestamp()")).fetchone()
+            assert row is not None
+            await self._repo.note(conn, history_id, {**entry, "at": row[0].isoformat()})
+
+
+def _pgq_dsn(dsn: str) -> str:
+    """asyncpg takes URL DSNs; libpq key=value strings are converted through psycopg's parser."""
+    if "://" in dsn:
+        return dsn
+    from psycopg.conninfo import conninfo_to_dict
+
+    parts = conninfo_to_dict(dsn)
+    from urllib.parse import quote, urlencode
+
+    host = str(parts.pop("host", "") or "")
+    port = str(parts.pop("port", "") or "")
+    user = quote(str(parts.pop("user", "") or ""))
+    password = quote(str(parts.pop("password", "") or ""))
+    dbname = quote(str(parts.pop("dbname", "") or ""))
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    query = {k: str(v) for k, v in parts.items() if k in ("sslmode",)}
+    if host.startswith("/"):
+        query["host"] = host
+        host = ""
+    netloc = f"{auth}{host}" + (f":{port}" if port and host else "")
+    if port and not host:
+        query["port"] = port
+    return f"postgresql://{netloc}/{dbname}" + (f"?{urlencode(query)}" if query else "")
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event, *, ident: str | None = None) -> None:
+    """Run the operations worker until ``stop`` is set."""
+    ident = ident or worker_id()
+    dsn = db.require_dsn(settings)
+    pool = await db.open_pool(settings, name=f"whk-worker-{ident}", autocommit=True)
+    connection: Any = None
+    try:
+        async with pool.connection() as conn:
+            await db.acheck_schema_version(conn)
+        connection = await asyncpg.connect(_pgq_dsn(dsn), timeout=settings.core.connect_timeout)
+        names = DBSettings(db_schema="whk")
+        driver = AsyncpgDriver(connection)
+        queries = Queries(
+            driver,
+            qbe=qb.QueryBuilderEnvironment(settings=names),
+            qbq=qb.QueryQueueBuilder(settings=names),
+            qbs=qb.QuerySchedulerBuilder(settings=names),
+        )
+        async with httpx.AsyncClient(
+            trust_env=False, follow_redirects=False, timeout=settings.ops.notify_timeout_s
+        ) as client:
+            jobs = Jobs(settings, pool, Sender(settings, client), ident)
+            await jobs.seal_legacy_channels()
+            pgq = PgQueuer(connection=driver, queries=queries)
+            pgq.entrypoint("notify", on_failure="hold")(jobs.notify)
+            pgq.schedule("evaluate_alerts", settings.ops.eval_cron)(jobs.evaluate_alerts)
+            pgq.schedule("housekeeping", HOUSEKEEPING_CRON)(jobs.housekeeping)
+
+            async def _stopper() -> None:
+                await stop.wait()
+                pgq.shutdown.set()
+
+            watcher = asyncio.create_task(_stopper(), name="whk-worker-stop")
+            log.info(
+                "worker %s started (pid %d), alert evaluation %s", ident, os.getpid(), settings.ops.eval_cron
+            )
+            try:
+                batch = max(1, settings.ops.worker_concurrency // 2)
+                await pgq.run(
+                    batch_size=batch,
+                    max_concurrent_tasks=max(2 * batch, settings.ops.worker_concurrency),
+                    heartbeat_timeout=timedelta(seconds=settings.ops.job_heartbeat_timeout_s),
+                    dequeue_timeout=timedelta(seconds=max(1.0, settings.ops.alert_eval_every_s)),
+                )
+            finally:
+                watcher.cancel()
+            log.info("worker %s stopped", ident)
+    finally:
+        if connection is not None:
+            await connection.close()
+        await pool.close()
+
+
+def main(settings: Settings) -> int:
+    """Entry point of `whk worker`: run until SIGTERM/SIGINT."""
+    logging.basicConfig(
+        level=settings.core.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    with db.connect(settings) as conn:
+        db.check_schema_version(conn)
+
+    async def _run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, stop)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_run())
+    return 0
