@@ -24,8 +24,9 @@ test: lint typecheck
 	$(BIN)/python -m pytest -m "not bench" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check whk dispatcher api tests bench
-	$(BIN)/ruff format --check whk dispatcher api tests bench
+	$(BIN)/ruff check whk whk_cli dispatcher api tests bench
+	$(BIN)/ruff format --check whk whk_cli dispatcher api tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -7,7 +7,6 @@ line with a hint and exit non-zero; `--debug` (or WHK_DEBUG=true) shows the trac
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from typing import Any
 from whk import __version__, catalog, migrate
 from whk.db import check_schema_version, connect
 from whk.errors import MigrationError, WhkError
+from whk.secretbox import rotate_command
 from whk.settings import Settings, configuration_markdown, load_settings
 from whk.sqlfiles import sql_root
 
@@ -106,21 +106,18 @@ def cmd_db_verify(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- services
-def _service(module: str) -> Callable[[Settings], int]:
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        raise WhkError(f"{module} is not available in this build", hint="reinstall WHK") from exc
-    main: Callable[[Settings], int] = mod.main
-    return main
-
-
+# Each application is imported only by the command that runs it, so `whk dispatcher` never loads the API's
+# web stack and `whk db …` loads neither.
 def cmd_dispatcher(settings: Settings, _args: argparse.Namespace) -> int:
-    return _service("dispatcher.app")(settings)
+    from dispatcher.app import main as dispatcher_main
+
+    return dispatcher_main(settings)
 
 
 def cmd_api(settings: Settings, _args: argparse.Namespace) -> int:
-    return _service("api.main")(settings)
+    from api.main import main as api_main
+
+    return api_main(settings)
 
 
 def cmd_config(_settings: Settings, _args: argparse.Namespace) -> int:
@@ -200,10 +197,8 @@ def _bootstrap_banner(settings: Settings, conn: Any, *, developer_key: bool) -> 
     """On the embedded default, print a development admin key so a newcomer can call the API at once."""
     if not developer_key:
         return
-    try:
-        keys = importlib.import_module("api.keys")
-    except ModuleNotFoundError:
-        return
+    from api import keys
+
     key = keys.create_api_key(conn, admin=True, consumer_id=None, name="make-up development key", scopes=None)
     _echo(f"Admin API key (development, shown once): {key}")
     _echo(
@@ -212,7 +207,8 @@ def _bootstrap_banner(settings: Settings, conn: Any, *, developer_key: bool) -> 
 
 
 def cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:
-    keys = importlib.import_module("api.keys")
+    from api import keys
+
     with connect(settings) as conn:
         check_schema_version(conn)
         key = keys.create_api_key(
@@ -224,9 +220,7 @@ def cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_secrets_rotate(settings: Settings, _args: argparse.Namespace) -> int:
-    secrets_mod = importlib.import_module("api.keys")
-    rotate: Callable[[Settings], int] = secrets_mod.rotate_command
-    return rotate(settings)
+    return rotate_command(settings)
 
 
 # --------------------------------------------------------------------------- parser

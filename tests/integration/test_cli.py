@@ -72,7 +72,7 @@ def test_migration_syntax_error_is_one_line_and_applies_nothing(tmp_path: Path, 
     code = (
         "import sys, pathlib, whk.migrate as m; "
         f"m.migrations_dir = lambda: pathlib.Path({str(mig)!r}); "
-        "from whk.cli import main; sys.exit(main(['db', 'migrate']))"
+        "from whk_cli.main import main; sys.exit(main(['db', 'migrate']))"
     )
     base = {k: v for k, v in os.environ.items() if not k.startswith("WHK_")}
     proc = subprocess.run(
