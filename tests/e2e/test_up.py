@@ -17,6 +17,8 @@ import port_for
 import psutil
 import pytest
 
+from tests.support.wait import wait_for
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 WHK = str(Path(sys.executable).with_name("whk"))
@@ -92,8 +94,7 @@ def _run_once(data_dir: Path, port: int, health: str) -> str:
     finally:
         out = _stop(proc)
     assert proc.returncode == 0, out
-    time.sleep(0.5)
-    assert _ours(data_dir, proc.pid) == []
+    wait_for(lambda: _ours(data_dir, proc.pid) == [], 10, "every process of this `whk up` to be gone")
     return out
 
 
