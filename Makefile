@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit bench lock clean
+.PHONY: up test check lint typecheck unit bench lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ up: $(STAMP)
 ## Lint, type-check and run the whole test suite against throwaway PostgreSQL servers.
 test: lint typecheck
 	$(BIN)/python -m pytest -m "not bench" $(PYTEST_ARGS)
+
+## The edit-run loop: lint, types and every test not marked slow or e2e (the whole suite stays `make test`).
+check: lint typecheck
+	$(BIN)/python -m pytest -m "not slow and not e2e and not bench" -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check whk whk_cli dispatcher api tests bench
