@@ -13,10 +13,9 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 ## Run WHK: private PostgreSQL (unless WHK_DATABASE_URL is set), migrations, API and dispatcher.
-## Outside production, loopback is exempt from the SSRF guard (printed as a warning) so local receivers work.
+## In development (WHK_ENV unset) the settings exempt loopback from the SSRF guard (printed as a warning),
+## in every process alike, so local receivers work.
 up: $(STAMP)
-	@if [ "$${WHK_ENV:-development}" != production ]; then \
-	  export WHK_ALLOW_PRIVATE_CIDRS="$${WHK_ALLOW_PRIVATE_CIDRS-127.0.0.0/8,::1/128}"; fi; \
 	exec $(BIN)/whk up
 
 ## Lint, type-check and run the whole test suite against throwaway PostgreSQL servers.

@@ -15,8 +15,8 @@ from litestar.params import JSONBody, QueryParameter
 from psycopg import AsyncConnection
 
 from api import keys
-from api.deps import Principal
-from api.errors import Unprocessable
+from api.deps import Principal, require_own_consumer
+from api.errors import Forbidden, Unprocessable
 from api.openapi import problem_responses
 from api.shapes import IdPath, Timestamp
 
@@ -63,9 +63,8 @@ class ApiKeyController(Controller):
         data: JSONBody[ApiKeyCreate],
     ) -> ApiKeyCreated:
         if data.consumer_id is None and not principal.is_admin:
-            raise Unprocessable(
-                "consumer_id is required", errors=[{"pointer": "/consumer_id", "message": "required"}]
-            )
+            # no consumer_id asks for an admin key: more privilege than a consumer credential holds
+            raise Forbidden("only an admin credential may issue an admin key (give your consumer_id)")
         if data.consumer_id is None and data.scopes:
             raise Unprocessable(
                 "admin keys carry the admin scope only",
@@ -98,6 +97,7 @@ class ApiKeyController(Controller):
         ] = None,
         limit: Annotated[int, QueryParameter(name="limit", ge=1, le=500)] = 50,
     ) -> list[keys.ApiKey]:
+        require_own_consumer(principal, consumer_id)
         return await self.keys.page(
             conn,
             principal,

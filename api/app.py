@@ -2,7 +2,8 @@
 
 * lifespan: opens a psycopg ``AsyncConnectionPool`` (msgspec JSON adapters; ``SET ROLE`` to
   WHK_API_DB_ROLE through the startup options when set) unless a pool is passed in, and refuses to start
-  when the database schema is older or newer than this code (``SchemaVersionMismatch``);
+  when the database schema is older or newer than this code (``SchemaVersionMismatch``) or, in
+  production, when it is connected as a superuser or the owner of WHK's tables (``whk.dbroles``);
 * refuses to build without a secret key in production (``SecretKeyMissing``) or with a half-configured
   JWT set-up (``SettingsError``);
 * every route authenticated (``api.auth``) except health and the docs; every error problem+json
@@ -17,7 +18,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import psycopg
 from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -38,25 +38,22 @@ from api.openapi import (
     wire_structs,
 )
 from api.routes import route_handlers
-from whk import db
+from whk import db, dbroles
 from whk.secretbox import SecretBox
 from whk.settings import Settings
 
-__all__ = ["create_app"]
+__all__ = ["complete_document", "create_app"]
 
 log = logging.getLogger("whk.api")
 API_VERSION = "1.0.0"
 
 
-def _pool_settings(settings: Settings) -> Settings:
-    """Settings whose DSN makes every connection start as WHK_API_DB_ROLE (when set)."""
-    role = settings.api.db_role
-    if not role:
-        return settings
-    dsn = db.require_dsn(settings)
-    params = psycopg.conninfo.conninfo_to_dict(dsn)
-    options = f"{params.get('options') or ''} -c role={role}".strip()
-    return settings.with_database_url(psycopg.conninfo.make_conninfo(dsn, options=options))
+def complete_document(app: Litestar) -> None:
+    """Finish the app's OpenAPI document (msgspec's schemas, exact parameter bounds, the platform's
+    error answers): what ``/schema/openapi.json`` serves and ``api.reference`` renders into the docs."""
+    struct_components(app.openapi_schema, wire_structs(app))
+    exact_parameter_bounds(app.openapi_schema, app)
+    complete_error_responses(app.openapi_schema, public_paths=PUBLIC_PATHS)
 
 
 def create_app(
@@ -75,10 +72,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         own = pool is None
-        active = await db.open_pool(_pool_settings(settings), name="whk-api") if pool is None else pool
+        pool_settings = dbroles.with_role(settings, settings.api.db_role)
+        active = await db.open_pool(pool_settings, name="whk-api") if pool is None else pool
         try:
             async with active.connection() as conn:
                 await db.acheck_schema_version(conn)
+                await dbroles.acheck_role(conn, settings, "api", log)
             app.state.pool = active
             yield
         finally:
@@ -87,9 +86,7 @@ def create_app(
 
     def document_and_contract(app: Litestar) -> None:
         # The document is built even when WHK_API_DOCS=false (then not served): it is the contract.
-        struct_components(app.openapi_schema, wire_structs(app))
-        exact_parameter_bounds(app.openapi_schema, app)
-        complete_error_responses(app.openapi_schema, public_paths=PUBLIC_PATHS)
+        complete_document(app)
         app.state.contract = RequestContract.from_app(app)
 
     async def enforce_contract(request: Request[Any, Any, Any]) -> None:

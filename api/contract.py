@@ -19,17 +19,29 @@ whose ``Allow`` already lists every method of the path.
 A refusal is a 400 problem with one ``errors`` entry per problem (``pointer`` = JSON pointer:
 ``/query/<name>`` for parameters, ``/<field>/...`` in the body). 422 stays the answer to a request the
 document accepts but the API refuses on its meaning (an SSRF rule, a cursor of another sort, NUL text).
+
+Before a body is decoded it must be UTF-8 and nest at most ``MAX_JSON_DEPTH`` (64) arrays/objects below
+its top level (``hostile_body_problems``): the decoder recurses, and a body nested 100,000 levels deep
+exhausted Python's stack (500). The pointer names the top-level member that holds the deep value.
+
+A value that matches no branch of an ``anyOf``/``oneOf`` (``RetryPolicy | null``, a tagged channel) is
+explained by the branch it was meant for (``explain``): ``{"schedule": [1]}`` for a retry policy answers
+"unknown field `schedule`" at ``/retry_policy/schedule`` and "missing required field `schedule_s`" at
+``/retry_policy/schedule_s``, not "is not valid under any of the schemas listed in the 'anyOf' keyword".
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from array import array
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 import jsonschema_rs
+import msgspec
 from litestar import Litestar, Request
 from litestar.enums import ScopeType
 from litestar.exceptions import SerializationException
@@ -39,17 +51,67 @@ from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEven
 from api.errors import BadRequest
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "OperationContract",
     "OptionsMiddleware",
     "QueryContract",
     "RequestContract",
     "contracts",
+    "explain",
+    "hostile_body_problems",
     "path_format",
     "query_contracts",
 ]
 
 _METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 _PARAM_TYPE = re.compile(r"\{([^}:]+):[^}]+\}")
+
+
+# How deep any JSON value of a request body may nest (arrays and objects below the body's top level): the
+# limit of every free-form field (metadata, data, payload, schema, auth_settings, delivery_preferences).
+MAX_JSON_DEPTH = 64
+_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+
+
+def hostile_body_problems(raw: bytes) -> list[dict[str, str]]:
+    """Problems that must stop a body before it is decoded: not UTF-8, or nested deeper than
+    ``MAX_JSON_DEPTH`` below its top level (pointer: the top-level member holding the deep value)."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return [{"pointer": "", "message": f"the body is not valid UTF-8 (byte {exc.start})"}]
+    limit = MAX_JSON_DEPTH + 1  # the body's own top-level object or array is level 1
+    if raw.count(b"{") + raw.count(b"[") <= limit:
+        return []
+    # Strings out (escaped backslashes and quotes first, so every '"' left delimits a string), then the
+    # running depth over the brackets alone.
+    unescaped = raw.replace(b"\\\\", b"__").replace(b'\\"', b"__")
+    outside = b"".join(unescaped.split(b'"')[::2])
+    steps = outside.translate(None, _NOT_BRACKETS).translate(_BRACKET_STEPS)
+    if max(accumulate(array("b", steps)), default=0) <= limit:
+        return []
+    message = f"nested deeper than {MAX_JSON_DEPTH} levels (the limit for any JSON value in a request body)"
+    return [{"pointer": _deep_member(raw, limit), "message": message}]
+
+
+def _deep_member(raw: bytes, limit: int) -> str:
+    """The pointer of the top-level member in which the nesting first passes ``limit`` ("" if none)."""
+    depth, key = 0, ""
+    for token in _JSON_TOKENS.finditer(raw):
+        text = token.group()
+        if text[:1] == b'"':
+            if depth == 1:
+                try:
+                    key = str(msgspec.json.decode(text))
+                except msgspec.DecodeError:
+                    key = text[1:-1].decode("utf-8", "replace")
+            continue
+        depth += 1 if text in (b"{", b"[") else -1
+        if depth > limit:
+            break
+    return f"/{_escape(key)}" if key and raw.lstrip()[:1] == b"{" else ""
 
 
 def path_format(path_template: str) -> str:
@@ -77,11 +139,12 @@ class QueryContract:
             for raw in params[name]:
                 readings = _readings(raw)
                 if not any(validator.is_valid(v) for v in readings):
-                    message = next(iter(validator.iter_errors(readings[-1])), None)
+                    error = next(iter(validator.iter_errors(readings[-1])), None)
+                    explained = next(explain(error), None) if error is not None else None
                     errors.append(
                         {
                             "pointer": f"/query/{name}",
-                            "message": message.message if message else "invalid value",
+                            "message": explained["message"] if explained else "invalid value",
                         }
                     )
         return errors
@@ -146,20 +209,71 @@ class OperationContract:
             return []
         errors: list[dict[str, str]] = []
         for error in self.body.iter_errors(body):
-            at = "".join(f"/{_escape(p)}" for p in error.instance_path)
-            if isinstance(error.kind, jsonschema_rs.ValidationErrorKind.AdditionalProperties):
-                # one entry per unknown field, pointing at it (as msgspec words it)
-                errors.extend(
-                    {"pointer": f"{at}/{_escape(name)}", "message": f"Object contains unknown field `{name}`"}
-                    for name in error.kind.unexpected
-                )
-            else:
-                errors.append({"pointer": at, "message": error.message})
+            errors.extend(explain(error))
         return errors
 
 
 def _escape(part: str | int) -> str:
     return str(part).replace("~", "~0").replace("/", "~1")
+
+
+def explain(error: jsonschema_rs.ValidationError) -> Iterator[dict[str, str]]:
+    """One ``{"pointer", "message"}`` per real problem behind a validation error.
+
+    Unknown fields get one entry each, pointing at the field; a missing one points where it belongs. A
+    value valid under no branch of an ``anyOf``/``oneOf`` is explained by the branch it was meant for:
+    branches whose type it does not even have (``null`` for an object) and tagged branches whose tag it
+    does not carry are passed over, and of the rest the one with the fewest problems speaks. Only when
+    every branch is of another type does one entry say which types were expected.
+    """
+    kinds = jsonschema_rs.ValidationErrorKind
+    kind = error.kind
+    at = "".join(f"/{_escape(p)}" for p in error.instance_path)
+    if isinstance(kind, kinds.AdditionalProperties):
+        # as msgspec words it
+        for name in kind.unexpected:
+            yield {"pointer": f"{at}/{_escape(name)}", "message": f"Object contains unknown field `{name}`"}
+    elif isinstance(kind, kinds.Required):
+        yield {
+            "pointer": f"{at}/{_escape(kind.property)}",
+            "message": f"Object missing required field `{kind.property}`",
+        }
+    elif isinstance(kind, kinds.AnyOf | kinds.OneOfNotValid):
+        branches = [branch for branch in kind.context if not _other_type(branch, error.instance_path)]
+        if not branches:
+            types = sorted(
+                {
+                    t
+                    for branch in kind.context
+                    for e in branch
+                    if isinstance(e.kind, kinds.Type)
+                    for t in e.kind.types
+                }
+            )
+            yield {"pointer": at, "message": f"expected {' or '.join(types)}" if types else error.message}
+            return
+        best = min(branches, key=lambda branch: (_tag_mismatch(branch, error.instance_path), len(branch)))
+        for sub_error in best:
+            yield from explain(sub_error)
+    else:
+        yield {"pointer": at, "message": error.message}
+
+
+def _other_type(branch: list[jsonschema_rs.ValidationError], path: list[str | int]) -> bool:
+    """The branch refuses the value for its JSON type alone."""
+    return bool(branch) and all(
+        isinstance(e.kind, jsonschema_rs.ValidationErrorKind.Type) and list(e.instance_path) == list(path)
+        for e in branch
+    )
+
+
+def _tag_mismatch(branch: list[jsonschema_rs.ValidationError], path: list[str | int]) -> bool:
+    """The branch is a tagged variant whose tag the value does not carry (a const/enum on a direct member)."""
+    kinds = jsonschema_rs.ValidationErrorKind
+    return any(
+        isinstance(e.kind, kinds.Constant | kinds.Enum) and list(e.instance_path)[:-1] == list(path)
+        for e in branch
+    )
 
 
 def contracts(doc: dict[str, Any]) -> dict[tuple[str, str], OperationContract]:
@@ -220,6 +334,9 @@ class RequestContract:
             raise BadRequest(f"query parameter {first!r}: {errors[0]['message']}", extra={"errors": errors})
         if contract.body is None:
             return
+        hostile = hostile_body_problems(await request.body())
+        if hostile:
+            raise BadRequest(f"the body cannot be read: {hostile[0]['message']}", extra={"errors": hostile})
         try:
             body = await request.json()
         except SerializationException as exc:

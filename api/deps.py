@@ -25,9 +25,17 @@ from litestar.di import Provide
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from api.errors import Forbidden, Unauthorized
+from api.errors import Forbidden, NotFound, Unauthorized
 
-__all__ = ["ADMIN_SCOPE", "Principal", "admin_only", "dependencies", "provide_conn", "provide_principal"]
+__all__ = [
+    "ADMIN_SCOPE",
+    "Principal",
+    "admin_only",
+    "dependencies",
+    "provide_conn",
+    "provide_principal",
+    "require_own_consumer",
+]
 
 ADMIN_SCOPE = "admin"
 
@@ -61,6 +69,15 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     def tenant_filter(self) -> int | None:
         """The consumer id every resource query must filter on (None = admin, no filter)."""
         return None if self.is_admin else self.consumer_id
+
+
+def require_own_consumer(principal: Principal, consumer_id: int | None) -> None:
+    """The tenancy rule for a consumer id named in a query or a body (docs/api.md, Tenancy): another
+    tenant is invisible to a consumer credential, so its id answers 404 exactly as in a path, never an
+    empty list (an existence oracle of another kind) nor a 422. Admins may name any consumer."""
+    tenant = principal.tenant_filter()
+    if tenant is not None and consumer_id is not None and consumer_id != tenant:
+        raise NotFound(f"consumer {consumer_id} not found")
 
 
 async def provide_conn(state: State) -> AsyncIterator[AsyncConnection[Any]]:

@@ -9,9 +9,9 @@ Revocation sets ``revoked_at``; every request reads the key row, so a revoked ke
 request after the revoking transaction commits (revocation bound: 0 s, no cache).
 
 ``ApiKeyStore`` holds the queries of keys.sql and the audit log every change writes to; the API's
-controller keeps one. The CLI (``whk apikey create``, ``whk up``'s development key) calls
-``create_api_key`` on its synchronous connection; ``rotate_command`` (``whk secrets rotate``) lives in
-``whk.secretbox``.
+controller keeps one. The CLI (``whk apikey create``) calls ``create_api_key`` on its synchronous
+connection, ``whk up`` calls ``rotate_development_key`` (at most one development key is valid at a
+time); ``rotate_command`` (``whk secrets rotate``) lives in ``whk.secretbox``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from psycopg import AsyncConnection
 
 from api.audit import AuditLog
 from api.deps import ADMIN_SCOPE, Principal
-from api.errors import Conflict, NotFound, Unprocessable
+from api.errors import Conflict, Forbidden, NotFound, Unprocessable
 from whk.errors import WhkError
 from whk.secretbox import rotate_command
 from whk.sqlfiles import load_queries
@@ -43,6 +43,7 @@ __all__ = [
     "create_api_key",
     "hash_key",
     "rotate_command",
+    "rotate_development_key",
     "split_key",
     "validate_scopes",
 ]
@@ -187,12 +188,13 @@ class ApiKeyStore:
         if not principal.is_admin:
             if consumer_id != principal.consumer_id:
                 raise NotFound("no such consumer")
-            missing = [s for s in scopes or ["*"] if not _covers(principal.scopes, s)]
+            # More privilege than the caller holds is 403 (docs/api.md, Tenancy): the admin scope, or a
+            # scope the caller lacks.
+            missing = [s for s in scopes or ["*"] if s == ADMIN_SCOPE or not _covers(principal.scopes, s)]
             if missing:
-                message = f"not held by the caller: {', '.join(missing)}"
-                raise Unprocessable(
-                    "a key cannot have scopes its creator lacks",
-                    errors=[{"pointer": "/scopes", "message": message}],
+                raise Forbidden(
+                    f"a key cannot have scopes its creator lacks: {', '.join(missing)}",
+                    extra={"errors": [{"pointer": "/scopes", "message": f"not held: {', '.join(missing)}"}]},
                 )
         try:
             key, params = _insert_params(
@@ -310,3 +312,26 @@ def create_api_key(
             consumer_id=consumer_id,
         )
     return key
+
+
+def rotate_development_key(conn: psycopg.Connection[Any], *, name: str) -> tuple[str, int]:
+    """Revoke every valid admin key called ``name`` and create a new one, in one transaction with the
+    audit rows; return the new key and how many were revoked. ``whk up``'s development key: at most one
+    is valid at a time, whoever started the earlier ones."""
+    store = ApiKeyStore()
+    actor = f"cli:{getpass.getuser()}"
+    with conn.transaction():
+        cur = conn.execute(store.queries["revoke_dev_keys"], {"name": name, "actor": actor})
+        revoked = [_row(cur, r) for r in cur.fetchall()]
+        for old in revoked:
+            store.audit.record(
+                conn,
+                _cli_principal(actor),
+                "api_key.revoke",
+                "api_key",
+                old.id,
+                None,
+                msgspec.to_builtins(old),
+            )
+        key = create_api_key(conn, admin=True, consumer_id=None, name=name, actor=actor, store=store)
+    return key, len(revoked)

@@ -35,6 +35,9 @@ WHERE id = %(id)s AND revoked_at IS NULL
 RETURNING id, prefix, consumer_id, is_admin, name, scopes, created_by, created_at, expires_at, revoked_at,
           last_used_at;
 
--- name: revoke_dev_keys :exec
+-- name: revoke_dev_keys :many
+-- `whk up`'s development admin keys still valid (the name marks them), revoked before a new one is made.
 UPDATE whk.api_keys SET revoked_at = now(), revoked_by = %(actor)s
-WHERE is_admin AND name = %(name)s AND created_by = %(actor)s AND revoked_at IS NULL;
+WHERE is_admin AND name = %(name)s AND revoked_at IS NULL
+RETURNING id, prefix, consumer_id, is_admin, name, scopes, created_by, created_at, expires_at, revoked_at,
+          last_used_at;

@@ -21,6 +21,14 @@ Email = Annotated[str, Meta(max_length=320, pattern=EMAIL_RE, examples=["ops@exa
 # would be read in the database session's zone).
 Timestamp = Annotated[datetime, Meta(tz=True)]
 
+# Limits shared by consumers and webhooks; the same bounds are SQL CHECKs (docs/configuration.md lists every
+# bounded setting). The rate has a floor: a denormal rate underflows the claim's token-bucket arithmetic.
+RatePerSecond = Annotated[
+    float,
+    Meta(ge=0.001, le=1_000_000, description="requests per second (0.001 to 1,000,000; null = no limit)"),
+]
+Burst = Annotated[int, Meta(ge=1, le=1_000_000, description="token bucket size (1 to 1,000,000)")]
+
 # Ids are bigint: the documented and enforced range of every id in a path.
 INT64_MAX = 2**63 - 1
 IdPath = Annotated[int, PathParameter(ge=1, le=INT64_MAX, description="id (1 to 2^63-1)")]

@@ -1,8 +1,10 @@
 """Composition root of `whk dispatcher`: settings in, signals wired, engine run until told to stop.
 
 ``main`` refuses to start against a schema version other than the one this code ships (via
-``whk.db.check_schema_version``), installs SIGTERM/SIGINT handlers that set one stop event, and returns
-0 after a clean shutdown (in-flight work finished or released within ``WHK_SHUTDOWN_GRACE``).
+``whk.db.check_schema_version``) or, in production, as a superuser or the owner of WHK's tables
+(``whk.dbroles``; WHK_DISPATCHER_DB_ROLE makes every connection of a privileged DSN act as
+``whk_dispatcher``), installs SIGTERM/SIGINT handlers that set one stop event, and returns 0 after a
+clean shutdown (in-flight work finished or released within ``WHK_SHUTDOWN_GRACE``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dispatcher.engine import Engine
 from dispatcher.listener import listen_forever
 from dispatcher.repository import Repository
 from dispatcher.sender import Sender
-from whk import db
+from whk import db, dbroles
 from whk.settings import Settings
 
 log = logging.getLogger("whk.dispatcher")
@@ -32,6 +34,8 @@ def dispatcher_id(settings: Settings) -> str:
 async def run_dispatcher(settings: Settings, stop: asyncio.Event) -> None:
     """Run one dispatcher until ``stop`` is set; returns after a graceful shutdown."""
     ident = dispatcher_id(settings)
+    # Every connection (pool and LISTEN) acts as WHK_DISPATCHER_DB_ROLE when it is set.
+    settings = dbroles.with_role(settings, settings.dispatcher.db_role)
     dsn = db.require_dsn(settings)
     pool = await db.open_pool(settings, name=f"whk-dispatcher-{ident}", autocommit=True)
     try:
@@ -47,10 +51,30 @@ async def run_dispatcher(settings: Settings, stop: asyncio.Event) -> None:
                 listen=lambda wake: listen_forever(dsn, wake, connect_timeout=settings.core.connect_timeout),
             )
             log.info("dispatcher %s started (pid %d)", ident, os.getpid())
+            log_ssrf_policy(settings, engine.ssrf_policy)
             await engine.run(stop)
             log.info("dispatcher %s stopped: %s", ident, engine.stats)
     finally:
         await pool.close()
+
+
+def log_ssrf_policy(settings: Settings, fingerprint: str) -> None:
+    """Say at start-up which private ranges this dispatcher lets requests reach: every dispatcher of a
+    deployment must agree (health compares the fingerprints recorded in the heartbeat rows)."""
+    nets = ",".join(str(n) for n in settings.core.allow_private_cidrs)
+    if nets:
+        log.warning(
+            "SSRF policy %s: requests may reach %s (WHK_ALLOW_PRIVATE_CIDRS, WHK_ENV=%s)",
+            fingerprint,
+            nets,
+            settings.core.environment,
+        )
+    else:
+        log.info(
+            "SSRF policy %s: no private range is exempt (WHK_ALLOW_PRIVATE_CIDRS empty, WHK_ENV=%s)",
+            fingerprint,
+            settings.core.environment,
+        )
 
 
 def main(settings: Settings) -> int:
@@ -58,13 +82,9 @@ def main(settings: Settings) -> int:
     logging.basicConfig(
         level=settings.core.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if settings.core.allow_private_cidrs:
-        log.warning(
-            "WHK_ALLOW_PRIVATE_CIDRS=%s: the SSRF guard lets requests reach these private ranges",
-            ",".join(str(n) for n in settings.core.allow_private_cidrs),
-        )
-    with db.connect(settings) as conn:
+    with db.connect(dbroles.with_role(settings, settings.dispatcher.db_role)) as conn:
         db.check_schema_version(conn)
+        dbroles.check_role(conn, settings, "dispatcher", log)
 
     async def _run() -> None:
         stop = asyncio.Event()

@@ -13,8 +13,9 @@ other 1xx/3xx/4xx/5xx                  retry          failed attempt; 3xx record
 refused, reset, connect, dns, tls,     retry          failed attempt
 protocol, too_large
 ssrf_blocked                           blocked        failed attempt without a request: no packet was
-                                                      sent. Retried on the normal schedule (DNS may be
-                                                      fixed), then dead-lettered; see ``RetryPolicy``
+                                                      sent. The webhook is quarantined and the delivery
+                                                      waits (no schedule step spent) until an operator
+                                                      clears it; ``retry_blocked=False`` dead-letters
 =====================================  =============  ===============================================
 
 A status wins over an error class: a receiver that answered 200 and then stalled or broke off the

@@ -29,6 +29,17 @@ retry delay (``dispatcher.retry``) and says whether the outcome counts as a fail
 Shutdown (stop event): stop claiming, let in-flight attempts finish within ``WHK_SHUTDOWN_GRACE``,
 cancel the rest, record what finished, release whatever is still claimed (``whk.release_deliveries``),
 remove the heartbeat row.
+
+Faults (``dispatcher/faults.py`` has the table): one webhook's bad data never stops the loop. A round that
+fails with a data error is followed at once by ``whk.isolate_round_faults``, which bisects the webhooks
+with rolled-back probes and quarantines the culprits; the next round serves everyone else. A flush of
+outcomes that fails so is written again one webhook at a time, quarantining the webhook whose outcomes
+still fail (their deliveries come back by lease expiry and wait for the quarantine to be cleared). An
+error no single webhook reproduces switches the failing stage (routing or claiming) off with backoff up to
+``_FAULT_BACKOFF_MAX_S`` while the other stage keeps running, and is shown in the heartbeat row
+(``last_error``, health: degraded). Lost connections keep their reconnect-with-backoff behaviour. Any
+other error is logged with its traceback and retried with backoff; ``FATAL_STREAK`` of them in a row end
+the process (exit 1) for a supervisor to restart and report.
 """
 
 from __future__ import annotations
@@ -49,6 +60,7 @@ from psycopg_pool import PoolTimeout
 from dispatcher.attempt import AttemptResult, OutboundRequest
 from dispatcher.breaker import is_failure
 from dispatcher.classify import Outcome, classify
+from dispatcher.faults import FATAL_STREAK, describe, is_webhook_fault
 from dispatcher.models import AttemptLog, ClaimedDelivery, DeliveryOutcome, RequestOutcome
 from dispatcher.repository import Repository
 from dispatcher.request import (
@@ -63,6 +75,7 @@ from dispatcher.request import (
 from dispatcher.retry import RetryPolicy, RetryPolicyError, next_delay
 from whk.secretbox import SecretBox
 from whk.settings import Settings
+from whk.urlpolicy import policy_fingerprint
 
 log = logging.getLogger("whk.dispatcher")
 
@@ -81,6 +94,8 @@ _RECORD_LINGER_CALM_S = 0.025
 _MIN_SLEEP_S = 0.005
 _TIMED_REFRESH_S = 0.1
 _BACKOFF_MAX_S = 5.0
+_FAULT_BACKOFF_S = 0.5
+_FAULT_BACKOFF_MAX_S = 30.0
 
 
 class Engine:
@@ -121,7 +136,17 @@ class Engine:
         self._policy: tuple[float, RetryPolicy] | None = None
         self._timed_checked = -1e9
         self._timed_at: float | None = None
-        self.stats = {"routed": 0, "claimed": 0, "requests": 0, "recorded": 0}
+        # Fault handling (module docstring): stages switched off until a monotonic time, the backoff of
+        # unexplained faults, consecutive unexpected errors, and the error shown in the heartbeat row.
+        self._route_off_until = 0.0
+        self._claim_off_until = 0.0
+        self._fault_backoff = _FAULT_BACKOFF_S
+        self._unexpected = 0
+        self.last_error: str | None = None
+        exempt = tuple(settings.core.allow_private_cidrs)
+        self.ssrf_exempt = [str(n) for n in exempt]
+        self.ssrf_policy = policy_fingerprint(exempt)
+        self.stats = {"routed": 0, "claimed": 0, "requests": 0, "recorded": 0, "quarantined": 0}
 
     # ------------------------------------------------------------------ public
 
@@ -131,7 +156,7 @@ class Engine:
 
     async def run(self, stop: asyncio.Event) -> None:
         with contextlib.suppress(*TRANSIENT_DB_ERRORS):
-            await self._repo.heartbeat(stopping=False, forget_after_s=self._forget_after())
+            await self._beat(stopping=False)
             await self._repo.system_event("startup")
         recorder_stop = asyncio.Event()
         side = [
@@ -174,6 +199,7 @@ class Engine:
             try:
                 saturated = await self._round()
                 backoff = 0.1
+                self._unexpected = 0
                 if saturated:
                     # More is waiting right now: loop without sleeping, and let commits stop notifying.
                     if self._idle:
@@ -190,12 +216,89 @@ class Engine:
                 # Idle is declared (and stays declared while we keep up), so any commit after this
                 # round's snapshot NOTIFYs us: sleep until then, or until timed work is due.
                 timeout = await self._timed_work_in(self._s.poll_interval)
-            except TRANSIENT_DB_ERRORS as exc:
-                log.warning("database unavailable (%s); retrying in %.1fs", _first_line(exc), backoff)
-                timeout = backoff
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+            except Exception as exc:
+                if is_webhook_fault(exc):
+                    # Before the transient check: class 54 (program limit) is an OperationalError too.
+                    timeout = await self._isolate(exc)
+                elif isinstance(exc, TRANSIENT_DB_ERRORS):
+                    log.warning("database unavailable (%s); retrying in %.1fs", _first_line(exc), backoff)
+                    timeout = backoff
+                    backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                else:
+                    timeout = self._unexpected_error(exc, "dispatcher round")
                 self._idle = False  # re-declare after reconnecting (the row may be gone)
             await self._sleep(stop, timeout)
+
+    async def _isolate(self, exc: BaseException) -> float:
+        """A round failed with a data error: quarantine the webhooks that cause it (one round trip,
+        ``whk.isolate_round_faults``). Returns how long to wait before the next round: nothing when
+        culprits were found (the next round serves everyone else), else the fault backoff, with the
+        failing stage switched off meanwhile."""
+        log.error("dispatcher round failed (%s); looking for the webhook that causes it", describe(exc))
+        try:
+            rows = await self._repo.isolate_round_faults(self._s.batch_size, self._s.lease_seconds)
+        except Exception as probe_exc:
+            if isinstance(probe_exc, TRANSIENT_DB_ERRORS) and not is_webhook_fault(probe_exc):
+                log.warning("cannot look for the culprit now (%s)", _first_line(probe_exc))
+            else:
+                log.exception("looking for the culprit failed")
+            rows = []
+        culprits = [r for r in rows if r.webhook_id is not None]
+        unexplained = [r for r in rows if r.webhook_id is None]
+        for r in culprits:
+            self.stats["quarantined"] += 1
+            self._hooks.pop(r.webhook_id or 0, None)
+            log.error(
+                "webhook %d quarantined: its data breaks the %s stage (SQLSTATE %s: %s); every other "
+                "webhook is served. Fix the row, then POST /api/whk/webhooks/%d/clear-quarantine",
+                r.webhook_id,
+                r.stage,
+                r.sqlstate,
+                r.message,
+                r.webhook_id,
+            )
+        if culprits and not unexplained:
+            return 0.0
+        wait = self._fault_backoff
+        self._fault_backoff = min(self._fault_backoff * 2, _FAULT_BACKOFF_MAX_S)
+        until = time.monotonic() + wait
+        for r in unexplained:
+            if r.stage == "route":
+                self._route_off_until = until
+            else:
+                self._claim_off_until = until
+            log.error(
+                "the %s stage fails without a single webhook to blame (SQLSTATE %s: %s): it is off for "
+                "%.1fs while the rest keeps running",
+                r.stage,
+                r.sqlstate,
+                r.message,
+                wait,
+            )
+        if unexplained:
+            self.last_error = "; ".join(f"{r.stage}: {r.sqlstate} {r.message}" for r in unexplained)
+        elif not culprits:
+            self.last_error = f"round: {describe(exc)}"
+            log.error("the error did not reproduce in isolation; retrying in %.1fs", wait)
+        return wait
+
+    def _unexpected_error(self, exc: BaseException, where: str) -> float:
+        """Log an error that is neither transient nor a webhook's data, with context; back off. After
+        ``FATAL_STREAK`` in a row it is raised: the process exits for its supervisor to restart."""
+        self._unexpected += 1
+        self.last_error = f"{where}: {describe(exc)}"
+        wait: float = min(_FAULT_BACKOFF_S * 2.0 ** (self._unexpected - 1), _FAULT_BACKOFF_MAX_S)
+        if self._unexpected >= FATAL_STREAK:
+            log.critical("%s failed %d times in a row; stopping", where, self._unexpected, exc_info=exc)
+            raise exc
+        log.error(
+            "%s failed unexpectedly (%d in a row); retrying in %.1fs",
+            where,
+            self._unexpected,
+            wait,
+            exc_info=exc,
+        )
+        return wait
 
     async def _timed_work_in(self, longest: float) -> float:
         """Seconds until time-based work is due (retries, delays, windows, probes, refills), at most
@@ -223,12 +326,24 @@ class Engine:
             self._wake.clear()
 
     async def _round(self) -> bool:
-        """Route then claim once. True when saturated: a full routing batch or every free slot claimed."""
+        """Route then claim once. True when saturated: a full routing batch or every free slot claimed.
+
+        A stage switched off after an unexplained fault (``_isolate``) runs with a limit of 0 until its
+        backoff ends; a full round that succeeds again clears the fault state."""
+        now = time.monotonic()
+        route_on = now >= self._route_off_until
+        claim_on = now >= self._claim_off_until
         free = self._s.concurrency - self._in_flight
-        claim_limit = max(0, min(free, self._s.batch_size))
+        claim_limit = max(0, min(free, self._s.batch_size)) if claim_on else 0
+        route_limit = self._s.batch_size if route_on else 0
         routed, self._more_due, claimed = await self._repo.dispatch_round(
-            self._s.batch_size, claim_limit, self._s.lease_seconds, sorted(self._finished)
+            route_limit, claim_limit, self._s.lease_seconds, sorted(self._finished)
         )
+        if route_on and claim_on and (self.last_error is not None or self._fault_backoff != _FAULT_BACKOFF_S):
+            if self.last_error is not None:
+                log.info("dispatcher rounds succeed again")
+            self.last_error = None
+            self._fault_backoff = _FAULT_BACKOFF_S
         self.stats["routed"] += routed
         if self._more_due and not claimed:
             # Due work exists but none could be claimed (caps, limits, or another transaction holding the
@@ -238,7 +353,9 @@ class Engine:
             self.stats["claimed"] += len(claimed)
             await self._start(claimed)
         requests = len({(d.webhook_id, d.batch_id) if d.batch_id else d.delivery_id for d in claimed})
-        return routed >= self._s.batch_size or (free > 0 and requests >= min(free, self._s.batch_size))
+        return (route_on and routed >= self._s.batch_size) or (
+            claim_on and free > 0 and requests >= min(free, self._s.batch_size)
+        )
 
     async def _start(self, claimed: Sequence[ClaimedDelivery]) -> None:
         hooks = await self._prepared({d.webhook_id for d in claimed})
@@ -277,7 +394,21 @@ class Engine:
         stale = [i for i in ids if i not in self._hooks or now - self._hooks[i][0] > _HOOK_TTL_S]
         if stale:
             for row in await self._repo.webhooks(stale):
-                self._hooks[row.id] = (now, prepare_webhook(row, self._box, self._policy[1]))
+                try:
+                    hook = prepare_webhook(row, self._box, self._policy[1])
+                except Exception as exc:
+                    # A bug meeting one webhook's row must not stop the others: its attempts fail with
+                    # this as their configuration error (attempt log), like a broken secret does.
+                    log.exception("cannot prepare webhook %d", row.id)
+                    hook = PreparedWebhook(
+                        row,
+                        (),
+                        (),
+                        frozenset(),
+                        self._policy[1],
+                        config_error=f"cannot prepare: {describe(exc)}",
+                    )
+                self._hooks[row.id] = (now, hook)
         return {i: self._hooks[i][1] for i in ids}
 
     # ------------------------------------------------------------------ one request
@@ -352,6 +483,13 @@ class Engine:
             )
         if kind == "gone":
             return DeliveryOutcome(id=d.delivery_id, attempt_no=attempt_no, state="parked")
+        if kind == "blocked" and hook.retry_policy.retry_blocked:
+            # The SSRF policy refused the address: no schedule step is spent as if the endpoint were down.
+            # Recording it quarantines the webhook (whk.record_outcomes), so the delivery waits, pending,
+            # until an operator fixes the URL or the policy and clears the quarantine.
+            return DeliveryOutcome(
+                id=d.delivery_id, attempt_no=attempt_no, state="pending", next_attempt_at=datetime.now(UTC)
+            )
         delay = next_delay(hook.retry_policy, attempt_no - d.schedule_offset, outcome, self._rng)
         if delay is None:
             reason = f"{outcome.reason} (after {attempt_no - d.schedule_offset} attempts)"
@@ -409,14 +547,64 @@ class Engine:
     async def _record(self, items: list[RequestOutcome], *, attempts: int = 30) -> None:
         """Write ``items`` (retrying through database blips). Either way their deliveries stop counting as
         finished-but-unrecorded: written, they are no longer in flight; given up on, their lease expires
-        and another round reclaims them."""
+        and another round reclaims them. A data error is isolated per webhook (``_record_apart``); any
+        other error is logged and the group given up on (their leases bring the deliveries back)."""
         try:
             await self._retry_db(
                 functools.partial(self._repo.record, items), "record outcomes", attempts=attempts
             )
+            self._unexpected = 0
+        except Exception as exc:
+            if is_webhook_fault(exc):
+                await self._record_apart(items, exc, attempts=attempts)
+            else:
+                self._unexpected_error(exc, f"recording {len(items)} outcomes")
         finally:
             self._finished.difference_update(d.id for r in items for d in r.deliveries)
         self.stats["recorded"] += sum(len(r.deliveries) for r in items)
+
+    async def _record_apart(self, items: list[RequestOutcome], exc: BaseException, *, attempts: int) -> None:
+        """A flush failed with a data error: write each webhook's outcomes on its own and quarantine the
+        webhooks whose outcomes still fail (unless every one of two or more fails: then it is not theirs).
+        Outcomes that cannot be written are dropped: their deliveries come back by lease expiry."""
+        log.error("recording outcomes failed (%s); writing them one webhook at a time", describe(exc))
+        by_hook: dict[int, list[RequestOutcome]] = {}
+        for r in items:
+            by_hook.setdefault(r.attempt.webhook_id, []).append(r)
+        failed: dict[int, BaseException] = {}
+        for hook_id, group in by_hook.items():
+            try:
+                await self._retry_db(
+                    functools.partial(self._repo.record, group), "record outcomes", attempts=attempts
+                )
+            except Exception as one:
+                if not is_webhook_fault(one):
+                    self._unexpected_error(one, f"recording the outcomes of webhook {hook_id}")
+                    continue
+                failed[hook_id] = one
+        if len(failed) >= 2 and len(failed) == len(by_hook):
+            self.last_error = f"record: {describe(exc)}"
+            log.error("every webhook's outcomes fail to record (%s): not one webhook's fault", describe(exc))
+            return
+        for hook_id, error in failed.items():
+            reason = _first_line(error)
+            state = error.sqlstate if isinstance(error, psycopg.Error) else None
+            quarantined = await self._retry_db(
+                functools.partial(self._repo.quarantine, hook_id, "record", reason, state),
+                "quarantine a webhook",
+                attempts=attempts,
+            )
+            self.stats["quarantined"] += 1
+            self._hooks.pop(hook_id, None)
+            log.error(
+                "webhook %d %s: its outcomes cannot be recorded (SQLSTATE %s: %s); its deliveries come "
+                "back when their lease expires and wait for POST /api/whk/webhooks/%d/clear-quarantine",
+                hook_id,
+                "quarantined" if quarantined else "is quarantined",
+                state,
+                reason,
+                hook_id,
+            )
 
     async def _retry_db(self, fn: Callable[[], Awaitable[Any]], what: str, *, attempts: int = 30) -> Any:
         """Run ``fn`` until the database accepts it (bounded): outcomes must not be dropped on a blip."""
@@ -425,6 +613,8 @@ class Engine:
             try:
                 return await fn()
             except TRANSIENT_DB_ERRORS as exc:
+                if is_webhook_fault(exc):
+                    raise  # a program limit (54) caused by data: retrying the same statement cannot help
                 if i == attempts - 1:
                     log.error("giving up to %s: %s", what, _first_line(exc))
                     return None
@@ -438,21 +628,33 @@ class Engine:
     def _forget_after(self) -> float:
         return max(self._s.lease_seconds, 10 * self._s.heartbeat_interval)
 
+    async def _beat(self, *, stopping: bool) -> None:
+        await self._repo.heartbeat(
+            stopping=stopping,
+            forget_after_s=self._forget_after(),
+            ssrf_policy=self.ssrf_policy,
+            ssrf_exempt=self.ssrf_exempt,
+            last_error=self.last_error,
+        )
+
     async def _heartbeat(self, stop: asyncio.Event) -> None:
-        forget_after = self._forget_after()
         while not stop.is_set():
             try:
-                await self._repo.heartbeat(stopping=False, forget_after_s=forget_after)
+                await self._beat(stopping=False)
                 swept = await self._repo.sweep()
                 if swept and any(swept.values()):
                     log.info("maintenance: %s", swept)
                     self._wake.set()
             except TRANSIENT_DB_ERRORS as exc:
                 log.warning("heartbeat failed: %s", _first_line(exc))
+            except Exception:
+                # The maintenance sweep or the heartbeat itself hit something unexpected: keep beating
+                # (health shows a missing heartbeat; the delivery loop goes on) and say so every time.
+                log.exception("heartbeat or maintenance failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._s.heartbeat_interval)
         with contextlib.suppress(*TRANSIENT_DB_ERRORS):
-            await self._repo.heartbeat(stopping=True, forget_after_s=forget_after)
+            await self._beat(stopping=True)
 
     async def _drain_sends(self) -> None:
         if self._tasks:

@@ -89,3 +89,13 @@ class RequestOutcome(msgspec.Struct, frozen=True):
 
     attempt: AttemptLog
     deliveries: tuple[DeliveryOutcome, ...]
+
+
+class RoundFault(msgspec.Struct, frozen=True):
+    """One row of ``whk.isolate_round_faults``: a quarantined culprit, or (webhook_id None) a stage that
+    fails without one."""
+
+    webhook_id: int | None
+    stage: str
+    sqlstate: str | None
+    message: str | None

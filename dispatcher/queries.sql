@@ -17,7 +17,16 @@ SELECT whk.release_deliveries(%(dispatcher)s);
 SELECT extract(epoch FROM whk.next_wakeup() - clock_timestamp())::double precision;
 
 -- name: heartbeat :one
-SELECT whk.dispatcher_heartbeat(%(id)s, %(hostname)s, %(pid)s, %(version)s, %(stopping)s, %(forget_after_s)s);
+SELECT whk.dispatcher_heartbeat(%(id)s, %(hostname)s, %(pid)s, %(version)s, %(stopping)s, %(forget_after_s)s,
+                                %(ssrf_policy)s, %(ssrf_exempt)s::text[], %(last_error)s);
+
+-- name: isolate_round_faults :many
+-- Only after a failed round: find and quarantine the webhooks that make it fail (bisection, rolled back).
+SELECT webhook_id, stage, sqlstate, message
+FROM whk.isolate_round_faults(%(dispatcher)s, %(route_limit)s, %(lease_s)s);
+
+-- name: quarantine_webhook :one
+SELECT whk.quarantine_webhook(%(id)s, %(stage)s, %(reason)s, %(sqlstate)s, %(actor)s);
 
 -- name: set_idle :one
 SELECT whk.dispatcher_set_idle(%(id)s, %(idle)s);

@@ -15,7 +15,7 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 import whk
-from dispatcher.models import ClaimedDelivery, RequestOutcome, WebhookRow
+from dispatcher.models import ClaimedDelivery, RequestOutcome, RoundFault, WebhookRow
 from whk.sqlfiles import load_queries
 
 _ENCODER = msgspec.json.Encoder()
@@ -87,7 +87,15 @@ class Repository:
         value = await self._one("next_wakeup", {})
         return None if value is None else float(value)
 
-    async def heartbeat(self, *, stopping: bool, forget_after_s: float) -> None:
+    async def heartbeat(
+        self,
+        *,
+        stopping: bool,
+        forget_after_s: float,
+        ssrf_policy: str | None = None,
+        ssrf_exempt: Sequence[str] | None = None,
+        last_error: str | None = None,
+    ) -> None:
         await self._one(
             "heartbeat",
             {
@@ -97,8 +105,32 @@ class Repository:
                 "version": whk.__version__,
                 "stopping": stopping,
                 "forget_after_s": forget_after_s,
+                "ssrf_policy": ssrf_policy,
+                "ssrf_exempt": None if ssrf_exempt is None else list(ssrf_exempt),
+                "last_error": last_error,
             },
         )
+
+    async def isolate_round_faults(self, route_limit: int, lease_s: float) -> list[RoundFault]:
+        """After a failed round: quarantine the webhooks that make it fail (see the SQL function)."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                self._q["isolate_round_faults"],
+                {"dispatcher": self._id, "route_limit": route_limit, "lease_s": lease_s},
+            )
+            rows = await cur.fetchall()
+        return [RoundFault(*r) for r in rows]
+
+    async def quarantine(self, webhook_id: int, stage: str, reason: str, sqlstate: str | None) -> bool:
+        """Quarantine one webhook (audited as this dispatcher); False if it already was."""
+        params = {
+            "id": webhook_id,
+            "stage": stage,
+            "reason": reason,
+            "sqlstate": sqlstate,
+            "actor": f"whk-dispatcher:{self._id}",
+        }
+        return bool(await self._one("quarantine_webhook", params))
 
     async def set_idle(self, idle: bool) -> None:
         await self._one("set_idle", {"id": self._id, "idle": idle})

@@ -17,6 +17,7 @@ from dispatcher.attempt import OutboundRequest
 from dispatcher.errors import WebhookConfigError
 from dispatcher.models import ClaimedDelivery, WebhookRow
 from dispatcher.retry import RetryPolicy, RetryPolicyError
+from whk.redact import looks_secret, mask_headers
 from whk.secretbox import SecretBox, SecretBoxError, row_aad
 from whk.signing import SigningError, decode_secret, signature_headers
 
@@ -37,11 +38,6 @@ RESERVED_HEADERS = frozenset(
         "webhook-signature",
     }
 )
-
-# Header names whose values never reach the attempt log.
-_SECRET_NAMES = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key"})
-_SECRET_HINTS = ("token", "secret", "password", "apikey", "api-key", "api_key", "auth")
-MASK = "***"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,13 +104,8 @@ def prepare_webhook(row: WebhookRow, box: SecretBox | None, default_policy: Retr
         custom = _custom_headers(row)
     except (WebhookConfigError, SecretBoxError, SigningError, UnicodeDecodeError) as exc:
         return PreparedWebhook(row, (), (), frozenset(), policy, config_error=str(exc))
-    masked = frozenset(auth_names | {n.lower() for n, _ in custom if _looks_secret(n)})
+    masked = frozenset(auth_names | {n.lower() for n, _ in custom if looks_secret(n)})
     return PreparedWebhook(row, tuple(keys), tuple(custom + auth), masked, policy)
-
-
-def _looks_secret(name: str) -> bool:
-    low = name.lower()
-    return low in _SECRET_NAMES or any(h in low for h in _SECRET_HINTS)
 
 
 def message_id(group: Sequence[ClaimedDelivery]) -> str:
@@ -156,21 +147,10 @@ def build_request(
     )
 
 
-# Headers WHK itself sets on every request (build_request): not credentials, so their names are not
-# searched for secret-looking words on every request (a configured credential header is masked regardless).
-_OWN_HEADERS = frozenset(
-    {"content-type", "user-agent", "webhook-id", "webhook-timestamp", "webhook-signature"}
-)
-
-
 def loggable_headers(hook: PreparedWebhook, headers: Sequence[tuple[str, str]]) -> dict[str, str]:
-    """Request headers for the attempt log, with credentials masked."""
-    out: dict[str, str] = {}
-    for name, value in headers:
-        low = name.lower()
-        secret = low in hook.masked_names or (low not in _OWN_HEADERS and _looks_secret(name))
-        out[name] = MASK if secret else value
-    return out
+    """Request headers for the attempt log, with credentials masked (``whk.redact``: the rule the
+    development mock endpoints store received headers by)."""
+    return mask_headers(headers, credential_names=hook.masked_names)
 
 
 def body_digest(body: bytes) -> str:

@@ -10,10 +10,11 @@ compressed test schedule lowers it). A ``Retry-After`` from the receiver is hono
 clamp ``[lo, retry_after_cap_factor * lo]`` where ``lo = max(scheduled delay, floor)``: we never
 come back sooner than our own schedule, and a receiver cannot park a delivery for a week.
 
-``blocked`` (the SSRF guard refused every address; no request was sent) follows the normal
-schedule by default: no packet leaves, so retries cost nothing and storm nobody, DNS that pointed
-at a private address may be corrected, and the delivery still ends as a dead letter whose reason
-names the rule. ``retry_blocked=False`` dead-letters on the first block instead.
+``blocked`` (the SSRF guard refused every address; no request was sent): the engine does not ask
+``next_delay`` while ``retry_blocked`` is true (the default): the delivery waits, pending, and the
+webhook is quarantined until an operator fixes the URL or the policy (docs/delivery.md, "Fault
+isolation"). ``next_delay`` keeps the schedule's answer for callers that want one.
+``retry_blocked=False`` dead-letters on the first block instead.
 
 Policies are per webhook and global (``whk_05_configuracoes``): ``RetryPolicy.from_json(obj,
 base=...)`` overlays a partial JSON object on a base policy; ``to_json`` writes every field.

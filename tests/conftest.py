@@ -84,9 +84,13 @@ async def aconn(db_url: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
 
 @pytest.fixture
 def settings(db_url: str) -> Settings:
+    """Settings for the test database; the API and dispatcher built from them act as their
+    least-privilege roles (whk_app, whk_dispatcher), so a missing grant fails the tests."""
     return load_settings(
         {
             "WHK_DATABASE_URL": db_url,
+            "WHK_API_DB_ROLE": "whk_app",
+            "WHK_DISPATCHER_DB_ROLE": "whk_dispatcher",
             "WHK_ALLOW_PRIVATE_CIDRS": "127.0.0.0/8,::1/128",
             "WHK_ENV": "development",
         }

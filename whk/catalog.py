@@ -5,9 +5,10 @@ be compared with a readable diff: tables and columns (type, default, not-null), 
 functions (full definition), triggers, views, sequences, enum labels and grants.
 
 ``fresh_install_sources`` lists what a fresh install runs: ``sql/schema`` (tables, in file order),
-pgqueuer's own DDL (rendered by the pinned pgqueuer), ``sql/functions``, ``sql/triggers`` and ``sql/views``
-(views that call functions, so they come last). The drift
-test and ``whk db verify`` compare that with what the migrations produce.
+pgqueuer's own DDL (rendered by the pinned pgqueuer), ``sql/functions`` (one folder per concern),
+``sql/triggers`` and ``sql/views`` (views that call functions, so they come last). The drift test and
+``whk db verify`` compare that with what the migrations produce; ``seed_rows`` adds the rows every install
+starts with, so a seed changed in one place only is drift too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import psycopg
 from whk.sqlfiles import sql_root
 
 SCHEMAS = ("whk", "erp")
+PGQUEUER_LABEL = "pgqueuer install"
 
 _QUERIES: dict[str, str] = {
     "column": """
@@ -107,6 +109,28 @@ def snapshot(conn: psycopg.Connection[Any], schemas: tuple[str, ...] = SCHEMAS) 
     return result
 
 
+# Tables whose rows every install starts with (sql/schema/*_seed.sql). Columns stamped at insert time are
+# left out: two installs made a second apart must still compare equal.
+SEED_TABLES: dict[str, tuple[str, ...]] = {
+    "whk.whk_05_configuracoes": ("key",),
+    "whk.whk_02_eventos": ("name",),
+    "whk.whk_02_eventos_versoes": ("event_type_id", "major", "minor"),
+}
+_STAMPS = ("created_at", "updated_at", "published_at")
+
+
+def seed_rows(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """The seeded rows of ``SEED_TABLES`` as ``{"row <table> <key>": "<json>"}``, to diff like a snapshot."""
+    result: dict[str, str] = {}
+    for table, key in SEED_TABLES.items():
+        strip = " - ".join(f"'{c}'" for c in _STAMPS)
+        keyexpr = " || '/' || ".join(f"t.{c}::text" for c in key)
+        query = f"SELECT {keyexpr}, (to_jsonb(t) - {strip})::text FROM {table} t"  # noqa: S608 (constants)
+        for name, row in conn.execute(query).fetchall():
+            result[f"row {table} {name}"] = str(row)
+    return result
+
+
 def diff(expected: dict[str, str], actual: dict[str, str], *, labels: tuple[str, str]) -> str:
     """A readable unified diff of two snapshots ('' when equal)."""
 
@@ -138,13 +162,14 @@ def fresh_install_sources(root: Path | None = None) -> list[tuple[str, str]]:
     for path in schema_files:
         if path.name.startswith("000_"):
             sources.append((f"schema/{path.name}", path.read_text(encoding="utf-8")))
-    sources.append(("pgqueuer install", pgqueuer_install_sql()))
+    sources.append((PGQUEUER_LABEL, pgqueuer_install_sql()))
     for path in schema_files:
         if not path.name.startswith("000_"):
             sources.append((f"schema/{path.name}", path.read_text(encoding="utf-8")))
-    for sub in ("functions", "triggers", "views"):
-        for path in sorted((root / sub).glob("*.sql")):
-            sources.append((f"{sub}/{path.name}", path.read_text(encoding="utf-8")))
+    # constraints/: CHECKs that call functions (the bounds of JSON settings), so after the functions.
+    for sub in ("functions", "triggers", "views", "constraints"):
+        for path in sorted((root / sub).rglob("*.sql")):
+            sources.append((f"{sub}/{path.relative_to(root / sub)}", path.read_text(encoding="utf-8")))
     return sources
 
 

@@ -5,6 +5,7 @@ WhkError                      base; ``hint`` tells the operator what to do
 ├── DatabaseUnavailable       the DSN points nowhere / the server refuses us
 ├── SchemaVersionMismatch     the database schema is older or newer than this code
 ├── PostgresServerError       the private PostgreSQL server could not be prepared or started
+├── PrivilegedDatabaseRole    a process is connected as a superuser or the owner of WHK's tables
 └── MigrationError            a migration cannot be planned or applied
     ├── MigrationParseError   a file does not parse (file and line in the message)
     ├── ChecksumMismatch      an applied file was edited afterwards
@@ -49,6 +50,11 @@ class SchemaVersionMismatch(WhkError):
 
 class PostgresServerError(WhkError):
     """The private PostgreSQL server could not be prepared or started."""
+
+
+class PrivilegedDatabaseRole(WhkError):
+    """A process (API, dispatcher) is connected as a superuser or as the owner of WHK's tables
+    (refused in production unless WHK_ALLOW_PRIVILEGED_DB_ROLE=true)."""
 
 
 class MigrationError(WhkError):

@@ -45,6 +45,8 @@ BEGIN_CALL_RE = re.compile(
 )
 NO_TRANSACTION = "-- whk:no-transaction"
 PLPGSQL_RE = re.compile(r"\bLANGUAGE\s+'?plpgsql'?", re.IGNORECASE)
+# The migration that holds the whole schema up to WHK 0.1.0 (the squash of everything before it).
+BASELINE = "baseline"
 LOCK_SQL = "SELECT pg_advisory_lock(hashtext('whk.schema_migrations'))"
 UNLOCK_SQL = "SELECT pg_advisory_unlock(hashtext('whk.schema_migrations'))"
 
@@ -224,6 +226,13 @@ def _compare(files: Sequence[MigrationFile], applied: Sequence[AppliedMigration]
         mf = by_version.get(a.version)
         if mf is None:
             raise SchemaVersionMismatch(database=max(x.version for x in applied), code=code_version(files))
+        if mf.name != a.name and mf.name == BASELINE:
+            raise MigrationError(
+                f"this database was created before the migrations were squashed into {mf.path.name}"
+                f" (its ledger has {a.version:04d}_{a.name})",
+                hint="nothing was released before the squash: dump the data you need and create the database"
+                " anew (for `whk up`'s private server, remove WHK_DATA_DIR); see CHANGELOG.md",
+            )
         if mf.name != a.name:
             raise MigrationError(
                 f"ledger has {a.version:04d}_{a.name} but the code ships {mf.path.name}",

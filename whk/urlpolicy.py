@@ -23,11 +23,16 @@ Exemptions: networks in ``allow`` (``Settings.core.allow_private_cidrs``, develo
 only; production refuses it) are allowed whatever rule would match. An IPv4-mapped or
 IPv4-compatible address is exempt when its embedded IPv4 address is (it is the same host).
 
+Every process of one deployment must enforce the same exemptions, or which dispatcher claims a delivery
+decides whether it may reach a private address: ``policy_fingerprint`` names a policy, each dispatcher
+records it in its heartbeat row and ``/api/whk/monitoring/health`` compares them.
+
 Pure code: no I/O, no DNS.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -47,6 +52,7 @@ __all__ = [
     "embedded_ipv4",
     "ensure_url",
     "parse_ip_literal",
+    "policy_fingerprint",
 ]
 
 Address = IPv4Address | IPv6Address
@@ -335,3 +341,12 @@ def ensure_url(url: str, allow: Sequence[Network] = ()) -> None:
             hint="use a public http(s) URL; private networks are exempt only via WHK_ALLOW_PRIVATE_CIDRS "
             "in development",
         )
+
+
+def policy_fingerprint(allow: Sequence[Network] = ()) -> str:
+    """A short stable name of the policy exempting ``allow`` (order and duplicates do not matter):
+    ``none`` without exemptions, else ``cidrs-`` and 12 hex digits of a SHA-256 of the sorted list."""
+    nets = sorted({str(n) for n in allow})
+    if not nets:
+        return "none"
+    return "cidrs-" + hashlib.sha256(",".join(nets).encode("ascii")).hexdigest()[:12]

@@ -9,23 +9,26 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from whk import __version__, catalog, migrate
-from whk.db import check_schema_version, connect
+from whk import __version__, catalog, dbroles, migrate
+from whk.db import check_schema_version, connect, require_dsn
 from whk.errors import MigrationError, WhkError
 from whk.secretbox import rotate_command
 from whk.settings import Settings, configuration_markdown, load_settings
 from whk.sqlfiles import sql_root
 
+if TYPE_CHECKING:
+    from whk.pgserver import PrivateServer
+
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+DEV_KEY_NAME = "make-up development key"
 
 
 def _echo(msg: str) -> None:
@@ -73,8 +76,6 @@ def cmd_db_verify(settings: Settings, _args: argparse.Namespace) -> int:
     """Compare the live catalog with a scratch database built from this code's migrations."""
     import psycopg
 
-    from whk.db import require_dsn
-
     dsn = require_dsn(settings)
     scratch = f"whk_verify_{os.getpid()}"
     with connect(settings) as conn:
@@ -105,6 +106,16 @@ def cmd_db_verify(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_new_migration(_settings: Settings, args: argparse.Namespace) -> int:
+    from whk import migration_writer
+
+    path = migration_writer.new_migration(
+        args.name, args.why, functions=args.function or (), include_all=args.all
+    )
+    _echo(f"wrote {path}")
+    return 0
+
+
 # --------------------------------------------------------------------------- services
 # Each application is imported only by the command that runs it, so `whk dispatcher` never loads the API's
 # web stack and `whk db …` loads neither.
@@ -125,23 +136,32 @@ def cmd_config(_settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+# The children `whk up` supervises, `whk <name>`, each restarted when it dies (whk.supervisor), and the
+# database role each one logs in as on the private server (created by the migrations, docs/dba.md).
+UP_CHILDREN = {
+    "api": dbroles.API_ROLE,
+    "dispatcher": dbroles.DISPATCHER_ROLE,
+}
+
+
 def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
+    """Private PostgreSQL (unless WHK_DATABASE_URL is set), migrations, then the supervised children.
+
+    A child that dies is restarted (whk.supervisor); PostgreSQL stops only when `whk up` is stopped."""
     from whk.pgserver import PrivateServer
+    from whk.supervisor import ChildSpec, StatusTable, Supervisor, supervisor_name
 
     server: PrivateServer | None = None
-    env = dict(os.environ)
     if not settings.core.database_url:
         server = PrivateServer(settings.core.data_dir)
         created = server.prepare()
         _echo(f"postgres: {'initialised' if created else 'reusing'} {server.pgdata}")
         server.start()
-        dsn = server.ensure_database()
-        settings = settings.with_database_url(dsn)
-        env["WHK_DATABASE_URL"] = dsn
+        settings = settings.with_database_url(server.ensure_database())
     if settings.core.allow_private_cidrs:
         nets = ",".join(str(n) for n in settings.core.allow_private_cidrs)
         _echo(f"WARNING: SSRF guard exempts {nets} (WHK_ALLOW_PRIVATE_CIDRS) - development only")
-    children: dict[str, subprocess.Popen[bytes]] = {}
+    supervisor: Supervisor | None = None
     stopping = False
 
     def _stop(_sig: int, _frame: FrameType | None) -> None:
@@ -158,34 +178,23 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
                 conn.execute((sql_root() / "demo" / "erp.sql").read_bytes())
                 _echo("demo ERP: schema erp (users, orders, products) captured; see docs/capture.md")
             _bootstrap_banner(settings, conn, developer_key=server is not None)
-        whk_bin = str(Path(sys.executable).with_name("whk"))
-        for part in ("api", "dispatcher"):
-            children[part] = subprocess.Popen([whk_bin, part], env=env)
-        base = f"http://{settings.api.host}:{settings.api.port}"
-        _echo(f"API:     {base}/api/whk/  (docs {base}/schema/swagger, OpenAPI {base}/schema/openapi.json)")
-        _echo(f"Health:  {base}/api/whk/monitoring/health")
         if server is not None:
-            _echo(f"psql:    psql '{settings.core.database_url}'")
-        _echo("Ctrl-C stops everything.")
+            server.enable_logins(UP_CHILDREN.values())
+        whk_bin = str(Path(sys.executable).with_name("whk"))
+        specs = [ChildSpec(part, [whk_bin, part], _child_env(settings, server, part)) for part in UP_CHILDREN]
+        status = StatusTable(require_dsn(settings), supervisor_name(), connect_timeout=2.0)
+        supervisor = Supervisor(specs, echo=_echo, status=status)
+        supervisor.start()
+        ready = False
         while not stopping:
-            for part, child in children.items():
-                if child.poll() is not None:
-                    raise WhkError(
-                        f"`whk {part}` exited with code {child.returncode}", hint="its error is printed above"
-                    )
+            supervisor.tick()
+            ready = ready or _announce_when_ready(settings, server)
             time.sleep(0.2)
         _echo("stopping…")
         return 0
     finally:
-        for child in children.values():
-            if child.poll() is None:
-                child.terminate()
-        for child in children.values():
-            try:
-                child.wait(timeout=settings.dispatcher.shutdown_grace + 5)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        if supervisor is not None:
+            supervisor.stop(grace=settings.dispatcher.shutdown_grace + 5)
         if server is not None:
             server.stop()
             _echo("postgres stopped")
@@ -193,14 +202,48 @@ def cmd_up(settings: Settings, _args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, old_term)
 
 
+def _child_env(settings: Settings, server: PrivateServer | None, part: str) -> dict[str, str]:
+    """The environment of `whk <part>`: on the private server it logs in as its own role."""
+    env = dict(os.environ)
+    env["WHK_DATABASE_URL"] = (
+        server.dsn(user=UP_CHILDREN[part]) if server is not None else require_dsn(settings)
+    )
+    return env
+
+
+def _announce_when_ready(settings: Settings, server: PrivateServer | None) -> bool:
+    """Print where to reach WHK once the API's health answers; False while it does not answer yet."""
+    import httpx
+
+    base = f"http://{settings.api.host}:{settings.api.port}"
+    health = f"{base}/api/whk/monitoring/health"
+    # Listening on every address: ask over loopback.
+    probe_host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(settings.api.host, settings.api.host)  # noqa: S104
+    try:
+        answer = httpx.get(f"http://{probe_host}:{settings.api.port}/api/whk/monitoring/health", timeout=1.0)
+    except httpx.HTTPError:
+        return False
+    _echo(f"API:     {base}/api/whk/  (docs {base}/schema/swagger, OpenAPI {base}/schema/openapi.json)")
+    _echo(f"Health:  {health}")
+    if answer.status_code != 200:
+        _echo(f"         (answers {answer.status_code}: {answer.text[:300]})")
+    if server is not None:
+        _echo(f"psql:    psql '{settings.core.database_url}'")
+    _echo("Ctrl-C stops everything.")
+    return True
+
+
 def _bootstrap_banner(settings: Settings, conn: Any, *, developer_key: bool) -> None:
-    """On the embedded default, print a development admin key so a newcomer can call the API at once."""
+    """On the embedded default, print a development admin key so a newcomer can call the API at once.
+
+    One such key is valid at a time: each start revokes the previous ones and prints a new one."""
     if not developer_key:
         return
     from api import keys
 
-    key = keys.create_api_key(conn, admin=True, consumer_id=None, name="make-up development key", scopes=None)
-    _echo(f"Admin API key (development, shown once): {key}")
+    key, revoked = keys.rotate_development_key(conn, name=DEV_KEY_NAME)
+    note = f"; {revoked} earlier revoked" if revoked else ""
+    _echo(f"Admin API key (development, shown once{note}): {key}")
     _echo(
         f"  curl -H 'Authorization: Bearer {key}' http://{settings.api.host}:{settings.api.port}/api/whk/webhooks"
     )
@@ -248,6 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
     dbsub.add_parser("verify", help="compare the live catalog with what the migrations create").set_defaults(
         func=cmd_db_verify
     )
+    new = dbsub.add_parser(
+        "new-migration", help="write the next migration with the current text of sql/functions files"
+    )
+    new.add_argument("name", help="snake_case name of the migration, e.g. claim_by_key")
+    new.add_argument("--why", required=True, help="what the migration changes and why (its first line)")
+    what = new.add_mutually_exclusive_group(required=True)
+    what.add_argument("--function", action="append", metavar="F", help="a sql/functions file name (repeat)")
+    what.add_argument("--all", action="store_true", help="every fresh-install source (a baseline)")
+    new.set_defaults(func=cmd_db_new_migration)
 
     ak = sub.add_parser("apikey", help="API keys")
     aksub = ak.add_subparsers(dest="apikey_command", required=True, metavar="ACTION")

@@ -8,14 +8,14 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from api.shapes import Email
+from api.shapes import Burst, Email, RatePerSecond
 
 Name = Annotated[str, Meta(min_length=1, max_length=200, examples=["acme-billing"])]
 Text = Annotated[str, Meta(max_length=2000)]
 Cidr = Annotated[str, Meta(max_length=64, examples=["203.0.113.0/24", "2001:db8::/32"])]
 Status = Literal["active", "suspended", "disabled"]
-Rate = Annotated[float, Meta(gt=0, le=1_000_000)]
-PositiveInt = Annotated[int, Meta(ge=1, le=2**31 - 1)]
+PerMinute = Annotated[int, Meta(ge=1, le=1_000_000_000, description="API requests per minute")]
+PerDay = Annotated[int, Meta(ge=1, le=1_000_000_000, description="deliveries per day")]
 
 
 class ConsumerCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -28,10 +28,10 @@ class ConsumerCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     status: Status = "active"
     auth_settings: dict[str, Any] = msgspec.field(default_factory=dict)
     allowed_ips: Annotated[list[Cidr], Meta(max_length=100)] = msgspec.field(default_factory=list)
-    rate_limit_per_second: Rate | None = None
-    rate_limit_burst: PositiveInt | None = None
-    api_rate_limit_per_minute: PositiveInt | None = None
-    quota_deliveries_per_day: Annotated[int, Meta(ge=1, le=9223372036854775807)] | None = None
+    rate_limit_per_second: RatePerSecond | None = None
+    rate_limit_burst: Burst | None = None
+    api_rate_limit_per_minute: PerMinute | None = None
+    quota_deliveries_per_day: PerDay | None = None
     delivery_preferences: dict[str, Any] = msgspec.field(default_factory=dict)
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
 
@@ -46,10 +46,10 @@ class ConsumerUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     status: Status | UnsetType = UNSET
     auth_settings: dict[str, Any] | UnsetType = UNSET
     allowed_ips: Annotated[list[Cidr], Meta(max_length=100)] | UnsetType = UNSET
-    rate_limit_per_second: Rate | UnsetType | None = UNSET
-    rate_limit_burst: PositiveInt | UnsetType | None = UNSET
-    api_rate_limit_per_minute: PositiveInt | UnsetType | None = UNSET
-    quota_deliveries_per_day: Annotated[int, Meta(ge=1, le=9223372036854775807)] | UnsetType | None = UNSET
+    rate_limit_per_second: RatePerSecond | UnsetType | None = UNSET
+    rate_limit_burst: Burst | UnsetType | None = UNSET
+    api_rate_limit_per_minute: PerMinute | UnsetType | None = UNSET
+    quota_deliveries_per_day: PerDay | UnsetType | None = UNSET
     delivery_preferences: dict[str, Any] | UnsetType = UNSET
     metadata: dict[str, Any] | UnsetType = UNSET
 

@@ -31,7 +31,7 @@ from api.deliveries.schemas import (
     DeliveryStatus,
     RetryResult,
 )
-from api.deps import Principal
+from api.deps import Principal, require_own_consumer
 from api.errors import Conflict, NotFound, Unprocessable
 from api.shapes import EVENT_TYPE_RE, CursorQ, IdPath, LimitQ
 from api.webhooks.repository import WebhookRepository
@@ -63,9 +63,8 @@ async def require_refs(
 ) -> None:
     """Ids named in a query or body must be the caller's own: another tenant's (or a missing) webhook or
     consumer is 404, exactly like in a path, rather than an empty answer."""
+    require_own_consumer(principal, consumer_id)
     tenant = principal.tenant_filter()
-    if tenant is not None and consumer_id is not None and consumer_id != tenant:
-        raise NotFound(f"consumer {consumer_id} not found")
     if webhook_id is not None and await webhooks.get(conn, tenant=tenant, webhook_id=webhook_id) is None:
         raise NotFound(f"webhook {webhook_id} not found")
 

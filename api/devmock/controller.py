@@ -1,7 +1,8 @@
 """``/api/whk/dev/mock/{name}``: mock receivers for development (WHK_ENV=development only).
 
 Point a webhook at ``http://127.0.0.1:8080/api/whk/dev/mock/orders`` and every delivery is stored with its
-headers and body; ``?status=503`` or ``?delay_ms=2000`` on the webhook URL makes the mock answer with that
+headers and body; credentials in the headers are masked before they are stored, by the attempt log's rule
+(``whk.redact``). ``?status=503`` or ``?delay_ms=2000`` on the webhook URL makes the mock answer with that
 status or that late, to watch retries, throttling and timeouts without writing a receiver. The POST takes
 no API credential (the dispatcher sends none); reading and clearing what arrived needs an admin.
 In production every route answers 404.
@@ -27,6 +28,7 @@ from api.context import settings_dependency
 from api.deps import admin_only
 from api.errors import NotFound, Unprocessable
 from api.rows import fetch_all, fetch_value
+from whk.redact import mask_headers
 from whk.settings import Settings
 from whk.sqlfiles import load_queries
 
@@ -43,7 +45,10 @@ class Received(msgspec.Struct, frozen=True, kw_only=True):
     mock_name: str
     received_at: datetime
     method: str
-    headers: dict[str, str]
+    headers: Annotated[
+        dict[str, str],
+        msgspec.Meta(description="received headers (lower-case names); credentials masked as `***`"),
+    ]
     body: str
     body_size: int
     replied_status: int
@@ -92,8 +97,13 @@ class MockController(Controller):
     ) -> Response[Ack]:
         _checked(settings, name)
         body = await request.body()
-        headers = {k.lower(): v for k, v in request.headers.items()}
         async with state.pool.connection() as conn:
+            # Credentials are masked before they are stored, by the attempt log's rule (whk.redact),
+            # including every header a webhook is configured to send its credential in.
+            names = await fetch_value(conn, self.queries["credential_header_names"], {})
+            headers = mask_headers(
+                ((k.lower(), v) for k, v in request.headers.items()), credential_names=frozenset(names)
+            )
             received = await fetch_value(
                 conn,
                 self.queries["record"],

@@ -26,7 +26,7 @@ from psycopg_pool import PoolTimeout
 
 from api.audit import AuditLog
 from api.context import settings_dependency
-from api.deps import Principal
+from api.deps import Principal, require_own_consumer
 from api.errors import NotFound, Unprocessable
 from api.monitoring.repository import MonitoringRepository
 from api.monitoring.schemas import (
@@ -35,17 +35,20 @@ from api.monitoring.schemas import (
     AlertCreate,
     AlertPage,
     Dashboard,
+    DispatcherInfo,
     Health,
     SlackChannel,
     WebhookChannel,
 )
 from whk.migrate import code_version
 from whk.settings import Settings
-from whk.urlpolicy import check_url
+from whk.urlpolicy import check_url, policy_fingerprint
 
-__all__ = ["MonitoringController", "breaches"]
+__all__ = ["MonitoringController", "breaches", "ssrf_disagreement"]
 
 Conn = NamedDependency[AsyncConnection[Any]]
+# A `whk up` refreshes its children's rows every 5 s: older rows belong to a supervisor that is gone.
+SUPERVISOR_FRESH_S = 30.0
 Who = NamedDependency[Principal]
 
 
@@ -100,6 +103,7 @@ class MonitoringController(Controller):
                 row = await self.repo.health(conn)
                 latency = (time.perf_counter() - started) * 1000
                 dispatchers = await self.repo.dispatchers(conn)
+                supervised = await self.repo.supervised(conn, SUPERVISOR_FRESH_S)
         except (psycopg.Error, PoolTimeout, OSError):
             down = Health(
                 status="down",
@@ -125,6 +129,22 @@ class MonitoringController(Controller):
             problems.append(f"database schema is at version {row.schema_version}, this API needs {expected}")
         if alive == 0:
             problems.append("no dispatcher has sent a heartbeat within the lease")
+        if row.quarantined_count:
+            ids = ", ".join(str(i) for i in row.quarantined_webhooks)
+            more = "" if row.quarantined_count <= len(row.quarantined_webhooks) else ", ..."
+            problems.append(
+                f"{row.quarantined_count} webhook(s) quarantined, not delivered until cleared: {ids}{more}"
+            )
+        problems.extend(ssrf_disagreement([d for d in dispatchers if d.alive], settings))
+        for d in dispatchers:
+            if d.alive and d.last_error:
+                problems.append(f"dispatcher {d.id} is failing: {d.last_error}")
+        problems.extend(
+            f"`whk {p.name}` under `whk up` ({p.supervisor}) is failing: {p.crashes_in_window} crashes "
+            f"within the supervisor's window, last {p.last_exit}; it is retried slowly"
+            for p in supervised
+            if p.state == "failing"
+        )
         for label, age in (
             ("unrouted event", row.oldest_unrouted_age_s),
             ("due delivery", row.oldest_due_delivery_age_s),
@@ -148,6 +168,8 @@ class MonitoringController(Controller):
             oldest_due_delivery_age_s=row.oldest_due_delivery_age_s,
             oldest_pending_warn_s=warn,
             problems=problems,
+            quarantined_webhooks=row.quarantined_webhooks,
+            supervised=supervised,
         )
         return Response(body, status_code=503 if status == "down" else 200)
 
@@ -254,13 +276,7 @@ class MonitoringController(Controller):
     ) -> Alert:
         tenant = principal.tenant_filter()
         consumer_id = data.consumer_id if tenant is None else tenant
-        if tenant is not None and data.consumer_id not in (None, tenant):
-            raise Unprocessable(
-                "consumer_id must be your own",
-                errors=[
-                    {"pointer": "/consumer_id", "message": "consumer credentials create their own alerts"}
-                ],
-            )
+        require_own_consumer(principal, data.consumer_id)
         errors: list[dict[str, str]] = []
         if data.condition.webhook_id is not None:
             owner = await self.repo.webhook_owner(conn, data.condition.webhook_id)
@@ -309,6 +325,27 @@ class MonitoringController(Controller):
             return  # written by hand with another shape: shown as is, not evaluated
         alert.current_value = await self.repo.metric_value(conn, alert.consumer_id, cond)
         alert.breaching = breaches(alert.current_value, cond.operator, cond.threshold)
+
+
+def ssrf_disagreement(live: list[DispatcherInfo], settings: Settings) -> list[str]:
+    """Flag live dispatchers whose SSRF policy differs from most others' (ties: from this API's own);
+    the problem line names every policy and its dispatchers. Rows without a policy (older code) are
+    left out."""
+    by_policy: dict[str, list[DispatcherInfo]] = {}
+    for d in live:
+        if d.ssrf_policy is not None:
+            by_policy.setdefault(d.ssrf_policy, []).append(d)
+    if len(by_policy) < 2:
+        return []
+    own = policy_fingerprint(settings.core.allow_private_cidrs)
+    usual = max(by_policy, key=lambda p: (len(by_policy[p]), p == own, p))
+    parts = []
+    for policy, group in sorted(by_policy.items()):
+        for d in group:
+            d.ssrf_policy_differs = policy != usual
+        exempt = ",".join(group[0].ssrf_exempt or []) or "nothing"
+        parts.append(f"{', '.join(d.id for d in group)} exempt {exempt} ({policy})")
+    return ["dispatchers disagree on the SSRF policy (WHK_ALLOW_PRIVATE_CIDRS): " + "; ".join(parts)]
 
 
 def _prometheus(data: dict[str, Any]) -> bytes:

@@ -10,13 +10,29 @@ SELECT (SELECT coalesce(max(version), 0) FROM whk.schema_migrations) AS schema_v
         FROM whk.whk_03_entregas d
         WHERE d.status = 'pending' AND d.next_attempt_at <= clock_timestamp()) AS oldest_due_delivery_age_s,
        (SELECT (value #>> '{}')::float8 FROM whk.whk_05_configuracoes
-        WHERE key = 'monitoring.oldest_pending_warn_s') AS oldest_pending_warn_s
+        WHERE key = 'monitoring.oldest_pending_warn_s') AS oldest_pending_warn_s,
+       -- Quarantined webhooks (the dispatcher skips them until cleared): the partial index, first 100 ids.
+       (SELECT count(*) FROM whk.whk_01_webhooks w
+        WHERE w.quarantined_at IS NOT NULL AND w.deleted_at IS NULL) AS quarantined_count,
+       ARRAY(SELECT w.id FROM whk.whk_01_webhooks w
+             WHERE w.quarantined_at IS NOT NULL AND w.deleted_at IS NULL
+             ORDER BY w.id LIMIT 100) AS quarantined_webhooks
 
 -- name: dispatchers :many
 SELECT x.id, x.started_at, x.heartbeat_at, x.idle, x.stopping,
-       extract(epoch FROM clock_timestamp() - x.heartbeat_at)::float8 AS heartbeat_age_s
+       extract(epoch FROM clock_timestamp() - x.heartbeat_at)::float8 AS heartbeat_age_s,
+       x.ssrf_policy, x.ssrf_exempt, x.last_error, x.last_error_at
 FROM whk.dispatchers x
 ORDER BY x.id
+
+-- name: supervised :many
+-- Children of running `whk up` supervisors (they refresh their rows every few seconds and delete them when
+-- they stop); rows of a supervisor that stopped refreshing (killed) are left out.
+SELECT p.supervisor, p.name, p.pid, p.state, p.restarts, p.crashes_in_window, p.last_exit, p.last_exit_at,
+       p.updated_at
+FROM whk.supervised_processes p
+WHERE p.updated_at > clock_timestamp() - make_interval(secs => %(fresh_s)s)
+ORDER BY p.supervisor, p.name
 
 -- name: delivery_status_counts :many
 SELECT d.status, count(*) AS n

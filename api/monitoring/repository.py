@@ -17,6 +17,7 @@ from api.monitoring.schemas import (
     DispatcherInfo,
     FailingWebhook,
     StatusCount,
+    SupervisedProcess,
 )
 from api.rows import fetch_all, fetch_one, fetch_value
 from whk.sqlfiles import load_queries
@@ -29,6 +30,8 @@ class HealthRow(msgspec.Struct, kw_only=True):
     oldest_unrouted_age_s: float | None
     oldest_due_delivery_age_s: float | None
     oldest_pending_warn_s: float | None
+    quarantined_count: int = 0
+    quarantined_webhooks: list[int] = msgspec.field(default_factory=list)
 
 
 class MonitoringRepository:
@@ -42,6 +45,9 @@ class MonitoringRepository:
 
     async def dispatchers(self, conn: AsyncConnection[Any]) -> list[DispatcherInfo]:
         return await fetch_all(conn, self._q["dispatchers"], {}, DispatcherInfo)
+
+    async def supervised(self, conn: AsyncConnection[Any], fresh_s: float) -> list[SupervisedProcess]:
+        return await fetch_all(conn, self._q["supervised"], {"fresh_s": fresh_s}, SupervisedProcess)
 
     async def counts(self, conn: AsyncConnection[Any], name: str, tenant: int | None) -> dict[str, int]:
         rows = await fetch_all(conn, self._q[name], {"tenant": tenant}, StatusCount)

@@ -16,6 +16,12 @@ Metric = Literal[
 
 
 class DispatcherInfo(msgspec.Struct, kw_only=True):
+    """A dispatcher's heartbeat row. ``ssrf_policy`` names the SSRF exemptions it enforces
+    (``ssrf_exempt``, from WHK_ALLOW_PRIVATE_CIDRS); ``ssrf_policy_differs``: another policy than most
+    live dispatchers (then which process claims a delivery decides whether it may be sent).
+    ``last_error``: why its rounds fail right now when no single webhook is to blame (since
+    ``last_error_at``)."""
+
     id: str
     started_at: datetime
     heartbeat_at: datetime
@@ -23,11 +29,33 @@ class DispatcherInfo(msgspec.Struct, kw_only=True):
     idle: bool
     stopping: bool
     alive: bool = True
+    ssrf_policy: str | None = None
+    ssrf_exempt: list[str] | None = None
+    ssrf_policy_differs: bool = False
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+
+
+class SupervisedProcess(msgspec.Struct, kw_only=True):
+    """A child of a running `whk up` (whk.supervised_processes): ``failing`` = it crashed too often
+    within the supervisor's window and is only retried slowly."""
+
+    supervisor: str
+    name: str
+    pid: int | None
+    state: Literal["running", "restarting", "failing"]
+    restarts: int
+    crashes_in_window: int
+    last_exit: str | None
+    last_exit_at: datetime | None
+    updated_at: datetime
 
 
 class Health(msgspec.Struct, kw_only=True):
-    """``ok``: everything fine; ``degraded``: serving but work is waiting too long or no dispatcher is
-    alive; ``down``: the database is unreachable or at another schema version (HTTP 503)."""
+    """``ok``: everything fine; ``degraded``: serving but work is waiting too long, no dispatcher is
+    alive, webhooks are quarantined (``quarantined_webhooks``: their ids, the first 100), live
+    dispatchers disagree on the SSRF policy, or a dispatcher's rounds are failing; ``down``: the database
+    is unreachable or at another schema version (HTTP 503)."""
 
     status: Literal["ok", "degraded", "down"]
     database: Literal["ok", "unavailable"]
@@ -40,6 +68,8 @@ class Health(msgspec.Struct, kw_only=True):
     oldest_due_delivery_age_s: float | None
     oldest_pending_warn_s: float
     problems: list[str]
+    quarantined_webhooks: list[int] = msgspec.field(default_factory=list)
+    supervised: list[SupervisedProcess] = msgspec.field(default_factory=list)
 
 
 class StatusCount(msgspec.Struct, kw_only=True):
@@ -96,7 +126,7 @@ class AlertCondition(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     metric: Metric
     operator: Literal[">", ">=", "<", "<="]
-    threshold: float
+    threshold: Annotated[float, Meta(ge=0, le=1e12)]
     window_s: Annotated[int, Meta(ge=60, le=604800)] = 300
     webhook_id: Annotated[int, Meta(ge=1, le=9223372036854775807)] | None = None
 

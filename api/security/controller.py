@@ -16,7 +16,7 @@ from litestar.status_codes import HTTP_200_OK
 from psycopg import AsyncConnection
 
 from api.audit import AuditFilter, AuditLog, AuditRow
-from api.deps import Principal
+from api.deps import Principal, require_own_consumer
 from api.errors import NotFound, Unprocessable
 from api.events.repository import EventRepository
 from api.events.validation import schema_errors
@@ -156,6 +156,7 @@ class SecurityController(Controller):
         before_id: Annotated[int | None, QueryParameter(ge=1, le=9223372036854775807)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
     ) -> AuditPage:
+        require_own_consumer(principal, consumer_id)
         flt = AuditFilter(
             consumer_id=consumer_id,
             actor=actor,

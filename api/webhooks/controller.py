@@ -22,8 +22,8 @@ from psycopg import AsyncConnection
 
 from api.audit import AuditLog
 from api.context import settings_dependency
-from api.deps import Principal
-from api.errors import NotFound, Unprocessable
+from api.deps import Principal, admin_only, require_own_consumer
+from api.errors import Conflict, NotFound, Unprocessable
 from api.shapes import CursorQ, IdPath, LimitQ
 from api.webhooks.repository import WebhookRepository
 from api.webhooks.schemas import (
@@ -142,18 +142,21 @@ class WebhookController(Controller):
         delivery_mode: Annotated[
             Literal["immediate", "batch", "delayed", "ordered"] | None, QueryParameter()
         ] = None,
+        quarantined: Annotated[bool | None, QueryParameter()] = None,
         created_from: Annotated[datetime | None, QueryParameter()] = None,
         created_to: Annotated[datetime | None, QueryParameter()] = None,
         sort: Annotated[WebhookSort, QueryParameter()] = "-id",
         cursor: CursorQ = None,
         limit: LimitQ = 50,
     ) -> WebhookPage:
+        require_own_consumer(principal, consumer_id)
         filters = {
             "status": status,
             "consumer_id": consumer_id,
             "event_type": event_type,
             "name_prefix": name_prefix,
             "delivery_mode": delivery_mode,
+            "quarantined": quarantined,
             "created_from": created_from,
             "created_to": created_to,
         }
@@ -192,16 +195,7 @@ class WebhookController(Controller):
                 )
             consumer_id = data.consumer_id
         else:
-            if data.consumer_id is not None and data.consumer_id != tenant:
-                raise Unprocessable(
-                    "consumer_id must be your own",
-                    errors=[
-                        {
-                            "pointer": "/consumer_id",
-                            "message": "consumer credentials create their own webhooks",
-                        }
-                    ],
-                )
+            require_own_consumer(principal, data.consumer_id)
             consumer_id = tenant
         if not await self.repo.consumer_exists(conn, consumer_id):
             raise NotFound(f"consumer {consumer_id} not found")
@@ -298,6 +292,38 @@ class WebhookController(Controller):
             _audit_view(before),
             {"deleted": True, "cancelled_deliveries": cancelled, "consumer_id": before.consumer_id},
         )
+
+    @post(
+        "/{webhook_id:int}/clear-quarantine",
+        operation_id="clearWebhookQuarantine",
+        summary="Lift the webhook's quarantine once its cause is fixed (admins); 409 if not quarantined",
+        status_code=HTTP_200_OK,
+        guards=[admin_only],
+    )
+    async def clear_quarantine(self, conn: Conn, principal: Who, webhook_id: IdPath) -> Webhook:
+        before = await self.repo.get(conn, tenant=None, webhook_id=webhook_id, lock=True)
+        if before is None:
+            raise NotFound(f"webhook {webhook_id} not found")
+        if not await self.repo.clear_quarantine(conn, webhook_id):
+            raise Conflict(f"webhook {webhook_id} is not quarantined")
+        after = await self.repo.get(conn, tenant=None, webhook_id=webhook_id)
+        assert after is not None
+        await self.audit_log.record(
+            conn,
+            principal,
+            "webhook.quarantine_cleared",
+            "webhook",
+            webhook_id,
+            {
+                "quarantined_at": before.quarantined_at,
+                "quarantine_stage": before.quarantine_stage,
+                "quarantine_sqlstate": before.quarantine_sqlstate,
+                "quarantine_reason": before.quarantine_reason,
+                "consumer_id": before.consumer_id,
+            },
+            {"quarantined_at": None, "consumer_id": before.consumer_id},
+        )
+        return after
 
     @post(
         "/{webhook_id:int}/test",

@@ -8,7 +8,8 @@ w.payload_version, w.headers, w.auth_type, w.auth_header_name, (w.auth_credentia
 w.status, w.disabled_reason, w.disabled_at, w.delivery_mode, w.batch_size, w.batch_window_ms, w.delay_seconds,
 w.ordering_key_path::text AS ordering_key_path, w.retry_policy, w.timeout_ms,
 w.rate_limit_per_second::float8 AS rate_limit_per_second, w.rate_limit_burst, w.max_in_flight, w.require_ack,
-w.ack_timeout_seconds, w.breaker_config, w.metadata, w.created_at, w.updated_at
+w.ack_timeout_seconds, w.breaker_config, w.metadata, w.created_at, w.updated_at, w.quarantined_at,
+w.quarantine_stage, w.quarantine_sqlstate, w.quarantine_reason
 
 -- name: list_webhooks :many
 SELECT {columns}
@@ -60,37 +61,23 @@ UPDATE whk.whk_01_webhooks w
 SET {assignments}, updated_at = clock_timestamp()
 WHERE w.id = %(id)s
 
--- name: pause_webhook :exec
-UPDATE whk.whk_01_webhooks w
-SET status = 'paused', updated_at = clock_timestamp()
-WHERE w.id = %(id)s
+-- name: pause_webhook :one
+SELECT whk.pause_webhook(%(id)s)
 
 -- name: resume_webhook :one
 -- Releases parked deliveries and closes the breaker (engine function).
 SELECT whk.resume_webhook(%(id)s)
 
+-- name: clear_quarantine :one
+-- The dispatcher claims for the webhook again; its waiting deliveries are due at once (engine function).
+SELECT whk.clear_webhook_quarantine(%(id)s)
+
 -- name: disable_webhook :one
 SELECT whk.disable_webhook(%(id)s, %(reason)s)
 
 -- name: delete_webhook :one
--- Soft delete: deliveries keep their webhook for history; unfinished ones are cancelled so nothing
--- is sent to an endpoint its owner removed. Signing secrets are dropped at once (no grace after delete).
-WITH gone AS (
-    UPDATE whk.whk_01_webhooks w
-    SET deleted_at = clock_timestamp(), status = 'disabled', disabled_reason = 'deleted',
-        disabled_at = clock_timestamp(), updated_at = clock_timestamp()
-    WHERE w.id = %(id)s AND w.deleted_at IS NULL
-    RETURNING w.id
-), cancelled AS (
-    UPDATE whk.whk_03_entregas d
-    SET status = 'cancelled', updated_at = clock_timestamp()
-    FROM gone
-    WHERE d.webhook_id = gone.id AND d.status IN ('pending', 'parked', 'awaiting_ack')
-    RETURNING d.id
-), secrets AS (
-    DELETE FROM whk.webhook_secrets s USING gone WHERE s.webhook_id = gone.id RETURNING s.id
-)
-SELECT (SELECT count(*) FROM gone) AS deleted, (SELECT count(*) FROM cancelled) AS cancelled
+-- Soft delete, unfinished deliveries cancelled, signing secrets dropped (engine function).
+SELECT d.deleted, d.cancelled FROM whk.delete_webhook(%(id)s) d
 
 -- name: insert_secret :exec
 -- The ciphertext's associated data is the row id, reserved beforehand (api.crypto.next_id).

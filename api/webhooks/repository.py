@@ -37,6 +37,9 @@ WEBHOOK_FILTERS = (
     listing.FilterSpec("event_type", "w.event_types", op="contains"),
     listing.FilterSpec("name_prefix", "w.name", op="prefix"),
     listing.FilterSpec("delivery_mode", "w.delivery_mode"),
+    listing.FilterSpec(
+        "quarantined", "w.quarantined_at", cast="boolean", expr="(w.quarantined_at IS NOT NULL)"
+    ),
     listing.FilterSpec("created_from", "w.created_at", op=">=", cast="timestamptz"),
     listing.FilterSpec("created_to", "w.created_at", op="<", cast="timestamptz"),
 )
@@ -101,7 +104,7 @@ class SigningKey(msgspec.Struct, kw_only=True):
 
 
 class _Deleted(msgspec.Struct):
-    deleted: int
+    deleted: bool
     cancelled: int
 
 
@@ -215,8 +218,12 @@ class WebhookRepository:
                 conn, self._q["disable_webhook"], {"id": webhook_id, "reason": "disabled via API"}
             )
             return 0
-        await execute(conn, self._q["pause_webhook"], {"id": webhook_id})
+        await fetch_value(conn, self._q["pause_webhook"], {"id": webhook_id})
         return 0
+
+    async def clear_quarantine(self, conn: AsyncConnection[Any], webhook_id: int) -> bool:
+        """Lift the webhook's quarantine; False when it was not quarantined."""
+        return bool(await fetch_value(conn, self._q["clear_quarantine"], {"id": webhook_id}))
 
     async def delete(self, conn: AsyncConnection[Any], webhook_id: int) -> int:
         """Soft-delete; returns how many unfinished deliveries were cancelled."""

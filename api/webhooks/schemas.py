@@ -10,7 +10,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from api.deliveries.schemas import DeliveryAttempt
-from api.shapes import EVENT_PATTERN_RE, EVENT_TYPE_RE
+from api.shapes import EVENT_PATTERN_RE, EVENT_TYPE_RE, Burst, RatePerSecond
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Url = Annotated[str, Meta(min_length=8, max_length=2048, examples=["https://erp.example.com/hooks/whk"])]
@@ -25,14 +25,15 @@ Method = Literal["POST", "PUT", "PATCH"]
 AuthType = Literal["none", "api_key", "bearer", "basic"]
 Status = Literal["active", "paused", "disabled"]
 Mode = Literal["immediate", "batch", "delayed", "ordered"]
-PositiveSeconds = Annotated[float, Meta(gt=0, le=604800)]
+# A delay has a floor (0.001 s) like every float setting, so nothing underflows in arithmetic on it.
+DelaySeconds = Annotated[float, Meta(ge=0.001, le=604800)]
 
 
 class RetryPolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Per-webhook retry override (same shape as whk_05_configuracoes 'retry.policy')."""
 
-    schedule_s: Annotated[list[PositiveSeconds], Meta(min_length=0, max_length=30)]
-    jitter: Annotated[float, Meta(ge=0, le=1)] = 0.2
+    schedule_s: Annotated[list[DelaySeconds], Meta(min_length=0, max_length=30)]
+    jitter: Annotated[float, Meta(ge=0, le=0.99)] = 0.2
     throttle_floor_s: Annotated[float, Meta(ge=0, le=86400)] = 60
     retry_after_cap_factor: Annotated[float, Meta(ge=1, le=100)] = 2.0
 
@@ -41,7 +42,7 @@ class BreakerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Per-webhook circuit breaker override (same shape as 'delivery.breaker')."""
 
     failure_threshold: Annotated[int, Meta(ge=1, le=1000)] = 5
-    open_seconds: Annotated[float, Meta(gt=0, le=86400)] = 60
+    open_seconds: Annotated[float, Meta(ge=0.001, le=86400)] = 60
     half_open_probes: Annotated[int, Meta(ge=1, le=100)] = 1
 
 
@@ -71,8 +72,8 @@ class WebhookCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ordering_key_path: JsonPath | None = None
     retry_policy: RetryPolicy | None = None
     timeout_ms: Annotated[int, Meta(ge=100, le=120000)] = 15000
-    rate_limit_per_second: Annotated[float, Meta(gt=0, le=100000)] | None = None
-    rate_limit_burst: Annotated[int, Meta(ge=1, le=1000000)] | None = None
+    rate_limit_per_second: RatePerSecond | None = None
+    rate_limit_burst: Burst | None = None
     max_in_flight: Annotated[int, Meta(ge=1, le=1000)] = 10
     require_ack: bool = False
     ack_timeout_seconds: Annotated[int, Meta(ge=1, le=2592000)] = 3600
@@ -106,8 +107,8 @@ class WebhookUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ordering_key_path: JsonPath | UnsetType | None = UNSET
     retry_policy: RetryPolicy | UnsetType | None = UNSET
     timeout_ms: Annotated[int, Meta(ge=100, le=120000)] | UnsetType = UNSET
-    rate_limit_per_second: Annotated[float, Meta(gt=0, le=100000)] | UnsetType | None = UNSET
-    rate_limit_burst: Annotated[int, Meta(ge=1, le=1000000)] | UnsetType | None = UNSET
+    rate_limit_per_second: RatePerSecond | UnsetType | None = UNSET
+    rate_limit_burst: Burst | UnsetType | None = UNSET
     max_in_flight: Annotated[int, Meta(ge=1, le=1000)] | UnsetType = UNSET
     require_ack: bool | UnsetType = UNSET
     ack_timeout_seconds: Annotated[int, Meta(ge=1, le=2592000)] | UnsetType = UNSET
@@ -150,6 +151,13 @@ class Webhook(msgspec.Struct, kw_only=True):
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    # Quarantine (docs/delivery.md): set when the webhook's data broke a delivery statement (stage route,
+    # claim or record, with the database error) or the SSRF guard refused its endpoint (stage ssrf). The
+    # dispatcher skips it until an admin clears it (POST .../clear-quarantine) or resumes it.
+    quarantined_at: datetime | None = None
+    quarantine_stage: Literal["route", "claim", "record", "ssrf"] | None = None
+    quarantine_sqlstate: str | None = None
+    quarantine_reason: str | None = None
 
 
 class WebhookCreated(msgspec.Struct, kw_only=True):

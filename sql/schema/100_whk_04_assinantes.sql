@@ -11,12 +11,17 @@ CREATE TABLE whk.whk_04_assinantes (
     auth_settings           jsonb       NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(auth_settings) = 'object'),
     -- Source addresses allowed to call the API for this consumer; empty = any.
     allowed_ips             cidr[]      NOT NULL DEFAULT '{}',
-    -- Outbound delivery limits shared by all of the consumer's webhooks (NULL = unlimited).
-    rate_limit_per_second   numeric     CHECK (rate_limit_per_second IS NULL OR rate_limit_per_second > 0),
-    rate_limit_burst        integer     CHECK (rate_limit_burst IS NULL OR rate_limit_burst > 0),
+    -- Outbound delivery limits shared by all of the consumer's webhooks (NULL = unlimited). Bounded (here
+    -- and in the API schema, docs/configuration.md lists them): the claim's token bucket multiplies the rate
+    -- by elapsed seconds, and a denormal rate underflows that arithmetic.
+    rate_limit_per_second   numeric     CHECK (rate_limit_per_second IS NULL
+                                               OR rate_limit_per_second BETWEEN 0.001 AND 1000000),
+    rate_limit_burst        integer     CHECK (rate_limit_burst IS NULL OR rate_limit_burst BETWEEN 1 AND 1000000),
     -- Inbound API limit per minute (NULL = the global default in whk_05_configuracoes).
-    api_rate_limit_per_minute integer   CHECK (api_rate_limit_per_minute IS NULL OR api_rate_limit_per_minute > 0),
-    quota_deliveries_per_day bigint     CHECK (quota_deliveries_per_day IS NULL OR quota_deliveries_per_day > 0),
+    api_rate_limit_per_minute integer   CHECK (api_rate_limit_per_minute IS NULL
+                                               OR api_rate_limit_per_minute BETWEEN 1 AND 1000000000),
+    quota_deliveries_per_day bigint     CHECK (quota_deliveries_per_day IS NULL
+                                               OR quota_deliveries_per_day BETWEEN 1 AND 1000000000),
     delivery_preferences    jsonb       NOT NULL DEFAULT '{}'::jsonb
                                         CHECK (jsonb_typeof(delivery_preferences) = 'object'),
     metadata                jsonb       NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(metadata) = 'object'),

@@ -12,7 +12,7 @@ CREATE TABLE whk.whk_01_webhooks (
     -- The jsonpath type means PostgreSQL itself validates the expression on write.
     filter                jsonpath,
     -- Subscribe to a payload schema major version (NULL = whatever the event carries).
-    payload_version       integer     CHECK (payload_version IS NULL OR payload_version > 0),
+    payload_version       integer     CHECK (payload_version IS NULL OR payload_version BETWEEN 1 AND 1000),
     headers               jsonb       NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(headers) = 'object'),
     -- Outbound authentication; the credential itself is AES-GCM encrypted (row id as associated data).
     auth_type             text        NOT NULL DEFAULT 'none'
@@ -32,19 +32,34 @@ CREATE TABLE whk.whk_01_webhooks (
     ordering_key_path     jsonpath,
     retry_policy          jsonb       CHECK (retry_policy IS NULL OR jsonb_typeof(retry_policy) = 'object'),
     timeout_ms            integer     NOT NULL DEFAULT 15000 CHECK (timeout_ms BETWEEN 100 AND 120000),
-    rate_limit_per_second numeric     CHECK (rate_limit_per_second IS NULL OR rate_limit_per_second > 0),
-    rate_limit_burst      integer     CHECK (rate_limit_burst IS NULL OR rate_limit_burst > 0),
+    -- NULL = no limit. Bounded like the consumer's (see whk_04_assinantes): a denormal rate underflows the
+    -- claim's token bucket. retry_policy's and breaker_config's members are bounded by CHECKs in
+    -- sql/constraints/setting_bounds.sql.
+    rate_limit_per_second numeric     CHECK (rate_limit_per_second IS NULL
+                                             OR rate_limit_per_second BETWEEN 0.001 AND 1000000),
+    rate_limit_burst      integer     CHECK (rate_limit_burst IS NULL OR rate_limit_burst BETWEEN 1 AND 1000000),
     max_in_flight         integer     NOT NULL DEFAULT 10 CHECK (max_in_flight BETWEEN 1 AND 1000),
     -- Explicit confirmation: a 202 leaves the delivery awaiting_ack until acked or the timeout retries it.
     require_ack           boolean     NOT NULL DEFAULT false,
-    ack_timeout_seconds   integer     NOT NULL DEFAULT 3600 CHECK (ack_timeout_seconds > 0),
+    ack_timeout_seconds   integer     NOT NULL DEFAULT 3600 CHECK (ack_timeout_seconds BETWEEN 1 AND 2592000),
     breaker_config        jsonb       CHECK (breaker_config IS NULL OR jsonb_typeof(breaker_config) = 'object'),
     metadata              jsonb       NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(metadata) = 'object'),
     created_at            timestamptz NOT NULL DEFAULT now(),
     updated_at            timestamptz NOT NULL DEFAULT now(),
     deleted_at            timestamptz,
-    -- The parent key of whk_03_entregas' (webhook_id, consumer_id) foreign key (migration 0023).
-    CONSTRAINT whk_01_webhooks_id_consumer_key UNIQUE (id, consumer_id)
+    -- Fault isolation (docs/delivery.md, "Fault isolation"). A webhook whose data makes a shared delivery
+    -- statement fail (routing, the claim, recording outcomes), or whose endpoint the SSRF guard refuses, is
+    -- quarantined (whk.quarantine_webhook): the dispatcher stops claiming for it, and for a routing fault
+    -- stops routing to it, so the set-based statements keep serving every other webhook. Orthogonal to
+    -- status and to the breaker: clearing it (whk.clear_webhook_quarantine, or a resume) puts the webhook
+    -- back where it was.
+    quarantined_at        timestamptz,
+    quarantine_stage      text        CHECK (quarantine_stage IN ('route', 'claim', 'record', 'ssrf')),
+    quarantine_sqlstate   text        CHECK (quarantine_sqlstate ~ '^[0-9A-Z]{5}$'),
+    quarantine_reason     text        CHECK (length(quarantine_reason) <= 2000),
+    -- The parent key of whk_03_entregas' (webhook_id, consumer_id) foreign key.
+    CONSTRAINT whk_01_webhooks_id_consumer_key UNIQUE (id, consumer_id),
+    CONSTRAINT whk_01_webhooks_quarantine_stage_set CHECK ((quarantined_at IS NULL) = (quarantine_stage IS NULL))
 );
 COMMENT ON TABLE whk.whk_01_webhooks IS
     'Webhook endpoints: URL and method, subscribed types, auth, filters, status and delivery settings.';
@@ -55,3 +70,7 @@ CREATE INDEX whk_01_webhooks_consumer_idx ON whk.whk_01_webhooks (consumer_id, i
 -- Routing reads active webhooks on every batch; this keeps that read tiny.
 CREATE INDEX whk_01_webhooks_active_idx ON whk.whk_01_webhooks (id) INCLUDE (event_types)
     WHERE status = 'active' AND deleted_at IS NULL;
+COMMENT ON COLUMN whk.whk_01_webhooks.quarantined_at IS
+    'Set when the webhook''s data broke a delivery statement or the SSRF guard refused it; the dispatcher skips it.';
+-- Health lists the quarantined webhooks on every call: a tiny partial index.
+CREATE INDEX whk_01_webhooks_quarantined_idx ON whk.whk_01_webhooks (id) WHERE quarantined_at IS NOT NULL;

@@ -27,6 +27,13 @@ CREATE TABLE whk.whk_02_eventos_versoes (
     schema        jsonb       NOT NULL CHECK (jsonb_typeof(schema) = 'object'),
     changelog     text,
     created_at    timestamptz NOT NULL DEFAULT now(),
+    -- The version's compiled fast check: the JSON Schema translated into a jsonpath predicate, evaluated in
+    -- C by whk.validate_payload before (and instead of) the PL/pgSQL reference validator. Written by the
+    -- trigger whk_02_eventos_versoes_check_path; NULL = the schema needs the reference validator for every
+    -- payload (see whk.jsonschema_predicate for what is translated).
+    check_path    jsonpath,
     PRIMARY KEY (event_type_id, major, minor)
 );
 COMMENT ON TABLE whk.whk_02_eventos_versoes IS 'Schema versions per event type; minor = additive, major = breaking.';
+COMMENT ON COLUMN whk.whk_02_eventos_versoes.check_path IS
+    'Compiled fast check of schema (TRUE only for valid data); NULL = validated by whk.jsonschema_error only.';

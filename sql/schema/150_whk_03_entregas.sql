@@ -14,6 +14,12 @@ CREATE TABLE whk.whk_03_entregas (
     ordering_key     text,
     commit_seq       bigint,
     attempts         integer     NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    -- Manual and bulk retries restart the retry schedule without renumbering attempts: the schedule uses
+    -- attempts - schedule_offset, the attempt log keeps increasing attempt numbers.
+    schedule_offset  integer     NOT NULL DEFAULT 0 CHECK (schedule_offset >= 0),
+    -- Attempts (whk_03_entregas_tentativas.id) this delivery took part in, oldest first: an attempt is one
+    -- HTTP request, and a batch request carries many deliveries (appended by whk.record_outcomes).
+    attempt_ids      bigint[]    NOT NULL DEFAULT '{}',
     next_attempt_at  timestamptz NOT NULL DEFAULT now(),
     lease_until      timestamptz,
     claimed_by       text,
@@ -29,7 +35,7 @@ CREATE TABLE whk.whk_03_entregas (
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT whk_03_entregas_event_webhook_key UNIQUE (event_id, webhook_id),
-    -- One key for both columns (migration 0023): the delivery's consumer IS its webhook's consumer, and one
+    -- One key for both columns: the delivery's consumer IS its webhook's consumer, and one
     -- per-row check (SELECT ... FOR KEY SHARE) on insert instead of two. The consumer exists through the
     -- webhook (whk_01_webhooks.consumer_id references it).
     CONSTRAINT whk_03_entregas_webhook_consumer_fkey FOREIGN KEY (webhook_id, consumer_id)
@@ -55,6 +61,9 @@ CREATE TABLE whk.whk_03_entregas_tentativas (
     webhook_id          bigint      NOT NULL,
     attempt_no          integer     NOT NULL CHECK (attempt_no > 0),
     batch_id            uuid,
+    -- Members of a batch request (NULL when the request carried one delivery, delivery_id: the lowest
+    -- member, so joins on it keep working).
+    delivery_ids        bigint[],
     dispatcher_id       text,
     started_at          timestamptz NOT NULL DEFAULT now(),
     duration_ms         double precision,
@@ -76,3 +85,14 @@ CREATE TABLE whk.whk_03_entregas_tentativas (
 COMMENT ON TABLE whk.whk_03_entregas_tentativas IS 'Attempt log: full request/response of every delivery attempt.';
 CREATE INDEX whk_03_entregas_tentativas_delivery_idx ON whk.whk_03_entregas_tentativas (delivery_id, attempt_no);
 CREATE INDEX whk_03_entregas_tentativas_webhook_idx ON whk.whk_03_entregas_tentativas (webhook_id, id DESC);
+COMMENT ON COLUMN whk.whk_03_entregas.attempt_ids IS
+    'Attempts (whk_03_entregas_tentativas.id) this delivery took part in, oldest first.';
+COMMENT ON COLUMN whk.whk_03_entregas_tentativas.delivery_ids IS
+    'Members of a batch request (NULL when the request carried one delivery, delivery_id).';
+-- Per-webhook in-flight cap: counted on every claim of the webhook.
+CREATE INDEX whk_03_entregas_in_flight_idx ON whk.whk_03_entregas (webhook_id) WHERE status = 'in_flight';
+-- Ordered lanes: the head of each (webhook, key) lane is the lowest commit_seq not yet finished.
+CREATE INDEX whk_03_entregas_lane_idx ON whk.whk_03_entregas (webhook_id, ordering_key, commit_seq, id)
+    WHERE status IN ('pending', 'in_flight', 'awaiting_ack') AND ordering_key IS NOT NULL;
+-- Parked deliveries (disabled webhook, 410) come back when the webhook is resumed.
+CREATE INDEX whk_03_entregas_parked_idx ON whk.whk_03_entregas (webhook_id) WHERE status = 'parked';

@@ -10,7 +10,7 @@ CREATE TABLE whk.whk_06_alertas (
     -- [{"type": "webhook"|"slack"|"email"|"pagerduty", "target": "..."}]
     channels          jsonb       NOT NULL DEFAULT '[]'::jsonb CHECK (jsonb_typeof(channels) = 'array'),
     escalation        jsonb       NOT NULL DEFAULT '[]'::jsonb CHECK (jsonb_typeof(escalation) = 'array'),
-    throttle_seconds  integer     NOT NULL DEFAULT 300 CHECK (throttle_seconds >= 0),
+    throttle_seconds  integer     NOT NULL DEFAULT 300 CHECK (throttle_seconds BETWEEN 0 AND 86400),
     enabled           boolean     NOT NULL DEFAULT true,
     state             text        NOT NULL DEFAULT 'ok' CHECK (state IN ('ok', 'firing')),
     last_triggered_at timestamptz,

@@ -9,17 +9,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.support.delivery import emit, make_consumer, make_webhook, statuses
+from tests.support.delivery import emit, make_consumer, make_webhook, route, statuses
 
 pytestmark = pytest.mark.db
 
 URL = "http://127.0.0.1:9/hook"
-
-
-def route(conn: psycopg.Connection[Any], limit: int = 1000) -> int:
-    row = conn.execute("SELECT whk.route_outbox(%s)", [limit]).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def claim(

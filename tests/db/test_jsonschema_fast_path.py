@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
 from tests.db.test_capture_registry import DIFFERENTIAL, register
-from tests.support.delivery import emit, make_consumer, make_webhook
+from tests.support.delivery import emit, make_consumer, make_webhook, route
 
 pytestmark = pytest.mark.db
 
@@ -269,7 +269,7 @@ def test_random_schemas_and_values_agree_with_the_reference(
 
 
 def _route_and_flags(conn: psycopg.Connection[Any]) -> list[tuple[bool | None, str | None]]:
-    conn.execute("SELECT whk.route_outbox(1000)")
+    route(conn)
     rows = conn.execute("SELECT valid, validation_error FROM whk.outbox ORDER BY id").fetchall()
     conn.execute("DELETE FROM whk.outbox")
     return [(valid, error) for valid, error in rows]

@@ -132,3 +132,47 @@ def test_schemathesis_default_checks_pass(live_api: LiveApi, tmp_path: Path) -> 
     # revoked itself are right answers).
     r = httpx.get(f"{live_api.base}/api/whk/api-keys", headers=live_api.headers, timeout=10)
     assert r.status_code == 200, r.text
+
+
+# Hostile bodies (issue 15 §3), as explicit cases of the same run: schemathesis's own default checks on each
+# response (no server error, documented status, problem+json conformance), plus the 400 and the pointer.
+HOSTILE_BODIES: list[tuple[str, str, bytes, str]] = [
+    (
+        "/api/whk/webhooks",
+        "metadata nested 100,000 levels",
+        b'{"name": "deep", "url": "http://127.0.0.1:9/h", "event_types": ["*"], "consumer_id": 1,'
+        + b' "metadata": '
+        + b'{"a":' * 100_000
+        + b"1"
+        + b"}" * 100_001,
+        "/metadata",
+    ),
+    (
+        "/api/whk/events/trigger",
+        "data nested 5,000 levels",
+        b'{"type": "order.created", "data": ' + b'{"a":' * 5000 + b"1" + b"}" * 5001,
+        "/data",
+    ),
+    (
+        "/api/whk/webhooks",
+        "invalid UTF-8",
+        b'{"name": "caf\xe9", "url": "http://127.0.0.1:9/h", "event_types": ["*"], "consumer_id": 1}',
+        "",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "what", "raw", "pointer"), HOSTILE_BODIES, ids=[h[1] for h in HOSTILE_BODIES]
+)
+def test_schemathesis_hostile_bodies(
+    live_api: LiveApi, path: str, what: str, raw: bytes, pointer: str
+) -> None:
+    import schemathesis
+
+    schema = schemathesis.openapi.from_url(f"{live_api.base}/schema/openapi.json")
+    case = schema[path]["POST"].Case(media_type="application/json")
+    response = case.call(headers={**live_api.headers, "Content-Type": "application/json"}, data=raw)
+    case.validate_response(response, headers=live_api.headers)
+    assert response.status_code == 400, (what, response.text)
+    assert response.json()["errors"][0]["pointer"] == pointer, response.text

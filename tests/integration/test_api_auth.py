@@ -216,15 +216,15 @@ async def test_consumer_cannot_escalate_or_cross_tenants(settings, conn):
     limited = consumer_key(conn, a, scopes=["api-keys:*"])
     key_b = consumer_key(conn, b)
     async with client(settings) as c:
-        # Admin key from a consumer: refused.
-        assert_problem(await c.post("/api/whk/api-keys", headers=bearer(limited), json={"name": "x"}), 422)
-        # Broader scopes than the creator holds: refused.
+        # Admin key from a consumer: more privilege than it holds, 403.
+        assert_problem(await c.post("/api/whk/api-keys", headers=bearer(limited), json={"name": "x"}), 403)
+        # Broader scopes than the creator holds: 403.
         r = await c.post(
             "/api/whk/api-keys",
             headers=bearer(limited),
             json={"name": "x", "consumer_id": a, "scopes": ["*"]},
         )
-        assert assert_problem(r, 422)["errors"][0]["pointer"] == "/scopes"
+        assert assert_problem(r, 403)["errors"][0]["pointer"] == "/scopes"
         # Another tenant: 404, and nothing was created.
         before = conn.execute("SELECT count(*) FROM whk.api_keys").fetchone()
         r = await c.post("/api/whk/api-keys", headers=bearer(limited), json={"name": "x", "consumer_id": b})

@@ -23,7 +23,9 @@ PROBLEM = "application/problem+json"
 
 
 def settings_for(db_url: str, **env: str) -> Settings:
+    """Settings of an API under test; it acts as its least-privilege role, so a missing grant fails."""
     base = {
+        "WHK_API_DB_ROLE": "whk_app",
         "WHK_DATABASE_URL": db_url,
         "WHK_ALLOW_PRIVATE_CIDRS": "127.0.0.0/8,::1/128",
         "WHK_ENV": "development",

@@ -111,6 +111,13 @@ def emit(
     return [r[0] for r in rows]
 
 
+def route(conn: psycopg.Connection[Any], limit: int = 1000) -> int:
+    """Route up to ``limit`` pending outbox events, taking nothing (``whk.route_and_take`` with p_take 0)."""
+    row = conn.execute("SELECT max(routed) FROM whk.route_and_take(%s, NULL, 0, 0)", [limit]).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def statuses(conn: psycopg.Connection[Any], webhook_id: int) -> dict[str, int]:
     rows = conn.execute(
         "SELECT status, count(*) FROM whk.whk_03_entregas WHERE webhook_id = %s GROUP BY status", [webhook_id]

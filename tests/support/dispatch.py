@@ -22,8 +22,10 @@ from whk.settings import Settings, load_settings
 REPO = Path(__file__).resolve().parents[2]
 WHK = Path(sys.executable).parent / "whk"
 
-# Fast timings for tests; the lease stays >= 3x the attempt deadline as the settings demand.
+# Fast timings for tests; the lease stays >= 3x the attempt deadline as the settings demand. Every
+# dispatcher under test acts as its least-privilege role, so a missing grant fails the tests.
 FAST_ENV = {
+    "WHK_DISPATCHER_DB_ROLE": "whk_dispatcher",
     "WHK_ALLOW_PRIVATE_CIDRS": "127.0.0.0/8,::1/128",
     "WHK_ENV": "development",
     "WHK_SECRET_KEYS": TEST_SECRET_KEYS,

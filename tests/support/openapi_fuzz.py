@@ -6,7 +6,8 @@ routes the app registers:
 
 * cases per operation: schema-valid requests (examples first, then generated), every query/path parameter
   alone with wrong types, boundary values and SQL-injection strings, bodies with an unknown field, the
-  wrong JSON type, each property of the wrong type or injected, malformed JSON;
+  wrong JSON type, each property of the wrong type or injected, malformed JSON, and the hostile bodies
+  (``HOSTILE_BODIES``: nested 100,000 levels deep, invalid UTF-8), which must be 400s;
 * checks per response (schemathesis' defaults): not a server error, status code documented, content type
   documented, JSON body valid against the documented schema, and every 4xx/5xx RFC 9457 problem+json
   whose ``status`` equals the response status.
@@ -63,6 +64,12 @@ _STRING_CANDIDATES = (
     "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
 )
 METHODS = ("get", "put", "post", "delete", "patch")
+# Bodies that answered 500 once (issue 15 §3): the decoder's recursion, invalid UTF-8. Kind "hostile".
+HOSTILE_BODIES: tuple[bytes, ...] = (
+    b'{"zz": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    b'{"zz": ' + b'{"a":' * 5000 + b"1" + b"}" * 5001,
+    b'{"zz": "caf\xe9"}',
+)
 
 
 @dataclass
@@ -291,6 +298,9 @@ def cases(
         for bad_body in ([], "text", 42, None):
             out.append(Case(method, fill(), oid, {}, bad_body, kind="wrong-body"))
         out.append(Case(method, fill(), oid, {}, None, raw_body=b'{"unterminated": ', kind="malformed"))
+        out.extend(
+            Case(method, fill(), oid, {}, None, raw_body=raw, kind="hostile") for raw in HOSTILE_BODIES
+        )
     return out
 
 
@@ -307,6 +317,8 @@ def check(
     problems: list[str] = []
     if status >= 500:
         problems.append(f"server error {status}")
+    if case.kind == "hostile" and status not in (400, 403, 413):  # 403: an admin-only route, for a tenant
+        problems.append(f"a hostile body answered {status}, not 400")
     ctype = (headers.get("content-type") or "").split(";")[0].strip()
     if status >= 400:
         if ctype != PROBLEM:

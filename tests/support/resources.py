@@ -63,7 +63,7 @@ def make_delivery(
     attempts: int = 0,
     data: dict[str, Any] | None = None,
 ) -> int:
-    """An outbox event routed to ``webhook_id`` in ``status`` (what route_outbox + attempts would leave)."""
+    """An outbox event routed to ``webhook_id`` in ``status`` (what routing + attempts would leave)."""
     event_id = uuid.uuid4()
     out = conn.execute(
         "INSERT INTO whk.outbox (event_id, event_type, data, operation, status, routed_at) "

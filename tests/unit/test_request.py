@@ -10,7 +10,6 @@ from standardwebhooks.webhooks import Webhook
 
 from dispatcher.models import ClaimedDelivery, WebhookRow
 from dispatcher.request import (
-    MASK,
     build_request,
     loggable_headers,
     message_id,
@@ -19,6 +18,7 @@ from dispatcher.request import (
 )
 from dispatcher.retry import RetryPolicy
 from tests.support.delivery import TEST_BOX, TEST_SECRET
+from whk.redact import MASK
 from whk.secretbox import row_aad
 
 OLD_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk="

@@ -88,3 +88,27 @@ def test_configuration_doc_lists_every_variable():
 )
 def test_connections_per_host_default_to_half_the_pool(env: dict[str, str], per_host: int) -> None:
     assert load_settings(env).dispatcher.connections_per_host == per_host
+
+
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        # The development default comes from the settings, so every process of a deployment agrees
+        # (a dispatcher started by hand included), not from the Makefile's `up` target.
+        ({}, LOOPBACK),
+        ({"WHK_ENV": "development"}, LOOPBACK),
+        ({"WHK_ENV": "development", "WHK_ALLOW_PRIVATE_CIDRS": ""}, ()),
+        ({"WHK_ALLOW_PRIVATE_CIDRS": "10.0.0.0/8"}, (ipaddress.ip_network("10.0.0.0/8"),)),
+        ({"WHK_ENV": "production"}, ()),
+        ({"WHK_ENV": "production", "WHK_ALLOW_PRIVATE_CIDRS": ""}, ()),
+    ],
+)
+def test_loopback_is_exempt_by_default_in_development_only(env: dict[str, str], expected: tuple[object, ...]):
+    assert load_settings(env).core.allow_private_cidrs == expected
+
+
+def test_the_makefile_sets_no_ssrf_policy_of_its_own():
+    assert "WHK_ALLOW_PRIVATE_CIDRS" not in (REPO / "Makefile").read_text()

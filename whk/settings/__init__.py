@@ -8,6 +8,7 @@ cross-checks values that depend on each other.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from whk.errors import SettingsError
 from whk.settings._fields import describe_default, env_fields, load_section
 from whk.settings.api import ApiSettings
-from whk.settings.core import CoreSettings
+from whk.settings.core import DEVELOPMENT_ALLOW_PRIVATE_CIDRS, CoreSettings
 from whk.settings.dispatcher import DispatcherSettings
 
 __all__ = ["ApiSettings", "CoreSettings", "DispatcherSettings", "Settings", "load_settings"]
@@ -51,8 +52,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             f"unknown setting {unknown[0]}", hint="see docs/configuration.md for the variables WHK reads"
         )
+    core = load_section(CoreSettings, env)
+    if core.environment == "development" and "WHK_ALLOW_PRIVATE_CIDRS" not in env:
+        # The development default lives here, not in a launcher: every process of one deployment (the
+        # API, `whk up`'s dispatcher, one started by hand) reads the same environment and agrees.
+        nets = tuple(ipaddress.ip_network(n) for n in DEVELOPMENT_ALLOW_PRIVATE_CIDRS)
+        core = dataclasses.replace(core, allow_private_cidrs=nets)
     settings = Settings(
-        core=load_section(CoreSettings, env),
+        core=core,
         dispatcher=load_section(DispatcherSettings, env),
         api=load_section(ApiSettings, env),
     )

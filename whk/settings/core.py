@@ -12,6 +12,9 @@ from pathlib import Path
 from whk.settings._fields import one_of, positive, setting
 
 _KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+# The loopback exemption every process of a development deployment applies when WHK_ALLOW_PRIVATE_CIDRS
+# is unset (load_settings), so a dispatcher started by hand agrees with `whk up`'s processes.
+DEVELOPMENT_ALLOW_PRIVATE_CIDRS = ("127.0.0.0/8", "::1/128")
 
 
 def _secret_keys(value: str) -> str | None:
@@ -65,6 +68,13 @@ class CoreSettings:
         default="INFO",
         check=one_of("DEBUG", "INFO", "WARNING", "ERROR"),
     )
+    allow_privileged_db_role: bool = setting(
+        "WHK_ALLOW_PRIVILEGED_DB_ROLE",
+        "Let the API and the dispatcher run connected as a superuser or as the owner of WHK's tables. "
+        "false: they warn at start-up in development and refuse to start in production (such a role "
+        "could rewrite the audit trail); connect them as whk_app / whk_dispatcher instead (docs/dba.md).",
+        default=False,
+    )
     pool_min_size: int = setting("WHK_DB_POOL_MIN", "Minimum pooled connections per process.", default=1)
     pool_max_size: int = setting(
         "WHK_DB_POOL_MAX", "Maximum pooled connections per process.", default=10, check=positive
@@ -81,8 +91,9 @@ class CoreSettings:
     allow_private_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = setting(
         "WHK_ALLOW_PRIVATE_CIDRS",
         "Comma-separated CIDRs exempt from the SSRF guard (development and tests only; "
-        "refused when WHK_ENV=production).",
+        "refused when WHK_ENV=production). Set it empty to exempt nothing in development.",
         default=(),
+        default_doc=f"{','.join(DEVELOPMENT_ALLOW_PRIVATE_CIDRS)} when WHK_ENV=development, else (empty)",
     )
     secret_keys: str = setting(
         "WHK_SECRET_KEYS",

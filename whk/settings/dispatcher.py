@@ -64,6 +64,12 @@ class DispatcherSettings:
         check=positive,
     )
 
+    db_role: str | None = setting(
+        "WHK_DISPATCHER_DB_ROLE",
+        "Role the dispatcher switches to on every connection (SET ROLE), e.g. whk_dispatcher, when its "
+        "DSN logs in as a more privileged role. A login role of its own is stronger (docs/dba.md).",
+        default=None,
+    )
     heartbeat_interval: float = setting(
         "WHK_HEARTBEAT_INTERVAL",
         "Seconds between dispatcher heartbeats and maintenance sweeps (expired leases, ack timeouts, "

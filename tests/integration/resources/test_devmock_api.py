@@ -39,6 +39,46 @@ async def test_mock_stores_requests_and_answers_the_asked_status(client: AsyncTe
     assert (await client.get(f"{BASE}/orders", headers=world.admin)).json() == []
 
 
+async def test_mock_stores_credential_headers_masked(
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+):
+    """Credentials are masked before they are stored (the attempt log's rule, whk.redact): not in the
+    table (what pg_dump shows), not in the API's answer; the Standard Webhooks headers stay readable."""
+    # A webhook whose outbound credential travels in a header with an innocuous name.
+    conn.execute(
+        "INSERT INTO whk.whk_01_webhooks (consumer_id, name, url, event_types, auth_type, auth_header_name) "
+        "VALUES (%s, 'partner', 'http://127.0.0.1:9/hook', '{order.created}', 'api_key', 'X-Partner')",
+        (world.a.consumer_id,),
+    )
+    secrets = {
+        "Authorization": "Bearer s3cr3t-bearer",
+        "Cookie": "session=s3cr3t-cookie",
+        "X-Api-Key": "s3cr3t-apikey",
+        "X-Acme-Token": "s3cr3t-custom",
+        "X-Partner": "s3cr3t-partner",
+    }
+    plain = {"webhook-id": "msg_1", "webhook-signature": "v1,c2ln", "x-tenant": "acme"}
+    r = await client.post(f"{BASE}/masked", content=b"{}", headers={**secrets, **plain})
+    assert r.status_code == 200, r.text
+
+    stored = conn.execute(
+        "SELECT headers, headers::text FROM whk.mock_requests WHERE mock_name = 'masked'"
+    ).fetchall()
+    assert len(stored) == 1
+    headers, text = stored[0]
+    for name in secrets:
+        assert headers[name.lower()] == "***", (name, headers)
+    assert "s3cr3t" not in text
+    for name, value in plain.items():
+        assert headers[name] == value
+
+    listed = await client.get(f"{BASE}/masked", headers=world.admin)
+    assert listed.status_code == 200, listed.text
+    answered = listed.json()[0]["headers"]
+    assert {n: answered[n.lower()] for n in secrets} == dict.fromkeys(secrets, "***")
+    assert "s3cr3t" not in listed.text
+
+
 async def test_reading_a_mock_needs_an_admin(client: AsyncTestClient[Any], world: World):
     assert (await client.get(f"{BASE}/orders")).status_code == 401
     assert (await client.get(f"{BASE}/orders", headers=world.a.headers)).status_code == 403
@@ -67,6 +107,7 @@ async def test_mock_routes_do_not_exist_in_production(settings: Settings, world:
             "WHK_DATABASE_URL": settings.core.database_url or "",
             "WHK_ENV": "production",
             "WHK_SECRET_KEYS": "k1:" + "A" * 43 + "=",
+            "WHK_API_DB_ROLE": "whk_app",
         }
     )
     async with AsyncTestClient(app=create_app(prod)) as prod_client:

@@ -90,3 +90,79 @@ async def test_other_tenants_ids_are_404_with_no_side_effect(
     # the owner still can
     r = await client.post(f"/api/whk/deliveries/{dead}/retry", headers=world.b.headers)
     assert r.status_code == 200
+
+
+async def test_one_rule_other_tenants_are_404_more_privilege_is_403(
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+):
+    """The rule of docs/api.md (Tenancy): another tenant's id named in a path, a query or a body is 404 —
+    never an empty 200 list nor a 422; asking for more privilege than the credential holds (an admin key,
+    the admin scope, a scope it lacks, an admin-only setting or route) is 403. Nothing changes either way."""
+    from api.keys import create_api_key
+
+    a, b = world.a.headers, world.b.consumer_id
+    narrow = create_api_key(
+        conn, admin=False, consumer_id=world.a.consumer_id, name="narrow", scopes=["api-keys:*"], actor="test"
+    )
+    condition = {"metric": "dead_letters", "operator": ">", "threshold": 1}
+    before = _snapshot(conn), conn.execute("SELECT count(*) FROM whk.api_keys").fetchone()
+    invisible: list[tuple[str, str, Any]] = [
+        ("GET", f"/api/whk/webhooks?consumer_id={b}", None),
+        ("GET", f"/api/whk/api-keys?consumer_id={b}", None),
+        ("GET", f"/api/whk/security/audit?consumer_id={b}", None),
+        ("GET", f"/api/whk/deliveries?consumer_id={b}", None),
+        ("GET", f"/api/whk/deliveries/failed?consumer_id={b}", None),
+        (
+            "POST",
+            "/api/whk/webhooks",
+            {"name": "x", "url": "http://127.0.0.1:9/h", "event_types": ["*"], "consumer_id": b},
+        ),
+        ("POST", "/api/whk/api-keys", {"name": "x", "consumer_id": b}),
+        ("POST", "/api/whk/monitoring/alerts", {"name": "x", "condition": condition, "consumer_id": b}),
+    ]
+    for method, path, body in invisible:
+        r = await client.request(method, path, json=body, headers=a)
+        assert r.status_code == 404, (method, path, r.status_code, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+    forbidden: list[tuple[dict[str, str], str, str, Any]] = [
+        (a, "POST", "/api/whk/api-keys", {"name": "an admin key"}),
+        (
+            a,
+            "POST",
+            "/api/whk/api-keys",
+            {"name": "x", "consumer_id": world.a.consumer_id, "scopes": ["admin"]},
+        ),
+        (
+            {"Authorization": f"Bearer {narrow}"},
+            "POST",
+            "/api/whk/api-keys",
+            {"name": "x", "consumer_id": world.a.consumer_id, "scopes": ["webhooks:write"]},
+        ),
+        (a, "PUT", f"/api/whk/consumers/{world.a.consumer_id}", {"rate_limit_per_second": 5}),
+        (a, "POST", "/api/whk/consumers", {"name": "mine"}),
+        (a, "POST", "/api/whk/events/trigger", {"type": "order.created", "data": {}}),
+    ]
+    for headers, method, path, body in forbidden:
+        r = await client.request(method, path, json=body, headers=headers)
+        assert r.status_code == 403, (method, path, body, r.status_code, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+    assert (_snapshot(conn), conn.execute("SELECT count(*) FROM whk.api_keys").fetchone()) == before
+    # naming yourself is fine everywhere
+    own = world.a.consumer_id
+    for path in (
+        f"/api/whk/webhooks?consumer_id={own}",
+        f"/api/whk/api-keys?consumer_id={own}",
+        f"/api/whk/security/audit?consumer_id={own}",
+        f"/api/whk/deliveries?consumer_id={own}",
+    ):
+        r = await client.get(path, headers=a)
+        assert r.status_code == 200, (path, r.text)
+    r = await client.post(
+        "/api/whk/webhooks",
+        json={"name": "mine", "url": "http://127.0.0.1:9/h", "event_types": ["*"], "consumer_id": own},
+        headers=a,
+    )
+    assert r.status_code == 201, r.text
+    # admins name any consumer; one that does not exist is simply not there
+    r = await client.get(f"/api/whk/webhooks?consumer_id={b}", headers=world.admin)
+    assert r.status_code == 200

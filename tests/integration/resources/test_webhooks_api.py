@@ -68,9 +68,9 @@ async def test_admin_must_name_the_consumer(client: AsyncTestClient[Any], world:
     assert r.json()["errors"][0]["pointer"] == "/consumer_id"
     r = await client.post(BASE, json=_body(consumer_id=world.b.consumer_id), headers=world.admin)
     assert r.status_code == 201 and r.json()["webhook"]["consumer_id"] == world.b.consumer_id
-    # a consumer cannot create a webhook for another consumer
+    # a consumer cannot create a webhook for another consumer: another tenant is invisible (404)
     r = await client.post(BASE, json=_body(consumer_id=world.b.consumer_id), headers=world.a.headers)
-    assert r.status_code == 422
+    assert r.status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -172,8 +172,19 @@ async def test_status_changes_go_through_the_delivery_functions(
     assert conn.execute("SELECT status FROM whk.whk_03_entregas WHERE id = %s", (d,)).fetchone() == (
         "pending",
     )
-    # deleting cancels unfinished deliveries
+    # pausing (whk.pause_webhook) leaves it pending: nothing is claimed until the webhook is active again
+    r = await client.put(f"{BASE}/{hid}", json={"status": "paused"}, headers=world.a.headers)
+    assert r.json()["status"] == "paused"
+    assert conn.execute("SELECT status FROM whk.whk_03_entregas WHERE id = %s", (d,)).fetchone() == (
+        "pending",
+    )
+    # deleting (whk.delete_webhook) cancels unfinished deliveries, and the audit row says how many
     r = await client.delete(f"{BASE}/{hid}", headers=world.a.headers)
+    assert r.status_code == 204
+    audit = conn.execute(
+        "SELECT after FROM whk.audit_log WHERE action = 'webhook.delete' AND target_id = %s", (str(hid),)
+    ).fetchone()
+    assert audit is not None and audit[0]["cancelled_deliveries"] == 1
     assert conn.execute("SELECT status FROM whk.whk_03_entregas WHERE id = %s", (d,)).fetchone() == (
         "cancelled",
     )
