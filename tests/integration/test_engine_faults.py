@@ -24,6 +24,7 @@ def quarantine(conn: psycopg.Connection[Any], hook: int) -> tuple[Any, ...] | No
     ).fetchone()
 
 
+@pytest.mark.slow  # waits out the lease of the outcomes it could not write, by design
 async def test_outcomes_one_webhook_cannot_record_quarantine_it_and_the_rest_are_recorded(
     db_url, conn, receiver
 ):
