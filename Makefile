@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test lint typecheck unit bench lock clean browser
+.PHONY: up test check lint typecheck unit bench lock clean browser
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,9 +26,14 @@ test: lint typecheck browser
 browser: $(STAMP)
 	scripts/setup-browser
 
+## The edit-run loop: lint, types and every test not marked slow or e2e (the whole suite stays `make test`).
+check: lint typecheck
+	$(BIN)/python -m pytest -m "not slow and not e2e and not bench" -q $(PYTEST_ARGS)
+
 lint: $(STAMP)
-	$(BIN)/ruff check whk dispatcher api ops tests bench
-	$(BIN)/ruff format --check whk dispatcher api ops tests bench
+	$(BIN)/ruff check whk whk_cli dispatcher api ops tests bench
+	$(BIN)/ruff format --check whk whk_cli dispatcher api ops tests bench
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

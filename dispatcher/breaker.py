@@ -1,9 +1,17 @@
 """Circuit breaker and auto-disable decisions for one webhook. Pure: no I/O, no clock.
 
-The engine keeps a ``BreakerState`` per webhook in PostgreSQL (so every dispatcher process shares
-it), reads it with the delivery it is about to send, applies one of these functions and writes the
-returned state back in the same transaction. Every function takes ``now`` (Unix seconds) and
-returns a new state; nothing is mutated.
+What runs in production is SQL, not this module: the breaker state lives in ``whk.webhook_runtime``
+(shared by every dispatcher process); ``whk.record_outcomes`` moves it (consecutive failures, open with a
+doubling period capped by ``open_max_s``, half-open probe outcome), ``whk.claim_deliveries`` grants the one
+probe once ``probe_at`` has passed (another once ``probe_until`` has), and ``whk.auto_disable_webhooks``
+disables a webhook after its unbroken failure streak. Doing it there means two dispatchers cannot race a
+read-modify-write of one breaker. The engine imports only ``is_failure`` from here, to tell
+``whk.record_outcomes`` which outcomes count as failures.
+
+The state machine below is the pure reference model of those transitions, unit-tested in
+tests/unit/test_breaker.py. It also has a failure-rate window (``failure_rate``, ``min_requests``,
+``window_s``) that the SQL does not implement. Every function takes ``now`` (Unix seconds) and returns a
+new state; nothing is mutated.
 
 .. code-block:: text
 
@@ -14,16 +22,17 @@ returns a new state; nothing is mutated.
     half_open ──(probe fails)──▶ open               (open time doubles per failed probe, capped)
     half_open ──(probe outcome never recorded for probe_timeout_s)──▶ a new probe is granted
 
-While open, ``before_attempt`` denies every attempt and says until when: the engine leaves those
-deliveries pending (they are not failed, and not dead-lettered early) and sends zero requests.
-Late results of attempts that started before the breaker opened are counted in the window but
+While open, ``before_attempt`` denies every attempt and says until when (in SQL: the claim takes
+nothing for that webhook, so its deliveries stay pending, are not dead-lettered early, and zero requests
+are sent). Late results of attempts that started before the breaker opened are counted in the window but
 do not change an open breaker (only the probe decides).
 
 Auto-disable is separate from the breaker: ``failing_since`` is the time of the first failure
 with no success after it; ``should_disable`` is true once that unbroken failure window reaches
-``disable_after_s`` (default 5 days) — the engine then disables the webhook (audited) and emits
-``whk.webhook.disabled``. Any success clears it. ``blocked`` (SSRF) attempts count as failures:
-a URL that keeps resolving to a private address for days ends disabled rather than retried forever.
+``disable_after_s`` (default 5 days) — in SQL, ``whk.auto_disable_webhooks`` (the dispatcher's
+maintenance sweep) then disables the webhook and emits ``whk.webhook.disabled``. Any success clears
+it. ``blocked`` (SSRF) attempts count as failures: a URL that keeps resolving to a private address for
+days ends disabled rather than retried forever.
 
 Which outcome counts as what: ``is_failure`` (retry, throttle, blocked → failure; delivered,
 awaiting_ack → success; gone disables the webhook on its own and is neither).

@@ -2,13 +2,17 @@
 
 Tasks (all watched; any crash stops the engine):
 
-- the main loop routes new outbox events and claims due deliveries (one ``whk.dispatch_round`` call:
-  ``whk.route_and_take``, then ``whk.claim_deliveries``), then starts one send task per request (a batch
-  is one request) within ``WHK_DISPATCHER_CONCURRENCY`` slots;
-- the recorder writes finished attempts in groups (``whk.record_outcomes``: one round trip for many);
+- the main loop runs one ``whk.dispatch_round`` per round trip (routing with ``whk.route_and_take``, which
+  may hand fresh deliveries over already in flight, then the fair ``whk.claim_deliveries`` for what is
+  still due), then starts one send task per request (a batch is one request) within
+  ``WHK_DISPATCHER_CONCURRENCY`` slots; it passes the deliveries whose request succeeded but whose outcome
+  is not recorded yet (``p_finished``), so the in-flight caps count only requests on the wire;
+- the recorder writes finished requests in groups (``whk.record_outcomes``: one round trip for many),
+  lingering up to 25 ms when nothing waits for them and 5 ms when due work is held back;
 - the listener keeps a LISTEN on ``whk_outbox`` and reconnects with backoff when the connection dies;
-- the heartbeat refreshes this dispatcher's row and runs the maintenance sweep (expired leases, ack
-  timeouts, auto-disable) under an advisory try-lock.
+- the heartbeat refreshes this dispatcher's row (``whk.dispatcher_heartbeat``) and runs the maintenance
+  sweep (``whk.ensure_webhook_runtime``, ``whk.reclaim_expired_leases``, ``whk.expire_acks``,
+  ``whk.auto_disable_webhooks``) under an advisory try-lock.
 
 Going idle follows the wake-up contract: declare idle (``whk.dispatcher_set_idle``), re-check for work,
 then sleep until a NOTIFY, a local event (a slot freed, outcomes recorded), the next timed work
@@ -17,8 +21,14 @@ routing batch or every free slot claimed): while the dispatcher keeps up, captur
 make commit-to-delivery latency milliseconds; once it is saturated it loops without sleeping and the
 ERP's commits stop paying for NOTIFY.
 
+Circuit breakers, rate limits, quotas and retry bookkeeping are applied in SQL by the claim and by
+``whk.record_outcomes``; the engine only classifies each response (``dispatcher.classify``), picks the
+retry delay (``dispatcher.retry``) and says whether the outcome counts as a failure
+(``dispatcher.breaker.is_failure``).
+
 Shutdown (stop event): stop claiming, let in-flight attempts finish within ``WHK_SHUTDOWN_GRACE``,
-cancel the rest, record what finished, release whatever is still claimed, remove the heartbeat row.
+cancel the rest, record what finished, release whatever is still claimed (``whk.release_deliveries``),
+remove the heartbeat row.
 
 Faults (``dispatcher/faults.py`` has the table): one webhook's bad data never stops the loop. A round that
 fails with a data error is followed at once by ``whk.isolate_round_faults``, which bisects the webhooks

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.support.dbsupply import DatabaseSupply
 from tests.support.pg import PgServer, migrate_database, start_server
 from whk.db import configure_json
 from whk.settings import Settings, load_settings
@@ -35,13 +36,23 @@ def template_db(pg_server: PgServer) -> str:
     return name
 
 
+@pytest.fixture(scope="session")
+def database_supply(pg_server: PgServer, template_db: str) -> Iterator[DatabaseSupply]:
+    """Clones of the template made ahead by background threads (tests/support/dbsupply.py)."""
+    supply = DatabaseSupply(pg_server, template_db)
+    try:
+        yield supply
+    finally:
+        supply.close()
+
+
 @pytest.fixture
-def db_url(pg_server: PgServer, template_db: str) -> Iterator[str]:
-    name = pg_server.create_database(template=template_db)
+def db_url(pg_server: PgServer, database_supply: DatabaseSupply) -> Iterator[str]:
+    name = database_supply.take()
     try:
         yield pg_server.dsn(name)
     finally:
-        pg_server.drop_database(name)
+        database_supply.give_back(name)
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
+"""`python -m whk`: the same as the `whk` console script (the CLI lives in the composition root `whk_cli`)."""
+
 import sys
 
-from whk.cli import main
+from whk_cli.main import main
 
 sys.exit(main())

@@ -13,7 +13,7 @@ cause ("killed by signal 9 (SIGKILL)", "exited with code 1"). The policy (``Rest
 ``Supervisor`` runs the children and applies the policy; ``StatusTable`` publishes each child's state
 to ``whk.supervised_processes`` (read by /api/whk/monitoring/health), tolerating a database that is
 briefly away. Only `whk up` itself being stopped (Ctrl-C, SIGTERM) stops the children, and then
-PostgreSQL (in ``whk.cli``).
+PostgreSQL (in ``whk_cli.main``).
 """
 
 from __future__ import annotations

@@ -83,6 +83,7 @@ def test_noop_update_emits_nothing(items: psycopg.Connection[Any]) -> None:
     assert len(outbox(items)) == before
 
 
+@pytest.mark.slow  # captures a 50,000-row UPDATE
 def test_fifty_thousand_row_update_is_one_statement_and_at_most_one_wakeup(
     items: psycopg.Connection[Any], db_url: str
 ) -> None:

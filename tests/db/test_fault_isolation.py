@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.support.delivery import emit, make_consumer, make_webhook, statuses
+from tests.support.delivery import emit, make_consumer, make_webhook, route, statuses
 from tests.support.faults import drop_checks, poison_claim, poison_route
 
 pytestmark = pytest.mark.db
@@ -42,7 +42,7 @@ def test_a_poisoned_claim_quarantines_only_its_webhook(conn: psycopg.Connection[
     hooks = [make_webhook(conn, c, URL, ["o.*"], delivery_mode="delayed") for _ in range(5)]
     bad = hooks[3]
     emit(conn, "o.e", count=2)
-    conn.execute("SELECT whk.route_outbox(100)")  # delayed mode: pending, claimed by the fair claim
+    route(conn, 100)  # delayed mode: pending, claimed by the fair claim
     poison_claim(conn, bad)
     with pytest.raises(psycopg.errors.NumericValueOutOfRange):
         round_trip(conn)
@@ -83,7 +83,7 @@ def test_bisection_finds_every_culprit_among_many(conn: psycopg.Connection[Any])
     c = make_consumer(conn)
     hooks = [make_webhook(conn, c, URL, ["o.*"], delivery_mode="delayed") for _ in range(20)]
     emit(conn, "o.e")
-    conn.execute("SELECT whk.route_outbox(100)")
+    route(conn, 100)
     bad = {hooks[0], hooks[7], hooks[19]}
     for h in bad:
         poison_claim(conn, h)
@@ -109,7 +109,7 @@ def test_a_global_fault_quarantines_nobody(conn: psycopg.Connection[Any]):
     c = make_consumer(conn)
     hooks = [make_webhook(conn, c, URL, ["o.*"], delivery_mode="delayed") for _ in range(3)]
     emit(conn, "o.e")
-    conn.execute("SELECT whk.route_outbox(100)")
+    route(conn, 100)
     conn.execute(
         "UPDATE whk.whk_05_configuracoes SET value = '{\"per_second\": 1e308}' "
         "WHERE key = 'rate_limit.webhook_default'"
@@ -161,7 +161,7 @@ def test_the_denormal_rate_of_the_issue_is_isolated_too(conn: psycopg.Connection
     good = make_webhook(conn, c, URL, ["o.*"], delivery_mode="delayed")
     bad = make_webhook(conn, c, URL, ["o.*"], delivery_mode="delayed")
     emit(conn, "o.e")
-    conn.execute("SELECT whk.route_outbox(100)")
+    route(conn, 100)
     drop_checks(conn, "whk_01_webhooks", "rate_limit_per_second")
     conn.execute("UPDATE whk.whk_01_webhooks SET rate_limit_per_second = 5e-324 WHERE id = %s", [bad])
     conn.execute(
@@ -198,7 +198,7 @@ def test_a_poison_event_is_no_webhooks_fault_and_the_claim_goes_on(conn: psycopg
     c = make_consumer(conn)
     hooks = [make_webhook(conn, c, URL, ["o.*", "t.*"], delivery_mode="delayed") for _ in range(3)]
     emit(conn, "o.e")
-    conn.execute("SELECT whk.route_outbox(100)")  # one due delivery per webhook
+    route(conn, 100)  # one due delivery per webhook
     schema = '{"type": "object", "properties": {"x": {"type": "string", "pattern": "^[a-z]+$"}}}'
     conn.execute("SELECT whk.register_event_type('t.poison', %s::jsonb)", [schema])
     conn.execute(

@@ -258,6 +258,7 @@ SCHEMAS = st.recursive(
 )
 
 
+@pytest.mark.slow  # 250 random schemas, each checked both ways in SQL
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(schema=SCHEMAS, instances=st.lists(VALUES, min_size=1, max_size=12))
 def test_random_schemas_and_values_agree_with_the_reference(

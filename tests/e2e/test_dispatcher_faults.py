@@ -23,6 +23,7 @@ from standardwebhooks.webhooks import Webhook
 from tests.support.delivery import TEST_SECRET, emit, make_consumer, make_webhook
 from tests.support.dispatch import FAST_ENV, WHK, compress_schedule, start_process, stop_process
 from tests.support.receiver import Reply, receiver, wait_until
+from tests.support.wait import async_wait_for
 
 pytestmark = [pytest.mark.db, pytest.mark.e2e, pytest.mark.slow]
 __all__ = ["receiver"]
@@ -230,13 +231,27 @@ async def test_stuck_endpoints_do_not_slow_healthy_ones(db_url, conn, receiver):
     make_webhook(conn, c, receiver.url("/ok2"), ["h.*"])
     proc = start_process(db_url, "fair", WHK_ATTEMPT_TIMEOUT="1", WHK_LEASE_SECONDS="3")
     try:
-        await asyncio.sleep(1.0)
+        await async_wait_for(
+            lambda: conn.execute("SELECT 1 FROM whk.dispatchers WHERE id = 'fair'").fetchone(),
+            30,
+            "the dispatcher's heartbeat row",
+        )
         baseline = await _steady(conn, receiver, ["/ok1", "/ok2"], 3.0, 40)
         hang = make_webhook(conn, c, receiver.url("/hang"), ["h.*"])
         drip = make_webhook(conn, c, receiver.url("/drip"), ["h.*"])
         receiver.on("/hang", default=Reply(hang=True))
         receiver.on("/drip", default=Reply(body=b"x" * 100, drip_every_s=0.2))
-        await asyncio.sleep(2.5)  # the webhook cache refreshes; the bad endpoints fill their slots
+        # The bad endpoints hold requests on the wire before the measured load starts (and the healthy
+        # ones have their copy of that event before _steady counts what they received).
+        conn.execute("INSERT INTO whk.outbox (event_type, data, operation) VALUES ('h.e', '{}', 'EMIT')")
+        await async_wait_for(
+            lambda: (
+                count(conn, f"status = 'in_flight' AND webhook_id IN ({hang}, {drip})") == 2
+                and count(conn, f"status <> 'delivered' AND webhook_id NOT IN ({hang}, {drip})") == 0
+            ),
+            30,
+            "a request in flight to each stuck endpoint, the healthy ones delivered",
+        )
         loaded = await _steady(conn, receiver, ["/ok1", "/ok2"], 3.0, 40)
     finally:
         assert stop_process(proc) == 0

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from standardwebhooks.webhooks import Webhook
 from api.keys import create_api_key
 from tests.support.dispatch import FAST_ENV
 from tests.support.pg import REPO
+from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.db, pytest.mark.e2e, pytest.mark.slow]
 
@@ -42,15 +42,7 @@ def services(db_url: str) -> Iterator[str]:
     ]
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/api/whk/monitoring/health", timeout=1).status_code in (200, 503):
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("the API did not start")
+        wait_for(lambda: _health(base), 60, "the API to answer /monitoring/health", interval=0.2)
         yield base
     finally:
         for p in procs:
@@ -59,14 +51,20 @@ def services(db_url: str) -> Iterator[str]:
             p.communicate(timeout=30)  # also closes the pipes
 
 
-def _wait_for(fn: Any, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out")
+def _health(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/api/whk/monitoring/health", timeout=1).status_code in (200, 503)
+    except httpx.TransportError:
+        return False
+
+
+def _settled(conn: psycopg.Connection[Any]) -> bool:
+    """Every committed event is routed and every delivery has ended (delivered, dead or parked)."""
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM whk.outbox WHERE status = 'pending')"
+        " + (SELECT count(*) FROM whk.whk_03_entregas WHERE status NOT IN ('delivered', 'dead', 'parked'))"
+    ).fetchone()
+    return row is not None and row[0] == 0
 
 
 def test_committed_order_arrives_signed_and_rolled_back_one_does_not(
@@ -102,8 +100,10 @@ def _order_to_mock(conn: psycopg.Connection[Any], api: httpx.Client, services: s
         conn.execute("INSERT INTO erp.orders (user_id, total) VALUES (%s, 999)", (user_id,))
         raise psycopg.Rollback(tx)  # the ERP changed its mind
 
-    received = _wait_for(lambda: api.get("/api/whk/dev/mock/orders").json())
-    time.sleep(1.5)  # give a wrongly emitted second event time to show up
+    wait_for(lambda: api.get("/api/whk/dev/mock/orders").json(), 30, "the order at the mock", interval=0.2)
+    # A wrongly emitted second event would be routed and delivered before the outbox and deliveries settle
+    # (the mock stores a request before its delivery is marked delivered).
+    wait_for(lambda: _settled(conn), 30, "every event routed and every delivery ended", interval=0.2)
     received = api.get("/api/whk/dev/mock/orders").json()
     assert len(received) == 1
     got = received[0]

@@ -88,9 +88,11 @@ def test_rotate_reencrypts_every_row_and_reports_copied_ones(db_url, conn):
 
 
 def test_cli_entry_points_exist():
-    """`whk secrets rotate` and `whk apikey create` import these from api.keys (lead's CLI)."""
+    """`whk secrets rotate` runs whk.secretbox's rotation; `whk apikey create` uses api.keys."""
     import api.keys
     import whk.secretbox
+    from whk_cli import main as cli
 
-    assert api.keys.rotate_command is whk.secretbox.rotate_command
+    assert cli.build_parser().parse_args(["secrets", "rotate"]).func is cli.cmd_secrets_rotate
+    assert cli.rotate_command is whk.secretbox.rotate_command
     assert callable(api.keys.create_api_key)

@@ -72,7 +72,7 @@ def test_migration_syntax_error_is_one_line_and_applies_nothing(tmp_path: Path, 
     code = (
         "import sys, pathlib, whk.migrate as m; "
         f"m.migrations_dir = lambda: pathlib.Path({str(mig)!r}); "
-        "from whk.cli import main; sys.exit(main(['db', 'migrate']))"
+        "from whk_cli.main import main; sys.exit(main(['db', 'migrate']))"
     )
     base = {k: v for k, v in os.environ.items() if not k.startswith("WHK_")}
     proc = subprocess.run(
@@ -90,6 +90,7 @@ def test_migration_syntax_error_is_one_line_and_applies_nothing(tmp_path: Path, 
 
 
 @pytest.mark.db
+@pytest.mark.slow  # several `whk` subprocesses, `db verify` migrates a scratch database
 def test_db_commands_against_a_migrated_database(db_url: str):
     env = {"WHK_DATABASE_URL": db_url}
     status = run("db", "status", env=env)
@@ -103,6 +104,7 @@ def test_db_commands_against_a_migrated_database(db_url: str):
 
 
 @pytest.mark.db
+@pytest.mark.slow  # `whk db verify` migrates a scratch database
 def test_verify_reports_drift(db_url: str):
     import psycopg
 
@@ -115,6 +117,7 @@ def test_verify_reports_drift(db_url: str):
 
 
 @pytest.mark.db
+@pytest.mark.slow  # `whk db` subprocesses against a database migrated step by step
 def test_plan_and_status_list_pending_files(empty_db_url: str):
     env = {"WHK_DATABASE_URL": empty_db_url}
     assert run("db", "migrate", "--target", "1", env=env).returncode == 0

@@ -190,6 +190,7 @@ async def test_ack_required(db_url, conn, receiver):
     assert statuses(conn, hook) == {"delivered": 1}
 
 
+@pytest.mark.slow  # waits out three 1.5 s retries by design
 async def test_ordered_lane_keeps_order_across_retries(db_url, conn, receiver):
     compress_schedule(conn, [1.5, 1.5, 1.5])
     c = make_consumer(conn)
@@ -253,6 +254,7 @@ async def test_batch_mode(db_url, conn, receiver):
     assert all(len(att) == 1 and d in ids for d, att, ids in links)
 
 
+@pytest.mark.slow  # waits out the delay by design
 async def test_delayed_not_before_its_time(db_url, conn, receiver):
     c = make_consumer(conn)
     hook = make_webhook(conn, c, receiver.url("/later"), ["*"], delivery_mode="delayed")
@@ -291,6 +293,7 @@ async def test_breaker_stops_traffic_then_probes_and_closes(db_url, conn, receiv
     assert conn.execute("SELECT breaker_state FROM whk.webhook_runtime").fetchone() == ("closed",)
 
 
+@pytest.mark.slow  # waits out a token bucket by design
 async def test_rate_limited_webhook_while_another_flows(db_url, conn, receiver):
     c = make_consumer(conn)
     limited = make_webhook(

@@ -24,6 +24,7 @@ def quarantine(conn: psycopg.Connection[Any], hook: int) -> tuple[Any, ...] | No
     ).fetchone()
 
 
+@pytest.mark.slow  # waits out the lease of the outcomes it could not write, by design
 async def test_outcomes_one_webhook_cannot_record_quarantine_it_and_the_rest_are_recorded(
     db_url, conn, receiver
 ):
@@ -69,7 +70,7 @@ async def test_an_error_no_webhook_explains_is_logged_shown_and_survived(db_url,
 
         assert await wait_until(failing, 15)
         assert not task.done()  # logged and retried with backoff, not a silent exit
-        conn.execute((REPO / "sql" / "functions" / "dispatch_round.sql").read_text())
+        conn.execute((REPO / "sql" / "functions" / "delivery" / "dispatch_round.sql").read_text())
         assert await wait_until(lambda: statuses(conn, hook) == {"delivered": 2}, 30)
         assert await wait_until(
             lambda: conn.execute("SELECT last_error FROM whk.dispatchers").fetchone() == (None,), 10

@@ -35,6 +35,7 @@ from tests.support.http_receivers import (
     read_request_head,
     receiver,
 )
+from tests.support.wait import async_wait_for
 from whk.settings import Settings, load_settings
 from whk.signing import decode_secret, generate_secret, signature_headers
 
@@ -460,8 +461,7 @@ class TestConnection:
         settings = dataclasses.replace(loopback_settings, dispatcher=per_host)
         async with receiver(routes={"/hook": slow}) as r, Sender(settings) as s:
             holders = [asyncio.create_task(s.send(post(r.url(), deadline=10))) for _ in range(2)]
-            while r.count < 2:
-                await asyncio.sleep(0.01)
+            await async_wait_for(lambda: r.count >= 2, 10, "both holders at the stuck host", interval=0.01)
             queued = await asyncio.gather(*(s.send(post(r.url(), deadline=0.3)) for _ in range(3)))
             release.set()
             held = await asyncio.gather(*holders)

@@ -275,6 +275,7 @@ def test_namespace_has_no_route_beyond_loopback() -> None:
         assert s.connect_ex(("169.254.169.254", 80)) != 0
 
 
+@pytest.mark.slow  # runs this whole module again in a new network namespace
 def test_suite_in_an_isolated_network_namespace() -> None:
     """Re-run this module where no route beyond loopback exists (root + unshare required)."""
     if IN_NETNS:

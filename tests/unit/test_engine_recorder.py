@@ -13,6 +13,7 @@ import dispatcher.engine as engine_mod
 from dispatcher.engine import Engine
 from dispatcher.models import AttemptLog, DeliveryOutcome, RequestOutcome
 from tests.support.dispatch import fast_settings
+from tests.support.wait import async_wait_for
 
 
 class FakeRepo:
@@ -65,7 +66,9 @@ async def test_calm_outcomes_linger_and_flush_together(engine: tuple[Engine, Fak
     stop, task = await _run_recorder(eng)
     for i in range(1, 4):
         eng.queue_outcome(outcome(i), urgent=False)
-    await asyncio.sleep(0.3)
+    # The recorder took the first outcome and is lingering on it (the others stay queued): no flush yet.
+    await async_wait_for(lambda: eng._outcomes.qsize() == 2, 5, "the recorder to take the first outcome")
+    await asyncio.sleep(0)
     assert repo.flushes == [], "nothing waits for these outcomes: the recorder keeps lingering"
     # An ordered lane's outcome ends the linger, and everything queued goes in the same flush.
     eng.queue_outcome(outcome(4), urgent=True)
@@ -102,7 +105,8 @@ async def test_stop_flushes_what_is_queued(engine: tuple[Engine, FakeRepo]) -> N
     eng, repo = engine
     stop, task = await _run_recorder(eng)
     eng.queue_outcome(outcome(9), urgent=False)
-    await asyncio.sleep(0.1)
+    await async_wait_for(eng._outcomes.empty, 5, "the recorder to take the outcome and linger")
+    assert repo.flushes == []
     stop.set()
     await asyncio.wait_for(task, 5)
     assert repo.flushes == [[9]]

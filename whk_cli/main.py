@@ -7,7 +7,6 @@ line with a hint and exit non-zero; `--debug` (or WHK_DEBUG=true) shows the trac
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from whk import __version__, catalog, dbroles, migrate
 from whk.db import check_schema_version, connect, require_dsn
 from whk.errors import MigrationError, WhkError
+from whk.secretbox import rotate_command
 from whk.settings import Settings, configuration_markdown, load_settings
 from whk.sqlfiles import sql_root
 
@@ -118,15 +118,8 @@ def cmd_db_new_migration(_settings: Settings, args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- services
-def _service(module: str) -> Callable[[Settings], int]:
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        raise WhkError(f"{module} is not available in this build", hint="reinstall WHK") from exc
-    main: Callable[[Settings], int] = mod.main
-    return main
-
-
+# Each application is imported only by the command that runs it, so `whk dispatcher` never loads the API's
+# web stack and `whk db …` loads neither.
 def _set_parent_death_signal() -> None:
     """In the child: get SIGTERM when the parent dies, even by SIGKILL (Linux prctl PR_SET_PDEATHSIG)."""
     try:
@@ -149,8 +142,10 @@ def cmd_dispatcher(settings: Settings, _args: argparse.Namespace) -> int:
             check_schema_version(conn)  # refuse before starting anything
         whk_bin = str(Path(sys.executable).with_name("whk"))
         worker = subprocess.Popen([whk_bin, "worker"], preexec_fn=_set_parent_death_signal)
+    from dispatcher.app import main as dispatcher_main
+
     try:
-        return _service("dispatcher.app")(settings)
+        return dispatcher_main(settings)
     finally:
         if worker is not None:
             if worker.poll() is None:
@@ -163,7 +158,9 @@ def cmd_dispatcher(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_worker(settings: Settings, _args: argparse.Namespace) -> int:
-    return _service("ops.worker")(settings)
+    from ops.worker import main as worker_main
+
+    return worker_main(settings)
 
 
 def cmd_jobs(settings: Settings, args: argparse.Namespace) -> int:
@@ -228,7 +225,9 @@ def cmd_alerts(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_api(settings: Settings, _args: argparse.Namespace) -> int:
-    return _service("api.main")(settings)
+    from api.main import main as api_main
+
+    return api_main(settings)
 
 
 def cmd_config(_settings: Settings, _args: argparse.Namespace) -> int:
@@ -340,10 +339,8 @@ def _bootstrap_banner(settings: Settings, conn: Any, *, developer_key: bool) -> 
     One such key is valid at a time: each start revokes the previous ones and prints a new one."""
     if not developer_key:
         return
-    try:
-        keys = importlib.import_module("api.keys")
-    except ModuleNotFoundError:
-        return
+    from api import keys
+
     key, revoked = keys.rotate_development_key(conn, name=DEV_KEY_NAME)
     note = f"; {revoked} earlier revoked" if revoked else ""
     _echo(f"Admin API key (development, shown once{note}): {key}")
@@ -381,7 +378,8 @@ def _demo_alert_channel(settings: Settings, conn: Any, *, demo: bool) -> None:
 
 
 def cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:
-    keys = importlib.import_module("api.keys")
+    from api import keys
+
     with connect(settings) as conn:
         check_schema_version(conn)
         key = keys.create_api_key(
@@ -393,9 +391,7 @@ def cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_secrets_rotate(settings: Settings, _args: argparse.Namespace) -> int:
-    secrets_mod = importlib.import_module("api.keys")
-    rotate: Callable[[Settings], int] = secrets_mod.rotate_command
-    return rotate(settings)
+    return rotate_command(settings)
 
 
 # --------------------------------------------------------------------------- parser
