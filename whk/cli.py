@@ -21,6 +21,7 @@ from typing import Any
 from whk import __version__, catalog, migrate
 from whk.db import check_schema_version, connect
 from whk.errors import MigrationError, WhkError
+from whk.mockcli import add_mock_parser
 from whk.settings import Settings, configuration_markdown, load_settings
 from whk.sqlfiles import sql_root
 
@@ -269,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     secsub.add_parser("rotate", help="re-encrypt every stored secret with the newest key").set_defaults(
         func=cmd_secrets_rotate
     )
+    add_mock_parser(sub)
     return p
 
 
