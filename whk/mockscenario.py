@@ -39,7 +39,7 @@ MAX_STEPS: Final = 100
 MAX_DELAY_MS: Final = 30_000
 MAX_SEED: Final = 2**31 - 1
 
-Status = Annotated[int, msgspec.Meta(ge=100, le=599, description="HTTP status to answer with")]
+Status = Annotated[int, msgspec.Meta(ge=200, le=599, description="HTTP status to answer with")]
 DelayMs = Annotated[
     int, msgspec.Meta(ge=0, le=MAX_DELAY_MS, description="milliseconds to wait before answering")
 ]

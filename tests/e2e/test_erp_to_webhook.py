@@ -102,9 +102,9 @@ def _order_to_mock(conn: psycopg.Connection[Any], api: httpx.Client, services: s
         conn.execute("INSERT INTO erp.orders (user_id, total) VALUES (%s, 999)", (user_id,))
         raise psycopg.Rollback(tx)  # the ERP changed its mind
 
-    received = _wait_for(lambda: api.get("/api/whk/dev/mock/orders").json())
+    received = _wait_for(lambda: api.get("/api/whk/dev/mock/orders/requests").json())
     time.sleep(1.5)  # give a wrongly emitted second event time to show up
-    received = api.get("/api/whk/dev/mock/orders").json()
+    received = api.get("/api/whk/dev/mock/orders/requests").json()
     assert len(received) == 1
     got = received[0]
     body = json.loads(got["body"])
@@ -112,4 +112,5 @@ def _order_to_mock(conn: psycopg.Connection[Any], api: httpx.Client, services: s
     assert body["data"]["new"]["total"] == 120.5
     headers = {k: v for k, v in got["headers"].items() if k.startswith("webhook-")}
     Webhook(secret).verify(got["body"], headers)  # raises on a bad signature
+    assert got["signature_ok"] is True, got  # the mock verified it with the same secret
     assert got["headers"]["user-agent"].startswith("WHK")
