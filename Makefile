@@ -24,8 +24,8 @@ test: lint typecheck
 	$(BIN)/python -m pytest -m "not bench" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check whk dispatcher api tests bench
-	$(BIN)/ruff format --check whk dispatcher api tests bench
+	$(BIN)/ruff check whk dispatcher api tests bench examples
+	$(BIN)/ruff format --check whk dispatcher api tests bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

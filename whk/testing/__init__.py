@@ -12,7 +12,9 @@ fixtures are available in any test suite without an import:
 
 Assertions live on ``receiver.received``: ``assert_event``, ``assert_signed_by``, ``assert_in_order``;
 waits have deadlines (``wait_for``, ``wait_for_event``, ``wait_until`` and their ``*_async`` forms).
-Against a running WHK, ``connect_webhook`` points a webhook at a receiver. See docs/integrators.md.
+Against a running WHK, ``receiver.connect(base_url, api_key)`` (``connect_webhook``) points a webhook at a
+receiver; ``set_mock_scenario``, ``mock_received`` and ``wait_for_mock`` script and read WHK's own
+development mocks with the same assertions. See docs/integrators.md.
 
 This package imports only the core (``whk.signing``, ``whk.mockscenario``): never ``api`` or
 ``dispatcher``, so it works without a WHK server or database.
@@ -21,7 +23,14 @@ This package imports only the core (``whk.signing``, ``whk.mockscenario``): neve
 from whk.mockscenario import Scenario, Step
 from whk.testing.events import EventFactory, InvalidEvent
 from whk.testing.receiver import Received, ReceivedRequest, Receiver
-from whk.testing.remote import ConnectedWebhook, connect_webhook, disconnect_webhook
+from whk.testing.remote import (
+    ConnectedWebhook,
+    connect_webhook,
+    disconnect_webhook,
+    mock_received,
+    set_mock_scenario,
+    wait_for_mock,
+)
 from whk.testing.signer import SignedRequest, sign_request
 
 __all__ = [
@@ -36,5 +45,8 @@ __all__ = [
     "Step",
     "connect_webhook",
     "disconnect_webhook",
+    "mock_received",
+    "set_mock_scenario",
     "sign_request",
+    "wait_for_mock",
 ]

@@ -21,6 +21,7 @@ import msgspec
 
 from whk.mockscenario import Reply, Scenario, decode_scenario, reply_for
 from whk.signing import SigningError, decode_secret, generate_secret, verify
+from whk.testing.remote import ConnectedWebhook, connect_webhook
 
 __all__ = ["Received", "ReceivedRequest", "Receiver", "Where"]
 
@@ -218,7 +219,7 @@ class Receiver:
         self.secret = secret or generate_secret()
         self.extra_secrets = tuple(extra_secrets)
         self.tolerance = tolerance
-        self._keys = [decode_secret(s) for s in (self.secret, *self.extra_secrets)]
+        self._keys: list[bytes] = [decode_secret(s) for s in (self.secret, *self.extra_secrets)]
         self._clock = clock
         self._cond = threading.Condition()
         self._state = _State()
@@ -244,6 +245,22 @@ class Receiver:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+    def use_secret(self, secret: str, *extra: str) -> None:
+        """Verify with ``secret`` (and ``extra`` ones, e.g. during a rotation) from now on."""
+        keys = [decode_secret(s) for s in (secret, *extra)]
+        with self._cond:
+            self.secret, self.extra_secrets, self._keys = secret, tuple(extra), keys
+
+    def connect(
+        self, base_url: str, api_key: str, *, path: str = "", **webhook_fields: Any
+    ) -> ConnectedWebhook:
+        """Point a new webhook of the WHK at ``base_url`` at this receiver (``connect_webhook``) and
+        verify with the secret WHK signs it with. Blocking: from an async test with WHK in the same
+        event loop, call it through ``asyncio.to_thread``."""
+        hook = connect_webhook(base_url, api_key, self.url + path.lstrip("/"), **webhook_fields)
+        self.use_secret(hook.secret)
+        return hook
 
     # -- scenario -------------------------------------------------------------------------------------
     def play(self, scenario: Scenario | str | bytes | list[Any]) -> None:
@@ -338,8 +355,8 @@ class Receiver:
 
     def _record(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         now = self._clock()
-        verified, reason = self._verdict(headers, body, now)
         with self._cond:
+            verified, reason = self._verdict(headers, body, now)
             scenario = self._state.scenario
             if scenario is not None:
                 reply = reply_for(scenario, self._state.played)

@@ -6,13 +6,27 @@ reach (``make up`` on a laptop, a staging server); nothing here touches the data
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-__all__ = ["ConnectedWebhook", "connect_webhook", "disconnect_webhook", "fetch_event_types"]
+if TYPE_CHECKING:
+    from whk.testing.receiver import Received
+
+__all__ = [
+    "ConnectedWebhook",
+    "connect_webhook",
+    "disconnect_webhook",
+    "fetch_event_types",
+    "mock_received",
+    "set_mock_scenario",
+    "wait_for_mock",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,3 +110,68 @@ def fetch_event_types(base_url: str, api_key: str) -> dict[str, Any]:
                 "versions": {f"{v['major']}.{v['minor']}": v["schema"] for v in detail["versions"]},
             }
     return out
+
+
+def set_mock_scenario(base_url: str, api_key: str, name: str, scenario: Any) -> None:
+    """Script WHK's development mock ``name`` (``[503, 503, 200]`` or a scenario object)."""
+    import msgspec
+
+    from whk.mockscenario import decode_scenario
+
+    body = msgspec.json.encode(decode_scenario(scenario))
+    with _client(base_url, api_key) as client:
+        _checked(
+            client.put(
+                f"/api/whk/dev/mock/{name}/scenario",
+                content=body,
+                headers={"content-type": "application/json"},
+            )
+        )
+
+
+def mock_received(base_url: str, api_key: str, name: str) -> Received:
+    """What WHK's development mock ``name`` recorded (up to its newest 200), oldest first, as the
+    plugin's ``Received``: the same assertions apply (``verified``/``reason`` are the mock's verdict)."""
+    from whk.testing.receiver import Received, ReceivedRequest
+
+    with _client(base_url, api_key) as client:
+        items = _checked(client.get(f"/api/whk/dev/mock/{name}/requests", params={"limit": 200}))
+    return Received(
+        [
+            ReceivedRequest(
+                n=n,
+                method=item["method"],
+                path=f"/api/whk/dev/mock/{name}",
+                headers=item["headers"],
+                body=item["body"].encode("utf-8"),
+                received_at=datetime.fromisoformat(item["received_at"]).timestamp(),
+                verified=bool(item.get("signature_ok")),
+                reason=item.get("signature_reason"),
+                replied_status=int(item["replied_status"]),
+            )
+            for n, item in enumerate(reversed(items))
+        ]
+    )
+
+
+def wait_for_mock(
+    base_url: str,
+    api_key: str,
+    name: str,
+    predicate: Callable[[Received], bool],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.2,
+) -> Received:
+    """Read the mock every ``interval`` seconds until ``predicate`` holds; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        got = mock_received(base_url, api_key, name)
+        if predicate(got):
+            return got
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting on mock {name}; received:\n{got.summary()}"
+            )
+        pause.wait(interval)
