@@ -170,7 +170,8 @@ def _checked(settings: Settings, name: str) -> str:
 
 
 def _receive_operation_id(_handler: Any, method: Any, _path: Any) -> str:
-    return f"mock_receive_{str(method).lower()}"
+    """``mock_receive_post``, ``mock_receive_put``…: one operation id per method, as OpenAPI requires."""
+    return f"mock_receive_{getattr(method, 'value', method)}".lower()
 
 
 async def _drip(payload: bytes, drip_ms: int) -> AsyncIterator[bytes]:

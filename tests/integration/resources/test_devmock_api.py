@@ -332,3 +332,11 @@ async def test_the_mock_table_is_bounded_by_settings(conn: psycopg.Connection[An
 async def test_the_mock_settings_are_bounded(conn: psycopg.Connection[Any], key: str, value: Any):
     with pytest.raises(psycopg.errors.CheckViolation, match=key):
         _set(conn, key, value)
+
+
+async def test_each_receive_method_has_its_own_operation_id(client: AsyncTestClient[Any]):
+    doc = (await client.get("/schema/openapi.json")).json()
+    item = doc["paths"]["/api/whk/dev/mock/{name}"]
+    assert {
+        m: op["operationId"] for m, op in item.items() if isinstance(op, dict) and "operationId" in op
+    } == {m: f"mock_receive_{m}" for m in ("get", "post", "put", "patch", "delete")}
