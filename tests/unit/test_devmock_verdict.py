@@ -1,4 +1,4 @@
-"""The development mock's signature verdict (api.devmock.verdict.judge): which webhook verified, or why not."""
+"""The development mock's signature verdict (api.devmock.verdict.judge): which webhook verified, or why."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def test_why_not_for_each_webhook():
     )
     assert v.ok is False and v.webhook_id is None  # two candidates: none named
     assert v.reason == (
-        "webhook 3: no_match: no signature matches the webhook's secrets; webhook 9: its signing secret cannot be read (x)"
+        "webhook 3: no_match: no signature matches the webhook's secrets; "
+        "webhook 9: its signing secret cannot be read (x)"
     )
 
 
