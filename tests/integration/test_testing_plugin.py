@@ -32,7 +32,7 @@ def test_fixtures_come_from_the_pytest11_entry_point(request: pytest.FixtureRequ
     plugins = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="pytest11")}
     assert plugins.get("whk") == "whk.testing.plugin"
     assert request.config.pluginmanager.has_plugin("whk")
-    for name in ("whk_receiver", "whk_event_factory", "whk_sign"):
+    for name in ("whk_receiver", "whk_receiver_factory", "whk_event_factory", "whk_sign"):
         assert request.getfixturevalue(name) is not None
 
 
@@ -62,11 +62,23 @@ def test_the_receiver_verifies_and_records(whk_receiver: Receiver, whk_event_fac
     assert got[0].path == "/hooks/orders"
 
 
-def test_the_timestamp_tolerance_is_the_receivers():
-    with Receiver(tolerance=5) as receiver:
-        assert _post(receiver, {"x": 1}, timestamp=int(time.time()) - 60).status_code == 401
-        assert _post(receiver, {"x": 1}).status_code == 200
-        assert [r.verified for r in receiver.wait_for(2)] == [False, True]
+def test_the_timestamp_tolerance_is_the_receivers(whk_receiver_factory: Any):
+    receiver = whk_receiver_factory(tolerance=5)
+    assert _post(receiver, {"x": 1}, timestamp=int(time.time()) - 60).status_code == 401
+    assert _post(receiver, {"x": 1}).status_code == 200
+    assert [r.verified for r in receiver.wait_for(2)] == [False, True]
+    known = whk_receiver_factory(secret=receiver.secret)
+    assert known.secret == receiver.secret and known.url != receiver.url
+    assert _post(known, {"x": 1}, secret=receiver.secret).status_code == 200
+
+
+def test_a_rotated_secret_is_accepted(whk_receiver: Receiver):
+    old, new = whk_receiver.secret, generate_secret()
+    whk_receiver.use_secret(new, old)  # during a rotation WHK signs with both; either verifies
+    assert _post(whk_receiver, {"x": 1}, secret=old).status_code == 200
+    assert _post(whk_receiver, {"x": 1}, secret=new).status_code == 200
+    whk_receiver.use_secret(new)
+    assert _post(whk_receiver, {"x": 1}, secret=old).status_code == 401
 
 
 def test_whk_sign_matches_standard_webhooks(whk_sign: Any):

@@ -14,7 +14,7 @@ from whk.testing.events import EventFactory
 from whk.testing.receiver import Receiver
 from whk.testing.signer import SignedRequest, sign_request
 
-__all__ = ["whk_event_factory", "whk_receiver", "whk_sign"]
+__all__ = ["whk_event_factory", "whk_receiver", "whk_receiver_factory", "whk_sign"]
 
 
 @pytest.fixture
@@ -22,6 +22,24 @@ def whk_receiver() -> Iterator[Receiver]:
     """A running receiver on 127.0.0.1 (``.url``, ``.secret``, ``.received``, ``.play(...)``)."""
     with Receiver() as receiver:
         yield receiver
+
+
+@pytest.fixture
+def whk_receiver_factory() -> Iterator[Callable[..., Receiver]]:
+    """``whk_receiver_factory(secret=None, tolerance=300, extra_secrets=())`` → another running receiver
+    (several targets, a known secret, a tighter tolerance); all are closed after the test."""
+    made: list[Receiver] = []
+
+    def make(**kwargs: Any) -> Receiver:
+        receiver = Receiver(**kwargs)
+        made.append(receiver)
+        return receiver
+
+    try:
+        yield make
+    finally:
+        for receiver in made:
+            receiver.close()
 
 
 @pytest.fixture(scope="session")
