@@ -115,3 +115,45 @@ def _wait_delivered(
         if state[0] == "delivered" or time.monotonic() >= deadline:
             return state
         pause.wait(0.1)
+
+
+async def test_a_slow_mock_rehearses_timeouts_with_put(
+    db_url: str, conn: psycopg.Connection[Any], whk_event_factory: EventFactory
+):
+    """A webhook configured with PUT and a 0.5 s timeout; the mock first answers after 3 s (the attempt
+    times out without a status: retried), then answers 200 at once but drips its body over 3 s (the status
+    counts: delivered, the slow body noted in the attempt log)."""
+    settings = fast_settings(db_url)
+    compress_schedule(conn, [0.1, 0.1, 0.1])
+    key, consumer = admin_key(conn), make_consumer(conn, "integrator")
+    event = whk_event_factory("order.created", new={"id": 3})
+    async with real_server(settings) as base, running(settings):
+        scenario = '{"steps": [{"status": 200, "delay_ms": 3000}, {"status": 200, "drip_ms": 3000}]}'
+        await asyncio.to_thread(set_mock_scenario, base, key, "slow", scenario)
+        hook = await asyncio.to_thread(
+            connect_webhook,
+            base,
+            key,
+            f"{base}/api/whk/dev/mock/slow",
+            event_types=["order.created"],
+            consumer_id=consumer,
+            http_method="PUT",
+            timeout_ms=500,
+        )
+        conn.execute(
+            "SELECT whk.emit('order.created', %s::jsonb)", (psycopg.types.json.Jsonb(event["data"]),)
+        )
+        got = await asyncio.to_thread(wait_for_mock, base, key, "slow", lambda r: len(r) >= 2, timeout=60)
+        status, attempts, logged = await asyncio.to_thread(_wait_delivered, conn, hook.id)
+
+    assert [r.method for r in got] == ["PUT", "PUT"]
+    assert len({r.msg_id for r in got}) == 1
+    got.assert_signed_by(hook.secret)
+    assert all(r.verified for r in got)
+    log = conn.execute(
+        "SELECT t.attempt_no, t.error_class, t.response_status FROM whk.whk_03_entregas_tentativas t "
+        "WHERE t.webhook_id = %s ORDER BY t.attempt_no",
+        (hook.id,),
+    ).fetchall()
+    assert log == [(1, "timeout", None), (2, "timeout", 200)], log
+    assert (status, attempts, logged) == ("delivered", 2, 2)
