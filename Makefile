@@ -31,8 +31,8 @@ check: lint typecheck
 	$(BIN)/python -m pytest -m "not slow and not e2e and not bench" -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check whk whk_cli dispatcher api ops tests bench
-	$(BIN)/ruff format --check whk whk_cli dispatcher api ops tests bench
+	$(BIN)/ruff check whk whk_cli dispatcher api ops tests bench examples
+	$(BIN)/ruff format --check whk whk_cli dispatcher api ops tests bench examples
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)

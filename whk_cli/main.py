@@ -21,6 +21,7 @@ from whk import __version__, catalog, dbroles, migrate
 from whk.db import check_schema_version, connect, require_dsn
 from whk.errors import MigrationError, WhkError
 from whk.secretbox import rotate_command
+from whk_cli.mock import add_mock_parser
 from whk.settings import Settings, configuration_markdown, load_settings
 from whk.sqlfiles import sql_root
 
@@ -452,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     secsub.add_parser("rotate", help="re-encrypt every stored secret with the newest key").set_defaults(
         func=cmd_secrets_rotate
     )
+    add_mock_parser(sub)
     return p
 
 

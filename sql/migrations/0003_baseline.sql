@@ -397,7 +397,7 @@ COMMENT ON TABLE whk.consumer_runtime IS
 CREATE TABLE whk.whk_05_configuracoes (
     key         text        PRIMARY KEY CHECK (key ~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$'),
     category    text        NOT NULL CHECK (category IN ('retry', 'rate_limit', 'security', 'template',
-                                                         'monitoring', 'delivery')),
+                                                         'monitoring', 'delivery', 'dev')),
     value       jsonb       NOT NULL,
     description text        NOT NULL,
     updated_at  timestamptz NOT NULL DEFAULT now(),
@@ -426,7 +426,10 @@ INSERT INTO whk.whk_05_configuracoes (key, category, value, description) VALUES
     ('template.envelope', 'template', '{"fields": ["type", "timestamp", "data"]}',
      'Standard Webhooks envelope of every event body.'),
     ('monitoring.oldest_pending_warn_s', 'monitoring', '300',
-     'Health degrades when the oldest pending delivery is older than this.');
+     'Health degrades when the oldest pending delivery is older than this.'),
+    ('dev.mock_keep_per_name', 'dev', '1000', 'Requests kept per development mock endpoint (newest first).'),
+    ('dev.mock_max_rows', 'dev', '50000', 'Requests kept by all development mock endpoints together.'),
+    ('dev.mock_retention_hours', 'dev', '24', 'Development mock requests older than this are deleted.');
 -- <<< sql/schema/161_whk_05_configuracoes_seed.sql
 
 -- >>> sql/schema/170_whk_06_alertas.sql
@@ -963,8 +966,8 @@ VALUES
 -- <<< sql/schema/710_operations.sql
 
 -- >>> sql/schema/800_mock_requests.sql
--- Requests received by the development mock endpoints (POST /api/whk/dev/mock/{name}): a place to point a
--- webhook at while building an integration, and to see exactly what WHK sent (headers, body, signature).
+-- Requests received by the development mock endpoints (/api/whk/dev/mock/{name}, any method): a place to point
+-- a webhook at while building an integration, and to see exactly what WHK sent (headers, body, signature).
 CREATE TABLE whk.mock_requests (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     mock_name      text        NOT NULL CHECK (mock_name ~ '^[A-Za-z0-9_-]{1,64}$'),
@@ -974,12 +977,58 @@ CREATE TABLE whk.mock_requests (
     -- At most 256 KB of the body are kept (body_size is the full size).
     body           text        NOT NULL,
     body_size      integer     NOT NULL CHECK (body_size >= 0),
-    replied_status integer     NOT NULL CHECK (replied_status BETWEEN 100 AND 599)
+    replied_status integer     NOT NULL CHECK (replied_status BETWEEN 100 AND 599),
+    -- The signature verdict against the secrets of the webhook(s) whose URL targets this mock: true = one
+    -- verified (webhook_id says which), false = none did (signature_reason says why), NULL = no webhook
+    -- targets the mock, so there was nothing to verify with. No foreign key: a deleted webhook must not
+    -- take the record of what it sent with it.
+    webhook_id       bigint,
+    signature_ok     boolean,
+    signature_reason text CHECK (length(signature_reason) <= 1000)
 );
 COMMENT ON TABLE whk.mock_requests IS
-    'Development mock endpoints: the last 1,000 requests per mock name (whk.mock_record trims older ones).';
+    'Development mock endpoints: recent requests per mock name, bounded by the dev.mock_* settings (whk.mock_record trims).';
 CREATE INDEX mock_requests_name_idx ON whk.mock_requests (mock_name, id DESC);
+-- The retention trim deletes by age.
+CREATE INDEX mock_requests_received_at_idx ON whk.mock_requests (received_at);
 -- <<< sql/schema/800_mock_requests.sql
+
+-- >>> sql/schema/810_mock_scenarios.sql
+-- What a development mock endpoint answers, request by request (whk/mockscenario.py is the format and the
+-- decision; the pytest plugin's receiver plays the same). Stored here, not in an API worker's memory, so
+-- every worker agrees on the script and on how far it has got (served, advanced under the row lock).
+-- The steps are parallel arrays (status, wait before answering, time over which the body is dripped) so
+-- their bounds are plain CHECKs, the same as the API schema's.
+CREATE TABLE whk.mock_scenarios (
+    mock_name     text             PRIMARY KEY CHECK (mock_name ~ '^[A-Za-z0-9_-]{1,64}$'),
+    step_status   integer[]        NOT NULL DEFAULT '{}',
+    step_delay_ms integer[]        NOT NULL DEFAULT '{}',
+    step_drip_ms  integer[]        NOT NULL DEFAULT '{}',
+    then_status   integer          NOT NULL DEFAULT 200 CHECK (then_status BETWEEN 200 AND 599),
+    then_delay_ms integer          NOT NULL DEFAULT 0 CHECK (then_delay_ms BETWEEN 0 AND 30000),
+    then_drip_ms  integer          NOT NULL DEFAULT 0 CHECK (then_drip_ms BETWEEN 0 AND 30000),
+    -- Only compared with a hash-derived number in [0, 1), never used in arithmetic: no floor needed.
+    fail_rate     double precision NOT NULL DEFAULT 0 CHECK (fail_rate >= 0 AND fail_rate <= 1),
+    fail_status   integer          NOT NULL DEFAULT 503 CHECK (fail_status BETWEEN 200 AND 599),
+    seed          integer          NOT NULL DEFAULT 0 CHECK (seed >= 0),
+    -- Requests answered since the scenario was set: the next one is request number `served`.
+    served        bigint           NOT NULL DEFAULT 0 CHECK (served >= 0),
+    updated_at    timestamptz      NOT NULL DEFAULT now(),
+    CONSTRAINT mock_scenarios_steps_bounds CHECK (
+        cardinality(step_status) <= 100
+        AND cardinality(step_delay_ms) = cardinality(step_status)
+        AND cardinality(step_drip_ms) = cardinality(step_status)
+        AND coalesce(array_ndims(step_status), 1) = 1
+        AND array_position(step_status, NULL) IS NULL
+        AND array_position(step_delay_ms, NULL) IS NULL
+        AND array_position(step_drip_ms, NULL) IS NULL
+        AND 200 <= ALL (step_status) AND 599 >= ALL (step_status)
+        AND 0 <= ALL (step_delay_ms) AND 30000 >= ALL (step_delay_ms)
+        AND 0 <= ALL (step_drip_ms) AND 30000 >= ALL (step_drip_ms))
+);
+COMMENT ON TABLE whk.mock_scenarios IS
+    'Development mock endpoints: the scripted answers per mock name (steps, then, seeded random failures).';
+-- <<< sql/schema/810_mock_scenarios.sql
 
 -- >>> sql/schema/900_process_roles.sql
 -- One least-privilege role per WHK process, so no process can rewrite the audit trail or change the schema:
@@ -1147,10 +1196,13 @@ COMMENT ON FUNCTION whk.api_rate_limit_hit(text, integer, double precision, time
 -- <<< sql/functions/api/api_rate_limit_hit.sql
 
 -- >>> sql/functions/api/mock_record.sql
--- whk.mock_record: store one request received by a development mock endpoint and keep only the newest
--- 1,000 per mock name, so a forgotten mock pointed at by a busy webhook cannot grow without bound.
+-- whk.mock_record: store one request received by a development mock endpoint, then keep the table bounded
+-- whatever points at it (a forgotten mock with a busy webhook, or many mock names): the newest
+-- dev.mock_keep_per_name requests of this mock, nothing older than dev.mock_retention_hours, and the newest
+-- dev.mock_max_rows overall (settings in whk_05_configuracoes, bounded by whk.config_value_problem).
 CREATE OR REPLACE FUNCTION whk.mock_record(
-    p_name text, p_method text, p_headers jsonb, p_body text, p_body_size integer, p_status integer
+    p_name text, p_method text, p_headers jsonb, p_body text, p_body_size integer, p_status integer,
+    p_webhook_id bigint DEFAULT NULL, p_signature_ok boolean DEFAULT NULL, p_signature_reason text DEFAULT NULL
 )
 RETURNS bigint
 LANGUAGE plpgsql
@@ -1158,20 +1210,37 @@ SET search_path = pg_catalog, whk
 AS $$
 DECLARE
     v_id bigint;
+    v_keep integer;
+    v_max_rows integer;
+    v_hours double precision;
 BEGIN
-    INSERT INTO whk.mock_requests (mock_name, method, headers, body, body_size, replied_status)
-    VALUES (p_name, p_method, p_headers, p_body, p_body_size, p_status)
+    SELECT coalesce(max((c.value #>> '{}')::integer) FILTER (WHERE c.key = 'dev.mock_keep_per_name'), 1000),
+           coalesce(max((c.value #>> '{}')::integer) FILTER (WHERE c.key = 'dev.mock_max_rows'), 50000),
+           coalesce(max((c.value #>> '{}')::double precision)
+                    FILTER (WHERE c.key = 'dev.mock_retention_hours'), 24)
+      INTO v_keep, v_max_rows, v_hours
+      FROM whk.whk_05_configuracoes c
+     WHERE c.key IN ('dev.mock_keep_per_name', 'dev.mock_max_rows', 'dev.mock_retention_hours');
+
+    INSERT INTO whk.mock_requests (mock_name, method, headers, body, body_size, replied_status,
+                                   webhook_id, signature_ok, signature_reason)
+    VALUES (p_name, p_method, p_headers, p_body, p_body_size, p_status,
+            p_webhook_id, p_signature_ok, left(p_signature_reason, 1000))
     RETURNING id INTO v_id;
 
     DELETE FROM whk.mock_requests m
     WHERE m.mock_name = p_name
       AND m.id < (SELECT k.id FROM whk.mock_requests k
-                  WHERE k.mock_name = p_name ORDER BY k.id DESC OFFSET 999 LIMIT 1);
+                  WHERE k.mock_name = p_name ORDER BY k.id DESC OFFSET v_keep - 1 LIMIT 1);
+    DELETE FROM whk.mock_requests m
+    WHERE m.received_at < now() - make_interval(secs => v_hours * 3600);
+    DELETE FROM whk.mock_requests m
+    WHERE m.id < (SELECT k.id FROM whk.mock_requests k ORDER BY k.id DESC OFFSET v_max_rows - 1 LIMIT 1);
     RETURN v_id;
 END;
 $$;
-COMMENT ON FUNCTION whk.mock_record(text, text, jsonb, text, integer, integer) IS
-    'Record a request to a development mock endpoint; keeps the newest 1,000 per mock name.';
+COMMENT ON FUNCTION whk.mock_record(text, text, jsonb, text, integer, integer, bigint, boolean, text) IS
+    'Record a request to a development mock endpoint with its signature verdict; trims by the dev.mock_* settings.';
 -- <<< sql/functions/api/mock_record.sql
 
 -- >>> sql/functions/capture/capture_data_schema.sql
@@ -1998,6 +2067,13 @@ BEGIN
         RETURN whk.setting_number_problem(p_key, p_value, 0, 1048576, true);
     WHEN 'monitoring.oldest_pending_warn_s' THEN
         RETURN whk.setting_number_problem(p_key, p_value, 1, 604800);
+    -- The development mock endpoints' table stays bounded (whk.mock_record trims by these).
+    WHEN 'dev.mock_keep_per_name' THEN
+        RETURN whk.setting_number_problem(p_key, p_value, 1, 10000, true);
+    WHEN 'dev.mock_max_rows' THEN
+        RETURN whk.setting_number_problem(p_key, p_value, 1000, 1000000, true);
+    WHEN 'dev.mock_retention_hours' THEN
+        RETURN whk.setting_number_problem(p_key, p_value, 1, 720);
     ELSE
         RETURN NULL;
     END CASE;

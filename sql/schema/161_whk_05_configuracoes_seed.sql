@@ -17,4 +17,7 @@ INSERT INTO whk.whk_05_configuracoes (key, category, value, description) VALUES
     ('template.envelope', 'template', '{"fields": ["type", "timestamp", "data"]}',
      'Standard Webhooks envelope of every event body.'),
     ('monitoring.oldest_pending_warn_s', 'monitoring', '300',
-     'Health degrades when the oldest pending delivery is older than this.');
+     'Health degrades when the oldest pending delivery is older than this.'),
+    ('dev.mock_keep_per_name', 'dev', '1000', 'Requests kept per development mock endpoint (newest first).'),
+    ('dev.mock_max_rows', 'dev', '50000', 'Requests kept by all development mock endpoints together.'),
+    ('dev.mock_retention_hours', 'dev', '24', 'Development mock requests older than this are deleted.');

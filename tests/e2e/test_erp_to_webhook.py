@@ -100,11 +100,11 @@ def _order_to_mock(conn: psycopg.Connection[Any], api: httpx.Client, services: s
         conn.execute("INSERT INTO erp.orders (user_id, total) VALUES (%s, 999)", (user_id,))
         raise psycopg.Rollback(tx)  # the ERP changed its mind
 
-    wait_for(lambda: api.get("/api/whk/dev/mock/orders").json(), 30, "the order at the mock", interval=0.2)
+    wait_for(lambda: api.get("/api/whk/dev/mock/orders/requests").json(), 30, "the order at the mock", interval=0.2)
     # A wrongly emitted second event would be routed and delivered before the outbox and deliveries settle
     # (the mock stores a request before its delivery is marked delivered).
     wait_for(lambda: _settled(conn), 30, "every event routed and every delivery ended", interval=0.2)
-    received = api.get("/api/whk/dev/mock/orders").json()
+    received = api.get("/api/whk/dev/mock/orders/requests").json()
     assert len(received) == 1
     got = received[0]
     body = json.loads(got["body"])
@@ -112,4 +112,5 @@ def _order_to_mock(conn: psycopg.Connection[Any], api: httpx.Client, services: s
     assert body["data"]["new"]["total"] == 120.5
     headers = {k: v for k, v in got["headers"].items() if k.startswith("webhook-")}
     Webhook(secret).verify(got["body"], headers)  # raises on a bad signature
+    assert got["signature_ok"] is True, got  # the mock verified it with the same secret
     assert got["headers"]["user-agent"].startswith("WHK")

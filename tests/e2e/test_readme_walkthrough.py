@@ -187,7 +187,9 @@ def _received(api: str, key: str, mock: str, timeout: float = 60) -> list[dict[s
     """What the mock received, once it holds something (deadline, not a fixed sleep)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        r = httpx.get(f"{api}/dev/mock/{mock}", headers={"Authorization": f"Bearer {key}"}, timeout=5)
+        r = httpx.get(
+            f"{api}/dev/mock/{mock}/requests", headers={"Authorization": f"Bearer {key}"}, timeout=5
+        )
         assert r.status_code == 200, r.text
         items: list[dict[str, Any]] = r.json()
         if items:

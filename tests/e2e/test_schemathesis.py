@@ -114,9 +114,12 @@ def test_schemathesis_default_checks_pass(live_api: LiveApi, tmp_path: Path) -> 
             # The development mock receiver answers whatever status it is asked for (?status=503 -> a 503
             # with its JSON receipt, after ?delay_ms): a simulator of a webhook endpoint for development
             # (404 in production), not part of the management contract. Reading and clearing what it
-            # received (admin GET/DELETE) are tested like every other operation.
-            "--exclude-operation-id",
-            "mock_receive",
+            # received and its scenario (admin GET/PUT/DELETE) are tested like every other operation.
+            *(
+                arg
+                for method in ("get", "post", "put", "patch", "delete")
+                for arg in ("--exclude-operation-id", f"mock_receive_{method}")
+            ),
         ],
         capture_output=True,
         text=True,

@@ -43,6 +43,13 @@ BEGIN
         RETURN whk.setting_number_problem(p_key, p_value, 0, 1048576, true);
     WHEN 'monitoring.oldest_pending_warn_s' THEN
         RETURN whk.setting_number_problem(p_key, p_value, 1, 604800);
+    -- The development mock endpoints' table stays bounded (whk.mock_record trims by these).
+    WHEN 'dev.mock_keep_per_name' THEN
+        RETURN whk.setting_number_problem(p_key, p_value, 1, 10000, true);
+    WHEN 'dev.mock_max_rows' THEN
+        RETURN whk.setting_number_problem(p_key, p_value, 1000, 1000000, true);
+    WHEN 'dev.mock_retention_hours' THEN
+        RETURN whk.setting_number_problem(p_key, p_value, 1, 720);
     ELSE
         RETURN NULL;
     END CASE;
