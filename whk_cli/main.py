@@ -21,9 +21,9 @@ from whk import __version__, catalog, dbroles, migrate
 from whk.db import check_schema_version, connect, require_dsn
 from whk.errors import MigrationError, WhkError
 from whk.secretbox import rotate_command
-from whk_cli.mock import add_mock_parser
 from whk.settings import Settings, configuration_markdown, load_settings
 from whk.sqlfiles import sql_root
+from whk_cli.mock import add_mock_parser
 
 if TYPE_CHECKING:
     from whk.pgserver import PrivateServer

@@ -57,7 +57,7 @@ async def test_a_poisoned_webhook_is_quarantined_and_every_other_keeps_receiving
         conn, c, receiver.url(paths[2]), ["p.*"], delivery_mode="batch", batch_size=7, batch_window_ms=50
     )
     bad = make_webhook(conn, c, receiver.url("/bad"), ["p.*"])
-    poison_claim(conn, bad)  # 1e308 requests/s: the claim's token bucket raises 22003 on every visit
+    poison_claim(conn, bad)  # a token bucket of -1e300: the claim raises 22003 on every visit
     emit_batch(conn, 0, 40)
     proc = start_process(db_url, "isolation")
     settings = settings_for(db_url)

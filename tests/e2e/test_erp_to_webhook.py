@@ -100,11 +100,12 @@ def _order_to_mock(conn: psycopg.Connection[Any], api: httpx.Client, services: s
         conn.execute("INSERT INTO erp.orders (user_id, total) VALUES (%s, 999)", (user_id,))
         raise psycopg.Rollback(tx)  # the ERP changed its mind
 
-    wait_for(lambda: api.get("/api/whk/dev/mock/orders/requests").json(), 30, "the order at the mock", interval=0.2)
+    mock = "/api/whk/dev/mock/orders/requests"
+    wait_for(lambda: api.get(mock).json(), 30, "the order at the mock", interval=0.2)
     # A wrongly emitted second event would be routed and delivered before the outbox and deliveries settle
     # (the mock stores a request before its delivery is marked delivered).
     wait_for(lambda: _settled(conn), 30, "every event routed and every delivery ended", interval=0.2)
-    received = api.get("/api/whk/dev/mock/orders/requests").json()
+    received = api.get(mock).json()
     assert len(received) == 1
     got = received[0]
     body = json.loads(got["body"])

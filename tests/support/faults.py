@@ -33,10 +33,29 @@ def drop_checks(conn: psycopg.Connection[Any], table: str, column: str) -> list[
 
 
 def poison_claim(conn: psycopg.Connection[Any], webhook_id: int) -> None:
-    """A rate limit the claim's token bucket cannot compute (1e308 requests/s: the bucket holds more
-    tokens than an integer can count, or overflows): every claim that visits the webhook raises 22003."""
-    drop_checks(conn, "whk_01_webhooks", "rate_limit_per_second")
-    conn.execute("UPDATE whk.whk_01_webhooks SET rate_limit_per_second = 1e308 WHERE id = %s", [webhook_id])
+    """A token bucket the claim cannot count: the webhook's runtime row holds -1e300 tokens while the
+    webhook has a rate limit (in bounds), so the claim's floor of the bucket overflows an integer and
+    every claim that visits the webhook raises 22003. The bucket is the dispatcher's own state: no CHECK
+    guards it, so this is a row a bug or a hand edit could leave, whatever bounds the settings have.
+    Fixed by clearing the webhook's rate limit (the bucket is then not read)."""
+    conn.execute("UPDATE whk.whk_01_webhooks SET rate_limit_per_second = 10 WHERE id = %s", [webhook_id])
+    conn.execute(
+        "INSERT INTO whk.webhook_runtime (webhook_id, tokens, tokens_at) VALUES (%s, -1e300, now()) "
+        "ON CONFLICT (webhook_id) DO UPDATE SET tokens = -1e300, tokens_at = now()",
+        [webhook_id],
+    )
+
+
+def poison_global_default(conn: psycopg.Connection[Any]) -> None:
+    """A global default rate that is not a number ("fast"): every claim of every webhook reads it and
+    raises 22P02, so no single webhook explains the fault. The setting's bounds (a CHECK and the trigger
+    whk_05_configuracoes_bounds) would refuse it: both are taken off first."""
+    drop_checks(conn, "whk_05_configuracoes", "value")
+    conn.execute("ALTER TABLE whk.whk_05_configuracoes DISABLE TRIGGER whk_05_configuracoes_bounds")
+    conn.execute(
+        'UPDATE whk.whk_05_configuracoes SET value = \'{"per_second": "fast"}\' '
+        "WHERE key = 'rate_limit.webhook_default'"
+    )
 
 
 def poison_route(conn: psycopg.Connection[Any], webhook_id: int) -> None:
