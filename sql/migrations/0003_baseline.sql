@@ -838,7 +838,6 @@ ALTER TABLE whk.whk_06_alertas
     ADD COLUMN history_id        bigint      REFERENCES whk.whk_06_alertas_historico (id) ON DELETE SET NULL,
     -- Built-in default rules carry a key so seeding them is idempotent; NULL for user rules.
     ADD COLUMN builtin           text        UNIQUE CHECK (builtin ~ '^[a-z_]{1,64}$');
-ALTER TABLE whk.whk_06_alertas ADD CONSTRAINT whk_06_alertas_throttle_max CHECK (throttle_seconds <= 86400);
 -- The numbers inside the jsonb columns have bounds too (the API's are narrower): a finite threshold,
 -- windows of 60 s to 30 days (or null), escalation steps with after_s of 0 to 7 days and a channel list. A value of
 -- the wrong JSON type fails the filter, so it is refused rather than cast.
@@ -1951,38 +1950,6 @@ $$;
 COMMENT ON FUNCTION whk.wake_dispatchers() IS
     'NOTIFY whk_outbox if (and only if) a live dispatcher is idle; identical notifications fold per transaction.';
 -- <<< sql/functions/capture/wake_dispatchers.sql
-
--- >>> sql/functions/config/alert_settings_problem.sql
--- Why an alert's condition or escalation (whk_06_alertas) is refused, or NULL when they are fine. The bounds
--- are the API's (api/monitoring/schemas.py): threshold 0..1e12, window_s 60..604800 s, webhook_id a positive
--- bigint, every escalation step's after_s 60..604800 s. The alert queries (api/monitoring) read these numbers into
--- interval and comparison arithmetic, so SQL-written alerts are held to the same bounds.
-CREATE OR REPLACE FUNCTION whk.alert_settings_problem(p_condition jsonb, p_escalation jsonb)
-RETURNS text
-LANGUAGE plpgsql
-IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, whk
-AS $$
-BEGIN
-    RETURN coalesce(
-        CASE WHEN jsonb_typeof(p_condition) = 'object' THEN coalesce(
-            whk.setting_number_problem('condition.threshold', p_condition -> 'threshold', 0, 1e12),
-            whk.setting_number_problem('condition.window_s', p_condition -> 'window_s', 60, 604800, true),
-            whk.setting_number_problem('condition.webhook_id', p_condition -> 'webhook_id', 1, 9223372036854775807,
-                                       true, true)) END,
-        CASE WHEN jsonb_typeof(p_escalation) = 'array' THEN
-            (SELECT s.problem
-             FROM (SELECT CASE WHEN jsonb_typeof(e.v) <> 'object' THEN format('escalation[%s] must be an object', e.i - 1)
-                               ELSE whk.setting_number_problem(format('escalation[%s].after_s', e.i - 1), e.v -> 'after_s',
-                                                               60, 604800, true) END AS problem, e.i
-                   FROM jsonb_array_elements(p_escalation) WITH ORDINALITY AS e (v, i)) s
-             WHERE s.problem IS NOT NULL
-             ORDER BY s.i LIMIT 1) END);
-END;
-$$;
-COMMENT ON FUNCTION whk.alert_settings_problem(jsonb, jsonb) IS
-    'Why an alert''s condition or escalation numbers are out of bounds (NULL = fine).';
--- <<< sql/functions/config/alert_settings_problem.sql
 
 -- >>> sql/functions/config/breaker_config_problem.sql
 -- Why circuit-breaker settings (whk_01_webhooks.breaker_config, whk_05_configuracoes 'delivery.breaker') are
@@ -5282,14 +5249,13 @@ COMMENT ON VIEW whk.outbox_events IS
 -- >>> sql/constraints/setting_bounds.sql
 -- Bounds of the JSON settings, as CHECKs that call the whk.*_problem functions (a fresh install adds them after
 -- the functions). The plain numeric columns carry their bounds in their own table files. Every bound is listed
--- in docs/configuration.md ("Bounds of every setting"); the API schema has the same ones.
+-- in docs/configuration.md ("Bounds of every setting"); the API schema has the same ones. Alert rules carry
+-- theirs as jsonpath CHECKs in their own table file (sql/schema/710_operations.sql).
 ALTER TABLE whk.whk_01_webhooks
     ADD CONSTRAINT whk_01_webhooks_retry_policy_bounds CHECK (whk.retry_policy_problem(retry_policy) IS NULL),
     ADD CONSTRAINT whk_01_webhooks_breaker_config_bounds CHECK (whk.breaker_config_problem(breaker_config) IS NULL);
 ALTER TABLE whk.whk_05_configuracoes
     ADD CONSTRAINT whk_05_configuracoes_value_bounds CHECK (whk.config_value_problem(key, value) IS NULL);
-ALTER TABLE whk.whk_06_alertas
-    ADD CONSTRAINT whk_06_alertas_settings_bounds CHECK (whk.alert_settings_problem(condition, escalation) IS NULL);
 -- <<< sql/constraints/setting_bounds.sql
 
 COMMIT;

@@ -25,7 +25,6 @@ ALTER TABLE whk.whk_06_alertas
     ADD COLUMN history_id        bigint      REFERENCES whk.whk_06_alertas_historico (id) ON DELETE SET NULL,
     -- Built-in default rules carry a key so seeding them is idempotent; NULL for user rules.
     ADD COLUMN builtin           text        UNIQUE CHECK (builtin ~ '^[a-z_]{1,64}$');
-ALTER TABLE whk.whk_06_alertas ADD CONSTRAINT whk_06_alertas_throttle_max CHECK (throttle_seconds <= 86400);
 -- The numbers inside the jsonb columns have bounds too (the API's are narrower): a finite threshold,
 -- windows of 60 s to 30 days (or null), escalation steps with after_s of 0 to 7 days and a channel list. A value of
 -- the wrong JSON type fails the filter, so it is refused rather than cast.

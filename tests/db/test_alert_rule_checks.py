@@ -66,7 +66,7 @@ def test_bad_numbers_are_refused(conn, condition, escalation, constraint):
     [
         ({"for_s": -1}, "whk_06_alertas_for_s_check"),
         ({"for_s": 86401}, "whk_06_alertas_for_s_check"),
-        ({"throttle_seconds": 86401}, "whk_06_alertas_throttle_max"),
+        ({"throttle_seconds": 86401}, "whk_06_alertas_throttle_seconds_check"),
         ({"state": "exploded"}, "whk_06_alertas_state_check"),
     ],
 )

@@ -310,23 +310,22 @@ SQL_OUT_OF_RANGE: list[tuple[str, str, str]] = [
         for v in ("-1", "86401")
     ],
     *[
-        ("whk_06_alertas", _json_set("condition", {**CONDITION, **v}), "whk_06_alertas_settings_bounds")
-        for v in (
-            {"threshold": -1},
-            {"threshold": 1e12 + 1},
-            {"threshold": "1"},
-            {"window_s": 59},
-            {"window_s": 604_801},
-            {"window_s": 300.5},
-            {"webhook_id": 0},
+        ("whk_06_alertas", _json_set("condition", {**CONDITION, **v}), constraint)
+        for v, constraint in (
+            ({"threshold": -1e12 - 1}, "whk_06_alertas_threshold_check"),
+            ({"threshold": 1e12 + 1}, "whk_06_alertas_threshold_check"),
+            ({"threshold": "1"}, "whk_06_alertas_threshold_check"),
+            ({"window_s": 59}, "whk_06_alertas_windows_check"),
+            ({"window_s": 2_592_001}, "whk_06_alertas_windows_check"),
+            ({"webhook_id": 0}, "whk_06_alertas_ids_check"),
         )
     ],
     (
         "whk_06_alertas",
-        _json_set("escalation", [{"after_s": 59, "channels": []}]),
-        "whk_06_alertas_settings_bounds",
+        _json_set("escalation", [{"after_s": -1, "channels": []}]),
+        "whk_06_alertas_escalation_steps_check",
     ),
-    ("whk_06_alertas", _json_set("escalation", [5]), "whk_06_alertas_settings_bounds"),
+    ("whk_06_alertas", _json_set("escalation", [5]), "whk_06_alertas_escalation_steps_check"),
 ]
 CONFIG_OUT_OF_RANGE: list[tuple[str, Any]] = [
     ("rate_limit.webhook_default", {"per_second": TINY, "burst": None, "max_in_flight": 10}),
