@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -123,17 +124,28 @@ async def real_server(settings: Settings) -> AsyncIterator[str]:
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
-        for _ in range(200):
-            if server.started:
-                break
+        # A deadline, not a count of polls: on a loaded machine the app's start-up (pool, schema check,
+        # OpenAPI document) can take seconds.
+        deadline = time.monotonic() + 60
+        while not server.started and time.monotonic() < deadline:
             if task.done():
-                task.result()
+                _result(task)
             await asyncio.sleep(0.02)
-        assert server.started, "uvicorn did not start"
+        assert server.started, "uvicorn did not start within 60 s"
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, 15)
+        await asyncio.wait_for(asyncio.shield(task), 15)
+        _result(task)
+
+
+def _result(task: asyncio.Task[None]) -> None:
+    """The server task's outcome; uvicorn's ``sys.exit(3)`` on a failed start becomes a test error instead of
+    ending the whole pytest run."""
+    try:
+        task.result()
+    except SystemExit as exc:
+        raise RuntimeError(f"uvicorn exited with code {exc.code} (failed start: see the log above)") from None
 
 
 def _with_port(settings: Settings, port: int) -> Any:
