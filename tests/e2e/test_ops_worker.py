@@ -203,7 +203,7 @@ def test_make_up_runs_the_jobs_and_the_demo_channel_receives_a_test_alert():
         assert r.status_code == 202, r.text
         received: list[dict[str, Any]] = []
         while time.monotonic() < deadline and not received:
-            received = httpx.get(f"{base}/dev/mock/alerts", headers=auth, timeout=5).json()
+            received = httpx.get(f"{base}/dev/mock/alerts/requests", headers=auth, timeout=5).json()
             time.sleep(0.3)
         (got,) = received
         assert json.loads(got["body"])["type"] == "whk.alert.test"
