@@ -48,8 +48,7 @@ import psycopg
 from psycopg_pool import PoolTimeout
 
 from dispatcher.attempt import AttemptResult, OutboundRequest
-from dispatcher.breaker import is_failure
-from dispatcher.classify import Outcome, classify
+from dispatcher.classify import Outcome, classify, is_failure
 from dispatcher.faults import FATAL_STREAK, describe, is_webhook_fault
 from dispatcher.models import AttemptLog, ClaimedDelivery, DeliveryOutcome, RequestOutcome
 from dispatcher.repository import Repository

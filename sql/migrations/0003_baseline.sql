@@ -351,8 +351,7 @@ CREATE INDEX whk_03_entregas_parked_idx ON whk.whk_03_entregas (webhook_id) WHER
 -- and must never block an API edit of the webhook row.
 CREATE TABLE whk.webhook_runtime (
     webhook_id           bigint           PRIMARY KEY REFERENCES whk.whk_01_webhooks (id) ON DELETE CASCADE,
-    -- Circuit breaker (the state machine of dispatcher/breaker.py, applied in SQL so every dispatcher
-    -- moves it atomically): closed -> open after failure_threshold consecutive failures; open ->
+    -- Circuit breaker (in SQL so every dispatcher moves it atomically; settings: whk/breaker.py): closed -> open after failure_threshold consecutive failures; open ->
     -- half_open when probe_at passes (one probe claimed, leased until probe_until); the probe's success
     -- closes it, its failure re-opens it for twice as long (capped by open_max_s).
     breaker_state        text             NOT NULL DEFAULT 'closed'
@@ -418,7 +417,7 @@ INSERT INTO whk.whk_05_configuracoes (key, category, value, description) VALUES
     ('security.signature_tolerance_s', 'security', '300', 'Timestamp tolerance when verifying signatures.'),
     ('security.rotation_grace_hours', 'security', '24', 'Old signing keys stay valid this long after rotation.'),
     ('security.max_old_keys', 'security', '10', 'At most this many old keys sign during a grace period.'),
-    ('delivery.breaker', 'delivery', '{"failure_threshold": 5, "open_seconds": 60, "half_open_probes": 1}',
+    ('delivery.breaker', 'delivery', '{"failure_threshold": 5, "open_s": 60, "open_max_s": 600}',
      'Circuit breaker defaults per webhook.'),
     ('delivery.auto_disable_after_s', 'delivery', '432000',
      'A webhook failing without a single success for this long is disabled (5 days).'),
@@ -1743,8 +1742,9 @@ COMMENT ON FUNCTION whk.alert_settings_problem(jsonb, jsonb) IS
 -- Why circuit-breaker settings (whk_01_webhooks.breaker_config, whk_05_configuracoes 'delivery.breaker') are
 -- refused, or NULL when they are fine. whk.record_outcomes reads failure_threshold as an integer and the open
 -- periods as seconds it multiplies and doubles, so each has bounds: failure_threshold 1..1000,
--- open_seconds (or its alias open_s) 0.001..86400, open_max_s 0.001..604800, half_open_probes 1..100.
--- Members may be left out (the global setting, then the built-in default, applies). STRICT: NULL = no override.
+-- open_s 0.001..86400, open_max_s 0.001..604800 (whk/breaker.py BreakerConfig has the same members and
+-- bounds). Members may be left out (the global setting, then the built-in default, applies).
+-- STRICT: NULL = no override.
 CREATE OR REPLACE FUNCTION whk.breaker_config_problem(p_config jsonb)
 RETURNS text
 LANGUAGE plpgsql
@@ -1758,18 +1758,14 @@ BEGIN
         RETURN 'breaker settings must be a JSON object';
     END IF;
     SELECT string_agg(k, ', ' ORDER BY k) INTO v_unknown
-    FROM jsonb_object_keys(p_config - ARRAY['failure_threshold', 'open_seconds', 'open_s', 'open_max_s',
-                                            'half_open_probes']) AS k;
+    FROM jsonb_object_keys(p_config - ARRAY['failure_threshold', 'open_s', 'open_max_s']) AS k;
     IF v_unknown IS NOT NULL THEN
-        RETURN format('unknown member %s (known: failure_threshold, open_seconds, open_s, open_max_s, '
-                      'half_open_probes)', v_unknown);
+        RETURN format('unknown member %s (known: failure_threshold, open_s, open_max_s)', v_unknown);
     END IF;
     RETURN coalesce(
         whk.setting_number_problem('failure_threshold', p_config -> 'failure_threshold', 1, 1000, true),
-        whk.setting_number_problem('open_seconds', p_config -> 'open_seconds', 0.001, 86400),
         whk.setting_number_problem('open_s', p_config -> 'open_s', 0.001, 86400),
-        whk.setting_number_problem('open_max_s', p_config -> 'open_max_s', 0.001, 604800),
-        whk.setting_number_problem('half_open_probes', p_config -> 'half_open_probes', 1, 100, true));
+        whk.setting_number_problem('open_max_s', p_config -> 'open_max_s', 0.001, 604800));
 END;
 $$;
 COMMENT ON FUNCTION whk.breaker_config_problem(jsonb) IS
@@ -3813,7 +3809,7 @@ $$;
 -- whk_03_entregas.attempt_ids. Writing the same request/response 1,000 times was most of the cost of a batch.
 --
 -- p_attempts is a JSON array, one element per request (ix = its position, referenced by p_attempt_ix):
---   ix, webhook_id, success (bool), failure (bool: counts for the breaker; dispatcher/breaker.is_failure),
+--   ix, webhook_id, success (bool), failure (bool: counts for the breaker; dispatcher/classify.is_failure),
 --   gone (bool: the endpoint answered 410), batch_id, started_at, duration_ms, request_method, request_url,
 --   request_headers, request_body_sha256, request_body_size, response_status, response_headers,
 --   response_body, response_truncated, error_class, error_detail, outcome.
@@ -3907,7 +3903,9 @@ BEGIN
         JOIN attempts a ON a.ix = i.ix
         CROSS JOIN LATERAL (SELECT y.ctid AS tid FROM whk.whk_03_entregas y WHERE y.id = i.id LIMIT 1) x
     ), agg AS (
-        -- Shared breaker and failure streak, per webhook, from this group of requests.
+        -- Shared breaker and failure streak, per webhook, from this group of requests. Its settings
+        -- (whk/breaker.py BreakerConfig): the webhook's breaker_config member, else the global
+        -- 'delivery.breaker' member, else the built-in default.
         SELECT a.webhook_id, bool_or(a.success) AS ok, count(*) FILTER (WHERE a.failure) AS fails
         FROM attempts a
         GROUP BY a.webhook_id
@@ -3916,9 +3914,7 @@ BEGIN
                coalesce((w.breaker_config ->> 'failure_threshold')::integer,
                         (v_breaker ->> 'failure_threshold')::integer, 5) AS threshold,
                coalesce((w.breaker_config ->> 'open_s')::double precision,
-                        (w.breaker_config ->> 'open_seconds')::double precision,
-                        (v_breaker ->> 'open_s')::double precision,
-                        (v_breaker ->> 'open_seconds')::double precision, 30) AS open_s,
+                        (v_breaker ->> 'open_s')::double precision, 60) AS open_s,
                coalesce((w.breaker_config ->> 'open_max_s')::double precision,
                         (v_breaker ->> 'open_max_s')::double precision, 600) AS open_max_s
         FROM agg a JOIN whk.whk_01_webhooks w ON w.id = a.webhook_id

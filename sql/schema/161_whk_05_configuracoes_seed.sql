@@ -9,7 +9,7 @@ INSERT INTO whk.whk_05_configuracoes (key, category, value, description) VALUES
     ('security.signature_tolerance_s', 'security', '300', 'Timestamp tolerance when verifying signatures.'),
     ('security.rotation_grace_hours', 'security', '24', 'Old signing keys stay valid this long after rotation.'),
     ('security.max_old_keys', 'security', '10', 'At most this many old keys sign during a grace period.'),
-    ('delivery.breaker', 'delivery', '{"failure_threshold": 5, "open_seconds": 60, "half_open_probes": 1}',
+    ('delivery.breaker', 'delivery', '{"failure_threshold": 5, "open_s": 60, "open_max_s": 600}',
      'Circuit breaker defaults per webhook.'),
     ('delivery.auto_disable_after_s', 'delivery', '432000',
      'A webhook failing without a single success for this long is disabled (5 days).'),

@@ -251,7 +251,7 @@ def test_consumer_quota_is_shared_by_its_webhooks(conn):
 def test_breaker_opens_probes_and_closes(conn):
     c = make_consumer(conn)
     hook = make_webhook(
-        conn, c, URL, ["*"], breaker_config={"failure_threshold": 3, "open_seconds": 0.2}, max_in_flight=50
+        conn, c, URL, ["*"], breaker_config={"failure_threshold": 3, "open_s": 0.2}, max_in_flight=50
     )
     emit(conn, "x.y", count=10)
     route(conn)
@@ -519,3 +519,52 @@ def test_routing_flags_malformed_data_instead_of_failing(conn):
     assert conn.execute(
         "SELECT whk.validate_payload('order.created', NULL, '{\"data\": {}}')"
     ).fetchone() == ('/type: expected "order.created", got nothing',)
+
+
+def test_breaker_reads_the_global_setting_and_doubles_up_to_open_max_s(conn):
+    """The keys of whk/breaker.py BreakerConfig drive whk.record_outcomes: the seed row 'delivery.breaker'
+    for a webhook without an override, and a webhook's own breaker_config member before it."""
+    conn.execute(
+        "UPDATE whk.whk_05_configuracoes SET value = %s::jsonb WHERE key = 'delivery.breaker'",
+        [json.dumps({"failure_threshold": 2, "open_s": 10, "open_max_s": 15})],
+    )
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c, URL, ["*"], max_in_flight=50)
+    own = make_webhook(conn, c, URL, ["*"], max_in_flight=50, breaker_config={"open_s": 1})
+    emit(conn, "x.y", count=5)
+    route(conn)
+
+    def fail(rows: list[tuple[Any, ...]]) -> None:
+        now = datetime.now(UTC).isoformat()
+        record(
+            conn, [{"id": r[0], "webhook_id": r[1], "state": "pending", "next_attempt_at": now} for r in rows]
+        )
+
+    def period(webhook: int) -> tuple[str, float | None]:
+        row = conn.execute(
+            "SELECT breaker_state, extract(epoch FROM probe_at - opened_at)::float8 "
+            "FROM whk.webhook_runtime WHERE webhook_id = %s",
+            [webhook],
+        ).fetchone()
+        assert row is not None
+        return row[0], None if row[1] is None else round(row[1], 3)
+
+    first = claim(conn, limit=100)
+    fail([r for r in first if r[1] == hook][:1] + [r for r in first if r[1] == own][:2])
+    assert period(hook) == ("closed", None)  # one failure: the global threshold is 2
+    assert period(own) == ("open", 1.0)  # its own open_s, the global threshold
+    conn.execute(
+        "UPDATE whk.webhook_runtime SET consecutive_failures = 1, breaker_state = 'closed', probe_at = NULL,"
+        " opened_at = NULL WHERE webhook_id = %s",
+        [hook],
+    )
+    expected = [10.0, 15.0, 15.0]  # open_s, then doubled (20) but capped at open_max_s, and again
+    for want in expected:
+        conn.execute("UPDATE whk.whk_03_entregas SET next_attempt_at = now() - interval '1 s'")
+        conn.execute(
+            "UPDATE whk.webhook_runtime SET probe_at = now() - interval '1 s' WHERE webhook_id = %s", [hook]
+        )
+        probe = [r for r in claim(conn, limit=100) if r[1] == hook]
+        assert len(probe) == 1
+        fail(probe)
+        assert period(hook) == ("open", want)
