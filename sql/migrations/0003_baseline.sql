@@ -407,6 +407,7 @@ COMMENT ON TABLE whk.whk_05_configuracoes IS 'Global WHK settings as key -> JSON
 
 -- >>> sql/schema/161_whk_05_configuracoes_seed.sql
 -- Defaults every install starts with (the anchors are Svix's and Standard Webhooks' published promises).
+-- Every key here is read by the code: tests/unit/test_settings_read.py names each one's reader.
 INSERT INTO whk.whk_05_configuracoes (key, category, value, description) VALUES
     ('retry.policy', 'retry',
      '{"schedule_s": [5, 300, 1800, 7200, 18000, 36000, 36000], "jitter": 0.2, "throttle_floor_s": 60, "retry_after_cap_factor": 2.0}',
@@ -414,7 +415,6 @@ INSERT INTO whk.whk_05_configuracoes (key, category, value, description) VALUES
     ('rate_limit.webhook_default', 'rate_limit', '{"per_second": null, "burst": null, "max_in_flight": 10}',
      'Limits applied to webhooks that set none (null = unlimited).'),
     ('rate_limit.api_per_minute', 'rate_limit', '600', 'API requests per consumer per minute.'),
-    ('security.signature_tolerance_s', 'security', '300', 'Timestamp tolerance when verifying signatures.'),
     ('security.rotation_grace_hours', 'security', '24', 'Old signing keys stay valid this long after rotation.'),
     ('security.max_old_keys', 'security', '10', 'At most this many old keys sign during a grace period.'),
     ('delivery.breaker', 'delivery', '{"failure_threshold": 5, "open_s": 60, "open_max_s": 600}',
@@ -422,8 +422,6 @@ INSERT INTO whk.whk_05_configuracoes (key, category, value, description) VALUES
     ('delivery.auto_disable_after_s', 'delivery', '432000',
      'A webhook failing without a single success for this long is disabled (5 days).'),
     ('delivery.response_body_max_bytes', 'delivery', '20000', 'Response bytes kept per attempt.'),
-    ('template.envelope', 'template', '{"fields": ["type", "timestamp", "data"]}',
-     'Standard Webhooks envelope of every event body.'),
     ('monitoring.oldest_pending_warn_s', 'monitoring', '300',
      'Health degrades when the oldest pending delivery is older than this.');
 -- <<< sql/schema/161_whk_05_configuracoes_seed.sql
@@ -1806,8 +1804,6 @@ BEGIN
             whk.setting_number_problem('max_in_flight', p_value -> 'max_in_flight', 1, 1000, true, true));
     WHEN 'rate_limit.api_per_minute' THEN
         RETURN whk.setting_number_problem(p_key, p_value, 1, 1000000000, true);
-    WHEN 'security.signature_tolerance_s' THEN
-        RETURN whk.setting_number_problem(p_key, p_value, 0, 31536000, true);
     WHEN 'security.rotation_grace_hours' THEN
         RETURN whk.setting_number_problem(p_key, p_value, 0, 720);
     WHEN 'security.max_old_keys' THEN
@@ -3378,6 +3374,24 @@ END;
 $$;
 -- <<< sql/functions/delivery/dispatch_round.sql
 
+-- >>> sql/functions/delivery/effective_retry_policy.sql
+-- A webhook's retry policy as it is applied: the global 'retry.policy' (whk_05_configuracoes) with the
+-- webhook's own retry_policy laid over it member by member. This is the one source of the retry schedule:
+-- the dispatcher loads it with each webhook (dispatcher/queries.sql, webhooks) and whk.expire_acks counts
+-- its steps, so a DBA's UPDATE of the setting changes both. Without the setting and without an override
+-- there is no schedule: the first failure is final, for both alike.
+CREATE OR REPLACE FUNCTION whk.effective_retry_policy(p_override jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, whk
+AS $$
+BEGIN
+    RETURN coalesce(whk.delivery_config('retry.policy'), '{}'::jsonb) || coalesce(p_override, '{}'::jsonb);
+END;
+$$;
+-- <<< sql/functions/delivery/effective_retry_policy.sql
+
 -- >>> sql/functions/delivery/ensure_webhook_runtime.sql
 -- Every webhook gets its runtime row (breaker, token bucket) before the claim needs to lock it. The
 -- router creates rows for webhooks it fans out to; this catches deliveries created any other way.
@@ -3436,7 +3450,7 @@ $$;
 -- >>> sql/functions/delivery/expire_acks.sql
 -- Deliveries whose consumer did not confirm (202 then no ack) before ack_deadline are retried, counting
 -- the unconfirmed attempt; once the retry schedule is used up they become dead letters instead.
--- The schedule length comes from the webhook's retry_policy, else the global 'retry.policy'.
+-- The schedule is the one the dispatcher applies (whk.effective_retry_policy).
 CREATE OR REPLACE FUNCTION whk.expire_acks()
 RETURNS integer
 LANGUAGE plpgsql
@@ -3454,8 +3468,7 @@ BEGIN
         next_attempt_at = clock_timestamp(), ack_deadline = NULL, updated_at = clock_timestamp()
     FROM (
         SELECT w.id,
-               jsonb_array_length(coalesce(w.retry_policy -> 'schedule_s',
-                                           whk.delivery_config('retry.policy') -> 'schedule_s',
+               jsonb_array_length(coalesce(whk.effective_retry_policy(w.retry_policy) -> 'schedule_s',
                                            '[]'::jsonb)) AS schedule_len
         FROM whk.whk_01_webhooks w
     ) x

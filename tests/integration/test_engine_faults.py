@@ -69,7 +69,7 @@ async def test_an_error_no_webhook_explains_is_logged_shown_and_survived(db_url,
 
         assert await wait_until(failing, 15)
         assert not task.done()  # logged and retried with backoff, not a silent exit
-        conn.execute((REPO / "sql" / "functions" / "dispatch_round.sql").read_text())
+        conn.execute((REPO / "sql" / "functions" / "delivery" / "dispatch_round.sql").read_text())
         assert await wait_until(lambda: statuses(conn, hook) == {"delivered": 2}, 30)
         assert await wait_until(
             lambda: conn.execute("SELECT last_error FROM whk.dispatchers").fetchone() == (None,), 10

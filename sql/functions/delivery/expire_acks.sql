@@ -1,6 +1,6 @@
 -- Deliveries whose consumer did not confirm (202 then no ack) before ack_deadline are retried, counting
 -- the unconfirmed attempt; once the retry schedule is used up they become dead letters instead.
--- The schedule length comes from the webhook's retry_policy, else the global 'retry.policy'.
+-- The schedule is the one the dispatcher applies (whk.effective_retry_policy).
 CREATE OR REPLACE FUNCTION whk.expire_acks()
 RETURNS integer
 LANGUAGE plpgsql
@@ -18,8 +18,7 @@ BEGIN
         next_attempt_at = clock_timestamp(), ack_deadline = NULL, updated_at = clock_timestamp()
     FROM (
         SELECT w.id,
-               jsonb_array_length(coalesce(w.retry_policy -> 'schedule_s',
-                                           whk.delivery_config('retry.policy') -> 'schedule_s',
+               jsonb_array_length(coalesce(whk.effective_retry_policy(w.retry_policy) -> 'schedule_s',
                                            '[]'::jsonb)) AS schedule_len
         FROM whk.whk_01_webhooks w
     ) x

@@ -350,8 +350,6 @@ CONFIG_OUT_OF_RANGE: list[tuple[str, Any]] = [
     ("delivery.auto_disable_after_s", 31_536_001),
     ("delivery.response_body_max_bytes", -1),
     ("delivery.response_body_max_bytes", 1_048_577),
-    ("security.signature_tolerance_s", -1),
-    ("security.signature_tolerance_s", 31_536_001),
     ("security.rotation_grace_hours", -1),
     ("security.rotation_grace_hours", 721),
     ("security.max_old_keys", -1),
