@@ -2936,8 +2936,11 @@ $$;
 -- one webhook whose data breaks this statement must not stop it for everyone. p_only (NULL = every webhook)
 -- restricts the claim to those webhooks: whk.isolate_round_faults probes with it to find the culprit of a
 -- failed round; the dispatcher's rounds never pass it.
+-- p_now (NULL = clock_timestamp()): the moment the claim judges due times, leases, probes and buckets
+-- by. Tests pass a later one instead of sleeping until something is due; the dispatcher never passes it.
 CREATE OR REPLACE FUNCTION whk.claim_deliveries(p_dispatcher text, p_limit integer, p_lease_s double precision,
-                                                p_finished bigint[] DEFAULT '{}', p_only bigint[] DEFAULT NULL)
+                                                p_finished bigint[] DEFAULT '{}', p_only bigint[] DEFAULT NULL,
+                                                p_now timestamptz DEFAULT NULL)
 RETURNS TABLE (delivery_id bigint, webhook_id bigint, event_id uuid, event_type text, attempts integer,
                schedule_offset integer, batch_id uuid, commit_seq bigint, ordering_key text, payload text)
 LANGUAGE plpgsql
@@ -2950,8 +2953,8 @@ SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_now        timestamptz := clock_timestamp();
-    v_lease      timestamptz := clock_timestamp() + make_interval(secs => p_lease_s);
+    v_now        timestamptz := coalesce(p_now, clock_timestamp());
+    v_lease      timestamptz := v_now + make_interval(secs => p_lease_s);
     v_left       integer := p_limit;
     v_defaults   jsonb := coalesce(whk.delivery_config('rate_limit.webhook_default'), '{}'::jsonb);
     w            record;
@@ -3452,28 +3455,30 @@ $$;
 -- Deliveries whose consumer did not confirm (202 then no ack) before ack_deadline are retried, counting
 -- the unconfirmed attempt; once the retry schedule is used up they become dead letters instead.
 -- The schedule is the one the dispatcher applies (whk.effective_retry_policy).
-CREATE OR REPLACE FUNCTION whk.expire_acks()
+-- p_now (NULL = clock_timestamp()): tests pass a later moment instead of waiting for a deadline.
+CREATE OR REPLACE FUNCTION whk.expire_acks(p_now timestamptz DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
 AS $$
 DECLARE
     v_count integer;
+    v_now   timestamptz := coalesce(p_now, clock_timestamp());
 BEGIN
     UPDATE whk.whk_03_entregas d
     SET status = CASE WHEN d.attempts - d.schedule_offset > x.schedule_len THEN 'dead' ELSE 'pending' END,
-        dead_at = CASE WHEN d.attempts - d.schedule_offset > x.schedule_len THEN clock_timestamp() END,
+        dead_at = CASE WHEN d.attempts - d.schedule_offset > x.schedule_len THEN v_now END,
         dead_reason = CASE WHEN d.attempts - d.schedule_offset > x.schedule_len
                            THEN 'ack timeout after the last attempt' END,
         last_error = 'ack timeout',
-        next_attempt_at = clock_timestamp(), ack_deadline = NULL, updated_at = clock_timestamp()
+        next_attempt_at = v_now, ack_deadline = NULL, updated_at = v_now
     FROM (
         SELECT w.id,
                jsonb_array_length(coalesce(whk.effective_retry_policy(w.retry_policy) -> 'schedule_s',
                                            '[]'::jsonb)) AS schedule_len
         FROM whk.whk_01_webhooks w
     ) x
-    WHERE d.status = 'awaiting_ack' AND d.ack_deadline < clock_timestamp() AND x.id = d.webhook_id;
+    WHERE d.status = 'awaiting_ack' AND d.ack_deadline < v_now AND x.id = d.webhook_id;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     RETURN v_count;
 END;
@@ -3793,23 +3798,25 @@ $$;
 -- counted (its outcome was never recorded), so a receiver can see it twice: at-least-once, with the same
 -- webhook-id and byte-identical body. The lease is at least 3x the attempt deadline (checked at start-up),
 -- so a live dispatcher's attempt always ends, recorded, before its lease could expire.
-CREATE OR REPLACE FUNCTION whk.reclaim_expired_leases()
+-- p_now (NULL = clock_timestamp()): tests pass a later moment instead of waiting for a lease to pass.
+CREATE OR REPLACE FUNCTION whk.reclaim_expired_leases(p_now timestamptz DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
 AS $$
 DECLARE
     v_count integer;
+    v_now   timestamptz := coalesce(p_now, clock_timestamp());
 BEGIN
     UPDATE whk.whk_03_entregas d
     SET status = 'pending', lease_until = NULL, claimed_by = NULL, batch_id = NULL,
-        next_attempt_at = least(d.next_attempt_at, clock_timestamp()), updated_at = clock_timestamp()
-    WHERE d.status = 'in_flight' AND d.lease_until < clock_timestamp();
+        next_attempt_at = least(d.next_attempt_at, v_now), updated_at = v_now
+    WHERE d.status = 'in_flight' AND d.lease_until < v_now;
     GET DIAGNOSTICS v_count = ROW_COUNT;
 
     -- A half-open probe whose dispatcher died must not keep the breaker closed to probes forever.
     UPDATE whk.webhook_runtime r SET probe_until = NULL
-    WHERE r.breaker_state = 'half_open' AND r.probe_until < clock_timestamp();
+    WHERE r.breaker_state = 'half_open' AND r.probe_until < v_now;
     RETURN v_count;
 END;
 $$;
@@ -3836,10 +3843,12 @@ $$;
 -- not per event: a failed batch is one failure), counts usage, and disables webhooks that answered 410.
 -- Rows whose lease this dispatcher lost (reclaimed by another) are left alone: the other dispatcher owns
 -- them now (at-least-once, never lost); their attempt is logged all the same.
+-- p_now (NULL = clock_timestamp()): the moment the outcomes are written at (breaker periods, failure streak,
+-- delivered/dead times). Tests pass one instead of sleeping; the dispatcher never passes it.
 CREATE OR REPLACE FUNCTION whk.record_outcomes(p_dispatcher text, p_attempts jsonb, p_ids bigint[],
                                                p_attempt_ix integer[], p_attempt_no integer[], p_state text[],
                                                p_next_at timestamptz[], p_ack_deadline timestamptz[],
-                                               p_dead_reason text[])
+                                               p_dead_reason text[], p_now timestamptz DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
@@ -3853,7 +3862,7 @@ SET enable_indexscan = on
 SET enable_bitmapscan = on
 AS $$
 DECLARE
-    v_now     timestamptz := clock_timestamp();
+    v_now     timestamptz := coalesce(p_now, clock_timestamp());
     v_breaker jsonb := coalesce(whk.delivery_config('delivery.breaker'), '{}'::jsonb);
     v_applied integer;
     v_hook    record;

@@ -18,10 +18,12 @@
 -- not per event: a failed batch is one failure), counts usage, and disables webhooks that answered 410.
 -- Rows whose lease this dispatcher lost (reclaimed by another) are left alone: the other dispatcher owns
 -- them now (at-least-once, never lost); their attempt is logged all the same.
+-- p_now (NULL = clock_timestamp()): the moment the outcomes are written at (breaker periods, failure streak,
+-- delivered/dead times). Tests pass one instead of sleeping; the dispatcher never passes it.
 CREATE OR REPLACE FUNCTION whk.record_outcomes(p_dispatcher text, p_attempts jsonb, p_ids bigint[],
                                                p_attempt_ix integer[], p_attempt_no integer[], p_state text[],
                                                p_next_at timestamptz[], p_ack_deadline timestamptz[],
-                                               p_dead_reason text[])
+                                               p_dead_reason text[], p_now timestamptz DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
@@ -35,7 +37,7 @@ SET enable_indexscan = on
 SET enable_bitmapscan = on
 AS $$
 DECLARE
-    v_now     timestamptz := clock_timestamp();
+    v_now     timestamptz := coalesce(p_now, clock_timestamp());
     v_breaker jsonb := coalesce(whk.delivery_config('delivery.breaker'), '{}'::jsonb);
     v_applied integer;
     v_hook    record;
