@@ -29,6 +29,8 @@ class OutboundRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     headers: list[tuple[str, str]]
     body: bytes
     deadline_s: float  # one overall deadline: resolve + connect + TLS + send + headers + capped body
+    # Response bytes kept ('delivery.response_body_max_bytes'); None: the sender's default.
+    max_body_bytes: int | None = None
 
 
 class AttemptResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

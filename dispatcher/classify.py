@@ -34,13 +34,15 @@ import msgspec
 
 from dispatcher.attempt import AttemptResult
 
-__all__ = ["THROTTLE_STATUSES", "Outcome", "OutcomeKind", "classify", "parse_retry_after"]
+__all__ = ["THROTTLE_STATUSES", "Outcome", "OutcomeKind", "classify", "is_failure", "parse_retry_after"]
 
 OutcomeKind = Literal["delivered", "awaiting_ack", "retry", "throttle", "gone", "blocked"]
 THROTTLE_STATUSES: Final[frozenset[int]] = frozenset({429, 502, 503, 504})
 _MAX_LOCATION: Final = 512
 # A Retry-After beyond a year is nonsense; keep the float finite and let RetryPolicy clamp it.
 _MAX_RETRY_AFTER_S: Final = 365 * 86400.0
+_FAILURE_KINDS: Final = frozenset({"retry", "throttle", "blocked"})
+_SUCCESS_KINDS: Final = frozenset({"delivered", "awaiting_ack"})
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,6 +51,17 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     kind: OutcomeKind
     retry_after_s: float | None = None  # the receiver's Retry-After in seconds, unclamped
     reason: str = ""
+
+
+def is_failure(outcome: Outcome) -> bool | None:
+    """How an outcome counts for the circuit breaker and the failure streak (whk.record_outcomes):
+    True a failure (retry, throttle, blocked), False a success (delivered, awaiting_ack), None neither
+    (gone: the webhook is disabled on its own)."""
+    if outcome.kind in _FAILURE_KINDS:
+        return True
+    if outcome.kind in _SUCCESS_KINDS:
+        return False
+    return None
 
 
 def _http_date(value: str) -> datetime | None:

@@ -24,7 +24,7 @@ ERP's commits stop paying for NOTIFY.
 Circuit breakers, rate limits, quotas and retry bookkeeping are applied in SQL by the claim and by
 ``whk.record_outcomes``; the engine only classifies each response (``dispatcher.classify``), picks the
 retry delay (``dispatcher.retry``) and says whether the outcome counts as a failure
-(``dispatcher.breaker.is_failure``).
+(``dispatcher.classify.is_failure``).
 
 Shutdown (stop event): stop claiming, let in-flight attempts finish within ``WHK_SHUTDOWN_GRACE``,
 cancel the rest, record what finished, release whatever is still claimed (``whk.release_deliveries``),
@@ -58,8 +58,7 @@ import psycopg
 from psycopg_pool import PoolTimeout
 
 from dispatcher.attempt import AttemptResult, OutboundRequest
-from dispatcher.breaker import is_failure
-from dispatcher.classify import Outcome, classify
+from dispatcher.classify import Outcome, classify, is_failure
 from dispatcher.faults import FATAL_STREAK, describe, is_webhook_fault
 from dispatcher.metrics import DispatcherMetrics
 from dispatcher.models import AttemptLog, ClaimedDelivery, DeliveryOutcome, RequestOutcome
@@ -73,7 +72,7 @@ from dispatcher.request import (
     prepare_webhook,
     request_body,
 )
-from dispatcher.retry import RetryPolicy, RetryPolicyError, next_delay
+from dispatcher.retry import RetryPolicy, next_delay
 from whk.secretbox import SecretBox
 from whk.settings import Settings
 from whk.urlpolicy import policy_fingerprint
@@ -135,7 +134,9 @@ class Engine:
         self._more_due = True
         self._idle = False
         self._hooks: dict[int, tuple[float, PreparedWebhook]] = {}
-        self._policy: tuple[float, RetryPolicy] | None = None
+        # 'delivery.response_body_max_bytes', read at the first claim and again every _POLICY_TTL_S:
+        # (when read, value); a None value: the sender's default.
+        self._body_cap: tuple[float, int | None] | None = None
         self._timed_checked = -1e9
         self._timed_at: float | None = None
         # Fault handling (module docstring): stages switched off until a monotonic time, the backoff of
@@ -389,30 +390,22 @@ class Engine:
 
     async def _prepared(self, ids: set[int]) -> dict[int, PreparedWebhook]:
         now = time.monotonic()
-        if self._policy is None or now - self._policy[0] > _POLICY_TTL_S:
-            raw = await self._repo.global_retry_policy()
-            try:
-                policy = RetryPolicy.from_json(raw)
-            except (RetryPolicyError, ValueError) as exc:
-                log.error("global retry.policy is invalid (%s); using the built-in schedule", exc)
-                policy = RetryPolicy()
-            self._policy = (now, policy)
+        if self._body_cap is None or now - self._body_cap[0] > _POLICY_TTL_S:
+            self._body_cap = (now, await self._repo.response_body_max_bytes())
         stale = [i for i in ids if i not in self._hooks or now - self._hooks[i][0] > _HOOK_TTL_S]
         if stale:
             for row in await self._repo.webhooks(stale):
                 try:
-                    hook = prepare_webhook(row, self._box, self._policy[1])
+                    hook = prepare_webhook(row, self._box)
                 except Exception as exc:
                     # A bug meeting one webhook's row must not stop the others: its attempts fail with
                     # this as their configuration error (attempt log), like a broken secret does.
                     log.exception("cannot prepare webhook %d", row.id)
+                    policy = RetryPolicy()  # no schedule: unless the row's own still reads
+                    with contextlib.suppress(Exception):
+                        policy = RetryPolicy.from_json(row.retry_policy)
                     hook = PreparedWebhook(
-                        row,
-                        (),
-                        (),
-                        frozenset(),
-                        self._policy[1],
-                        config_error=f"cannot prepare: {describe(exc)}",
+                        row, (), (), frozenset(), policy, config_error=f"cannot prepare: {describe(exc)}"
                     )
                 self._hooks[row.id] = (now, hook)
         return {i: self._hooks[i][1] for i in ids}
@@ -431,6 +424,7 @@ class Engine:
             timestamp=int(time.time()),
             deadline_s=deadline,
             user_agent=self._s.user_agent,
+            max_body_bytes=None if self._body_cap is None else self._body_cap[1],
         )
         if hook.config_error is not None:
             # Nothing is sent: the attempt fails with the configuration problem and follows the schedule.

@@ -50,7 +50,8 @@ SELECT CASE WHEN pg_try_advisory_xact_lock(hashtext('whk.delivery_sweep'))
 -- name: webhooks :many
 -- Delivery settings of the webhooks we just claimed for (cached briefly by the engine).
 SELECT w.id, w.consumer_id, w.url, w.http_method, w.headers, w.auth_type, w.auth_header_name,
-       w.auth_credential_enc, w.require_ack, w.ack_timeout_seconds, w.retry_policy, w.timeout_ms,
+       w.auth_credential_enc, w.require_ack, w.ack_timeout_seconds,
+       whk.effective_retry_policy(w.retry_policy) AS retry_policy, w.timeout_ms,
        w.delivery_mode, w.status,
        coalesce((SELECT array_agg(s.id ORDER BY s.created_at DESC) FROM whk.webhook_secrets s
                  WHERE s.webhook_id = w.id AND (s.expires_at IS NULL OR s.expires_at > now())), '{}') AS secret_ids,
@@ -59,8 +60,9 @@ SELECT w.id, w.consumer_id, w.url, w.http_method, w.headers, w.auth_type, w.auth
 FROM whk.whk_01_webhooks w
 WHERE w.id = ANY(%(ids)s);
 
--- name: global_retry_policy :one
-SELECT whk.delivery_config('retry.policy');
+-- name: response_body_max_bytes :one
+-- Response bytes kept per attempt (global setting; bounds: whk.config_value_problem).
+SELECT whk.delivery_config('delivery.response_body_max_bytes');
 
 -- name: schema_version :one
 SELECT coalesce(max(version), 0) FROM whk.schema_migrations;

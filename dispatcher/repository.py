@@ -154,6 +154,7 @@ class Repository:
             rows = await cur.fetchall()
         return [WebhookRow(**dict(zip(_WEBHOOK_FIELDS, r, strict=True))) for r in rows]
 
-    async def global_retry_policy(self) -> dict[str, Any] | None:
-        value = await self._one("global_retry_policy", {})
-        return value if isinstance(value, dict) else None
+    async def response_body_max_bytes(self) -> int | None:
+        """The 'delivery.response_body_max_bytes' setting (None when absent or not an integer)."""
+        value = await self._one("response_body_max_bytes", {})
+        return value if isinstance(value, int) and not isinstance(value, bool) else None

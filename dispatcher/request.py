@@ -1,4 +1,5 @@
-"""Build the HTTP request of one attempt: body, Standard Webhooks headers, custom headers, outbound auth.
+"""Build the HTTP request of one attempt: body, Standard Webhooks headers, custom headers, outbound auth
+(the headers themselves are ``whk/webhook_request.py``'s, shared with the API's test send).
 
 Pure except for decryption (done once per webhook in ``prepare_webhook``, not per request). The
 signature is computed per attempt with a fresh ``webhook-timestamp``; ``webhook-id`` is the event id
@@ -7,7 +8,6 @@ signature is computed per attempt with a fresh ``webhook-timestamp``; ``webhook-
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import uuid
 from collections.abc import Sequence
@@ -19,24 +19,13 @@ from dispatcher.models import ClaimedDelivery, WebhookRow
 from dispatcher.retry import RetryPolicy, RetryPolicyError
 from whk.redact import looks_secret, mask_headers
 from whk.secretbox import SecretBox, SecretBoxError, row_aad
-from whk.signing import SigningError, decode_secret, signature_headers
-
-# At most the current key plus ten old ones sign during a rotation grace period.
-MAX_SIGNING_KEYS = 11
-
-# Headers a webhook's custom headers may never set: transport framing and the signature contract.
-RESERVED_HEADERS = frozenset(
-    {
-        "host",
-        "content-length",
-        "content-type",
-        "transfer-encoding",
-        "connection",
-        "user-agent",
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-    }
+from whk.signing import SigningError, decode_secret
+from whk.webhook_request import (
+    MAX_SIGNING_KEYS,
+    WebhookRequestError,
+    auth_headers,
+    custom_headers,
+    request_headers,
 )
 
 
@@ -52,47 +41,24 @@ class PreparedWebhook:
     config_error: str | None = None
 
 
-def _auth_headers(row: WebhookRow, box: SecretBox | None) -> tuple[list[tuple[str, str]], set[str]]:
-    if row.auth_type == "none":
-        return [], set()
-    if row.auth_credential_enc is None:
-        raise WebhookConfigError(f"webhook {row.id} uses {row.auth_type} auth but has no credential")
-    if box is None:
-        raise WebhookConfigError("WHK_SECRET_KEYS is not set: stored credentials cannot be decrypted")
-    credential = box.decrypt(row.auth_credential_enc, row_id=row_aad("whk_01_webhooks", row.id)).decode(
-        "utf-8"
-    )
-    if row.auth_type == "bearer":
-        return [("Authorization", f"Bearer {credential}")], {"authorization"}
-    if row.auth_type == "basic":
-        token = base64.b64encode(credential.encode("utf-8")).decode("ascii")
-        return [("Authorization", f"Basic {token}")], {"authorization"}
-    if row.auth_type == "api_key":
-        name = row.auth_header_name or "X-API-Key"
-        return [(name, credential)], {name.lower()}
-    raise WebhookConfigError(f"webhook {row.id} has unknown auth type {row.auth_type!r}")
+def _auth_headers(row: WebhookRow, box: SecretBox | None) -> list[tuple[str, str]]:
+    credential = None
+    if row.auth_type != "none" and row.auth_credential_enc is not None:
+        if box is None:
+            raise WebhookConfigError("WHK_SECRET_KEYS is not set: stored credentials cannot be decrypted")
+        aad = row_aad("whk_01_webhooks", row.id)
+        credential = box.decrypt(row.auth_credential_enc, row_id=aad).decode("utf-8")
+    return auth_headers(row.id, row.auth_type, row.auth_header_name, credential)
 
 
-def _custom_headers(row: WebhookRow) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
-    for name, value in row.headers.items():
-        if not isinstance(value, str):
-            raise WebhookConfigError(f"header {name!r} of webhook {row.id} is not a string")
-        if name.lower() in RESERVED_HEADERS:
-            continue
-        if any(c in name + value for c in "\r\n\0") or not name.isascii():
-            raise WebhookConfigError(f"header {name!r} of webhook {row.id} contains forbidden characters")
-        out.append((name, value))
-    return out
-
-
-def prepare_webhook(row: WebhookRow, box: SecretBox | None, default_policy: RetryPolicy) -> PreparedWebhook:
-    """Decrypt and validate once; a broken configuration becomes ``config_error`` (attempts fail with it)."""
+def prepare_webhook(row: WebhookRow, box: SecretBox | None) -> PreparedWebhook:
+    """Decrypt and validate once; a broken configuration becomes ``config_error`` (attempts fail with it).
+    ``row.retry_policy`` is the effective policy (whk.effective_retry_policy: global setting + override)."""
     try:
-        policy = RetryPolicy.from_json(row.retry_policy, base=default_policy)
+        policy = RetryPolicy.from_json(row.retry_policy)
     except (RetryPolicyError, ValueError) as exc:
-        policy = default_policy
-        return PreparedWebhook(row, (), (), frozenset(), policy, config_error=f"retry_policy: {exc}")
+        # Unreadable (only possible with the bounds' CHECKs dropped): no schedule, the failure is final.
+        return PreparedWebhook(row, (), (), frozenset(), RetryPolicy(), config_error=f"retry_policy: {exc}")
     try:
         keys: list[bytes] = []
         for secret_id, blob in list(zip(row.secret_ids, row.secrets_enc, strict=True))[:MAX_SIGNING_KEYS]:
@@ -100,11 +66,11 @@ def prepare_webhook(row: WebhookRow, box: SecretBox | None, default_policy: Retr
                 raise WebhookConfigError("WHK_SECRET_KEYS is not set: signing secrets cannot be decrypted")
             plain = box.decrypt(blob, row_id=row_aad("webhook_secrets", secret_id))
             keys.append(decode_secret(plain.decode("utf-8")))
-        auth, auth_names = _auth_headers(row, box)
-        custom = _custom_headers(row)
-    except (WebhookConfigError, SecretBoxError, SigningError, UnicodeDecodeError) as exc:
+        auth = _auth_headers(row, box)
+        custom = custom_headers(row.id, row.headers)
+    except (WebhookConfigError, WebhookRequestError, SecretBoxError, SigningError, UnicodeDecodeError) as exc:
         return PreparedWebhook(row, (), (), frozenset(), policy, config_error=str(exc))
-    masked = frozenset(auth_names | {n.lower() for n, _ in custom if looks_secret(n)})
+    masked = frozenset({n.lower() for n, _ in auth} | {n.lower() for n, _ in custom if looks_secret(n)})
     return PreparedWebhook(row, tuple(keys), tuple(custom + auth), masked, policy)
 
 
@@ -135,15 +101,23 @@ def build_request(
     timestamp: int,
     deadline_s: float,
     user_agent: str,
+    max_body_bytes: int | None = None,
 ) -> OutboundRequest:
-    headers: list[tuple[str, str]] = [("Content-Type", "application/json"), ("User-Agent", user_agent)]
-    if hook.signing_keys:
-        headers.extend(signature_headers(hook.signing_keys, msg_id, timestamp, body))
-    else:  # an unsigned webhook (no secret configured) still gets a stable id and a timestamp
-        headers.extend([("webhook-id", msg_id), ("webhook-timestamp", str(timestamp))])
-    headers.extend(hook.fixed_headers)
+    headers = request_headers(
+        msg_id=msg_id,
+        timestamp=timestamp,
+        body=body,
+        signing_keys=hook.signing_keys,
+        fixed_headers=hook.fixed_headers,
+        user_agent=user_agent,
+    )
     return OutboundRequest(
-        method=hook.row.http_method, url=hook.row.url, headers=headers, body=body, deadline_s=deadline_s
+        method=hook.row.http_method,
+        url=hook.row.url,
+        headers=headers,
+        body=body,
+        deadline_s=deadline_s,
+        max_body_bytes=max_body_bytes,
     )
 
 

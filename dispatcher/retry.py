@@ -1,14 +1,17 @@
 """When to try a failed delivery again, and when to give up. Pure: no I/O, no clock.
 
-Default schedule (Svix's, the field's reference): after the first try, retry after
-5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h — 8 attempts over ~27.6 h — each delay jittered by
-±20% so a failing endpoint's backlog does not return as one wave. After the last delay has been
-used, the next failure makes the delivery a dead letter (``next_delay`` returns None).
+The schedule comes from the database, never from here: the global setting ``retry.policy``
+(whk_05_configuracoes; seeded with Svix's schedule, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h) with the
+webhook's own ``retry_policy`` laid over it, as ``whk.effective_retry_policy`` returns it with the webhook
+row (``whk.expire_acks`` counts the same steps). Each delay is jittered by ± ``jitter`` so a failing
+endpoint's backlog does not return as one wave. After the last delay has been used, the next failure
+makes the delivery a dead letter (``next_delay`` returns None); no schedule at all means the first
+failure is final.
 
-Throttling outcomes (429, 502, 503, 504, timeouts) wait at least ``throttle_floor_s`` (60 s; a
-compressed test schedule lowers it). A ``Retry-After`` from the receiver is honoured within the
-clamp ``[lo, retry_after_cap_factor * lo]`` where ``lo = max(scheduled delay, floor)``: we never
-come back sooner than our own schedule, and a receiver cannot park a delivery for a week.
+Throttling outcomes (429, 502, 503, 504, timeouts) wait at least ``throttle_floor_s``. A
+``Retry-After`` from the receiver is honoured within the clamp ``[lo, retry_after_cap_factor * lo]``
+where ``lo = max(scheduled delay, floor)``: we never come back sooner than our own schedule, and a
+receiver cannot park a delivery for a week.
 
 ``blocked`` (the SSRF guard refused every address; no request was sent): the engine does not ask
 ``next_delay`` while ``retry_blocked`` is true (the default): the delivery waits, pending, and the
@@ -16,8 +19,7 @@ webhook is quarantined until an operator fixes the URL or the policy (docs/deliv
 isolation"). ``next_delay`` keeps the schedule's answer for callers that want one.
 ``retry_blocked=False`` dead-letters on the first block instead.
 
-Policies are per webhook and global (``whk_05_configuracoes``): ``RetryPolicy.from_json(obj,
-base=...)`` overlays a partial JSON object on a base policy; ``to_json`` writes every field.
+``RetryPolicy.from_json(obj)`` reads the JSON object; ``to_json`` writes every field.
 """
 
 from __future__ import annotations
@@ -32,9 +34,8 @@ import msgspec
 from dispatcher.classify import Outcome
 from whk.errors import WhkError
 
-__all__ = ["DEFAULT_SCHEDULE_S", "RetryPolicy", "RetryPolicyError", "max_attempts", "next_delay"]
+__all__ = ["RetryPolicy", "RetryPolicyError", "max_attempts", "next_delay"]
 
-DEFAULT_SCHEDULE_S: Final[tuple[float, ...]] = (5, 300, 1800, 7200, 18000, 36000, 36000)
 _MAX_STEPS: Final = 50
 _MAX_DELAY_S: Final = 30 * 86400.0
 _FINAL_KINDS: Final = frozenset({"delivered", "awaiting_ack", "gone"})
@@ -62,7 +63,7 @@ def _problem(policy: RetryPolicy) -> str | None:
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Retry schedule and throttling rules; invalid values raise ``ValueError`` on construction."""
 
-    schedule_s: tuple[float, ...] = DEFAULT_SCHEDULE_S
+    schedule_s: tuple[float, ...] = ()  # no schedule: the first failure is final
     jitter: float = 0.2
     throttle_floor_s: float = 60.0
     retry_after_cap_factor: float = 2.0
@@ -74,11 +75,10 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
             raise ValueError(problem)
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any] | None, *, base: RetryPolicy | None = None) -> RetryPolicy:
-        """``base`` (default: the built-in policy) with the keys present in ``obj`` replaced."""
-        merged = {**(base or cls()).to_json(), **(obj or {})}
+    def from_json(cls, obj: Mapping[str, Any] | None) -> RetryPolicy:
+        """The policy a JSON object describes; members left out take the field defaults."""
         try:
-            return msgspec.convert(merged, cls)
+            return msgspec.convert(dict(obj or {}), cls)
         except msgspec.ValidationError as exc:
             raise RetryPolicyError(
                 f"invalid retry policy: {exc}",

@@ -24,7 +24,8 @@ What every attempt gets:
 * **One overall deadline** per attempt (``asyncio.timeout(req.deadline_s)``) around waiting for a
   pooled connection, resolution, connect, TLS, sending, the response head and the capped body:
   a receiver dripping one byte per second cannot hold an attempt past it.
-* **Capped response body**: at most ``max_body_bytes`` (20,000) are read and kept;
+* **Capped response body**: at most the request's ``max_body_bytes`` (the setting
+  ``delivery.response_body_max_bytes``; else the sender's, 20,000) are read and kept;
   ``body_truncated`` records that more was sent, and that connection is closed, not reused.
 * **Pooling** per host with limits (``limit`` overall, ``WHK_DISPATCHER_HOST_CONCURRENCY`` per host) so one
   slow endpoint cannot take every connection; waiting for a slot counts against the attempt's own deadline.
@@ -376,7 +377,8 @@ class Sender:
                     location = resp.headers.get("Location") if 300 <= status < 400 else None
                     remote_ip = _peer_ip(resp)
                     phase = f"reading the body after status {status}"
-                    body, truncated = await _read_capped(resp.content, self._max_body)
+                    cap = self._max_body if req.max_body_bytes is None else req.max_body_bytes
+                    body, truncated = await _read_capped(resp.content, cap)
                     if truncated:
                         resp.close()  # the rest is unread: this connection cannot be reused
         except TimeoutError as exc:

@@ -6,10 +6,9 @@ with no side effect. Every mutation writes one audit row in the same transaction
 
 from __future__ import annotations
 
-import base64
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -39,28 +38,22 @@ from api.webhooks.schemas import (
 from api.webhooks.simulator import send_once
 from whk.secretbox import SecretBox, row_aad
 from whk.settings import Settings
-from whk.signing import decode_secret, sign
+from whk.signing import decode_secret
 from whk.urlpolicy import check_url
+from whk.webhook_request import (
+    MAX_SIGNING_KEYS,
+    RESERVED_HEADERS,
+    WebhookRequestError,
+    auth_headers,
+    custom_headers,
+    request_headers,
+)
 
 __all__ = ["WebhookController", "check_webhook_fields"]
 
 Conn = NamedDependency[AsyncConnection[Any]]
 Who = NamedDependency[Principal]
 WebhookSort = Literal["id", "-id", "name", "-name", "created_at", "-created_at", "updated_at", "-updated_at"]
-# Headers WHK sets itself on every delivery; a webhook may not override them.
-RESERVED_HEADERS = frozenset(
-    {
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-        "content-type",
-        "content-length",
-        "host",
-        "user-agent",
-        "transfer-encoding",
-        "connection",
-    }
-)
 
 
 def _audit_view(hook: Webhook) -> dict[str, Any]:
@@ -112,12 +105,86 @@ async def check_webhook_fields(
         raise Unprocessable("the webhook is not valid", errors=errors)
 
 
-def _outbound_auth(auth_type: str, header_name: str | None, credential: str) -> tuple[str, str]:
-    if auth_type == "api_key":
-        return (header_name or "X-Api-Key", credential)
-    if auth_type == "basic":
-        return ("Authorization", "Basic " + base64.b64encode(credential.encode()).decode())
-    return ("Authorization", "Bearer " + credential)
+async def send_test_event(
+    conn: AsyncConnection[Any],
+    principal: Principal,
+    repo: WebhookRepository,
+    audit_log: AuditLog,
+    settings: Settings,
+    secretbox: SecretBox,
+    hook: Webhook,
+    data: TestRequest,
+) -> TestResult:
+    """Send one signed synthetic event to ``hook`` now and audit it (``webhook.test``); shared by
+    ``POST /webhooks/{id}/test`` and the dashboard's "send test event". The request is a delivery's
+    (``whk/webhook_request.py`` headers, the ``whk.event_envelope`` body, the dispatcher's User-Agent);
+    only its ``webhook-id`` says it is a test, so a receiver never takes it for a real event."""
+    payload_data = data.data
+    if payload_data is None:
+        example = await repo.event_example(conn, data.event_type)
+        payload_data = example if isinstance(example, dict) else {"test": True, "webhook_id": hook.id}
+    body = await repo.test_envelope(conn, data.event_type, payload_data)
+    msg_id = f"msg_test_{uuid.uuid4().hex}"
+    keys = (await repo.valid_keys(conn, hook.id))[:MAX_SIGNING_KEYS]
+    secrets = []
+    for key in keys:
+        plain = secretbox.decrypt(key.secret_enc, row_id=row_aad("webhook_secrets", key.id))
+        secrets.append(decode_secret(plain.decode()))
+    credential = None
+    if hook.auth_type != "none" and hook.has_credential:
+        credential = await repo.credential(conn, secretbox, hook.id)
+    try:
+        fixed = custom_headers(hook.id, hook.headers)
+        if credential is not None:
+            fixed += auth_headers(hook.id, hook.auth_type, hook.auth_header_name, credential)
+    except WebhookRequestError as exc:
+        raise Unprocessable(str(exc)) from exc
+    headers = request_headers(
+        msg_id=msg_id,
+        timestamp=int(time.time()),
+        body=body,
+        signing_keys=secrets,
+        fixed_headers=fixed,
+        user_agent=settings.dispatcher.user_agent,
+    )
+    result = await send_once(
+        url=hook.url,
+        method=hook.http_method,
+        headers=headers,
+        body=body,
+        timeout_s=hook.timeout_ms / 1000,
+        allow=settings.core.allow_private_cidrs,
+    )
+    outcome = TestResult(
+        event_type=data.event_type,
+        webhook_id_header=msg_id,
+        url=hook.url,
+        status=result.status,
+        ok=result.status is not None and 200 <= result.status < 300,
+        duration_ms=round(result.duration_ms, 3),
+        response_headers=result.headers,
+        response_excerpt=result.excerpt.decode("utf-8", errors="replace"),
+        response_truncated=result.truncated,
+        error_class=result.error_class,
+        error_detail=result.error_detail,
+        signed_with=[k.key_id for k in keys],
+    )
+    await audit_log.record(
+        conn,
+        principal,
+        "webhook.test",
+        "webhook",
+        hook.id,
+        None,
+        {
+            "consumer_id": hook.consumer_id,
+            "event_type": data.event_type,
+            "status": result.status,
+            "error_class": result.error_class,
+            "duration_ms": outcome.duration_ms,
+        },
+    )
+    return outcome
 
 
 async def send_test_event(

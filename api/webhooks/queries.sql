@@ -102,6 +102,13 @@ WHERE {where}
 ORDER BY {order}
 LIMIT %(limit)s
 
+-- name: test_envelope :one
+-- A test event's body: the envelope every delivery carries (whk.event_envelope), for an event emitted now
+-- with this type and data (a record only: nothing is written to the outbox).
+SELECT whk.event_envelope(jsonb_populate_record(NULL::whk.outbox, jsonb_build_object(
+           'event_type', %(event_type)s::text, 'operation', 'EMIT', 'data', %(data)s::jsonb,
+           'created_at', clock_timestamp())))::text
+
 -- name: event_example :one
 -- The simulator's default data: the first example of the type's current schema, if it has one.
 SELECT v.schema -> 'examples' -> 0

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 from psycopg import AsyncConnection, sql
+from psycopg.types.json import Jsonb
 
 from api import listing
 from api.crypto import next_id
@@ -245,6 +246,13 @@ class WebhookRepository:
             {"id": row_id, "webhook_id": webhook_id, "key_id": key_id, "enc": enc},
         )
         return key_id, secret
+
+    async def test_envelope(self, conn: AsyncConnection[Any], event_type: str, data: dict[str, Any]) -> bytes:
+        """The body a delivery of this event would carry, timestamped now (whk.event_envelope)."""
+        text = await fetch_value(
+            conn, self._q["test_envelope"], {"event_type": event_type, "data": Jsonb(data)}
+        )
+        return str(text).encode("utf-8")
 
     async def event_example(self, conn: AsyncConnection[Any], event_type: str) -> Any:
         return await fetch_value(conn, self._q["event_example"], {"name": event_type})

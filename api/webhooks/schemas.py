@@ -11,6 +11,7 @@ from msgspec import UNSET, Meta, UnsetType
 
 from api.deliveries.schemas import DeliveryAttempt
 from api.shapes import EVENT_PATTERN_RE, EVENT_TYPE_RE, Burst, RatePerSecond
+from whk.breaker import BreakerConfig
 
 Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Url = Annotated[str, Meta(min_length=8, max_length=2048, examples=["https://erp.example.com/hooks/whk"])]
@@ -36,14 +37,6 @@ class RetryPolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     jitter: Annotated[float, Meta(ge=0, le=0.99)] = 0.2
     throttle_floor_s: Annotated[float, Meta(ge=0, le=86400)] = 60
     retry_after_cap_factor: Annotated[float, Meta(ge=1, le=100)] = 2.0
-
-
-class BreakerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Per-webhook circuit breaker override (same shape as 'delivery.breaker')."""
-
-    failure_threshold: Annotated[int, Meta(ge=1, le=1000)] = 5
-    open_seconds: Annotated[float, Meta(ge=0.001, le=86400)] = 60
-    half_open_probes: Annotated[int, Meta(ge=1, le=100)] = 1
 
 
 class WebhookCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

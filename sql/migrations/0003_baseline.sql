@@ -351,8 +351,7 @@ CREATE INDEX whk_03_entregas_parked_idx ON whk.whk_03_entregas (webhook_id) WHER
 -- and must never block an API edit of the webhook row.
 CREATE TABLE whk.webhook_runtime (
     webhook_id           bigint           PRIMARY KEY REFERENCES whk.whk_01_webhooks (id) ON DELETE CASCADE,
-    -- Circuit breaker (the state machine of dispatcher/breaker.py, applied in SQL so every dispatcher
-    -- moves it atomically): closed -> open after failure_threshold consecutive failures; open ->
+    -- Circuit breaker (in SQL so every dispatcher moves it atomically; settings: whk/breaker.py): closed -> open after failure_threshold consecutive failures; open ->
     -- half_open when probe_at passes (one probe claimed, leased until probe_until); the probe's success
     -- closes it, its failure re-opens it for twice as long (capped by open_max_s).
     breaker_state        text             NOT NULL DEFAULT 'closed'
@@ -408,6 +407,7 @@ COMMENT ON TABLE whk.whk_05_configuracoes IS 'Global WHK settings as key -> JSON
 
 -- >>> sql/schema/161_whk_05_configuracoes_seed.sql
 -- Defaults every install starts with (the anchors are Svix's and Standard Webhooks' published promises).
+-- Every key here is read by the code: tests/unit/test_settings_read.py names each one's reader.
 INSERT INTO whk.whk_05_configuracoes (key, category, value, description) VALUES
     ('retry.policy', 'retry',
      '{"schedule_s": [5, 300, 1800, 7200, 18000, 36000, 36000], "jitter": 0.2, "throttle_floor_s": 60, "retry_after_cap_factor": 2.0}',
@@ -415,16 +415,13 @@ INSERT INTO whk.whk_05_configuracoes (key, category, value, description) VALUES
     ('rate_limit.webhook_default', 'rate_limit', '{"per_second": null, "burst": null, "max_in_flight": 10}',
      'Limits applied to webhooks that set none (null = unlimited).'),
     ('rate_limit.api_per_minute', 'rate_limit', '600', 'API requests per consumer per minute.'),
-    ('security.signature_tolerance_s', 'security', '300', 'Timestamp tolerance when verifying signatures.'),
     ('security.rotation_grace_hours', 'security', '24', 'Old signing keys stay valid this long after rotation.'),
     ('security.max_old_keys', 'security', '10', 'At most this many old keys sign during a grace period.'),
-    ('delivery.breaker', 'delivery', '{"failure_threshold": 5, "open_seconds": 60, "half_open_probes": 1}',
+    ('delivery.breaker', 'delivery', '{"failure_threshold": 5, "open_s": 60, "open_max_s": 600}',
      'Circuit breaker defaults per webhook.'),
     ('delivery.auto_disable_after_s', 'delivery', '432000',
      'A webhook failing without a single success for this long is disabled (5 days).'),
     ('delivery.response_body_max_bytes', 'delivery', '20000', 'Response bytes kept per attempt.'),
-    ('template.envelope', 'template', '{"fields": ["type", "timestamp", "data"]}',
-     'Standard Webhooks envelope of every event body.'),
     ('monitoring.oldest_pending_warn_s', 'monitoring', '300',
      'Health degrades when the oldest pending delivery is older than this.'),
     ('dev.mock_keep_per_name', 'dev', '1000', 'Requests kept per development mock endpoint (newest first).'),
@@ -1955,8 +1952,9 @@ COMMENT ON FUNCTION whk.wake_dispatchers() IS
 -- Why circuit-breaker settings (whk_01_webhooks.breaker_config, whk_05_configuracoes 'delivery.breaker') are
 -- refused, or NULL when they are fine. whk.record_outcomes reads failure_threshold as an integer and the open
 -- periods as seconds it multiplies and doubles, so each has bounds: failure_threshold 1..1000,
--- open_seconds (or its alias open_s) 0.001..86400, open_max_s 0.001..604800, half_open_probes 1..100.
--- Members may be left out (the global setting, then the built-in default, applies). STRICT: NULL = no override.
+-- open_s 0.001..86400, open_max_s 0.001..604800 (whk/breaker.py BreakerConfig has the same members and
+-- bounds). Members may be left out (the global setting, then the built-in default, applies).
+-- STRICT: NULL = no override.
 CREATE OR REPLACE FUNCTION whk.breaker_config_problem(p_config jsonb)
 RETURNS text
 LANGUAGE plpgsql
@@ -1970,18 +1968,14 @@ BEGIN
         RETURN 'breaker settings must be a JSON object';
     END IF;
     SELECT string_agg(k, ', ' ORDER BY k) INTO v_unknown
-    FROM jsonb_object_keys(p_config - ARRAY['failure_threshold', 'open_seconds', 'open_s', 'open_max_s',
-                                            'half_open_probes']) AS k;
+    FROM jsonb_object_keys(p_config - ARRAY['failure_threshold', 'open_s', 'open_max_s']) AS k;
     IF v_unknown IS NOT NULL THEN
-        RETURN format('unknown member %s (known: failure_threshold, open_seconds, open_s, open_max_s, '
-                      'half_open_probes)', v_unknown);
+        RETURN format('unknown member %s (known: failure_threshold, open_s, open_max_s)', v_unknown);
     END IF;
     RETURN coalesce(
         whk.setting_number_problem('failure_threshold', p_config -> 'failure_threshold', 1, 1000, true),
-        whk.setting_number_problem('open_seconds', p_config -> 'open_seconds', 0.001, 86400),
         whk.setting_number_problem('open_s', p_config -> 'open_s', 0.001, 86400),
-        whk.setting_number_problem('open_max_s', p_config -> 'open_max_s', 0.001, 604800),
-        whk.setting_number_problem('half_open_probes', p_config -> 'half_open_probes', 1, 100, true));
+        whk.setting_number_problem('open_max_s', p_config -> 'open_max_s', 0.001, 604800));
 END;
 $$;
 COMMENT ON FUNCTION whk.breaker_config_problem(jsonb) IS
@@ -2022,8 +2016,6 @@ BEGIN
             whk.setting_number_problem('max_in_flight', p_value -> 'max_in_flight', 1, 1000, true, true));
     WHEN 'rate_limit.api_per_minute' THEN
         RETURN whk.setting_number_problem(p_key, p_value, 1, 1000000000, true);
-    WHEN 'security.signature_tolerance_s' THEN
-        RETURN whk.setting_number_problem(p_key, p_value, 0, 31536000, true);
     WHEN 'security.rotation_grace_hours' THEN
         RETURN whk.setting_number_problem(p_key, p_value, 0, 720);
     WHEN 'security.max_old_keys' THEN
@@ -2054,7 +2046,8 @@ COMMENT ON FUNCTION whk.config_value_problem(text, jsonb) IS
 -- Why a retry policy (whk_01_webhooks.retry_policy, whk_05_configuracoes 'retry.policy') is refused, or NULL
 -- when it is fine. The bounds are the API's (api/webhooks/schemas.py RetryPolicy) and the dispatcher's
 -- (dispatcher/retry.py), so a policy written with plain SQL is held to what the API would accept; members
--- may be left out (the dispatcher lays a partial policy over the global one). STRICT: NULL = no override.
+-- may be left out (whk.effective_retry_policy lays a partial policy over the global one). STRICT: NULL = no
+-- override.
 CREATE OR REPLACE FUNCTION whk.retry_policy_problem(p_policy jsonb)
 RETURNS text
 LANGUAGE plpgsql
@@ -3162,8 +3155,11 @@ $$;
 -- one webhook whose data breaks this statement must not stop it for everyone. p_only (NULL = every webhook)
 -- restricts the claim to those webhooks: whk.isolate_round_faults probes with it to find the culprit of a
 -- failed round; the dispatcher's rounds never pass it.
+-- p_now (NULL = clock_timestamp()): the moment the claim judges due times, leases, probes and buckets
+-- by. Tests pass a later one instead of sleeping until something is due; the dispatcher never passes it.
 CREATE OR REPLACE FUNCTION whk.claim_deliveries(p_dispatcher text, p_limit integer, p_lease_s double precision,
-                                                p_finished bigint[] DEFAULT '{}', p_only bigint[] DEFAULT NULL)
+                                                p_finished bigint[] DEFAULT '{}', p_only bigint[] DEFAULT NULL,
+                                                p_now timestamptz DEFAULT NULL)
 RETURNS TABLE (delivery_id bigint, webhook_id bigint, event_id uuid, event_type text, attempts integer,
                schedule_offset integer, batch_id uuid, commit_seq bigint, ordering_key text, payload text)
 LANGUAGE plpgsql
@@ -3176,8 +3172,8 @@ SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_now        timestamptz := clock_timestamp();
-    v_lease      timestamptz := clock_timestamp() + make_interval(secs => p_lease_s);
+    v_now        timestamptz := coalesce(p_now, clock_timestamp());
+    v_lease      timestamptz := v_now + make_interval(secs => p_lease_s);
     v_left       integer := p_limit;
     v_defaults   jsonb := coalesce(whk.delivery_config('rate_limit.webhook_default'), '{}'::jsonb);
     w            record;
@@ -3601,6 +3597,24 @@ END;
 $$;
 -- <<< sql/functions/delivery/dispatch_round.sql
 
+-- >>> sql/functions/delivery/effective_retry_policy.sql
+-- A webhook's retry policy as it is applied: the global 'retry.policy' (whk_05_configuracoes) with the
+-- webhook's own retry_policy laid over it member by member. This is the one source of the retry schedule:
+-- the dispatcher loads it with each webhook (dispatcher/queries.sql, webhooks) and whk.expire_acks counts
+-- its steps, so a DBA's UPDATE of the setting changes both. Without the setting and without an override
+-- there is no schedule: the first failure is final, for both alike.
+CREATE OR REPLACE FUNCTION whk.effective_retry_policy(p_override jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, whk
+AS $$
+BEGIN
+    RETURN coalesce(whk.delivery_config('retry.policy'), '{}'::jsonb) || coalesce(p_override, '{}'::jsonb);
+END;
+$$;
+-- <<< sql/functions/delivery/effective_retry_policy.sql
+
 -- >>> sql/functions/delivery/ensure_webhook_runtime.sql
 -- Every webhook gets its runtime row (breaker, token bucket) before the claim needs to lock it. The
 -- router creates rows for webhooks it fans out to; this catches deliveries created any other way.
@@ -3659,30 +3673,31 @@ $$;
 -- >>> sql/functions/delivery/expire_acks.sql
 -- Deliveries whose consumer did not confirm (202 then no ack) before ack_deadline are retried, counting
 -- the unconfirmed attempt; once the retry schedule is used up they become dead letters instead.
--- The schedule length comes from the webhook's retry_policy, else the global 'retry.policy'.
-CREATE OR REPLACE FUNCTION whk.expire_acks()
+-- The schedule is the one the dispatcher applies (whk.effective_retry_policy).
+-- p_now (NULL = clock_timestamp()): tests pass a later moment instead of waiting for a deadline.
+CREATE OR REPLACE FUNCTION whk.expire_acks(p_now timestamptz DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
 AS $$
 DECLARE
     v_count integer;
+    v_now   timestamptz := coalesce(p_now, clock_timestamp());
 BEGIN
     UPDATE whk.whk_03_entregas d
     SET status = CASE WHEN d.attempts - d.schedule_offset > x.schedule_len THEN 'dead' ELSE 'pending' END,
-        dead_at = CASE WHEN d.attempts - d.schedule_offset > x.schedule_len THEN clock_timestamp() END,
+        dead_at = CASE WHEN d.attempts - d.schedule_offset > x.schedule_len THEN v_now END,
         dead_reason = CASE WHEN d.attempts - d.schedule_offset > x.schedule_len
                            THEN 'ack timeout after the last attempt' END,
         last_error = 'ack timeout',
-        next_attempt_at = clock_timestamp(), ack_deadline = NULL, updated_at = clock_timestamp()
+        next_attempt_at = v_now, ack_deadline = NULL, updated_at = v_now
     FROM (
         SELECT w.id,
-               jsonb_array_length(coalesce(w.retry_policy -> 'schedule_s',
-                                           whk.delivery_config('retry.policy') -> 'schedule_s',
+               jsonb_array_length(coalesce(whk.effective_retry_policy(w.retry_policy) -> 'schedule_s',
                                            '[]'::jsonb)) AS schedule_len
         FROM whk.whk_01_webhooks w
     ) x
-    WHERE d.status = 'awaiting_ack' AND d.ack_deadline < clock_timestamp() AND x.id = d.webhook_id;
+    WHERE d.status = 'awaiting_ack' AND d.ack_deadline < v_now AND x.id = d.webhook_id;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     RETURN v_count;
 END;
@@ -4002,23 +4017,25 @@ $$;
 -- counted (its outcome was never recorded), so a receiver can see it twice: at-least-once, with the same
 -- webhook-id and byte-identical body. The lease is at least 3x the attempt deadline (checked at start-up),
 -- so a live dispatcher's attempt always ends, recorded, before its lease could expire.
-CREATE OR REPLACE FUNCTION whk.reclaim_expired_leases()
+-- p_now (NULL = clock_timestamp()): tests pass a later moment instead of waiting for a lease to pass.
+CREATE OR REPLACE FUNCTION whk.reclaim_expired_leases(p_now timestamptz DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
 AS $$
 DECLARE
     v_count integer;
+    v_now   timestamptz := coalesce(p_now, clock_timestamp());
 BEGIN
     UPDATE whk.whk_03_entregas d
     SET status = 'pending', lease_until = NULL, claimed_by = NULL, batch_id = NULL,
-        next_attempt_at = least(d.next_attempt_at, clock_timestamp()), updated_at = clock_timestamp()
-    WHERE d.status = 'in_flight' AND d.lease_until < clock_timestamp();
+        next_attempt_at = least(d.next_attempt_at, v_now), updated_at = v_now
+    WHERE d.status = 'in_flight' AND d.lease_until < v_now;
     GET DIAGNOSTICS v_count = ROW_COUNT;
 
     -- A half-open probe whose dispatcher died must not keep the breaker closed to probes forever.
     UPDATE whk.webhook_runtime r SET probe_until = NULL
-    WHERE r.breaker_state = 'half_open' AND r.probe_until < clock_timestamp();
+    WHERE r.breaker_state = 'half_open' AND r.probe_until < v_now;
     RETURN v_count;
 END;
 $$;
@@ -4032,7 +4049,7 @@ $$;
 -- whk_03_entregas.attempt_ids. Writing the same request/response 1,000 times was most of the cost of a batch.
 --
 -- p_attempts is a JSON array, one element per request (ix = its position, referenced by p_attempt_ix):
---   ix, webhook_id, success (bool), failure (bool: counts for the breaker; dispatcher/breaker.is_failure),
+--   ix, webhook_id, success (bool), failure (bool: counts for the breaker; dispatcher/classify.is_failure),
 --   gone (bool: the endpoint answered 410), batch_id, started_at, duration_ms, request_method, request_url,
 --   request_headers, request_body_sha256, request_body_size, response_status, response_headers,
 --   response_body, response_truncated, error_class, error_detail, outcome.
@@ -4045,10 +4062,12 @@ $$;
 -- not per event: a failed batch is one failure), counts usage, and disables webhooks that answered 410.
 -- Rows whose lease this dispatcher lost (reclaimed by another) are left alone: the other dispatcher owns
 -- them now (at-least-once, never lost); their attempt is logged all the same.
+-- p_now (NULL = clock_timestamp()): the moment the outcomes are written at (breaker periods, failure streak,
+-- delivered/dead times). Tests pass one instead of sleeping; the dispatcher never passes it.
 CREATE OR REPLACE FUNCTION whk.record_outcomes(p_dispatcher text, p_attempts jsonb, p_ids bigint[],
                                                p_attempt_ix integer[], p_attempt_no integer[], p_state text[],
                                                p_next_at timestamptz[], p_ack_deadline timestamptz[],
-                                               p_dead_reason text[])
+                                               p_dead_reason text[], p_now timestamptz DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
@@ -4062,7 +4081,7 @@ SET enable_indexscan = on
 SET enable_bitmapscan = on
 AS $$
 DECLARE
-    v_now     timestamptz := clock_timestamp();
+    v_now     timestamptz := coalesce(p_now, clock_timestamp());
     v_breaker jsonb := coalesce(whk.delivery_config('delivery.breaker'), '{}'::jsonb);
     v_applied integer;
     v_hook    record;
@@ -4126,7 +4145,9 @@ BEGIN
         JOIN attempts a ON a.ix = i.ix
         CROSS JOIN LATERAL (SELECT y.ctid AS tid FROM whk.whk_03_entregas y WHERE y.id = i.id LIMIT 1) x
     ), agg AS (
-        -- Shared breaker and failure streak, per webhook, from this group of requests.
+        -- Shared breaker and failure streak, per webhook, from this group of requests. Its settings
+        -- (whk/breaker.py BreakerConfig): the webhook's breaker_config member, else the global
+        -- 'delivery.breaker' member, else the built-in default.
         SELECT a.webhook_id, bool_or(a.success) AS ok, count(*) FILTER (WHERE a.failure) AS fails
         FROM attempts a
         GROUP BY a.webhook_id
@@ -4135,9 +4156,7 @@ BEGIN
                coalesce((w.breaker_config ->> 'failure_threshold')::integer,
                         (v_breaker ->> 'failure_threshold')::integer, 5) AS threshold,
                coalesce((w.breaker_config ->> 'open_s')::double precision,
-                        (w.breaker_config ->> 'open_seconds')::double precision,
-                        (v_breaker ->> 'open_s')::double precision,
-                        (v_breaker ->> 'open_seconds')::double precision, 30) AS open_s,
+                        (v_breaker ->> 'open_s')::double precision, 60) AS open_s,
                coalesce((w.breaker_config ->> 'open_max_s')::double precision,
                         (v_breaker ->> 'open_max_s')::double precision, 600) AS open_max_s
         FROM agg a JOIN whk.whk_01_webhooks w ON w.id = a.webhook_id

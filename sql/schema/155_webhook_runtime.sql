@@ -3,8 +3,7 @@
 -- and must never block an API edit of the webhook row.
 CREATE TABLE whk.webhook_runtime (
     webhook_id           bigint           PRIMARY KEY REFERENCES whk.whk_01_webhooks (id) ON DELETE CASCADE,
-    -- Circuit breaker (the state machine of dispatcher/breaker.py, applied in SQL so every dispatcher
-    -- moves it atomically): closed -> open after failure_threshold consecutive failures; open ->
+    -- Circuit breaker (in SQL so every dispatcher moves it atomically; settings: whk/breaker.py): closed -> open after failure_threshold consecutive failures; open ->
     -- half_open when probe_at passes (one probe claimed, leased until probe_until); the probe's success
     -- closes it, its failure re-opens it for twice as long (capped by open_max_s).
     breaker_state        text             NOT NULL DEFAULT 'closed'

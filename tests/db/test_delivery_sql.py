@@ -17,20 +17,28 @@ URL = "http://127.0.0.1:9/hook"
 
 
 def claim(
-    conn: psycopg.Connection[Any], limit: int = 100, who: str = "d1", finished: list[int] | None = None
+    conn: psycopg.Connection[Any],
+    limit: int = 100,
+    who: str = "d1",
+    finished: list[int] | None = None,
+    now: datetime | None = None,
 ) -> list[tuple[Any, ...]]:
+    """``now``: the moment the claim judges by (p_now; None = the clock)."""
     return conn.execute(
         "SELECT delivery_id, webhook_id, batch_id, commit_seq, ordering_key, payload "
-        "FROM whk.claim_deliveries(%s, %s, 30, %s::bigint[])",
-        [who, limit, finished or []],
+        "FROM whk.claim_deliveries(%s, %s, 30, %s::bigint[], NULL, %s::timestamptz)",
+        [who, limit, finished or [], now],
     ).fetchall()
 
 
 _DELIVERY_KEYS = ("id", "attempt_no", "state", "next_attempt_at", "ack_deadline", "dead_reason")
 
 
-def record(conn: psycopg.Connection[Any], items: list[dict[str, Any]], who: str = "d1") -> int:
-    """One request per item, each carrying one delivery (whk.record_outcomes' attempts + delivery arrays)."""
+def record(
+    conn: psycopg.Connection[Any], items: list[dict[str, Any]], who: str = "d1", now: datetime | None = None
+) -> int:
+    """One request per item, each carrying one delivery (whk.record_outcomes' attempts + delivery arrays);
+    ``now``: the moment they are written at (p_now; None = the clock)."""
     attempts = []
     for ix, it in enumerate(items):
         it.setdefault("request_method", "POST")
@@ -42,7 +50,7 @@ def record(conn: psycopg.Connection[Any], items: list[dict[str, Any]], who: str 
         attempts.append({"ix": ix, **{k: v for k, v in it.items() if k not in _DELIVERY_KEYS}})
     row = conn.execute(
         "SELECT whk.record_outcomes(%s, %s::jsonb, %s::bigint[], %s::integer[], %s::integer[], %s::text[], "
-        "%s::timestamptz[], %s::timestamptz[], %s::text[])",
+        "%s::timestamptz[], %s::timestamptz[], %s::text[], %s::timestamptz)",
         [
             who,
             json.dumps(attempts, default=str),
@@ -53,6 +61,7 @@ def record(conn: psycopg.Connection[Any], items: list[dict[str, Any]], who: str 
             [it.get("next_attempt_at") for it in items],
             [it.get("ack_deadline") for it in items],
             [it.get("dead_reason") for it in items],
+            now,
         ],
     ).fetchone()
     assert row is not None
@@ -248,10 +257,19 @@ def test_consumer_quota_is_shared_by_its_webhooks(conn):
     assert claim(conn) == []
 
 
+def probe_time(conn: psycopg.Connection[Any], hook: int) -> datetime:
+    """Just after the open breaker's probe is due."""
+    row = conn.execute(
+        "SELECT probe_at + interval '1 ms' FROM whk.webhook_runtime WHERE webhook_id = %s", [hook]
+    ).fetchone()
+    assert row is not None and row[0] is not None
+    return row[0]  # type: ignore[no-any-return]
+
+
 def test_breaker_opens_probes_and_closes(conn):
     c = make_consumer(conn)
     hook = make_webhook(
-        conn, c, URL, ["*"], breaker_config={"failure_threshold": 3, "open_seconds": 0.2}, max_in_flight=50
+        conn, c, URL, ["*"], breaker_config={"failure_threshold": 3, "open_s": 60}, max_in_flight=50
     )
     emit(conn, "x.y", count=10)
     route(conn)
@@ -265,16 +283,16 @@ def test_breaker_opens_probes_and_closes(conn):
     ).fetchone()
     assert state == ("open",)
     assert claim(conn) == []  # open: nothing, although 10 are due
-    conn.execute("SELECT pg_sleep(0.25)")
-    probe = claim(conn)
+    later = probe_time(conn, hook)  # the open period is over then (asked for, not slept through)
+    probe = claim(conn, now=later)
     assert len(probe) == 1
-    assert claim(conn) == []  # half-open: only the one probe
-    record(conn, [{"id": probe[0][0], "webhook_id": hook, "state": "delivered"}])
+    assert claim(conn, now=later) == []  # half-open: only the one probe
+    record(conn, [{"id": probe[0][0], "webhook_id": hook, "state": "delivered"}], now=later)
     state = conn.execute(
         "SELECT breaker_state FROM whk.webhook_runtime WHERE webhook_id = %s", [hook]
     ).fetchone()
     assert state == ("closed",)
-    assert len(claim(conn)) == 9
+    assert len(claim(conn, now=later)) == 9
 
 
 def test_gone_disables_webhook_parks_pending_and_emits_event(conn):
@@ -346,8 +364,8 @@ def test_outcome_of_a_lost_lease_is_logged_but_not_applied(conn):
     emit(conn, "l.e")
     route(conn)
     (row,) = claim(conn, who="d1")
-    conn.execute("UPDATE whk.whk_03_entregas SET lease_until = now() - interval '1 s'")
-    assert conn.execute("SELECT whk.reclaim_expired_leases()").fetchone() == (1,)
+    assert conn.execute("SELECT whk.reclaim_expired_leases()").fetchone() == (0,)  # its lease holds
+    assert conn.execute("SELECT whk.reclaim_expired_leases(now() + interval '1 min')").fetchone() == (1,)
     (again,) = claim(conn, who="d2")
     assert again[0] == row[0]
     assert record(conn, [{"id": row[0], "webhook_id": hook, "state": "delivered"}], who="d1") == 0
@@ -519,3 +537,44 @@ def test_routing_flags_malformed_data_instead_of_failing(conn):
     assert conn.execute(
         "SELECT whk.validate_payload('order.created', NULL, '{\"data\": {}}')"
     ).fetchone() == ('/type: expected "order.created", got nothing',)
+
+
+def test_breaker_reads_the_global_setting_and_doubles_up_to_open_max_s(conn):
+    """The keys of whk/breaker.py BreakerConfig drive whk.record_outcomes: the seed row 'delivery.breaker'
+    for a webhook without an override, and a webhook's own breaker_config member before it."""
+    conn.execute(
+        "UPDATE whk.whk_05_configuracoes SET value = %s::jsonb WHERE key = 'delivery.breaker'",
+        [json.dumps({"failure_threshold": 2, "open_s": 10, "open_max_s": 15})],
+    )
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c, URL, ["*"], max_in_flight=50)
+    own = make_webhook(conn, c, URL, ["*"], max_in_flight=50, breaker_config={"open_s": 1})
+    emit(conn, "x.y", count=5)
+    route(conn)
+
+    def fail(rows: list[tuple[Any, ...]], at: datetime | None = None) -> None:
+        due = (at or datetime.now(UTC)).isoformat()
+        items = [{"id": r[0], "webhook_id": r[1], "state": "pending", "next_attempt_at": due} for r in rows]
+        record(conn, items, now=at)
+
+    def period(webhook: int) -> tuple[str, float | None]:
+        row = conn.execute(
+            "SELECT breaker_state, extract(epoch FROM probe_at - opened_at)::float8 "
+            "FROM whk.webhook_runtime WHERE webhook_id = %s",
+            [webhook],
+        ).fetchone()
+        assert row is not None
+        return row[0], None if row[1] is None else round(row[1], 3)
+
+    first = claim(conn, limit=100)
+    fail([r for r in first if r[1] == hook][:1] + [r for r in first if r[1] == own][:2])
+    assert period(hook) == ("closed", None)  # one failure: the global threshold is 2
+    assert period(own) == ("open", 1.0)  # its own open_s, the global threshold
+    at = datetime.now(UTC)
+    expected = [10.0, 15.0, 15.0]  # open_s, then doubled (20) but capped at open_max_s, and again
+    for want in expected:
+        probe = [r for r in claim(conn, limit=100, now=at) if r[1] == hook]
+        assert len(probe) == 1
+        fail(probe, at)
+        assert period(hook) == ("open", want)
+        at = probe_time(conn, hook)

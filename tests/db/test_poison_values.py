@@ -74,7 +74,7 @@ def test_rows_from_before_the_checks_do_not_stop_the_claim(conn: psycopg.Connect
 
 def test_the_breaker_doubling_does_not_overflow(conn: psycopg.Connection[Any]):
     c = make_consumer(conn)
-    hook = make_webhook(conn, c, URL, ["*"], breaker_config={"failure_threshold": 1, "open_seconds": 0.001})
+    hook = make_webhook(conn, c, URL, ["*"], breaker_config={"failure_threshold": 1, "open_s": 0.001})
     emit(conn, "b.e")
     route(conn)
     # a breaker whose probes have failed for weeks: 2^5001 overflows double precision

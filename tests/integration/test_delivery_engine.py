@@ -274,7 +274,7 @@ async def test_breaker_stops_traffic_then_probes_and_closes(db_url, conn, receiv
         c,
         receiver.url("/flaky"),
         ["*"],
-        breaker_config={"failure_threshold": 3, "open_seconds": 1.5},
+        breaker_config={"failure_threshold": 3, "open_s": 1.5},
         max_in_flight=1,
     )
     receiver.on("/flaky", *[Reply(status=500)] * 3)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from dispatcher.attempt import ERROR_CLASSES, AttemptResult
-from dispatcher.classify import THROTTLE_STATUSES, classify, parse_retry_after
+from dispatcher.classify import THROTTLE_STATUSES, Outcome, classify, is_failure, parse_retry_after
 
 
 def result(
@@ -171,3 +171,18 @@ class TestRetryAfter:
 
     def test_retry_after_ignored_outside_throttle(self) -> None:
         assert classify(result(500, headers=[("Retry-After", "30")]), require_ack=False).retry_after_s is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("retry", True),
+        ("throttle", True),
+        ("blocked", True),
+        ("delivered", False),
+        ("awaiting_ack", False),
+        ("gone", None),
+    ],
+)
+def test_is_failure(kind: str, expected: bool | None) -> None:
+    assert is_failure(Outcome(kind=kind)) is expected  # type: ignore[arg-type]

@@ -66,7 +66,7 @@ def delivery(seq: int, batch: uuid.UUID | None = None) -> ClaimedDelivery:
 
 
 def test_signed_with_every_valid_secret_and_verifiable():
-    hook = prepare_webhook(row(), TEST_BOX, RetryPolicy())
+    hook = prepare_webhook(row(), TEST_BOX)
     assert hook.config_error is None and len(hook.signing_keys) == 2
     group = [delivery(1)]
     body = request_body(group)
@@ -95,7 +95,6 @@ def test_custom_headers_cannot_override_framing_or_signature():
     hook = prepare_webhook(
         row(headers={"X-Tenant": "acme", "webhook-id": "forged", "Content-Length": "0", "Host": "evil"}),
         TEST_BOX,
-        RetryPolicy(),
     )
     req = build_request(hook, msg_id="msg_1", body=b"{}", timestamp=1, deadline_s=1, user_agent="UA")
     names = [n.lower() for n, _ in req.headers]
@@ -105,13 +104,13 @@ def test_custom_headers_cannot_override_framing_or_signature():
 
 
 def test_header_injection_is_a_configuration_error():
-    hook = prepare_webhook(row(headers={"X-Evil": "a\r\nInjected: 1"}), TEST_BOX, RetryPolicy())
+    hook = prepare_webhook(row(headers={"X-Evil": "a\r\nInjected: 1"}), TEST_BOX)
     assert hook.config_error is not None and "forbidden characters" in hook.config_error
 
 
 def test_outbound_auth_and_masking():
     cred = TEST_BOX.encrypt(b"s3cr3t", row_id=row_aad("whk_01_webhooks", 5))
-    bearer = prepare_webhook(row(auth_type="bearer", auth_credential_enc=cred), TEST_BOX, RetryPolicy())
+    bearer = prepare_webhook(row(auth_type="bearer", auth_credential_enc=cred), TEST_BOX)
     api_key = prepare_webhook(
         row(
             auth_type="api_key",
@@ -120,7 +119,6 @@ def test_outbound_auth_and_masking():
             headers={"X-Token": "t"},
         ),
         TEST_BOX,
-        RetryPolicy(),
     )
     for hook, name, value in ((bearer, "Authorization", "Bearer s3cr3t"), (api_key, "X-Partner", "s3cr3t")):
         req = build_request(hook, msg_id="m", body=b"{}", timestamp=1, deadline_s=1, user_agent="UA")
@@ -137,7 +135,6 @@ def test_outbound_auth_and_masking():
     odd = prepare_webhook(
         row(auth_type="api_key", auth_header_name="Webhook-Id", auth_credential_enc=cred),
         TEST_BOX,
-        RetryPolicy(),
     )
     assert loggable_headers(odd, [("Webhook-Id", "s3cr3t"), ("User-Agent", "UA")]) == {
         "Webhook-Id": MASK,
@@ -146,27 +143,25 @@ def test_outbound_auth_and_masking():
 
 
 def test_missing_keys_or_wrong_row_become_configuration_errors():
-    assert prepare_webhook(row(), None, RetryPolicy()).config_error is not None
+    assert prepare_webhook(row(), None).config_error is not None
     moved = row(
         secret_ids=[99],
         secrets_enc=[TEST_BOX.encrypt(TEST_SECRET.encode(), row_id=row_aad("webhook_secrets", 10))],
     )
-    assert "does not belong to this row" in (
-        prepare_webhook(moved, TEST_BOX, RetryPolicy()).config_error or ""
-    )
-    no_cred = prepare_webhook(row(auth_type="basic"), TEST_BOX, RetryPolicy())
+    assert "does not belong to this row" in (prepare_webhook(moved, TEST_BOX).config_error or "")
+    no_cred = prepare_webhook(row(auth_type="basic"), TEST_BOX)
     assert "no credential" in (no_cred.config_error or "")
 
 
 def test_unsigned_webhook_still_has_id_and_timestamp():
-    hook = prepare_webhook(row(secret_ids=[], secrets_enc=[]), TEST_BOX, RetryPolicy())
+    hook = prepare_webhook(row(secret_ids=[], secrets_enc=[]), TEST_BOX)
     h = dict(build_request(hook, msg_id="m", body=b"{}", timestamp=5, deadline_s=1, user_agent="U").headers)
     assert h["webhook-id"] == "m" and h["webhook-timestamp"] == "5" and "webhook-signature" not in h
 
 
-def test_per_webhook_retry_policy_overlays_the_global_one():
-    base = RetryPolicy(schedule_s=(1, 2, 3), jitter=0.0)
-    hook = prepare_webhook(row(retry_policy={"schedule_s": [9]}), TEST_BOX, base)
-    assert hook.retry_policy.schedule_s == (9,) and hook.retry_policy.jitter == 0.0
-    bad = prepare_webhook(row(retry_policy={"schedule_s": [-1]}), TEST_BOX, base)
-    assert bad.config_error is not None and bad.retry_policy == base
+def test_the_effective_retry_policy_is_read_as_loaded():
+    """The row carries whk.effective_retry_policy's result (global setting + override, merged in SQL)."""
+    hook = prepare_webhook(row(retry_policy={"schedule_s": [9], "jitter": 0.0}), TEST_BOX)
+    assert hook.retry_policy == RetryPolicy(schedule_s=(9,), jitter=0.0)
+    bad = prepare_webhook(row(retry_policy={"schedule_s": [-1]}), TEST_BOX)
+    assert bad.config_error is not None and bad.retry_policy == RetryPolicy()

@@ -31,8 +31,6 @@ BEGIN
             whk.setting_number_problem('max_in_flight', p_value -> 'max_in_flight', 1, 1000, true, true));
     WHEN 'rate_limit.api_per_minute' THEN
         RETURN whk.setting_number_problem(p_key, p_value, 1, 1000000000, true);
-    WHEN 'security.signature_tolerance_s' THEN
-        RETURN whk.setting_number_problem(p_key, p_value, 0, 31536000, true);
     WHEN 'security.rotation_grace_hours' THEN
         RETURN whk.setting_number_problem(p_key, p_value, 0, 720);
     WHEN 'security.max_old_keys' THEN

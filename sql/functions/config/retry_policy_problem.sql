@@ -1,7 +1,8 @@
 -- Why a retry policy (whk_01_webhooks.retry_policy, whk_05_configuracoes 'retry.policy') is refused, or NULL
 -- when it is fine. The bounds are the API's (api/webhooks/schemas.py RetryPolicy) and the dispatcher's
 -- (dispatcher/retry.py), so a policy written with plain SQL is held to what the API would accept; members
--- may be left out (the dispatcher lays a partial policy over the global one). STRICT: NULL = no override.
+-- may be left out (whk.effective_retry_policy lays a partial policy over the global one). STRICT: NULL = no
+-- override.
 CREATE OR REPLACE FUNCTION whk.retry_policy_problem(p_policy jsonb)
 RETURNS text
 LANGUAGE plpgsql

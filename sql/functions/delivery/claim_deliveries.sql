@@ -36,8 +36,11 @@
 -- one webhook whose data breaks this statement must not stop it for everyone. p_only (NULL = every webhook)
 -- restricts the claim to those webhooks: whk.isolate_round_faults probes with it to find the culprit of a
 -- failed round; the dispatcher's rounds never pass it.
+-- p_now (NULL = clock_timestamp()): the moment the claim judges due times, leases, probes and buckets
+-- by. Tests pass a later one instead of sleeping until something is due; the dispatcher never passes it.
 CREATE OR REPLACE FUNCTION whk.claim_deliveries(p_dispatcher text, p_limit integer, p_lease_s double precision,
-                                                p_finished bigint[] DEFAULT '{}', p_only bigint[] DEFAULT NULL)
+                                                p_finished bigint[] DEFAULT '{}', p_only bigint[] DEFAULT NULL,
+                                                p_now timestamptz DEFAULT NULL)
 RETURNS TABLE (delivery_id bigint, webhook_id bigint, event_id uuid, event_type text, attempts integer,
                schedule_offset integer, batch_id uuid, commit_seq bigint, ordering_key text, payload text)
 LANGUAGE plpgsql
@@ -50,8 +53,8 @@ SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_now        timestamptz := clock_timestamp();
-    v_lease      timestamptz := clock_timestamp() + make_interval(secs => p_lease_s);
+    v_now        timestamptz := coalesce(p_now, clock_timestamp());
+    v_lease      timestamptz := v_now + make_interval(secs => p_lease_s);
     v_left       integer := p_limit;
     v_defaults   jsonb := coalesce(whk.delivery_config('rate_limit.webhook_default'), '{}'::jsonb);
     w            record;

@@ -3,23 +3,25 @@
 -- counted (its outcome was never recorded), so a receiver can see it twice: at-least-once, with the same
 -- webhook-id and byte-identical body. The lease is at least 3x the attempt deadline (checked at start-up),
 -- so a live dispatcher's attempt always ends, recorded, before its lease could expire.
-CREATE OR REPLACE FUNCTION whk.reclaim_expired_leases()
+-- p_now (NULL = clock_timestamp()): tests pass a later moment instead of waiting for a lease to pass.
+CREATE OR REPLACE FUNCTION whk.reclaim_expired_leases(p_now timestamptz DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
 AS $$
 DECLARE
     v_count integer;
+    v_now   timestamptz := coalesce(p_now, clock_timestamp());
 BEGIN
     UPDATE whk.whk_03_entregas d
     SET status = 'pending', lease_until = NULL, claimed_by = NULL, batch_id = NULL,
-        next_attempt_at = least(d.next_attempt_at, clock_timestamp()), updated_at = clock_timestamp()
-    WHERE d.status = 'in_flight' AND d.lease_until < clock_timestamp();
+        next_attempt_at = least(d.next_attempt_at, v_now), updated_at = v_now
+    WHERE d.status = 'in_flight' AND d.lease_until < v_now;
     GET DIAGNOSTICS v_count = ROW_COUNT;
 
     -- A half-open probe whose dispatcher died must not keep the breaker closed to probes forever.
     UPDATE whk.webhook_runtime r SET probe_until = NULL
-    WHERE r.breaker_state = 'half_open' AND r.probe_until < clock_timestamp();
+    WHERE r.breaker_state = 'half_open' AND r.probe_until < v_now;
     RETURN v_count;
 END;
 $$;

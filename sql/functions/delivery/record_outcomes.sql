@@ -5,7 +5,7 @@
 -- whk_03_entregas.attempt_ids. Writing the same request/response 1,000 times was most of the cost of a batch.
 --
 -- p_attempts is a JSON array, one element per request (ix = its position, referenced by p_attempt_ix):
---   ix, webhook_id, success (bool), failure (bool: counts for the breaker; dispatcher/breaker.is_failure),
+--   ix, webhook_id, success (bool), failure (bool: counts for the breaker; dispatcher/classify.is_failure),
 --   gone (bool: the endpoint answered 410), batch_id, started_at, duration_ms, request_method, request_url,
 --   request_headers, request_body_sha256, request_body_size, response_status, response_headers,
 --   response_body, response_truncated, error_class, error_detail, outcome.
@@ -18,10 +18,12 @@
 -- not per event: a failed batch is one failure), counts usage, and disables webhooks that answered 410.
 -- Rows whose lease this dispatcher lost (reclaimed by another) are left alone: the other dispatcher owns
 -- them now (at-least-once, never lost); their attempt is logged all the same.
+-- p_now (NULL = clock_timestamp()): the moment the outcomes are written at (breaker periods, failure streak,
+-- delivered/dead times). Tests pass one instead of sleeping; the dispatcher never passes it.
 CREATE OR REPLACE FUNCTION whk.record_outcomes(p_dispatcher text, p_attempts jsonb, p_ids bigint[],
                                                p_attempt_ix integer[], p_attempt_no integer[], p_state text[],
                                                p_next_at timestamptz[], p_ack_deadline timestamptz[],
-                                               p_dead_reason text[])
+                                               p_dead_reason text[], p_now timestamptz DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
@@ -35,7 +37,7 @@ SET enable_indexscan = on
 SET enable_bitmapscan = on
 AS $$
 DECLARE
-    v_now     timestamptz := clock_timestamp();
+    v_now     timestamptz := coalesce(p_now, clock_timestamp());
     v_breaker jsonb := coalesce(whk.delivery_config('delivery.breaker'), '{}'::jsonb);
     v_applied integer;
     v_hook    record;
@@ -99,7 +101,9 @@ BEGIN
         JOIN attempts a ON a.ix = i.ix
         CROSS JOIN LATERAL (SELECT y.ctid AS tid FROM whk.whk_03_entregas y WHERE y.id = i.id LIMIT 1) x
     ), agg AS (
-        -- Shared breaker and failure streak, per webhook, from this group of requests.
+        -- Shared breaker and failure streak, per webhook, from this group of requests. Its settings
+        -- (whk/breaker.py BreakerConfig): the webhook's breaker_config member, else the global
+        -- 'delivery.breaker' member, else the built-in default.
         SELECT a.webhook_id, bool_or(a.success) AS ok, count(*) FILTER (WHERE a.failure) AS fails
         FROM attempts a
         GROUP BY a.webhook_id
@@ -108,9 +112,7 @@ BEGIN
                coalesce((w.breaker_config ->> 'failure_threshold')::integer,
                         (v_breaker ->> 'failure_threshold')::integer, 5) AS threshold,
                coalesce((w.breaker_config ->> 'open_s')::double precision,
-                        (w.breaker_config ->> 'open_seconds')::double precision,
-                        (v_breaker ->> 'open_s')::double precision,
-                        (v_breaker ->> 'open_seconds')::double precision, 30) AS open_s,
+                        (v_breaker ->> 'open_s')::double precision, 60) AS open_s,
                coalesce((w.breaker_config ->> 'open_max_s')::double precision,
                         (v_breaker ->> 'open_max_s')::double precision, 600) AS open_max_s
         FROM agg a JOIN whk.whk_01_webhooks w ON w.id = a.webhook_id

@@ -47,10 +47,13 @@ WEBHOOK_OUT_OF_RANGE: list[tuple[dict[str, Any], str]] = [
     ),
     ({"breaker_config": {"failure_threshold": 0}}, "/breaker_config/failure_threshold"),
     ({"breaker_config": {"failure_threshold": 1001}}, "/breaker_config/failure_threshold"),
-    ({"breaker_config": {"open_seconds": TINY}}, "/breaker_config/open_seconds"),
-    ({"breaker_config": {"open_seconds": 86_401}}, "/breaker_config/open_seconds"),
-    ({"breaker_config": {"half_open_probes": 0}}, "/breaker_config/half_open_probes"),
-    ({"breaker_config": {"half_open_probes": 101}}, "/breaker_config/half_open_probes"),
+    ({"breaker_config": {"open_s": TINY}}, "/breaker_config/open_s"),
+    ({"breaker_config": {"open_s": 86_401}}, "/breaker_config/open_s"),
+    ({"breaker_config": {"open_max_s": TINY}}, "/breaker_config/open_max_s"),
+    ({"breaker_config": {"open_max_s": 604_801}}, "/breaker_config/open_max_s"),
+    # The old aliases are gone: one shape, the members the SQL reads.
+    ({"breaker_config": {"open_seconds": 60}}, "/breaker_config/open_seconds"),
+    ({"breaker_config": {"half_open_probes": 1}}, "/breaker_config/half_open_probes"),
 ]
 WEBHOOK_AT_THE_BOUNDS: list[dict[str, Any]] = [
     {
@@ -64,7 +67,7 @@ WEBHOOK_AT_THE_BOUNDS: list[dict[str, Any]] = [
         "ack_timeout_seconds": 1,
         "payload_version": 1,
         "retry_policy": {"schedule_s": [], "jitter": 0, "throttle_floor_s": 0, "retry_after_cap_factor": 1},
-        "breaker_config": {"failure_threshold": 1, "open_seconds": 0.001, "half_open_probes": 1},
+        "breaker_config": {"failure_threshold": 1, "open_s": 0.001, "open_max_s": 0.001},
     },
     {
         "rate_limit_per_second": 1_000_000,
@@ -82,7 +85,7 @@ WEBHOOK_AT_THE_BOUNDS: list[dict[str, Any]] = [
             "throttle_floor_s": 86_400,
             "retry_after_cap_factor": 100,
         },
-        "breaker_config": {"failure_threshold": 1000, "open_seconds": 86_400, "half_open_probes": 100},
+        "breaker_config": {"failure_threshold": 1000, "open_s": 86_400, "open_max_s": 604_800},
     },
 ]
 CONSUMER_OUT_OF_RANGE: list[tuple[dict[str, Any], str]] = [
@@ -296,12 +299,12 @@ SQL_OUT_OF_RANGE: list[tuple[str, str, str]] = [
             {"failure_threshold": 1001},
             {"failure_threshold": 5.0},
             {"failure_threshold": "5"},
-            {"open_seconds": TINY},
-            {"open_seconds": 86_401},
+            {"open_s": TINY},
+            {"open_s": 86_401},
             {"open_s": 0},
             {"open_max_s": 604_801},
-            {"half_open_probes": 0},
-            {"half_open_probes": 101},
+            {"open_seconds": 60},
+            {"half_open_probes": 1},
             {"open": 1},
         )
     ],
@@ -340,13 +343,12 @@ CONFIG_OUT_OF_RANGE: list[tuple[str, Any]] = [
     ("retry.policy", {"schedule_s": [0]}),
     ("retry.policy", {"schedule_s": [5], "jitter": 2}),
     ("delivery.breaker", {"failure_threshold": 0}),
-    ("delivery.breaker", {"open_seconds": TINY}),
+    ("delivery.breaker", {"open_s": TINY}),
+    ("delivery.breaker", {"open_seconds": 60}),
     ("delivery.auto_disable_after_s", 59),
     ("delivery.auto_disable_after_s", 31_536_001),
     ("delivery.response_body_max_bytes", -1),
     ("delivery.response_body_max_bytes", 1_048_577),
-    ("security.signature_tolerance_s", -1),
-    ("security.signature_tolerance_s", 31_536_001),
     ("security.rotation_grace_hours", -1),
     ("security.rotation_grace_hours", 721),
     ("security.max_old_keys", -1),
