@@ -3631,7 +3631,11 @@ BEGIN
               AND EXISTS (SELECT 1 FROM whk.whk_03_entregas d
                           WHERE d.webhook_id = wh.id AND d.status = 'pending'
                             AND d.next_attempt_at <= clock_timestamp()
-                          OFFSET 0))
+                          OFFSET 0)
+              -- A suspended or disabled consumer's due deliveries wait for it, not for a round (the claim
+              -- skips them): counted here they would make every round ask for another at once.
+              AND EXISTS (SELECT 1 FROM whk.whk_04_assinantes a
+                          WHERE a.id = wh.consumer_id AND a.status = 'active'))
         INTO v_more;
         EXIT WHEN NOT v_more OR v_pass = 2;
         RETURN QUERY
@@ -3908,7 +3912,8 @@ $$;
 -- When could whk.claim_deliveries next find work that is waiting on time rather than on a new event?
 -- The earliest of: a pending delivery's next_attempt_at (retries, delayed mode), a batch window closing,
 -- a breaker's probe time, a token bucket refilling to one token. NULL = nothing is waiting on time.
--- Quarantined webhooks wait for an operator, not for time: they are left out.
+-- Quarantined webhooks and those of a consumer that is not active wait for an operator, not for time:
+-- they are left out.
 -- The dispatcher sleeps until then (or a wake-up, or its poll interval, whichever comes first).
 -- PL/pgSQL, not SQL: a SQL function with a SET clause is never inlined and was parsed and planned at every
 -- call (measured: ~0.45 ms of planning per call, the dispatcher asks up to ten times a second); PL/pgSQL
@@ -3942,7 +3947,8 @@ BEGIN
         ORDER BY d.next_attempt_at, d.id
         LIMIT 1
     ) n
-    WHERE w.status = 'active' AND w.deleted_at IS NULL AND w.quarantined_at IS NULL);
+    WHERE w.status = 'active' AND w.deleted_at IS NULL AND w.quarantined_at IS NULL
+      AND EXISTS (SELECT 1 FROM whk.whk_04_assinantes a WHERE a.id = w.consumer_id AND a.status = 'active'));
 END;
 $$;
 -- <<< sql/functions/delivery/next_wakeup.sql

@@ -169,3 +169,17 @@ def test_retry_never_requeues_a_deleted_webhooks_deliveries(conn):
     assert conn.execute("SELECT whk.retry_delivery(%s)", [ids[0]]).fetchone() == (False,)
     assert statuses(conn, hook) == {"dead": 1, "cancelled": 1, "delivered": 1}
     assert statuses(conn, kept) == {"pending": 1}
+
+
+def test_a_suspended_consumers_due_deliveries_do_not_keep_the_dispatcher_busy(conn):
+    """Nothing of a suspended consumer can be claimed: no round asks for another, no wake-up is due."""
+    c = make_consumer(conn)
+    make_webhook(conn, c, URL, ["s.*"])
+    emit(conn, "s.e", count=2)
+    route(conn)
+    set_status(conn, c, "suspended")
+    rows = conn.execute("SELECT more_due, delivery_id FROM whk.dispatch_round('d1', 100, 100, 30)").fetchall()
+    assert rows == [(False, None)]
+    assert conn.execute("SELECT whk.next_wakeup()").fetchone() == (None,)
+    set_status(conn, c, "active")
+    assert conn.execute("SELECT whk.next_wakeup() <= clock_timestamp()").fetchone() == (True,)
