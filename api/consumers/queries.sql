@@ -40,6 +40,10 @@ UPDATE whk.whk_04_assinantes a
 SET {assignments}, updated_at = clock_timestamp()
 WHERE a.id = %(id)s
 
+-- name: set_consumer_status :one
+-- Engine function: the status gates delivery too (parks or releases the consumer's deliveries).
+SELECT changed FROM whk.set_consumer_status(%(id)s, %(status)s)
+
 -- name: consumer_references :one
 SELECT (SELECT count(*) FROM whk.whk_01_webhooks w WHERE w.consumer_id = %(id)s)
      + (SELECT count(*) FROM whk.whk_03_entregas d WHERE d.consumer_id = %(id)s)

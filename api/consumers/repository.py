@@ -60,6 +60,10 @@ class ConsumerRepository:
             value = getattr(data, f)
             if value is msgspec.UNSET:
                 continue
+            if f == "status":
+                # Not a plain column write: whk.set_consumer_status parks or releases the deliveries.
+                await fetch_value(conn, self._q["set_consumer_status"], {"id": consumer_id, "status": value})
+                continue
             params[f] = value
             placeholder: sql.Composable = sql.Placeholder(f)
             if f == "allowed_ips":

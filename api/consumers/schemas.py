@@ -13,7 +13,13 @@ from api.shapes import Burst, Email, RatePerSecond
 Name = Annotated[str, Meta(min_length=1, max_length=200, examples=["acme-billing"])]
 Text = Annotated[str, Meta(max_length=2000)]
 Cidr = Annotated[str, Meta(max_length=64, examples=["203.0.113.0/24", "2001:db8::/32"])]
-Status = Literal["active", "suspended", "disabled"]
+Status = Annotated[
+    Literal["active", "suspended", "disabled"],
+    Meta(
+        description="gates API access and delivery: suspended holds deliveries pending (still routed), "
+        "disabled parks them (no longer routed); back to active releases them"
+    ),
+]
 PerMinute = Annotated[int, Meta(ge=1, le=1_000_000_000, description="API requests per minute")]
 PerDay = Annotated[int, Meta(ge=1, le=1_000_000_000, description="deliveries per day")]
 

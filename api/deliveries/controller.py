@@ -205,14 +205,15 @@ class DeliveryController(Controller):
         }
         tenant = principal.tenant_filter()
         matched = await self.repo.bulk_count(conn, tenant=tenant, filters=filters)
+        skipped = await self.repo.bulk_skipped(conn, tenant=tenant, filters=filters)
         if data.dry_run:
-            return BulkRetryResult(dry_run=True, matched=matched, requeued=0)
+            return BulkRetryResult(dry_run=True, matched=matched, requeued=0, skipped_deleted_webhook=skipped)
         ids, requeued = await self.repo.bulk_retry(
             conn, tenant=tenant, filters=filters, limit=data.max_deliveries
         )
         if requeued == 0:
             return BulkRetryResult(
-                dry_run=False, matched=matched, requeued=0
+                dry_run=False, matched=matched, requeued=0, skipped_deleted_webhook=skipped
             )  # nothing changed: no audit row
         await self.audit_log.record(
             conn,
@@ -225,12 +226,15 @@ class DeliveryController(Controller):
                 "filters": msgspec.to_builtins(data),
                 "matched": matched,
                 "requeued": requeued,
+                "skipped_deleted_webhook": skipped,
                 "first_id": ids[0] if ids else None,
                 "last_id": ids[-1] if ids else None,
             },
             consumer_id=tenant,
         )
-        return BulkRetryResult(dry_run=False, matched=matched, requeued=requeued)
+        return BulkRetryResult(
+            dry_run=False, matched=matched, requeued=requeued, skipped_deleted_webhook=skipped
+        )
 
     @get("/{delivery_id:int}", operation_id="getDelivery", summary="One delivery with its attempts")
     async def get_delivery(self, conn: Conn, principal: Who, delivery_id: IdPath) -> DeliveryDetail:
@@ -249,6 +253,8 @@ class DeliveryController(Controller):
         before = await self._lock_visible(conn, principal, delivery_id)
         if before.status == "in_flight":
             raise Conflict("the delivery is being attempted right now; retry after it finishes")
+        if await self.repo.webhook_deleted(conn, delivery_id):
+            raise Conflict("the delivery's webhook was deleted; nothing more is sent to it")
         requeued = await self.repo.retry(conn, delivery_id)
         after = await self.repo.lock(conn, tenant=None, delivery_id=delivery_id)
         assert after is not None

@@ -45,16 +45,32 @@ SELECT whk.retry_delivery(%(id)s)
 -- name: ack_one :one
 SELECT whk.ack_delivery(%(id)s)
 
+-- name: webhook_deleted :one
+-- Whether the delivery's webhook was deleted: whk.retry_deliveries refuses those deliveries.
+SELECT w.deleted_at IS NOT NULL
+FROM whk.whk_03_entregas d JOIN whk.whk_01_webhooks w ON w.id = d.webhook_id
+WHERE d.id = %(id)s
+
 -- name: bulk_candidates :many
--- {where} holds the tenant and the caller's filters (allow-listed); in-flight rows are never touched.
+-- {where} holds the tenant and the caller's filters (allow-listed); in-flight rows are never touched, nor
+-- deliveries of deleted webhooks (whk.retry_deliveries refuses them; counted by bulk_skipped).
 SELECT d.id
 FROM whk.whk_03_entregas d
 WHERE {where} AND d.status <> 'in_flight'
+  AND NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL)
 ORDER BY d.id
 LIMIT %(limit)s
 
 -- name: bulk_count :one
-SELECT count(*) FROM whk.whk_03_entregas d WHERE {where} AND d.status <> 'in_flight'
+SELECT count(*) FROM whk.whk_03_entregas d
+WHERE {where} AND d.status <> 'in_flight'
+  AND NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL)
+
+-- name: bulk_skipped :one
+-- Matching deliveries of deleted webhooks: never re-queued.
+SELECT count(*) FROM whk.whk_03_entregas d
+WHERE {where} AND d.status <> 'in_flight'
+  AND EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL)
 
 -- name: retry_many :one
 SELECT whk.retry_deliveries(%(ids)s::bigint[])

@@ -124,6 +124,9 @@ class DeliveryRepository:
     async def retry(self, conn: AsyncConnection[Any], delivery_id: int) -> bool:
         return bool(await fetch_value(conn, self._q["retry_one"], {"id": delivery_id}))
 
+    async def webhook_deleted(self, conn: AsyncConnection[Any], delivery_id: int) -> bool:
+        return bool(await fetch_value(conn, self._q["webhook_deleted"], {"id": delivery_id}))
+
     async def ack(self, conn: AsyncConnection[Any], delivery_id: int) -> bool:
         return bool(await fetch_value(conn, self._q["ack_one"], {"id": delivery_id}))
 
@@ -132,6 +135,14 @@ class DeliveryRepository:
     ) -> int:
         plan = self.listing.plan(tenant=tenant, filters=filters, sort="id", cursor=None)
         query = sql.SQL(self._q["bulk_count"]).format(where=plan.where)
+        return int(await fetch_value(conn, query, plan.params))
+
+    async def bulk_skipped(
+        self, conn: AsyncConnection[Any], *, tenant: int | None, filters: Mapping[str, Any]
+    ) -> int:
+        """Matching deliveries that are never re-queued because their webhook was deleted."""
+        plan = self.listing.plan(tenant=tenant, filters=filters, sort="id", cursor=None)
+        query = sql.SQL(self._q["bulk_skipped"]).format(where=plan.where)
         return int(await fetch_value(conn, query, plan.params))
 
     async def bulk_retry(

@@ -105,9 +105,13 @@ class BulkRetryRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
 
 
 class BulkRetryResult(msgspec.Struct, kw_only=True):
+    """``matched`` counts what can be re-queued; ``skipped_deleted_webhook`` the matching deliveries of
+    deleted webhooks, which are never re-queued (nothing more is sent to a deleted webhook)."""
+
     dry_run: bool
     matched: int
     requeued: int
+    skipped_deleted_webhook: int = 0
 
 
 class Percentiles(msgspec.Struct, kw_only=True):

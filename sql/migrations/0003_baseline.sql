@@ -3151,6 +3151,9 @@ $$;
 -- always see it before the next request. Lanes stay blocked until the outcome is recorded: a retry must
 -- not be overtaken.
 --
+-- Only active webhooks of active consumers are served: a paused webhook's or a suspended consumer's
+-- deliveries wait, pending; a disabled one's are parked (whk.disable_webhook, whk.set_consumer_status).
+--
 -- Quarantined webhooks (whk_01_webhooks.quarantined_at, see whk.quarantine_webhook) are never claimed for:
 -- one webhook whose data breaks this statement must not stop it for everyone. p_only (NULL = every webhook)
 -- restricts the claim to those webhooks: whk.isolate_round_faults probes with it to find the culprit of a
@@ -3214,6 +3217,20 @@ BEGIN
     LOOP
         EXIT WHEN v_left <= 0;
 
+        -- The consumer's row (its status here, its token bucket and quota below). A suspended or disabled
+        -- consumer is served nothing: its deliveries wait, pending (or parked by whk.set_consumer_status),
+        -- until it is active again. Read first, so such a webhook costs one primary-key read per claim.
+        SELECT a.status,
+               CASE WHEN a.rate_limit_per_second IS NOT NULL
+                    THEN least(greatest(a.rate_limit_per_second, 0.001), 1000000)::double precision END AS rate,
+               a.rate_limit_burst::double precision AS burst,
+               a.quota_deliveries_per_day AS quota, cr.tokens, cr.tokens_at, cr.quota_day, cr.quota_used
+        INTO c
+        FROM whk.whk_04_assinantes a
+        LEFT JOIN whk.consumer_runtime cr ON cr.consumer_id = a.id
+        WHERE a.id = w.consumer_id;
+        CONTINUE WHEN c.status <> 'active';
+
         -- Circuit breaker: open = nothing until probe_at, then exactly one probe (half-open).
         v_req := v_left;
         IF w.breaker_state = 'open' THEN
@@ -3257,15 +3274,8 @@ BEGIN
             CONTINUE WHEN v_req <= 0;
         END IF;
 
-        -- Consumer token bucket and daily quota, shared by all of the consumer's webhooks.
-        SELECT CASE WHEN a.rate_limit_per_second IS NOT NULL
-                    THEN least(greatest(a.rate_limit_per_second, 0.001), 1000000)::double precision END AS rate,
-               a.rate_limit_burst::double precision AS burst,
-               a.quota_deliveries_per_day AS quota, cr.tokens, cr.tokens_at, cr.quota_day, cr.quota_used
-        INTO c
-        FROM whk.whk_04_assinantes a
-        LEFT JOIN whk.consumer_runtime cr ON cr.consumer_id = a.id
-        WHERE a.id = w.consumer_id;
+        -- Consumer token bucket and daily quota, shared by all of the consumer's webhooks (its row was read
+        -- at the top of the loop).
         IF c.rate IS NOT NULL OR c.quota IS NOT NULL THEN
             INSERT INTO whk.consumer_runtime (consumer_id) VALUES (w.consumer_id)
             ON CONFLICT (consumer_id) DO NOTHING;
@@ -3402,7 +3412,9 @@ $$;
 -- Delete a webhook. A soft delete: the row stays, so its deliveries and attempt log keep their webhook for
 -- history, but it is marked deleted (and disabled, reason 'deleted'), so routing and the claim ignore it
 -- from now on. Its unfinished deliveries (pending, parked, awaiting_ack) are cancelled: nothing more is
--- sent to an endpoint its owner removed. Deliveries in flight finish their attempt. Its signing secrets
+-- sent to an endpoint its owner removed. Deliveries in flight finish their attempt and then end cancelled
+-- unless it delivered them (whk.record_outcomes, whk.release_deliveries, whk.reclaim_expired_leases), and
+-- whk.retry_deliveries never re-queues a deleted webhook's deliveries. Its signing secrets
 -- are dropped at once (no grace period after a delete).
 -- Returns deleted = false when it was deleted already (nothing changed), and how many deliveries were
 -- cancelled.
@@ -3582,7 +3594,11 @@ BEGIN
               AND EXISTS (SELECT 1 FROM whk.whk_03_entregas d
                           WHERE d.webhook_id = wh.id AND d.status = 'pending'
                             AND d.next_attempt_at <= clock_timestamp()
-                          OFFSET 0))
+                          OFFSET 0)
+              -- A suspended or disabled consumer's due deliveries wait for it, not for a round (the claim
+              -- skips them): counted here they would make every round ask for another at once.
+              AND EXISTS (SELECT 1 FROM whk.whk_04_assinantes a
+                          WHERE a.id = wh.consumer_id AND a.status = 'active'))
         INTO v_more;
         EXIT WHEN NOT v_more OR v_pass = 2;
         RETURN QUERY
@@ -3878,7 +3894,8 @@ $$;
 -- When could whk.claim_deliveries next find work that is waiting on time rather than on a new event?
 -- The earliest of: a pending delivery's next_attempt_at (retries, delayed mode), a batch window closing,
 -- a breaker's probe time, a token bucket refilling to one token. NULL = nothing is waiting on time.
--- Quarantined webhooks wait for an operator, not for time: they are left out.
+-- Quarantined webhooks and those of a consumer that is not active wait for an operator, not for time:
+-- they are left out.
 -- The dispatcher sleeps until then (or a wake-up, or its poll interval, whichever comes first).
 -- PL/pgSQL, not SQL: a SQL function with a SET clause is never inlined and was parsed and planned at every
 -- call (measured: ~0.45 ms of planning per call, the dispatcher asks up to ten times a second); PL/pgSQL
@@ -3912,7 +3929,8 @@ BEGIN
         ORDER BY d.next_attempt_at, d.id
         LIMIT 1
     ) n
-    WHERE w.status = 'active' AND w.deleted_at IS NULL AND w.quarantined_at IS NULL);
+    WHERE w.status = 'active' AND w.deleted_at IS NULL AND w.quarantined_at IS NULL
+      AND EXISTS (SELECT 1 FROM whk.whk_04_assinantes a WHERE a.id = w.consumer_id AND a.status = 'active'));
 END;
 $$;
 -- <<< sql/functions/delivery/next_wakeup.sql
@@ -3920,9 +3938,11 @@ $$;
 -- >>> sql/functions/delivery/pause_webhook.sql
 -- Pause a webhook. The claim serves active webhooks only, so its pending deliveries stay pending (due,
 -- not parked) and go out as soon as whk.resume_webhook makes it active again; deliveries in flight finish
--- their attempt. Routing fans out to active webhooks only: events committed while it is paused are not
--- routed to it (they stay in the outbox, for replay). A disabled webhook may be paused as well: its
--- parked deliveries stay parked and its disabled_reason is kept until it is resumed.
+-- their attempt. Routing still fans out to a paused webhook: events committed while it is paused get their
+-- deliveries, pending, and go out in order after the resume (an operator pausing for a receiver's
+-- maintenance window gets every event afterwards). A disabled webhook may be paused as well: its parked
+-- deliveries stay parked and its disabled_reason is kept until it is resumed; from then on it is routed to
+-- like any paused webhook.
 -- Returns false when the webhook was already paused (nothing changed).
 CREATE OR REPLACE FUNCTION whk.pause_webhook(p_webhook_id bigint)
 RETURNS boolean
@@ -4016,7 +4036,8 @@ $$;
 -- dispatcher puts them back to pending, due now. The attempt that may have been on the wire is not
 -- counted (its outcome was never recorded), so a receiver can see it twice: at-least-once, with the same
 -- webhook-id and byte-identical body. The lease is at least 3x the attempt deadline (checked at start-up),
--- so a live dispatcher's attempt always ends, recorded, before its lease could expire.
+-- so a live dispatcher's attempt always ends, recorded, before its lease could expire. Those of a webhook
+-- deleted meanwhile (whk.delete_webhook) are cancelled.
 -- p_now (NULL = clock_timestamp()): tests pass a later moment instead of waiting for a lease to pass.
 CREATE OR REPLACE FUNCTION whk.reclaim_expired_leases(p_now timestamptz DEFAULT NULL)
 RETURNS integer
@@ -4028,7 +4049,11 @@ DECLARE
     v_now   timestamptz := coalesce(p_now, clock_timestamp());
 BEGIN
     UPDATE whk.whk_03_entregas d
-    SET status = 'pending', lease_until = NULL, claimed_by = NULL, batch_id = NULL,
+    -- A deleted webhook's delivery is cancelled instead: nothing would ever claim it again.
+    SET status = CASE WHEN EXISTS (SELECT 1 FROM whk.whk_01_webhooks w
+                                   WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL)
+                      THEN 'cancelled' ELSE 'pending' END,
+        lease_until = NULL, claimed_by = NULL, batch_id = NULL,
         next_attempt_at = least(d.next_attempt_at, v_now), updated_at = v_now
     WHERE d.status = 'in_flight' AND d.lease_until < v_now;
     GET DIAGNOSTICS v_count = ROW_COUNT;
@@ -4060,6 +4085,7 @@ $$;
 -- The retry decision (next_attempt_at or dead) is made by the caller's pure retry policy; this function
 -- applies it, writes the attempt log, moves the shared breaker and failure-streak state (once per request,
 -- not per event: a failed batch is one failure), counts usage, and disables webhooks that answered 410.
+-- A delivery whose webhook was deleted while its request ran ends cancelled unless it was delivered.
 -- Rows whose lease this dispatcher lost (reclaimed by another) are left alone: the other dispatcher owns
 -- them now (at-least-once, never lost); their attempt is logged all the same.
 -- p_now (NULL = clock_timestamp()): the moment the outcomes are written at (breaker periods, failure streak,
@@ -4134,10 +4160,19 @@ BEGIN
         -- (Probed through p_ids: as an EXISTS on a.first_id the planner could hash-join against a scan of
         -- the whole table.)
         WHERE a.first_id IN (SELECT d.id FROM whk.whk_03_entregas d WHERE d.id = ANY (p_ids))
+    ), deleted AS MATERIALIZED (
+        -- Webhooks deleted (whk.delete_webhook) while these requests ran, one probe per webhook: their
+        -- deliveries end cancelled instead of waiting for a claim that never serves them (see changes).
+        SELECT w.id FROM whk.whk_01_webhooks w
+        WHERE w.id IN (SELECT DISTINCT a.webhook_id FROM attempts a) AND w.deleted_at IS NOT NULL
     ), changes AS MATERIALIZED (
         -- Each delivery with its request's outcome and its row's current version, found by a primary-key
         -- probe per delivery (a LATERAL that is not flattened: no plan can drive it from the table).
-        SELECT i.id, x.tid, i.state, i.attempt_no, i.next_attempt_at, i.ack_deadline, i.dead_reason,
+        -- Of a deleted webhook only a delivered one keeps its outcome; anything else is cancelled.
+        SELECT i.id, x.tid,
+               CASE WHEN i.state <> 'delivered' AND a.webhook_id IN (SELECT g.id FROM deleted g)
+                    THEN 'cancelled' ELSE i.state END AS state,
+               i.attempt_no, i.next_attempt_at, i.ack_deadline, i.dead_reason,
                a.attempt_id, a.success, a.response_status, a.started_at,
                CASE WHEN a.success THEN NULL
                     ELSE coalesce(a.error_class || ': ' || a.error_detail, a.error_class, a.outcome) END AS error
@@ -4283,7 +4318,8 @@ $$;
 
 -- >>> sql/functions/delivery/release_deliveries.sql
 -- Graceful shutdown: give back every delivery this dispatcher still holds (pending again, due now, the
--- attempt not counted) so other dispatchers pick them up at once instead of after the lease.
+-- attempt not counted) so other dispatchers pick them up at once instead of after the lease. Those of a
+-- webhook deleted meanwhile (whk.delete_webhook) are cancelled.
 CREATE OR REPLACE FUNCTION whk.release_deliveries(p_dispatcher text)
 RETURNS integer
 LANGUAGE plpgsql
@@ -4293,7 +4329,11 @@ DECLARE
     v_count integer;
 BEGIN
     UPDATE whk.whk_03_entregas d
-    SET status = 'pending', lease_until = NULL, claimed_by = NULL, batch_id = NULL,
+    -- A deleted webhook's delivery is cancelled instead: nothing would ever claim it again.
+    SET status = CASE WHEN EXISTS (SELECT 1 FROM whk.whk_01_webhooks w
+                                   WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL)
+                      THEN 'cancelled' ELSE 'pending' END,
+        lease_until = NULL, claimed_by = NULL, batch_id = NULL,
         next_attempt_at = least(d.next_attempt_at, clock_timestamp()), updated_at = clock_timestamp()
     WHERE d.status = 'in_flight' AND d.claimed_by = p_dispatcher;
     GET DIAGNOSTICS v_count = ROW_COUNT;
@@ -4345,7 +4385,9 @@ $$;
 -- Manual / bulk retry: put finished or failed deliveries back in the queue now, with a fresh retry
 -- schedule (schedule_offset = attempts so far) but the SAME event_id, hence the same webhook-id header:
 -- receivers deduplicate replays. The signature is fresh because it is computed per attempt.
--- Rows in flight are left alone (their attempt is running). Returns how many were re-queued.
+-- Rows in flight are left alone (their attempt is running), and so are deliveries of a deleted webhook
+-- (whk.delete_webhook): nothing more is sent to an endpoint its owner removed, and no claim would serve
+-- them. Returns how many were re-queued; the API reports the others as skipped.
 CREATE OR REPLACE FUNCTION whk.retry_deliveries(p_ids bigint[])
 RETURNS integer
 LANGUAGE plpgsql
@@ -4358,7 +4400,8 @@ BEGIN
     SET status = 'pending', next_attempt_at = clock_timestamp(), schedule_offset = d.attempts,
         dead_at = NULL, dead_reason = NULL, ack_deadline = NULL, lease_until = NULL, claimed_by = NULL,
         batch_id = NULL, updated_at = clock_timestamp()
-    WHERE d.id = ANY (p_ids) AND d.status IN ('dead', 'delivered', 'awaiting_ack', 'cancelled', 'pending', 'parked');
+    WHERE d.id = ANY (p_ids) AND d.status IN ('dead', 'delivered', 'awaiting_ack', 'pending', 'parked')
+      AND NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL);
     GET DIAGNOSTICS v_count = ROW_COUNT;
 
     INSERT INTO whk.webhook_runtime (webhook_id)
@@ -4393,9 +4436,11 @@ $$;
 --   transaction-level advisory try-lock (key hashtext('whk.route_outbox'), the routing lock's name) so
 --   commit_seq is monotonic across dispatchers: a second router returns routed = 0 at once and goes on
 --   delivering; the lock is held for one short statement batch.
--- * Fan-out is ONE set-based INSERT: every event x every matching webhook (active, not deleted, its
---   event_types pattern matches, payload_version equal if set, filter true). Events nobody subscribes to
---   are routed too and kept for replay.
+-- * Fan-out is ONE set-based INSERT: every event x every matching webhook (active or paused, not deleted,
+--   its consumer active or suspended, its event_types pattern matches, payload_version equal if set,
+--   filter true). A paused webhook or a suspended consumer gets its deliveries pending, none taken: the
+--   claim holds them until it is active again, so nothing committed meanwhile is lost. A disabled webhook
+--   or consumer is not routed to. Events nobody subscribes to are routed too and kept for replay.
 -- * Filters are SQL/JSON path predicates stored as the jsonpath type (validated by PostgreSQL on write);
 --   `@@` yields NULL rather than an error on structural mismatches, which counts as "no match".
 -- * Non-strict schema validation: events of registered, non-strict types are checked here with
@@ -4410,15 +4455,15 @@ $$;
 -- it reaches the HTTP client in the same round trip.
 --
 -- Only deliveries the fair claim would hand out at once are taken, so every rule still holds: the
--- webhook is in immediate mode (one request per delivery) or batch mode (only full batches of batch_size,
--- one request each, under one batch_id) with no delay, and the event is due now; the webhook has no due
--- backlog (fresh events never overtake waiting ones); its breaker is closed; no token bucket applies
--- (webhook, default or consumer) and the consumer has no daily quota; the in-flight cap (in requests) has
--- room; at most p_take requests are taken. The webhook's runtime row is locked FOR UPDATE SKIP LOCKED like
--- the claim does, so a webhook being claimed by another dispatcher right now is simply not taken from (its
--- deliveries stay pending and are claimed normally). Everything else stays pending for
--- whk.claim_deliveries. tests/db/test_admission_rules.py holds the table of cases that both functions
--- answer.
+-- webhook and its consumer are active; the webhook is in immediate mode (one request per delivery) or
+-- batch mode (only full batches of batch_size, one request each, under one batch_id) with no delay, and
+-- the event is due now; the webhook has no due backlog (fresh events never overtake waiting ones); its
+-- breaker is closed; no token bucket applies (webhook, default or consumer) and the consumer has no daily
+-- quota; the in-flight cap (in requests) has room; at most p_take requests are taken. The webhook's
+-- runtime row is locked FOR UPDATE SKIP LOCKED like the claim does, so a webhook being claimed by another
+-- dispatcher right now is simply not taken from (its deliveries stay pending and are claimed normally).
+-- Everything else stays pending for whk.claim_deliveries. tests/db/test_admission_rules.py holds the table
+-- of cases that both functions answer.
 --
 -- Returns one row per taken delivery, each carrying `routed` (events routed), plus, when nothing was
 -- taken, one row with only `routed` set.
@@ -4529,13 +4574,17 @@ BEGIN
                   o.deliver_at, o.commit_seq
     ), targets AS (
         -- Subscriptions are matched once per (event type, webhook), not per event: a batch holds few types.
+        -- Paused webhooks and suspended consumers still get their deliveries (pending: the claim holds
+        -- them until resumed, then they go out in order); disabled ones (webhook or consumer) do not.
         SELECT t.event_type, w.id, w.consumer_id, w.delivery_mode, w.ordering_key_path, w.delay_seconds,
                w.payload_version, w.filter
         FROM (SELECT DISTINCT r.event_type FROM routed r) t
         JOIN whk.whk_01_webhooks w
-          ON w.status = 'active' AND w.deleted_at IS NULL AND whk.event_type_matches(w.event_types, t.event_type)
+          ON w.status IN ('active', 'paused') AND w.deleted_at IS NULL
+         AND whk.event_type_matches(w.event_types, t.event_type)
          AND w.quarantine_stage IS DISTINCT FROM 'route'
          AND (p_only IS NULL OR w.id = ANY (p_only))
+        JOIN whk.whk_04_assinantes a ON a.id = w.consumer_id AND a.status IN ('active', 'suspended')
     ), takers AS MATERIALIZED (
         -- Webhooks whose new deliveries may be taken now, and how many requests (in-flight cap room; a batch
         -- in flight is one request; the caller's finished ones, found by primary key, do not count: see
@@ -4556,6 +4605,7 @@ BEGIN
         JOIN whk.whk_04_assinantes a ON a.id = w.consumer_id
         WHERE p_take > 0
           AND w.id IN (SELECT DISTINCT t.id FROM targets t)
+          AND w.status = 'active' AND a.status = 'active'
           AND w.delivery_mode IN ('immediate', 'batch') AND w.delay_seconds = 0
           AND w.quarantined_at IS NULL
           AND w.rate_limit_per_second IS NULL
@@ -4661,6 +4711,67 @@ BEGIN
 END;
 $$;
 -- <<< sql/functions/delivery/route_and_take.sql
+
+-- >>> sql/functions/delivery/set_consumer_status.sql
+-- Set a consumer's status ('active' | 'suspended' | 'disabled') and move its deliveries to match: the
+-- status gates delivery as well as API access, so a tenant switched off is switched off everywhere.
+-- * suspended: a pause for every webhook of the consumer. Events are still routed to them and wait,
+--   pending; the claim serves nothing of the consumer until it is active again; nothing is lost.
+-- * disabled: like disabling each of its webhooks (whk.disable_webhook): its pending deliveries are parked
+--   and new events are not routed to it. The webhook rows keep their own status.
+-- * active (or suspended) after disabled: the deliveries parked for the consumer become pending, due now,
+--   with a fresh retry schedule, as whk.resume_webhook does; those of a webhook that is disabled itself
+--   stay parked for whk.resume_webhook, those of a deleted one are cancelled by whk.delete_webhook already.
+-- Deliveries in flight finish their attempt; a failure returns them to pending, which the claim leaves
+-- alone while the consumer is not active.
+-- Returns changed = false when the consumer already had that status (nothing moved).
+CREATE OR REPLACE FUNCTION whk.set_consumer_status(p_consumer_id bigint, p_status text, OUT changed boolean,
+                                                   OUT parked integer, OUT released integer)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk
+AS $$
+DECLARE
+    v_before text;
+BEGIN
+    IF p_status IS NULL OR p_status NOT IN ('active', 'suspended', 'disabled') THEN
+        RAISE EXCEPTION 'invalid consumer status %', coalesce(quote_literal(p_status), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'use one of active, suspended, disabled';
+    END IF;
+    SELECT a.status INTO v_before FROM whk.whk_04_assinantes a WHERE a.id = p_consumer_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no consumer %', coalesce(p_consumer_id::text, 'NULL')
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'pass the id of an existing consumer: SELECT id, name, status FROM whk.whk_04_assinantes';
+    END IF;
+    changed := v_before IS DISTINCT FROM p_status;
+    parked := 0;
+    released := 0;
+    IF NOT changed THEN
+        RETURN;
+    END IF;
+
+    UPDATE whk.whk_04_assinantes a SET status = p_status, updated_at = clock_timestamp()
+    WHERE a.id = p_consumer_id;
+
+    IF p_status = 'disabled' THEN
+        UPDATE whk.whk_03_entregas d
+        SET status = 'parked', updated_at = clock_timestamp(), next_attempt_at = clock_timestamp()
+        WHERE d.consumer_id = p_consumer_id AND d.status = 'pending';
+        GET DIAGNOSTICS parked = ROW_COUNT;
+    ELSIF v_before = 'disabled' THEN
+        UPDATE whk.whk_03_entregas d
+        SET status = 'pending', next_attempt_at = clock_timestamp(), schedule_offset = d.attempts,
+            updated_at = clock_timestamp()
+        FROM whk.whk_01_webhooks w
+        WHERE d.consumer_id = p_consumer_id AND d.status = 'parked'
+          AND w.id = d.webhook_id AND w.status <> 'disabled' AND w.deleted_at IS NULL;
+        GET DIAGNOSTICS released = ROW_COUNT;
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION whk.set_consumer_status(bigint, text) IS
+    'Set a consumer''s status; disabled parks its pending deliveries, leaving disabled releases them. Returns (changed, parked, released).';
+-- <<< sql/functions/delivery/set_consumer_status.sql
 
 -- >>> sql/functions/ops/dispatcher_heartbeat.sql
 -- A dispatcher announces itself and proves it is alive (every few seconds). Rows of dispatchers silent

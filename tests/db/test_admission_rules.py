@@ -66,7 +66,8 @@ class Case:
     consumer_runtime: Mapping[str, Any] | None = None  # consumer_runtime columns (row created when set)
     default_bucket: Mapping[str, Any] | None = None  # whk_05_configuracoes 'rate_limit.webhook_default'
     older: tuple[Older, ...] = ()
-    then: tuple[str, ...] = ()  # statements run after the older deliveries exist (%(hook)s = the webhook)
+    # statements run after the older deliveries exist (%(hook)s = the webhook, %(consumer)s its consumer)
+    then: tuple[str, ...] = ()
     fresh: int = 1
     key: str | None = None  # the fresh events' key
     deliver_at: timedelta | None = None  # the fresh events' deliver_at, relative to now
@@ -394,12 +395,12 @@ CASES = [
     ),
     Case("no-free-slot", take=0, claim=0, slots=0),
     # --- webhook status
-    Case("paused", take=0, claim=0, routed=False, then=("SELECT whk.pause_webhook(%(hook)s)",)),
+    # A paused webhook is still routed to: its deliveries wait, pending, and go out after the resume.
+    Case("paused", take=0, claim=0, then=("SELECT whk.pause_webhook(%(hook)s)",)),
     Case(
         "paused-with-due-deliveries",
         take=0,
         claim=0,
-        routed=False,
         older=(Older(2),),
         then=("SELECT whk.pause_webhook(%(hook)s)",),
     ),
@@ -412,13 +413,58 @@ CASES = [
         then=("SELECT whk.disable_webhook(%(hook)s, 'operator')",),
     ),
     Case(
-        # In-flight deliveries outlive a delete; released (or failed) afterwards they are pending again.
-        "deleted-with-pending-left-behind",
+        # In-flight deliveries outlive a delete; released (or failed) afterwards they end cancelled.
+        "deleted-in-flight-then-released",
         take=0,
         claim=0,
         routed=False,
         older=(Older(2, "in_flight", by="d2"),),
         then=("SELECT whk.delete_webhook(%(hook)s)", "SELECT whk.release_deliveries('d2')"),
+    ),
+    # --- consumer status (whk.set_consumer_status): suspended holds everything pending, like a pause;
+    # disabled parks, like disabling every webhook of the consumer; active again releases the parked ones.
+    Case(
+        "consumer-suspended",
+        take=0,
+        claim=0,
+        then=("SELECT whk.set_consumer_status(%(consumer)s, 'suspended')",),
+    ),
+    Case(
+        "consumer-suspended-with-due-deliveries",
+        take=0,
+        claim=0,
+        older=(Older(2),),
+        then=("SELECT whk.set_consumer_status(%(consumer)s, 'suspended')",),
+    ),
+    Case(
+        "consumer-disabled-parks-its-deliveries",
+        take=0,
+        claim=0,
+        routed=False,
+        older=(Older(2),),
+        then=("SELECT whk.set_consumer_status(%(consumer)s, 'disabled')",),
+    ),
+    Case(
+        "consumer-active-again-after-disabled",
+        take=0,
+        claim=1,
+        claim_older=2,
+        differs="take-refuses-the-claim-serves-the-backlog-first",
+        older=(Older(2),),
+        then=(
+            "SELECT whk.set_consumer_status(%(consumer)s, 'disabled')",
+            "SELECT whk.set_consumer_status(%(consumer)s, 'active')",
+        ),
+    ),
+    Case(
+        "consumer-suspended-after-disabled-releases-but-holds",
+        take=0,
+        claim=0,
+        older=(Older(2),),
+        then=(
+            "SELECT whk.set_consumer_status(%(consumer)s, 'disabled')",
+            "SELECT whk.set_consumer_status(%(consumer)s, 'suspended')",
+        ),
     ),
     # --- the runtime row: created by routing, locked SKIP LOCKED by whoever serves the webhook
     Case(
@@ -507,7 +553,7 @@ def build(conn: psycopg.Connection[Any], case: Case) -> World:
                 [_at(LATER), ids],
             )
     for statement in case.then:
-        conn.execute(statement, {"hook": hook})
+        conn.execute(statement, {"hook": hook, "consumer": consumer})
     if case.runtime:
         _set(conn, "webhook_runtime", "webhook_id", hook, case.runtime)
     if case.consumer_runtime is not None:

@@ -94,7 +94,8 @@ def test_routing_fans_out_in_one_pass_and_keeps_unsubscribed_events(conn):
     wild = make_webhook(conn, c, URL, ["order.*"])
     every = make_webhook(conn, c, URL, ["*"])
     filtered = make_webhook(conn, c, URL, ["order.created"], filter="$.data.total > 100")
-    make_webhook(conn, c, URL, ["order.created"], status="paused")
+    paused = make_webhook(conn, c, URL, ["order.created"], status="paused")  # routed: waits, pending
+    make_webhook(conn, c, URL, ["order.created"], status="disabled")
     deleted = make_webhook(conn, c, URL, ["order.created"])
     conn.execute("UPDATE whk.whk_01_webhooks SET deleted_at = now() WHERE id = %s", [deleted])
     emit(conn, "order.created", {"total": 50})
@@ -104,14 +105,14 @@ def test_routing_fans_out_in_one_pass_and_keeps_unsubscribed_events(conn):
 
     assert route(conn) == 4
     counts = dict(conn.execute("SELECT webhook_id, count(*) FROM whk.whk_03_entregas GROUP BY 1").fetchall())
-    assert counts == {exact: 2, wild: 3, every: 4, filtered: 1}
+    assert counts == {exact: 2, wild: 3, every: 4, filtered: 1, paused: 2}
     rows = conn.execute("SELECT status, commit_seq FROM whk.outbox ORDER BY id").fetchall()
     assert [r[0] for r in rows] == ["routed"] * 4
     seqs = [r[1] for r in rows]
     assert seqs == sorted(seqs) and len(set(seqs)) == 4
     # Routing again finds nothing and creates nothing twice.
     assert route(conn) == 0
-    assert conn.execute("SELECT count(*) FROM whk.whk_03_entregas").fetchone() == (10,)
+    assert conn.execute("SELECT count(*) FROM whk.whk_03_entregas").fetchone() == (12,)
 
 
 def test_routing_honours_delay_deliver_at_and_ordering_key(conn):

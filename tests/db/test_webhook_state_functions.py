@@ -39,11 +39,12 @@ def test_a_paused_webhook_keeps_its_pending_deliveries_until_it_is_resumed(conn)
     assert conn.execute("SELECT whk.pause_webhook(%s)", [hook]).fetchone() == (False,)  # already paused
     assert claim(conn) == []
     assert statuses(conn, hook) == {"pending": 2}  # waiting, not parked
-    emit(conn, "p.e")  # committed while paused: not routed to it
+    emit(conn, "p.e")  # committed while paused: routed to it, pending until the resume
     assert route(conn) == 1
-    assert statuses(conn, hook) == {"pending": 2}
+    assert statuses(conn, hook) == {"pending": 3}
+    assert claim(conn) == []
     assert conn.execute("SELECT whk.resume_webhook(%s)", [hook]).fetchone() == (0,)  # nothing was parked
-    assert len(claim(conn)) == 2
+    assert len(claim(conn)) == 3
 
 
 def test_pausing_a_disabled_webhook_keeps_its_parked_deliveries_and_reason(conn):

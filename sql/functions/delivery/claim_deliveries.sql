@@ -32,6 +32,9 @@
 -- always see it before the next request. Lanes stay blocked until the outcome is recorded: a retry must
 -- not be overtaken.
 --
+-- Only active webhooks of active consumers are served: a paused webhook's or a suspended consumer's
+-- deliveries wait, pending; a disabled one's are parked (whk.disable_webhook, whk.set_consumer_status).
+--
 -- Quarantined webhooks (whk_01_webhooks.quarantined_at, see whk.quarantine_webhook) are never claimed for:
 -- one webhook whose data breaks this statement must not stop it for everyone. p_only (NULL = every webhook)
 -- restricts the claim to those webhooks: whk.isolate_round_faults probes with it to find the culprit of a
@@ -95,6 +98,20 @@ BEGIN
     LOOP
         EXIT WHEN v_left <= 0;
 
+        -- The consumer's row (its status here, its token bucket and quota below). A suspended or disabled
+        -- consumer is served nothing: its deliveries wait, pending (or parked by whk.set_consumer_status),
+        -- until it is active again. Read first, so such a webhook costs one primary-key read per claim.
+        SELECT a.status,
+               CASE WHEN a.rate_limit_per_second IS NOT NULL
+                    THEN least(greatest(a.rate_limit_per_second, 0.001), 1000000)::double precision END AS rate,
+               a.rate_limit_burst::double precision AS burst,
+               a.quota_deliveries_per_day AS quota, cr.tokens, cr.tokens_at, cr.quota_day, cr.quota_used
+        INTO c
+        FROM whk.whk_04_assinantes a
+        LEFT JOIN whk.consumer_runtime cr ON cr.consumer_id = a.id
+        WHERE a.id = w.consumer_id;
+        CONTINUE WHEN c.status <> 'active';
+
         -- Circuit breaker: open = nothing until probe_at, then exactly one probe (half-open).
         v_req := v_left;
         IF w.breaker_state = 'open' THEN
@@ -138,15 +155,8 @@ BEGIN
             CONTINUE WHEN v_req <= 0;
         END IF;
 
-        -- Consumer token bucket and daily quota, shared by all of the consumer's webhooks.
-        SELECT CASE WHEN a.rate_limit_per_second IS NOT NULL
-                    THEN least(greatest(a.rate_limit_per_second, 0.001), 1000000)::double precision END AS rate,
-               a.rate_limit_burst::double precision AS burst,
-               a.quota_deliveries_per_day AS quota, cr.tokens, cr.tokens_at, cr.quota_day, cr.quota_used
-        INTO c
-        FROM whk.whk_04_assinantes a
-        LEFT JOIN whk.consumer_runtime cr ON cr.consumer_id = a.id
-        WHERE a.id = w.consumer_id;
+        -- Consumer token bucket and daily quota, shared by all of the consumer's webhooks (its row was read
+        -- at the top of the loop).
         IF c.rate IS NOT NULL OR c.quota IS NOT NULL THEN
             INSERT INTO whk.consumer_runtime (consumer_id) VALUES (w.consumer_id)
             ON CONFLICT (consumer_id) DO NOTHING;

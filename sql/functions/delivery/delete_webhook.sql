@@ -1,7 +1,9 @@
 -- Delete a webhook. A soft delete: the row stays, so its deliveries and attempt log keep their webhook for
 -- history, but it is marked deleted (and disabled, reason 'deleted'), so routing and the claim ignore it
 -- from now on. Its unfinished deliveries (pending, parked, awaiting_ack) are cancelled: nothing more is
--- sent to an endpoint its owner removed. Deliveries in flight finish their attempt. Its signing secrets
+-- sent to an endpoint its owner removed. Deliveries in flight finish their attempt and then end cancelled
+-- unless it delivered them (whk.record_outcomes, whk.release_deliveries, whk.reclaim_expired_leases), and
+-- whk.retry_deliveries never re-queues a deleted webhook's deliveries. Its signing secrets
 -- are dropped at once (no grace period after a delete).
 -- Returns deleted = false when it was deleted already (nothing changed), and how many deliveries were
 -- cancelled.

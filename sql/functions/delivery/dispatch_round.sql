@@ -58,7 +58,11 @@ BEGIN
               AND EXISTS (SELECT 1 FROM whk.whk_03_entregas d
                           WHERE d.webhook_id = wh.id AND d.status = 'pending'
                             AND d.next_attempt_at <= clock_timestamp()
-                          OFFSET 0))
+                          OFFSET 0)
+              -- A suspended or disabled consumer's due deliveries wait for it, not for a round (the claim
+              -- skips them): counted here they would make every round ask for another at once.
+              AND EXISTS (SELECT 1 FROM whk.whk_04_assinantes a
+                          WHERE a.id = wh.consumer_id AND a.status = 'active'))
         INTO v_more;
         EXIT WHEN NOT v_more OR v_pass = 2;
         RETURN QUERY

@@ -1,7 +1,8 @@
 -- When could whk.claim_deliveries next find work that is waiting on time rather than on a new event?
 -- The earliest of: a pending delivery's next_attempt_at (retries, delayed mode), a batch window closing,
 -- a breaker's probe time, a token bucket refilling to one token. NULL = nothing is waiting on time.
--- Quarantined webhooks wait for an operator, not for time: they are left out.
+-- Quarantined webhooks and those of a consumer that is not active wait for an operator, not for time:
+-- they are left out.
 -- The dispatcher sleeps until then (or a wake-up, or its poll interval, whichever comes first).
 -- PL/pgSQL, not SQL: a SQL function with a SET clause is never inlined and was parsed and planned at every
 -- call (measured: ~0.45 ms of planning per call, the dispatcher asks up to ten times a second); PL/pgSQL
@@ -35,6 +36,7 @@ BEGIN
         ORDER BY d.next_attempt_at, d.id
         LIMIT 1
     ) n
-    WHERE w.status = 'active' AND w.deleted_at IS NULL AND w.quarantined_at IS NULL);
+    WHERE w.status = 'active' AND w.deleted_at IS NULL AND w.quarantined_at IS NULL
+      AND EXISTS (SELECT 1 FROM whk.whk_04_assinantes a WHERE a.id = w.consumer_id AND a.status = 'active'));
 END;
 $$;

@@ -1,8 +1,10 @@
 -- Pause a webhook. The claim serves active webhooks only, so its pending deliveries stay pending (due,
 -- not parked) and go out as soon as whk.resume_webhook makes it active again; deliveries in flight finish
--- their attempt. Routing fans out to active webhooks only: events committed while it is paused are not
--- routed to it (they stay in the outbox, for replay). A disabled webhook may be paused as well: its
--- parked deliveries stay parked and its disabled_reason is kept until it is resumed.
+-- their attempt. Routing still fans out to a paused webhook: events committed while it is paused get their
+-- deliveries, pending, and go out in order after the resume (an operator pausing for a receiver's
+-- maintenance window gets every event afterwards). A disabled webhook may be paused as well: its parked
+-- deliveries stay parked and its disabled_reason is kept until it is resumed; from then on it is routed to
+-- like any paused webhook.
 -- Returns false when the webhook was already paused (nothing changed).
 CREATE OR REPLACE FUNCTION whk.pause_webhook(p_webhook_id bigint)
 RETURNS boolean

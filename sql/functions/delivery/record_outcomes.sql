@@ -16,6 +16,7 @@
 -- The retry decision (next_attempt_at or dead) is made by the caller's pure retry policy; this function
 -- applies it, writes the attempt log, moves the shared breaker and failure-streak state (once per request,
 -- not per event: a failed batch is one failure), counts usage, and disables webhooks that answered 410.
+-- A delivery whose webhook was deleted while its request ran ends cancelled unless it was delivered.
 -- Rows whose lease this dispatcher lost (reclaimed by another) are left alone: the other dispatcher owns
 -- them now (at-least-once, never lost); their attempt is logged all the same.
 -- p_now (NULL = clock_timestamp()): the moment the outcomes are written at (breaker periods, failure streak,
@@ -90,10 +91,19 @@ BEGIN
         -- (Probed through p_ids: as an EXISTS on a.first_id the planner could hash-join against a scan of
         -- the whole table.)
         WHERE a.first_id IN (SELECT d.id FROM whk.whk_03_entregas d WHERE d.id = ANY (p_ids))
+    ), deleted AS MATERIALIZED (
+        -- Webhooks deleted (whk.delete_webhook) while these requests ran, one probe per webhook: their
+        -- deliveries end cancelled instead of waiting for a claim that never serves them (see changes).
+        SELECT w.id FROM whk.whk_01_webhooks w
+        WHERE w.id IN (SELECT DISTINCT a.webhook_id FROM attempts a) AND w.deleted_at IS NOT NULL
     ), changes AS MATERIALIZED (
         -- Each delivery with its request's outcome and its row's current version, found by a primary-key
         -- probe per delivery (a LATERAL that is not flattened: no plan can drive it from the table).
-        SELECT i.id, x.tid, i.state, i.attempt_no, i.next_attempt_at, i.ack_deadline, i.dead_reason,
+        -- Of a deleted webhook only a delivered one keeps its outcome; anything else is cancelled.
+        SELECT i.id, x.tid,
+               CASE WHEN i.state <> 'delivered' AND a.webhook_id IN (SELECT g.id FROM deleted g)
+                    THEN 'cancelled' ELSE i.state END AS state,
+               i.attempt_no, i.next_attempt_at, i.ack_deadline, i.dead_reason,
                a.attempt_id, a.success, a.response_status, a.started_at,
                CASE WHEN a.success THEN NULL
                     ELSE coalesce(a.error_class || ': ' || a.error_detail, a.error_class, a.outcome) END AS error

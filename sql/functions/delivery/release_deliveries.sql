@@ -1,5 +1,6 @@
 -- Graceful shutdown: give back every delivery this dispatcher still holds (pending again, due now, the
--- attempt not counted) so other dispatchers pick them up at once instead of after the lease.
+-- attempt not counted) so other dispatchers pick them up at once instead of after the lease. Those of a
+-- webhook deleted meanwhile (whk.delete_webhook) are cancelled.
 CREATE OR REPLACE FUNCTION whk.release_deliveries(p_dispatcher text)
 RETURNS integer
 LANGUAGE plpgsql
@@ -9,7 +10,11 @@ DECLARE
     v_count integer;
 BEGIN
     UPDATE whk.whk_03_entregas d
-    SET status = 'pending', lease_until = NULL, claimed_by = NULL, batch_id = NULL,
+    -- A deleted webhook's delivery is cancelled instead: nothing would ever claim it again.
+    SET status = CASE WHEN EXISTS (SELECT 1 FROM whk.whk_01_webhooks w
+                                   WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL)
+                      THEN 'cancelled' ELSE 'pending' END,
+        lease_until = NULL, claimed_by = NULL, batch_id = NULL,
         next_attempt_at = least(d.next_attempt_at, clock_timestamp()), updated_at = clock_timestamp()
     WHERE d.status = 'in_flight' AND d.claimed_by = p_dispatcher;
     GET DIAGNOSTICS v_count = ROW_COUNT;

@@ -10,9 +10,11 @@
 --   transaction-level advisory try-lock (key hashtext('whk.route_outbox'), the routing lock's name) so
 --   commit_seq is monotonic across dispatchers: a second router returns routed = 0 at once and goes on
 --   delivering; the lock is held for one short statement batch.
--- * Fan-out is ONE set-based INSERT: every event x every matching webhook (active, not deleted, its
---   event_types pattern matches, payload_version equal if set, filter true). Events nobody subscribes to
---   are routed too and kept for replay.
+-- * Fan-out is ONE set-based INSERT: every event x every matching webhook (active or paused, not deleted,
+--   its consumer active or suspended, its event_types pattern matches, payload_version equal if set,
+--   filter true). A paused webhook or a suspended consumer gets its deliveries pending, none taken: the
+--   claim holds them until it is active again, so nothing committed meanwhile is lost. A disabled webhook
+--   or consumer is not routed to. Events nobody subscribes to are routed too and kept for replay.
 -- * Filters are SQL/JSON path predicates stored as the jsonpath type (validated by PostgreSQL on write);
 --   `@@` yields NULL rather than an error on structural mismatches, which counts as "no match".
 -- * Non-strict schema validation: events of registered, non-strict types are checked here with
@@ -27,15 +29,15 @@
 -- it reaches the HTTP client in the same round trip.
 --
 -- Only deliveries the fair claim would hand out at once are taken, so every rule still holds: the
--- webhook is in immediate mode (one request per delivery) or batch mode (only full batches of batch_size,
--- one request each, under one batch_id) with no delay, and the event is due now; the webhook has no due
--- backlog (fresh events never overtake waiting ones); its breaker is closed; no token bucket applies
--- (webhook, default or consumer) and the consumer has no daily quota; the in-flight cap (in requests) has
--- room; at most p_take requests are taken. The webhook's runtime row is locked FOR UPDATE SKIP LOCKED like
--- the claim does, so a webhook being claimed by another dispatcher right now is simply not taken from (its
--- deliveries stay pending and are claimed normally). Everything else stays pending for
--- whk.claim_deliveries. tests/db/test_admission_rules.py holds the table of cases that both functions
--- answer.
+-- webhook and its consumer are active; the webhook is in immediate mode (one request per delivery) or
+-- batch mode (only full batches of batch_size, one request each, under one batch_id) with no delay, and
+-- the event is due now; the webhook has no due backlog (fresh events never overtake waiting ones); its
+-- breaker is closed; no token bucket applies (webhook, default or consumer) and the consumer has no daily
+-- quota; the in-flight cap (in requests) has room; at most p_take requests are taken. The webhook's
+-- runtime row is locked FOR UPDATE SKIP LOCKED like the claim does, so a webhook being claimed by another
+-- dispatcher right now is simply not taken from (its deliveries stay pending and are claimed normally).
+-- Everything else stays pending for whk.claim_deliveries. tests/db/test_admission_rules.py holds the table
+-- of cases that both functions answer.
 --
 -- Returns one row per taken delivery, each carrying `routed` (events routed), plus, when nothing was
 -- taken, one row with only `routed` set.
@@ -146,13 +148,17 @@ BEGIN
                   o.deliver_at, o.commit_seq
     ), targets AS (
         -- Subscriptions are matched once per (event type, webhook), not per event: a batch holds few types.
+        -- Paused webhooks and suspended consumers still get their deliveries (pending: the claim holds
+        -- them until resumed, then they go out in order); disabled ones (webhook or consumer) do not.
         SELECT t.event_type, w.id, w.consumer_id, w.delivery_mode, w.ordering_key_path, w.delay_seconds,
                w.payload_version, w.filter
         FROM (SELECT DISTINCT r.event_type FROM routed r) t
         JOIN whk.whk_01_webhooks w
-          ON w.status = 'active' AND w.deleted_at IS NULL AND whk.event_type_matches(w.event_types, t.event_type)
+          ON w.status IN ('active', 'paused') AND w.deleted_at IS NULL
+         AND whk.event_type_matches(w.event_types, t.event_type)
          AND w.quarantine_stage IS DISTINCT FROM 'route'
          AND (p_only IS NULL OR w.id = ANY (p_only))
+        JOIN whk.whk_04_assinantes a ON a.id = w.consumer_id AND a.status IN ('active', 'suspended')
     ), takers AS MATERIALIZED (
         -- Webhooks whose new deliveries may be taken now, and how many requests (in-flight cap room; a batch
         -- in flight is one request; the caller's finished ones, found by primary key, do not count: see
@@ -173,6 +179,7 @@ BEGIN
         JOIN whk.whk_04_assinantes a ON a.id = w.consumer_id
         WHERE p_take > 0
           AND w.id IN (SELECT DISTINCT t.id FROM targets t)
+          AND w.status = 'active' AND a.status = 'active'
           AND w.delivery_mode IN ('immediate', 'batch') AND w.delay_seconds = 0
           AND w.quarantined_at IS NULL
           AND w.rate_limit_per_second IS NULL

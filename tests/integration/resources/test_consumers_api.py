@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from tests.support.resources import World, audit_count, make_webhook
+from tests.support.resources import World, audit_count, make_delivery, make_webhook
 
 pytestmark = pytest.mark.db
 
@@ -72,3 +72,23 @@ async def test_consumer_sees_and_edits_only_itself(client: AsyncTestClient[Any],
     assert r.status_code == 403
     r = await client.post(BASE, json={"name": "sneaky"}, headers=world.a.headers)
     assert r.status_code == 403
+
+
+async def test_disabling_a_consumer_parks_its_deliveries_and_activating_releases_them(
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+):
+    hook = make_webhook(conn, world.a.consumer_id)
+    pending = make_delivery(conn, hook, status="pending")
+
+    def status() -> str:
+        row = conn.execute("SELECT status FROM whk.whk_03_entregas WHERE id = %s", [pending]).fetchone()
+        assert row is not None
+        return str(row[0])
+
+    r = await client.put(f"{BASE}/{world.a.consumer_id}", json={"status": "disabled"}, headers=world.admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "disabled"
+    assert status() == "parked"  # whk.set_consumer_status, not a plain column write
+    r = await client.put(f"{BASE}/{world.a.consumer_id}", json={"status": "active"}, headers=world.admin)
+    assert r.status_code == 200, r.text
+    assert status() == "pending"

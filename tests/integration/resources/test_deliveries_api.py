@@ -154,11 +154,11 @@ async def test_bulk_retry_dry_run_then_for_real(
     body = {"event_type": "order.created", "status": ["dead"], "dry_run": True}
     r = await client.post(f"{BASE}/bulk-retry", json=body, headers=world.a.headers)
     assert r.status_code == 200, r.text
-    assert r.json() == {"dry_run": True, "matched": 3, "requeued": 0}
+    assert r.json() == {"dry_run": True, "matched": 3, "requeued": 0, "skipped_deleted_webhook": 0}
     assert all(_status(conn, d) == "dead" for d in dead)
     assert audit_count(conn, "delivery.bulk_retry") == 0
     r = await client.post(f"{BASE}/bulk-retry", json={**body, "dry_run": False}, headers=world.a.headers)
-    assert r.json() == {"dry_run": False, "matched": 3, "requeued": 3}
+    assert r.json() == {"dry_run": False, "matched": 3, "requeued": 3, "skipped_deleted_webhook": 0}
     assert all(_status(conn, d) == "pending" for d in dead)
     assert (_status(conn, other), _status(conn, done), _status(conn, foreign)) == (
         "dead",
@@ -184,3 +184,22 @@ async def test_ack_confirms_awaiting_deliveries(
     p = make_delivery(conn, h, status="pending")
     r = await client.post(f"{BASE}/{p}/ack", headers=world.a.headers)
     assert r.status_code == 409
+
+
+async def test_retry_refuses_deliveries_of_a_deleted_webhook(
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+):
+    gone = make_webhook(conn, world.a.consumer_id)
+    kept = make_webhook(conn, world.a.consumer_id, name="kept")
+    dead = [make_delivery(conn, gone, status="dead") for _ in range(2)]
+    alive = make_delivery(conn, kept, status="dead")
+    conn.execute("SELECT whk.delete_webhook(%s)", [gone])
+    r = await client.post(f"{BASE}/{dead[0]}/retry", headers=world.a.headers)
+    assert r.status_code == 409, r.text
+    assert "deleted" in r.json()["detail"]
+    body = {"status": ["dead"], "dry_run": True}
+    r = await client.post(f"{BASE}/bulk-retry", json=body, headers=world.a.headers)
+    assert r.json() == {"dry_run": True, "matched": 1, "requeued": 0, "skipped_deleted_webhook": 2}
+    r = await client.post(f"{BASE}/bulk-retry", json={**body, "dry_run": False}, headers=world.a.headers)
+    assert r.json() == {"dry_run": False, "matched": 1, "requeued": 1, "skipped_deleted_webhook": 2}
+    assert [_status(conn, d) for d in (*dead, alive)] == ["dead", "dead", "pending"]
