@@ -375,7 +375,7 @@ def _demo_alert_channel(settings: Settings, conn: Any, *, demo: bool) -> None:
         "WHERE builtin IS NOT NULL AND channels = '[]'::jsonb",
         [channel_id],
     )
-    _echo(f"Alerts:  built-in rules notify {url} (see GET /api/whk/dev/mock/alerts/requests, docs/operations.md)")
+    _echo(f"Alerts:  built-in rules notify {url} (GET {url}/requests lists them; docs/operations.md)")
 
 
 def cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> int:
