@@ -1077,7 +1077,8 @@ END;
 $$;
 -- The job worker (`whk worker`, which `whk dispatcher` starts by default) runs with the dispatcher's role:
 -- it takes and finishes pgqueuer jobs. The API enqueues only through SECURITY DEFINER functions
--- (whk.enqueue_notice), so whk_app gets nothing on pgqueuer's tables.
+-- (whk.enqueue_notice); it and the read-only role may only look at the jobs and schedules (health, the
+-- dashboard, `whk jobs`).
 DO $$
 DECLARE
     r record;
@@ -1092,6 +1093,7 @@ BEGIN
             EXECUTE format('GRANT USAGE, SELECT, UPDATE ON SEQUENCE whk.%I TO whk_dispatcher', r.relname);
         ELSE
             EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE whk.%I TO whk_dispatcher', r.relname);
+            EXECUTE format('GRANT SELECT ON TABLE whk.%I TO whk_app, whk_readonly', r.relname);
         END IF;
     END LOOP;
 END;
