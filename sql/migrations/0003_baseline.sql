@@ -920,10 +920,9 @@ CREATE TABLE whk.kpi_webhook_minute (
 CREATE INDEX kpi_webhook_minute_minute_idx ON whk.kpi_webhook_minute (minute);
 COMMENT ON TABLE whk.kpi_webhook_minute IS 'Delivery attempts per webhook and minute (roll-up of the attempt log).';
 
--- The roll-up rereads the last minutes of the attempt log by time: a BRIN index is enough for an
--- append-only, time-ordered table and costs the delivery path almost nothing on insert.
-CREATE INDEX whk_03_entregas_tentativas_started_brin
-    ON whk.whk_03_entregas_tentativas USING brin (started_at);
+-- The roll-up rereads the last minutes of the attempt log by time through the attempt log's btree on
+-- started_at (sql/schema/700_api_resources.sql); a second, BRIN index on the same column led the planner
+-- into lossy scans that read more rows as history grew.
 
 -- One row per run of a scheduled job (alert evaluation, roll-up, partitions): `whk jobs` and the API's
 -- health read the newest per job to name a scheduler that stopped.
