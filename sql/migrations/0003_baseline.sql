@@ -397,7 +397,7 @@ COMMENT ON TABLE whk.consumer_runtime IS
 CREATE TABLE whk.whk_05_configuracoes (
     key         text        PRIMARY KEY CHECK (key ~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$'),
     category    text        NOT NULL CHECK (category IN ('retry', 'rate_limit', 'security', 'template',
-                                                         'monitoring', 'delivery', 'dev')),
+                                                         'monitoring', 'delivery', 'dev', 'retention')),
     value       jsonb       NOT NULL,
     description text        NOT NULL,
     updated_at  timestamptz NOT NULL DEFAULT now(),
@@ -429,7 +429,14 @@ INSERT INTO whk.whk_05_configuracoes (key, category, value, description) VALUES
      'Health degrades when the oldest pending delivery is older than this.'),
     ('dev.mock_keep_per_name', 'dev', '1000', 'Requests kept per development mock endpoint (newest first).'),
     ('dev.mock_max_rows', 'dev', '50000', 'Requests kept by all development mock endpoints together.'),
-    ('dev.mock_retention_hours', 'dev', '24', 'Development mock requests older than this are deleted.');
+    ('dev.mock_retention_hours', 'dev', '24', 'Development mock requests older than this are deleted.'),
+    ('retention.outbox_days', 'retention', '365',
+     'Outbox partitions whose whole day ended longer ago are dropped (unless unfinished or dead deliveries need them).'),
+    ('retention.delivered_days', 'retention', '365',
+     'Delivered and cancelled deliveries (and their attempts) finished longer ago are deleted.'),
+    ('retention.attempts_days', 'retention', '365',
+     'Attempts of delivered and cancelled deliveries older than this are deleted.'),
+    ('retention.audit_days', 'retention', '365', 'Audit rows older than this are deleted (at least 30).');
 -- <<< sql/schema/161_whk_05_configuracoes_seed.sql
 
 -- >>> sql/schema/170_whk_06_alertas.sql
@@ -2074,6 +2081,13 @@ BEGIN
         RETURN whk.setting_number_problem(p_key, p_value, 1000, 1000000, true);
     WHEN 'dev.mock_retention_hours' THEN
         RETURN whk.setting_number_problem(p_key, p_value, 1, 720);
+    -- Retention (whk.retention_* functions, the worker's `retention` schedule): whole days. The audit trail
+    -- keeps at least 30 days whatever a writer of this table sets, so a role that may change settings
+    -- cannot make the retention job erase recent audit rows.
+    WHEN 'retention.outbox_days', 'retention.delivered_days', 'retention.attempts_days' THEN
+        RETURN whk.setting_number_problem(p_key, p_value, 1, 3650, true);
+    WHEN 'retention.audit_days' THEN
+        RETURN whk.setting_number_problem(p_key, p_value, 30, 3650, true);
     ELSE
         RETURN NULL;
     END CASE;
@@ -4968,6 +4982,8 @@ BEGIN
 END;
 $$;
 REVOKE EXECUTE ON FUNCTION whk.outbox_create_partitions(interval, text) FROM PUBLIC;
+-- The job worker's `housekeeping` schedule runs it with the dispatcher's role.
+GRANT EXECUTE ON FUNCTION whk.outbox_create_partitions(interval, text) TO whk_dispatcher;
 COMMENT ON FUNCTION whk.outbox_create_partitions(interval, text) IS
     'Create outbox partitions (day/week/month) up to now() + ahead; moves stray rows out of outbox_default.';
 -- <<< sql/functions/ops/outbox_create_partitions.sql
@@ -4975,16 +4991,21 @@ COMMENT ON FUNCTION whk.outbox_create_partitions(interval, text) IS
 -- >>> sql/functions/ops/outbox_drop_partitions.sql
 -- whk.outbox_drop_partitions: retention. Drops outbox partitions whose whole period ended more than
 -- older_than ago, but only those that hold no work: a partition is kept while any of its events is still
--- pending (not routed yet), is flagged invalid (waiting for an operator; unless keep_invalid is false),
--- or has a delivery that is not finished (pending, in_flight, awaiting_ack, parked) or was dead-lettered
+-- pending (not routed yet), failed the router's schema validation (valid = false: kept for an operator's
+-- look unless keep_invalid is false; the router delivers such events anyway and marks them, it never gives
+-- them a status of their own), or has a delivery that is not finished (pending, in_flight, awaiting_ack, parked) or was dead-lettered
 -- (dead letters keep their event for inspection and replay; cancel or purge them to release it).
 -- One row per old partition says what happened. The partition is locked before it is checked, so a
 -- transaction reading its events (a replay) finishes first, and deliveries are locked against changes
 -- for the moment of the check. lock_timeout bounds the wait; a busy partition is simply kept this time.
--- The default partition is never dropped.
+-- The default partition is never dropped. Deliveries have no copy of their payload (the claim rebuilds the
+-- body from the outbox row with whk.event_envelope), hence the check. dry_run = true takes no lock and drops
+-- nothing: `dropped` then says what a real run would do. `bytes` is the partition's size on disk with its
+-- indexes (pg_total_relation_size), what dropping it frees.
 CREATE OR REPLACE FUNCTION whk.outbox_drop_partitions(older_than interval DEFAULT '30 days',
-                                                      keep_invalid boolean DEFAULT true)
-RETURNS TABLE (partition_name text, dropped boolean, reason text)
+                                                      keep_invalid boolean DEFAULT true,
+                                                      dry_run boolean DEFAULT false)
+RETURNS TABLE (partition_name text, dropped boolean, reason text, bytes bigint)
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, whk, pg_temp
@@ -5004,11 +5025,14 @@ BEGIN
          ORDER BY p.range_from
     LOOP
         CONTINUE WHEN v_to > now() - older_than;
+        bytes := pg_total_relation_size(v_part);
         BEGIN
-            EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_part);
-            LOCK TABLE whk.whk_03_entregas IN SHARE MODE;
+            IF NOT dry_run THEN
+                EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_part);
+                LOCK TABLE whk.whk_03_entregas IN SHARE MODE;
+            END IF;
             EXECUTE format('SELECT CASE WHEN EXISTS (SELECT 1 FROM %1$s WHERE status = ''pending'') THEN ''pending events'''
-                           '            WHEN $1 AND EXISTS (SELECT 1 FROM %1$s WHERE status = ''invalid'') THEN ''invalid events'' END',
+                           '            WHEN $1 AND EXISTS (SELECT 1 FROM %1$s WHERE valid IS FALSE) THEN ''invalid events'' END',
                            v_part)
                INTO v_why USING keep_invalid;
             IF v_why IS NULL THEN
@@ -5020,7 +5044,10 @@ BEGIN
                  ORDER BY d.status = 'dead'
                  LIMIT 1;
             END IF;
-            IF v_why IS NULL THEN
+            IF v_why IS NULL AND dry_run THEN
+                dropped := true;
+                reason := format('would remove events from %s to %s', v_from, v_to);
+            ELSIF v_why IS NULL THEN
                 EXECUTE format('ALTER TABLE whk.outbox DETACH PARTITION %s', v_part);
                 EXECUTE format('DROP TABLE %s', v_part);
                 dropped := true;
@@ -5037,10 +5064,214 @@ BEGIN
     END LOOP;
 END;
 $$;
-REVOKE EXECUTE ON FUNCTION whk.outbox_drop_partitions(interval, boolean) FROM PUBLIC;
-COMMENT ON FUNCTION whk.outbox_drop_partitions(interval, boolean) IS
+REVOKE EXECUTE ON FUNCTION whk.outbox_drop_partitions(interval, boolean, boolean) FROM PUBLIC;
+-- The job worker's `retention` schedule runs it.
+GRANT EXECUTE ON FUNCTION whk.outbox_drop_partitions(interval, boolean, boolean) TO whk_dispatcher;
+COMMENT ON FUNCTION whk.outbox_drop_partitions(interval, boolean, boolean) IS
     'Drop old outbox partitions that hold no pending/invalid events and no unfinished or dead-lettered deliveries.';
 -- <<< sql/functions/ops/outbox_drop_partitions.sql
+
+-- >>> sql/functions/ops/retention_delete_attempts.sql
+-- whk.retention_delete_attempts: one batch of attempt-log retention. Deletes at most p_batch attempts
+-- started before the 'attempts' horizon whose delivery is delivered or cancelled (or already gone), lowest
+-- ids first. The attempts of a dead letter or of unfinished work stay: they are what an operator reads
+-- before retrying. A delivery's attempt_ids may then name attempts that no longer exist (there is no
+-- foreign key on them). Returns how many were deleted; call it until it returns less than p_batch.
+CREATE OR REPLACE FUNCTION whk.retention_delete_attempts(p_batch integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+DECLARE
+    v_n bigint;
+BEGIN
+    IF p_batch IS NULL OR p_batch NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION 'batch size % out of bounds', p_batch
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'between 1 and 100000 rows per call';
+    END IF;
+    DELETE FROM whk.whk_03_entregas_tentativas t
+     WHERE t.id IN (SELECT a.id FROM whk.whk_03_entregas_tentativas a
+                     WHERE a.started_at < whk.retention_horizon('attempts')
+                       AND NOT EXISTS (SELECT 1 FROM whk.whk_03_entregas d
+                                        WHERE d.id = a.delivery_id
+                                          AND d.status NOT IN ('delivered', 'cancelled'))
+                     ORDER BY a.id
+                     LIMIT p_batch
+                       FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END;
+$$;
+COMMENT ON FUNCTION whk.retention_delete_attempts(integer) IS
+    'Retention: delete one batch of attempts of finished deliveries older than retention.attempts_days.';
+-- <<< sql/functions/ops/retention_delete_attempts.sql
+
+-- >>> sql/functions/ops/retention_delete_audit.sql
+-- whk.retention_delete_audit: one batch of audit-trail retention. The audit log is append-only for every
+-- WHK role (none has DELETE on it); this SECURITY DEFINER function, owned by the schema owner, is the one
+-- way rows leave, and it only deletes rows older than the 'audit' horizon (retention.audit_days, at
+-- least 30 days by its bounds), oldest first along audit_log_occurred_idx, at most p_batch per call. So a
+-- role allowed to run retention still cannot erase or rewrite recent audit rows. Returns how many were
+-- deleted; call it until it returns less than p_batch.
+CREATE OR REPLACE FUNCTION whk.retention_delete_audit(p_batch integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+DECLARE
+    v_n bigint;
+BEGIN
+    IF p_batch IS NULL OR p_batch NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION 'batch size % out of bounds', p_batch
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'between 1 and 100000 rows per call';
+    END IF;
+    DELETE FROM whk.audit_log l
+     WHERE l.id IN (SELECT a.id FROM whk.audit_log a
+                     -- The 30-day floor again here: the function must hold it even if the setting's
+                     -- CHECK were dropped.
+                     WHERE a.occurred_at < least(whk.retention_horizon('audit'), now() - interval '30 days')
+                     ORDER BY a.occurred_at, a.id
+                     LIMIT p_batch);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION whk.retention_delete_audit(integer) FROM PUBLIC;
+-- The job worker's `retention` schedule runs it with the dispatcher's role.
+GRANT EXECUTE ON FUNCTION whk.retention_delete_audit(integer) TO whk_dispatcher;
+COMMENT ON FUNCTION whk.retention_delete_audit(integer) IS
+    'Retention: delete one batch of audit rows older than retention.audit_days (the only way rows leave).';
+-- <<< sql/functions/ops/retention_delete_audit.sql
+
+-- >>> sql/functions/ops/retention_delete_deliveries.sql
+-- whk.retention_delete_deliveries: one batch of delivery-history retention. Deletes at most p_batch
+-- delivered or cancelled deliveries that finished (updated_at) before the 'delivered' horizon, lowest ids
+-- first (the primary key: old rows come first, so the scan stops early), with their attempts (ON DELETE
+-- CASCADE). Never a pending, in-flight, awaiting-ack, parked or dead delivery: dead letters stay until
+-- they are retried or purged. Returns how many were deleted; call it again until it returns less than
+-- p_batch, each call in its own transaction, so no statement holds its row locks for long.
+-- whk_03_entregas is not partitioned yet, so its retention is a batched DELETE; time-partitioned history
+-- (dropped like the outbox) is the planned next step.
+CREATE OR REPLACE FUNCTION whk.retention_delete_deliveries(p_batch integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+DECLARE
+    v_n bigint;
+BEGIN
+    IF p_batch IS NULL OR p_batch NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION 'batch size % out of bounds', p_batch
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'between 1 and 100000 rows per call';
+    END IF;
+    DELETE FROM whk.whk_03_entregas d
+     WHERE d.id IN (SELECT x.id FROM whk.whk_03_entregas x
+                     WHERE x.status IN ('delivered', 'cancelled')
+                       AND x.updated_at < whk.retention_horizon('delivered')
+                     ORDER BY x.id
+                     LIMIT p_batch
+                       FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END;
+$$;
+COMMENT ON FUNCTION whk.retention_delete_deliveries(integer) IS
+    'Retention: delete one batch of delivered/cancelled deliveries older than retention.delivered_days.';
+-- <<< sql/functions/ops/retention_delete_deliveries.sql
+
+-- >>> sql/functions/ops/retention_horizon.sql
+-- whk.retention_horizon: the oldest time a kind of data is kept from, read from its retention setting in
+-- whk_05_configuracoes ('retention.<kind>_days', bounded by whk.config_value_problem; 365 days when the
+-- row is absent). Kinds: outbox, delivered, attempts, audit. Everything older may be removed by the
+-- retention functions; a replay cannot reach before the outbox horizon.
+CREATE OR REPLACE FUNCTION whk.retention_horizon(p_kind text)
+RETURNS timestamptz
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+DECLARE
+    v_days integer;
+BEGIN
+    IF p_kind NOT IN ('outbox', 'delivered', 'attempts', 'audit') THEN
+        RAISE EXCEPTION 'unknown retention kind %', quote_literal(p_kind)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'use outbox, delivered, attempts or audit';
+    END IF;
+    SELECT (c.value #>> '{}')::integer INTO v_days
+      FROM whk.whk_05_configuracoes c WHERE c.key = 'retention.' || p_kind || '_days';
+    RETURN now() - make_interval(days => coalesce(v_days, 365));
+END;
+$$;
+COMMENT ON FUNCTION whk.retention_horizon(text) IS
+    'now() minus the retention setting of outbox, delivered, attempts or audit (365 days by default).';
+-- <<< sql/functions/ops/retention_horizon.sql
+
+-- >>> sql/functions/ops/retention_plan.sql
+-- whk.retention_plan: what a retention run would remove now, without removing anything (`whk db retention
+-- --dry-run`). One row per old outbox partition (from whk.outbox_drop_partitions in dry-run mode: its
+-- exact size on disk, and whether it would be dropped or why it is kept) and one row per table retained
+-- by batched deletes (whk_03_entregas, whk_03_entregas_tentativas, audit_log) with the planner's estimate
+-- of the rows and the bytes they take (the table's size with indexes per live row): counting exactly
+-- would read the very rows retention exists to avoid reading. SECURITY DEFINER so the worker's and the
+-- read-only role may see the audit trail's numbers without reading the audit trail.
+CREATE OR REPLACE FUNCTION whk.retention_plan()
+RETURNS TABLE (kind text, item text, horizon timestamptz, action text, est_rows bigint, bytes bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_keep_invalid constant boolean := true;
+    r record;
+    v_q text;
+    v_plan json;
+    v_per_row double precision;
+BEGIN
+    horizon := whk.retention_horizon('outbox');
+    FOR r IN SELECT * FROM whk.outbox_drop_partitions(now() - horizon, v_keep_invalid, dry_run => true) LOOP
+        kind := 'outbox';
+        item := r.partition_name;
+        action := CASE WHEN r.dropped THEN 'drop partition' ELSE r.reason END;
+        est_rows := NULL;
+        bytes := r.bytes;
+        RETURN NEXT;
+    END LOOP;
+    FOR kind, item, horizon, v_q IN
+        SELECT k, t, whk.retention_horizon(k),
+               format(q, whk.retention_horizon(k)) AS q
+          FROM (VALUES
+                ('delivered', 'whk.whk_03_entregas',
+                 'SELECT 1 FROM whk.whk_03_entregas WHERE status IN (''delivered'', ''cancelled'') AND updated_at < %L'),
+                ('attempts', 'whk.whk_03_entregas_tentativas',
+                 'SELECT 1 FROM whk.whk_03_entregas_tentativas a WHERE started_at < %L AND NOT EXISTS'
+                 ' (SELECT 1 FROM whk.whk_03_entregas d WHERE d.id = a.delivery_id'
+                 ' AND d.status NOT IN (''delivered'', ''cancelled''))'),
+                ('audit', 'whk.audit_log',
+                 'SELECT 1 FROM whk.audit_log WHERE occurred_at < %L')) AS v(k, t, q)
+    LOOP
+        EXECUTE 'EXPLAIN (FORMAT JSON) ' || v_q INTO v_plan;
+        est_rows := ceil((v_plan -> 0 -> 'Plan' ->> 'Plan Rows')::double precision);
+        -- A table never analysed has reltuples -1: count it (only small, fresh tables are never analysed).
+        SELECT CASE WHEN c.reltuples > 0 THEN pg_total_relation_size(c.oid) / c.reltuples::double precision END
+          INTO v_per_row
+          FROM pg_catalog.pg_class c WHERE c.oid = item::regclass;
+        IF v_per_row IS NULL THEN
+            EXECUTE format('SELECT pg_total_relation_size(%L::regclass)::double precision / greatest(count(*), 1)'
+                           ' FROM %s', item, item) INTO v_per_row;
+        END IF;
+        action := 'batched delete';
+        bytes := round(est_rows * coalesce(v_per_row, 0));
+        RETURN NEXT;
+    END LOOP;
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION whk.retention_plan() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION whk.retention_plan() TO whk_dispatcher, whk_readonly;
+COMMENT ON FUNCTION whk.retention_plan() IS
+    'Dry run of retention: old outbox partitions with their sizes, estimated rows/bytes of the batched deletes.';
+-- <<< sql/functions/ops/retention_plan.sql
 
 -- >>> sql/functions/ops/slo_error_ratio.sql
 -- The error ratio (failed attempts / attempts) of SLO p_slo_id's scope over the last p_window_s seconds,

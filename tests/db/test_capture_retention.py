@@ -19,12 +19,14 @@ def partitions(conn: psycopg.Connection[Any]) -> list[str]:
     return [r[0] for r in rows]
 
 
-def old_event(conn: psycopg.Connection[Any], days_ago: int, status: str = "routed") -> tuple[int, Any]:
+def old_event(
+    conn: psycopg.Connection[Any], days_ago: int, status: str = "routed", valid: bool | None = None
+) -> tuple[int, Any]:
     row = conn.execute(
-        "INSERT INTO whk.outbox (event_type, data, operation, created_at, status)"
-        " VALUES ('system.startup', '{}', 'EMIT', now() - make_interval(days => %s), %s)"
+        "INSERT INTO whk.outbox (event_type, data, operation, created_at, status, valid)"
+        " VALUES ('system.startup', '{}', 'EMIT', now() - make_interval(days => %s), %s, %s)"
         " RETURNING id, created_at",
-        (days_ago, status),
+        (days_ago, status, valid),
     ).fetchone()
     assert row is not None
     return row[0], row[1]
@@ -94,7 +96,9 @@ def test_drop_partitions_keeps_every_partition_that_holds_work(conn: psycopg.Con
     make_old_partitions(conn, 40, 41, 42, 43, 44, 45, 46)
     old_event(conn, 40, "routed")  # done: droppable
     old_event(conn, 41, "pending")  # not routed yet
-    old_event(conn, 42, "invalid")  # flagged, waiting for an operator
+    # Failed the router's schema validation: the router marks it valid = false and routes it (there is no
+    # 'invalid' status), kept for an operator's look.
+    old_event(conn, 42, "routed", valid=False)
     for days, status in ((43, "dead"), (44, "pending"), (45, "delivered")):
         add_delivery(conn, *old_event(conn, days, "routed"), status)
     # 46: an empty old partition
