@@ -972,6 +972,46 @@ VALUES
      '{"metric": "breaker_open_s", "operator": ">", "threshold": 600, "window_s": 300}', 0, 3600);
 -- <<< sql/schema/710_operations.sql
 
+-- >>> sql/schema/715_replays.sql
+-- Replays (backfills): past events, still in outbox retention, sent again to one webhook (a new subscriber
+-- catching up, a receiver that lost data). One row per request, worked through in batches by the job
+-- worker (pgqueuer entrypoint `replay`, whk.replay_step), so the API and `whk replay` show done/total and
+-- can cancel. Each (event, webhook) pair keeps one delivery, hence one webhook-id, forever: an existing
+-- delivery of the pair is re-queued, never duplicated.
+CREATE TABLE whk.replays (
+    id                bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    webhook_id        bigint      NOT NULL REFERENCES whk.whk_01_webhooks (id) ON DELETE CASCADE,
+    -- The tenant: the webhook's consumer, copied so tenant-scoped reads need no join.
+    consumer_id       bigint      NOT NULL,
+    since             timestamptz NOT NULL,
+    until             timestamptz NOT NULL,
+    -- Event type names or patterns (order.*, *) narrowing the webhook's own subscription; empty = all of it.
+    event_types       text[]      NOT NULL DEFAULT '{}' CHECK (cardinality(event_types) <= 50),
+    -- An SQL/JSON path predicate on the delivered body (the Standard Webhooks envelope), like a webhook's
+    -- filter: `$.data.total > 100`.
+    predicate         jsonpath,
+    total             bigint      NOT NULL DEFAULT 0 CHECK (total >= 0),
+    done              bigint      NOT NULL DEFAULT 0 CHECK (done >= 0),
+    -- Of done: deliveries created for the first time, and existing ones re-queued (same webhook-id).
+    created           bigint      NOT NULL DEFAULT 0 CHECK (created >= 0),
+    requeued          bigint      NOT NULL DEFAULT 0 CHECK (requeued >= 0),
+    -- Keyset position of the last event handled (outbox created_at, id).
+    cursor_created_at timestamptz,
+    cursor_id         bigint,
+    state             text        NOT NULL DEFAULT 'queued'
+                                  CHECK (state IN ('queued', 'running', 'done', 'cancelled', 'failed')),
+    error             text,
+    created_by        text        NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    finished_at       timestamptz,
+    CONSTRAINT replays_range_check CHECK (since < until)
+);
+COMMENT ON TABLE whk.replays IS
+    'Replays of past outbox events to one webhook: filters, progress (done/total) and state; see docs/delivery.md.';
+CREATE INDEX replays_webhook_idx ON whk.replays (webhook_id, id DESC);
+-- <<< sql/schema/715_replays.sql
+
 -- >>> sql/schema/800_mock_requests.sql
 -- Requests received by the development mock endpoints (/api/whk/dev/mock/{name}, any method): a place to point
 -- a webhook at while building an integration, and to see exactly what WHK sent (headers, body, signature).
@@ -4357,6 +4397,204 @@ BEGIN
 END;
 $$;
 -- <<< sql/functions/delivery/release_deliveries.sql
+
+-- >>> sql/functions/delivery/replay_cancel.sql
+-- whk.replay_cancel: stop a queued or running replay. Waits for a batch in progress (it holds the row), so
+-- once this returns no further delivery is created or re-queued by it; what earlier batches queued is
+-- delivered as usual (cancel those deliveries separately if needed). Returns false when the replay had
+-- already finished (done, cancelled or failed).
+CREATE OR REPLACE FUNCTION whk.replay_cancel(p_replay_id bigint)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, whk
+AS $$
+    WITH c AS (
+        UPDATE whk.replays
+           SET state = 'cancelled', finished_at = clock_timestamp(), updated_at = clock_timestamp()
+         WHERE id = p_replay_id AND state IN ('queued', 'running')
+        RETURNING 1
+    )
+    SELECT EXISTS (SELECT 1 FROM c);
+$$;
+COMMENT ON FUNCTION whk.replay_cancel(bigint) IS 'Cancel a queued or running replay (false if already finished).';
+-- <<< sql/functions/delivery/replay_cancel.sql
+
+-- >>> sql/functions/delivery/replay_events.sql
+-- whk.replay_events: the outbox events a replay sends to a webhook, in (created_at, id) order after the
+-- keyset position (p_after_created, p_after_id), at most p_limit (NULL: all, for counting). An event
+-- qualifies when it was routed (pending events are still on their way through the router), was created in
+-- [p_since, p_until), and the webhook would have received it: its subscription (event_types, payload
+-- version, filter) matches, as in whk.route_and_take. p_types narrows the types (names or patterns; empty:
+-- no narrowing) and p_predicate is an SQL/JSON path predicate on the envelope (`@@`, like a webhook's
+-- filter: a structural mismatch is no match). ordering_key is what the router would give an ordered
+-- webhook's delivery. The created_at range prunes the outbox partitions.
+CREATE OR REPLACE FUNCTION whk.replay_events(p_webhook_id bigint, p_since timestamptz, p_until timestamptz,
+                                             p_types text[], p_predicate jsonpath,
+                                             p_after_created timestamptz DEFAULT NULL,
+                                             p_after_id bigint DEFAULT NULL, p_limit integer DEFAULT NULL)
+RETURNS TABLE (outbox_id bigint, created_at timestamptz, event_id uuid, event_type text, commit_seq bigint,
+               ordering_key text)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, whk
+AS $$
+    SELECT o.id, o.created_at, o.event_id, o.event_type, o.commit_seq,
+           CASE WHEN w.delivery_mode = 'ordered' THEN
+               coalesce(jsonb_path_query_first(env.payload, w.ordering_key_path, '{}'::jsonb, true) #>> '{}',
+                        o.event_key, '')
+           END
+    FROM whk.whk_01_webhooks w
+    JOIN whk.outbox o
+      ON o.created_at >= p_since AND o.created_at < p_until
+     AND o.status = 'routed'
+     AND whk.event_type_matches(w.event_types, o.event_type)
+     AND (cardinality(p_types) = 0 OR whk.event_type_matches(p_types, o.event_type))
+     AND (w.payload_version IS NULL OR w.payload_version = o.event_version)
+     AND (p_after_created IS NULL OR (o.created_at, o.id) > (p_after_created, p_after_id))
+    CROSS JOIN LATERAL (SELECT whk.event_envelope(o) AS payload OFFSET 0) env
+    WHERE w.id = p_webhook_id
+      AND (w.filter IS NULL OR coalesce(env.payload @@ w.filter, false))
+      AND (p_predicate IS NULL OR coalesce(env.payload @@ p_predicate, false))
+    ORDER BY o.created_at, o.id
+    LIMIT p_limit
+$$;
+COMMENT ON FUNCTION whk.replay_events(bigint, timestamptz, timestamptz, text[], jsonpath, timestamptz, bigint, integer) IS
+    'Outbox events a replay sends to a webhook (subscription, types, predicate), keyset-paged.';
+-- <<< sql/functions/delivery/replay_events.sql
+
+-- >>> sql/functions/delivery/replay_start.sql
+-- whk.replay_start: record a replay of the webhook's past events and queue its job (pgqueuer entrypoint
+-- `replay`, run by the job worker). Refused when the range reaches before the outbox retention horizon
+-- (whk.retention_horizon('outbox')): those events may be gone, and a replay that silently sends part of
+-- what was asked is worse than none; the error's DETAIL names the horizon. total is counted now; events
+-- routed later inside the range are still sent (the job works until it finds no more). SECURITY DEFINER
+-- only to queue the job: the callers' roles have no rights on pgqueuer's table. Tenancy is the caller's
+-- business (the API checks the webhook is the caller's own). Returns the replay's id.
+CREATE OR REPLACE FUNCTION whk.replay_start(p_webhook_id bigint, p_since timestamptz, p_until timestamptz,
+                                            p_types text[], p_predicate jsonpath, p_created_by text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+DECLARE
+    v_horizon  timestamptz := whk.retention_horizon('outbox');
+    v_consumer bigint;
+    v_id       bigint;
+BEGIN
+    SELECT w.consumer_id INTO v_consumer FROM whk.whk_01_webhooks w
+     WHERE w.id = p_webhook_id AND w.deleted_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'webhook % not found', p_webhook_id
+            USING ERRCODE = 'no_data_found', HINT = 'replay to an existing, not deleted webhook';
+    END IF;
+    IF p_since IS NULL OR p_until IS NULL OR p_since >= p_until THEN
+        RAISE EXCEPTION 'empty replay range [%, %)', p_since, p_until
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'since must be before until';
+    END IF;
+    IF p_since < v_horizon THEN
+        RAISE EXCEPTION 'replay range starts before the outbox retention horizon %', v_horizon
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'horizon=' || v_horizon,
+                  HINT = 'since must be at or after the horizon (retention.outbox_days)';
+    END IF;
+    INSERT INTO whk.replays (webhook_id, consumer_id, since, until, event_types, predicate, total, created_by)
+    VALUES (p_webhook_id, v_consumer, p_since, p_until, coalesce(p_types, '{}'), p_predicate,
+            (SELECT count(*) FROM whk.replay_events(p_webhook_id, p_since, p_until, coalesce(p_types, '{}'),
+                                                    p_predicate)),
+            p_created_by)
+    RETURNING id INTO v_id;
+    INSERT INTO whk.pgqueuer (priority, entrypoint, payload, status)
+    VALUES (0, 'replay', convert_to(v_id::text, 'UTF8'), 'queued');
+    RETURN v_id;
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION whk.replay_start(bigint, timestamptz, timestamptz, text[], jsonpath, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION whk.replay_start(bigint, timestamptz, timestamptz, text[], jsonpath, text)
+    TO whk_app, whk_dispatcher;
+COMMENT ON FUNCTION whk.replay_start(bigint, timestamptz, timestamptz, text[], jsonpath, text) IS
+    'Record a replay (refused before the outbox retention horizon) and queue its job; returns its id.';
+-- <<< sql/functions/delivery/replay_start.sql
+
+-- >>> sql/functions/delivery/replay_step.sql
+-- whk.replay_step: one batch of a replay (the job worker calls it until it returns false; a DBA can too).
+-- The replay row is locked for the batch, so a cancel (whk.replay_cancel) waits for the running batch and
+-- the next step sees it and stops. For each of the next p_batch events (whk.replay_events after the
+-- keyset position): an event the webhook never had gets a new pending delivery, due now; an event it
+-- already has keeps that delivery, re-queued through whk.retry_deliveries (same row, same event_id, so the
+-- same webhook-id header: the receiver can deduplicate; one being attempted right now is left alone).
+-- Returns true while there may be more to do.
+CREATE OR REPLACE FUNCTION whk.replay_step(p_replay_id bigint, p_batch integer DEFAULT 1000)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk
+AS $$
+DECLARE
+    r           record;
+    v_n         integer;
+    v_last_at   timestamptz;
+    v_last_id   bigint;
+    v_existing  bigint[];
+    v_created   integer;
+    v_requeued  integer := 0;
+BEGIN
+    IF p_batch IS NULL OR p_batch NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION 'batch size % out of bounds', p_batch
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'between 1 and 100000 events per step';
+    END IF;
+    SELECT * INTO r FROM whk.replays WHERE id = p_replay_id FOR UPDATE;
+    IF NOT FOUND OR r.state NOT IN ('queued', 'running') THEN
+        RETURN false;
+    END IF;
+    CREATE TEMP TABLE IF NOT EXISTS whk_replay_batch (
+        outbox_id bigint, created_at timestamptz, event_id uuid, event_type text, commit_seq bigint,
+        ordering_key text
+    ) ON COMMIT DROP;
+    TRUNCATE whk_replay_batch;
+    INSERT INTO whk_replay_batch
+    SELECT * FROM whk.replay_events(r.webhook_id, r.since, r.until, r.event_types, r.predicate,
+                                    r.cursor_created_at, r.cursor_id, p_batch);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    SELECT b.created_at, b.outbox_id INTO v_last_at, v_last_id
+      FROM whk_replay_batch b ORDER BY b.created_at DESC, b.outbox_id DESC LIMIT 1;
+
+    SELECT array_agg(d.id) INTO v_existing
+      FROM whk_replay_batch b
+      JOIN whk.whk_03_entregas d ON d.event_id = b.event_id AND d.webhook_id = r.webhook_id;
+    IF v_existing IS NOT NULL THEN
+        v_requeued := whk.retry_deliveries(v_existing);
+    END IF;
+    INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id, consumer_id,
+                                     ordering_key, commit_seq, next_attempt_at, status)
+    SELECT b.event_id, b.outbox_id, b.created_at, b.event_type, w.id, w.consumer_id, b.ordering_key,
+           b.commit_seq, clock_timestamp(), 'pending'
+      FROM whk_replay_batch b
+      JOIN whk.whk_01_webhooks w ON w.id = r.webhook_id
+     ORDER BY b.created_at, b.outbox_id
+    ON CONFLICT (event_id, webhook_id) DO NOTHING;
+    GET DIAGNOSTICS v_created = ROW_COUNT;
+    IF v_created > 0 THEN
+        INSERT INTO whk.webhook_runtime (webhook_id) VALUES (r.webhook_id) ON CONFLICT (webhook_id) DO NOTHING;
+    END IF;
+    IF v_created + v_requeued > 0 THEN
+        PERFORM whk.wake_dispatchers();
+    END IF;
+
+    UPDATE whk.replays
+       SET done = done + v_n, created = created + v_created, requeued = requeued + v_requeued,
+           -- Events routed after the count (late commits inside the range) are sent too.
+           total = greatest(total, done + v_n),
+           cursor_created_at = coalesce(v_last_at, cursor_created_at),
+           cursor_id = coalesce(v_last_id, cursor_id),
+           state = CASE WHEN v_n < p_batch THEN 'done' ELSE 'running' END,
+           finished_at = CASE WHEN v_n < p_batch THEN clock_timestamp() END,
+           updated_at = clock_timestamp()
+     WHERE id = p_replay_id;
+    RETURN v_n = p_batch;
+END;
+$$;
+COMMENT ON FUNCTION whk.replay_step(bigint, integer) IS
+    'One batch of a replay: new deliveries for new pairs, existing ones re-queued (same webhook-id).';
+-- <<< sql/functions/delivery/replay_step.sql
 
 -- >>> sql/functions/delivery/resume_webhook.sql
 -- Re-enable a disabled or paused webhook: its parked deliveries become pending again (same event_id, so
