@@ -11,7 +11,9 @@ once per period across every worker):
   unfinished or dead delivery needs, then delete expired delivery history, attempts and audit rows in
   batches of 10,000 (``whk.retention``; the settings live in whk_05_configuracoes).
 
-One-off: ``notify``, one job per notice and channel, retried with exponential backoff
+One-off: ``replay``, one job per replay (``whk.replay_start`` queues it): batches of REPLAY_BATCH events
+through ``whk.replay_step``, each its own transaction, until done or cancelled; a failure marks the replay
+failed. ``notify``, one job per notice and channel, retried with exponential backoff
 (WHK_NOTIFY_RETRY_DELAY_S doubling, at most 5 minutes) up to WHK_NOTIFY_MAX_ATTEMPTS attempts, then
 recorded as failed in the alert's history and held (status ``failed``) for ``whk jobs``.
 """
@@ -53,6 +55,7 @@ log = logging.getLogger("whk.ops")
 
 HOUSEKEEPING_CRON = "0 * * * *"
 RETENTION_CRON = "30 * * * *"
+REPLAY_BATCH = 1000
 
 
 def worker_id() -> str:
@@ -131,6 +134,19 @@ class Jobs:
                     "deleted": report.deleted,
                 },
             )
+
+    async def replay(self, job: Job) -> None:
+        if job.payload is None:
+            return
+        replay_id = int(job.payload.decode())
+        async with self._pool.connection() as conn:
+            try:
+                while await self._repo.replay_step(conn, replay_id, REPLAY_BATCH):
+                    pass
+            except Exception as exc:
+                log.warning("replay %d failed: %s", replay_id, exc)
+                await self._repo.replay_failed(conn, replay_id, str(exc)[:500])
+                raise
 
     async def notify(self, job: Job) -> None:
         if job.payload is None:
@@ -233,6 +249,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event, *, ident: str | No
             await jobs.seal_legacy_channels()
             pgq = PgQueuer(connection=driver, queries=queries)
             pgq.entrypoint("notify", on_failure="hold")(jobs.notify)
+            pgq.entrypoint("replay")(jobs.replay)
             pgq.schedule("evaluate_alerts", settings.ops.eval_cron)(jobs.evaluate_alerts)
             pgq.schedule("housekeeping", HOUSEKEEPING_CRON)(jobs.housekeeping)
             pgq.schedule("retention", RETENTION_CRON)(jobs.retention)

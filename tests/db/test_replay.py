@@ -23,7 +23,9 @@ def consumer(conn: psycopg.Connection[Any]) -> int:
     return int(row[0])
 
 
-def event(conn: psycopg.Connection[Any], event_type: str, data: dict[str, Any], hours_ago: float = 1) -> uuid.UUID:
+def event(
+    conn: psycopg.Connection[Any], event_type: str, data: dict[str, Any], hours_ago: float = 1
+) -> uuid.UUID:
     ev = uuid.uuid4()
     conn.execute(
         "INSERT INTO whk.outbox (event_id, event_type, data, operation, status, routed_at, created_at)"
@@ -33,7 +35,9 @@ def event(conn: psycopg.Connection[Any], event_type: str, data: dict[str, Any], 
     return ev
 
 
-def start(conn: psycopg.Connection[Any], hook: int, types: list[str] | None = None, where: str | None = None) -> int:
+def start(
+    conn: psycopg.Connection[Any], hook: int, types: list[str] | None = None, where: str | None = None
+) -> int:
     row = conn.execute(
         "SELECT whk.replay_start(%s, now() - interval '1 day', now(), %s, %s::jsonpath, 'test')",
         (hook, types or [], where),
