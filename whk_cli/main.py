@@ -24,6 +24,7 @@ from whk.secretbox import rotate_command
 from whk.settings import Settings, configuration_markdown, load_settings
 from whk.sqlfiles import sql_root
 from whk_cli.mock import add_mock_parser
+from whk_cli.replay import add_replay_parser
 
 if TYPE_CHECKING:
     from whk.pgserver import PrivateServer
@@ -499,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_secrets_rotate
     )
     add_mock_parser(sub)
+    add_replay_parser(sub)
     return p
 
 
