@@ -3,6 +3,7 @@ trail only through its SECURITY DEFINER function, the dry-run plan, and a whole 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -226,3 +227,20 @@ def test_a_run_as_the_worker_role_drops_expired_partitions_and_history(conn: psy
     ahead = conn.execute("SELECT count(*) FROM whk.outbox_partitions WHERE range_from > now()").fetchone()
     assert ahead is not None
     assert ahead[0] >= 1
+
+
+def test_the_dba_loop_of_docs_dba_md_commits_batch_by_batch(conn: psycopg.Connection[Any]) -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "dba.md").read_text("utf-8")
+    block = text[text.index("DO $$\nBEGIN\n    WHILE whk.retention_delete_deliveries") :]
+    block = block[: block.index("$$;") + 3]
+    conn.execute("UPDATE whk.whk_05_configuracoes SET value = '30' WHERE key LIKE 'retention.%'")
+    hook = webhook(conn)
+    old = {delivery(conn, hook, "delivered", 40) for _ in range(3)}
+    dead = delivery(conn, hook, "dead", 40)
+    audit(conn, 400)
+    conn.execute(block.replace("10000", "2"))  # small batches: the loop commits between them
+    assert ids(conn, "whk_03_entregas") == {dead}
+    assert not old & ids(conn, "whk_03_entregas")
+    assert ids(conn, "audit_log") == set()
+    dry = conn.execute("SELECT * FROM whk.outbox_drop_partitions('90 days', dry_run => true)").fetchall()
+    assert dry == []  # no old partition in a fresh database
