@@ -4545,6 +4545,15 @@ BEGIN
     IF NOT FOUND OR r.state NOT IN ('queued', 'running') THEN
         RETURN false;
     END IF;
+    -- A webhook deleted meanwhile is never claimed again: its new deliveries would wait forever (and keep
+    -- their outbox partitions). The replay stops there, saying why.
+    IF NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = r.webhook_id AND w.deleted_at IS NULL) THEN
+        UPDATE whk.replays
+           SET state = 'failed', error = 'the webhook was deleted', finished_at = clock_timestamp(),
+               updated_at = clock_timestamp()
+         WHERE id = p_replay_id;
+        RETURN false;
+    END IF;
     CREATE TEMP TABLE IF NOT EXISTS whk_replay_batch (
         outbox_id bigint, created_at timestamptz, event_id uuid, event_type text, commit_seq bigint,
         ordering_key text

@@ -121,3 +121,14 @@ def test_a_range_older_than_the_outbox_retention_is_refused(conn: psycopg.Connec
         )
     assert (info.value.diag.message_detail or "").startswith("horizon=")
     assert conn.execute("SELECT count(*) FROM whk.replays").fetchone() == (0,)
+
+
+def test_a_replay_to_a_webhook_deleted_meanwhile_stops_and_says_why(conn: psycopg.Connection[Any]) -> None:
+    hook = make_webhook(conn, consumer(conn))
+    event(conn, "order.created", {"n": 1})
+    replay = start(conn, hook)
+    conn.execute("SELECT whk.delete_webhook(%s)", (hook,))
+    assert conn.execute("SELECT whk.replay_step(%s)", (replay,)).fetchone() == (False,)
+    row = conn.execute("SELECT state, error, done FROM whk.replays WHERE id = %s", (replay,)).fetchone()
+    assert row == ("failed", "the webhook was deleted", 0)
+    assert deliveries(conn, hook) == {}
