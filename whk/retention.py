@@ -23,6 +23,8 @@ BATCH_ROWS = 10_000
 """Rows per DELETE statement: short enough that no batch holds its locks for long."""
 MAX_BATCHES = 500
 """Batches per kind and run (5 M rows at BATCH_ROWS): a run stays bounded, the next one continues."""
+MAX_PARTITION_DROPS = 1000
+"""Outbox partitions dropped per run, one per transaction."""
 
 _STEPS = (("deliveries", "delete_deliveries"), ("attempts", "delete_attempts"), ("audit", "delete_audit"))
 
@@ -57,13 +59,17 @@ def plan(conn: Connection[Any]) -> list[PlanRow]:
     return [PlanRow(*r) for r in rows]
 
 
-def _note_outbox(report: Report, rows: list[Any]) -> None:
+def _note_outbox(report: Report, rows: list[Any]) -> bool:
+    """Record one call's answer; True when it dropped a partition (call again)."""
+    more = False
     for name, dropped, reason, size in rows:
         if dropped:
             report.dropped.append(name)
             report.freed_bytes += int(size or 0)
+            more = True
         else:
             report.kept[name] = reason
+    return more
 
 
 def run(conn: Connection[Any], *, batch: int = BATCH_ROWS, max_batches: int = MAX_BATCHES) -> Report:
@@ -71,7 +77,9 @@ def run(conn: Connection[Any], *, batch: int = BATCH_ROWS, max_batches: int = MA
     q = _queries()
     report = Report()
     conn.execute(q["create_outbox"])
-    _note_outbox(report, conn.execute(q["drop_outbox"]).fetchall())
+    for _ in range(MAX_PARTITION_DROPS):
+        if not _note_outbox(report, conn.execute(q["drop_outbox"]).fetchall()):
+            break
     for kind, name in _STEPS:
         total = 0
         for _ in range(max_batches):
@@ -91,8 +99,10 @@ async def arun(
     q = _queries()
     report = Report()
     await conn.execute(q["create_outbox"])
-    cur = await conn.execute(q["drop_outbox"])
-    _note_outbox(report, await cur.fetchall())
+    for _ in range(MAX_PARTITION_DROPS):
+        cur = await conn.execute(q["drop_outbox"])
+        if not _note_outbox(report, await cur.fetchall()):
+            break
     for kind, name in _STEPS:
         total = 0
         for _ in range(max_batches):

@@ -5,8 +5,9 @@
 SELECT kind, item, horizon, action, est_rows, bytes FROM whk.retention_plan()
 
 -- name: drop_outbox :many
+-- At most one partition dropped per call (its locks end with the call's transaction): repeat while one is.
 SELECT partition_name, dropped, reason, bytes
-FROM whk.outbox_drop_partitions(now() - whk.retention_horizon('outbox'))
+FROM whk.outbox_drop_partitions(now() - whk.retention_horizon('outbox'), max_drops => 1)
 
 -- name: create_outbox :many
 SELECT whk.outbox_create_partitions()
