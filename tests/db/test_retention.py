@@ -244,3 +244,32 @@ def test_the_dba_loop_of_docs_dba_md_commits_batch_by_batch(conn: psycopg.Connec
     assert ids(conn, "audit_log") == set()
     dry = conn.execute("SELECT * FROM whk.outbox_drop_partitions('90 days', dry_run => true)").fetchall()
     assert dry == []  # no old partition in a fresh database
+
+
+def test_a_delivery_whose_outbox_partition_was_dropped_is_not_requeued(conn: psycopg.Connection[Any]) -> None:
+    """Outbox retention drops partitions under delivered deliveries; retrying one afterwards would lease it
+    forever without a body (the claim joins the outbox), so the retry leaves it alone."""
+    hook = webhook(conn)
+    lo = conn.execute("SELECT date_trunc('day', now() - interval '40 days')").fetchone()
+    assert lo is not None
+    conn.execute(
+        f"CREATE TABLE whk.outbox_old40 PARTITION OF whk.outbox FOR VALUES FROM ('{lo[0].isoformat()}')"
+        f" TO ('{lo[0].isoformat()}'::timestamptz + interval '1 day')"
+    )
+    ev = conn.execute(
+        "INSERT INTO whk.outbox (event_type, data, operation, created_at, status) VALUES"
+        " ('system.startup', '{}', 'EMIT', now() - interval '40 days', 'routed') RETURNING id, created_at"
+    ).fetchone()
+    assert ev is not None
+    done = delivery(conn, hook, "delivered", 40)
+    conn.execute(
+        "UPDATE whk.whk_03_entregas SET outbox_id = %s, event_created_at = %s WHERE id = %s", (*ev, done)
+    )
+    conn.execute("UPDATE whk.whk_05_configuracoes SET value = '30' WHERE key = 'retention.outbox_days'")
+    dropped = conn.execute(
+        "SELECT partition_name FROM whk.outbox_drop_partitions('30 days') WHERE dropped"
+    ).fetchall()
+    assert dropped == [("whk.outbox_old40",)]
+    assert conn.execute("SELECT whk.retry_delivery(%s)", (done,)).fetchone() == (False,)
+    status = conn.execute("SELECT status FROM whk.whk_03_entregas WHERE id = %s", (done,)).fetchone()
+    assert status == ("delivered",)

@@ -1,7 +1,8 @@
 -- Manual / bulk retry: put finished or failed deliveries back in the queue now, with a fresh retry
 -- schedule (schedule_offset = attempts so far) but the SAME event_id, hence the same webhook-id header:
 -- receivers deduplicate replays. The signature is fresh because it is computed per attempt.
--- Rows in flight are left alone (their attempt is running). Returns how many were re-queued.
+-- Rows in flight are left alone (their attempt is running), and so are rows whose event is no longer in
+-- the outbox (retention). Returns how many were re-queued.
 CREATE OR REPLACE FUNCTION whk.retry_deliveries(p_ids bigint[])
 RETURNS integer
 LANGUAGE plpgsql
@@ -14,7 +15,10 @@ BEGIN
     SET status = 'pending', next_attempt_at = clock_timestamp(), schedule_offset = d.attempts,
         dead_at = NULL, dead_reason = NULL, ack_deadline = NULL, lease_until = NULL, claimed_by = NULL,
         batch_id = NULL, updated_at = clock_timestamp()
-    WHERE d.id = ANY (p_ids) AND d.status IN ('dead', 'delivered', 'awaiting_ack', 'cancelled', 'pending', 'parked');
+    WHERE d.id = ANY (p_ids) AND d.status IN ('dead', 'delivered', 'awaiting_ack', 'cancelled', 'pending', 'parked')
+      -- Only while its event is still in the outbox (the claim rebuilds the body from it): a delivered
+      -- delivery whose outbox partition retention dropped cannot be sent again.
+      AND EXISTS (SELECT 1 FROM whk.outbox o WHERE o.id = d.outbox_id AND o.created_at = d.event_created_at);
     GET DIAGNOSTICS v_count = ROW_COUNT;
 
     INSERT INTO whk.webhook_runtime (webhook_id)
