@@ -45,3 +45,37 @@ async def test_arun_as_the_worker_role(
     assert report.freed_bytes > 0
     assert report.deleted == {"deliveries": 0, "attempts": 0, "audit": 3}
     assert conn.execute("SELECT count(*) FROM whk.audit_log").fetchone() == (0,)
+
+
+async def test_a_replay_job_that_fails_marks_the_replay_failed(
+    conn: psycopg.Connection[Any], db_url: str
+) -> None:
+    from tests.support.delivery import emit, make_consumer, make_webhook, route
+
+    hook = make_webhook(conn, make_consumer(conn), "http://127.0.0.1:9/none", ["order.*"])
+    emit(conn, "order.created", count=2)
+    route(conn)
+    conn.execute("DELETE FROM whk.whk_03_entregas")
+    row = conn.execute(
+        "SELECT whk.replay_start(%s, now() - interval '1 hour', now(), '{}', NULL, 't')", (hook,)
+    ).fetchone()
+    assert row is not None
+    # A fault inside the batch: every new delivery row is refused.
+    conn.execute(
+        "CREATE FUNCTION public.refuse() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$BEGIN RAISE EXCEPTION 'injected fault'; END$$"
+    )
+    conn.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON whk.whk_03_entregas"
+        " FOR EACH ROW EXECUTE FUNCTION public.refuse()"
+    )
+
+    def failed() -> bool:
+        r = conn.execute("SELECT state FROM whk.replays WHERE id = %s", row).fetchone()
+        return r == ("failed",)
+
+    async with worker(ops_settings(db_url)):
+        assert await wait_until(failed, 30)
+    error = conn.execute("SELECT error FROM whk.replays WHERE id = %s", row).fetchone()
+    assert error is not None
+    assert "injected fault" in error[0]
