@@ -10,6 +10,7 @@ from api.deliveries.controller import DeliveryController
 from api.devmock.controller import MockController
 from api.events.controller import EventController
 from api.monitoring.controller import MonitoringController
+from api.replays.controller import ReplayController
 from api.security.controller import SecurityController
 from api.webhooks.controller import WebhookController
 
@@ -24,4 +25,5 @@ def route_handlers() -> list[ControllerRouterHandler]:
         SecurityController,
         ConsumerController,
         MockController,
+        ReplayController,
     ]

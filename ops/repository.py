@@ -33,6 +33,14 @@ class OpsRepository:
     async def create_partitions(self, conn: AsyncConnection[Any]) -> None:
         await conn.execute(self._q["create_partitions"], {})
 
+    async def replay_step(self, conn: AsyncConnection[Any], replay_id: int, batch: int) -> bool:
+        cur = await conn.execute(self._q["replay_step"], {"id": replay_id, "batch": batch})
+        row = await cur.fetchone()
+        return bool(row and row[0])
+
+    async def replay_failed(self, conn: AsyncConnection[Any], replay_id: int, error: str) -> None:
+        await conn.execute(self._q["replay_failed"], {"id": replay_id, "error": error})
+
     async def forget_runs(self, conn: AsyncConnection[Any]) -> None:
         await conn.execute(self._q["forget_runs"], {})
 

@@ -6,9 +6,14 @@ once per period across every worker):
 
 * ``evaluate_alerts`` every WHK_ALERT_EVAL_EVERY_S seconds: roll-up, then alert evaluation;
 * ``housekeeping`` hourly: create the coming outbox partitions, forget job run records older than a day
-  and channels nothing refers to any more.
+  and channels nothing refers to any more;
+* ``retention`` hourly (at half past): drop the outbox partitions past ``retention.outbox_days`` that no
+  unfinished or dead delivery needs, then delete expired delivery history, attempts and audit rows in
+  batches of 10,000 (``whk.retention``; the settings live in whk_05_configuracoes).
 
-One-off: ``notify``, one job per notice and channel, retried with exponential backoff
+One-off: ``replay``, one job per replay (``whk.replay_start`` queues it): batches of REPLAY_BATCH events
+through ``whk.replay_step``, each its own transaction, until done or cancelled; a failure marks the replay
+failed. ``notify``, one job per notice and channel, retried with exponential backoff
 (WHK_NOTIFY_RETRY_DELAY_S doubling, at most 5 minutes) up to WHK_NOTIFY_MAX_ATTEMPTS attempts, then
 recorded as failed in the alert's history and held (status ``failed``) for ``whk jobs``.
 """
@@ -38,7 +43,7 @@ from psycopg_pool import AsyncConnectionPool
 from ops.alerting.evaluate import Evaluator
 from ops.notify.send import Channel, NotifyFailed, Sender
 from ops.repository import OpsRepository
-from whk import db
+from whk import db, retention
 from whk.alertchannels import open_channel
 from whk.notice import decode_notice
 from whk.secretbox import SecretBox, SecretDecryptError
@@ -49,6 +54,8 @@ __all__ = ["main", "run_worker", "worker_id"]
 log = logging.getLogger("whk.ops")
 
 HOUSEKEEPING_CRON = "0 * * * *"
+RETENTION_CRON = "30 * * * *"
+REPLAY_BATCH = 1000
 
 
 def worker_id() -> str:
@@ -107,6 +114,39 @@ class Jobs:
             await self._repo.forget_runs(conn)
             channels = await self._repo.forget_channels(conn)
             await self._repo.finish_run(conn, run, True, {"channels_forgotten": channels})
+
+    async def retention(self, _schedule: Schedule) -> None:
+        async with self._pool.connection() as conn:
+            run = await self._repo.start_run(conn, "retention", 3600, self._ident)
+            try:
+                report = await retention.arun(conn)
+            except Exception as exc:
+                await self._repo.finish_run(conn, run, False, {"error": str(exc)[:500]})
+                raise
+            await self._repo.finish_run(
+                conn,
+                run,
+                True,
+                {
+                    "dropped": report.dropped,
+                    "kept": report.kept,
+                    "freed_bytes": report.freed_bytes,
+                    "deleted": report.deleted,
+                },
+            )
+
+    async def replay(self, job: Job) -> None:
+        if job.payload is None:
+            return
+        replay_id = int(job.payload.decode())
+        async with self._pool.connection() as conn:
+            try:
+                while await self._repo.replay_step(conn, replay_id, REPLAY_BATCH):
+                    pass
+            except Exception as exc:
+                log.warning("replay %d failed: %s", replay_id, exc)
+                await self._repo.replay_failed(conn, replay_id, str(exc)[:500])
+                raise
 
     async def notify(self, job: Job) -> None:
         if job.payload is None:
@@ -209,8 +249,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event, *, ident: str | No
             await jobs.seal_legacy_channels()
             pgq = PgQueuer(connection=driver, queries=queries)
             pgq.entrypoint("notify", on_failure="hold")(jobs.notify)
+            pgq.entrypoint("replay")(jobs.replay)
             pgq.schedule("evaluate_alerts", settings.ops.eval_cron)(jobs.evaluate_alerts)
             pgq.schedule("housekeeping", HOUSEKEEPING_CRON)(jobs.housekeeping)
+            pgq.schedule("retention", RETENTION_CRON)(jobs.retention)
 
             async def _stopper() -> None:
                 await stop.wait()

@@ -17,13 +17,14 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from whk import __version__, catalog, dbroles, migrate
+from whk import __version__, catalog, dbroles, migrate, retention
 from whk.db import check_schema_version, connect, require_dsn
 from whk.errors import MigrationError, WhkError
 from whk.secretbox import rotate_command
 from whk.settings import Settings, configuration_markdown, load_settings
 from whk.sqlfiles import sql_root
 from whk_cli.mock import add_mock_parser
+from whk_cli.replay import add_replay_parser
 
 if TYPE_CHECKING:
     from whk.pgserver import PrivateServer
@@ -105,6 +106,45 @@ def cmd_db_verify(settings: Settings, _args: argparse.Namespace) -> int:
             "the live schema differs from what the migrations create", hint="the diff above names each object"
         )
     _echo(f"live schema matches the migrations ({len(live)} objects)")
+    return 0
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"  # pragma: no cover - unreachable, the loop returns at GB
+
+
+def cmd_db_retention(settings: Settings, args: argparse.Namespace) -> int:
+    """Run retention now, or (--dry-run) show what it would remove with sizes."""
+    with connect(settings) as conn:
+        check_schema_version(conn)
+        if args.dry_run:
+            rows = retention.plan(conn)
+            total = 0
+            for r in rows:
+                rows_txt = "" if r.est_rows is None else f"~{r.est_rows} rows, "
+                _echo(
+                    f"{r.kind:<10} {r.item:<34} before {r.horizon:%Y-%m-%d %H:%M}  {r.action:<32}"
+                    f" {rows_txt}{_size(r.bytes)}"
+                )
+                if r.action in ("drop partition", "batched delete"):
+                    total += r.bytes or 0
+            _echo(f"would free about {_size(total)} (dry run: nothing removed)")
+            return 0
+        report = retention.run(conn)
+    for name in report.dropped:
+        _echo(f"dropped  {name}")
+    for name, why in report.kept.items():
+        _echo(f"kept     {name}: {why}")
+    for kind, n in report.deleted.items():
+        _echo(f"deleted  {n} {kind} rows")
+    _echo(f"freed {_size(report.freed_bytes)} of outbox partitions")
     return 0
 
 
@@ -429,6 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
     dbsub.add_parser("verify", help="compare the live catalog with what the migrations create").set_defaults(
         func=cmd_db_verify
     )
+    ret = dbsub.add_parser(
+        "retention",
+        help="drop expired outbox partitions and delete expired history now (settings: retention.*)",
+    )
+    ret.add_argument("--dry-run", action="store_true", help="show what would go, with sizes; remove nothing")
+    ret.set_defaults(func=cmd_db_retention)
     new = dbsub.add_parser(
         "new-migration", help="write the next migration with the current text of sql/functions files"
     )
@@ -454,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_secrets_rotate
     )
     add_mock_parser(sub)
+    add_replay_parser(sub)
     return p
 
 

@@ -1,8 +1,10 @@
 """``/api/whk/deliveries``: list, read (with attempts), retry, dead letters, statistics, bulk retry and
 the explicit ack of webhooks that require confirmation.
 
-The static routes (``/failed``, ``/stats``, ``/bulk-retry``) are distinct from ``/{delivery_id:int}``:
-the id is typed, so ``failed`` can never be captured as an id.
+Dead letters can be purged for good, one (``DELETE /{id}``) or by filters (``POST /purge``, dry run first).
+
+The static routes (``/failed``, ``/stats``, ``/bulk-retry``, ``/purge``) are distinct from
+``/{delivery_id:int}``: the id is typed, so ``failed`` can never be captured as an id.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, get, post
+from litestar import Controller, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, QueryParameter
-from litestar.status_codes import HTTP_200_OK
+from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 from psycopg import AsyncConnection
 
 from api.audit import AuditLog
@@ -29,6 +31,8 @@ from api.deliveries.schemas import (
     DeliveryPage,
     DeliveryStats,
     DeliveryStatus,
+    PurgeRequest,
+    PurgeResult,
     RetryResult,
 )
 from api.deps import Principal, require_own_consumer
@@ -234,6 +238,77 @@ class DeliveryController(Controller):
         )
         return BulkRetryResult(
             dry_run=False, matched=matched, requeued=requeued, skipped_deleted_webhook=skipped
+        )
+
+    @post(
+        "/purge",
+        operation_id="purgeDeadDeliveries",
+        summary="Delete dead letters by filters for good (dry_run counts first)",
+        status_code=HTTP_200_OK,
+    )
+    async def purge(self, conn: Conn, principal: Who, data: JSONBody[PurgeRequest]) -> PurgeResult:
+        if data.created_from and data.created_to and data.created_from >= data.created_to:
+            raise Unprocessable(
+                "empty time range",
+                errors=[{"pointer": "/created_to", "message": "must be after created_from"}],
+            )
+        await require_refs(conn, principal, self.webhooks, webhook_id=data.webhook_id)
+        filters = {
+            "webhook_id": data.webhook_id,
+            "event_type": data.event_type,
+            "created_from": data.created_from,
+            "created_to": data.created_to,
+        }
+        tenant = principal.tenant_filter()
+        matched = await self.repo.purge_count(conn, tenant=tenant, filters=filters)
+        if data.dry_run:
+            return PurgeResult(dry_run=True, matched=matched, purged=0)
+        ids = await self.repo.purge(conn, tenant=tenant, filters=filters, limit=data.max_deliveries)
+        if ids:  # nothing deleted: no audit row
+            await self.audit_log.record(
+                conn,
+                principal,
+                "delivery.purge",
+                "delivery",
+                None,
+                None,
+                {
+                    "filters": msgspec.to_builtins(data),
+                    "matched": matched,
+                    "purged": len(ids),
+                    "first_id": ids[0],
+                    "last_id": ids[-1],
+                },
+                consumer_id=tenant,
+            )
+        return PurgeResult(dry_run=False, matched=matched, purged=len(ids))
+
+    @delete(
+        "/{delivery_id:int}",
+        operation_id="purgeDeadDelivery",
+        summary="Delete one dead letter for good (409 for any other state)",
+        status_code=HTTP_204_NO_CONTENT,
+    )
+    async def purge_one(self, conn: Conn, principal: Who, delivery_id: IdPath) -> None:
+        before = await self._lock_visible(conn, principal, delivery_id)
+        if before.status != "dead":
+            raise Conflict(f"the delivery is {before.status}; only dead letters can be purged")
+        gone = await self.repo.purge_ids(conn, [delivery_id])
+        assert gone == [delivery_id]  # locked and dead above, in this transaction
+        await self.audit_log.record(
+            conn,
+            principal,
+            "delivery.purge",
+            "delivery",
+            delivery_id,
+            {
+                "status": before.status,
+                "event_id": str(before.event_id),
+                "webhook_id": before.webhook_id,
+                "attempts": before.attempts,
+                "consumer_id": before.consumer_id,
+            },
+            None,
         )
 
     @get("/{delivery_id:int}", operation_id="getDelivery", summary="One delivery with its attempts")

@@ -75,6 +75,20 @@ WHERE {where} AND d.status <> 'in_flight'
 -- name: retry_many :one
 SELECT whk.retry_deliveries(%(ids)s::bigint[])
 
+-- name: purge_candidates :many
+-- {where} holds the tenant and the caller's filters (allow-listed); only dead letters are purged.
+SELECT d.id
+FROM whk.whk_03_entregas d
+WHERE {where} AND d.status = 'dead'
+ORDER BY d.id
+LIMIT %(limit)s
+
+-- name: purge_count :one
+SELECT count(*) FROM whk.whk_03_entregas d WHERE {where} AND d.status = 'dead'
+
+-- name: purge_many :many
+SELECT whk.purge_dead_deliveries(%(ids)s::bigint[])
+
 -- name: stats_overall :one
 -- Delivery outcomes of deliveries created in the window, and attempt latency of attempts started in it.
 WITH dl AS (

@@ -156,6 +156,27 @@ class DeliveryRepository:
             return [], 0
         return ids, int(await fetch_value(conn, self._q["retry_many"], {"ids": ids}))
 
+    async def purge_count(
+        self, conn: AsyncConnection[Any], *, tenant: int | None, filters: Mapping[str, Any]
+    ) -> int:
+        plan = self.listing.plan(tenant=tenant, filters=filters, sort="id", cursor=None)
+        query = sql.SQL(self._q["purge_count"]).format(where=plan.where)
+        return int(await fetch_value(conn, query, plan.params))
+
+    async def purge(
+        self, conn: AsyncConnection[Any], *, tenant: int | None, filters: Mapping[str, Any], limit: int
+    ) -> list[int]:
+        """Delete up to ``limit`` matching dead letters (``whk.purge_dead_deliveries``): the ids deleted."""
+        plan = self.listing.plan(tenant=tenant, filters=filters, sort="id", cursor=None)
+        query = sql.SQL(self._q["purge_candidates"]).format(where=plan.where)
+        ids = [int(i) for i in await fetch_column(conn, query, {**plan.params, "limit": limit})]
+        return await self.purge_ids(conn, ids)
+
+    async def purge_ids(self, conn: AsyncConnection[Any], ids: list[int]) -> list[int]:
+        if not ids:
+            return []
+        return [int(i) for i in await fetch_column(conn, self._q["purge_many"], {"ids": ids})]
+
     async def stats(
         self,
         conn: AsyncConnection[Any],

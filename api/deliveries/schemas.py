@@ -114,6 +114,27 @@ class BulkRetryResult(msgspec.Struct, kw_only=True):
     skipped_deleted_webhook: int = 0
 
 
+class PurgeRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Delete the dead letters matching the filters (tenant applied) for good. ``dry_run`` only counts.
+
+    The filters are bulk-retry's, without ``status``: only dead letters are ever purged. At most
+    ``max_deliveries`` go per call; the answer says how many matched so a client can repeat.
+    """
+
+    webhook_id: Annotated[int, Meta(ge=1, le=9223372036854775807)] | None = None
+    event_type: Annotated[str, Meta(pattern=EVENT_TYPE_RE, max_length=200)] | None = None
+    created_from: Timestamp | None = None
+    created_to: Timestamp | None = None
+    dry_run: bool = False
+    max_deliveries: Annotated[int, Meta(ge=1, le=100000)] = 10000
+
+
+class PurgeResult(msgspec.Struct, kw_only=True):
+    dry_run: bool
+    matched: int
+    purged: int
+
+
 class Percentiles(msgspec.Struct, kw_only=True):
     p50: float | None
     p90: float | None

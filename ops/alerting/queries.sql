@@ -158,3 +158,13 @@ FOR UPDATE SKIP LOCKED
 
 -- name: set_rule_channels :exec
 UPDATE whk.whk_06_alertas SET channels = %(channels)s, escalation = %(escalation)s WHERE id = %(id)s
+
+-- name: replay_step :one
+-- One batch of a replay (whk.replay_step): true while there may be more.
+SELECT whk.replay_step(%(id)s, %(batch)s)
+
+-- name: replay_failed :exec
+-- A replay whose job failed: recorded so GET /replays/{id} says so instead of "running" forever.
+UPDATE whk.replays
+SET state = 'failed', error = %(error)s, finished_at = clock_timestamp(), updated_at = clock_timestamp()
+WHERE id = %(id)s AND state IN ('queued', 'running')

@@ -396,7 +396,7 @@ COMMENT ON TABLE whk.consumer_runtime IS
 CREATE TABLE whk.whk_05_configuracoes (
     key         text        PRIMARY KEY CHECK (key ~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$'),
     category    text        NOT NULL CHECK (category IN ('retry', 'rate_limit', 'security', 'template',
-                                                         'monitoring', 'delivery', 'dev')),
+                                                         'monitoring', 'delivery', 'dev', 'retention')),
     value       jsonb       NOT NULL,
     description text        NOT NULL,
     updated_at  timestamptz NOT NULL DEFAULT now(),
@@ -426,7 +426,14 @@ INSERT INTO whk.whk_05_configuracoes (key, category, value, description) VALUES
      'Health degrades when the oldest pending delivery is older than this.'),
     ('dev.mock_keep_per_name', 'dev', '1000', 'Requests kept per development mock endpoint (newest first).'),
     ('dev.mock_max_rows', 'dev', '50000', 'Requests kept by all development mock endpoints together.'),
-    ('dev.mock_retention_hours', 'dev', '24', 'Development mock requests older than this are deleted.');
+    ('dev.mock_retention_hours', 'dev', '24', 'Development mock requests older than this are deleted.'),
+    ('retention.outbox_days', 'retention', '365',
+     'Outbox partitions whose whole day ended longer ago are dropped (unless unfinished or dead deliveries need them).'),
+    ('retention.delivered_days', 'retention', '365',
+     'Delivered and cancelled deliveries (and their attempts) finished longer ago are deleted.'),
+    ('retention.attempts_days', 'retention', '365',
+     'Attempts of delivered and cancelled deliveries older than this are deleted.'),
+    ('retention.audit_days', 'retention', '365', 'Audit rows older than this are deleted (at least 30).');
 -- <<< sql/schema/161_whk_05_configuracoes_seed.sql
 
 -- >>> sql/schema/170_whk_06_alertas.sql
@@ -959,6 +966,46 @@ VALUES
      'A webhook''s circuit breaker has been open for more than 10 minutes.', 'warning',
      '{"metric": "breaker_open_s", "operator": ">", "threshold": 600, "window_s": 300}', 0, 3600);
 -- <<< sql/schema/710_operations.sql
+
+-- >>> sql/schema/715_replays.sql
+-- Replays (backfills): past events, still in outbox retention, sent again to one webhook (a new subscriber
+-- catching up, a receiver that lost data). One row per request, worked through in batches by the job
+-- worker (pgqueuer entrypoint `replay`, whk.replay_step), so the API and `whk replay` show done/total and
+-- can cancel. Each (event, webhook) pair keeps one delivery, hence one webhook-id, forever: an existing
+-- delivery of the pair is re-queued, never duplicated.
+CREATE TABLE whk.replays (
+    id                bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    webhook_id        bigint      NOT NULL REFERENCES whk.whk_01_webhooks (id) ON DELETE CASCADE,
+    -- The tenant: the webhook's consumer, copied so tenant-scoped reads need no join.
+    consumer_id       bigint      NOT NULL,
+    since             timestamptz NOT NULL,
+    until             timestamptz NOT NULL,
+    -- Event type names or patterns (order.*, *) narrowing the webhook's own subscription; empty = all of it.
+    event_types       text[]      NOT NULL DEFAULT '{}' CHECK (cardinality(event_types) <= 50),
+    -- An SQL/JSON path predicate on the delivered body (the Standard Webhooks envelope), like a webhook's
+    -- filter: `$.data.total > 100`.
+    predicate         jsonpath,
+    total             bigint      NOT NULL DEFAULT 0 CHECK (total >= 0),
+    done              bigint      NOT NULL DEFAULT 0 CHECK (done >= 0),
+    -- Of done: deliveries created for the first time, and existing ones re-queued (same webhook-id).
+    created           bigint      NOT NULL DEFAULT 0 CHECK (created >= 0),
+    requeued          bigint      NOT NULL DEFAULT 0 CHECK (requeued >= 0),
+    -- Keyset position of the last event handled (outbox created_at, id).
+    cursor_created_at timestamptz,
+    cursor_id         bigint,
+    state             text        NOT NULL DEFAULT 'queued'
+                                  CHECK (state IN ('queued', 'running', 'done', 'cancelled', 'failed')),
+    error             text,
+    created_by        text        NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    finished_at       timestamptz,
+    CONSTRAINT replays_range_check CHECK (since < until)
+);
+COMMENT ON TABLE whk.replays IS
+    'Replays of past outbox events to one webhook: filters, progress (done/total) and state; see docs/delivery.md.';
+CREATE INDEX replays_webhook_idx ON whk.replays (webhook_id, id DESC);
+-- <<< sql/schema/715_replays.sql
 
 -- >>> sql/schema/800_mock_requests.sql
 -- Requests received by the development mock endpoints (/api/whk/dev/mock/{name}, any method): a place to point
@@ -2034,6 +2081,13 @@ BEGIN
         RETURN whk.setting_number_problem(p_key, p_value, 1000, 1000000, true);
     WHEN 'dev.mock_retention_hours' THEN
         RETURN whk.setting_number_problem(p_key, p_value, 1, 720);
+    -- Retention (whk.retention_* functions, the worker's `retention` schedule): whole days. The audit trail
+    -- keeps at least 30 days whatever a writer of this table sets, so a role that may change settings
+    -- cannot make the retention job erase recent audit rows.
+    WHEN 'retention.outbox_days', 'retention.delivered_days', 'retention.attempts_days' THEN
+        RETURN whk.setting_number_problem(p_key, p_value, 1, 3650, true);
+    WHEN 'retention.audit_days' THEN
+        RETURN whk.setting_number_problem(p_key, p_value, 30, 3650, true);
     ELSE
         RETURN NULL;
     END CASE;
@@ -3975,6 +4029,29 @@ COMMENT ON FUNCTION whk.pause_webhook(bigint) IS
     'Pause a webhook: nothing is claimed for it (pending deliveries wait) until whk.resume_webhook. False when already paused.';
 -- <<< sql/functions/delivery/pause_webhook.sql
 
+-- >>> sql/functions/delivery/purge_dead_deliveries.sql
+-- whk.purge_dead_deliveries: remove dead letters for good (the API's DELETE /deliveries/{id} and POST
+-- /deliveries/purge; a DBA's psql). Only rows still dead when this runs are deleted, whatever ids are
+-- passed: a delivery retried meanwhile (back to pending) or never dead is left alone, so the caller's
+-- count of candidates is an upper bound and the return value is the truth. Their attempts go with them
+-- (ON DELETE CASCADE). Once no dead letter or unfinished delivery needs its event, the event's outbox
+-- partition can be dropped by retention. Returns the ids deleted, ascending.
+CREATE OR REPLACE FUNCTION whk.purge_dead_deliveries(p_ids bigint[])
+RETURNS SETOF bigint
+LANGUAGE sql
+SET search_path = pg_catalog, whk
+AS $$
+    WITH gone AS (
+        DELETE FROM whk.whk_03_entregas d
+         WHERE d.id = ANY (p_ids) AND d.status = 'dead'
+        RETURNING d.id
+    )
+    SELECT id FROM gone ORDER BY id;
+$$;
+COMMENT ON FUNCTION whk.purge_dead_deliveries(bigint[]) IS
+    'Delete the dead letters among p_ids (others untouched), with their attempts; returns the ids deleted.';
+-- <<< sql/functions/delivery/purge_dead_deliveries.sql
+
 -- >>> sql/functions/delivery/quarantine_webhook.sql
 -- Quarantine a webhook: the dispatcher stops claiming for it (and, at stage 'route', stops routing to it)
 -- because its data made a shared delivery statement fail, or the SSRF guard refused its endpoint. Without
@@ -4348,6 +4425,213 @@ END;
 $$;
 -- <<< sql/functions/delivery/release_deliveries.sql
 
+-- >>> sql/functions/delivery/replay_cancel.sql
+-- whk.replay_cancel: stop a queued or running replay. Waits for a batch in progress (it holds the row), so
+-- once this returns no further delivery is created or re-queued by it; what earlier batches queued is
+-- delivered as usual (cancel those deliveries separately if needed). Returns false when the replay had
+-- already finished (done, cancelled or failed).
+CREATE OR REPLACE FUNCTION whk.replay_cancel(p_replay_id bigint)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, whk
+AS $$
+    WITH c AS (
+        UPDATE whk.replays
+           SET state = 'cancelled', finished_at = clock_timestamp(), updated_at = clock_timestamp()
+         WHERE id = p_replay_id AND state IN ('queued', 'running')
+        RETURNING 1
+    )
+    SELECT EXISTS (SELECT 1 FROM c);
+$$;
+COMMENT ON FUNCTION whk.replay_cancel(bigint) IS 'Cancel a queued or running replay (false if already finished).';
+-- <<< sql/functions/delivery/replay_cancel.sql
+
+-- >>> sql/functions/delivery/replay_events.sql
+-- whk.replay_events: the outbox events a replay sends to a webhook, in (created_at, id) order after the
+-- keyset position (p_after_created, p_after_id), at most p_limit (NULL: all, for counting). An event
+-- qualifies when it was routed (pending events are still on their way through the router), was created in
+-- [p_since, p_until), and the webhook would have received it: its subscription (event_types, payload
+-- version, filter) matches, as in whk.route_and_take. p_types narrows the types (names or patterns; empty:
+-- no narrowing) and p_predicate is an SQL/JSON path predicate on the envelope (`@@`, like a webhook's
+-- filter: a structural mismatch is no match). ordering_key is what the router would give an ordered
+-- webhook's delivery. The created_at range prunes the outbox partitions.
+CREATE OR REPLACE FUNCTION whk.replay_events(p_webhook_id bigint, p_since timestamptz, p_until timestamptz,
+                                             p_types text[], p_predicate jsonpath,
+                                             p_after_created timestamptz DEFAULT NULL,
+                                             p_after_id bigint DEFAULT NULL, p_limit integer DEFAULT NULL)
+RETURNS TABLE (outbox_id bigint, created_at timestamptz, event_id uuid, event_type text, commit_seq bigint,
+               ordering_key text)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, whk
+AS $$
+    SELECT o.id, o.created_at, o.event_id, o.event_type, o.commit_seq,
+           CASE WHEN w.delivery_mode = 'ordered' THEN
+               coalesce(jsonb_path_query_first(env.payload, w.ordering_key_path, '{}'::jsonb, true) #>> '{}',
+                        o.event_key, '')
+           END
+    FROM whk.whk_01_webhooks w
+    JOIN whk.outbox o
+      ON o.created_at >= p_since AND o.created_at < p_until
+     AND o.status = 'routed'
+     AND whk.event_type_matches(w.event_types, o.event_type)
+     AND (cardinality(p_types) = 0 OR whk.event_type_matches(p_types, o.event_type))
+     AND (w.payload_version IS NULL OR w.payload_version = o.event_version)
+     AND (p_after_created IS NULL OR (o.created_at, o.id) > (p_after_created, p_after_id))
+    CROSS JOIN LATERAL (SELECT whk.event_envelope(o) AS payload OFFSET 0) env
+    WHERE w.id = p_webhook_id
+      AND (w.filter IS NULL OR coalesce(env.payload @@ w.filter, false))
+      AND (p_predicate IS NULL OR coalesce(env.payload @@ p_predicate, false))
+    ORDER BY o.created_at, o.id
+    LIMIT p_limit
+$$;
+COMMENT ON FUNCTION whk.replay_events(bigint, timestamptz, timestamptz, text[], jsonpath, timestamptz, bigint, integer) IS
+    'Outbox events a replay sends to a webhook (subscription, types, predicate), keyset-paged.';
+-- <<< sql/functions/delivery/replay_events.sql
+
+-- >>> sql/functions/delivery/replay_start.sql
+-- whk.replay_start: record a replay of the webhook's past events and queue its job (pgqueuer entrypoint
+-- `replay`, run by the job worker). Refused when the range reaches before the outbox retention horizon
+-- (whk.retention_horizon('outbox')): those events may be gone, and a replay that silently sends part of
+-- what was asked is worse than none; the error's DETAIL names the horizon. total is counted now; events
+-- routed later inside the range are still sent (the job works until it finds no more). SECURITY DEFINER
+-- only to queue the job: the callers' roles have no rights on pgqueuer's table. Tenancy is the caller's
+-- business (the API checks the webhook is the caller's own). Returns the replay's id.
+CREATE OR REPLACE FUNCTION whk.replay_start(p_webhook_id bigint, p_since timestamptz, p_until timestamptz,
+                                            p_types text[], p_predicate jsonpath, p_created_by text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+DECLARE
+    v_horizon  timestamptz := whk.retention_horizon('outbox');
+    v_consumer bigint;
+    v_id       bigint;
+BEGIN
+    SELECT w.consumer_id INTO v_consumer FROM whk.whk_01_webhooks w
+     WHERE w.id = p_webhook_id AND w.deleted_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'webhook % not found', p_webhook_id
+            USING ERRCODE = 'no_data_found', HINT = 'replay to an existing, not deleted webhook';
+    END IF;
+    IF p_since IS NULL OR p_until IS NULL OR p_since >= p_until THEN
+        RAISE EXCEPTION 'empty replay range [%, %)', p_since, p_until
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'since must be before until';
+    END IF;
+    IF p_since < v_horizon THEN
+        RAISE EXCEPTION 'replay range starts before the outbox retention horizon %', v_horizon
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'horizon=' || v_horizon,
+                  HINT = 'since must be at or after the horizon (retention.outbox_days)';
+    END IF;
+    INSERT INTO whk.replays (webhook_id, consumer_id, since, until, event_types, predicate, total, created_by)
+    VALUES (p_webhook_id, v_consumer, p_since, p_until, coalesce(p_types, '{}'), p_predicate,
+            (SELECT count(*) FROM whk.replay_events(p_webhook_id, p_since, p_until, coalesce(p_types, '{}'),
+                                                    p_predicate)),
+            p_created_by)
+    RETURNING id INTO v_id;
+    INSERT INTO whk.pgqueuer (priority, entrypoint, payload, status)
+    VALUES (0, 'replay', convert_to(v_id::text, 'UTF8'), 'queued');
+    RETURN v_id;
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION whk.replay_start(bigint, timestamptz, timestamptz, text[], jsonpath, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION whk.replay_start(bigint, timestamptz, timestamptz, text[], jsonpath, text)
+    TO whk_app, whk_dispatcher;
+COMMENT ON FUNCTION whk.replay_start(bigint, timestamptz, timestamptz, text[], jsonpath, text) IS
+    'Record a replay (refused before the outbox retention horizon) and queue its job; returns its id.';
+-- <<< sql/functions/delivery/replay_start.sql
+
+-- >>> sql/functions/delivery/replay_step.sql
+-- whk.replay_step: one batch of a replay (the job worker calls it until it returns false; a DBA can too).
+-- The replay row is locked for the batch, so a cancel (whk.replay_cancel) waits for the running batch and
+-- the next step sees it and stops. For each of the next p_batch events (whk.replay_events after the
+-- keyset position): an event the webhook never had gets a new pending delivery, due now; an event it
+-- already has keeps that delivery, re-queued through whk.retry_deliveries (same row, same event_id, so the
+-- same webhook-id header: the receiver can deduplicate; one being attempted right now is left alone).
+-- Returns true while there may be more to do.
+CREATE OR REPLACE FUNCTION whk.replay_step(p_replay_id bigint, p_batch integer DEFAULT 1000)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk
+AS $$
+DECLARE
+    r           record;
+    v_n         integer;
+    v_last_at   timestamptz;
+    v_last_id   bigint;
+    v_existing  bigint[];
+    v_created   integer;
+    v_requeued  integer := 0;
+BEGIN
+    IF p_batch IS NULL OR p_batch NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION 'batch size % out of bounds', p_batch
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'between 1 and 100000 events per step';
+    END IF;
+    SELECT * INTO r FROM whk.replays WHERE id = p_replay_id FOR UPDATE;
+    IF NOT FOUND OR r.state NOT IN ('queued', 'running') THEN
+        RETURN false;
+    END IF;
+    -- A webhook deleted meanwhile is never claimed again: its new deliveries would wait forever (and keep
+    -- their outbox partitions). The replay stops there, saying why.
+    IF NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = r.webhook_id AND w.deleted_at IS NULL) THEN
+        UPDATE whk.replays
+           SET state = 'failed', error = 'the webhook was deleted', finished_at = clock_timestamp(),
+               updated_at = clock_timestamp()
+         WHERE id = p_replay_id;
+        RETURN false;
+    END IF;
+    CREATE TEMP TABLE IF NOT EXISTS whk_replay_batch (
+        outbox_id bigint, created_at timestamptz, event_id uuid, event_type text, commit_seq bigint,
+        ordering_key text
+    ) ON COMMIT DROP;
+    TRUNCATE whk_replay_batch;
+    INSERT INTO whk_replay_batch
+    SELECT * FROM whk.replay_events(r.webhook_id, r.since, r.until, r.event_types, r.predicate,
+                                    r.cursor_created_at, r.cursor_id, p_batch);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    SELECT b.created_at, b.outbox_id INTO v_last_at, v_last_id
+      FROM whk_replay_batch b ORDER BY b.created_at DESC, b.outbox_id DESC LIMIT 1;
+
+    SELECT array_agg(d.id) INTO v_existing
+      FROM whk_replay_batch b
+      JOIN whk.whk_03_entregas d ON d.event_id = b.event_id AND d.webhook_id = r.webhook_id;
+    IF v_existing IS NOT NULL THEN
+        v_requeued := whk.retry_deliveries(v_existing);
+    END IF;
+    INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id, consumer_id,
+                                     ordering_key, commit_seq, next_attempt_at, status)
+    SELECT b.event_id, b.outbox_id, b.created_at, b.event_type, w.id, w.consumer_id, b.ordering_key,
+           b.commit_seq, clock_timestamp(), 'pending'
+      FROM whk_replay_batch b
+      JOIN whk.whk_01_webhooks w ON w.id = r.webhook_id
+     ORDER BY b.created_at, b.outbox_id
+    ON CONFLICT (event_id, webhook_id) DO NOTHING;
+    GET DIAGNOSTICS v_created = ROW_COUNT;
+    IF v_created > 0 THEN
+        INSERT INTO whk.webhook_runtime (webhook_id) VALUES (r.webhook_id) ON CONFLICT (webhook_id) DO NOTHING;
+    END IF;
+    IF v_created + v_requeued > 0 THEN
+        PERFORM whk.wake_dispatchers();
+    END IF;
+
+    UPDATE whk.replays
+       SET done = done + v_n, created = created + v_created, requeued = requeued + v_requeued,
+           -- Events routed after the count (late commits inside the range) are sent too.
+           total = greatest(total, done + v_n),
+           cursor_created_at = coalesce(v_last_at, cursor_created_at),
+           cursor_id = coalesce(v_last_id, cursor_id),
+           state = CASE WHEN v_n < p_batch THEN 'done' ELSE 'running' END,
+           finished_at = CASE WHEN v_n < p_batch THEN clock_timestamp() END,
+           updated_at = clock_timestamp()
+     WHERE id = p_replay_id;
+    RETURN v_n = p_batch;
+END;
+$$;
+COMMENT ON FUNCTION whk.replay_step(bigint, integer) IS
+    'One batch of a replay: new deliveries for new pairs, existing ones re-queued (same webhook-id).';
+-- <<< sql/functions/delivery/replay_step.sql
+
 -- >>> sql/functions/delivery/resume_webhook.sql
 -- Re-enable a disabled or paused webhook: its parked deliveries become pending again (same event_id, so
 -- the same webhook-id header), its breaker closes, its failure streak restarts and a quarantine
@@ -4387,8 +4671,9 @@ $$;
 -- schedule (schedule_offset = attempts so far) but the SAME event_id, hence the same webhook-id header:
 -- receivers deduplicate replays. The signature is fresh because it is computed per attempt.
 -- Rows in flight are left alone (their attempt is running), and so are deliveries of a deleted webhook
--- (whk.delete_webhook): nothing more is sent to an endpoint its owner removed, and no claim would serve
--- them. Returns how many were re-queued; the API reports the others as skipped.
+-- (whk.delete_webhook: nothing more is sent to an endpoint its owner removed, and no claim would serve
+-- them) and rows whose event is no longer in the outbox (retention). Returns how many were re-queued; the
+-- API reports the others as skipped.
 CREATE OR REPLACE FUNCTION whk.retry_deliveries(p_ids bigint[])
 RETURNS integer
 LANGUAGE plpgsql
@@ -4402,7 +4687,10 @@ BEGIN
         dead_at = NULL, dead_reason = NULL, ack_deadline = NULL, lease_until = NULL, claimed_by = NULL,
         batch_id = NULL, updated_at = clock_timestamp()
     WHERE d.id = ANY (p_ids) AND d.status IN ('dead', 'delivered', 'awaiting_ack', 'pending', 'parked')
-      AND NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL);
+      AND NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL)
+      -- Only while its event is still in the outbox (the claim rebuilds the body from it): a delivered
+      -- delivery whose outbox partition retention dropped cannot be sent again.
+      AND EXISTS (SELECT 1 FROM whk.outbox o WHERE o.id = d.outbox_id AND o.created_at = d.event_created_at);
     GET DIAGNOSTICS v_count = ROW_COUNT;
 
     INSERT INTO whk.webhook_runtime (webhook_id)
@@ -5066,35 +5354,54 @@ BEGIN
 END;
 $$;
 REVOKE EXECUTE ON FUNCTION whk.outbox_create_partitions(interval, text) FROM PUBLIC;
+-- The job worker's `housekeeping` schedule runs it with the dispatcher's role.
+GRANT EXECUTE ON FUNCTION whk.outbox_create_partitions(interval, text) TO whk_dispatcher;
 COMMENT ON FUNCTION whk.outbox_create_partitions(interval, text) IS
     'Create outbox partitions (day/week/month) up to now() + ahead; moves stray rows out of outbox_default.';
 -- <<< sql/functions/ops/outbox_create_partitions.sql
 
 -- >>> sql/functions/ops/outbox_drop_partitions.sql
 -- whk.outbox_drop_partitions: retention. Drops outbox partitions whose whole period ended more than
--- older_than ago, but only those that hold no work: a partition is kept while any of its events is still
--- pending (not routed yet), is flagged invalid (waiting for an operator; unless keep_invalid is false),
--- or has a delivery that is not finished (pending, in_flight, awaiting_ack, parked) or was dead-lettered
--- (dead letters keep their event for inspection and replay; cancel or purge them to release it).
--- One row per old partition says what happened. The partition is locked before it is checked, so a
--- transaction reading its events (a replay) finishes first, and deliveries are locked against changes
--- for the moment of the check. lock_timeout bounds the wait; a busy partition is simply kept this time.
--- The default partition is never dropped.
+-- older_than ago, but only those that hold no work (whk.outbox_partition_work): a partition is kept while
+-- any of its events is still pending (not routed yet), failed the router's schema validation (valid =
+-- false: kept for an operator's look unless keep_invalid is false; the router delivers such events anyway
+-- and marks them, it never gives them a status of their own), or has a delivery that is not finished
+-- (pending, in_flight, awaiting_ack, parked) or was dead-lettered (dead letters keep their event for
+-- inspection and replay; retry or purge them to release it). One row per old partition says what
+-- happened. The default partition is never dropped.
+--
+-- Locks: a partition is first checked without a lock; only one that looks droppable is then locked
+-- (ACCESS EXCLUSIVE on it, SHARE on whk_03_entregas so no delivery of its events appears meanwhile),
+-- checked again and detached (ACCESS EXCLUSIVE on whk.outbox: ERP inserts and the router wait for that
+-- moment). Those locks last until the caller's transaction ends, so max_drops bounds the partitions
+-- dropped per call: the job worker calls it with max_drops => 1, one short transaction per partition,
+-- until nothing more goes. lock_timeout (1 s) bounds how long a waiting lock holds others up behind it;
+-- a busy partition is simply kept this time. A transaction reading the partition (a replay) finishes
+-- first.
+-- dry_run = true takes no lock and drops nothing: `dropped` then says what a real run would do. `bytes` is
+-- the partition's size on disk with its indexes (pg_total_relation_size), what dropping it frees.
 CREATE OR REPLACE FUNCTION whk.outbox_drop_partitions(older_than interval DEFAULT '30 days',
-                                                      keep_invalid boolean DEFAULT true)
-RETURNS TABLE (partition_name text, dropped boolean, reason text)
+                                                      keep_invalid boolean DEFAULT true,
+                                                      dry_run boolean DEFAULT false,
+                                                      max_drops integer DEFAULT NULL)
+RETURNS TABLE (partition_name text, dropped boolean, reason text, bytes bigint)
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, whk, pg_temp
-SET lock_timeout = '5s'
+SET lock_timeout = '1s'
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_part  regclass;
-    v_from  timestamptz;
-    v_to    timestamptz;
-    v_why   text;
+    v_part    regclass;
+    v_from    timestamptz;
+    v_to      timestamptz;
+    v_why     text;
+    v_dropped integer := 0;
 BEGIN
+    IF max_drops IS NOT NULL AND max_drops < 1 THEN
+        RAISE EXCEPTION 'max_drops must be at least 1, got %', max_drops
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'NULL drops every droppable partition';
+    END IF;
     FOR v_part, partition_name, v_from, v_to IN
         SELECT p.partition, p.partition_name, p.range_from, p.range_to
           FROM whk.outbox_partitions p
@@ -5102,43 +5409,280 @@ BEGIN
          ORDER BY p.range_from
     LOOP
         CONTINUE WHEN v_to > now() - older_than;
-        BEGIN
-            EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_part);
-            LOCK TABLE whk.whk_03_entregas IN SHARE MODE;
-            EXECUTE format('SELECT CASE WHEN EXISTS (SELECT 1 FROM %1$s WHERE status = ''pending'') THEN ''pending events'''
-                           '            WHEN $1 AND EXISTS (SELECT 1 FROM %1$s WHERE status = ''invalid'') THEN ''invalid events'' END',
-                           v_part)
-               INTO v_why USING keep_invalid;
-            IF v_why IS NULL THEN
-                SELECT CASE WHEN d.status = 'dead' THEN 'dead-lettered deliveries' ELSE 'unfinished deliveries' END
-                  INTO v_why
-                  FROM whk.whk_03_entregas d
-                 WHERE d.status IN ('pending', 'in_flight', 'awaiting_ack', 'parked', 'dead')
-                   AND d.event_created_at >= v_from AND d.event_created_at < v_to
-                 ORDER BY d.status = 'dead'
-                 LIMIT 1;
-            END IF;
-            IF v_why IS NULL THEN
-                EXECUTE format('ALTER TABLE whk.outbox DETACH PARTITION %s', v_part);
-                EXECUTE format('DROP TABLE %s', v_part);
-                dropped := true;
-                reason := format('events from %s to %s removed', v_from, v_to);
-            ELSE
-                dropped := false;
-                reason := 'kept: ' || v_why;
-            END IF;
-        EXCEPTION WHEN lock_not_available THEN
+        EXIT WHEN v_dropped >= max_drops;
+        bytes := pg_total_relation_size(v_part);
+        v_why := whk.outbox_partition_work(v_part, v_from, v_to, keep_invalid);
+        IF v_why IS NULL AND NOT dry_run THEN
+            BEGIN
+                EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_part);
+                LOCK TABLE whk.whk_03_entregas IN SHARE MODE;
+                v_why := whk.outbox_partition_work(v_part, v_from, v_to, keep_invalid);
+                IF v_why IS NULL THEN
+                    EXECUTE format('ALTER TABLE whk.outbox DETACH PARTITION %s', v_part);
+                    EXECUTE format('DROP TABLE %s', v_part);
+                END IF;
+            EXCEPTION WHEN lock_not_available THEN
+                v_why := 'busy (lock timeout), try again later';
+            END;
+        END IF;
+        IF v_why IS NULL THEN
+            dropped := true;
+            reason := format(CASE WHEN dry_run THEN 'would remove events from %s to %s'
+                                  ELSE 'events from %s to %s removed' END, v_from, v_to);
+            v_dropped := v_dropped + 1;
+        ELSE
             dropped := false;
-            reason := 'kept: busy (lock timeout), try again later';
-        END;
+            reason := 'kept: ' || v_why;
+        END IF;
         RETURN NEXT;
     END LOOP;
 END;
 $$;
-REVOKE EXECUTE ON FUNCTION whk.outbox_drop_partitions(interval, boolean) FROM PUBLIC;
-COMMENT ON FUNCTION whk.outbox_drop_partitions(interval, boolean) IS
+REVOKE EXECUTE ON FUNCTION whk.outbox_drop_partitions(interval, boolean, boolean, integer) FROM PUBLIC;
+-- The job worker's `retention` schedule runs it.
+GRANT EXECUTE ON FUNCTION whk.outbox_drop_partitions(interval, boolean, boolean, integer) TO whk_dispatcher;
+COMMENT ON FUNCTION whk.outbox_drop_partitions(interval, boolean, boolean, integer) IS
     'Drop old outbox partitions that hold no pending/invalid events and no unfinished or dead-lettered deliveries.';
 -- <<< sql/functions/ops/outbox_drop_partitions.sql
+
+-- >>> sql/functions/ops/outbox_partition_work.sql
+-- whk.outbox_partition_work: why an outbox partition cannot be dropped yet, or NULL when nothing needs it:
+-- an event still pending (not routed; outbox_pending_idx), one that failed its schema check (valid =
+-- false, when p_keep_invalid; read by a scan of the partition), or a delivery of one of its events that is
+-- unfinished or dead (the partial status indexes of whk_03_entregas, filtered on event_created_at).
+-- Deliveries have no copy of their payload: the claim rebuilds the body from the outbox row
+-- (whk.event_envelope), so a partition is needed as long as any of them may still be sent or retried.
+CREATE OR REPLACE FUNCTION whk.outbox_partition_work(p_part regclass, p_from timestamptz, p_to timestamptz,
+                                                     p_keep_invalid boolean)
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+DECLARE
+    v_why text;
+BEGIN
+    EXECUTE format('SELECT CASE WHEN EXISTS (SELECT 1 FROM %1$s WHERE status = ''pending'') THEN ''pending events'''
+                   '            WHEN $1 AND EXISTS (SELECT 1 FROM %1$s WHERE valid IS FALSE) THEN ''invalid events'' END',
+                   p_part)
+       INTO v_why USING p_keep_invalid;
+    IF v_why IS NULL THEN
+        SELECT CASE WHEN d.status = 'dead' THEN 'dead-lettered deliveries' ELSE 'unfinished deliveries' END
+          INTO v_why
+          FROM whk.whk_03_entregas d
+         WHERE d.status IN ('pending', 'in_flight', 'awaiting_ack', 'parked', 'dead')
+           AND d.event_created_at >= p_from AND d.event_created_at < p_to
+         ORDER BY d.status = 'dead'
+         LIMIT 1;
+    END IF;
+    RETURN v_why;
+END;
+$$;
+COMMENT ON FUNCTION whk.outbox_partition_work(regclass, timestamptz, timestamptz, boolean) IS
+    'Why an outbox partition is still needed (pending/invalid events, unfinished or dead deliveries), or NULL.';
+-- <<< sql/functions/ops/outbox_partition_work.sql
+
+-- >>> sql/functions/ops/retention_delete_attempts.sql
+-- whk.retention_delete_attempts: one batch of attempt-log retention. Deletes at most p_batch attempts
+-- started before the 'attempts' horizon whose delivery is delivered or cancelled (or already gone), lowest
+-- ids first. The attempts of a dead letter or of unfinished work stay: they are what an operator reads
+-- before retrying. A delivery's attempt_ids may then name attempts that no longer exist (there is no
+-- foreign key on them). Returns how many were deleted; call it until it returns less than p_batch.
+CREATE OR REPLACE FUNCTION whk.retention_delete_attempts(p_batch integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+DECLARE
+    v_n bigint;
+BEGIN
+    IF p_batch IS NULL OR p_batch NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION 'batch size % out of bounds', p_batch
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'between 1 and 100000 rows per call';
+    END IF;
+    DELETE FROM whk.whk_03_entregas_tentativas t
+     WHERE t.id IN (SELECT a.id FROM whk.whk_03_entregas_tentativas a
+                     WHERE a.started_at < whk.retention_horizon('attempts')
+                       AND NOT EXISTS (SELECT 1 FROM whk.whk_03_entregas d
+                                        WHERE d.id = a.delivery_id
+                                          AND d.status NOT IN ('delivered', 'cancelled'))
+                     ORDER BY a.id
+                     LIMIT p_batch
+                       FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END;
+$$;
+COMMENT ON FUNCTION whk.retention_delete_attempts(integer) IS
+    'Retention: delete one batch of attempts of finished deliveries older than retention.attempts_days.';
+-- <<< sql/functions/ops/retention_delete_attempts.sql
+
+-- >>> sql/functions/ops/retention_delete_audit.sql
+-- whk.retention_delete_audit: one batch of audit-trail retention. The audit log is append-only for every
+-- WHK role (none has DELETE on it); this SECURITY DEFINER function, owned by the schema owner, is the one
+-- way rows leave, and it only deletes rows older than the 'audit' horizon (retention.audit_days, at
+-- least 30 days by its bounds), oldest first along audit_log_occurred_idx, at most p_batch per call. So a
+-- role allowed to run retention still cannot erase or rewrite recent audit rows. Returns how many were
+-- deleted; call it until it returns less than p_batch.
+CREATE OR REPLACE FUNCTION whk.retention_delete_audit(p_batch integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+DECLARE
+    v_n bigint;
+BEGIN
+    IF p_batch IS NULL OR p_batch NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION 'batch size % out of bounds', p_batch
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'between 1 and 100000 rows per call';
+    END IF;
+    DELETE FROM whk.audit_log l
+     WHERE l.id IN (SELECT a.id FROM whk.audit_log a
+                     -- The 30-day floor again here: the function must hold it even if the setting's
+                     -- CHECK were dropped.
+                     WHERE a.occurred_at < least(whk.retention_horizon('audit'), now() - interval '30 days')
+                     ORDER BY a.occurred_at, a.id
+                     LIMIT p_batch);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION whk.retention_delete_audit(integer) FROM PUBLIC;
+-- The job worker's `retention` schedule runs it with the dispatcher's role.
+GRANT EXECUTE ON FUNCTION whk.retention_delete_audit(integer) TO whk_dispatcher;
+COMMENT ON FUNCTION whk.retention_delete_audit(integer) IS
+    'Retention: delete one batch of audit rows older than retention.audit_days (the only way rows leave).';
+-- <<< sql/functions/ops/retention_delete_audit.sql
+
+-- >>> sql/functions/ops/retention_delete_deliveries.sql
+-- whk.retention_delete_deliveries: one batch of delivery-history retention. Deletes at most p_batch
+-- delivered or cancelled deliveries that finished (updated_at) before the 'delivered' horizon, lowest ids
+-- first (the primary key: old rows come first, so the scan stops early), with their attempts (ON DELETE
+-- CASCADE). Never a pending, in-flight, awaiting-ack, parked or dead delivery: dead letters stay until
+-- they are retried or purged. Returns how many were deleted; call it again until it returns less than
+-- p_batch, each call in its own transaction, so no statement holds its row locks for long.
+-- whk_03_entregas is not partitioned yet, so its retention is a batched DELETE; time-partitioned history
+-- (dropped like the outbox) is the planned next step.
+CREATE OR REPLACE FUNCTION whk.retention_delete_deliveries(p_batch integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+DECLARE
+    v_n bigint;
+BEGIN
+    IF p_batch IS NULL OR p_batch NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION 'batch size % out of bounds', p_batch
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'between 1 and 100000 rows per call';
+    END IF;
+    DELETE FROM whk.whk_03_entregas d
+     WHERE d.id IN (SELECT x.id FROM whk.whk_03_entregas x
+                     WHERE x.status IN ('delivered', 'cancelled')
+                       AND x.updated_at < whk.retention_horizon('delivered')
+                     ORDER BY x.id
+                     LIMIT p_batch
+                       FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+END;
+$$;
+COMMENT ON FUNCTION whk.retention_delete_deliveries(integer) IS
+    'Retention: delete one batch of delivered/cancelled deliveries older than retention.delivered_days.';
+-- <<< sql/functions/ops/retention_delete_deliveries.sql
+
+-- >>> sql/functions/ops/retention_horizon.sql
+-- whk.retention_horizon: the oldest time a kind of data is kept from, read from its retention setting in
+-- whk_05_configuracoes ('retention.<kind>_days', bounded by whk.config_value_problem; 365 days when the
+-- row is absent). Kinds: outbox, delivered, attempts, audit. Everything older may be removed by the
+-- retention functions; a replay cannot reach before the outbox horizon.
+CREATE OR REPLACE FUNCTION whk.retention_horizon(p_kind text)
+RETURNS timestamptz
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+DECLARE
+    v_days integer;
+BEGIN
+    IF p_kind NOT IN ('outbox', 'delivered', 'attempts', 'audit') THEN
+        RAISE EXCEPTION 'unknown retention kind %', quote_literal(p_kind)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'use outbox, delivered, attempts or audit';
+    END IF;
+    SELECT (c.value #>> '{}')::integer INTO v_days
+      FROM whk.whk_05_configuracoes c WHERE c.key = 'retention.' || p_kind || '_days';
+    RETURN now() - make_interval(days => coalesce(v_days, 365));
+END;
+$$;
+COMMENT ON FUNCTION whk.retention_horizon(text) IS
+    'now() minus the retention setting of outbox, delivered, attempts or audit (365 days by default).';
+-- <<< sql/functions/ops/retention_horizon.sql
+
+-- >>> sql/functions/ops/retention_plan.sql
+-- whk.retention_plan: what a retention run would remove now, without removing anything (`whk db retention
+-- --dry-run`). One row per old outbox partition (from whk.outbox_drop_partitions in dry-run mode: its
+-- exact size on disk, and whether it would be dropped or why it is kept) and one row per table retained
+-- by batched deletes (whk_03_entregas, whk_03_entregas_tentativas, audit_log) with the planner's estimate
+-- of the rows and the bytes they take (the table's size with indexes per live row): counting exactly
+-- would read the very rows retention exists to avoid reading. SECURITY DEFINER so the worker's and the
+-- read-only role may see the audit trail's numbers without reading the audit trail.
+CREATE OR REPLACE FUNCTION whk.retention_plan()
+RETURNS TABLE (kind text, item text, horizon timestamptz, action text, est_rows bigint, bytes bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_keep_invalid constant boolean := true;
+    r record;
+    v_q text;
+    v_plan json;
+    v_per_row double precision;
+BEGIN
+    horizon := whk.retention_horizon('outbox');
+    FOR r IN SELECT * FROM whk.outbox_drop_partitions(now() - horizon, v_keep_invalid, dry_run => true) LOOP
+        kind := 'outbox';
+        item := r.partition_name;
+        action := CASE WHEN r.dropped THEN 'drop partition' ELSE r.reason END;
+        est_rows := NULL;
+        bytes := r.bytes;
+        RETURN NEXT;
+    END LOOP;
+    FOR kind, item, horizon, v_q IN
+        SELECT k, t, whk.retention_horizon(k),
+               format(q, whk.retention_horizon(k)) AS q
+          FROM (VALUES
+                ('delivered', 'whk.whk_03_entregas',
+                 'SELECT 1 FROM whk.whk_03_entregas WHERE status IN (''delivered'', ''cancelled'') AND updated_at < %L'),
+                ('attempts', 'whk.whk_03_entregas_tentativas',
+                 'SELECT 1 FROM whk.whk_03_entregas_tentativas a WHERE started_at < %L AND NOT EXISTS'
+                 ' (SELECT 1 FROM whk.whk_03_entregas d WHERE d.id = a.delivery_id'
+                 ' AND d.status NOT IN (''delivered'', ''cancelled''))'),
+                ('audit', 'whk.audit_log',
+                 'SELECT 1 FROM whk.audit_log WHERE occurred_at < %L')) AS v(k, t, q)
+    LOOP
+        EXECUTE 'EXPLAIN (FORMAT JSON) ' || v_q INTO v_plan;
+        est_rows := ceil((v_plan -> 0 -> 'Plan' ->> 'Plan Rows')::double precision);
+        -- A table never analysed has reltuples -1: count it (only small, fresh tables are never analysed).
+        SELECT CASE WHEN c.reltuples > 0 THEN pg_total_relation_size(c.oid) / c.reltuples::double precision END
+          INTO v_per_row
+          FROM pg_catalog.pg_class c WHERE c.oid = item::regclass;
+        IF v_per_row IS NULL THEN
+            EXECUTE format('SELECT pg_total_relation_size(%L::regclass)::double precision / greatest(count(*), 1)'
+                           ' FROM %s', item, item) INTO v_per_row;
+        END IF;
+        action := 'batched delete';
+        bytes := round(est_rows * coalesce(v_per_row, 0));
+        RETURN NEXT;
+    END LOOP;
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION whk.retention_plan() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION whk.retention_plan() TO whk_dispatcher, whk_readonly;
+COMMENT ON FUNCTION whk.retention_plan() IS
+    'Dry run of retention: old outbox partitions with their sizes, estimated rows/bytes of the batched deletes.';
+-- <<< sql/functions/ops/retention_plan.sql
 
 -- >>> sql/functions/ops/slo_error_ratio.sql
 -- The error ratio (failed attempts / attempts) of SLO p_slo_id's scope over the last p_window_s seconds,

@@ -3,7 +3,7 @@
 CREATE TABLE whk.whk_05_configuracoes (
     key         text        PRIMARY KEY CHECK (key ~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$'),
     category    text        NOT NULL CHECK (category IN ('retry', 'rate_limit', 'security', 'template',
-                                                         'monitoring', 'delivery', 'dev')),
+                                                         'monitoring', 'delivery', 'dev', 'retention')),
     value       jsonb       NOT NULL,
     description text        NOT NULL,
     updated_at  timestamptz NOT NULL DEFAULT now(),

@@ -18,4 +18,11 @@ INSERT INTO whk.whk_05_configuracoes (key, category, value, description) VALUES
      'Health degrades when the oldest pending delivery is older than this.'),
     ('dev.mock_keep_per_name', 'dev', '1000', 'Requests kept per development mock endpoint (newest first).'),
     ('dev.mock_max_rows', 'dev', '50000', 'Requests kept by all development mock endpoints together.'),
-    ('dev.mock_retention_hours', 'dev', '24', 'Development mock requests older than this are deleted.');
+    ('dev.mock_retention_hours', 'dev', '24', 'Development mock requests older than this are deleted.'),
+    ('retention.outbox_days', 'retention', '365',
+     'Outbox partitions whose whole day ended longer ago are dropped (unless unfinished or dead deliveries need them).'),
+    ('retention.delivered_days', 'retention', '365',
+     'Delivered and cancelled deliveries (and their attempts) finished longer ago are deleted.'),
+    ('retention.attempts_days', 'retention', '365',
+     'Attempts of delivered and cancelled deliveries older than this are deleted.'),
+    ('retention.audit_days', 'retention', '365', 'Audit rows older than this are deleted (at least 30).');

@@ -19,12 +19,14 @@ def partitions(conn: psycopg.Connection[Any]) -> list[str]:
     return [r[0] for r in rows]
 
 
-def old_event(conn: psycopg.Connection[Any], days_ago: int, status: str = "routed") -> tuple[int, Any]:
+def old_event(
+    conn: psycopg.Connection[Any], days_ago: int, status: str = "routed", valid: bool | None = None
+) -> tuple[int, Any]:
     row = conn.execute(
-        "INSERT INTO whk.outbox (event_type, data, operation, created_at, status)"
-        " VALUES ('system.startup', '{}', 'EMIT', now() - make_interval(days => %s), %s)"
+        "INSERT INTO whk.outbox (event_type, data, operation, created_at, status, valid)"
+        " VALUES ('system.startup', '{}', 'EMIT', now() - make_interval(days => %s), %s, %s)"
         " RETURNING id, created_at",
-        (days_ago, status),
+        (days_ago, status, valid),
     ).fetchone()
     assert row is not None
     return row[0], row[1]
@@ -94,7 +96,9 @@ def test_drop_partitions_keeps_every_partition_that_holds_work(conn: psycopg.Con
     make_old_partitions(conn, 40, 41, 42, 43, 44, 45, 46)
     old_event(conn, 40, "routed")  # done: droppable
     old_event(conn, 41, "pending")  # not routed yet
-    old_event(conn, 42, "invalid")  # flagged, waiting for an operator
+    # Failed the router's schema validation: the router marks it valid = false and routes it (there is no
+    # 'invalid' status), kept for an operator's look.
+    old_event(conn, 42, "routed", valid=False)
     for days, status in ((43, "dead"), (44, "pending"), (45, "delivered")):
         add_delivery(conn, *old_event(conn, days, "routed"), status)
     # 46: an empty old partition
@@ -124,3 +128,37 @@ def test_drop_partitions_keeps_every_partition_that_holds_work(conn: psycopg.Con
     ).fetchall()
     assert dropped == [("whk.outbox_old42",)]
     assert "outbox_default" in partitions(conn)
+
+
+def test_kept_partitions_take_no_lock_and_max_drops_bounds_a_call(
+    conn: psycopg.Connection[Any], db_url: str
+) -> None:
+    make_old_partitions(conn, 40, 41, 42)
+    add_delivery(conn, *old_event(conn, 40, "routed"), "dead")
+    old_event(conn, 41, "routed")
+    old_event(conn, 42, "routed")
+    # Another transaction is writing a delivery (the hot path): it holds ROW EXCLUSIVE on whk_03_entregas.
+    with psycopg.connect(db_url) as busy:
+        busy.execute("UPDATE whk.whk_03_entregas SET updated_at = now()")
+        # Checking a partition that is kept takes no lock, so it answers at once instead of waiting out the
+        # lock timeout; a droppable one needs the SHARE lock on deliveries and is kept as busy this time.
+        rows = conn.execute(
+            "SELECT partition_name, dropped, reason FROM whk.outbox_drop_partitions('30 days')"
+        )
+        assert [tuple(r) for r in rows] == [
+            ("whk.outbox_old42", False, "kept: busy (lock timeout), try again later"),
+            ("whk.outbox_old41", False, "kept: busy (lock timeout), try again later"),
+            ("whk.outbox_old40", False, "kept: dead-lettered deliveries"),
+        ]
+        busy.rollback()
+    first = conn.execute(
+        "SELECT partition_name FROM whk.outbox_drop_partitions('30 days', max_drops => 1) WHERE dropped"
+    ).fetchall()
+    assert first == [("whk.outbox_old42",)]  # the oldest first
+    assert "outbox_old41" in partitions(conn)
+    second = conn.execute(
+        "SELECT partition_name FROM whk.outbox_drop_partitions('30 days', max_drops => 1) WHERE dropped"
+    ).fetchall()
+    assert second == [("whk.outbox_old41",)]
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="max_drops"):
+        conn.execute("SELECT * FROM whk.outbox_drop_partitions('30 days', max_drops => 0)")

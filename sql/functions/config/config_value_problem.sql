@@ -48,6 +48,13 @@ BEGIN
         RETURN whk.setting_number_problem(p_key, p_value, 1000, 1000000, true);
     WHEN 'dev.mock_retention_hours' THEN
         RETURN whk.setting_number_problem(p_key, p_value, 1, 720);
+    -- Retention (whk.retention_* functions, the worker's `retention` schedule): whole days. The audit trail
+    -- keeps at least 30 days whatever a writer of this table sets, so a role that may change settings
+    -- cannot make the retention job erase recent audit rows.
+    WHEN 'retention.outbox_days', 'retention.delivered_days', 'retention.attempts_days' THEN
+        RETURN whk.setting_number_problem(p_key, p_value, 1, 3650, true);
+    WHEN 'retention.audit_days' THEN
+        RETURN whk.setting_number_problem(p_key, p_value, 30, 3650, true);
     ELSE
         RETURN NULL;
     END CASE;

@@ -2,8 +2,9 @@
 -- schedule (schedule_offset = attempts so far) but the SAME event_id, hence the same webhook-id header:
 -- receivers deduplicate replays. The signature is fresh because it is computed per attempt.
 -- Rows in flight are left alone (their attempt is running), and so are deliveries of a deleted webhook
--- (whk.delete_webhook): nothing more is sent to an endpoint its owner removed, and no claim would serve
--- them. Returns how many were re-queued; the API reports the others as skipped.
+-- (whk.delete_webhook: nothing more is sent to an endpoint its owner removed, and no claim would serve
+-- them) and rows whose event is no longer in the outbox (retention). Returns how many were re-queued; the
+-- API reports the others as skipped.
 CREATE OR REPLACE FUNCTION whk.retry_deliveries(p_ids bigint[])
 RETURNS integer
 LANGUAGE plpgsql
@@ -17,7 +18,10 @@ BEGIN
         dead_at = NULL, dead_reason = NULL, ack_deadline = NULL, lease_until = NULL, claimed_by = NULL,
         batch_id = NULL, updated_at = clock_timestamp()
     WHERE d.id = ANY (p_ids) AND d.status IN ('dead', 'delivered', 'awaiting_ack', 'pending', 'parked')
-      AND NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL);
+      AND NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL)
+      -- Only while its event is still in the outbox (the claim rebuilds the body from it): a delivered
+      -- delivery whose outbox partition retention dropped cannot be sent again.
+      AND EXISTS (SELECT 1 FROM whk.outbox o WHERE o.id = d.outbox_id AND o.created_at = d.event_created_at);
     GET DIAGNOSTICS v_count = ROW_COUNT;
 
     INSERT INTO whk.webhook_runtime (webhook_id)

@@ -51,5 +51,7 @@ BEGIN
 END;
 $$;
 REVOKE EXECUTE ON FUNCTION whk.outbox_create_partitions(interval, text) FROM PUBLIC;
+-- The job worker's `housekeeping` schedule runs it with the dispatcher's role.
+GRANT EXECUTE ON FUNCTION whk.outbox_create_partitions(interval, text) TO whk_dispatcher;
 COMMENT ON FUNCTION whk.outbox_create_partitions(interval, text) IS
     'Create outbox partitions (day/week/month) up to now() + ahead; moves stray rows out of outbox_default.';

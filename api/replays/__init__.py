@@ -1,0 +1,1 @@
+"""``/api/whk/webhooks/{id}/replay`` and ``/api/whk/replays``: send past events to a webhook again."""

@@ -1,0 +1,34 @@
+-- whk.outbox_partition_work: why an outbox partition cannot be dropped yet, or NULL when nothing needs it:
+-- an event still pending (not routed; outbox_pending_idx), one that failed its schema check (valid =
+-- false, when p_keep_invalid; read by a scan of the partition), or a delivery of one of its events that is
+-- unfinished or dead (the partial status indexes of whk_03_entregas, filtered on event_created_at).
+-- Deliveries have no copy of their payload: the claim rebuilds the body from the outbox row
+-- (whk.event_envelope), so a partition is needed as long as any of them may still be sent or retried.
+CREATE OR REPLACE FUNCTION whk.outbox_partition_work(p_part regclass, p_from timestamptz, p_to timestamptz,
+                                                     p_keep_invalid boolean)
+RETURNS text
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+DECLARE
+    v_why text;
+BEGIN
+    EXECUTE format('SELECT CASE WHEN EXISTS (SELECT 1 FROM %1$s WHERE status = ''pending'') THEN ''pending events'''
+                   '            WHEN $1 AND EXISTS (SELECT 1 FROM %1$s WHERE valid IS FALSE) THEN ''invalid events'' END',
+                   p_part)
+       INTO v_why USING p_keep_invalid;
+    IF v_why IS NULL THEN
+        SELECT CASE WHEN d.status = 'dead' THEN 'dead-lettered deliveries' ELSE 'unfinished deliveries' END
+          INTO v_why
+          FROM whk.whk_03_entregas d
+         WHERE d.status IN ('pending', 'in_flight', 'awaiting_ack', 'parked', 'dead')
+           AND d.event_created_at >= p_from AND d.event_created_at < p_to
+         ORDER BY d.status = 'dead'
+         LIMIT 1;
+    END IF;
+    RETURN v_why;
+END;
+$$;
+COMMENT ON FUNCTION whk.outbox_partition_work(regclass, timestamptz, timestamptz, boolean) IS
+    'Why an outbox partition is still needed (pending/invalid events, unfinished or dead deliveries), or NULL.';

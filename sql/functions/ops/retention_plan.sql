@@ -1,0 +1,63 @@
+-- whk.retention_plan: what a retention run would remove now, without removing anything (`whk db retention
+-- --dry-run`). One row per old outbox partition (from whk.outbox_drop_partitions in dry-run mode: its
+-- exact size on disk, and whether it would be dropped or why it is kept) and one row per table retained
+-- by batched deletes (whk_03_entregas, whk_03_entregas_tentativas, audit_log) with the planner's estimate
+-- of the rows and the bytes they take (the table's size with indexes per live row): counting exactly
+-- would read the very rows retention exists to avoid reading. SECURITY DEFINER so the worker's and the
+-- read-only role may see the audit trail's numbers without reading the audit trail.
+CREATE OR REPLACE FUNCTION whk.retention_plan()
+RETURNS TABLE (kind text, item text, horizon timestamptz, action text, est_rows bigint, bytes bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_keep_invalid constant boolean := true;
+    r record;
+    v_q text;
+    v_plan json;
+    v_per_row double precision;
+BEGIN
+    horizon := whk.retention_horizon('outbox');
+    FOR r IN SELECT * FROM whk.outbox_drop_partitions(now() - horizon, v_keep_invalid, dry_run => true) LOOP
+        kind := 'outbox';
+        item := r.partition_name;
+        action := CASE WHEN r.dropped THEN 'drop partition' ELSE r.reason END;
+        est_rows := NULL;
+        bytes := r.bytes;
+        RETURN NEXT;
+    END LOOP;
+    FOR kind, item, horizon, v_q IN
+        SELECT k, t, whk.retention_horizon(k),
+               format(q, whk.retention_horizon(k)) AS q
+          FROM (VALUES
+                ('delivered', 'whk.whk_03_entregas',
+                 'SELECT 1 FROM whk.whk_03_entregas WHERE status IN (''delivered'', ''cancelled'') AND updated_at < %L'),
+                ('attempts', 'whk.whk_03_entregas_tentativas',
+                 'SELECT 1 FROM whk.whk_03_entregas_tentativas a WHERE started_at < %L AND NOT EXISTS'
+                 ' (SELECT 1 FROM whk.whk_03_entregas d WHERE d.id = a.delivery_id'
+                 ' AND d.status NOT IN (''delivered'', ''cancelled''))'),
+                ('audit', 'whk.audit_log',
+                 'SELECT 1 FROM whk.audit_log WHERE occurred_at < %L')) AS v(k, t, q)
+    LOOP
+        EXECUTE 'EXPLAIN (FORMAT JSON) ' || v_q INTO v_plan;
+        est_rows := ceil((v_plan -> 0 -> 'Plan' ->> 'Plan Rows')::double precision);
+        -- A table never analysed has reltuples -1: count it (only small, fresh tables are never analysed).
+        SELECT CASE WHEN c.reltuples > 0 THEN pg_total_relation_size(c.oid) / c.reltuples::double precision END
+          INTO v_per_row
+          FROM pg_catalog.pg_class c WHERE c.oid = item::regclass;
+        IF v_per_row IS NULL THEN
+            EXECUTE format('SELECT pg_total_relation_size(%L::regclass)::double precision / greatest(count(*), 1)'
+                           ' FROM %s', item, item) INTO v_per_row;
+        END IF;
+        action := 'batched delete';
+        bytes := round(est_rows * coalesce(v_per_row, 0));
+        RETURN NEXT;
+    END LOOP;
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION whk.retention_plan() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION whk.retention_plan() TO whk_dispatcher, whk_readonly;
+COMMENT ON FUNCTION whk.retention_plan() IS
+    'Dry run of retention: old outbox partitions with their sizes, estimated rows/bytes of the batched deletes.';

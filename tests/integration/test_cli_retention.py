@@ -1,0 +1,40 @@
+"""`whk db retention --dry-run` lists what would go with sizes and removes nothing; without it, it runs."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tests.integration.test_cli import run
+
+pytestmark = pytest.mark.db
+
+
+def test_db_retention_dry_run_then_run(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE whk.whk_05_configuracoes SET value = '30' WHERE key = 'retention.outbox_days'")
+        lo = conn.execute("SELECT date_trunc('day', now() - interval '40 days')").fetchone()
+        assert lo is not None
+        conn.execute(
+            f"CREATE TABLE whk.outbox_old40 PARTITION OF whk.outbox FOR VALUES FROM ('{lo[0].isoformat()}')"
+            f" TO ('{lo[0].isoformat()}'::timestamptz + interval '1 day')"
+        )
+        conn.execute(
+            "INSERT INTO whk.outbox (event_type, data, operation, created_at, status)"
+            " VALUES ('system.startup', '{}', 'EMIT', now() - interval '40 days', 'routed')"
+        )
+    env = {"WHK_DATABASE_URL": db_url}
+    dry = run("db", "retention", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    line = next(ln for ln in dry.stdout.splitlines() if "whk.outbox_old40" in ln)
+    assert "drop partition" in line
+    assert "kB" in line
+    assert "whk.audit_log" in dry.stdout
+    assert "nothing removed" in dry.stdout
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('whk.outbox_old40')").fetchone() == ("whk.outbox_old40",)
+    done = run("db", "retention", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "dropped  whk.outbox_old40" in done.stdout
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass('whk.outbox_old40')").fetchone() == (None,)
