@@ -5604,13 +5604,18 @@ SET search_path = pg_catalog, whk, pg_temp
 AS $$
 DECLARE
     v_days integer;
+    -- Each key spelled out: a reader of a setting names it (tests/unit/test_settings_read.py).
+    v_key  text := CASE p_kind WHEN 'outbox' THEN 'retention.outbox_days'
+                               WHEN 'delivered' THEN 'retention.delivered_days'
+                               WHEN 'attempts' THEN 'retention.attempts_days'
+                               WHEN 'audit' THEN 'retention.audit_days' END;
 BEGIN
-    IF p_kind NOT IN ('outbox', 'delivered', 'attempts', 'audit') THEN
+    IF v_key IS NULL THEN
         RAISE EXCEPTION 'unknown retention kind %', quote_literal(p_kind)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'use outbox, delivered, attempts or audit';
     END IF;
     SELECT (c.value #>> '{}')::integer INTO v_days
-      FROM whk.whk_05_configuracoes c WHERE c.key = 'retention.' || p_kind || '_days';
+      FROM whk.whk_05_configuracoes c WHERE c.key = v_key;
     RETURN now() - make_interval(days => coalesce(v_days, 365));
 END;
 $$;
