@@ -23,6 +23,8 @@ from api.deliveries.repository import DeliveryRepository
 from api.deliveries.schemas import Delivery, DeliveryDetail
 from api.events.repository import EventRepository
 from api.events.schemas import EventType
+from api.monitoring.repository import MonitoringRepository
+from api.monitoring.schemas import Slo
 from api.rows import fetch_all, fetch_column, fetch_one, fetch_value
 from api.webhooks.repository import WebhookRepository
 from api.webhooks.schemas import Webhook
@@ -121,10 +123,9 @@ class DispatcherRow(msgspec.Struct, kw_only=True):
 
 class ScheduleRow(msgspec.Struct, kw_only=True):
     entrypoint: str
-    expression: str
-    last_run: datetime | None
-    next_run: datetime
-    status: str | None
+    period_s: int
+    last_run: datetime
+    ok: bool | None
     late: bool
 
 
@@ -211,14 +212,23 @@ class AlertRow(msgspec.Struct, kw_only=True):
     state: str
     last_triggered_at: datetime | None
     trigger_count: int
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    silenced_until: datetime | None
+    silenced: bool
 
 
 class AlertEvent(msgspec.Struct, kw_only=True):
+    id: int
     alert_id: int
     name: str
+    severity: str | None
     triggered_at: datetime
     resolved_at: datetime | None
     value: float | None
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    test: bool
 
 
 class DashboardData:
@@ -229,6 +239,7 @@ class DashboardData:
         self.deliveries = DeliveryRepository()
         self.webhooks = WebhookRepository()
         self.events = EventRepository()
+        self.monitoring = MonitoringRepository()  # the alert actions and SLOs of /monitoring
 
     # ----- sessions
     async def key(self, conn: AsyncConnection[Any], key_id: int) -> KeyRow | None:
@@ -435,6 +446,10 @@ class DashboardData:
 
     async def alert_history(self, conn: AsyncConnection[Any], tenant: int | None) -> list[AlertEvent]:
         return await fetch_all(conn, self._q["alert_history"], {"tenant": tenant}, AlertEvent)
+
+    async def slos(self, conn: AsyncConnection[Any], tenant: int | None) -> list[Slo]:
+        """``GET /monitoring/slos``' read: whk.kpi_slo with the same tenancy."""
+        return await self.monitoring.slos(conn, tenant, None)
 
 
 def heat_grid(cells: Sequence[HeatCell]) -> dict[str, list[list[int]]]:

@@ -145,11 +145,12 @@ FROM whk.dispatchers x
 ORDER BY x.id
 
 -- name: schedules :many
--- pgqueuer's recurring jobs: late when next_run has passed by more than a minute.
-SELECT s.entrypoint, s.expression, s.last_run, s.next_run, s.status::text AS status,
-       (s.next_run < clock_timestamp() - interval '1 minute') AS late
-FROM whk.pgqueuer_schedules s
-ORDER BY s.entrypoint
+-- The newest run of each scheduled operations job (whk.ops_job_runs, what the API's health reads): late
+-- after three periods without a run. pgqueuer's own tables are the worker's: the API role cannot read them.
+SELECT DISTINCT ON (r.job) r.job AS entrypoint, r.period_s, r.started_at AS last_run, r.ok,
+       (r.started_at < clock_timestamp() - make_interval(secs => 3 * r.period_s)) AS late
+FROM whk.ops_job_runs r
+ORDER BY r.job, r.started_at DESC
 
 -- name: webhook_rows :many
 -- The webhook list with, per webhook, its breaker, backlog (partial index, per webhook) and the success
@@ -248,16 +249,19 @@ LIMIT 20
 
 -- name: alerts :many
 SELECT a.id, a.consumer_id, a.name, a.severity, a.condition, a.enabled, a.state, a.last_triggered_at,
-       a.trigger_count
+       a.trigger_count, a.acknowledged_at, a.acknowledged_by, a.silenced_until,
+       coalesce(a.silenced_until > now(), false) AS silenced
 FROM whk.whk_06_alertas a
 WHERE (%(tenant)s::bigint IS NULL OR a.consumer_id = %(tenant)s::bigint)
 ORDER BY (a.state = 'ok'), a.id
 LIMIT 500
 
 -- name: alert_history :many
-SELECT h.alert_id, a.name, h.triggered_at, h.resolved_at, h.value
+-- Activations, newest first, with who acknowledged them; test notifications are marked as such.
+SELECT h.id, h.alert_id, a.name, h.severity, h.triggered_at, h.resolved_at, h.value, h.acknowledged_at,
+       h.acknowledged_by, coalesce(h.details -> 'test' = 'true'::jsonb, false) AS test
 FROM whk.whk_06_alertas_historico h
 JOIN whk.whk_06_alertas a ON a.id = h.alert_id
 WHERE (%(tenant)s::bigint IS NULL OR a.consumer_id = %(tenant)s::bigint)
-ORDER BY h.triggered_at DESC
+ORDER BY h.triggered_at DESC, h.id DESC
 LIMIT 100
