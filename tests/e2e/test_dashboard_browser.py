@@ -145,11 +145,21 @@ async def test_overview_numbers_equal_sql_after_known_deliveries(
         await expect(page.get_by_test_id("attempts-ok")).to_have_text("7", timeout=20_000)
         assert await text(page, "generated") != before
 
+        # the KPI roll-up the webhook list reads, as the operations worker refreshes it before evaluating
+        conn.execute("SELECT whk.kpi_rollup(3600)")
         for name in ("webhooks", "deliveries", "events", "usage"):  # alerts: its own test below
             await page.goto(f"{base}/dashboard/{name}")
             assert page.url.endswith(f"/dashboard/{name}")
             await page.screenshot(path=str(shots / f"{name}.png"))
         await page.goto(f"{base}/dashboard/webhooks")
+        # the list's success rate is the KPI view's (what an alert on failure_rate reads)
+        kpi = conn.execute(
+            "SELECT k.failure_rate FROM whk.kpi_webhook_window k JOIN whk.whk_01_webhooks w "
+            "ON w.id = k.webhook_id WHERE w.name = 'orders-broken' AND k.window_s = 86400"
+        ).fetchone()
+        assert kpi is not None
+        broken = page.locator("[data-testid=webhooks] tr", has_text="orders-broken")
+        assert (await broken.get_by_test_id("success").inner_text()).startswith(pct(1 - kpi[0]))
         await page.click("text=orders-broken")
         await page.wait_for_selector("[data-chart][data-drawn]")
         await page.screenshot(path=str(shots / "webhook.png"))

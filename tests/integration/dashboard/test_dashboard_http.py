@@ -341,7 +341,7 @@ async def test_the_webhook_list_shows_the_kpi_views_numbers(
     cell = re.search(r'data-testid="success">([^<]+)<br><small>([^<]+) attempts', row)
     assert cell is not None and cell.groups() == (pct(1 - kpi[1]), num(kpi[0]))
     assert f"≤ {ms(kpi[2])}" in row
-    backlog = re.search(r'data-testid="backlog">1<br><small>oldest ([^<]+)</small>', row)
+    backlog = re.search(r'data-testid="backlog">1<br><small>oldest due ([^<]+)</small>', row)
     assert backlog is not None
     assert backlog.group(1) == age(state[0])
 
