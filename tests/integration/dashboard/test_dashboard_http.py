@@ -373,3 +373,48 @@ async def test_the_admin_health_panel_shows_kpi_platform(
 
     assert shown("breakers-open") == "1" and shown("webhooks-disabled") == "1"
     assert shown("oldest-unrouted") == "5 min"
+
+
+async def test_alert_actions_follow_the_apis_tenancy_scopes_and_bounds(
+    db_url: str, conn: psycopg.Connection[Any], world: dict[str, Any]
+) -> None:
+    """The dashboard's acknowledge and silence run the API's code: another tenant's alert is a 404 page,
+    a key without monitoring:write a 403, a silence out of the API's bounds a 400, and nothing changes."""
+    owners = conn.execute(
+        "SELECT consumer_id FROM whk.whk_01_webhooks WHERE id = ANY(%s) ORDER BY id",
+        [[world["hook_a"], world["hook_b"]]],
+    ).fetchall()
+    a, b = owners[0][0], owners[1][0]
+    ids = {}
+    for consumer, name in ((a, "a-firing"), (b, "b-firing")):
+        row = conn.execute(
+            "INSERT INTO whk.whk_06_alertas (consumer_id, name, condition, state) "
+            'VALUES (%s, %s, \'{"metric": "dead_letters", "operator": ">", "threshold": 0}\', \'firing\') '
+            "RETURNING id",
+            [consumer, name],
+        ).fetchone()
+        assert row is not None
+        ids[name] = row[0]
+    reader = consumer_key(conn, a, scopes=["monitoring:read"])
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["a"])
+        token = csrf_of((await c.get("/dashboard/alerts")).text)
+        r = await c.post(f"/dashboard/alerts/{ids['b-firing']}/acknowledge", data={"csrf": token})
+        assert r.status_code == 404 and f"alert {ids['b-firing']} not found" in r.text
+        r = await c.post(
+            f"/dashboard/alerts/{ids['a-firing']}/silence", data={"csrf": token, "duration_s": "99999999"}
+        )
+        assert r.status_code == 400
+        r = await c.post(f"/dashboard/alerts/{ids['a-firing']}/mute", data={"csrf": token})
+        assert r.status_code == 404
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, reader)
+        token = csrf_of((await c.get("/dashboard/alerts")).text)
+        r = await c.post(f"/dashboard/alerts/{ids['a-firing']}/acknowledge", data={"csrf": token})
+        assert r.status_code == 403
+    changed = conn.execute(
+        "SELECT count(*) FROM whk.whk_06_alertas "
+        "WHERE acknowledged_at IS NOT NULL OR silenced_until IS NOT NULL"
+    ).fetchone()
+    assert changed == (0,)
+    assert conn.execute("SELECT count(*) FROM whk.audit_log WHERE action LIKE 'alert.%%'").fetchone() == (0,)
