@@ -124,7 +124,9 @@ def _fill(conn: psycopg.Connection[Any], size: int) -> float:
     assert row is not None
     for lo in range(int(row[0]), int(row[1]) + 1, step):
         conn.execute(_ATTEMPTS, {"lo": lo, "hi": lo + step - 1})
-    for table in ("whk_03_entregas", "whk_03_entregas_tentativas", "outbox"):
+    # The KPI roll-up of the last day, as the operations worker keeps it (the webhook list reads it).
+    conn.execute("SELECT whk.kpi_rollup(86400)")
+    for table in ("whk_03_entregas", "whk_03_entregas_tentativas", "outbox", "kpi_webhook_minute"):
         conn.execute(f"VACUUM ANALYZE whk.{table}")
     return time.perf_counter() - began
 

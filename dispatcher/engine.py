@@ -61,7 +61,7 @@ from dispatcher.attempt import AttemptResult, OutboundRequest
 from dispatcher.classify import Outcome, classify, is_failure
 from dispatcher.faults import FATAL_STREAK, describe, is_webhook_fault
 from dispatcher.metrics import DispatcherMetrics
-from dispatcher.models import AttemptLog, ClaimedDelivery, DeliveryOutcome, RequestOutcome
+from dispatcher.models import AttemptLog, ClaimedDelivery, DeliveryOutcome, Recorded, RequestOutcome
 from dispatcher.repository import Repository
 from dispatcher.request import (
     PreparedWebhook,
@@ -554,9 +554,10 @@ class Engine:
         other error is logged and the group given up on (their leases bring the deliveries back)."""
         try:
             with self.metrics.recording(sum(len(r.deliveries) for r in items)):
-                await self._retry_db(
+                done = await self._retry_db(
                     functools.partial(self._repo.record, items), "record outcomes", attempts=attempts
                 )
+            self._count_transitions(done)
             self._unexpected = 0
         except Exception as exc:
             if is_webhook_fault(exc):
@@ -566,6 +567,12 @@ class Engine:
         finally:
             self._finished.difference_update(d.id for r in items for d in r.deliveries)
         self.stats["recorded"] += sum(len(r.deliveries) for r in items)
+
+    def _count_transitions(self, done: Recorded | None) -> None:
+        """Breaker transitions the write reported (none when it was given up on)."""
+        if done is not None:
+            for t in done.transitions:
+                self.metrics.breaker_transition(t.webhook_id, t.from_state, t.to_state)
 
     async def _record_apart(self, items: list[RequestOutcome], exc: BaseException, *, attempts: int) -> None:
         """A flush failed with a data error: write each webhook's outcomes on its own and quarantine the
@@ -578,9 +585,10 @@ class Engine:
         failed: dict[int, BaseException] = {}
         for hook_id, group in by_hook.items():
             try:
-                await self._retry_db(
+                done = await self._retry_db(
                     functools.partial(self._repo.record, group), "record outcomes", attempts=attempts
                 )
+                self._count_transitions(done)
             except Exception as one:
                 if not is_webhook_fault(one):
                     self._unexpected_error(one, f"recording the outcomes of webhook {hook_id}")

@@ -6,8 +6,9 @@ dispatcher (no global registry, so several engines in one process — tests, ben
 runs on the delivery event loop; the endpoint is unauthenticated, bound to WHK_DISPATCHER_METRICS_HOST
 (loopback by default) and off unless a port is set.
 
-Labels stay bounded: ``webhook_id`` (one per webhook) and ``outcome`` (the six kinds of
-``dispatcher.classify``) — never an event or delivery id. docs/operations.md ("Metrics reference")
+Labels stay bounded: ``webhook_id`` (one per webhook), ``outcome`` (the six kinds of
+``dispatcher.classify``) and a breaker's ``from_state``/``to_state`` (three states) — never an event or
+delivery id. docs/operations.md ("Metrics reference")
 lists every series and what 10,000 webhooks cost.
 """
 
@@ -96,6 +97,13 @@ class DispatcherMetrics:
         self.recorded = Counter(
             "whk_dispatcher_recorded_deliveries", "Delivery outcomes written to PostgreSQL.", registry=r
         )
+        self.breaker_transitions = Counter(
+            "whk_dispatcher_breaker_transitions",
+            "Circuit-breaker transitions made by this dispatcher's outcome writes, by webhook: closed or "
+            "half_open to open, half_open or open to closed (open to half_open happens at the claim).",
+            ["webhook_id", "from_state", "to_state"],
+            registry=r,
+        )
         self.record_seconds = Histogram(
             "whk_dispatcher_record_duration_seconds",
             "Duration of one write of a group of outcomes.",
@@ -110,6 +118,11 @@ class DispatcherMetrics:
         self.attempts.labels(webhook_id=str(webhook_id), outcome=outcome).inc()
         if duration_ms is not None:
             self.attempt_seconds.labels(outcome=outcome).observe(duration_ms / 1000.0)
+
+    def breaker_transition(self, webhook_id: int, from_state: str, to_state: str) -> None:
+        self.breaker_transitions.labels(
+            webhook_id=str(webhook_id), from_state=from_state, to_state=to_state
+        ).inc()
 
     def delivered(self, payloads: Iterable[str], now: float) -> None:
         for payload in payloads:

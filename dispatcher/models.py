@@ -99,3 +99,18 @@ class RoundFault(msgspec.Struct, frozen=True):
     stage: str
     sqlstate: str | None
     message: str | None
+
+
+class BreakerTransition(msgspec.Struct, frozen=True):
+    """A breaker moved by one outcome write (``whk.record_outcomes``' ``breaker_transitions``)."""
+
+    webhook_id: int
+    from_state: str
+    to_state: str
+
+
+class Recorded(msgspec.Struct, frozen=True):
+    """What one outcome write did: deliveries written, breakers moved."""
+
+    applied: int
+    transitions: list[BreakerTransition]

@@ -15,7 +15,14 @@ import msgspec
 from psycopg_pool import AsyncConnectionPool
 
 import whk
-from dispatcher.models import ClaimedDelivery, RequestOutcome, RoundFault, WebhookRow
+from dispatcher.models import (
+    BreakerTransition,
+    ClaimedDelivery,
+    Recorded,
+    RequestOutcome,
+    RoundFault,
+    WebhookRow,
+)
 from whk.sqlfiles import load_queries
 
 _ENCODER = msgspec.json.Encoder()
@@ -63,8 +70,9 @@ class Repository:
         ]
         return routed, more_due, claimed
 
-    async def record(self, requests: Sequence[RequestOutcome]) -> int:
-        """Write finished requests (attempt log, delivery states, breaker, usage) in one round trip."""
+    async def record(self, requests: Sequence[RequestOutcome]) -> Recorded:
+        """Write finished requests (attempt log, delivery states, breaker, usage) in one round trip; the
+        answer is how many deliveries were written and the breaker transitions the write made."""
         attempts = [msgspec.structs.replace(r.attempt, ix=i) for i, r in enumerate(requests)]
         deliveries = [(i, d) for i, r in enumerate(requests) for d in r.deliveries]
         params = {
@@ -78,7 +86,18 @@ class Repository:
             "ack_deadline": [d.ack_deadline for _, d in deliveries],
             "dead_reason": [d.dead_reason for _, d in deliveries],
         }
-        return int(await self._one("record_outcomes", params) or 0)
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(self._q["record_outcomes"], params)
+            row = await cur.fetchone()
+        if row is None:
+            return Recorded(applied=0, transitions=[])
+        moved = [
+            BreakerTransition(
+                webhook_id=int(t["webhook_id"]), from_state=str(t["from"]), to_state=str(t["to"])
+            )
+            for t in row[1] or []
+        ]
+        return Recorded(applied=int(row[0] or 0), transitions=moved)
 
     async def release(self) -> int:
         return int(await self._one("release_deliveries", {"dispatcher": self._id}) or 0)

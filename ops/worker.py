@@ -41,6 +41,7 @@ from pgqueuer.domain.settings import DBSettings
 from psycopg_pool import AsyncConnectionPool
 
 from ops.alerting.evaluate import Evaluator
+from ops.metrics import OpsMetrics, serve
 from ops.notify.send import Channel, NotifyFailed, Sender
 from ops.repository import OpsRepository
 from whk import db, retention
@@ -66,9 +67,15 @@ class Jobs:
     """The job bodies, holding what they share (pool, sender, secrets)."""
 
     def __init__(
-        self, settings: Settings, pool: AsyncConnectionPool[Any], sender: Sender, ident: str
+        self,
+        settings: Settings,
+        pool: AsyncConnectionPool[Any],
+        sender: Sender,
+        ident: str,
+        metrics: OpsMetrics | None = None,
     ) -> None:
         self._s = settings
+        self._metrics = metrics or OpsMetrics()
         self._pool = pool
         self._sender = sender
         self._ident = ident
@@ -86,8 +93,10 @@ class Jobs:
             try:
                 report = await self._eval.evaluate(conn)
             except Exception as exc:
+                self._metrics.evaluation(ok=False)
                 await self._repo.finish_run(conn, run, False, {"error": str(exc)[:500]})
                 raise
+            self._metrics.evaluation(ok=True, changed=report.changed)
             await self._repo.finish_run(
                 conn,
                 run,
@@ -175,6 +184,9 @@ class Jobs:
             answer = await self._sender.send(channel, notice)
         except NotifyFailed as exc:
             final = exc.permanent or attempt >= self._s.ops.notify_max_attempts
+            self._metrics.notification(
+                str(entry.get("type", "unknown")), notice.kind, "failed" if final else "retry"
+            )
             if not final:
                 delay = min(self._s.ops.notify_retry_delay_s * 2**job.attempts, 300.0)
                 log.info(
@@ -188,6 +200,7 @@ class Jobs:
             log.warning("notify %s failed for good after %d attempts: %s", notice.dedupe_key, attempt, exc)
             await self._note(notice.history_id, {**entry, "status": "failed", "error": str(exc)[:500]})
             raise
+        self._metrics.notification(str(entry["type"]), notice.kind, "sent")
         await self._note(notice.history_id, {**entry, "status": "sent", "answer": answer})
 
     async def _note(self, history_id: int | None, entry: dict[str, Any]) -> None:
@@ -230,6 +243,12 @@ async def run_worker(settings: Settings, stop: asyncio.Event, *, ident: str | No
     dsn = db.require_dsn(settings)
     pool = await db.open_pool(settings, name=f"whk-worker-{ident}", autocommit=True)
     connection: Any = None
+    metrics = OpsMetrics()
+    stop_metrics = None
+    if settings.ops.worker_metrics_port:
+        host, port = settings.ops.worker_metrics_host, settings.ops.worker_metrics_port
+        stop_metrics = serve(metrics, host, port)
+        log.info("worker metrics on http://%s:%d/metrics", host, port)
     try:
         async with pool.connection() as conn:
             await db.acheck_schema_version(conn)
@@ -245,7 +264,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event, *, ident: str | No
         async with httpx.AsyncClient(
             trust_env=False, follow_redirects=False, timeout=settings.ops.notify_timeout_s
         ) as client:
-            jobs = Jobs(settings, pool, Sender(settings, client), ident)
+            jobs = Jobs(settings, pool, Sender(settings, client), ident, metrics)
             await jobs.seal_legacy_channels()
             pgq = PgQueuer(connection=driver, queries=queries)
             pgq.entrypoint("notify", on_failure="hold")(jobs.notify)
@@ -274,6 +293,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event, *, ident: str | No
                 watcher.cancel()
             log.info("worker %s stopped", ident)
     finally:
+        if stop_metrics is not None:
+            stop_metrics()
         if connection is not None:
             await connection.close()
         await pool.close()

@@ -40,6 +40,8 @@ from api.dashboard.session import COOKIE, Session, SessionSigner
 from api.deps import ADMIN_SCOPE, Principal
 from api.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound
 from api.keys import hash_key, split_key
+from api.monitoring import actions
+from api.monitoring.schemas import Silence
 from api.netaddr import client_address, in_networks
 from api.webhooks.controller import send_test_event
 from api.webhooks.schemas import TestRequest, TestResult, Webhook
@@ -52,6 +54,8 @@ LOGIN_COOKIE = "whk_login"
 PATH = "/dashboard"
 _STATUSES = ("pending", "in_flight", "awaiting_ack", "delivered", "dead", "parked", "cancelled")
 _MAX_RETRY_ALL = 10_000
+# The silence lengths the alerts page offers (seconds; 0 lifts a silence). The API takes any 0..30 days.
+_SILENCES = ((3600, "1 h"), (14400, "4 h"), (86400, "24 h"), (0, "lift"))
 _SECURITY_HEADERS = {
     "content-security-policy": (
         "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -761,9 +765,49 @@ class DashboardController(Controller):
         return _page("usage.html", viewer, grid=grid, peak=peak, top=top, days=days)
 
     @get("/alerts")
-    async def alerts(self, state: State, conn: Conn, viewer: NamedDependency[Viewer]) -> Template:
+    async def alerts(
+        self, request: Request[Any, Any, Any], state: State, conn: Conn, viewer: NamedDependency[Viewer]
+    ) -> Template:
         viewer.require("monitoring:read")
         data = self._data(state)
         rows = await data.alerts(conn, viewer.tenant)
         history = await data.alert_history(conn, viewer.tenant)
-        return _page("alerts.html", viewer, alerts=rows, history=history)
+        slos = await data.slos(conn, viewer.tenant)
+        return _page(
+            "alerts.html",
+            viewer,
+            alerts=rows,
+            history=history,
+            slos=slos,
+            silences=_SILENCES,
+            done=request.query_params.get("done"),
+        )
+
+    @post("/alerts/{alert_id:int}/{action:str}", status_code=HTTP_303_SEE_OTHER)
+    async def alert_action(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        conn: Conn,
+        viewer: NamedDependency[Viewer],
+        alert_id: FromPath[int],
+        action: FromPath[str],
+    ) -> Redirect:
+        """Acknowledge or silence an alert through the API's own code (``api.monitoring.actions``): the
+        same tenancy, state check (409 page when it is not firing unacknowledged) and audit row."""
+        form = await self._form(request, viewer, state)
+        viewer.require("monitoring:write")
+        repo = self._data(state).monitoring
+        if action == "acknowledge":
+            await actions.acknowledge_alert(conn, viewer.principal, repo, self.audit_log, alert_id)
+        elif action == "silence":
+            try:
+                silence = msgspec.convert({"duration_s": _opt_int(form, "duration_s")}, Silence)
+            except msgspec.ValidationError as exc:
+                raise BadRequest(f"duration: {exc}") from None
+            await actions.silence_alert(
+                conn, viewer.principal, repo, self.audit_log, alert_id, silence.duration_s
+            )
+        else:
+            raise NotFound(f"no action {action!r}")
+        return Redirect(f"{PATH}/alerts?done={action}", status_code=HTTP_303_SEE_OTHER)

@@ -3,7 +3,9 @@
 One module on purpose: the dashboard reads the same tables (and, for lists and details, the very same
 repository queries) as the API, with the same tenancy — ``tenant`` is ``Principal.tenant_filter()``:
 None for an admin, else the consumer id, and another tenant's row is simply not found (a 404 page).
-When the KPI views (``whk.kpi_*``) exist, this module is the one place to switch to them.
+Where a KPI view (``whk.kpi_*``, the numbers the alerts evaluate) gives the same figure at the same cost
+it is read here (the webhook list, the platform health, the SLOs); docs/dashboard.md says which figures
+keep their own query, and why.
 
 Its own queries (``queries.sql`` next to it) are index-driven: time-bounded ranges on indexed timestamps
 and partial indexes of open work, so a page costs the same with 10 thousand or 1 million deliveries.
@@ -23,6 +25,8 @@ from api.deliveries.repository import DeliveryRepository
 from api.deliveries.schemas import Delivery, DeliveryDetail
 from api.events.repository import EventRepository
 from api.events.schemas import EventType
+from api.monitoring.repository import MonitoringRepository
+from api.monitoring.schemas import Slo
 from api.rows import fetch_all, fetch_column, fetch_one, fetch_value
 from api.webhooks.repository import WebhookRepository
 from api.webhooks.schemas import Webhook
@@ -121,11 +125,18 @@ class DispatcherRow(msgspec.Struct, kw_only=True):
 
 class ScheduleRow(msgspec.Struct, kw_only=True):
     entrypoint: str
-    expression: str
-    last_run: datetime | None
-    next_run: datetime
-    status: str | None
+    period_s: int
+    last_run: datetime
+    ok: bool | None
     late: bool
+
+
+class PlatformKpi(msgspec.Struct, kw_only=True):
+    """whk.kpi_platform: the figures the platform-wide alerts evaluate."""
+
+    oldest_unrouted_age_s: float | None
+    webhooks_disabled: int
+    breakers_open: int
 
 
 class Health(msgspec.Struct, kw_only=True):
@@ -133,6 +144,7 @@ class Health(msgspec.Struct, kw_only=True):
     dispatchers: list[DispatcherRow]
     dispatchers_alive: int
     schedules: list[ScheduleRow]
+    platform: PlatformKpi
 
 
 class Overview(msgspec.Struct, kw_only=True):
@@ -149,6 +161,8 @@ class Overview(msgspec.Struct, kw_only=True):
 
 
 class WebhookRow(msgspec.Struct, kw_only=True):
+    """A webhook with its KPIs (whk.kpi_webhook_state, whk.kpi_webhook_window_at over the last day)."""
+
     id: int
     consumer_id: int
     name: str
@@ -156,13 +170,16 @@ class WebhookRow(msgspec.Struct, kw_only=True):
     status: str
     disabled_reason: str | None
     breaker_state: str
+    consecutive_failures: int
+    oldest_pending_age_s: float | None
     backlog: int
     attempts: int
-    succeeded: int
+    failures: int  # the breaker's failure kinds (retry, throttle, blocked), as in the alerts' failure_rate
+    latency_p95_ms: float | None
 
     @property
     def success_rate(self) -> float | None:
-        return None if self.attempts == 0 else self.succeeded / self.attempts
+        return None if self.attempts == 0 else 1 - self.failures / self.attempts
 
 
 class DeadGroup(msgspec.Struct, kw_only=True):
@@ -211,14 +228,23 @@ class AlertRow(msgspec.Struct, kw_only=True):
     state: str
     last_triggered_at: datetime | None
     trigger_count: int
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    silenced_until: datetime | None
+    silenced: bool
 
 
 class AlertEvent(msgspec.Struct, kw_only=True):
+    id: int
     alert_id: int
     name: str
+    severity: str | None
     triggered_at: datetime
     resolved_at: datetime | None
     value: float | None
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    test: bool
 
 
 class DashboardData:
@@ -229,6 +255,7 @@ class DashboardData:
         self.deliveries = DeliveryRepository()
         self.webhooks = WebhookRepository()
         self.events = EventRepository()
+        self.monitoring = MonitoringRepository()  # the alert actions and SLOs of /monitoring
 
     # ----- sessions
     async def key(self, conn: AsyncConnection[Any], key_id: int) -> KeyRow | None:
@@ -299,9 +326,15 @@ class DashboardData:
         db_ms = (time.perf_counter() - started) * 1000
         dispatchers = await fetch_all(conn, self._q["dispatchers"], {}, DispatcherRow)
         schedules = await fetch_all(conn, self._q["schedules"], {}, ScheduleRow)
+        platform = await fetch_one(conn, self._q["platform"], {}, PlatformKpi)
+        assert platform is not None
         alive = sum(1 for d in dispatchers if d.heartbeat_age_s <= lease_s and not d.stopping)
         return Health(
-            database_ms=round(db_ms, 2), dispatchers=dispatchers, dispatchers_alive=alive, schedules=schedules
+            database_ms=round(db_ms, 2),
+            dispatchers=dispatchers,
+            dispatchers_alive=alive,
+            schedules=schedules,
+            platform=platform,
         )
 
     async def firing_alerts(self, conn: AsyncConnection[Any], tenant: int | None) -> list[FiringAlert]:
@@ -311,12 +344,7 @@ class DashboardData:
     async def webhook_rows(
         self, conn: AsyncConnection[Any], tenant: int | None, *, after_id: int | None, limit: int
     ) -> list[WebhookRow]:
-        params = {
-            "tenant": tenant,
-            "after_id": after_id,
-            "limit": limit,
-            "since": datetime.now(UTC) - timedelta(hours=24),
-        }
+        params = {"tenant": tenant, "after_id": after_id, "limit": limit}
         return await fetch_all(conn, self._q["webhook_rows"], params, WebhookRow)
 
     async def webhook(
@@ -435,6 +463,10 @@ class DashboardData:
 
     async def alert_history(self, conn: AsyncConnection[Any], tenant: int | None) -> list[AlertEvent]:
         return await fetch_all(conn, self._q["alert_history"], {"tenant": tenant}, AlertEvent)
+
+    async def slos(self, conn: AsyncConnection[Any], tenant: int | None) -> list[Slo]:
+        """``GET /monitoring/slos``' read: whk.kpi_slo with the same tenancy."""
+        return await self.monitoring.slos(conn, tenant, None)
 
 
 def heat_grid(cells: Sequence[HeatCell]) -> dict[str, list[list[int]]]:

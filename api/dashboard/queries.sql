@@ -145,35 +145,50 @@ FROM whk.dispatchers x
 ORDER BY x.id
 
 -- name: schedules :many
--- pgqueuer's recurring jobs: late when next_run has passed by more than a minute.
-SELECT s.entrypoint, s.expression, s.last_run, s.next_run, s.status::text AS status,
-       (s.next_run < clock_timestamp() - interval '1 minute') AS late
-FROM whk.pgqueuer_schedules s
-ORDER BY s.entrypoint
+-- The newest run of each scheduled operations job (whk.ops_job_runs, what the API's health reads): late
+-- after three periods without a run. pgqueuer's own tables are the worker's: the API role cannot read them.
+SELECT DISTINCT ON (r.job) r.job AS entrypoint, r.period_s, r.started_at AS last_run, r.ok,
+       (r.started_at < clock_timestamp() - make_interval(secs => 3 * r.period_s)) AS late
+FROM whk.ops_job_runs r
+ORDER BY r.job, r.started_at DESC
+
+-- name: platform :one
+-- Platform-wide figures from whk.kpi_platform, as the alerts read them (only the columns asked for are
+-- computed: the view is flattened into this query).
+SELECT k.oldest_unrouted_age_s, k.webhooks_disabled, k.breakers_open FROM whk.kpi_platform k
 
 -- name: webhook_rows :many
--- The webhook list with, per webhook, its breaker, backlog (partial index, per webhook) and the success
--- share of its attempts in the window (attempt index on webhook_id, newest first, bounded by the window).
-SELECT w.id, w.consumer_id, w.name, w.url, w.status, w.disabled_reason,
-       coalesce(r.breaker_state, 'closed') AS breaker_state,
+-- The webhook list, per webhook from the KPI views the alerts read (docs/operations.md): its state
+-- (whk.kpi_webhook_state: breaker, failure streak, age of the oldest due delivery) and its last day of
+-- attempts (whk.kpi_webhook_window_at(86400), the minute roll-up), so the list, the API and an alert on
+-- failure_rate show the same numbers. The page of webhooks is taken first; each KPI is then read for
+-- that webhook only (OFFSET 0 keeps each LATERAL a per-row probe of the roll-up's primary key: pulled up
+-- into a join, the roll-up of every webhook was aggregated for a page of 100). The backlog count has no
+-- KPI view: the pending partial index, per webhook.
+WITH page AS MATERIALIZED (
+    SELECT w.id, w.consumer_id, w.name, w.url, w.status, w.disabled_reason
+    FROM whk.whk_01_webhooks w
+    WHERE w.deleted_at IS NULL
+      AND (%(tenant)s::bigint IS NULL OR w.consumer_id = %(tenant)s::bigint)
+      AND (%(after_id)s::bigint IS NULL OR w.id > %(after_id)s::bigint)
+    ORDER BY w.id
+    LIMIT %(limit)s
+)
+SELECT p.id, p.consumer_id, p.name, p.url, p.status, p.disabled_reason, s.breaker_state,
+       s.consecutive_failures, s.oldest_pending_age_s,
        (SELECT count(*) FROM whk.whk_03_entregas d
-        WHERE d.webhook_id = w.id AND d.status = 'pending') AS backlog,
-       s.attempts, s.succeeded
-FROM whk.whk_01_webhooks w
-CROSS JOIN (SELECT min(f.id) AS first_id FROM whk.whk_03_entregas_tentativas f
-            WHERE f.started_at >= %(since)s) f
-LEFT JOIN whk.webhook_runtime r ON r.webhook_id = w.id
+        WHERE d.webhook_id = p.id AND d.status = 'pending') AS backlog,
+       coalesce(k.attempts, 0) AS attempts, coalesce(k.failures, 0) AS failures, k.latency_p95_ms
+FROM page p
+CROSS JOIN LATERAL (
+    SELECT v.breaker_state, v.consecutive_failures, v.oldest_pending_age_s
+    FROM whk.kpi_webhook_state v WHERE v.webhook_id = p.id OFFSET 0
+) s
 LEFT JOIN LATERAL (
-    SELECT count(*) AS attempts,
-           count(*) FILTER (WHERE t.outcome IN ('delivered', 'awaiting_ack')) AS succeeded
-    FROM whk.whk_03_entregas_tentativas t
-    WHERE t.webhook_id = w.id AND t.started_at >= %(since)s AND t.id >= f.first_id
-) s ON true
-WHERE w.deleted_at IS NULL
-  AND (%(tenant)s::bigint IS NULL OR w.consumer_id = %(tenant)s::bigint)
-  AND (%(after_id)s::bigint IS NULL OR w.id > %(after_id)s::bigint)
-ORDER BY w.id
-LIMIT %(limit)s
+    SELECT x.attempts, x.failures, x.latency_p95_ms
+    FROM whk.kpi_webhook_window_at(86400) x WHERE x.webhook_id = p.id OFFSET 0
+) k ON true
+ORDER BY p.id
 
 -- name: dead_groups :many
 -- Dead letters grouped by webhook and reason (the dead-letter index, newest first, within the window).
@@ -248,16 +263,19 @@ LIMIT 20
 
 -- name: alerts :many
 SELECT a.id, a.consumer_id, a.name, a.severity, a.condition, a.enabled, a.state, a.last_triggered_at,
-       a.trigger_count
+       a.trigger_count, a.acknowledged_at, a.acknowledged_by, a.silenced_until,
+       coalesce(a.silenced_until > now(), false) AS silenced
 FROM whk.whk_06_alertas a
 WHERE (%(tenant)s::bigint IS NULL OR a.consumer_id = %(tenant)s::bigint)
 ORDER BY (a.state = 'ok'), a.id
 LIMIT 500
 
 -- name: alert_history :many
-SELECT h.alert_id, a.name, h.triggered_at, h.resolved_at, h.value
+-- Activations, newest first, with who acknowledged them; test notifications are marked as such.
+SELECT h.id, h.alert_id, a.name, h.severity, h.triggered_at, h.resolved_at, h.value, h.acknowledged_at,
+       h.acknowledged_by, coalesce(h.details -> 'test' = 'true'::jsonb, false) AS test
 FROM whk.whk_06_alertas_historico h
 JOIN whk.whk_06_alertas a ON a.id = h.alert_id
 WHERE (%(tenant)s::bigint IS NULL OR a.consumer_id = %(tenant)s::bigint)
-ORDER BY h.triggered_at DESC
+ORDER BY h.triggered_at DESC, h.id DESC
 LIMIT 100

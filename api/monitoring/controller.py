@@ -28,7 +28,8 @@ from api.audit import AuditLog
 from api.context import settings_dependency
 from api.dashboard.data import DashboardData
 from api.deps import Principal, require_own_consumer
-from api.errors import Conflict, NotFound, Unprocessable
+from api.errors import NotFound, Unprocessable
+from api.monitoring import actions
 from api.monitoring.repository import MonitoringRepository
 from api.monitoring.schemas import (
     ActivationPage,
@@ -399,23 +400,8 @@ class MonitoringController(Controller):
         status_code=HTTP_200_OK,
     )
     async def acknowledge_alert(self, conn: Conn, principal: Who, alert_id: IdPath) -> Alert:
-        tenant = principal.tenant_filter()
-        old = await self._row(conn, alert_id, tenant)
-        async with conn.transaction():
-            history_id = await self.repo.acknowledge(conn, alert_id, principal.actor)
-            if history_id is None:
-                raise Conflict(f"alert {alert_id} is {old.state}, not firing unacknowledged")
-            await self.audit_log.record(
-                conn,
-                principal,
-                "alert.acknowledge",
-                "alert",
-                alert_id,
-                None,
-                None,
-                consumer_id=old.consumer_id,
-            )
-        return await self._one(conn, alert_id, tenant)
+        await actions.acknowledge_alert(conn, principal, self.repo, self.audit_log, alert_id)
+        return await self._one(conn, alert_id, principal.tenant_filter())
 
     @post(
         "/alerts/{alert_id:int}/silence",
@@ -426,21 +412,8 @@ class MonitoringController(Controller):
     async def silence_alert(
         self, conn: Conn, principal: Who, alert_id: IdPath, data: JSONBody[Silence]
     ) -> Alert:
-        tenant = principal.tenant_filter()
-        old = await self._row(conn, alert_id, tenant)
-        async with conn.transaction():
-            await self.repo.silence(conn, alert_id, data.duration_s)
-            await self.audit_log.record(
-                conn,
-                principal,
-                "alert.silence",
-                "alert",
-                alert_id,
-                None,
-                {"duration_s": data.duration_s},
-                consumer_id=old.consumer_id,
-            )
-        return await self._one(conn, alert_id, tenant)
+        await actions.silence_alert(conn, principal, self.repo, self.audit_log, alert_id, data.duration_s)
+        return await self._one(conn, alert_id, principal.tenant_filter())
 
     @post(
         "/alerts/{alert_id:int}/test",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,6 +40,13 @@ def record(
 ) -> int:
     """One request per item, each carrying one delivery (whk.record_outcomes' attempts + delivery arrays);
     ``now``: the moment they are written at (p_now; None = the clock)."""
+    return record_full(conn, items, who, now)[0]
+
+
+def record_full(
+    conn: psycopg.Connection[Any], items: list[dict[str, Any]], who: str = "d1", now: datetime | None = None
+) -> tuple[int, list[dict[str, Any]] | None]:
+    """``record`` with both outputs of whk.record_outcomes: (applied, breaker_transitions)."""
     attempts = []
     for ix, it in enumerate(items):
         it.setdefault("request_method", "POST")
@@ -49,8 +57,9 @@ def record(
         it.setdefault("failure", not it["success"])
         attempts.append({"ix": ix, **{k: v for k, v in it.items() if k not in _DELIVERY_KEYS}})
     row = conn.execute(
-        "SELECT whk.record_outcomes(%s, %s::jsonb, %s::bigint[], %s::integer[], %s::integer[], %s::text[], "
-        "%s::timestamptz[], %s::timestamptz[], %s::text[], %s::timestamptz)",
+        "SELECT applied, breaker_transitions FROM whk.record_outcomes(%s, %s::jsonb, %s::bigint[], "
+        "%s::integer[], %s::integer[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::text[], "
+        "%s::timestamptz)",
         [
             who,
             json.dumps(attempts, default=str),
@@ -65,7 +74,7 @@ def record(
         ],
     ).fetchone()
     assert row is not None
-    return int(row[0])
+    return int(row[0]), row[1]
 
 
 def test_event_type_patterns(conn):
@@ -294,6 +303,42 @@ def test_breaker_opens_probes_and_closes(conn):
     ).fetchone()
     assert state == ("closed",)
     assert len(claim(conn, now=later)) == 9
+
+
+def test_record_outcomes_returns_the_breaker_transitions_it_makes(conn):
+    """The second output names each breaker the flush moved (the dispatcher's Prometheus counter); a flush
+    that moves none returns NULL."""
+    c = make_consumer(conn)
+    hook = make_webhook(
+        conn, c, URL, ["*"], breaker_config={"failure_threshold": 3, "open_seconds": 0.2}, max_in_flight=50
+    )
+    other = make_webhook(conn, c, URL + "/other", ["*"], max_in_flight=50)
+    emit(conn, "x.y", count=10)
+    route(conn)
+
+    def fail(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]] | None:
+        now = datetime.now(UTC).isoformat()
+        items = [{"id": r[0], "webhook_id": r[1], "state": "pending", "next_attempt_at": now} for r in rows]
+        return record_full(conn, items)[1]
+
+    def probe() -> list[tuple[Any, ...]]:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            rows = [r for r in claim(conn, limit=100) if r[1] == hook]
+            if rows:
+                return rows
+        raise AssertionError("the breaker never let a probe through")
+
+    taken = claim(conn, limit=100)
+    mine = [r for r in taken if r[1] == hook]
+    theirs = [r for r in taken if r[1] == other]
+    assert fail(mine[:2]) is None  # two failures: still closed
+    assert fail(mine[2:3] + theirs[:1]) == [{"webhook_id": hook, "from": "closed", "to": "open"}]
+    assert fail(mine[3:4]) is None  # open already (an attempt that was in flight): no transition
+    assert fail(probe()) == [{"webhook_id": hook, "from": "half_open", "to": "open"}]
+    (last,) = probe()
+    applied, moved = record_full(conn, [{"id": last[0], "webhook_id": hook, "state": "delivered"}])
+    assert (applied, moved) == (1, [{"webhook_id": hook, "from": "half_open", "to": "closed"}])
 
 
 def test_gone_disables_webhook_parks_pending_and_emits_event(conn):

@@ -99,8 +99,8 @@ def _record(conn: psycopg.Connection[Any], hook: int, ids: list[int]) -> tuple[i
     ]
     [(applied,)], plans = explained(
         conn,
-        "SELECT whk.record_outcomes('d1', %s::jsonb, %s::bigint[], %s::integer[], %s::integer[], %s::text[], "
-        "%s::timestamptz[], %s::timestamptz[], %s::text[])",
+        "SELECT applied FROM whk.record_outcomes('d1', %s::jsonb, %s::bigint[], %s::integer[], "
+        "%s::integer[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::text[])",
         [
             json.dumps(attempts),
             ids,

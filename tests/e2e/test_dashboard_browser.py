@@ -19,10 +19,13 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from api.dashboard.web import ms, num, pct
+from ops.alerting.evaluate import Evaluator
 from tests.support.api_platform import admin_key, consumer_key, real_server
 from tests.support.delivery import emit, make_consumer, make_webhook
 from tests.support.dispatch import compress_schedule, fast_settings, running
+from tests.support.ops import alert_row, disable_builtins, rule
 from tests.support.receiver import Receiver, Reply, receiver, wait_until
+from tests.support.resources import make_delivery
 
 pytestmark = [pytest.mark.db, pytest.mark.e2e, pytest.mark.slow]
 __all__ = ["receiver"]  # the fixture, imported for the tests below
@@ -142,11 +145,21 @@ async def test_overview_numbers_equal_sql_after_known_deliveries(
         await expect(page.get_by_test_id("attempts-ok")).to_have_text("7", timeout=20_000)
         assert await text(page, "generated") != before
 
-        for name in ("webhooks", "deliveries", "events", "usage", "alerts"):
+        # the KPI roll-up the webhook list reads, as the operations worker refreshes it before evaluating
+        conn.execute("SELECT whk.kpi_rollup(3600)")
+        for name in ("webhooks", "deliveries", "events", "usage"):  # alerts: its own test below
             await page.goto(f"{base}/dashboard/{name}")
             assert page.url.endswith(f"/dashboard/{name}")
             await page.screenshot(path=str(shots / f"{name}.png"))
         await page.goto(f"{base}/dashboard/webhooks")
+        # the list's success rate is the KPI view's (what an alert on failure_rate reads)
+        kpi = conn.execute(
+            "SELECT k.failure_rate FROM whk.kpi_webhook_window k JOIN whk.whk_01_webhooks w "
+            "ON w.id = k.webhook_id WHERE w.name = 'orders-broken' AND k.window_s = 86400"
+        ).fetchone()
+        assert kpi is not None
+        broken = page.locator("[data-testid=webhooks] tr", has_text="orders-broken")
+        assert (await broken.get_by_test_id("success").inner_text()).startswith(pct(1 - kpi[0]))
         await page.click("text=orders-broken")
         await page.wait_for_selector("[data-chart][data-drawn]")
         await page.screenshot(path=str(shots / "webhook.png"))
@@ -265,3 +278,103 @@ async def test_a_consumer_cannot_see_another_tenant_and_posts_need_the_csrf_toke
         "WHERE action = 'webhook.update'"
     ).fetchall()
     assert rows == [(str(hook_a), "active", "paused")]
+
+
+async def test_acknowledge_and_silence_a_firing_alert_from_the_alerts_page(
+    db_url: str,
+    conn: psycopg.Connection[Any],
+    aconn: psycopg.AsyncConnection[Any],
+    browser: Browser,
+    shots: Path,
+) -> None:
+    settings = fast_settings(db_url)
+    disable_builtins(conn)
+    acme = make_consumer(conn, "acme")
+    hook = make_webhook(conn, acme, "http://127.0.0.1:9/orders", ["order.*"], name="orders")
+    # 6 failed attempts (3 dead deliveries of 2 attempts) and 1 delivered: a failure rate of 6/7.
+    for _ in range(3):
+        make_delivery(conn, hook, status="dead", attempts=2)
+    make_delivery(conn, hook, status="delivered", attempts=1)
+    alert = rule(
+        conn,
+        {"metric": "failure_rate", "operator": ">", "threshold": 0.5, "window_s": 300, "webhook_id": hook},
+        name="orders failing",
+    )
+    conn.execute(
+        "INSERT INTO whk.slos (consumer_id, webhook_id, name, objective) VALUES (%s, %s, 'orders 99', 0.99)",
+        [acme, hook],
+    )
+    # One evaluation by the operations worker's own code: roll-up, rules, state machine.
+    await Evaluator(lease_s=60, rollup_horizon_s=600).evaluate(aconn)
+    assert alert_row(conn, alert)["state"] == "firing"
+    slo = conn.execute("SELECT compliance, budget_remaining, burn_rate_1h FROM whk.kpi_slo").fetchone()
+    assert slo is not None and slo[0] == pytest.approx(1 / 7)
+    key = admin_key(conn)
+
+    async with real_server(settings) as base:
+        ctx = await new_context(browser)
+        page = await ctx.new_page()
+        await sign_in(page, base, key, "/dashboard/alerts")
+        row = page.locator(f"tr[data-alert='{alert}']")
+        await expect(row.get_by_test_id("alert-state")).to_have_text("firing")
+        assert await row.get_by_test_id("alert-ack").count() == 0
+        slos = page.get_by_test_id("slos")
+        assert await slos.get_by_test_id("slo-compliance").inner_text() == pct(slo[0])
+        assert await slos.get_by_test_id("slo-budget").inner_text() == pct(slo[1])
+        assert await slos.get_by_test_id("slo-burn-1h").inner_text() == num(slo[2])
+        history = page.get_by_test_id("alert-history")
+        assert "orders failing" in await history.inner_text()
+
+        # A POST without the session's CSRF token changes nothing.
+        refused = await ctx.request.post(
+            f"{base}/dashboard/alerts/{alert}/acknowledge", form={}, max_redirects=0
+        )
+        assert refused.status == 403
+        assert alert_row(conn, alert)["acknowledged_at"] is None
+
+        await row.get_by_role("button", name="Acknowledge").click()
+        await expect(page.get_by_test_id("notice")).to_have_text("Done: acknowledge.")
+        row = page.locator(f"tr[data-alert='{alert}']")
+        await expect(row.get_by_test_id("alert-ack")).to_contain_text("acknowledged by")
+        assert await row.get_by_role("button", name="Acknowledge").count() == 0
+        acked = conn.execute(
+            "SELECT history_id, acknowledged_by FROM whk.whk_06_alertas WHERE id = %s", [alert]
+        ).fetchone()
+        assert acked is not None and acked[1]
+        # the history shows the activation as acknowledged, by whom
+        await expect(page.locator(f"tr[data-activation='{acked[0]}']")).to_contain_text(acked[1])
+        # acknowledged twice: the API's 409, as a page
+        token = await page.get_attribute("input[name=csrf]", "value")
+        again = await ctx.request.post(
+            f"{base}/dashboard/alerts/{alert}/acknowledge", form={"csrf": token or ""}, max_redirects=0
+        )
+        assert again.status == 409
+
+        await row.locator("select[name=duration_s]").select_option("3600")
+        await row.get_by_role("button", name="Silence").click()
+        await expect(page.get_by_test_id("notice")).to_have_text("Done: silence.")
+        await expect(
+            page.locator(f"tr[data-alert='{alert}']").get_by_test_id("alert-silenced")
+        ).to_be_visible()
+        await page.screenshot(path=str(shots / "alerts.png"), full_page=True)
+        await ctx.close()
+
+    state = conn.execute(
+        "SELECT a.state, a.acknowledged_by, a.silenced_until > now() + interval '59 minutes', "
+        "h.acknowledged_by FROM whk.whk_06_alertas a "
+        "JOIN whk.whk_06_alertas_historico h ON h.id = a.history_id "
+        "WHERE a.id = %s",
+        [alert],
+    ).fetchone()
+    assert state is not None
+    assert state[0] == "firing" and state[2] is True
+    assert state[1] is not None and state[1] == state[3]
+    # The same audit rows as POST /monitoring/alerts/{id}/acknowledge and /silence write.
+    audited = conn.execute(
+        "SELECT action, target_type, target_id, after FROM whk.audit_log "
+        "WHERE action LIKE 'alert.%%' ORDER BY id"
+    ).fetchall()
+    assert audited == [
+        ("alert.acknowledge", "alert", str(alert), None),
+        ("alert.silence", "alert", str(alert), {"duration_s": 3600}),
+    ]

@@ -81,3 +81,38 @@ def test_event_time_reads_the_envelope_tail() -> None:
     assert event_time(body) == pytest.approx(1796638845.123456)
     assert event_time('{"data": {}, "type": "a.b"}') is None
     assert event_time('{"timestamp": "not a time"}') is None
+
+
+async def test_breaker_transitions_are_counted_per_webhook(
+    db_url: str, conn: psycopg.Connection[Any], receiver: Receiver
+) -> None:
+    """A breaker that opens on the first failure, fails its first probe and closes on the second: three
+    known transitions, each counted once, made inside whk.record_outcomes and reported by it."""
+    port = free_port()
+    settings = fast_settings(db_url, WHK_DISPATCHER_METRICS_PORT=str(port))
+    compress_schedule(conn, [0.05] * 6)
+    receiver.on("/flaky", Reply(status=500), Reply(status=500), default=Reply(status=200))
+    acme = make_consumer(conn, "acme")
+    hook = make_webhook(
+        conn,
+        acme,
+        receiver.url("/flaky"),
+        ["order.*"],
+        breaker_config={"failure_threshold": 1, "open_seconds": 0.2},
+    )
+    steady = make_webhook(conn, acme, receiver.url("/ok"), ["order.*"])
+    emit(conn, "order.created", count=1)
+    async with running(settings):
+        assert await wait_until(lambda: delivered(conn, 2, 0), 30)
+        async with httpx.AsyncClient(trust_env=False) as http:
+            r = await http.get(f"http://127.0.0.1:{port}/metrics")
+    assert len(receiver.to("/flaky")) == 3
+    m = samples(r.text)
+    moved = {
+        (dict(labels)["webhook_id"], dict(labels)["from_state"], dict(labels)["to_state"]): value
+        for (name, labels), value in m.items()
+        if name == "whk_dispatcher_breaker_transitions_total"
+    }
+    h = str(hook)
+    assert moved == {(h, "closed", "open"): 1, (h, "half_open", "open"): 1, (h, "half_open", "closed"): 1}
+    assert not any(k[0] == str(steady) for k in moved)

@@ -11,7 +11,7 @@ import pytest
 
 import dispatcher.engine as engine_mod
 from dispatcher.engine import Engine
-from dispatcher.models import AttemptLog, DeliveryOutcome, RequestOutcome
+from dispatcher.models import AttemptLog, DeliveryOutcome, Recorded, RequestOutcome
 from tests.support.dispatch import fast_settings
 from tests.support.wait import async_wait_for
 
@@ -23,10 +23,10 @@ class FakeRepo:
         self.flushes: list[list[int]] = []
         self.flushed = asyncio.Event()
 
-    async def record(self, requests: list[RequestOutcome]) -> int:
+    async def record(self, requests: list[RequestOutcome]) -> Recorded:
         self.flushes.append([d.id for r in requests for d in r.deliveries])
         self.flushed.set()
-        return sum(len(r.deliveries) for r in requests)
+        return Recorded(applied=sum(len(r.deliveries) for r in requests), transitions=[])
 
 
 def outcome(*ids: int, success: bool = True) -> RequestOutcome:
@@ -126,7 +126,7 @@ class RoundRepo(FakeRepo):
         self.finished_seen.append(list(finished))
         return 0, False, []
 
-    async def record(self, requests: list[RequestOutcome]) -> int:
+    async def record(self, requests: list[RequestOutcome]) -> Recorded:
         if self.fail_records:
             raise psycopg.OperationalError("server closed the connection")
         return await super().record(requests)

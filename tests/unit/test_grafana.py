@@ -1,7 +1,8 @@
 """docs/grafana: the dashboard JSON and the alert rules use only metrics WHK exports.
 
-The exported names are taken from the exporters themselves: the dispatcher's registry after one
-observation of each kind, and the API's /monitoring/metrics renderer fed with every gauge."""
+The exported names are taken from the exporters themselves: the dispatcher's and the operations
+worker's registries after one observation of each kind, and the API's /monitoring/metrics renderer fed
+with every gauge."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.monitoring.controller import _prometheus
 from dispatcher.metrics import DispatcherMetrics
+from ops.metrics import OpsMetrics
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "grafana"
 METRIC = re.compile(r"\bwhk_[a-z0-9_]+")
@@ -33,7 +35,12 @@ def exported() -> set[str]:
     m.round(0.001, 1, 1)
     with m.recording(1):
         pass
+    m.breaker_transition(1, "closed", "open")
     names = sample_names(generate_latest(m.registry).decode())
+    ops = OpsMetrics()
+    ops.notification("slack", "trigger", "sent")
+    ops.evaluation(ok=True, changed=1)
+    names |= sample_names(generate_latest(ops.registry).decode())
     api: dict[str, Any] = {
         "deliveries_open": {"pending": 1, "in_flight": 0, "awaiting_ack": 0, "parked": 0},
         "dead_letters_24h": 1,

@@ -25,6 +25,10 @@ def _horizon(value: int) -> str | None:
     return None if 60 <= value <= 86400 else "must be 60 to 86400"
 
 
+def _port_or_off(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "must be a TCP port (1-65535), or 0 for off"
+
+
 def _optional_base(value: str | None) -> str | None:
     if value is None or value.startswith(("http://", "https://")):
         return None
@@ -89,6 +93,19 @@ class OpsSettings:
         "PagerDuty Events API v2 endpoint (point it at a local receiver in development).",
         default="https://events.pagerduty.com/v2/enqueue",
         check=_optional_base,
+    )
+    worker_metrics_port: int = setting(
+        "WHK_WORKER_METRICS_PORT",
+        "TCP port of the operations worker's own Prometheus /metrics (notifications sent, alert "
+        "evaluations; unauthenticated); 0 = not served. Off unless set: expose it only to the scraper's "
+        "network, and give each worker on a host its own port.",
+        default=0,
+        check=_port_or_off,
+    )
+    worker_metrics_host: str = setting(
+        "WHK_WORKER_METRICS_HOST",
+        "Address the worker's /metrics listens on (with WHK_WORKER_METRICS_PORT).",
+        default="127.0.0.1",
     )
     slack_base_url: str | None = setting(
         "WHK_SLACK_BASE_URL",

@@ -21,11 +21,14 @@
 -- them now (at-least-once, never lost); their attempt is logged all the same.
 -- p_now (NULL = clock_timestamp()): the moment the outcomes are written at (breaker periods, failure streak,
 -- delivered/dead times). Tests pass one instead of sleeping; the dispatcher never passes it.
+-- Outputs: applied, the deliveries whose new state was written; breaker_transitions, the breakers this
+-- call moved, as a JSON array of {"webhook_id", "from", "to"} (NULL when none moved), which the
+-- dispatcher counts for Prometheus: returned by the same round trip instead of a query per flush.
 CREATE OR REPLACE FUNCTION whk.record_outcomes(p_dispatcher text, p_attempts jsonb, p_ids bigint[],
                                                p_attempt_ix integer[], p_attempt_no integer[], p_state text[],
                                                p_next_at timestamptz[], p_ack_deadline timestamptz[],
-                                               p_dead_reason text[], p_now timestamptz DEFAULT NULL)
-RETURNS integer
+                                               p_dead_reason text[], p_now timestamptz DEFAULT NULL,
+                                               OUT applied integer, OUT breaker_transitions jsonb)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
 -- Cached plans stay on their indexes, always generic, no JIT: the reasons are given once, at
@@ -40,7 +43,6 @@ AS $$
 DECLARE
     v_now     timestamptz := coalesce(p_now, clock_timestamp());
     v_breaker jsonb := coalesce(whk.delivery_config('delivery.breaker'), '{}'::jsonb);
-    v_applied integer;
     v_hook    record;
     -- Each delivery's row version and new state, in id order (the UPDATE after the first statement).
     v_tid     tid[];
@@ -170,6 +172,19 @@ BEGIN
           AND (c.fails > 0 OR r.breaker_state <> 'closed' OR r.consecutive_failures > 0 OR r.failed_probes > 0
                OR r.failing_since IS NOT NULL OR r.last_success_at IS NULL
                OR (c.ok AND r.last_success_at < v_now - interval '10 seconds'))
+        RETURNING r.webhook_id, r.breaker_state, r.opened_at
+    ), was AS (
+        -- The breakers before this statement, for the transitions it reports.
+        SELECT r.webhook_id, r.breaker_state FROM whk.webhook_runtime r
+        WHERE r.webhook_id IN (SELECT a.webhook_id FROM agg a)
+    ), moved AS (
+        -- Opened by this statement: opened_at is set to this call's v_now only by the UPDATE that opens
+        -- (a concurrent flush that finds the breaker open already keeps the older opened_at). Closed: a
+        -- success on a breaker that was not closed.
+        SELECT b.webhook_id, coalesce(w.breaker_state, 'closed') AS from_state, b.breaker_state AS to_state
+        FROM breaker b LEFT JOIN was w ON w.webhook_id = b.webhook_id
+        WHERE (b.breaker_state = 'open' AND b.opened_at = v_now)
+           OR (b.breaker_state = 'closed' AND w.breaker_state IN ('open', 'half_open'))
     ), usage AS (
         -- Consumer usage and activity, in aggregate, counted in deliveries.
         UPDATE whk.whk_04_assinantes s
@@ -186,8 +201,11 @@ BEGIN
            array_agg(c.next_attempt_at ORDER BY c.id), array_agg(c.ack_deadline ORDER BY c.id),
            array_agg(c.dead_reason ORDER BY c.id), array_agg(c.attempt_id ORDER BY c.id),
            array_agg(c.success ORDER BY c.id), array_agg(c.response_status ORDER BY c.id),
-           array_agg(c.started_at ORDER BY c.id), array_agg(c.error ORDER BY c.id)
-    INTO v_tid, v_state, v_no, v_next, v_ack, v_reason, v_attempt, v_success, v_code, v_started, v_error
+           array_agg(c.started_at ORDER BY c.id), array_agg(c.error ORDER BY c.id),
+           (SELECT jsonb_agg(jsonb_build_object('webhook_id', m.webhook_id, 'from', m.from_state,
+                                                'to', m.to_state) ORDER BY m.webhook_id) FROM moved m)
+    INTO v_tid, v_state, v_no, v_next, v_ack, v_reason, v_attempt, v_success, v_code, v_started, v_error,
+         breaker_transitions
     FROM changes c;
 
     -- The deliveries' new states, by row version (TID scans): linear whatever the statistics say. Joined by
@@ -219,7 +237,7 @@ BEGIN
          AS c(tid, state, attempt_no, next_attempt_at, ack_deadline, dead_reason, attempt_id, success,
               response_status, started_at, error)
     WHERE d.ctid = c.tid AND d.status = 'in_flight' AND d.claimed_by = p_dispatcher;
-    GET DIAGNOSTICS v_applied = ROW_COUNT;
+    GET DIAGNOSTICS applied = ROW_COUNT;
     PERFORM set_config('enable_indexscan', 'on', true), set_config('enable_bitmapscan', 'on', true);
 
     -- 410 disables the webhook; an SSRF refusal quarantines it (stage 'ssrf'): no request can reach the
@@ -241,7 +259,5 @@ BEGIN
                                            || ' (dispatcher ' || p_dispatcher || ')', NULL, 'whk-dispatcher');
         END IF;
     END LOOP;
-
-    RETURN v_applied;
 END;
 $$;

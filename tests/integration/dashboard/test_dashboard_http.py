@@ -10,6 +10,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from api.dashboard.web import age, ms, num, pct
 from tests.support.api_platform import admin_key, client, consumer_key, settings_for
 from tests.support.receiver import Receiver, receiver, wait_until
 from tests.support.resources import make_consumer, make_delivery, make_webhook
@@ -307,3 +308,113 @@ async def test_the_ip_allowlist_applies_to_the_dashboard(
         r = await c.post("/dashboard/login", data={"api_key": world["a"], "login_token": token.group(1)})
         assert r.status_code == 401
         assert "not allowed" in r.text
+
+
+async def test_the_webhook_list_shows_the_kpi_views_numbers(
+    db_url: str, conn: psycopg.Connection[Any], world: dict[str, Any]
+) -> None:
+    """Success rate, p95 and the oldest due delivery of the list are whk.kpi_webhook_window's (one day)
+    and whk.kpi_webhook_state's: the numbers the alerts evaluate."""
+    hook = world["hook_a"]
+    make_delivery(conn, hook, status="dead", attempts=3)  # three failed attempts
+    make_delivery(conn, hook, status="delivered", attempts=1)
+    waiting = make_delivery(conn, hook, status="pending")
+    conn.execute(
+        "UPDATE whk.whk_03_entregas SET next_attempt_at = now() - interval '10 minutes' WHERE id = %s",
+        [waiting],
+    )
+    conn.execute("SELECT whk.kpi_rollup(3600)")
+    kpi = conn.execute(
+        "SELECT k.attempts, k.failure_rate, k.latency_p95_ms FROM whk.kpi_webhook_window k "
+        "WHERE k.webhook_id = %s AND k.window_s = 86400",
+        [hook],
+    ).fetchone()
+    assert kpi is not None and kpi[0] == 4 and kpi[1] == pytest.approx(0.75)
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["a"])
+        page = (await c.get("/dashboard/webhooks")).text
+        state = conn.execute(
+            "SELECT oldest_pending_age_s FROM whk.kpi_webhook_state WHERE webhook_id = %s", [hook]
+        ).fetchone()
+    assert state is not None
+    (row,) = [chunk for chunk in page.split("<tr>") if "hook-a" in chunk]
+    cell = re.search(r'data-testid="success">([^<]+)<br><small>([^<]+) attempts', row)
+    assert cell is not None and cell.groups() == (pct(1 - kpi[1]), num(kpi[0]))
+    assert f"≤ {ms(kpi[2])}" in row
+    backlog = re.search(r'data-testid="backlog">1<br><small>oldest due ([^<]+)</small>', row)
+    assert backlog is not None
+    assert backlog.group(1) == age(state[0])
+
+
+async def test_the_admin_health_panel_shows_kpi_platform(
+    db_url: str, conn: psycopg.Connection[Any], world: dict[str, Any]
+) -> None:
+    conn.execute(
+        "INSERT INTO whk.webhook_runtime (webhook_id, breaker_state, opened_at) VALUES (%s, 'open', now())",
+        [world["hook_a"]],
+    )
+    conn.execute("UPDATE whk.whk_01_webhooks SET status = 'disabled' WHERE id = %s", [world["hook_b"]])
+    conn.execute(
+        "INSERT INTO whk.outbox (event_type, data, operation, created_at) "
+        "VALUES ('order.created', '{}', 'EMIT', now() - interval '5 minutes')"
+    )
+    kpi = conn.execute(
+        "SELECT oldest_unrouted_age_s, webhooks_disabled, breakers_open FROM whk.kpi_platform"
+    ).fetchone()
+    assert kpi is not None and kpi[1:] == (1, 1) and kpi[0] >= 300
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["admin"])
+        page = (await c.get("/dashboard/overview")).text
+
+    def shown(testid: str) -> str:
+        found = re.search(rf'data-testid="{testid}">([^<]+)<', page)
+        assert found is not None, testid
+        return found.group(1)
+
+    assert shown("breakers-open") == "1" and shown("webhooks-disabled") == "1"
+    assert shown("oldest-unrouted") == "5 min"
+
+
+async def test_alert_actions_follow_the_apis_tenancy_scopes_and_bounds(
+    db_url: str, conn: psycopg.Connection[Any], world: dict[str, Any]
+) -> None:
+    """The dashboard's acknowledge and silence run the API's code: another tenant's alert is a 404 page,
+    a key without monitoring:write a 403, a silence out of the API's bounds a 400, and nothing changes."""
+    owners = conn.execute(
+        "SELECT consumer_id FROM whk.whk_01_webhooks WHERE id = ANY(%s) ORDER BY id",
+        [[world["hook_a"], world["hook_b"]]],
+    ).fetchall()
+    a, b = owners[0][0], owners[1][0]
+    ids = {}
+    for consumer, name in ((a, "a-firing"), (b, "b-firing")):
+        row = conn.execute(
+            "INSERT INTO whk.whk_06_alertas (consumer_id, name, condition, state) "
+            'VALUES (%s, %s, \'{"metric": "dead_letters", "operator": ">", "threshold": 0}\', \'firing\') '
+            "RETURNING id",
+            [consumer, name],
+        ).fetchone()
+        assert row is not None
+        ids[name] = row[0]
+    reader = consumer_key(conn, a, scopes=["monitoring:read"])
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, world["a"])
+        token = csrf_of((await c.get("/dashboard/alerts")).text)
+        r = await c.post(f"/dashboard/alerts/{ids['b-firing']}/acknowledge", data={"csrf": token})
+        assert r.status_code == 404 and f"alert {ids['b-firing']} not found" in r.text
+        r = await c.post(
+            f"/dashboard/alerts/{ids['a-firing']}/silence", data={"csrf": token, "duration_s": "99999999"}
+        )
+        assert r.status_code == 400
+        r = await c.post(f"/dashboard/alerts/{ids['a-firing']}/mute", data={"csrf": token})
+        assert r.status_code == 404
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, reader)
+        token = csrf_of((await c.get("/dashboard/alerts")).text)
+        r = await c.post(f"/dashboard/alerts/{ids['a-firing']}/acknowledge", data={"csrf": token})
+        assert r.status_code == 403
+    changed = conn.execute(
+        "SELECT count(*) FROM whk.whk_06_alertas "
+        "WHERE acknowledged_at IS NOT NULL OR silenced_until IS NOT NULL"
+    ).fetchone()
+    assert changed == (0,)
+    assert conn.execute("SELECT count(*) FROM whk.audit_log WHERE action LIKE 'alert.%%'").fetchone() == (0,)
