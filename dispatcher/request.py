@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dispatcher.attempt import OutboundRequest
-from dispatcher.errors import WebhookConfigError
+from dispatcher.errors import UnsignedRequestRefused, WebhookConfigError
 from dispatcher.models import ClaimedDelivery, WebhookRow
 from dispatcher.retry import RetryPolicy, RetryPolicyError
 from whk.redact import looks_secret, mask_headers
@@ -100,6 +100,12 @@ def prepare_webhook(row: WebhookRow, box: SecretBox | None, default_policy: Retr
                 raise WebhookConfigError("WHK_SECRET_KEYS is not set: signing secrets cannot be decrypted")
             plain = box.decrypt(blob, row_id=row_aad("webhook_secrets", secret_id))
             keys.append(decode_secret(plain.decode("utf-8")))
+        if not keys:
+            # Never unsigned: the webhook waits for a secret (whk_01_webhooks.needs_secret_since).
+            raise UnsignedRequestRefused(
+                f"webhook {row.id} has no valid signing secret: nothing is sent unsigned (the job worker, "
+                "or `whk webhooks provision-secrets`, gives it one)"
+            )
         auth, auth_names = _auth_headers(row, box)
         custom = _custom_headers(row)
     except (WebhookConfigError, SecretBoxError, SigningError, UnicodeDecodeError) as exc:
@@ -136,11 +142,17 @@ def build_request(
     deadline_s: float,
     user_agent: str,
 ) -> OutboundRequest:
+    """The signed request of one attempt. Raises ``UnsignedRequestRefused`` when the webhook has no
+    signing key: nothing goes on the wire without a ``webhook-signature``."""
+    if not hook.signing_keys or hook.config_error is not None:
+        raise UnsignedRequestRefused(
+            f"webhook {hook.row.id}: refusing to build a request without a webhook-signature"
+            + (f" ({hook.config_error})" if hook.config_error else "")
+        )
     headers: list[tuple[str, str]] = [("Content-Type", "application/json"), ("User-Agent", user_agent)]
-    if hook.signing_keys:
-        headers.extend(signature_headers(hook.signing_keys, msg_id, timestamp, body))
-    else:  # an unsigned webhook (no secret configured) still gets a stable id and a timestamp
-        headers.extend([("webhook-id", msg_id), ("webhook-timestamp", str(timestamp))])
+    headers.extend(signature_headers(hook.signing_keys, msg_id, timestamp, body))
+    if not any(name == "webhook-signature" and value for name, value in headers):
+        raise UnsignedRequestRefused(f"webhook {hook.row.id}: the signature header came out empty")
     headers.extend(hook.fixed_headers)
     return OutboundRequest(
         method=hook.row.http_method, url=hook.row.url, headers=headers, body=body, deadline_s=deadline_s

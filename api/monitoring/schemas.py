@@ -77,7 +77,8 @@ class SchedulerInfo(msgspec.Struct, kw_only=True):
 
 class Health(msgspec.Struct, kw_only=True):
     """``ok``: everything fine; ``degraded``: serving but work is waiting too long, no dispatcher is
-    alive, webhooks are quarantined (``quarantined_webhooks``: their ids, the first 100), live
+    alive, webhooks are quarantined (``quarantined_webhooks``: their ids, the first 100) or wait for a
+    signing secret (``needs_secret_webhooks``: nothing is sent unsigned; the job worker provisions one), live
     dispatchers disagree on the SSRF policy, or a dispatcher's rounds are failing; ``down``: the database
     is unreachable or at another schema version (HTTP 503)."""
 
@@ -93,6 +94,7 @@ class Health(msgspec.Struct, kw_only=True):
     oldest_pending_warn_s: float
     problems: list[str]
     quarantined_webhooks: list[int] = msgspec.field(default_factory=list)
+    needs_secret_webhooks: list[int] = msgspec.field(default_factory=list)
     supervised: list[SupervisedProcess] = msgspec.field(default_factory=list)
     schedulers: list[SchedulerInfo] = msgspec.field(default_factory=list)
 

@@ -104,6 +104,12 @@ CREATE TABLE whk.whk_01_webhooks (
     quarantine_stage      text        CHECK (quarantine_stage IN ('route', 'claim', 'record', 'ssrf')),
     quarantine_sqlstate   text        CHECK (quarantine_sqlstate ~ '^[0-9A-Z]{5}$'),
     quarantine_reason     text        CHECK (length(quarantine_reason) <= 2000),
+    -- Never unsigned (docs/delivery.md, "Never unsigned"): set while the webhook has no current signing
+    -- secret (no whk.webhook_secrets row with expires_at NULL), e.g. right after an INSERT in SQL, which
+    -- cannot encrypt one (the key is the application's, never the database's). Derived by triggers, never
+    -- written by hand. Routing still creates its deliveries (pending, nothing lost), but nothing is claimed
+    -- for it until the job worker has provisioned a secret (job 'provision_secret').
+    needs_secret_since    timestamptz,
     -- The parent key of whk_03_entregas' (webhook_id, consumer_id) foreign key.
     CONSTRAINT whk_01_webhooks_id_consumer_key UNIQUE (id, consumer_id),
     CONSTRAINT whk_01_webhooks_quarantine_stage_set CHECK ((quarantined_at IS NULL) = (quarantine_stage IS NULL))
@@ -121,6 +127,10 @@ COMMENT ON COLUMN whk.whk_01_webhooks.quarantined_at IS
     'Set when the webhook''s data broke a delivery statement or the SSRF guard refused it; the dispatcher skips it.';
 -- Health lists the quarantined webhooks on every call: a tiny partial index.
 CREATE INDEX whk_01_webhooks_quarantined_idx ON whk.whk_01_webhooks (id) WHERE quarantined_at IS NOT NULL;
+COMMENT ON COLUMN whk.whk_01_webhooks.needs_secret_since IS
+    'Set while the webhook has no current signing secret: its deliveries wait, nothing is sent unsigned.';
+-- Health, the alert metric and the provisioning sweep list the webhooks waiting for a secret: tiny index.
+CREATE INDEX whk_01_webhooks_needs_secret_idx ON whk.whk_01_webhooks (id) WHERE needs_secret_since IS NOT NULL;
 -- <<< sql/schema/110_whk_01_webhooks.sql
 
 -- >>> sql/schema/120_webhook_secrets.sql
@@ -3144,8 +3154,9 @@ BEGIN
         SELECT r.webhook_id FROM whk.webhook_runtime r
         JOIN whk.whk_01_webhooks w ON w.id = r.webhook_id
         WHERE w.status = 'active' AND r.failing_since < clock_timestamp() - make_interval(secs => v_window)
-          -- A quarantined webhook makes no attempts: it waits for an operator, its streak does not age.
-          AND w.quarantined_at IS NULL
+          -- A quarantined webhook, or one waiting for its signing secret, makes no attempts: its streak
+          -- does not age.
+          AND w.quarantined_at IS NULL AND w.needs_secret_since IS NULL
     LOOP
         IF whk.disable_webhook(v_id, format('failing without a success for %s seconds', v_window), 'whk-dispatcher') THEN
             v_count := v_count + 1;
@@ -3239,6 +3250,8 @@ BEGIN
         FROM whk.whk_01_webhooks wh
         JOIN whk.webhook_runtime r ON r.webhook_id = wh.id
         WHERE wh.status = 'active' AND wh.deleted_at IS NULL AND wh.quarantined_at IS NULL
+          -- Never unsigned: a webhook waiting for its signing secret keeps its deliveries pending.
+          AND wh.needs_secret_since IS NULL
           AND (p_only IS NULL OR wh.id = ANY (p_only))
           -- One probe of the webhook's due index. OFFSET 0 keeps the EXISTS a per-webhook probe: flattened
           -- into a semi-join, the generic plan read every due delivery of every webhook and grouped them by
@@ -3615,6 +3628,7 @@ BEGIN
         SELECT EXISTS (
             SELECT 1 FROM whk.whk_01_webhooks wh
             WHERE wh.status = 'active' AND wh.deleted_at IS NULL AND wh.quarantined_at IS NULL
+              AND wh.needs_secret_since IS NULL
               -- OFFSET 0: a probe per webhook, never a semi-join over every due delivery (whk.claim_deliveries).
               AND EXISTS (SELECT 1 FROM whk.whk_03_entregas d
                           WHERE d.webhook_id = wh.id AND d.status = 'pending'
@@ -3633,6 +3647,33 @@ BEGIN
 END;
 $$;
 -- <<< sql/functions/delivery/dispatch_round.sql
+
+-- >>> sql/functions/delivery/enqueue_secret_provisioning.sql
+-- Queue the job that gives a webhook its signing secret (pgqueuer entrypoint 'provision_secret', payload =
+-- the webhook id as text), in the caller's transaction. Secrets are encrypted with the application's key
+-- (WHK_SECRET_KEYS), which the database never has, so SQL cannot make one: the job worker does, exactly as
+-- the API does. SECURITY DEFINER: a trigger of any role (a DBA's INSERT, the ERP's) reaches pgqueuer's table
+-- only through here. One job per webhook at a time (dedupe key, the unique index's predicate restated as
+-- ON CONFLICT requires); a webhook that has a secret again, or is deleted, gets none. Returns the job id, or
+-- NULL when none was queued.
+CREATE OR REPLACE FUNCTION whk.enqueue_secret_provisioning(p_webhook_id bigint)
+RETURNS bigint
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+    INSERT INTO whk.pgqueuer (priority, entrypoint, payload, status, dedupe_key)
+    SELECT 10, 'provision_secret', convert_to(w.id::text, 'UTF8'), 'queued', 'provision_secret:' || w.id
+    FROM whk.whk_01_webhooks w
+    WHERE w.id = p_webhook_id AND w.needs_secret_since IS NOT NULL AND w.deleted_at IS NULL
+    ON CONFLICT (dedupe_key) WHERE (status IN ('queued', 'picked') AND dedupe_key IS NOT NULL) DO NOTHING
+    RETURNING id
+$$;
+COMMENT ON FUNCTION whk.enqueue_secret_provisioning(bigint) IS
+    'Queue the job worker''s provision_secret job for a webhook waiting for a signing secret (once per webhook).';
+REVOKE EXECUTE ON FUNCTION whk.enqueue_secret_provisioning(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION whk.enqueue_secret_provisioning(bigint) TO whk_app, whk_dispatcher;
+-- <<< sql/functions/delivery/enqueue_secret_provisioning.sql
 
 -- >>> sql/functions/delivery/ensure_webhook_runtime.sql
 -- Every webhook gets its runtime row (breaker, token bucket) before the claim needs to lock it. The
@@ -3930,7 +3971,8 @@ BEGIN
         ORDER BY d.next_attempt_at, d.id
         LIMIT 1
     ) n
-    WHERE w.status = 'active' AND w.deleted_at IS NULL AND w.quarantined_at IS NULL);
+    WHERE w.status = 'active' AND w.deleted_at IS NULL AND w.quarantined_at IS NULL
+      AND w.needs_secret_since IS NULL);
 END;
 $$;
 -- <<< sql/functions/delivery/next_wakeup.sql
@@ -4572,6 +4614,7 @@ BEGIN
           AND w.id IN (SELECT DISTINCT t.id FROM targets t)
           AND w.delivery_mode IN ('immediate', 'batch') AND w.delay_seconds = 0
           AND w.quarantined_at IS NULL
+          AND w.needs_secret_since IS NULL  -- never unsigned: its deliveries wait, pending
           AND w.rate_limit_per_second IS NULL
           AND a.rate_limit_per_second IS NULL AND a.quota_deliveries_per_day IS NULL
           AND rt.breaker_state = 'closed'
@@ -5113,6 +5156,81 @@ CREATE TRIGGER dispatchers_idle_refresh
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON whk.dispatchers
     FOR EACH STATEMENT EXECUTE FUNCTION whk.dispatchers_idle_refresh();
 -- <<< sql/triggers/dispatchers_idle_refresh.sql
+
+-- >>> sql/triggers/webhook_needs_secret.sql
+-- Never unsigned: whk_01_webhooks.needs_secret_since is derived, never trusted from the writer. Any INSERT
+-- (the API's, a DBA's in SQL) starts without a secret; an UPDATE that touches the column gets it recomputed
+-- from whk.webhook_secrets (set while no current secret exists, the first time kept).
+CREATE OR REPLACE FUNCTION whk.webhook_needs_secret()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND EXISTS (SELECT 1 FROM whk.webhook_secrets s
+                                    WHERE s.webhook_id = NEW.id AND s.expires_at IS NULL) THEN
+        NEW.needs_secret_since := NULL;
+    ELSE
+        NEW.needs_secret_since := coalesce(CASE WHEN TG_OP = 'UPDATE' THEN OLD.needs_secret_since END,
+                                           clock_timestamp());
+    END IF;
+    RETURN NEW;
+END;
+$$;
+COMMENT ON FUNCTION whk.webhook_needs_secret() IS
+    'Trigger: derive whk_01_webhooks.needs_secret_since (set while the webhook has no current signing secret).';
+
+CREATE TRIGGER whk_01_webhooks_needs_secret
+    BEFORE INSERT OR UPDATE OF needs_secret_since ON whk.whk_01_webhooks
+    FOR EACH ROW EXECUTE FUNCTION whk.webhook_needs_secret();
+
+-- A webhook that needs a secret at COMMIT gets the provisioning job queued (whk.enqueue_secret_provisioning).
+-- Deferred, so the API's create (the webhook row, then its secret, in one transaction) queues nothing.
+CREATE OR REPLACE FUNCTION whk.webhook_request_secret()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+BEGIN
+    PERFORM whk.enqueue_secret_provisioning(NEW.id);
+    RETURN NULL;
+END;
+$$;
+COMMENT ON FUNCTION whk.webhook_request_secret() IS
+    'Constraint trigger: at commit, queue the provision_secret job of a webhook still without a signing secret.';
+
+CREATE CONSTRAINT TRIGGER whk_01_webhooks_request_secret
+    AFTER INSERT OR UPDATE OF needs_secret_since ON whk.whk_01_webhooks
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW WHEN (NEW.needs_secret_since IS NOT NULL)
+    EXECUTE FUNCTION whk.webhook_request_secret();
+
+-- A secret added, removed, expired by hand or moved: the webhook's needs_secret_since follows (the UPDATE
+-- only touches the column; whk.webhook_needs_secret computes it, and only when the state changes).
+CREATE OR REPLACE FUNCTION whk.webhook_secrets_changed()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+BEGIN
+    UPDATE whk.whk_01_webhooks w SET needs_secret_since = NULL
+    WHERE w.id IN (CASE WHEN TG_OP <> 'INSERT' THEN OLD.webhook_id END,
+                   CASE WHEN TG_OP <> 'DELETE' THEN NEW.webhook_id END)
+      AND (w.needs_secret_since IS NULL) <> EXISTS (SELECT 1 FROM whk.webhook_secrets s
+                                                    WHERE s.webhook_id = w.id AND s.expires_at IS NULL);
+    RETURN NULL;
+END;
+$$;
+COMMENT ON FUNCTION whk.webhook_secrets_changed() IS
+    'Trigger: keep whk_01_webhooks.needs_secret_since in step with the webhook''s signing secrets.';
+
+CREATE TRIGGER webhook_secrets_changed
+    AFTER INSERT OR DELETE OR UPDATE OF webhook_id, expires_at ON whk.webhook_secrets
+    FOR EACH ROW EXECUTE FUNCTION whk.webhook_secrets_changed();
+-- <<< sql/triggers/webhook_needs_secret.sql
 
 -- >>> sql/triggers/whk_02_eventos_versoes_check_path.sql
 -- whk.event_version_check_path: compile a schema version's fast check (whk.jsonschema_jsonpath) whenever

@@ -35,6 +35,7 @@ BEGIN
         ORDER BY d.next_attempt_at, d.id
         LIMIT 1
     ) n
-    WHERE w.status = 'active' AND w.deleted_at IS NULL AND w.quarantined_at IS NULL);
+    WHERE w.status = 'active' AND w.deleted_at IS NULL AND w.quarantined_at IS NULL
+      AND w.needs_secret_since IS NULL);
 END;
 $$;
