@@ -20,6 +20,7 @@ Metric = Literal[
     "consecutive_failures",
     "breaker_open_s",
     "webhooks_disabled",
+    "webhooks_needs_secret",
     "live_dispatchers",
     "unrouted_age_s",
     "slo_burn_rate",

@@ -970,6 +970,11 @@ VALUES
     ('webhook_disabled', 'Webhook auto-disabled',
      'A webhook is disabled (auto-disabled after failing without a success, or by hand).', 'warning',
      '{"metric": "webhooks_disabled", "operator": ">", "threshold": 0, "window_s": 300}', 0, 86400),
+    ('webhook_needs_secret', 'Webhook waiting for its signing secret',
+     'A webhook has had no signing secret for 5 minutes: its deliveries wait (never sent unsigned). Is the '
+     'job worker running, with WHK_SECRET_KEYS? `whk webhooks provision-secrets` gives them one by hand.',
+     'warning',
+     '{"metric": "webhooks_needs_secret", "operator": ">", "threshold": 0, "window_s": 300}', 300, 3600),
     ('breaker_open', 'Breaker open for more than 10 minutes',
      'A webhook''s circuit breaker has been open for more than 10 minutes.', 'warning',
      '{"metric": "breaker_open_s", "operator": ">", "threshold": 600, "window_s": 300}', 0, 3600);
@@ -5301,7 +5306,8 @@ COMMENT ON VIEW whk.kpi_dispatchers IS 'Dispatcher processes with the age of the
 
 -- >>> sql/views/kpi_platform.sql
 -- whk.kpi_platform: one row of platform-wide figures: how long the oldest unrouted outbox event has waited
--- (capture stalled: the dispatcher routes events into deliveries), webhooks disabled, breakers open.
+-- (capture stalled: the dispatcher routes events into deliveries), webhooks disabled, breakers open,
+-- webhooks waiting for a signing secret.
 -- The oldest unrouted event is found through the pending index in id order (ids follow commit order
 -- closely enough for an age alarm).
 CREATE OR REPLACE VIEW whk.kpi_platform AS
@@ -5309,8 +5315,12 @@ SELECT (SELECT greatest(extract(epoch FROM clock_timestamp() - o.created_at)::do
         FROM whk.outbox o WHERE o.status = 'pending' ORDER BY o.id LIMIT 1) AS oldest_unrouted_age_s,
        (SELECT count(*) FROM whk.whk_01_webhooks w
         WHERE w.status = 'disabled' AND w.deleted_at IS NULL) AS webhooks_disabled,
-       (SELECT count(*) FROM whk.webhook_runtime r WHERE r.breaker_state = 'open') AS breakers_open;
-COMMENT ON VIEW whk.kpi_platform IS 'Platform-wide figures: oldest unrouted event age, disabled webhooks, open breakers.';
+       (SELECT count(*) FROM whk.webhook_runtime r WHERE r.breaker_state = 'open') AS breakers_open,
+       -- Never unsigned: webhooks whose deliveries wait for a signing secret (the partial index).
+       (SELECT count(*) FROM whk.whk_01_webhooks w
+        WHERE w.needs_secret_since IS NOT NULL AND w.deleted_at IS NULL) AS webhooks_needs_secret;
+COMMENT ON VIEW whk.kpi_platform IS
+    'Platform-wide figures: oldest unrouted event age, disabled webhooks, open breakers, webhooks waiting for a secret.';
 -- <<< sql/views/kpi_platform.sql
 
 -- >>> sql/views/kpi_slo.sql
