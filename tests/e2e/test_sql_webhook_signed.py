@@ -1,4 +1,5 @@
-"""Never unsigned, end to end: a DBA creates a consumer and a webhook in SQL only (psql), commits an event,
+"""Never unsigned, end to end: a DBA creates a consumer and a webhook in SQL only (psql, whk.create_consumer
+and whk.create_webhook), commits an event,
 and the delivery arrives SIGNED — the job worker that `whk dispatcher` runs provisions the secret — and
 verifies with the `standardwebhooks` package against the secret read back with `whk webhooks secret`."""
 
@@ -66,9 +67,9 @@ async def test_a_webhook_made_in_sql_only_is_delivered_signed(
         \\set ON_ERROR_STOP 1
         SELECT whk.register_event_type('invoice.paid', '{{"type": "object"}}', 'an invoice was paid');
         BEGIN;
-        INSERT INTO whk.whk_04_assinantes (name) VALUES ('dba-acme') RETURNING id AS consumer \\gset
-        INSERT INTO whk.whk_01_webhooks (consumer_id, name, url, event_types)
-        VALUES (:consumer, 'made in psql', '{url}', '{{invoice.*}}') RETURNING id AS hook \\gset
+        SELECT whk.create_consumer(name => 'dba-acme') AS consumer \\gset
+        SELECT whk.create_webhook(consumer_id => :consumer, name => 'made in psql', url => '{url}',
+                                  event_types => '{{invoice.*}}') AS hook \\gset
         COMMIT;
         SELECT whk.emit('invoice.paid', '{{"invoice": 7}}'::jsonb);
         SELECT :hook;
