@@ -74,7 +74,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         own = pool is None
-        pool_settings = dbroles.with_role(settings, settings.api.db_role)
+        # The API audits its own changes (api.audit): the marker keeps the SQL audit trigger off them.
+        pool_settings = dbroles.with_audit_marker(dbroles.with_role(settings, settings.api.db_role), "api")
         active = await db.open_pool(pool_settings, name="whk-api") if pool is None else pool
         try:
             async with active.connection() as conn:

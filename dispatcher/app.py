@@ -37,6 +37,8 @@ async def run_dispatcher(settings: Settings, stop: asyncio.Event) -> None:
     ident = dispatcher_id(settings)
     # Every connection (pool and LISTEN) acts as WHK_DISPATCHER_DB_ROLE when it is set.
     settings = dbroles.with_role(settings, settings.dispatcher.db_role)
+    # Its configuration changes (disable on 410, quarantine) write their own audit rows.
+    settings = dbroles.with_audit_marker(settings, "dispatcher")
     dsn = db.require_dsn(settings)
     pool = await db.open_pool(settings, name=f"whk-dispatcher-{ident}", autocommit=True)
     try:

@@ -417,17 +417,10 @@ class Engine:
         body = request_body(group)
         started = datetime.now(UTC)
         deadline = min(hook.row.timeout_ms / 1000.0, self._s.attempt_timeout)
-        req = build_request(
-            hook,
-            msg_id=msg_id,
-            body=body,
-            timestamp=int(time.time()),
-            deadline_s=deadline,
-            user_agent=self._s.user_agent,
-            max_body_bytes=None if self._body_cap is None else self._body_cap[1],
-        )
+        req: OutboundRequest | None = None
         if hook.config_error is not None:
-            # Nothing is sent: the attempt fails with the configuration problem and follows the schedule.
+            # Nothing is built or sent (never unsigned): the attempt fails with the configuration problem
+            # and follows the schedule.
             result = AttemptResult(
                 status=None,
                 headers=[],
@@ -441,6 +434,15 @@ class Engine:
             )
             outcome = Outcome(kind="retry", reason=f"webhook configuration: {hook.config_error}")
         else:
+            req = build_request(
+                hook,
+                msg_id=msg_id,
+                body=body,
+                timestamp=int(time.time()),
+                deadline_s=deadline,
+                user_agent=self._s.user_agent,
+                max_body_bytes=None if self._body_cap is None else self._body_cap[1],
+            )
             result = await self._sender.send(req)
             outcome = classify(result, require_ack=hook.row.require_ack, now=time.time())
         self.stats["requests"] += 1
@@ -680,16 +682,16 @@ class Engine:
 
 def _attempt_fields(
     hook: PreparedWebhook,
-    req: OutboundRequest,
+    req: OutboundRequest | None,
     result: AttemptResult,
     outcome: Outcome,
     body: bytes,
 ) -> dict[str, Any]:
     return {
         "outcome": outcome.kind,
-        "request_method": req.method,
-        "request_url": req.url,
-        "request_headers": loggable_headers(hook, req.headers),
+        "request_method": hook.row.http_method if req is None else req.method,
+        "request_url": hook.row.url if req is None else req.url,
+        "request_headers": {} if req is None else loggable_headers(hook, req.headers),
         "duration_ms": result.duration_ms,
         "request_body_sha256": body_digest(body),
         "request_body_size": len(body),

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dispatcher.attempt import OutboundRequest
-from dispatcher.errors import WebhookConfigError
+from dispatcher.errors import UnsignedRequestRefused, WebhookConfigError
 from dispatcher.models import ClaimedDelivery, WebhookRow
 from dispatcher.retry import RetryPolicy, RetryPolicyError
 from whk.redact import looks_secret, mask_headers
@@ -66,6 +66,12 @@ def prepare_webhook(row: WebhookRow, box: SecretBox | None) -> PreparedWebhook:
                 raise WebhookConfigError("WHK_SECRET_KEYS is not set: signing secrets cannot be decrypted")
             plain = box.decrypt(blob, row_id=row_aad("webhook_secrets", secret_id))
             keys.append(decode_secret(plain.decode("utf-8")))
+        if not keys:
+            # Never unsigned: the webhook waits for a secret (whk_01_webhooks.needs_secret_since).
+            raise UnsignedRequestRefused(
+                f"webhook {row.id} has no valid signing secret: nothing is sent unsigned (the job worker, "
+                "or `whk webhooks provision-secrets`, gives it one)"
+            )
         auth = _auth_headers(row, box)
         custom = custom_headers(row.id, row.headers)
     except (WebhookConfigError, WebhookRequestError, SecretBoxError, SigningError, UnicodeDecodeError) as exc:
@@ -103,6 +109,13 @@ def build_request(
     user_agent: str,
     max_body_bytes: int | None = None,
 ) -> OutboundRequest:
+    """The signed request of one attempt. Raises ``UnsignedRequestRefused`` when the webhook has no
+    signing key: nothing goes on the wire without a ``webhook-signature``."""
+    if not hook.signing_keys or hook.config_error is not None:
+        raise UnsignedRequestRefused(
+            f"webhook {hook.row.id}: refusing to build a request without a webhook-signature"
+            + (f" ({hook.config_error})" if hook.config_error else "")
+        )
     headers = request_headers(
         msg_id=msg_id,
         timestamp=timestamp,
@@ -111,6 +124,8 @@ def build_request(
         fixed_headers=hook.fixed_headers,
         user_agent=user_agent,
     )
+    if not any(name == "webhook-signature" and value for name, value in headers):
+        raise UnsignedRequestRefused(f"webhook {hook.row.id}: the signature header came out empty")
     return OutboundRequest(
         method=hook.row.http_method,
         url=hook.row.url,

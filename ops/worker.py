@@ -13,7 +13,10 @@ once per period across every worker):
 
 One-off: ``replay``, one job per replay (``whk.replay_start`` queues it): batches of REPLAY_BATCH events
 through ``whk.replay_step``, each its own transaction, until done or cancelled; a failure marks the replay
-failed. ``notify``, one job per notice and channel, retried with exponential backoff
+failed. ``provision_secret``, queued by the database at the commit that leaves a webhook without a current
+signing secret (a webhook created in SQL, its secret deleted or expired by hand): the worker makes and seals
+one exactly as the API does (``whk.webhook_secrets``); the same sweep runs at start-up and hourly, for jobs
+that failed. ``notify``, one job per notice and channel, retried with exponential backoff
 (WHK_NOTIFY_RETRY_DELAY_S doubling, at most 5 minutes) up to WHK_NOTIFY_MAX_ATTEMPTS attempts, then
 recorded as failed in the alert's history and held (status ``failed``) for ``whk jobs``.
 """
@@ -49,6 +52,7 @@ from whk.alertchannels import open_channel
 from whk.notice import decode_notice
 from whk.secretbox import SecretBox, SecretDecryptError
 from whk.settings import Settings
+from whk.webhook_secrets import PROVISION_ENTRYPOINT, aprovision_pending, aprovision_secret
 
 __all__ = ["main", "run_worker", "worker_id"]
 
@@ -122,7 +126,26 @@ class Jobs:
             await self._repo.create_partitions(conn)
             await self._repo.forget_runs(conn)
             channels = await self._repo.forget_channels(conn)
-            await self._repo.finish_run(conn, run, True, {"channels_forgotten": channels})
+            secrets = len(await aprovision_pending(conn, self._box))
+            await self._repo.finish_run(
+                conn, run, True, {"channels_forgotten": channels, "secrets_provisioned": secrets}
+            )
+
+    async def provision_secret(self, job: Job) -> None:
+        """Give a webhook that waits for one a signing secret (nothing when it has one again)."""
+        if job.payload is None:
+            return
+        webhook_id = int(job.payload.decode("ascii"))
+        async with self._pool.connection() as conn:
+            made = await aprovision_secret(conn, self._box, webhook_id)
+        if made is not None:
+            log.info("webhook %d: signing secret %s provisioned", webhook_id, made.key_id)
+
+    async def provision_pending(self) -> None:
+        async with self._pool.connection() as conn:
+            done = await aprovision_pending(conn, self._box)
+        if done:
+            log.info("provisioned the signing secrets of %d webhooks", len(done))
 
     async def retention(self, _schedule: Schedule) -> None:
         async with self._pool.connection() as conn:
@@ -266,9 +289,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event, *, ident: str | No
         ) as client:
             jobs = Jobs(settings, pool, Sender(settings, client), ident, metrics)
             await jobs.seal_legacy_channels()
+            await jobs.provision_pending()
             pgq = PgQueuer(connection=driver, queries=queries)
             pgq.entrypoint("notify", on_failure="hold")(jobs.notify)
             pgq.entrypoint("replay")(jobs.replay)
+            pgq.entrypoint(PROVISION_ENTRYPOINT)(jobs.provision_secret)
             pgq.schedule("evaluate_alerts", settings.ops.eval_cron)(jobs.evaluate_alerts)
             pgq.schedule("housekeeping", HOUSEKEEPING_CRON)(jobs.housekeeping)
             pgq.schedule("retention", RETENTION_CRON)(jobs.retention)

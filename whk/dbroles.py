@@ -31,6 +31,7 @@ __all__ = [
     "acheck_role",
     "check_role",
     "privilege_problem",
+    "with_audit_marker",
     "with_role",
 ]
 
@@ -77,6 +78,23 @@ def with_role(settings: Settings, role: str | None) -> Settings:
     dsn = settings.core.database_url
     params = psycopg.conninfo.conninfo_to_dict(dsn)
     options = f"{params.get('options') or ''} -c role={role}".strip()
+    return settings.with_database_url(psycopg.conninfo.make_conninfo(dsn, options=options))
+
+
+# Session setting a process that writes its own audit rows sets on every connection (``with_audit_marker``):
+# the SQL audit trigger (whk.audit_sql_change) then leaves its changes alone, so each change is audited
+# once, by the process, with its best actor (the API principal, the dispatcher). Honoured only for the
+# process roles (members of whk_app or whk_dispatcher): any other role's SQL is always audited.
+AUDIT_MARKER = "whk.audited_by"
+
+
+def with_audit_marker(settings: Settings, process: str) -> Settings:
+    """Settings whose DSN marks every connection as audited by ``process`` (``-c whk.audited_by=…``)."""
+    if not settings.core.database_url:
+        return settings
+    dsn = settings.core.database_url
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    options = f"{params.get('options') or ''} -c {AUDIT_MARKER}={process}".strip()
     return settings.with_database_url(psycopg.conninfo.make_conninfo(dsn, options=options))
 
 

@@ -435,6 +435,45 @@ def cmd_secrets_rotate(settings: Settings, _args: argparse.Namespace) -> int:
     return rotate_command(settings)
 
 
+def cmd_webhooks_provision_secrets(settings: Settings, args: argparse.Namespace) -> int:
+    """Give every webhook that waits for a signing secret one now (what the job worker does)."""
+    from whk.secretbox import SecretBox
+    from whk.webhook_secrets import provision_pending, provision_secret
+
+    box = SecretBox.from_settings(settings)
+    with connect(settings) as conn:
+        check_schema_version(conn)
+        if args.webhook is not None:
+            made = provision_secret(conn, box, args.webhook)
+            done = [] if made is None else [(args.webhook, made)]
+        else:
+            done = provision_pending(conn, box, limit=args.limit)
+    for webhook_id, new in done:
+        _echo(f"webhook {webhook_id}: signing key {new.key_id} provisioned")
+    _echo(f"{len(done)} webhook(s) given a signing secret")
+    return 0
+
+
+def cmd_webhooks_secret(settings: Settings, args: argparse.Namespace) -> int:
+    """Print a webhook's current signing secret (to hand to its receiver), or exit 1 when it has none."""
+    from whk.secretbox import SecretBox
+    from whk.webhook_secrets import current_secret
+
+    box = SecretBox.from_settings(settings)
+    with connect(settings) as conn:
+        check_schema_version(conn)
+        secret = current_secret(conn, box, args.webhook_id)
+    if secret is None:
+        print(
+            f"webhook {args.webhook_id} has no current signing secret "
+            "(it waits for one: whk webhooks provision-secrets)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    _echo(secret)
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="whk", description="WHK: PostgreSQL-native webhooks for ERP systems.")
@@ -499,6 +538,17 @@ def build_parser() -> argparse.ArgumentParser:
     secsub.add_parser("rotate", help="re-encrypt every stored secret with the newest key").set_defaults(
         func=cmd_secrets_rotate
     )
+    wh = sub.add_parser("webhooks", help="webhook signing secrets")
+    whsub = wh.add_subparsers(dest="webhooks_command", required=True, metavar="ACTION")
+    prov = whsub.add_parser(
+        "provision-secrets", help="give every webhook waiting for a signing secret one (as the worker does)"
+    )
+    prov.add_argument("--webhook", type=int, help="only this webhook id")
+    prov.add_argument("--limit", type=int, default=1000, help="at most this many webhooks (default 1000)")
+    prov.set_defaults(func=cmd_webhooks_provision_secrets)
+    show = whsub.add_parser("secret", help="print a webhook's current signing secret (whsec_...)")
+    show.add_argument("webhook_id", type=int)
+    show.set_defaults(func=cmd_webhooks_secret)
     add_mock_parser(sub)
     add_replay_parser(sub)
     return p

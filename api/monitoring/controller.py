@@ -142,6 +142,15 @@ class MonitoringController(Controller):
             problems.append(
                 f"{row.quarantined_count} webhook(s) quarantined, not delivered until cleared: {ids}{more}"
             )
+        if row.needs_secret_count:
+            ids = ", ".join(str(i) for i in row.needs_secret_webhooks)
+            more = "" if row.needs_secret_count <= len(row.needs_secret_webhooks) else ", ..."
+            waited = row.needs_secret_oldest_s or 0.0
+            problems.append(
+                f"{row.needs_secret_count} webhook(s) wait for a signing secret, nothing is sent until the "
+                f"job worker (or `whk webhooks provision-secrets`) gives them one; the oldest has waited "
+                f"{waited:.0f}s: {ids}{more}"
+            )
         problems.extend(ssrf_disagreement([d for d in dispatchers if d.alive], settings))
         for d in dispatchers:
             if d.alive and d.last_error:
@@ -176,6 +185,7 @@ class MonitoringController(Controller):
             database="ok",
             database_latency_ms=round(latency, 3),
             quarantined_webhooks=row.quarantined_webhooks,
+            needs_secret_webhooks=row.needs_secret_webhooks,
             supervised=supervised,
             schema_version=row.schema_version,
             expected_schema_version=expected,

@@ -16,7 +16,17 @@ SELECT (SELECT coalesce(max(version), 0) FROM whk.schema_migrations) AS schema_v
         WHERE w.quarantined_at IS NOT NULL AND w.deleted_at IS NULL) AS quarantined_count,
        ARRAY(SELECT w.id FROM whk.whk_01_webhooks w
              WHERE w.quarantined_at IS NOT NULL AND w.deleted_at IS NULL
-             ORDER BY w.id LIMIT 100) AS quarantined_webhooks
+             ORDER BY w.id LIMIT 100) AS quarantined_webhooks,
+       -- Webhooks waiting for a signing secret (never sent unsigned; the job worker provisions one): the
+       -- partial index, first 100 ids, and how long the oldest has waited.
+       (SELECT count(*) FROM whk.whk_01_webhooks w
+        WHERE w.needs_secret_since IS NOT NULL AND w.deleted_at IS NULL) AS needs_secret_count,
+       ARRAY(SELECT w.id FROM whk.whk_01_webhooks w
+             WHERE w.needs_secret_since IS NOT NULL AND w.deleted_at IS NULL
+             ORDER BY w.id LIMIT 100) AS needs_secret_webhooks,
+       (SELECT extract(epoch FROM clock_timestamp() - min(w.needs_secret_since))::float8
+        FROM whk.whk_01_webhooks w
+        WHERE w.needs_secret_since IS NOT NULL AND w.deleted_at IS NULL) AS needs_secret_oldest_s
 
 -- name: dispatchers :many
 SELECT x.id, x.started_at, x.heartbeat_at, x.idle, x.stopping,

@@ -47,6 +47,9 @@ class HealthRow(msgspec.Struct, kw_only=True):
     oldest_pending_warn_s: float | None
     quarantined_count: int = 0
     quarantined_webhooks: list[int] = msgspec.field(default_factory=list)
+    needs_secret_count: int = 0
+    needs_secret_webhooks: list[int] = msgspec.field(default_factory=list)
+    needs_secret_oldest_s: float | None = None
 
 
 class MonitoringRepository:

@@ -20,6 +20,7 @@ Metric = Literal[
     "consecutive_failures",
     "breaker_open_s",
     "webhooks_disabled",
+    "webhooks_needs_secret",
     "live_dispatchers",
     "unrouted_age_s",
     "slo_burn_rate",
@@ -77,7 +78,8 @@ class SchedulerInfo(msgspec.Struct, kw_only=True):
 
 class Health(msgspec.Struct, kw_only=True):
     """``ok``: everything fine; ``degraded``: serving but work is waiting too long, no dispatcher is
-    alive, webhooks are quarantined (``quarantined_webhooks``: their ids, the first 100), live
+    alive, webhooks are quarantined (``quarantined_webhooks``: their ids, the first 100) or wait for a
+    signing secret (``needs_secret_webhooks``: nothing is sent unsigned; the job worker provisions one), live
     dispatchers disagree on the SSRF policy, or a dispatcher's rounds are failing; ``down``: the database
     is unreachable or at another schema version (HTTP 503)."""
 
@@ -93,6 +95,7 @@ class Health(msgspec.Struct, kw_only=True):
     oldest_pending_warn_s: float
     problems: list[str]
     quarantined_webhooks: list[int] = msgspec.field(default_factory=list)
+    needs_secret_webhooks: list[int] = msgspec.field(default_factory=list)
     supervised: list[SupervisedProcess] = msgspec.field(default_factory=list)
     schedulers: list[SchedulerInfo] = msgspec.field(default_factory=list)
 

@@ -79,11 +79,6 @@ SELECT whk.disable_webhook(%(id)s, %(reason)s)
 -- Soft delete, unfinished deliveries cancelled, signing secrets dropped (engine function).
 SELECT d.deleted, d.cancelled FROM whk.delete_webhook(%(id)s) d
 
--- name: insert_secret :exec
--- The ciphertext's associated data is the row id, reserved beforehand (api.crypto.next_id).
-INSERT INTO whk.webhook_secrets (id, webhook_id, key_id, secret_enc, expires_at) OVERRIDING SYSTEM VALUE
-VALUES (%(id)s, %(webhook_id)s, %(key_id)s, %(enc)s, NULL)
-
 -- name: valid_secrets :many
 -- Every key that signs right now: the current one and old ones still inside their grace period.
 SELECT s.id, s.key_id, s.secret_enc, s.created_at, s.expires_at

@@ -7,7 +7,6 @@ associated data) before they reach the database.
 
 from __future__ import annotations
 
-import secrets as pysecrets
 from datetime import datetime
 from typing import Any
 
@@ -16,12 +15,11 @@ from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
 from api import listing
-from api.crypto import next_id
 from api.rows import execute, fetch_all, fetch_one, fetch_value, jsonb_params
 from api.webhooks.schemas import Attempt, Webhook, WebhookCreate, WebhookUpdate
 from whk.secretbox import SecretBox, row_aad
-from whk.signing import generate_secret
 from whk.sqlfiles import load_queries
+from whk.webhook_secrets import aadd_secret
 
 __all__ = [
     "ATTEMPT_FILTERS",
@@ -107,10 +105,6 @@ class SigningKey(msgspec.Struct, kw_only=True):
 class _Deleted(msgspec.Struct):
     deleted: bool
     cancelled: int
-
-
-def new_key_id() -> str:
-    return "key_" + pysecrets.token_hex(12)
 
 
 class WebhookRepository:
@@ -235,17 +229,10 @@ class WebhookRepository:
     async def add_secret(
         self, conn: AsyncConnection[Any], box: SecretBox, webhook_id: int
     ) -> tuple[str, str]:
-        """A new current signing key for the webhook: (key_id, whsec_ secret)."""
-        secret = generate_secret()
-        key_id = new_key_id()
-        row_id = await next_id(conn, "webhook_secrets")
-        enc = box.encrypt(secret.encode(), row_id=row_aad("webhook_secrets", row_id))
-        await execute(
-            conn,
-            self._q["insert_secret"],
-            {"id": row_id, "webhook_id": webhook_id, "key_id": key_id, "enc": enc},
-        )
-        return key_id, secret
+        """A new current signing key for the webhook: (key_id, whsec_ secret), made as the job worker
+        makes one for a webhook created in SQL (``whk.webhook_secrets``)."""
+        made = await aadd_secret(conn, box, webhook_id)
+        return made.key_id, made.secret
 
     async def test_envelope(self, conn: AsyncConnection[Any], event_type: str, data: dict[str, Any]) -> bytes:
         """The body a delivery of this event would carry, timestamped now (whk.event_envelope)."""

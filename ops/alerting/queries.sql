@@ -62,6 +62,11 @@ SELECT r.id, r.consumer_id, r.name, r.description, r.severity, r.condition, r.ch
             WHERE s.status = 'disabled'
               AND (r.scope_webhook IS NULL OR s.webhook_id = r.scope_webhook)
               AND (r.consumer_id IS NULL OR s.consumer_id = r.consumer_id))
+        WHEN 'webhooks_needs_secret' THEN (
+            SELECT count(*)::float8 FROM whk.whk_01_webhooks w
+            WHERE w.needs_secret_since IS NOT NULL AND w.deleted_at IS NULL
+              AND (r.scope_webhook IS NULL OR w.id = r.scope_webhook)
+              AND (r.consumer_id IS NULL OR w.consumer_id = r.consumer_id))
         WHEN 'live_dispatchers' THEN (
             SELECT count(*)::float8 FROM whk.kpi_dispatchers x
             WHERE NOT x.stopping AND x.heartbeat_age_s <= %(lease_s)s)

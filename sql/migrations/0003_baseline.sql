@@ -104,6 +104,12 @@ CREATE TABLE whk.whk_01_webhooks (
     quarantine_stage      text        CHECK (quarantine_stage IN ('route', 'claim', 'record', 'ssrf')),
     quarantine_sqlstate   text        CHECK (quarantine_sqlstate ~ '^[0-9A-Z]{5}$'),
     quarantine_reason     text        CHECK (length(quarantine_reason) <= 2000),
+    -- Never unsigned (docs/delivery.md, "Never unsigned"): set while the webhook has no current signing
+    -- secret (no whk.webhook_secrets row with expires_at NULL), e.g. right after an INSERT in SQL, which
+    -- cannot encrypt one (the key is the application's, never the database's). Derived by triggers, never
+    -- written by hand. Routing still creates its deliveries (pending, nothing lost), but nothing is claimed
+    -- for it until the job worker has provisioned a secret (job 'provision_secret').
+    needs_secret_since    timestamptz,
     -- The parent key of whk_03_entregas' (webhook_id, consumer_id) foreign key.
     CONSTRAINT whk_01_webhooks_id_consumer_key UNIQUE (id, consumer_id),
     CONSTRAINT whk_01_webhooks_quarantine_stage_set CHECK ((quarantined_at IS NULL) = (quarantine_stage IS NULL))
@@ -121,6 +127,10 @@ COMMENT ON COLUMN whk.whk_01_webhooks.quarantined_at IS
     'Set when the webhook''s data broke a delivery statement or the SSRF guard refused it; the dispatcher skips it.';
 -- Health lists the quarantined webhooks on every call: a tiny partial index.
 CREATE INDEX whk_01_webhooks_quarantined_idx ON whk.whk_01_webhooks (id) WHERE quarantined_at IS NOT NULL;
+COMMENT ON COLUMN whk.whk_01_webhooks.needs_secret_since IS
+    'Set while the webhook has no current signing secret: its deliveries wait, nothing is sent unsigned.';
+-- Health, the alert metric and the provisioning sweep list the webhooks waiting for a secret: tiny index.
+CREATE INDEX whk_01_webhooks_needs_secret_idx ON whk.whk_01_webhooks (id) WHERE needs_secret_since IS NOT NULL;
 -- <<< sql/schema/110_whk_01_webhooks.sql
 
 -- >>> sql/schema/120_webhook_secrets.sql
@@ -962,6 +972,11 @@ VALUES
     ('webhook_disabled', 'Webhook auto-disabled',
      'A webhook is disabled (auto-disabled after failing without a success, or by hand).', 'warning',
      '{"metric": "webhooks_disabled", "operator": ">", "threshold": 0, "window_s": 300}', 0, 86400),
+    ('webhook_needs_secret', 'Webhook waiting for its signing secret',
+     'A webhook has had no signing secret for 5 minutes: its deliveries wait (never sent unsigned). Is the '
+     'job worker running, with WHK_SECRET_KEYS? `whk webhooks provision-secrets` gives them one by hand.',
+     'warning',
+     '{"metric": "webhooks_needs_secret", "operator": ">", "threshold": 0, "window_s": 300}', 300, 3600),
     ('breaker_open', 'Breaker open for more than 10 minutes',
      'A webhook''s circuit breaker has been open for more than 10 minutes.', 'warning',
      '{"metric": "breaker_open_s", "operator": ">", "threshold": 600, "window_s": 300}', 0, 3600);
@@ -2097,6 +2112,227 @@ COMMENT ON FUNCTION whk.config_value_problem(text, jsonb) IS
     'Why a whk_05_configuracoes value is out of bounds (NULL = fine; unknown keys are not checked).';
 -- <<< sql/functions/config/config_value_problem.sql
 
+-- >>> sql/functions/config/create_consumer.sql
+-- The SQL control plane (docs/dba.md): create a consumer (tenant) with the API's validation
+-- (api/consumers/schemas.py ConsumerCreate); bad input raises invalid_parameter_value naming the parameter,
+-- with a HINT, never a bare constraint error. Named notation reads best:
+--   SELECT whk.create_consumer(name => 'acme', contact_email => 'ops@acme.example');
+-- Returns the new id. Audited like any SQL change (whk.audit_sql_change, actor = the database role).
+CREATE OR REPLACE FUNCTION whk.create_consumer(
+    name                      text,
+    description               text    DEFAULT NULL,
+    contact_name              text    DEFAULT NULL,
+    contact_email             text    DEFAULT NULL,
+    status                    text    DEFAULT 'active',
+    rate_limit_per_second     numeric DEFAULT NULL,
+    rate_limit_burst          integer DEFAULT NULL,
+    api_rate_limit_per_minute integer DEFAULT NULL,
+    quota_deliveries_per_day  bigint  DEFAULT NULL,
+    metadata                  jsonb   DEFAULT '{}')
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+DECLARE
+    v_problem text;
+    v_id      bigint;
+BEGIN
+    v_problem := CASE
+        WHEN create_consumer.name IS NULL OR length(create_consumer.name) NOT BETWEEN 1 AND 200
+            THEN 'name must have 1 to 200 characters'
+        WHEN EXISTS (SELECT 1 FROM whk.whk_04_assinantes a WHERE a.name = create_consumer.name)
+            THEN format('name %L is taken by another consumer', create_consumer.name)
+        WHEN length(create_consumer.description) > 2000 THEN 'description must have at most 2000 characters'
+        WHEN length(create_consumer.contact_name) > 200 THEN 'contact_name must have at most 200 characters'
+        WHEN create_consumer.contact_email IS NOT NULL
+             AND (length(create_consumer.contact_email) > 320 OR create_consumer.contact_email !~ '^[^@\s]+@[^@\s]+$')
+            THEN 'contact_email must look like user@host (at most 320 characters)'
+        WHEN create_consumer.status IS NULL OR create_consumer.status NOT IN ('active', 'suspended', 'disabled')
+            THEN 'status must be active, suspended or disabled'
+        WHEN create_consumer.rate_limit_per_second NOT BETWEEN 0.001 AND 1000000
+            THEN 'rate_limit_per_second must be NULL (no limit) or between 0.001 and 1000000'
+        WHEN create_consumer.rate_limit_burst NOT BETWEEN 1 AND 1000000
+            THEN 'rate_limit_burst must be NULL or between 1 and 1000000'
+        WHEN create_consumer.api_rate_limit_per_minute NOT BETWEEN 1 AND 1000000000
+            THEN 'api_rate_limit_per_minute must be NULL (the global default) or between 1 and 1000000000'
+        WHEN create_consumer.quota_deliveries_per_day NOT BETWEEN 1 AND 1000000000
+            THEN 'quota_deliveries_per_day must be NULL (no quota) or between 1 and 1000000000'
+        WHEN create_consumer.metadata IS NULL OR jsonb_typeof(create_consumer.metadata) <> 'object'
+            THEN 'metadata must be a JSON object'
+    END;
+    IF v_problem IS NOT NULL THEN
+        RAISE EXCEPTION 'whk.create_consumer: %', v_problem
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The parameters and their bounds: docs/dba.md, "SQL control plane" (the same as '
+                         'POST /api/whk/consumers). Existing consumers: SELECT id, name FROM whk.whk_04_assinantes.';
+    END IF;
+    INSERT INTO whk.whk_04_assinantes AS a (name, description, contact_name, contact_email, status,
+                                           rate_limit_per_second, rate_limit_burst, api_rate_limit_per_minute,
+                                           quota_deliveries_per_day, metadata)
+    VALUES (create_consumer.name, create_consumer.description, create_consumer.contact_name,
+            create_consumer.contact_email, create_consumer.status, create_consumer.rate_limit_per_second,
+            create_consumer.rate_limit_burst, create_consumer.api_rate_limit_per_minute,
+            create_consumer.quota_deliveries_per_day, create_consumer.metadata)
+    RETURNING a.id INTO v_id;
+    RETURN v_id;
+END;
+$$;
+COMMENT ON FUNCTION whk.create_consumer(text, text, text, text, text, numeric, integer, integer, bigint, jsonb) IS
+    'SQL control plane: create a consumer with the API''s validation (bad input raises with a HINT); returns its id.';
+-- <<< sql/functions/config/create_consumer.sql
+
+-- >>> sql/functions/config/create_webhook.sql
+-- The SQL control plane (docs/dba.md): register a webhook with the API's validation (api/webhooks/schemas.py
+-- WebhookCreate and the controller's checks); bad input raises invalid_parameter_value naming the
+-- parameter, with a HINT, never a bare constraint error. Named notation reads best:
+--   SELECT whk.create_webhook(consumer_id => 1, name => 'orders', url => 'https://erp.example/hooks',
+--                             event_types => '{order.*}');
+-- Returns the new id. Never unsigned: the signing secret is encrypted with the application's key, which the
+-- database does not have, so the webhook starts waiting for it (needs_secret_since); the job worker
+-- provisions one within seconds, and its deliveries wait meanwhile (`whk webhooks secret ID` shows it to
+-- hand to the receiver). For the same reason outbound credentials (auth_type other than none) are set
+-- through the API. Which URLs the SSRF policy allows is the dispatcher's to decide (WHK_ALLOW_PRIVATE_CIDRS):
+-- a refused URL quarantines the webhook (stage ssrf) at its first attempt.
+-- Audited like any SQL change (whk.audit_sql_change, actor = the database role).
+CREATE OR REPLACE FUNCTION whk.create_webhook(
+    consumer_id           bigint,
+    name                  text,
+    url                   text,
+    event_types           text[],
+    description           text    DEFAULT NULL,
+    http_method           text    DEFAULT 'POST',
+    filter                text    DEFAULT NULL,
+    payload_version       integer DEFAULT NULL,
+    headers               jsonb   DEFAULT '{}',
+    status                text    DEFAULT 'active',
+    delivery_mode         text    DEFAULT 'immediate',
+    batch_size            integer DEFAULT 100,
+    batch_window_ms       integer DEFAULT 1000,
+    delay_seconds         integer DEFAULT 0,
+    ordering_key_path     text    DEFAULT NULL,
+    retry_policy          jsonb   DEFAULT NULL,
+    timeout_ms            integer DEFAULT 15000,
+    rate_limit_per_second numeric DEFAULT NULL,
+    rate_limit_burst      integer DEFAULT NULL,
+    max_in_flight         integer DEFAULT 10,
+    require_ack           boolean DEFAULT false,
+    ack_timeout_seconds   integer DEFAULT 3600,
+    breaker_config        jsonb   DEFAULT NULL,
+    metadata              jsonb   DEFAULT '{}')
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+DECLARE
+    v_pattern CONSTANT text := '^(\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*\.\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$';
+    v_reserved CONSTANT text[] := ARRAY['host', 'content-length', 'content-type', 'transfer-encoding', 'connection',
+                                        'user-agent', 'webhook-id', 'webhook-timestamp', 'webhook-signature'];
+    v_problem text;
+    v_id      bigint;
+    v_path    jsonpath;
+BEGIN
+    v_problem := CASE
+        WHEN create_webhook.consumer_id IS NULL
+             OR NOT EXISTS (SELECT 1 FROM whk.whk_04_assinantes a WHERE a.id = create_webhook.consumer_id)
+            THEN format('consumer_id %s is not a consumer (SELECT id, name FROM whk.whk_04_assinantes)',
+                        coalesce(create_webhook.consumer_id::text, 'NULL'))
+        WHEN create_webhook.name IS NULL OR length(create_webhook.name) NOT BETWEEN 1 AND 200
+            THEN 'name must have 1 to 200 characters'
+        WHEN create_webhook.url IS NULL OR create_webhook.url !~ '^https?://' OR length(create_webhook.url) NOT BETWEEN 8 AND 2048
+            THEN 'url must be an http:// or https:// URL of at most 2048 characters'
+        WHEN cardinality(create_webhook.event_types) IS NULL OR cardinality(create_webhook.event_types) NOT BETWEEN 1 AND 100
+            THEN 'event_types must list 1 to 100 types or patterns, e.g. ''{order.created,invoice.*}'''
+        WHEN EXISTS (SELECT 1 FROM unnest(create_webhook.event_types) t
+                     WHERE t IS NULL OR length(t) > 200 OR t !~ v_pattern)
+            THEN format('event_types: %s is neither a type (order.created), a prefix (order.*) nor *',
+                        (SELECT coalesce(quote_literal(t), 'NULL') FROM unnest(create_webhook.event_types) t
+                         WHERE t IS NULL OR length(t) > 200 OR t !~ v_pattern LIMIT 1))
+        WHEN length(create_webhook.description) > 2000 THEN 'description must have at most 2000 characters'
+        WHEN create_webhook.http_method IS NULL OR create_webhook.http_method NOT IN ('POST', 'PUT', 'PATCH')
+            THEN 'http_method must be POST, PUT or PATCH'
+        WHEN length(create_webhook.filter) NOT BETWEEN 1 AND 2000 THEN 'filter must have 1 to 2000 characters'
+        WHEN length(create_webhook.ordering_key_path) NOT BETWEEN 1 AND 2000
+            THEN 'ordering_key_path must have 1 to 2000 characters'
+        WHEN create_webhook.payload_version NOT BETWEEN 1 AND 1000
+            THEN 'payload_version must be NULL (any) or between 1 and 1000'
+        WHEN create_webhook.headers IS NULL OR jsonb_typeof(create_webhook.headers) <> 'object'
+            THEN 'headers must be a JSON object of name: value strings'
+        WHEN (SELECT count(*) FROM jsonb_object_keys(create_webhook.headers)) > 50 THEN 'headers: at most 50'
+        WHEN EXISTS (SELECT 1 FROM jsonb_each(create_webhook.headers) h
+                     WHERE h.key !~ '^[A-Za-z0-9!#$%&''*+.^_`|~-]{1,100}$' OR lower(h.key) = ANY (v_reserved)
+                        OR jsonb_typeof(h.value) <> 'string' OR length(h.value #>> '{}') > 2000
+                        OR (h.value #>> '{}') ~ '[\r\n]')
+            THEN 'headers: names are HTTP tokens (not one WHK sets itself: webhook-*, content-type, host, ...), '
+                 'values strings of at most 2000 characters without CR or LF'
+        WHEN create_webhook.status IS NULL OR create_webhook.status NOT IN ('active', 'paused')
+            THEN 'status must be active or paused'
+        WHEN create_webhook.delivery_mode IS NULL
+             OR create_webhook.delivery_mode NOT IN ('immediate', 'batch', 'delayed', 'ordered')
+            THEN 'delivery_mode must be immediate, batch, delayed or ordered'
+        WHEN create_webhook.batch_size IS NULL OR create_webhook.batch_size NOT BETWEEN 1 AND 1000
+            THEN 'batch_size must be between 1 and 1000'
+        WHEN create_webhook.batch_window_ms IS NULL OR create_webhook.batch_window_ms NOT BETWEEN 0 AND 3600000
+            THEN 'batch_window_ms must be between 0 and 3600000'
+        WHEN create_webhook.delay_seconds IS NULL OR create_webhook.delay_seconds NOT BETWEEN 0 AND 2592000
+            THEN 'delay_seconds must be between 0 and 2592000 (30 days)'
+        WHEN create_webhook.timeout_ms IS NULL OR create_webhook.timeout_ms NOT BETWEEN 100 AND 120000
+            THEN 'timeout_ms must be between 100 and 120000'
+        WHEN create_webhook.rate_limit_per_second NOT BETWEEN 0.001 AND 1000000
+            THEN 'rate_limit_per_second must be NULL (no limit) or between 0.001 and 1000000'
+        WHEN create_webhook.rate_limit_burst NOT BETWEEN 1 AND 1000000
+            THEN 'rate_limit_burst must be NULL or between 1 and 1000000'
+        WHEN create_webhook.max_in_flight IS NULL OR create_webhook.max_in_flight NOT BETWEEN 1 AND 1000
+            THEN 'max_in_flight must be between 1 and 1000'
+        WHEN create_webhook.require_ack IS NULL THEN 'require_ack must be true or false'
+        WHEN create_webhook.ack_timeout_seconds IS NULL OR create_webhook.ack_timeout_seconds NOT BETWEEN 1 AND 2592000
+            THEN 'ack_timeout_seconds must be between 1 and 2592000'
+        WHEN whk.retry_policy_problem(create_webhook.retry_policy) IS NOT NULL
+            THEN 'retry_policy: ' || whk.retry_policy_problem(create_webhook.retry_policy)
+        WHEN whk.breaker_config_problem(create_webhook.breaker_config) IS NOT NULL
+            THEN 'breaker_config: ' || whk.breaker_config_problem(create_webhook.breaker_config)
+        WHEN create_webhook.metadata IS NULL OR jsonb_typeof(create_webhook.metadata) <> 'object'
+            THEN 'metadata must be a JSON object'
+    END;
+    IF v_problem IS NULL THEN
+        BEGIN
+            v_path := create_webhook.filter::jsonpath;
+            v_path := create_webhook.ordering_key_path::jsonpath;
+        EXCEPTION WHEN syntax_error OR invalid_text_representation OR invalid_parameter_value THEN
+            v_problem := format('%s is not a SQL/JSON path: %s',
+                                CASE WHEN v_path IS NULL AND create_webhook.filter IS NOT NULL
+                                     THEN 'filter' ELSE 'ordering_key_path' END, SQLERRM);
+        END;
+    END IF;
+    IF v_problem IS NOT NULL THEN
+        RAISE EXCEPTION 'whk.create_webhook: %', v_problem
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The parameters and their bounds: docs/dba.md, "SQL control plane" (the same as '
+                         'POST /api/whk/webhooks).';
+    END IF;
+    INSERT INTO whk.whk_01_webhooks AS w (consumer_id, name, description, url, http_method, event_types, filter,
+                                         payload_version, headers, status, delivery_mode, batch_size,
+                                         batch_window_ms, delay_seconds, ordering_key_path, retry_policy,
+                                         timeout_ms, rate_limit_per_second, rate_limit_burst, max_in_flight,
+                                         require_ack, ack_timeout_seconds, breaker_config, metadata)
+    VALUES (create_webhook.consumer_id, create_webhook.name, create_webhook.description, create_webhook.url,
+            create_webhook.http_method, create_webhook.event_types, create_webhook.filter::jsonpath,
+            create_webhook.payload_version, create_webhook.headers, create_webhook.status,
+            create_webhook.delivery_mode, create_webhook.batch_size, create_webhook.batch_window_ms,
+            create_webhook.delay_seconds, create_webhook.ordering_key_path::jsonpath, create_webhook.retry_policy,
+            create_webhook.timeout_ms, create_webhook.rate_limit_per_second, create_webhook.rate_limit_burst,
+            create_webhook.max_in_flight, create_webhook.require_ack, create_webhook.ack_timeout_seconds,
+            create_webhook.breaker_config, create_webhook.metadata)
+    RETURNING w.id INTO v_id;
+    RETURN v_id;
+END;
+$$;
+COMMENT ON FUNCTION whk.create_webhook(bigint, text, text, text[], text, text, text, integer, jsonb, text, text, integer,
+                                       integer, integer, text, jsonb, integer, numeric, integer, integer, boolean,
+                                       integer, jsonb, jsonb) IS
+    'SQL control plane: register a webhook with the API''s validation (bad input raises with a HINT); returns its '
+    'id. Its signing secret is provisioned by the job worker (never sent unsigned meanwhile).';
+-- <<< sql/functions/config/create_webhook.sql
+
 -- >>> sql/functions/config/retry_policy_problem.sql
 -- Why a retry policy (whk_01_webhooks.retry_policy, whk_05_configuracoes 'retry.policy') is refused, or NULL
 -- when it is fine. The bounds are the API's (api/webhooks/schemas.py RetryPolicy) and the dispatcher's
@@ -3159,8 +3395,9 @@ BEGIN
         SELECT r.webhook_id FROM whk.webhook_runtime r
         JOIN whk.whk_01_webhooks w ON w.id = r.webhook_id
         WHERE w.status = 'active' AND r.failing_since < clock_timestamp() - make_interval(secs => v_window)
-          -- A quarantined webhook makes no attempts: it waits for an operator, its streak does not age.
-          AND w.quarantined_at IS NULL
+          -- A quarantined webhook, or one waiting for its signing secret, makes no attempts: its streak
+          -- does not age.
+          AND w.quarantined_at IS NULL AND w.needs_secret_since IS NULL
     LOOP
         IF whk.disable_webhook(v_id, format('failing without a success for %s seconds', v_window), 'whk-dispatcher') THEN
             v_count := v_count + 1;
@@ -3260,6 +3497,8 @@ BEGIN
         FROM whk.whk_01_webhooks wh
         JOIN whk.webhook_runtime r ON r.webhook_id = wh.id
         WHERE wh.status = 'active' AND wh.deleted_at IS NULL AND wh.quarantined_at IS NULL
+          -- Never unsigned: a webhook waiting for its signing secret keeps its deliveries pending.
+          AND wh.needs_secret_since IS NULL
           AND (p_only IS NULL OR wh.id = ANY (p_only))
           -- One probe of the webhook's due index. OFFSET 0 keeps the EXISTS a per-webhook probe: flattened
           -- into a semi-join, the generic plan read every due delivery of every webhook and grouped them by
@@ -3645,6 +3884,7 @@ BEGIN
         SELECT EXISTS (
             SELECT 1 FROM whk.whk_01_webhooks wh
             WHERE wh.status = 'active' AND wh.deleted_at IS NULL AND wh.quarantined_at IS NULL
+              AND wh.needs_secret_since IS NULL
               -- OFFSET 0: a probe per webhook, never a semi-join over every due delivery (whk.claim_deliveries).
               AND EXISTS (SELECT 1 FROM whk.whk_03_entregas d
                           WHERE d.webhook_id = wh.id AND d.status = 'pending'
@@ -3685,6 +3925,33 @@ BEGIN
 END;
 $$;
 -- <<< sql/functions/delivery/effective_retry_policy.sql
+
+-- >>> sql/functions/delivery/enqueue_secret_provisioning.sql
+-- Queue the job that gives a webhook its signing secret (pgqueuer entrypoint 'provision_secret', payload =
+-- the webhook id as text), in the caller's transaction. Secrets are encrypted with the application's key
+-- (WHK_SECRET_KEYS), which the database never has, so SQL cannot make one: the job worker does, exactly as
+-- the API does. SECURITY DEFINER: a trigger of any role (a DBA's INSERT, the ERP's) reaches pgqueuer's table
+-- only through here. One job per webhook at a time (dedupe key, the unique index's predicate restated as
+-- ON CONFLICT requires); a webhook that has a secret again, or is deleted, gets none. Returns the job id, or
+-- NULL when none was queued.
+CREATE OR REPLACE FUNCTION whk.enqueue_secret_provisioning(p_webhook_id bigint)
+RETURNS bigint
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+    INSERT INTO whk.pgqueuer (priority, entrypoint, payload, status, dedupe_key)
+    SELECT 10, 'provision_secret', convert_to(w.id::text, 'UTF8'), 'queued', 'provision_secret:' || w.id
+    FROM whk.whk_01_webhooks w
+    WHERE w.id = p_webhook_id AND w.needs_secret_since IS NOT NULL AND w.deleted_at IS NULL
+    ON CONFLICT (dedupe_key) WHERE (status IN ('queued', 'picked') AND dedupe_key IS NOT NULL) DO NOTHING
+    RETURNING id
+$$;
+COMMENT ON FUNCTION whk.enqueue_secret_provisioning(bigint) IS
+    'Queue the job worker''s provision_secret job for a webhook waiting for a signing secret (once per webhook).';
+REVOKE EXECUTE ON FUNCTION whk.enqueue_secret_provisioning(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION whk.enqueue_secret_provisioning(bigint) TO whk_app, whk_dispatcher;
+-- <<< sql/functions/delivery/enqueue_secret_provisioning.sql
 
 -- >>> sql/functions/delivery/ensure_webhook_runtime.sql
 -- Every webhook gets its runtime row (breaker, token bucket) before the claim needs to lock it. The
@@ -3985,6 +4252,7 @@ BEGIN
         LIMIT 1
     ) n
     WHERE w.status = 'active' AND w.deleted_at IS NULL AND w.quarantined_at IS NULL
+      AND w.needs_secret_since IS NULL
       AND EXISTS (SELECT 1 FROM whk.whk_04_assinantes a WHERE a.id = w.consumer_id AND a.status = 'active'));
 END;
 $$;
@@ -4666,6 +4934,11 @@ BEGIN
         quarantine_stage = NULL, quarantine_reason = NULL, quarantine_sqlstate = NULL,
         updated_at = clock_timestamp()
     WHERE w.id = p_webhook_id AND w.deleted_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no webhook %', coalesce(p_webhook_id::text, 'NULL')
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'pass the id of a webhook that is not deleted: SELECT id, name, status FROM whk.whk_01_webhooks WHERE deleted_at IS NULL';
+    END IF;
 
     UPDATE whk.webhook_runtime r
     SET breaker_state = 'closed', consecutive_failures = 0, opened_at = NULL, probe_at = NULL,
@@ -4680,7 +4953,69 @@ BEGIN
     RETURN v_released;
 END;
 $$;
+COMMENT ON FUNCTION whk.resume_webhook(bigint) IS
+    'Resume a paused, disabled or quarantined webhook: parked deliveries are released (returns how many).';
 -- <<< sql/functions/delivery/resume_webhook.sql
+
+-- >>> sql/functions/delivery/retry_dead.sql
+-- The SQL control plane (docs/dba.md): put dead letters back in the queue, filtered — by webhook, consumer,
+-- event type (exact, or a prefix pattern like 'order.*') and the time they died — oldest first, at most
+-- max_rows of them per call (call again for more). A wrapper of whk.retry_deliveries: the same event_id, so
+-- the same webhook-id header (receivers deduplicate), a fresh retry schedule. Returns how many were
+-- re-queued. Bad input raises invalid_parameter_value with a HINT.
+--   SELECT whk.retry_dead(webhook_id => 7, since => now() - interval '1 day');
+CREATE OR REPLACE FUNCTION whk.retry_dead(
+    webhook_id  bigint      DEFAULT NULL,
+    consumer_id bigint      DEFAULT NULL,
+    event_type  text        DEFAULT NULL,
+    since       timestamptz DEFAULT NULL,
+    until       timestamptz DEFAULT NULL,
+    max_rows    integer     DEFAULT 1000)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+DECLARE
+    v_problem text;
+    v_ids     bigint[];
+BEGIN
+    v_problem := CASE
+        WHEN retry_dead.max_rows IS NULL OR retry_dead.max_rows NOT BETWEEN 1 AND 100000
+            THEN 'max_rows must be between 1 and 100000'
+        WHEN retry_dead.webhook_id IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = retry_dead.webhook_id)
+            THEN format('webhook_id %s is not a webhook', retry_dead.webhook_id)
+        WHEN retry_dead.consumer_id IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM whk.whk_04_assinantes a WHERE a.id = retry_dead.consumer_id)
+            THEN format('consumer_id %s is not a consumer', retry_dead.consumer_id)
+        WHEN retry_dead.event_type IS NOT NULL
+             AND retry_dead.event_type !~ '^(\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*\.\*|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$'
+            THEN format('event_type %L is neither a type (order.created), a prefix (order.*) nor *', retry_dead.event_type)
+        WHEN retry_dead.since > retry_dead.until THEN 'since must not be after until'
+    END;
+    IF v_problem IS NOT NULL THEN
+        RAISE EXCEPTION 'whk.retry_dead: %', v_problem
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Every filter is optional (NULL = any): webhook_id, consumer_id, event_type, since, until; '
+                         'max_rows 1-100000. Dead letters: SELECT id, webhook_id, event_type, dead_at, dead_reason '
+                         'FROM whk.whk_03_entregas WHERE status = ''dead''.';
+    END IF;
+    SELECT coalesce(array_agg(x.id), '{}') INTO v_ids
+    FROM (SELECT d.id FROM whk.whk_03_entregas d
+          WHERE d.status = 'dead'
+            AND (retry_dead.webhook_id IS NULL OR d.webhook_id = retry_dead.webhook_id)
+            AND (retry_dead.consumer_id IS NULL OR d.consumer_id = retry_dead.consumer_id)
+            AND (retry_dead.event_type IS NULL OR whk.event_type_matches(ARRAY[retry_dead.event_type], d.event_type))
+            AND (retry_dead.since IS NULL OR d.dead_at >= retry_dead.since)
+            AND (retry_dead.until IS NULL OR d.dead_at < retry_dead.until)
+          ORDER BY d.dead_at, d.id
+          LIMIT retry_dead.max_rows) x;
+    RETURN whk.retry_deliveries(v_ids);
+END;
+$$;
+COMMENT ON FUNCTION whk.retry_dead(bigint, bigint, text, timestamptz, timestamptz, integer) IS
+    'SQL control plane: re-queue dead letters matching the filters (oldest first, at most max_rows); returns how many.';
+-- <<< sql/functions/delivery/retry_dead.sql
 
 -- >>> sql/functions/delivery/retry_deliveries.sql
 -- Manual / bulk retry: put finished or failed deliveries back in the queue now, with a fresh retry
@@ -4913,6 +5248,7 @@ BEGIN
           AND w.status = 'active' AND a.status = 'active'
           AND w.delivery_mode IN ('immediate', 'batch') AND w.delay_seconds = 0
           AND w.quarantined_at IS NULL
+          AND w.needs_secret_since IS NULL  -- never unsigned: its deliveries wait, pending
           AND w.rate_limit_per_second IS NULL
           AND a.rate_limit_per_second IS NULL AND a.quota_deliveries_per_day IS NULL
           AND rt.breaker_state = 'closed'
@@ -5748,6 +6084,104 @@ $$;
 COMMENT ON FUNCTION whk.system_health() IS 'Outbox backlog, live/idle dispatchers and captured tables as JSON.';
 -- <<< sql/functions/ops/system_health.sql
 
+-- >>> sql/triggers/audit_sql_change.sql
+-- Audit covers SQL too: a change to WHK's configuration made in plain SQL (a DBA's UPDATE, whk.create_webhook,
+-- whk.pause_webhook, whk.enable_capture, ...) is written to whk.audit_log in the same transaction, with the
+-- database role as the actor ('sql:<login>' or 'sql:<login>/<role>' after SET ROLE). Tables: webhooks
+-- (whk_01_webhooks), consumers (whk_04_assinantes), event types (whk_02_eventos), capture (capture_config)
+-- and global settings (whk_05_configuracoes).
+--
+-- Exactly one row per change: WHK's processes audit their own changes with a better actor (the API its
+-- principal, the dispatcher 'whk-dispatcher'); their connections carry the session setting
+-- whk.audited_by (whk.dbroles.with_audit_marker), honoured only for members of their roles, so any
+-- other role's SQL is always audited. Columns the platform maintains on its own (usage counters, firing
+-- history, the secret state, updated_at) are not configuration: a change of only those writes nothing.
+-- Secrets never reach the trail: ciphertext columns are replaced by '[redacted]'.
+--
+-- SECURITY INVOKER on purpose (current_user is the role making the change); the row is written by the
+-- SECURITY DEFINER whk.audit_sql_write, so a role with no grant on the audit table is audited all the same.
+CREATE OR REPLACE FUNCTION whk.audit_sql_write(p_action text, p_target_type text, p_target_id text,
+                                               p_consumer_id bigint, p_before jsonb, p_after jsonb)
+RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+    INSERT INTO whk.audit_log (actor, consumer_id, action, target_type, target_id, before, after)
+    VALUES ('sql:' || session_user
+                || CASE WHEN current_setting('role') NOT IN ('none', session_user::text)
+                        THEN '/' || current_setting('role') ELSE '' END,
+            p_consumer_id, p_action, p_target_type, p_target_id, p_before, p_after)
+$$;
+COMMENT ON FUNCTION whk.audit_sql_write(text, text, text, bigint, jsonb, jsonb) IS
+    'Append one audit row for a change made in SQL; the actor is the database role (session user and SET ROLE).';
+
+CREATE OR REPLACE FUNCTION whk.audit_sql_change()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+DECLARE
+    -- TG_ARGV: target type, id column, consumer column ('' = none), verb of INSERT, verb of DELETE.
+    v_maintained CONSTANT text[] := ARRAY['updated_at', 'needs_secret_since', 'usage_deliveries_total',
+                                          'usage_deliveries_failed', 'last_activity_at', 'fire_count',
+                                          'last_fired_at'];
+    v_secret     CONSTANT text[] := ARRAY['auth_credential_enc'];
+    v_old  jsonb;
+    v_new  jsonb;
+    v_row  jsonb;
+    v_col  text;
+    v_verb text;
+BEGIN
+    IF coalesce(current_setting('whk.audited_by', true), '') <> ''
+       AND (pg_has_role(current_user, 'whk_app', 'MEMBER') OR pg_has_role(current_user, 'whk_dispatcher', 'MEMBER')) THEN
+        RETURN NULL;  -- the process writes its own audit row
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        v_old := to_jsonb(OLD) - v_maintained;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        v_new := to_jsonb(NEW) - v_maintained;
+    END IF;
+    IF TG_OP = 'UPDATE' AND v_old = v_new THEN
+        RETURN NULL;  -- only columns the platform maintains changed
+    END IF;
+    FOREACH v_col IN ARRAY v_secret LOOP
+        IF v_old ? v_col AND v_old ->> v_col IS NOT NULL THEN
+            v_old := jsonb_set(v_old, ARRAY[v_col], '"[redacted]"');
+        END IF;
+        IF v_new ? v_col AND v_new ->> v_col IS NOT NULL THEN
+            v_new := jsonb_set(v_new, ARRAY[v_col], '"[redacted]"');
+        END IF;
+    END LOOP;
+    v_row := coalesce(v_new, v_old);
+    v_verb := CASE TG_OP WHEN 'INSERT' THEN TG_ARGV[3] WHEN 'UPDATE' THEN 'update' ELSE TG_ARGV[4] END;
+    PERFORM whk.audit_sql_write(TG_ARGV[0] || '.' || v_verb, TG_ARGV[0], v_row ->> TG_ARGV[1],
+                                CASE WHEN TG_ARGV[2] <> '' THEN (v_row ->> TG_ARGV[2])::bigint END,
+                                v_old, v_new);
+    RETURN NULL;
+END;
+$$;
+COMMENT ON FUNCTION whk.audit_sql_change() IS
+    'Trigger: audit a configuration change made in SQL (not by an API or dispatcher connection), same transaction.';
+
+CREATE TRIGGER whk_01_webhooks_audit
+    AFTER INSERT OR UPDATE OR DELETE ON whk.whk_01_webhooks
+    FOR EACH ROW EXECUTE FUNCTION whk.audit_sql_change('webhook', 'id', 'consumer_id', 'create', 'delete');
+CREATE TRIGGER whk_04_assinantes_audit
+    AFTER INSERT OR UPDATE OR DELETE ON whk.whk_04_assinantes
+    FOR EACH ROW EXECUTE FUNCTION whk.audit_sql_change('consumer', 'id', 'id', 'create', 'delete');
+CREATE TRIGGER whk_02_eventos_audit
+    AFTER INSERT OR UPDATE OR DELETE ON whk.whk_02_eventos
+    FOR EACH ROW EXECUTE FUNCTION whk.audit_sql_change('event_type', 'name', '', 'register', 'delete');
+CREATE TRIGGER capture_config_audit
+    AFTER INSERT OR UPDATE OR DELETE ON whk.capture_config
+    FOR EACH ROW EXECUTE FUNCTION whk.audit_sql_change('capture', 'tbl', '', 'enable', 'disable');
+CREATE TRIGGER whk_05_configuracoes_audit
+    AFTER INSERT OR UPDATE OR DELETE ON whk.whk_05_configuracoes
+    FOR EACH ROW EXECUTE FUNCTION whk.audit_sql_change('setting', 'key', '', 'create', 'delete');
+-- <<< sql/triggers/audit_sql_change.sql
+
 -- >>> sql/triggers/dispatchers_idle_refresh.sql
 -- whk.dispatchers_idle_refresh: keep whk.dispatcher_idle_until equal to "max(heartbeat_at) + 60 s over idle
 -- dispatchers" (0 when none) after every change of whk.dispatchers: whk.dispatcher_set_idle, the
@@ -5777,6 +6211,81 @@ CREATE TRIGGER dispatchers_idle_refresh
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON whk.dispatchers
     FOR EACH STATEMENT EXECUTE FUNCTION whk.dispatchers_idle_refresh();
 -- <<< sql/triggers/dispatchers_idle_refresh.sql
+
+-- >>> sql/triggers/webhook_needs_secret.sql
+-- Never unsigned: whk_01_webhooks.needs_secret_since is derived, never trusted from the writer. Any INSERT
+-- (the API's, a DBA's in SQL) starts without a secret; an UPDATE that touches the column gets it recomputed
+-- from whk.webhook_secrets (set while no current secret exists, the first time kept).
+CREATE OR REPLACE FUNCTION whk.webhook_needs_secret()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND EXISTS (SELECT 1 FROM whk.webhook_secrets s
+                                    WHERE s.webhook_id = NEW.id AND s.expires_at IS NULL) THEN
+        NEW.needs_secret_since := NULL;
+    ELSE
+        NEW.needs_secret_since := coalesce(CASE WHEN TG_OP = 'UPDATE' THEN OLD.needs_secret_since END,
+                                           clock_timestamp());
+    END IF;
+    RETURN NEW;
+END;
+$$;
+COMMENT ON FUNCTION whk.webhook_needs_secret() IS
+    'Trigger: derive whk_01_webhooks.needs_secret_since (set while the webhook has no current signing secret).';
+
+CREATE TRIGGER whk_01_webhooks_needs_secret
+    BEFORE INSERT OR UPDATE OF needs_secret_since ON whk.whk_01_webhooks
+    FOR EACH ROW EXECUTE FUNCTION whk.webhook_needs_secret();
+
+-- A webhook that needs a secret at COMMIT gets the provisioning job queued (whk.enqueue_secret_provisioning).
+-- Deferred, so the API's create (the webhook row, then its secret, in one transaction) queues nothing.
+CREATE OR REPLACE FUNCTION whk.webhook_request_secret()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+BEGIN
+    PERFORM whk.enqueue_secret_provisioning(NEW.id);
+    RETURN NULL;
+END;
+$$;
+COMMENT ON FUNCTION whk.webhook_request_secret() IS
+    'Constraint trigger: at commit, queue the provision_secret job of a webhook still without a signing secret.';
+
+CREATE CONSTRAINT TRIGGER whk_01_webhooks_request_secret
+    AFTER INSERT OR UPDATE OF needs_secret_since ON whk.whk_01_webhooks
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW WHEN (NEW.needs_secret_since IS NOT NULL)
+    EXECUTE FUNCTION whk.webhook_request_secret();
+
+-- A secret added, removed, expired by hand or moved: the webhook's needs_secret_since follows (the UPDATE
+-- only touches the column; whk.webhook_needs_secret computes it, and only when the state changes).
+CREATE OR REPLACE FUNCTION whk.webhook_secrets_changed()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+BEGIN
+    UPDATE whk.whk_01_webhooks w SET needs_secret_since = NULL
+    WHERE w.id IN (CASE WHEN TG_OP <> 'INSERT' THEN OLD.webhook_id END,
+                   CASE WHEN TG_OP <> 'DELETE' THEN NEW.webhook_id END)
+      AND (w.needs_secret_since IS NULL) <> EXISTS (SELECT 1 FROM whk.webhook_secrets s
+                                                    WHERE s.webhook_id = w.id AND s.expires_at IS NULL);
+    RETURN NULL;
+END;
+$$;
+COMMENT ON FUNCTION whk.webhook_secrets_changed() IS
+    'Trigger: keep whk_01_webhooks.needs_secret_since in step with the webhook''s signing secrets.';
+
+CREATE TRIGGER webhook_secrets_changed
+    AFTER INSERT OR DELETE OR UPDATE OF webhook_id, expires_at ON whk.webhook_secrets
+    FOR EACH ROW EXECUTE FUNCTION whk.webhook_secrets_changed();
+-- <<< sql/triggers/webhook_needs_secret.sql
 
 -- >>> sql/triggers/whk_02_eventos_versoes_check_path.sql
 -- whk.event_version_check_path: compile a schema version's fast check (whk.jsonschema_jsonpath) whenever
@@ -5847,7 +6356,8 @@ COMMENT ON VIEW whk.kpi_dispatchers IS 'Dispatcher processes with the age of the
 
 -- >>> sql/views/kpi_platform.sql
 -- whk.kpi_platform: one row of platform-wide figures: how long the oldest unrouted outbox event has waited
--- (capture stalled: the dispatcher routes events into deliveries), webhooks disabled, breakers open.
+-- (capture stalled: the dispatcher routes events into deliveries), webhooks disabled, breakers open,
+-- webhooks waiting for a signing secret.
 -- The oldest unrouted event is found through the pending index in id order (ids follow commit order
 -- closely enough for an age alarm).
 CREATE OR REPLACE VIEW whk.kpi_platform AS
@@ -5855,8 +6365,12 @@ SELECT (SELECT greatest(extract(epoch FROM clock_timestamp() - o.created_at)::do
         FROM whk.outbox o WHERE o.status = 'pending' ORDER BY o.id LIMIT 1) AS oldest_unrouted_age_s,
        (SELECT count(*) FROM whk.whk_01_webhooks w
         WHERE w.status = 'disabled' AND w.deleted_at IS NULL) AS webhooks_disabled,
-       (SELECT count(*) FROM whk.webhook_runtime r WHERE r.breaker_state = 'open') AS breakers_open;
-COMMENT ON VIEW whk.kpi_platform IS 'Platform-wide figures: oldest unrouted event age, disabled webhooks, open breakers.';
+       (SELECT count(*) FROM whk.webhook_runtime r WHERE r.breaker_state = 'open') AS breakers_open,
+       -- Never unsigned: webhooks whose deliveries wait for a signing secret (the partial index).
+       (SELECT count(*) FROM whk.whk_01_webhooks w
+        WHERE w.needs_secret_since IS NOT NULL AND w.deleted_at IS NULL) AS webhooks_needs_secret;
+COMMENT ON VIEW whk.kpi_platform IS
+    'Platform-wide figures: oldest unrouted event age, disabled webhooks, open breakers, webhooks waiting for a secret.';
 -- <<< sql/views/kpi_platform.sql
 
 -- >>> sql/views/kpi_slo.sql

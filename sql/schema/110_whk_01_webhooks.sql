@@ -57,6 +57,12 @@ CREATE TABLE whk.whk_01_webhooks (
     quarantine_stage      text        CHECK (quarantine_stage IN ('route', 'claim', 'record', 'ssrf')),
     quarantine_sqlstate   text        CHECK (quarantine_sqlstate ~ '^[0-9A-Z]{5}$'),
     quarantine_reason     text        CHECK (length(quarantine_reason) <= 2000),
+    -- Never unsigned (docs/delivery.md, "Never unsigned"): set while the webhook has no current signing
+    -- secret (no whk.webhook_secrets row with expires_at NULL), e.g. right after an INSERT in SQL, which
+    -- cannot encrypt one (the key is the application's, never the database's). Derived by triggers, never
+    -- written by hand. Routing still creates its deliveries (pending, nothing lost), but nothing is claimed
+    -- for it until the job worker has provisioned a secret (job 'provision_secret').
+    needs_secret_since    timestamptz,
     -- The parent key of whk_03_entregas' (webhook_id, consumer_id) foreign key.
     CONSTRAINT whk_01_webhooks_id_consumer_key UNIQUE (id, consumer_id),
     CONSTRAINT whk_01_webhooks_quarantine_stage_set CHECK ((quarantined_at IS NULL) = (quarantine_stage IS NULL))
@@ -74,3 +80,7 @@ COMMENT ON COLUMN whk.whk_01_webhooks.quarantined_at IS
     'Set when the webhook''s data broke a delivery statement or the SSRF guard refused it; the dispatcher skips it.';
 -- Health lists the quarantined webhooks on every call: a tiny partial index.
 CREATE INDEX whk_01_webhooks_quarantined_idx ON whk.whk_01_webhooks (id) WHERE quarantined_at IS NOT NULL;
+COMMENT ON COLUMN whk.whk_01_webhooks.needs_secret_since IS
+    'Set while the webhook has no current signing secret: its deliveries wait, nothing is sent unsigned.';
+-- Health, the alert metric and the provisioning sweep list the webhooks waiting for a secret: tiny index.
+CREATE INDEX whk_01_webhooks_needs_secret_idx ON whk.whk_01_webhooks (id) WHERE needs_secret_since IS NOT NULL;

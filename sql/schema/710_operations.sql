@@ -145,6 +145,11 @@ VALUES
     ('webhook_disabled', 'Webhook auto-disabled',
      'A webhook is disabled (auto-disabled after failing without a success, or by hand).', 'warning',
      '{"metric": "webhooks_disabled", "operator": ">", "threshold": 0, "window_s": 300}', 0, 86400),
+    ('webhook_needs_secret', 'Webhook waiting for its signing secret',
+     'A webhook has had no signing secret for 5 minutes: its deliveries wait (never sent unsigned). Is the '
+     'job worker running, with WHK_SECRET_KEYS? `whk webhooks provision-secrets` gives them one by hand.',
+     'warning',
+     '{"metric": "webhooks_needs_secret", "operator": ">", "threshold": 0, "window_s": 300}', 300, 3600),
     ('breaker_open', 'Breaker open for more than 10 minutes',
      'A webhook''s circuit breaker has been open for more than 10 minutes.', 'warning',
      '{"metric": "breaker_open_s", "operator": ">", "threshold": 600, "window_s": 300}', 0, 3600);

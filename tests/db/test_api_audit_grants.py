@@ -23,7 +23,9 @@ pytestmark = pytest.mark.db
 
 
 def _as_app(conn):
+    # As the API connects: its role, and the marker that leaves auditing its changes to the API itself.
     conn.execute("SET ROLE whk_app")
+    conn.execute("SET whk.audited_by = 'api'")
 
 
 def test_app_role_cannot_update_delete_or_truncate_audit_rows(conn):

@@ -195,6 +195,7 @@ def test_make_up_runs_the_jobs_and_the_demo_channel_receives_a_test_alert():
             "backlog_old",
             "dead_letters",
             "webhook_disabled",
+            "webhook_needs_secret",
             "breaker_open",
         }
         assert all(a["enabled"] and len(a["channels"]) == 1 for a in builtins.values())

@@ -6,10 +6,13 @@ import json
 import time
 import uuid
 
+import pytest
 from standardwebhooks.webhooks import Webhook
 
+from dispatcher.errors import UnsignedRequestRefused
 from dispatcher.models import ClaimedDelivery, WebhookRow
 from dispatcher.request import (
+    PreparedWebhook,
     build_request,
     loggable_headers,
     message_id,
@@ -153,10 +156,22 @@ def test_missing_keys_or_wrong_row_become_configuration_errors():
     assert "no credential" in (no_cred.config_error or "")
 
 
-def test_unsigned_webhook_still_has_id_and_timestamp():
+def test_a_webhook_without_a_secret_is_a_configuration_error_and_never_built_unsigned():
     hook = prepare_webhook(row(secret_ids=[], secrets_enc=[]), TEST_BOX)
-    h = dict(build_request(hook, msg_id="m", body=b"{}", timestamp=5, deadline_s=1, user_agent="U").headers)
-    assert h["webhook-id"] == "m" and h["webhook-timestamp"] == "5" and "webhook-signature" not in h
+    assert hook.signing_keys == ()
+    assert "no valid signing secret" in (hook.config_error or "")
+    with pytest.raises(UnsignedRequestRefused, match="without a webhook-signature"):
+        build_request(hook, msg_id="m", body=b"{}", timestamp=5, deadline_s=1, user_agent="U")
+
+
+def test_the_request_builder_refuses_a_hand_made_webhook_without_keys():
+    # Not through prepare_webhook (which already refuses): the builder's own check holds on its own.
+    signed = prepare_webhook(row(), TEST_BOX)
+    bare = PreparedWebhook(signed.row, (), signed.fixed_headers, signed.masked_names, signed.retry_policy)
+    with pytest.raises(UnsignedRequestRefused):
+        build_request(bare, msg_id="m", body=b"{}", timestamp=5, deadline_s=1, user_agent="U")
+    req = build_request(signed, msg_id="m", body=b"{}", timestamp=5, deadline_s=1, user_agent="U")
+    assert dict(req.headers)["webhook-signature"].startswith("v1,")
 
 
 def test_the_effective_retry_policy_is_read_as_loaded():

@@ -16,8 +16,9 @@ BEGIN
         SELECT r.webhook_id FROM whk.webhook_runtime r
         JOIN whk.whk_01_webhooks w ON w.id = r.webhook_id
         WHERE w.status = 'active' AND r.failing_since < clock_timestamp() - make_interval(secs => v_window)
-          -- A quarantined webhook makes no attempts: it waits for an operator, its streak does not age.
-          AND w.quarantined_at IS NULL
+          -- A quarantined webhook, or one waiting for its signing secret, makes no attempts: its streak
+          -- does not age.
+          AND w.quarantined_at IS NULL AND w.needs_secret_since IS NULL
     LOOP
         IF whk.disable_webhook(v_id, format('failing without a success for %s seconds', v_window), 'whk-dispatcher') THEN
             v_count := v_count + 1;

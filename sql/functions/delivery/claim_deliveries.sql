@@ -86,6 +86,8 @@ BEGIN
         FROM whk.whk_01_webhooks wh
         JOIN whk.webhook_runtime r ON r.webhook_id = wh.id
         WHERE wh.status = 'active' AND wh.deleted_at IS NULL AND wh.quarantined_at IS NULL
+          -- Never unsigned: a webhook waiting for its signing secret keeps its deliveries pending.
+          AND wh.needs_secret_since IS NULL
           AND (p_only IS NULL OR wh.id = ANY (p_only))
           -- One probe of the webhook's due index. OFFSET 0 keeps the EXISTS a per-webhook probe: flattened
           -- into a semi-join, the generic plan read every due delivery of every webhook and grouped them by

@@ -54,6 +54,7 @@ BEGIN
         SELECT EXISTS (
             SELECT 1 FROM whk.whk_01_webhooks wh
             WHERE wh.status = 'active' AND wh.deleted_at IS NULL AND wh.quarantined_at IS NULL
+              AND wh.needs_secret_since IS NULL
               -- OFFSET 0: a probe per webhook, never a semi-join over every due delivery (whk.claim_deliveries).
               AND EXISTS (SELECT 1 FROM whk.whk_03_entregas d
                           WHERE d.webhook_id = wh.id AND d.status = 'pending'

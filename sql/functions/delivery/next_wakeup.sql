@@ -37,6 +37,7 @@ BEGIN
         LIMIT 1
     ) n
     WHERE w.status = 'active' AND w.deleted_at IS NULL AND w.quarantined_at IS NULL
+      AND w.needs_secret_since IS NULL
       AND EXISTS (SELECT 1 FROM whk.whk_04_assinantes a WHERE a.id = w.consumer_id AND a.status = 'active'));
 END;
 $$;

@@ -15,6 +15,11 @@ BEGIN
         quarantine_stage = NULL, quarantine_reason = NULL, quarantine_sqlstate = NULL,
         updated_at = clock_timestamp()
     WHERE w.id = p_webhook_id AND w.deleted_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no webhook %', coalesce(p_webhook_id::text, 'NULL')
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'pass the id of a webhook that is not deleted: SELECT id, name, status FROM whk.whk_01_webhooks WHERE deleted_at IS NULL';
+    END IF;
 
     UPDATE whk.webhook_runtime r
     SET breaker_state = 'closed', consecutive_failures = 0, opened_at = NULL, probe_at = NULL,
@@ -29,3 +34,5 @@ BEGIN
     RETURN v_released;
 END;
 $$;
+COMMENT ON FUNCTION whk.resume_webhook(bigint) IS
+    'Resume a paused, disabled or quarantined webhook: parked deliveries are released (returns how many).';

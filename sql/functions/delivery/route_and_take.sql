@@ -182,6 +182,7 @@ BEGIN
           AND w.status = 'active' AND a.status = 'active'
           AND w.delivery_mode IN ('immediate', 'batch') AND w.delay_seconds = 0
           AND w.quarantined_at IS NULL
+          AND w.needs_secret_since IS NULL  -- never unsigned: its deliveries wait, pending
           AND w.rate_limit_per_second IS NULL
           AND a.rate_limit_per_second IS NULL AND a.quota_deliveries_per_day IS NULL
           AND rt.breaker_state = 'closed'

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 
+from tests.support.delivery import TEST_SECRET, add_secret
 from tests.support.resources import World, audit_count, make_delivery, make_webhook
 from whk.urlpolicy import policy_fingerprint
 
@@ -33,6 +34,7 @@ async def test_a_quarantined_webhook_is_shown_named_in_health_and_cleared_by_an_
 ):
     beat(conn, "d1", [])
     hook = make_webhook(conn, world.a.consumer_id)
+    add_secret(conn, hook, TEST_SECRET)  # as the API creates it: signed, not waiting for a secret
     waiting = make_delivery(conn, hook, status="pending")
     assert (await client.get(f"{BASE}/monitoring/health")).json()["quarantined_webhooks"] == []
     conn.execute(
