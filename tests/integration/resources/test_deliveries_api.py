@@ -1,5 +1,6 @@
 """Delivery resource: list filters and pages, detail with attempts, retry, dead letters, statistics,
-bulk retry (dry run first, then a job run by the real worker) and explicit acks — all against rows in the real tables."""
+bulk retry (dry run first, then a job run by the real worker) and explicit acks — all against rows in the
+real tables."""
 
 from __future__ import annotations
 
