@@ -142,3 +142,29 @@ async def test_bulk_retry_step_refuses_a_batch_size_out_of_bounds(
     with pytest.raises(psycopg.errors.InvalidParameterValue) as err:
         conn.execute("SELECT whk.bulk_retry_step(%s, 0)", (bulk_id,))
     assert err.value.diag.message_hint is not None
+
+
+async def test_the_deliveries_scope_covers_bulk_retries(
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+) -> None:
+    from api.keys import create_api_key
+
+    cid = world.a.consumer_id
+    deliveries = create_api_key(
+        conn, admin=False, consumer_id=cid, name="ops", scopes=["deliveries:*"], actor="test"
+    )
+    webhooks = create_api_key(
+        conn, admin=False, consumer_id=cid, name="hooks", scopes=["webhooks:write"], actor="test"
+    )
+    hook = make_webhook(conn, cid)
+    _dead_letters(conn, hook, 3)
+    auth = {"Authorization": f"Bearer {deliveries}"}
+    r = await client.post(f"{BASE}/bulk-retry", json={"webhook_id": hook}, headers=auth)
+    assert r.status_code == 202, r.text
+    bulk_id = r.json()["bulk_retry"]["id"]
+    r = await client.get(f"{JOBS}/{bulk_id}", headers=auth)
+    assert r.status_code == 200, r.text  # the key that started it may follow it
+    r = await client.get(f"{JOBS}/{bulk_id}", headers={"Authorization": f"Bearer {webhooks}"})
+    assert r.status_code == 403  # a key without the deliveries scope may not
+    r = await client.post(f"{JOBS}/{bulk_id}/cancel", headers=auth)
+    assert r.status_code == 200 and r.json()["state"] == "cancelled"
