@@ -113,3 +113,27 @@ def test_bad_input_is_refused_with_a_hint(conn: psycopg.Connection[Any]) -> None
     # The table's own checks hold for a DBA writing to it directly.
     with pytest.raises(psycopg.errors.CheckViolation):
         conn.execute("UPDATE whk.bulk_retries SET done = 1 WHERE id = %s", (bulk,))
+
+
+def test_the_api_and_worker_roles_can_run_a_bulk_retry(conn: psycopg.Connection[Any]) -> None:
+    hook = make_webhook(conn, consumer(conn))
+    dead = make_delivery(conn, hook, status="dead")
+    conn.execute("SET ROLE whk_app")  # the API starts and cancels
+    try:
+        bulk = start(conn, None, webhook_id=hook)
+        queued = conn.execute(
+            "SELECT count(*) FROM whk.pgqueuer WHERE entrypoint = 'bulk_retry' AND payload = convert_to(%s, 'UTF8')",
+            (str(bulk),),
+        ).fetchone()
+        assert queued == (1,)
+        other = start(conn, None, webhook_id=hook)
+        assert conn.execute("SELECT whk.bulk_retry_cancel(%s)", (other,)).fetchone() == (True,)
+    finally:
+        conn.execute("RESET ROLE")
+    conn.execute("SET ROLE whk_dispatcher")  # the job worker steps
+    try:
+        assert conn.execute("SELECT whk.bulk_retry_step(%s)", (bulk,)).fetchone() == (False,)
+    finally:
+        conn.execute("RESET ROLE")
+    assert progress(conn, bulk) == ("done", 1, 1, 1, 0)
+    assert status(conn, dead) == "pending"
