@@ -122,7 +122,8 @@ def test_the_api_and_worker_roles_can_run_a_bulk_retry(conn: psycopg.Connection[
     try:
         bulk = start(conn, None, webhook_id=hook)
         queued = conn.execute(
-            "SELECT count(*) FROM whk.pgqueuer WHERE entrypoint = 'bulk_retry' AND payload = convert_to(%s, 'UTF8')",
+            "SELECT count(*) FROM whk.pgqueuer"
+            " WHERE entrypoint = 'bulk_retry' AND payload = convert_to(%s, 'UTF8')",
             (str(bulk),),
         ).fetchone()
         assert queued == (1,)
