@@ -62,11 +62,17 @@ _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _REQUEST_ID = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
 
 
+# Resources that belong to another area's scope: a bulk retry is started under /deliveries, so the key
+# that may start one (deliveries:write) may follow and cancel it.
+_AREA_OF_SEGMENT = {"bulk-retries": "deliveries"}
+
+
 def area_of(path: str) -> str:
     """The scope area of a path: first segment after /api/whk/ ('' outside the API)."""
     if not path.startswith("/api/whk/"):
         return ""
-    return path[len("/api/whk/") :].split("/", 1)[0]
+    segment = path[len("/api/whk/") :].split("/", 1)[0]
+    return _AREA_OF_SEGMENT.get(segment, segment)
 
 
 @dataclass(frozen=True, slots=True)

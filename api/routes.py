@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar.types import ControllerRouterHandler
 
 from api.apikeys import ApiKeyController
+from api.bulkretries.controller import BulkRetryController
 from api.consumers.controller import ConsumerController
 from api.deliveries.controller import DeliveryController
 from api.devmock.controller import MockController
@@ -26,4 +27,5 @@ def route_handlers() -> list[ControllerRouterHandler]:
         ConsumerController,
         MockController,
         ReplayController,
+        BulkRetryController,
     ]

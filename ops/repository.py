@@ -41,6 +41,14 @@ class OpsRepository:
     async def replay_failed(self, conn: AsyncConnection[Any], replay_id: int, error: str) -> None:
         await conn.execute(self._q["replay_failed"], {"id": replay_id, "error": error})
 
+    async def bulk_retry_step(self, conn: AsyncConnection[Any], bulk_id: int, batch: int) -> bool:
+        cur = await conn.execute(self._q["bulk_retry_step"], {"id": bulk_id, "batch": batch})
+        row = await cur.fetchone()
+        return bool(row and row[0])
+
+    async def bulk_retry_failed(self, conn: AsyncConnection[Any], bulk_id: int, error: str) -> None:
+        await conn.execute(self._q["bulk_retry_failed"], {"id": bulk_id, "error": error})
+
     async def forget_runs(self, conn: AsyncConnection[Any]) -> None:
         await conn.execute(self._q["forget_runs"], {})
 

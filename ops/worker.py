@@ -13,12 +13,15 @@ once per period across every worker):
 
 One-off: ``replay``, one job per replay (``whk.replay_start`` queues it): batches of REPLAY_BATCH events
 through ``whk.replay_step``, each its own transaction, until done or cancelled; a failure marks the replay
-failed. ``provision_secret``, queued by the database at the commit that leaves a webhook without a current
-signing secret (a webhook created in SQL, its secret deleted or expired by hand): the worker makes and seals
-one exactly as the API does (``whk.webhook_secrets``); the same sweep runs at start-up and hourly, for jobs
-that failed. ``notify``, one job per notice and channel, retried with exponential backoff
-(WHK_NOTIFY_RETRY_DELAY_S doubling, at most 5 minutes) up to WHK_NOTIFY_MAX_ATTEMPTS attempts, then
-recorded as failed in the alert's history and held (status ``failed``) for ``whk jobs``.
+failed. ``bulk_retry``, one job per bulk retry (``whk.bulk_retry_start`` queues it): batches of
+BULK_RETRY_BATCH deliveries by keyset on the id through ``whk.bulk_retry_step``, each its own transaction,
+until done or cancelled; a failure marks it failed. ``provision_secret``, queued by the database at the
+commit that leaves a webhook without a current signing secret (a webhook created in SQL, its secret
+deleted or expired by hand): the worker makes and seals one exactly as the API does
+(``whk.webhook_secrets``); the same sweep runs at start-up and hourly, for jobs that failed. ``notify``,
+one job per notice and channel, retried with exponential backoff (WHK_NOTIFY_RETRY_DELAY_S doubling, at
+most 5 minutes) up to WHK_NOTIFY_MAX_ATTEMPTS attempts, then recorded as failed in the alert's history and
+held (status ``failed``) for ``whk jobs``.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ log = logging.getLogger("whk.ops")
 HOUSEKEEPING_CRON = "0 * * * *"
 RETENTION_CRON = "30 * * * *"
 REPLAY_BATCH = 1000
+BULK_RETRY_BATCH = 1000
 
 
 def worker_id() -> str:
@@ -180,6 +184,19 @@ class Jobs:
                 await self._repo.replay_failed(conn, replay_id, str(exc)[:500])
                 raise
 
+    async def bulk_retry(self, job: Job) -> None:
+        if job.payload is None:
+            return
+        bulk_id = int(job.payload.decode())
+        async with self._pool.connection() as conn:
+            try:
+                while await self._repo.bulk_retry_step(conn, bulk_id, BULK_RETRY_BATCH):
+                    pass
+            except Exception as exc:
+                log.warning("bulk retry %d failed: %s", bulk_id, exc)
+                await self._repo.bulk_retry_failed(conn, bulk_id, str(exc)[:500])
+                raise
+
     async def notify(self, job: Job) -> None:
         if job.payload is None:
             return
@@ -294,6 +311,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event, *, ident: str | No
             pgq.entrypoint("notify", on_failure="hold")(jobs.notify)
             pgq.entrypoint("replay")(jobs.replay)
             pgq.entrypoint(PROVISION_ENTRYPOINT)(jobs.provision_secret)
+            pgq.entrypoint("bulk_retry")(jobs.bulk_retry)
             pgq.schedule("evaluate_alerts", settings.ops.eval_cron)(jobs.evaluate_alerts)
             pgq.schedule("housekeeping", HOUSEKEEPING_CRON)(jobs.housekeeping)
             pgq.schedule("retention", RETENTION_CRON)(jobs.retention)

@@ -14,13 +14,14 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, delete, get, post
+from litestar import Controller, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, QueryParameter
-from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from psycopg import AsyncConnection
 
 from api.audit import AuditLog
+from api.bulkretries.repository import BulkRetryRepository
 from api.deliveries.repository import DeliveryRepository
 from api.deliveries.schemas import (
     AckResult,
@@ -81,6 +82,7 @@ class DeliveryController(Controller):
         super().__init__(owner)
         self.repo = DeliveryRepository()
         self.webhooks = WebhookRepository()
+        self.bulk_retries = BulkRetryRepository()
         self.audit_log = AuditLog()
 
     async def _lock_visible(
@@ -188,12 +190,12 @@ class DeliveryController(Controller):
     @post(
         "/bulk-retry",
         operation_id="bulkRetryDeliveries",
-        summary="Re-queue deliveries by filters (dry_run counts first)",
-        status_code=HTTP_200_OK,
+        summary="Re-queue deliveries by filters as a background job (202; dry_run counts, 200)",
+        status_code=HTTP_202_ACCEPTED,
     )
     async def bulk_retry(
         self, conn: Conn, principal: Who, data: JSONBody[BulkRetryRequest]
-    ) -> BulkRetryResult:
+    ) -> Response[BulkRetryResult]:
         if data.created_from and data.created_to and data.created_from >= data.created_to:
             raise Unprocessable(
                 "empty time range",
@@ -208,36 +210,31 @@ class DeliveryController(Controller):
             "created_to": data.created_to,
         }
         tenant = principal.tenant_filter()
-        matched = await self.repo.bulk_count(conn, tenant=tenant, filters=filters)
         skipped = await self.repo.bulk_skipped(conn, tenant=tenant, filters=filters)
         if data.dry_run:
-            return BulkRetryResult(dry_run=True, matched=matched, requeued=0, skipped_deleted_webhook=skipped)
-        ids, requeued = await self.repo.bulk_retry(
-            conn, tenant=tenant, filters=filters, limit=data.max_deliveries
-        )
-        if requeued == 0:
-            return BulkRetryResult(
-                dry_run=False, matched=matched, requeued=0, skipped_deleted_webhook=skipped
-            )  # nothing changed: no audit row
+            matched = await self.repo.bulk_count(conn, tenant=tenant, filters=filters)
+            return Response(
+                BulkRetryResult(dry_run=True, matched=matched, skipped_deleted_webhook=skipped),
+                status_code=HTTP_200_OK,
+            )
+        bulk_id = await self.bulk_retries.start(conn, tenant=tenant, filters=filters, actor=principal.actor)
+        job = await self.bulk_retries.get(conn, tenant=tenant, bulk_id=bulk_id)
+        assert job is not None  # just created in this transaction, with the caller's tenant
         await self.audit_log.record(
             conn,
             principal,
-            "delivery.bulk_retry",
-            "delivery",
+            "bulk_retry.start",
+            "bulk_retry",
+            bulk_id,
             None,
-            None,
-            {
-                "filters": msgspec.to_builtins(data),
-                "matched": matched,
-                "requeued": requeued,
-                "skipped_deleted_webhook": skipped,
-                "first_id": ids[0] if ids else None,
-                "last_id": ids[-1] if ids else None,
-            },
+            {"filters": msgspec.to_builtins(data), "total": job.total, "skipped_deleted_webhook": skipped},
             consumer_id=tenant,
         )
-        return BulkRetryResult(
-            dry_run=False, matched=matched, requeued=requeued, skipped_deleted_webhook=skipped
+        return Response(
+            BulkRetryResult(
+                dry_run=False, matched=job.total, skipped_deleted_webhook=skipped, bulk_retry=job
+            ),
+            status_code=HTTP_202_ACCEPTED,
         )
 
     @post(

@@ -51,16 +51,6 @@ SELECT w.deleted_at IS NOT NULL
 FROM whk.whk_03_entregas d JOIN whk.whk_01_webhooks w ON w.id = d.webhook_id
 WHERE d.id = %(id)s
 
--- name: bulk_candidates :many
--- {where} holds the tenant and the caller's filters (allow-listed); in-flight rows are never touched, nor
--- deliveries of deleted webhooks (whk.retry_deliveries refuses them; counted by bulk_skipped).
-SELECT d.id
-FROM whk.whk_03_entregas d
-WHERE {where} AND d.status <> 'in_flight'
-  AND NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL)
-ORDER BY d.id
-LIMIT %(limit)s
-
 -- name: bulk_count :one
 SELECT count(*) FROM whk.whk_03_entregas d
 WHERE {where} AND d.status <> 'in_flight'
@@ -71,9 +61,6 @@ WHERE {where} AND d.status <> 'in_flight'
 SELECT count(*) FROM whk.whk_03_entregas d
 WHERE {where} AND d.status <> 'in_flight'
   AND EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL)
-
--- name: retry_many :one
-SELECT whk.retry_deliveries(%(ids)s::bigint[])
 
 -- name: purge_candidates :many
 -- {where} holds the tenant and the caller's filters (allow-listed); only dead letters are purged.

@@ -145,17 +145,6 @@ class DeliveryRepository:
         query = sql.SQL(self._q["bulk_skipped"]).format(where=plan.where)
         return int(await fetch_value(conn, query, plan.params))
 
-    async def bulk_retry(
-        self, conn: AsyncConnection[Any], *, tenant: int | None, filters: Mapping[str, Any], limit: int
-    ) -> tuple[list[int], int]:
-        """Re-queue up to ``limit`` matching deliveries: (ids picked, how many were re-queued)."""
-        plan = self.listing.plan(tenant=tenant, filters=filters, sort="id", cursor=None)
-        query = sql.SQL(self._q["bulk_candidates"]).format(where=plan.where)
-        ids = [int(i) for i in await fetch_column(conn, query, {**plan.params, "limit": limit})]
-        if not ids:
-            return [], 0
-        return ids, int(await fetch_value(conn, self._q["retry_many"], {"ids": ids}))
-
     async def purge_count(
         self, conn: AsyncConnection[Any], *, tenant: int | None, filters: Mapping[str, Any]
     ) -> int:

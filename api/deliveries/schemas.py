@@ -9,6 +9,7 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta
 
+from api.bulkretries.schemas import BulkRetry
 from api.shapes import EVENT_TYPE_RE, Timestamp
 
 DeliveryStatus = Literal["pending", "in_flight", "awaiting_ack", "delivered", "dead", "parked", "cancelled"]
@@ -87,10 +88,11 @@ class AckResult(msgspec.Struct, kw_only=True):
 
 
 class BulkRetryRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Re-queue every delivery matching the filters (tenant applied). ``dry_run`` only counts.
+    """Re-queue every delivery matching the filters (tenant applied). ``dry_run`` only counts, now.
 
-    In-flight deliveries are never touched. At most ``max_deliveries`` are re-queued per call; the
-    answer says how many matched so a client can repeat until nothing is left.
+    Otherwise the retry runs as a background job (``bulk_retry``, in batches of 1,000 by delivery id): the
+    answer (202) carries the ``bulk_retry`` to follow at ``GET /bulk-retries/{id}`` and cancel at
+    ``POST /bulk-retries/{id}/cancel``. In-flight deliveries are never touched.
     """
 
     webhook_id: Annotated[int, Meta(ge=1, le=9223372036854775807)] | None = None
@@ -101,17 +103,17 @@ class BulkRetryRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     created_from: Timestamp | None = None
     created_to: Timestamp | None = None
     dry_run: bool = False
-    max_deliveries: Annotated[int, Meta(ge=1, le=100000)] = 10000
 
 
 class BulkRetryResult(msgspec.Struct, kw_only=True):
     """``matched`` counts what can be re-queued; ``skipped_deleted_webhook`` the matching deliveries of
-    deleted webhooks, which are never re-queued (nothing more is sent to a deleted webhook)."""
+    deleted webhooks, which are never re-queued (nothing more is sent to a deleted webhook);
+    ``bulk_retry``: the job doing it, unless a dry run."""
 
     dry_run: bool
     matched: int
-    requeued: int
     skipped_deleted_webhook: int = 0
+    bulk_retry: BulkRetry | None = None
 
 
 class PurgeRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -168,6 +168,16 @@ UPDATE whk.whk_06_alertas SET channels = %(channels)s, escalation = %(escalation
 -- One batch of a replay (whk.replay_step): true while there may be more.
 SELECT whk.replay_step(%(id)s, %(batch)s)
 
+-- name: bulk_retry_step :one
+-- One batch of a bulk retry (whk.bulk_retry_step): true while there may be more.
+SELECT whk.bulk_retry_step(%(id)s, %(batch)s)
+
+-- name: bulk_retry_failed :exec
+-- A bulk retry whose job failed: recorded so GET /bulk-retries/{id} says so instead of "running" forever.
+UPDATE whk.bulk_retries
+SET state = 'failed', error = %(error)s, finished_at = clock_timestamp(), updated_at = clock_timestamp()
+WHERE id = %(id)s AND state IN ('queued', 'running')
+
 -- name: replay_failed :exec
 -- A replay whose job failed: recorded so GET /replays/{id} says so instead of "running" forever.
 UPDATE whk.replays

@@ -1022,6 +1022,49 @@ COMMENT ON TABLE whk.replays IS
 CREATE INDEX replays_webhook_idx ON whk.replays (webhook_id, id DESC);
 -- <<< sql/schema/715_replays.sql
 
+-- >>> sql/schema/716_bulk_retries.sql
+-- Bulk retries: deliveries matching the filters of POST /deliveries/bulk-retry put back in the queue, by
+-- the job worker (pgqueuer entrypoint `bulk_retry`, whk.bulk_retry_step) in batches by keyset on the
+-- delivery id, so a retry over a million dead letters neither holds one long transaction nor times out the
+-- request, and the API shows done/total and can cancel. Its own table rather than a shared one with
+-- whk.replays: the two have different filters and counters, and a generic row would trade two plain
+-- tables for a jsonb of parameters that no CHECK could bound.
+CREATE TABLE whk.bulk_retries (
+    id            bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- The tenant the deliveries are limited to; NULL for an admin's retry across every consumer.
+    consumer_id   bigint,
+    webhook_id    bigint      REFERENCES whk.whk_01_webhooks (id) ON DELETE CASCADE,
+    event_type    text        CHECK (length(event_type) BETWEEN 1 AND 200),
+    statuses      text[]      NOT NULL DEFAULT '{dead}'
+                              CHECK (cardinality(statuses) BETWEEN 1 AND 6
+                                     AND statuses <@ ARRAY['pending', 'awaiting_ack', 'delivered', 'dead',
+                                                           'parked', 'cancelled']),
+    -- On the delivery's created_at, [created_from, created_to).
+    created_from  timestamptz,
+    created_to    timestamptz,
+    total         bigint      NOT NULL DEFAULT 0 CHECK (total >= 0),
+    -- Of done (deliveries looked at): re-queued, and skipped by whk.retry_deliveries (their event left the
+    -- outbox, their webhook was deleted meanwhile, or their status no longer allows a retry).
+    done          bigint      NOT NULL DEFAULT 0 CHECK (done >= 0),
+    requeued      bigint      NOT NULL DEFAULT 0 CHECK (requeued >= 0),
+    skipped       bigint      NOT NULL DEFAULT 0 CHECK (skipped >= 0),
+    -- Keyset position: the last delivery id handled.
+    cursor_id     bigint,
+    state         text        NOT NULL DEFAULT 'queued'
+                              CHECK (state IN ('queued', 'running', 'done', 'cancelled', 'failed')),
+    error         text,
+    created_by    text        NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    finished_at   timestamptz,
+    CONSTRAINT bulk_retries_range_check CHECK (created_from < created_to),
+    CONSTRAINT bulk_retries_counts_check CHECK (requeued + skipped = done)
+);
+COMMENT ON TABLE whk.bulk_retries IS
+    'Bulk retries of deliveries by filters: progress (done/total, requeued/skipped) and state; see docs/operations.md.';
+CREATE INDEX bulk_retries_consumer_idx ON whk.bulk_retries (consumer_id, id DESC);
+-- <<< sql/schema/716_bulk_retries.sql
+
 -- >>> sql/schema/800_mock_requests.sql
 -- Requests received by the development mock endpoints (/api/whk/dev/mock/{name}, any method): a place to point
 -- a webhook at while building an integration, and to see exactly what WHK sent (headers, body, signature).
@@ -3407,6 +3450,155 @@ BEGIN
 END;
 $$;
 -- <<< sql/functions/delivery/auto_disable_webhooks.sql
+
+-- >>> sql/functions/delivery/bulk_retry_cancel.sql
+-- whk.bulk_retry_cancel: stop a queued or running bulk retry. Waits for a batch in progress (it holds the
+-- row), so once this returns no further delivery is re-queued by it; what earlier batches re-queued is
+-- delivered as usual. Returns false when it had already finished (done, cancelled or failed).
+CREATE OR REPLACE FUNCTION whk.bulk_retry_cancel(p_bulk_id bigint)
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, whk
+AS $$
+    WITH c AS (
+        UPDATE whk.bulk_retries
+           SET state = 'cancelled', finished_at = clock_timestamp(), updated_at = clock_timestamp()
+         WHERE id = p_bulk_id AND state IN ('queued', 'running')
+        RETURNING 1
+    )
+    SELECT EXISTS (SELECT 1 FROM c);
+$$;
+COMMENT ON FUNCTION whk.bulk_retry_cancel(bigint) IS
+    'Cancel a queued or running bulk retry (false if already finished).';
+-- <<< sql/functions/delivery/bulk_retry_cancel.sql
+
+-- >>> sql/functions/delivery/bulk_retry_candidates.sql
+-- whk.bulk_retry_candidates: the deliveries a bulk retry still has to handle, in id order after p_after —
+-- its filters (tenant, webhook, event type, statuses, created range), never one in flight (its attempt is
+-- running) nor one of a deleted webhook (nothing more is sent there). The one definition used both to
+-- count the total at the start and to pick each batch, so the two agree. The id order serves the keyset.
+CREATE OR REPLACE FUNCTION whk.bulk_retry_candidates(p_bulk_id bigint, p_after bigint, p_limit integer)
+RETURNS SETOF bigint
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, whk
+AS $$
+    SELECT d.id
+      FROM whk.bulk_retries r
+      JOIN whk.whk_03_entregas d
+        ON (r.consumer_id IS NULL OR d.consumer_id = r.consumer_id)
+       AND (r.webhook_id IS NULL OR d.webhook_id = r.webhook_id)
+       AND (r.event_type IS NULL OR d.event_type = r.event_type)
+       AND (r.created_from IS NULL OR d.created_at >= r.created_from)
+       AND (r.created_to IS NULL OR d.created_at < r.created_to)
+       AND d.status = ANY (r.statuses) AND d.status <> 'in_flight'
+     WHERE r.id = p_bulk_id AND d.id > coalesce(p_after, 0)
+       AND NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL)
+     ORDER BY d.id
+     LIMIT p_limit;
+$$;
+COMMENT ON FUNCTION whk.bulk_retry_candidates(bigint, bigint, integer) IS
+    'The deliveries a bulk retry still has to handle after a delivery id (its filters), in id order.';
+-- <<< sql/functions/delivery/bulk_retry_candidates.sql
+
+-- >>> sql/functions/delivery/bulk_retry_start.sql
+-- whk.bulk_retry_start: record a bulk retry of the deliveries matching the filters and queue its job
+-- (pgqueuer entrypoint `bulk_retry`, run by the job worker). total is counted now with the same
+-- definition the batches use (whk.bulk_retry_candidates); a matching delivery that dies later is retried
+-- too if the keyset has not passed it. SECURITY DEFINER only to queue the job: the callers' roles have no
+-- rights on pgqueuer's table. Tenancy is the caller's business (the API passes the caller's consumer and
+-- checks the webhook is its own). Returns the bulk retry's id.
+CREATE OR REPLACE FUNCTION whk.bulk_retry_start(p_consumer_id bigint, p_webhook_id bigint, p_event_type text,
+                                                p_statuses text[], p_created_from timestamptz,
+                                                p_created_to timestamptz, p_created_by text)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+DECLARE
+    v_id bigint;
+BEGIN
+    IF p_created_from >= p_created_to THEN
+        RAISE EXCEPTION 'empty created range [%, %)', p_created_from, p_created_to
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'created_from must be before created_to';
+    END IF;
+    IF p_statuses IS NULL OR cardinality(p_statuses) NOT BETWEEN 1 AND 6
+       OR NOT p_statuses <@ ARRAY['pending', 'awaiting_ack', 'delivered', 'dead', 'parked', 'cancelled'] THEN
+        RAISE EXCEPTION 'bad statuses %', p_statuses
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = '1 to 6 of pending, awaiting_ack, delivered, dead, parked, cancelled';
+    END IF;
+    INSERT INTO whk.bulk_retries (consumer_id, webhook_id, event_type, statuses, created_from, created_to,
+                                  created_by)
+    VALUES (p_consumer_id, p_webhook_id, p_event_type, p_statuses, p_created_from, p_created_to, p_created_by)
+    RETURNING id INTO v_id;
+    UPDATE whk.bulk_retries
+       SET total = (SELECT count(*) FROM whk.bulk_retry_candidates(v_id, NULL, NULL))
+     WHERE id = v_id;
+    INSERT INTO whk.pgqueuer (priority, entrypoint, payload, status)
+    VALUES (0, 'bulk_retry', convert_to(v_id::text, 'UTF8'), 'queued');
+    RETURN v_id;
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION whk.bulk_retry_start(bigint, bigint, text, text[], timestamptz, timestamptz, text)
+    FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION whk.bulk_retry_start(bigint, bigint, text, text[], timestamptz, timestamptz, text)
+    TO whk_app, whk_dispatcher;
+COMMENT ON FUNCTION whk.bulk_retry_start(bigint, bigint, text, text[], timestamptz, timestamptz, text) IS
+    'Record a bulk retry of the deliveries matching the filters and queue its job; returns its id.';
+-- <<< sql/functions/delivery/bulk_retry_start.sql
+
+-- >>> sql/functions/delivery/bulk_retry_step.sql
+-- whk.bulk_retry_step: one batch of a bulk retry (the job worker calls it until it returns false; a DBA
+-- can too). The row is locked for the batch, so a cancel (whk.bulk_retry_cancel) waits for the running
+-- batch and the next step sees it and stops. The next p_batch candidates after the keyset position go
+-- through whk.retry_deliveries (same event_id, so the same webhook-id header; it skips those whose event
+-- left the outbox or whose webhook was deleted meanwhile: counted as skipped). Returns true while there
+-- may be more to do.
+CREATE OR REPLACE FUNCTION whk.bulk_retry_step(p_bulk_id bigint, p_batch integer DEFAULT 1000)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk
+AS $$
+DECLARE
+    v_state    text;
+    v_cursor   bigint;
+    v_ids      bigint[];
+    v_n        integer;
+    v_requeued integer := 0;
+BEGIN
+    IF p_batch IS NULL OR p_batch NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION 'batch size % out of bounds', p_batch
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'between 1 and 100000 deliveries per step';
+    END IF;
+    SELECT r.state, r.cursor_id INTO v_state, v_cursor FROM whk.bulk_retries r WHERE r.id = p_bulk_id FOR UPDATE;
+    IF NOT FOUND OR v_state NOT IN ('queued', 'running') THEN
+        RETURN false;
+    END IF;
+    SELECT array_agg(c.id ORDER BY c.id) INTO v_ids
+      FROM whk.bulk_retry_candidates(p_bulk_id, v_cursor, p_batch) AS c(id);
+    v_n := coalesce(cardinality(v_ids), 0);
+    IF v_n > 0 THEN
+        v_requeued := whk.retry_deliveries(v_ids);
+        IF v_requeued > 0 THEN
+            PERFORM whk.wake_dispatchers();
+        END IF;
+    END IF;
+    UPDATE whk.bulk_retries
+       SET done = done + v_n, requeued = requeued + v_requeued, skipped = skipped + (v_n - v_requeued),
+           total = greatest(total, done + v_n),
+           cursor_id = coalesce(v_ids[v_n], cursor_id),
+           state = CASE WHEN v_n < p_batch THEN 'done' ELSE 'running' END,
+           finished_at = CASE WHEN v_n < p_batch THEN clock_timestamp() END,
+           updated_at = clock_timestamp()
+     WHERE id = p_bulk_id;
+    RETURN v_n = p_batch;
+END;
+$$;
+COMMENT ON FUNCTION whk.bulk_retry_step(bigint, integer) IS
+    'One batch of a bulk retry: the next deliveries by id re-queued through whk.retry_deliveries.';
+-- <<< sql/functions/delivery/bulk_retry_step.sql
 
 -- >>> sql/functions/delivery/claim_deliveries.sql
 -- Claim due deliveries for one dispatcher, fairly across webhooks, honouring every shared limit.

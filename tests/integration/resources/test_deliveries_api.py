@@ -1,5 +1,6 @@
 """Delivery resource: list filters and pages, detail with attempts, retry, dead letters, statistics,
-bulk retry (dry run first) and explicit acks — all against rows in the real tables."""
+bulk retry (dry run first, then a job run by the real worker) and explicit acks — all against rows in the
+real tables."""
 
 from __future__ import annotations
 
@@ -9,11 +10,34 @@ import psycopg
 import pytest
 from litestar.testing import AsyncTestClient
 
+from tests.support.ops import ops_settings, worker
+from tests.support.receiver import wait_until
 from tests.support.resources import World, audit_count, make_batch, make_delivery, make_webhook
 
 pytestmark = pytest.mark.db
 
 BASE = "/api/whk/deliveries"
+
+
+async def _run_to_done(
+    client: AsyncTestClient[Any],
+    world: World,
+    conn: psycopg.Connection[Any],
+    db_url: str,
+    bulk_id: int,
+    *,
+    requeued: int,
+) -> None:
+    """Run the job worker until the bulk retry is done, and check what it re-queued."""
+
+    def finished() -> bool:
+        row = conn.execute("SELECT state FROM whk.bulk_retries WHERE id = %s", (bulk_id,)).fetchone()
+        return row == ("done",)
+
+    async with worker(ops_settings(db_url)):
+        assert await wait_until(finished, 30)
+    r = await client.get(f"/api/whk/bulk-retries/{bulk_id}", headers=world.a.headers)
+    assert (r.json()["state"], r.json()["requeued"]) == ("done", requeued)
 
 
 def _status(conn: psycopg.Connection[Any], delivery_id: int) -> str:
@@ -143,7 +167,7 @@ async def test_stats_success_rate_latency_and_retry_rate(
 
 
 async def test_bulk_retry_dry_run_then_for_real(
-    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any], db_url: str
 ):
     h = make_webhook(conn, world.a.consumer_id)
     dead = [make_delivery(conn, h, status="dead") for _ in range(3)]
@@ -154,18 +178,20 @@ async def test_bulk_retry_dry_run_then_for_real(
     body = {"event_type": "order.created", "status": ["dead"], "dry_run": True}
     r = await client.post(f"{BASE}/bulk-retry", json=body, headers=world.a.headers)
     assert r.status_code == 200, r.text
-    assert r.json() == {"dry_run": True, "matched": 3, "requeued": 0, "skipped_deleted_webhook": 0}
+    assert r.json() == {"dry_run": True, "matched": 3, "skipped_deleted_webhook": 0, "bulk_retry": None}
     assert all(_status(conn, d) == "dead" for d in dead)
-    assert audit_count(conn, "delivery.bulk_retry") == 0
+    assert audit_count(conn, "bulk_retry.start") == 0
     r = await client.post(f"{BASE}/bulk-retry", json={**body, "dry_run": False}, headers=world.a.headers)
-    assert r.json() == {"dry_run": False, "matched": 3, "requeued": 3, "skipped_deleted_webhook": 0}
+    assert r.status_code == 202, r.text
+    assert (r.json()["matched"], r.json()["bulk_retry"]["total"]) == (3, 3)
+    await _run_to_done(client, world, conn, db_url, r.json()["bulk_retry"]["id"], requeued=3)
     assert all(_status(conn, d) == "pending" for d in dead)
     assert (_status(conn, other), _status(conn, done), _status(conn, foreign)) == (
         "dead",
         "delivered",
         "dead",
     )
-    assert audit_count(conn, "delivery.bulk_retry") == 1
+    assert audit_count(conn, "bulk_retry.start") == 1
     r = await client.post(f"{BASE}/bulk-retry", json={"status": ["in_flight"]}, headers=world.a.headers)
     assert r.status_code == 400  # in-flight rows are never retried
 
@@ -187,7 +213,7 @@ async def test_ack_confirms_awaiting_deliveries(
 
 
 async def test_retry_refuses_deliveries_of_a_deleted_webhook(
-    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any], db_url: str
 ):
     gone = make_webhook(conn, world.a.consumer_id)
     kept = make_webhook(conn, world.a.consumer_id, name="kept")
@@ -199,7 +225,9 @@ async def test_retry_refuses_deliveries_of_a_deleted_webhook(
     assert "deleted" in r.json()["detail"]
     body = {"status": ["dead"], "dry_run": True}
     r = await client.post(f"{BASE}/bulk-retry", json=body, headers=world.a.headers)
-    assert r.json() == {"dry_run": True, "matched": 1, "requeued": 0, "skipped_deleted_webhook": 2}
+    assert r.json() == {"dry_run": True, "matched": 1, "skipped_deleted_webhook": 2, "bulk_retry": None}
     r = await client.post(f"{BASE}/bulk-retry", json={**body, "dry_run": False}, headers=world.a.headers)
-    assert r.json() == {"dry_run": False, "matched": 1, "requeued": 1, "skipped_deleted_webhook": 2}
+    assert r.status_code == 202, r.text
+    assert (r.json()["matched"], r.json()["skipped_deleted_webhook"]) == (1, 2)
+    await _run_to_done(client, world, conn, db_url, r.json()["bulk_retry"]["id"], requeued=1)
     assert [_status(conn, d) for d in (*dead, alive)] == ["dead", "dead", "pending"]
