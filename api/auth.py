@@ -62,9 +62,9 @@ _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _REQUEST_ID = re.compile(r"\A[A-Za-z0-9._:-]{1,128}\Z")
 
 
-# Resources that belong to another area's scope: a bulk retry is started under /deliveries, so the key
-# that may start one (deliveries:write) may follow and cancel it.
-_AREA_OF_SEGMENT = {"bulk-retries": "deliveries"}
+# Resources that belong to another area's scope: a bulk retry is started under /deliveries and a replay
+# under /webhooks/{id}/replay, so the key that may start one may follow and cancel it.
+_AREA_OF_SEGMENT = {"bulk-retries": "deliveries", "replays": "webhooks"}
 
 
 def area_of(path: str) -> str:

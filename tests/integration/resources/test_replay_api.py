@@ -129,3 +129,35 @@ async def test_replay_input_is_checked(
     r = await client.post(url, json={"since": recent, "event_types": ["bad type"]}, headers=world.a.headers)
     assert r.status_code == 400
     assert conn.execute("SELECT count(*) FROM whk.replays").fetchone() == (0,)
+
+
+async def test_the_webhooks_scope_covers_replays(
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+) -> None:
+    """A replay is started under /webhooks: a key scoped to webhooks may follow and cancel it, one scoped
+    to deliveries may not."""
+    from api.keys import create_api_key
+
+    cid = world.a.consumer_id
+    hooks_key = create_api_key(
+        conn, admin=False, consumer_id=cid, name="hooks", scopes=["webhooks:*"], actor="test"
+    )
+    other_key = create_api_key(
+        conn, admin=False, consumer_id=cid, name="ops", scopes=["deliveries:*"], actor="test"
+    )
+    hook = make_webhook(conn, cid)
+    conn.execute("UPDATE whk.whk_01_webhooks SET event_types = '{*}' WHERE id = %s", (hook,))
+    delivery.emit(conn, "order.created", count=2)
+    delivery.route(conn)
+    conn.execute("DELETE FROM whk.whk_03_entregas WHERE webhook_id = %s", (hook,))
+    auth = {"Authorization": f"Bearer {hooks_key}"}
+    since = _iso(datetime.now(UTC) - timedelta(hours=1))
+    r = await client.post(f"/api/whk/webhooks/{hook}/replay", json={"since": since}, headers=auth)
+    assert r.status_code == 200, r.text
+    replay_id = r.json()["replay"]["id"]
+    r = await client.get(f"/api/whk/replays/{replay_id}", headers=auth)
+    assert r.status_code == 200, r.text
+    r = await client.get(f"/api/whk/replays/{replay_id}", headers={"Authorization": f"Bearer {other_key}"})
+    assert r.status_code == 403
+    r = await client.post(f"/api/whk/replays/{replay_id}/cancel", headers=auth)
+    assert r.status_code == 200 and r.json()["state"] == "cancelled"
