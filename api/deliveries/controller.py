@@ -16,6 +16,7 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Response, delete, get, post
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from psycopg import AsyncConnection
@@ -192,6 +193,11 @@ class DeliveryController(Controller):
         operation_id="bulkRetryDeliveries",
         summary="Re-queue deliveries by filters as a background job (202; dry_run counts, 200)",
         status_code=HTTP_202_ACCEPTED,
+        responses={
+            HTTP_200_OK: ResponseSpec(
+                data_container=BulkRetryResult, description="dry_run: the count only, nothing is queued"
+            )
+        },
     )
     async def bulk_retry(
         self, conn: Conn, principal: Who, data: JSONBody[BulkRetryRequest]

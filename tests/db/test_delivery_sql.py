@@ -310,7 +310,7 @@ def test_record_outcomes_returns_the_breaker_transitions_it_makes(conn):
     that moves none returns NULL."""
     c = make_consumer(conn)
     hook = make_webhook(
-        conn, c, URL, ["*"], breaker_config={"failure_threshold": 3, "open_seconds": 0.2}, max_in_flight=50
+        conn, c, URL, ["*"], breaker_config={"failure_threshold": 3, "open_s": 0.2}, max_in_flight=50
     )
     other = make_webhook(conn, c, URL + "/other", ["*"], max_in_flight=50)
     emit(conn, "x.y", count=10)

@@ -98,7 +98,7 @@ async def test_breaker_transitions_are_counted_per_webhook(
         acme,
         receiver.url("/flaky"),
         ["order.*"],
-        breaker_config={"failure_threshold": 1, "open_seconds": 0.2},
+        breaker_config={"failure_threshold": 1, "open_s": 0.2},
     )
     steady = make_webhook(conn, acme, receiver.url("/ok"), ["order.*"])
     emit(conn, "order.created", count=1)
