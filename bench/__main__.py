@@ -10,7 +10,7 @@ import pkgutil
 import sys
 from pathlib import Path
 
-NOT_BENCHMARKS = {"goals", "http_baseline"}
+NOT_BENCHMARKS = {"goals", "http_baseline", "pgqueuer_relay"}
 
 
 def available() -> list[str]:

@@ -3,6 +3,9 @@
 Prints:
 - ``GOAL deliver_vs_raw_aiohttp``: immediate-mode events/s through `whk dispatcher` ÷ a bare aiohttp POST
   loop to the same receiver (the httpx default-pool figure is printed beside it);
+- ``GOAL deliver_vs_pgqueuer_relay``: the same immediate drain ÷ the textbook design, one pgqueuer job per
+  delivery (``bench/pgqueuer_relay.py``: asyncpg driver, batch dequeue, the same signing and aiohttp
+  client), so the choice of a hand-written hot path stays a measured fact;
 - ``GOAL batch_events_per_s``: batch mode (1,000 events per request) events/s;
 - ``GOAL latency_p50_ms`` / ``GOAL latency_p99_ms``: commit -> arrival at 500 events/s steady (pgbench
   commits single-row INSERTs at that rate on a table captured by whk.enable_capture, woken by its NOTIFY);
@@ -44,6 +47,7 @@ import psycopg
 from bench.capture import pgbench_command
 from bench.goals import Goal, report
 from bench.http_baseline import httpx_default_posts, raw_aiohttp_posts
+from bench.pgqueuer_relay import enqueue_jobs
 from tests.support.delivery import TEST_SECRET_KEYS, make_consumer, make_webhook
 from tests.support.pg import PgServer, migrate_database, start_server
 
@@ -78,6 +82,10 @@ def _env(dsn: str, **extra: str) -> dict[str, str]:
 
 def _dispatcher(dsn: str, **extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen([str(WHK), "dispatcher"], env=_env(dsn, **extra), cwd=REPO)
+
+
+def _relay(dsn: str, url: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "bench.pgqueuer_relay", dsn, url], cwd=REPO)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -158,7 +166,9 @@ class CpuSplit:
 
     def _sample(self) -> dict[str, float]:
         sample = {name: _cpu_s(pid) for name, pid in self._pids.items()}
-        sample["postgres"] = _postgres_cpu_s(self._server)
+        # Each PostgreSQL process on its own: a backend that ends between the samples (a previous phase's
+        # session) must not subtract its whole life from the total; one that starts counts from zero.
+        sample.update({f"pg:{pid}": cpu for pid, cpu in _postgres_cpu_by_pid(self._server).items()})
         return sample
 
     def start(self) -> None:
@@ -168,21 +178,34 @@ class CpuSplit:
     def stop(self) -> None:
         end = self._sample()
         self._elapsed = time.monotonic() - self._started_at if self._started_at else 0.0
-        self._used = {name: end[name] - self._start.get(name, end[name]) for name in end}
+        used = {name: end[name] - self._start.get(name, 0.0) for name in end if not name.startswith("pg:")}
+        used["postgres"] = sum(
+            cpu - self._start.get(name, 0.0) for name, cpu in end.items() if name.startswith("pg:")
+        )
+        self._used = used
 
     def line(self, events: int) -> str:
         return cpu_line(self._used, events, self._elapsed)
 
 
 async def _drain(
-    server: PgServer, receiver_pid: int, dsn: str, url: str, expected: int, limit_s: float, **env: str
+    server: PgServer,
+    receiver_pid: int,
+    dsn: str,
+    url: str,
+    expected: int,
+    limit_s: float,
+    relay_to: str | None = None,
+    **env: str,
 ) -> tuple[float, str]:
-    """Start a dispatcher, wait until the receiver saw ``expected`` events: (events/s first -> last arrival,
-    CPU us per event of the dispatcher, PostgreSQL and the receiver after the first arrival, so the
-    dispatcher's start-up is not counted)."""
+    """Start a dispatcher (or, with ``relay_to``, the one-pgqueuer-job-per-delivery relay posting there),
+    wait until the receiver saw ``expected`` events: (events/s first -> last arrival, CPU us per event of
+    the deliverer, PostgreSQL and the receiver after the first arrival, so start-up is not counted)."""
     await _reset(url)
-    proc = _dispatcher(dsn, **env)
-    split = CpuSplit(server, {"dispatcher": proc.pid, "receiver": receiver_pid})
+    proc = _dispatcher(dsn, **env) if relay_to is None else _relay(dsn, relay_to)
+    split = CpuSplit(
+        server, {"dispatcher" if relay_to is None else "relay": proc.pid, "receiver": receiver_pid}
+    )
     counted_from = 0
     try:
         deadline = time.monotonic() + limit_s
@@ -278,12 +301,17 @@ def _backlog(conn: psycopg.Connection[Any], webhook_id: int, consumer_id: int, r
     conn.execute("ANALYZE whk.whk_03_entregas")
 
 
-def _postgres_cpu_s(server: PgServer) -> float:
-    """CPU seconds used so far by every process of the server (backends and background workers)."""
+def _postgres_cpu_by_pid(server: PgServer) -> dict[int, float]:
+    """CPU seconds used so far by each process of the server (backends and background workers)."""
     pid = int((server.datadir / "postmaster.pid").read_text(encoding="utf-8").split()[0])
     root = psutil.Process(pid)
     # A backend that ended meanwhile counts 0 (_cpu_s).
-    return sum(_cpu_s(proc.pid) for proc in [root, *root.children(recursive=True)])
+    return {proc.pid: _cpu_s(proc.pid) for proc in [root, *root.children(recursive=True)]}
+
+
+def _postgres_cpu_s(server: PgServer) -> float:
+    """CPU seconds used so far by every process of the server (backends and background workers)."""
+    return sum(_postgres_cpu_by_pid(server).values())
 
 
 def _floor(
@@ -425,6 +453,14 @@ async def _run(seconds: float, drain_seconds: float, backlog: int, phases: set[s
             )
             goals.append(Goal("deliver_vs_raw_aiohttp", immediate / raw if raw else 0.0, 0.5))
             floor_info("immediate", 1)
+            relay_dsn = fresh()
+            await enqueue_jobs(relay_dsn, BODY, n)
+            relayed, relay_cpu = await _drain(
+                server, receiver.pid, relay_dsn, url, n, 30 + 6 * seconds, relay_to=f"{url}/relay"
+            )
+            print(f"pgqueuer relay (one job per delivery): {relayed:.0f} events/s ({n} events)", flush=True)
+            print(f"INFO pgqueuer_relay_cpu_us_per_event {relay_cpu}", flush=True)
+            goals.append(Goal("deliver_vs_pgqueuer_relay", immediate / relayed if relayed else 0.0, 3.0))
 
         if "batch" in phases:
             dsn = fresh()
