@@ -15,6 +15,8 @@ Prints:
   batch_cpu_us_per_event``: CPU per request or event of each process taking part (the raw loop's client and
   the receiver; the dispatcher, every PostgreSQL process and the receiver, counted from the first arrival
   so the dispatcher's start-up is left out): on this 2-core machine the sum bounds what a drain can reach;
+- ``INFO immediate_disk_bytes_per_event``: disk per delivered event of the delivery history (deliveries
+  and attempts, with indexes) and of the outbox, after the immediate drain;
 - ``INFO immediate_floor`` / ``INFO batch_floor``: PostgreSQL's CPU per event for only the writes the data
   model needs (outbox row marked routed, delivery row inserted and updated, attempt rows), set-based with no
   logic, and the events/s that allows if PostgreSQL had every core: what the schema itself permits here.
@@ -301,6 +303,24 @@ def _backlog(conn: psycopg.Connection[Any], webhook_id: int, consumer_id: int, r
     conn.execute("ANALYZE whk.whk_03_entregas")
 
 
+def _disk_per_event(dsn: str, events: int) -> str:
+    """Bytes on disk per delivered event (heap, TOAST and indexes after a VACUUM) of the delivery history
+    (deliveries and their attempts) and, apart, of the outbox that holds the payloads."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM whk.whk_03_entregas, whk.whk_03_entregas_tentativas, whk.outbox")
+        row = conn.execute(
+            "SELECT pg_total_relation_size('whk.whk_03_entregas'), "
+            "pg_total_relation_size('whk.whk_03_entregas_tentativas'), "
+            "(SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits "
+            " WHERE inhparent = 'whk.outbox'::regclass)"
+        ).fetchone()
+    deliveries, attempts, outbox = (int(v) / max(events, 1) for v in (row or (0, 0, 0)))
+    return (
+        f"history={deliveries + attempts:.0f} (deliveries={deliveries:.0f} attempts={attempts:.0f}) "
+        f"outbox={outbox:.0f} (1 KB events)"
+    )
+
+
 def _postgres_cpu_by_pid(server: PgServer) -> dict[int, float]:
     """CPU seconds used so far by each process of the server (backends and background workers)."""
     pid = int((server.datadir / "postmaster.pid").read_text(encoding="utf-8").split()[0])
@@ -444,6 +464,7 @@ async def _run(seconds: float, drain_seconds: float, backlog: int, phases: set[s
             _seed_events(dsn, "imm.e", n)
             immediate, immediate_cpu = await _drain(server, receiver.pid, dsn, url, n, 30 + 3 * seconds)
             print(f"immediate: {immediate:.0f} events/s ({n} events)", flush=True)
+            print(f"INFO immediate_disk_bytes_per_event {_disk_per_event(dsn, n)}", flush=True)
             # Where the CPU goes (2 cores): what keeps the ratio below 1 is visible in every run.
             print(f"INFO raw_aiohttp_cpu_us_per_request {raw_cpu}", flush=True)
             print(f"INFO immediate_cpu_us_per_event {immediate_cpu}", flush=True)
