@@ -15,6 +15,10 @@ Prints:
   batch_cpu_us_per_event``: CPU per request or event of each process taking part (the raw loop's client and
   the receiver; the dispatcher, every PostgreSQL process and the receiver, counted from the first arrival
   so the dispatcher's start-up is left out): on this 2-core machine the sum bounds what a drain can reach;
+- ``GOAL drain_with_history_vs_empty``: the immediate drain beside BENCH_HISTORY (default 5,000,000)
+  delivered deliveries with their attempts ÷ the same drain on an empty history;
+- ``GOAL drain_during_retention_vs_without``: that drain while the retention job deletes the expired fifth
+  of the history (batches of 10,000, as the job worker does) ÷ without;
 - ``INFO immediate_disk_bytes_per_event``: disk per delivered event of the delivery history (deliveries
   and attempts, with indexes) and of the outbox, after the immediate drain;
 - ``INFO immediate_floor`` / ``INFO batch_floor``: PostgreSQL's CPU per event for only the writes the data
@@ -23,9 +27,9 @@ Prints:
 
 Events are 1 KB. Durations: BENCH_DELIVER_SECONDS (default 5) per throughput phase,
 BENCH_DRAIN_SECONDS (default 20) for the drain; BENCH_BACKLOG (default 1000000) sizes the backlog;
-BENCH_DELIVER_PHASES (default all: immediate,batch,latency,claim,drain) picks phases; BENCH_LATENCY_RATE
-(default 500) sets the commit rate of the latency phase (the GOAL is defined at 500/s, steady) and
-BENCH_LATENCY_WARMUP (default 2) the seconds of the same load run before the measured ones.
+BENCH_DELIVER_PHASES (default all: immediate,batch,latency,claim,drain,history) picks phases;
+BENCH_LATENCY_RATE (default 500) sets the commit rate of the latency phase (the GOAL is defined at 500/s,
+steady) and BENCH_LATENCY_WARMUP (default 2) the seconds of the same load run before the measured ones.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 WHK = Path(sys.executable).parent / "whk"
 BODY = b'{"type":"bench.e","timestamp":"2026-01-01T00:00:00Z","data":{"pad":"' + b"x" * 950 + b'"}}'
 CONCURRENCY = 64
-PHASES = ("immediate", "batch", "latency", "claim", "drain")
+PHASES = ("immediate", "batch", "latency", "claim", "drain", "history")
 
 
 def _env(dsn: str, **extra: str) -> dict[str, str]:
@@ -321,6 +325,54 @@ def _disk_per_event(dsn: str, events: int) -> str:
     )
 
 
+def _history(
+    conn: psycopg.Connection[Any], webhook_id: int, consumer_id: int, rows: int, days_ago: int
+) -> None:
+    """``rows`` delivered deliveries that finished ``days_ago`` days ago, each with its one attempt: the
+    history a dispatcher leaves behind, written set-based in chunks of 500,000."""
+    for start in range(0, rows, 500_000):
+        n = min(500_000, rows - start)
+        conn.execute(
+            """
+            WITH d AS (
+                INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type,
+                                                 webhook_id, consumer_id, commit_seq, status, attempts,
+                                                 delivered_at, last_attempt_at, last_status_code, created_at,
+                                                 updated_at)
+                SELECT gen_random_uuid(), g, now() - make_interval(days => %(days)s), 'hist.e', %(w)s, %(c)s,
+                       g, 'delivered', 1, t, t, 200, t, t
+                FROM generate_series(1, %(n)s) g,
+                     LATERAL (SELECT now() - make_interval(days => %(days)s, secs => g / 1000.0) AS t) x
+                RETURNING id, updated_at)
+            INSERT INTO whk.whk_03_entregas_tentativas (delivery_id, webhook_id, attempt_no, started_at,
+                                                        duration_ms, request_method, request_url,
+                                                        request_headers, request_body_size, response_status,
+                                                        outcome)
+            SELECT d.id, %(w)s, 1, d.updated_at, 3.5, 'POST', 'http://127.0.0.1/history',
+                   '{"webhook-id": "msg_history"}', 1024, 200, 'delivered'
+            FROM d
+            """,
+            {"w": webhook_id, "c": consumer_id, "n": n, "days": days_ago},
+        )
+    conn.execute("VACUUM ANALYZE whk.whk_03_entregas, whk.whk_03_entregas_tentativas")
+    conn.execute("CHECKPOINT")
+
+
+async def _retention_loop(dsn: str, stop: asyncio.Event) -> int:
+    """Run delivery-history retention as the job worker does (batches of 10,000, each its own transaction)
+    until nothing expired is left or ``stop`` is set: how many rows went."""
+    deleted = 0
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        while not stop.is_set():
+            cur = await conn.execute("SELECT whk.retention_delete_deliveries(10000)")
+            row = await cur.fetchone()
+            n = int(row[0]) if row else 0
+            deleted += n
+            if n < 10000:
+                break
+    return deleted
+
+
 def _postgres_cpu_by_pid(server: PgServer) -> dict[int, float]:
     """CPU seconds used so far by each process of the server (backends and background workers)."""
     pid = int((server.datadir / "postmaster.pid").read_text(encoding="utf-8").split()[0])
@@ -400,7 +452,53 @@ def _floor(
         return (_postgres_cpu_s(server) - before) * 1e6 / events
 
 
-async def _run(seconds: float, drain_seconds: float, backlog: int, phases: set[str]) -> int:
+async def _history_phase(
+    server: PgServer, receiver_pid: int, dsn: str, url: str, seconds: float, history: int
+) -> list[Goal]:
+    """The same immediate drain on an empty history, then beside ``history`` delivered deliveries (each
+    with its attempt), then while retention deletes the expired fifth of that history."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        consumer = make_consumer(conn, "bench")
+        webhook = make_webhook(conn, consumer, f"{url}/history", ["hist.*"], max_in_flight=CONCURRENCY)
+        old = make_webhook(conn, consumer, f"{url}/old", ["none.*"])
+    n = int(min(max(2000 * seconds, 2000), 50_000))
+    limit = 30 + 6 * seconds
+
+    async def drain() -> float:
+        _seed_events(dsn, "hist.e", n)
+        rate, _ = await _drain(server, receiver_pid, dsn, url, n, limit)
+        return rate
+
+    empty = await drain()
+    t0 = time.monotonic()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        expired = history // 5
+        _history(conn, old, consumer, expired, 400)  # past the 365-day default of retention.delivered_days
+        _history(conn, webhook, consumer, history - expired, 2)
+        size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()
+    print(
+        f"history: {history} delivered deliveries with attempts written in {time.monotonic() - t0:.0f} s "
+        f"(database {size[0] if size else '?'})",
+        flush=True,
+    )
+    full = await drain()
+    stop = asyncio.Event()
+    retention = asyncio.create_task(_retention_loop(dsn, stop))
+    during = await drain()
+    stop.set()
+    deleted = await retention
+    print(
+        f"immediate drain: {empty:.0f} events/s on an empty history, {full:.0f} beside {history} rows, "
+        f"{during:.0f} while retention deleted {deleted} expired rows",
+        flush=True,
+    )
+    return [
+        Goal("drain_with_history_vs_empty", full / empty if empty else 0.0, 0.9),
+        Goal("drain_during_retention_vs_without", during / full if full else 0.0, 0.9),
+    ]
+
+
+async def _run(seconds: float, drain_seconds: float, backlog: int, phases: set[str], history: int) -> int:
     server = start_server()
     port = port_for.select_random()
     receiver = subprocess.Popen([sys.executable, "-m", "bench._receiver", str(port)], cwd=REPO)  # noqa: ASYNC220
@@ -563,6 +661,8 @@ async def _run(seconds: float, drain_seconds: float, backlog: int, phases: set[s
                 _stop(proc)
             print(f"drain: {drained} delivered in {drain_seconds:g} s, peak RSS {peak:.0f} MB", flush=True)
             goals.append(Goal("drain_rss_mb", peak, 200, higher_is_better=False))
+        if "history" in phases:
+            goals.extend(await _history_phase(server, receiver.pid, fresh(), url, seconds, history))
         return report(*goals)
     finally:
         receiver.terminate()
@@ -576,7 +676,8 @@ def main(argv: list[str]) -> int:
     drain_seconds = float(os.environ.get("BENCH_DRAIN_SECONDS", "20"))
     backlog = int(os.environ.get("BENCH_BACKLOG", "1000000"))
     phases = set(os.environ.get("BENCH_DELIVER_PHASES", ",".join(PHASES)).split(","))
-    return asyncio.run(_run(seconds, drain_seconds, backlog, phases & set(PHASES)))
+    history = int(os.environ.get("BENCH_HISTORY", "5000000"))
+    return asyncio.run(_run(seconds, drain_seconds, backlog, phases & set(PHASES), history))
 
 
 if __name__ == "__main__":
