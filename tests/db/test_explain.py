@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from tests.db.capture_support import install_demo
-from tests.support.delivery import make_consumer, make_webhook
+from tests.support.delivery import make_consumer, make_webhook, route
 from tests.support.pg import PgServer
 
 pytestmark = pytest.mark.db
@@ -38,6 +38,7 @@ def erp(conn: psycopg.Connection[Any]) -> dict[str, int]:
     conn.execute("INSERT INTO erp.orders (user_id, total) VALUES (1, 250)")
     consumer = make_consumer(conn, "acme")
     other = make_consumer(conn, "gone", status="disabled")
+    resting = make_consumer(conn, "resting", status="suspended")
     hooks = {
         "orders": make_webhook(conn, consumer, "https://acme.example/orders", ["order.*"], name="orders"),
         "big": make_webhook(
@@ -59,7 +60,39 @@ def erp(conn: psycopg.Connection[Any]) -> dict[str, int]:
             conn, consumer, "https://acme.example/off", ["*"], name="disabled", status="disabled"
         ),
         "consumer_off": make_webhook(conn, other, "https://gone.example/", ["*"], name="consumer_off"),
+        "suspended": make_webhook(conn, resting, "https://resting.example/", ["*"], name="suspended"),
+        "delayed": make_webhook(
+            conn,
+            consumer,
+            "https://acme.example/later",
+            ["order.*"],
+            name="delayed",
+            delivery_mode="delayed",
+            delay_seconds=300,
+        ),
+        "broke_routing": make_webhook(
+            conn,
+            consumer,
+            "https://acme.example/broken",
+            ["*"],
+            name="broke_routing",
+            quarantined_at="now",
+            quarantine_stage="route",
+            quarantine_reason="filter raised 22012",
+        ),
+        "broke_claim": make_webhook(
+            conn,
+            consumer,
+            "https://acme.example/claim",
+            ["*"],
+            name="broke_claim",
+            quarantined_at="now",
+            quarantine_stage="claim",
+            quarantine_reason="claim raised 22003",
+        ),
     }
+    deleted = make_webhook(conn, consumer, "https://acme.example/deleted", ["*"], name="deleted")
+    conn.execute("UPDATE whk.whk_01_webhooks SET deleted_at = now() WHERE id = %s", [deleted])
     conn.execute("TRUNCATE whk.outbox")
     conn.execute("DELETE FROM whk.pgqueuer")
     return hooks
@@ -90,7 +123,45 @@ def test_explain_shows_the_event_who_gets_it_and_why_not(
     assert "pinned to payload version 2" in reasons["v2"]
     assert reasons["disabled"] == "the webhook is disabled"
     assert "is disabled" in reasons["consumer_off"] and "consumer" in reasons["consumer_off"]
+    assert by_hook["suspended"][2] is True
+    assert by_hook["suspended"][3].startswith("held: the consumer is suspended")
+    assert by_hook["delayed"][2] is True and by_hook["delayed"][3].startswith("delayed: due at")
+    assert by_hook["broke_claim"][2] is True
+    assert by_hook["broke_claim"][3] == "held: the webhook is quarantined (claim): claim raised 22003"
+    assert (
+        reasons["broke_routing"] == "the webhook is quarantined: its data broke routing (filter raised 22012)"
+    )
     assert _counts(conn) == before
+
+
+def test_the_routed_set_is_what_routing_creates(conn: psycopg.Connection[Any], erp: dict[str, int]) -> None:
+    """Run the statement for real and route it: whk.route_and_take creates deliveries for exactly the
+    webhooks whk.explain said were routed, with the body whk.explain showed (bar the envelope's time)."""
+    explained = conn.execute(
+        "SELECT webhook_id, body::jsonb FROM whk.explain(%s) WHERE routed ORDER BY webhook_id", [UPDATE]
+    ).fetchall()
+    conn.execute(UPDATE)
+    route(conn)
+    delivered = conn.execute(
+        "SELECT d.webhook_id, whk.event_envelope(o) FROM whk.whk_03_entregas d "
+        "JOIN whk.outbox o ON o.id = d.outbox_id AND o.created_at = d.event_created_at ORDER BY d.webhook_id"
+    ).fetchall()
+    assert [r[0] for r in delivered] == [r[0] for r in explained]
+    for (_, shown), (_, sent) in zip(explained, delivered, strict=True):
+        assert {k: v for k, v in shown.items() if k != "timestamp"} == {
+            k: v for k, v in sent.items() if k != "timestamp"
+        }
+
+
+def test_merge_is_explained(conn: psycopg.Connection[Any], erp: dict[str, int]) -> None:
+    rows = conn.execute(
+        "SELECT DISTINCT event_type FROM whk.explain(%s)",
+        [
+            "MERGE INTO erp.orders o USING (VALUES (1)) AS v(id) ON o.id = v.id "
+            "WHEN MATCHED THEN UPDATE SET status = 'paid'"
+        ],
+    ).fetchall()
+    assert rows == [("order.updated",)]
 
 
 def test_an_insert_explained_leaves_no_row_but_uses_a_sequence_value(
@@ -101,7 +172,8 @@ def test_an_insert_explained_leaves_no_row_but_uses_a_sequence_value(
         "SELECT event_type, webhook_name, routed, body::jsonb FROM whk.explain(%s) WHERE routed",
         ["INSERT INTO erp.orders (user_id, total) VALUES (1, 5000)"],
     ).fetchall()
-    assert sorted((r[0], r[1]) for r in rows) == [("order.created", "orders"), ("order.created", "paused")]
+    assert {r[0] for r in rows} == {"order.created"}
+    assert sorted(r[1] for r in rows) == ["broke_claim", "delayed", "orders", "paused", "suspended"]
     assert rows[0][3]["data"]["new"]["total"] == 5000
     assert _counts(conn) == before
     # Sequences are not transactional: the explained INSERT took order id 2, the next real one gets 3.
