@@ -4243,8 +4243,10 @@ $$;
 -- are seen. Then every event is matched against every webhook with routing's own rules
 -- (whk.event_type_matches, whk.route_target_open, whk.route_payload_matches), one row per (event, webhook):
 --   routed   a delivery would be created (false: `reason` says which rule excludes it)
---   reason   why not routed, or why a routed delivery would wait (paused, suspended consumer, waiting for a
---            signing secret, quarantined, delayed); NULL = sent at once
+--   reason   why not routed, or why a routed delivery would wait or go out otherwise (paused, suspended
+--            consumer, waiting for a signing secret, quarantined, delayed, batched); NULL = sent at once.
+--            Limits the claim applies when sending (rate limits, the breaker, the in-flight cap) are not
+--            evaluated: they depend on the moment, not on the event.
 --   method, url, headers, body: the request of a routed delivery (headers: webhook-id, webhook-timestamp
 --            and the webhook's own headers; Content-Type, User-Agent and the outbound auth header, whose
 --            credential is encrypted, are added by whoever sends it)
@@ -4261,7 +4263,8 @@ $$;
 -- reaches execution; EXPLAIN accepts no DDL or transaction control; every plan must be a ModifyTable; every
 -- relation or set-returning function scanned must be outside schema whk; and no whk function may be
 -- called (the VERBOSE plan names functions of schemas not on the search_path, and the statement is
--- planned and run with whk removed from it).
+-- planned and run with whk removed from it; a string constant that looks like `whk.f(` is refused too).
+-- What functions the statement calls do inside is not inspected: it runs, and is rolled back.
 --
 -- Not undone by the rollback (PostgreSQL does not roll these back): sequence values (ERP identity columns,
 -- the outbox id: gaps are expected), session advisory locks and work done outside the database (dblink)
@@ -4358,6 +4361,9 @@ BEGIN
                WHEN w.delay_seconds > 0 OR e.deliver_at > pg_catalog.clock_timestamp()
                    THEN pg_catalog.format('delayed: due at %s', GREATEST(pg_catalog.clock_timestamp(),
                             coalesce(e.deliver_at, e.created_at) + pg_catalog.make_interval(secs => w.delay_seconds)))
+               WHEN w.delivery_mode = 'batch'
+                   THEN pg_catalog.format('batched: sent in a JSON array of up to %s events (window %s ms), '
+                                          'webhook-id batch_<id>', w.batch_size, w.batch_window_ms)
            END),
            CASE WHEN m.miss IS NULL THEN w.http_method END,
            CASE WHEN m.miss IS NULL THEN w.url END,

@@ -70,6 +70,15 @@ def erp(conn: psycopg.Connection[Any]) -> dict[str, int]:
             delivery_mode="delayed",
             delay_seconds=300,
         ),
+        "batched": make_webhook(
+            conn,
+            consumer,
+            "https://acme.example/batch",
+            ["order.updated"],
+            name="batched",
+            delivery_mode="batch",
+            batch_size=50,
+        ),
         "broke_routing": make_webhook(
             conn,
             consumer,
@@ -127,6 +136,7 @@ def test_explain_shows_the_event_who_gets_it_and_why_not(
     assert by_hook["suspended"][3].startswith("held: the consumer is suspended")
     assert by_hook["delayed"][2] is True and by_hook["delayed"][3].startswith("delayed: due at")
     assert by_hook["broke_claim"][2] is True
+    assert by_hook["batched"][3].startswith("batched: sent in a JSON array of up to 50 events")
     assert by_hook["broke_claim"][3] == "held: the webhook is quarantined (claim): claim raised 22003"
     assert (
         reasons["broke_routing"] == "the webhook is quarantined: its data broke routing (filter raised 22012)"
