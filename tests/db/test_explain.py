@@ -5,6 +5,7 @@ with a HINT; nothing left behind."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -310,14 +311,37 @@ def test_routing_rules_are_inlined_into_the_fan_out(conn: psycopg.Connection[Any
     assert "@@" in plan
 
 
+def _doc_example() -> str:
+    """The example of docs/dba.md's whk.explain section, as written there."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "dba.md").read_text("utf-8")
+    section = text[text.index("### `whk.explain`") :]
+    block = section[section.index("```sql\n") + 7 :]
+    return block[: block.index("```")]
+
+
 def test_a_dba_explains_in_psql(
     pg_server: PgServer, db_url: str, conn: psycopg.Connection[Any], erp: dict[str, int]
 ) -> None:
+    example = _doc_example()
+    assert "WHERE id = 42$$" in example
+    conn.execute(  # the docs' order
+        "INSERT INTO erp.orders (id, user_id, total) OVERRIDING SYSTEM VALUE VALUES (42, 1, 250)"
+    )
     before = _counts(conn)
+    docs_run = subprocess.run(
+        [str(pg_server.bindir / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", db_url],
+        input=example,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert docs_run.returncode == 0, docs_run.stderr
+    assert "order.updated|orders|t||POST|https://acme.example/orders|" in docs_run.stdout
     done = subprocess.run(
         [str(pg_server.bindir / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", db_url],
         input="SELECT webhook_name, routed, coalesce(reason, '-') FROM "
-        "whk.explain($$UPDATE erp.orders SET status = 'paid' WHERE id = 1$$) ORDER BY webhook_name;\n",
+        "whk.explain($$UPDATE erp.orders SET status = 'paid' WHERE id = 42$$) ORDER BY webhook_name;\n",
         capture_output=True,
         text=True,
         check=False,
