@@ -5,6 +5,7 @@ with a HINT; nothing left behind."""
 from __future__ import annotations
 
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from tests.db.capture_support import install_demo
 from tests.support.delivery import make_consumer, make_webhook, route
 from tests.support.pg import PgServer
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.db
 
@@ -363,3 +365,46 @@ def test_a_dba_explains_in_psql(
     assert "refuses this statement" in refused.stderr
     assert "HINT:  whk.explain runs ONE INSERT, UPDATE, DELETE or MERGE" in refused.stderr
     assert _counts(conn) == before
+
+
+def test_an_event_another_session_commits_meanwhile_is_not_shown(
+    db_url: str, conn: psycopg.Connection[Any], erp: dict[str, int]
+) -> None:
+    """The explained statement waits on a row lock while another session commits its own event: that
+    event becomes visible to whk.explain's later statements, yet only the explained one is shown."""
+    conn.execute("INSERT INTO erp.orders (user_id, total) VALUES (1, 10)")  # order 2
+    conn.execute("TRUNCATE whk.outbox")
+    shown: list[tuple[Any, ...]] = []
+    failed: list[BaseException] = []
+
+    def explain_in_another_session() -> None:
+        try:
+            with psycopg.connect(db_url, autocommit=True) as mine:
+                shown.extend(
+                    mine.execute("SELECT DISTINCT event_type, event_key FROM whk.explain(%s)", [UPDATE])
+                )
+        except BaseException as exc:  # reported by the main thread
+            failed.append(exc)
+
+    with psycopg.connect(db_url) as other:
+        other.execute("SELECT 1 FROM erp.orders WHERE id = 1 FOR UPDATE")
+        other.execute("UPDATE erp.orders SET total = 11 WHERE id = 2")  # its own order.updated
+        worker = threading.Thread(target=explain_in_another_session)
+        worker.start()
+        wait_for(
+            lambda: (
+                conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND query LIKE '%whk.explain%'"
+                ).fetchone()
+                == (1,)
+            ),
+            30,
+            "whk.explain to wait for the row lock",
+        )
+        other.commit()
+        worker.join(60)
+    assert not worker.is_alive()
+    assert not failed, failed
+    assert shown == [("order.updated", "1")]
+    assert conn.execute("SELECT event_key FROM whk.outbox").fetchall() == [("2",)]
