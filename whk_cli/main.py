@@ -23,6 +23,7 @@ from whk.errors import MigrationError, WhkError
 from whk.secretbox import rotate_command
 from whk.settings import Settings, configuration_markdown, load_settings
 from whk.sqlfiles import sql_root
+from whk_cli.explain import add_explain_parser
 from whk_cli.mock import add_mock_parser
 from whk_cli.replay import add_replay_parser
 
@@ -551,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_webhooks_secret)
     add_mock_parser(sub)
     add_replay_parser(sub)
+    add_explain_parser(sub)
     return p
 
 

@@ -152,13 +152,15 @@ BEGIN
         -- them until resumed, then they go out in order); disabled ones (webhook or consumer) do not.
         SELECT t.event_type, w.id, w.consumer_id, w.delivery_mode, w.ordering_key_path, w.delay_seconds,
                w.payload_version, w.filter
+        -- The rules are whk.route_target_open and whk.route_payload_matches (inlined; whk.explain names
+        -- which one a webhook fails).
         FROM (SELECT DISTINCT r.event_type FROM routed r) t
         JOIN whk.whk_01_webhooks w
-          ON w.status IN ('active', 'paused') AND w.deleted_at IS NULL
-         AND whk.event_type_matches(w.event_types, t.event_type)
-         AND w.quarantine_stage IS DISTINCT FROM 'route'
+          ON whk.event_type_matches(w.event_types, t.event_type)
          AND (p_only IS NULL OR w.id = ANY (p_only))
-        JOIN whk.whk_04_assinantes a ON a.id = w.consumer_id AND a.status IN ('active', 'suspended')
+        JOIN whk.whk_04_assinantes a
+          ON a.id = w.consumer_id
+         AND whk.route_target_open(w.status, w.deleted_at, w.quarantine_stage, a.status)
     ), takers AS MATERIALIZED (
         -- Webhooks whose new deliveries may be taken now, and how many requests (in-flight cap room; a batch
         -- in flight is one request; the caller's finished ones, found by primary key, do not count: see
@@ -206,8 +208,7 @@ BEGIN
         FROM routed r
         JOIN targets w
           ON w.event_type = r.event_type
-         AND (w.payload_version IS NULL OR w.payload_version = r.event_version)
-         AND (w.filter IS NULL OR coalesce(r.payload @@ w.filter, false))
+         AND whk.route_payload_matches(w.payload_version, w.filter, r.event_version, r.payload)
         LEFT JOIN takers k ON k.id = w.id
     ), numbered_requests AS (
         -- Request number per webhook (0-based): one per delivery, or one per batch_size deliveries for a
