@@ -321,3 +321,27 @@ def test_good_quiet_hours_are_stored_and_cleared(conn):
     conn.execute("SELECT whk.set_consumer_quiet_hours(%s, NULL)", [c])
     stored = conn.execute("SELECT quiet_hours FROM whk.whk_04_assinantes WHERE id = %s", [c]).fetchone()
     assert stored == (None,)
+
+
+def test_the_sql_control_plane_sets_supersede_and_urgent_with_validation(conn):
+    c = make_consumer(conn)
+    with pytest.raises(
+        psycopg.errors.InvalidParameterValue, match="supersede_by_key needs delivery_mode delayed"
+    ):
+        conn.execute(
+            "SELECT whk.create_webhook(consumer_id => %s, name => 'p', url => %s, "
+            "event_types => '{price.changed}', "
+            "supersede_by_key => true)",
+            [c, URL],
+        )
+    row = conn.execute(
+        "SELECT whk.create_webhook(consumer_id => %s, name => 'p', url => %s, "
+        "event_types => '{price.changed}', "
+        "delivery_mode => 'delayed', delay_seconds => 300, supersede_by_key => true, urgent => true)",
+        [c, URL],
+    ).fetchone()
+    assert row is not None
+    flags = conn.execute(
+        "SELECT supersede_by_key, urgent FROM whk.whk_01_webhooks WHERE id = %s", [row[0]]
+    ).fetchone()
+    assert flags == (True, True)
