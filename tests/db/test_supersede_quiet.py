@@ -145,6 +145,23 @@ def test_supersede_racing_a_claim_leaves_the_claimed_delivery_alone(db_url, conn
     assert rows[0]["superseded_by"] is None
 
 
+def test_a_claim_racing_an_uncommitted_supersede_skips_the_row(db_url, conn):
+    """Routing has superseded the older delivery but not committed yet: a claim at that moment skips the row
+    (SKIP LOCKED) instead of sending what is about to be superseded."""
+    c = make_consumer(conn)
+    hook = delayed_hook(conn, c, supersede_by_key=True)
+    emit(conn, "price.changed", {"price": 1}, key="sku-1")
+    route(conn)
+    emit(conn, "price.changed", {"price": 2}, key="sku-1")
+    later = datetime.now(UTC) + timedelta(seconds=301)
+    with psycopg.connect(db_url) as router:  # not autocommit: the supersede's row locks stay held
+        route(router)
+        assert claim(conn, later) == []
+    sent = claim(conn, later)
+    assert [json.loads(p)["data"]["price"] for _, _, p in sent] == [2]
+    assert statuses(conn, hook) == {"in_flight": 1, "superseded": 1}
+
+
 def test_supersede_committed_first_means_the_claim_sends_only_the_newest(conn):
     c = make_consumer(conn)
     hook = delayed_hook(conn, c, supersede_by_key=True)
@@ -321,6 +338,12 @@ def test_good_quiet_hours_are_stored_and_cleared(conn):
     conn.execute("SELECT whk.set_consumer_quiet_hours(%s, NULL)", [c])
     stored = conn.execute("SELECT quiet_hours FROM whk.whk_04_assinantes WHERE id = %s", [c]).fetchone()
     assert stored == (None,)
+    # A SQL-side change of configuration: audited with the database role as the actor.
+    trail = conn.execute(
+        "SELECT actor, before -> 'quiet_hours', after -> 'quiet_hours' FROM whk.audit_log "
+        "WHERE target_type = 'consumer' AND action = 'consumer.update' ORDER BY id"
+    ).fetchall()
+    assert trail == [("sql:postgres", None, WEEKNIGHTS), ("sql:postgres", WEEKNIGHTS, None)]
 
 
 def test_the_sql_control_plane_sets_supersede_and_urgent_with_validation(conn):
