@@ -2429,7 +2429,8 @@ BEGIN
     IF p_quiet IS NULL THEN
         RETURN NULL;
     END IF;
-    IF jsonb_typeof(p_quiet) <> 'object' OR EXISTS (SELECT 1 FROM jsonb_object_keys(p_quiet - 'time_zone' - 'windows')) THEN
+    IF jsonb_typeof(p_quiet) <> 'object'
+       OR EXISTS (SELECT 1 FROM jsonb_object_keys(p_quiet - 'time_zone' - 'windows')) THEN
         RETURN ': must be an object with exactly time_zone and windows';
     END IF;
     v_tz := p_quiet ->> 'time_zone';
@@ -3851,7 +3852,8 @@ BEGIN
         LEFT JOIN whk.consumer_runtime cr ON cr.consumer_id = a.id
         WHERE a.id = w.consumer_id;
         CONTINUE WHEN c.status <> 'active';
-        CONTINUE WHEN c.quiet_hours IS NOT NULL AND NOT w.urgent AND whk.quiet_until(c.quiet_hours, v_now) IS NOT NULL;
+        CONTINUE WHEN c.quiet_hours IS NOT NULL AND NOT w.urgent
+                      AND whk.quiet_until(c.quiet_hours, v_now) IS NOT NULL;
 
         -- Circuit breaker: open = nothing until probe_at, then exactly one probe (half-open).
         v_req := v_left;
@@ -4743,14 +4745,16 @@ BEGIN
         -- Windows that started on the local day of v_at or the day before (a window is under 24 hours).
         SELECT max(x.ends) INTO v_end
         FROM jsonb_array_elements(p_quiet -> 'windows') AS w(win)
-        CROSS JOIN LATERAL (VALUES ((v_at AT TIME ZONE v_tz)::date), ((v_at AT TIME ZONE v_tz)::date - 1)) AS d(day)
+        CROSS JOIN LATERAL (VALUES ((v_at AT TIME ZONE v_tz)::date),
+                                   ((v_at AT TIME ZONE v_tz)::date - 1)) AS d(day)
         CROSS JOIN LATERAL (
             SELECT (d.day + (w.win ->> 'start')::time) AT TIME ZONE v_tz AS starts,
                    (d.day + (w.win ->> 'end')::time
                     + CASE WHEN (w.win ->> 'end')::time <= (w.win ->> 'start')::time
                            THEN interval '1 day' ELSE interval '0' END) AT TIME ZONE v_tz AS ends
         ) x
-        WHERE (w.win -> 'days') ? (ARRAY['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'])[extract(isodow FROM d.day)::integer]
+        WHERE (w.win -> 'days')
+              ? (ARRAY['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'])[extract(isodow FROM d.day)::integer]
           AND v_at >= x.starts AND v_at < x.ends;
         EXIT WHEN v_end IS NULL;
         v_at := v_end;

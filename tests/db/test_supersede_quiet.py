@@ -312,6 +312,14 @@ def test_a_quiet_consumer_costs_no_round_and_the_dispatcher_sleeps_until_the_win
         ),
         ({"time_zone": "UTC", "windows": [{"days": ["mon"], "start": "22:00"}]}, "/windows/0"),
         ({"time_zone": "UTC", "windows": WEEKNIGHTS["windows"], "urgent": True}, ""),
+        (5, ""),  # shapes that would break a careless check: scalars and lists where objects belong
+        ({"time_zone": "UTC", "windows": 5}, "/windows"),
+        ({"time_zone": "UTC", "windows": [5]}, "/windows/0"),
+        ({"time_zone": "UTC", "windows": [{"days": 5, "start": "22:00", "end": "07:00"}]}, "/windows/0/days"),
+        (
+            {"time_zone": "UTC", "windows": [{"days": ["mon"], "start": 5, "end": "07:00"}]},
+            "/windows/0/start",
+        ),
     ],
 )
 def test_bad_quiet_hours_are_refused_naming_the_member(conn, quiet, member):

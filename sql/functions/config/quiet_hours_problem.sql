@@ -26,7 +26,8 @@ BEGIN
     IF p_quiet IS NULL THEN
         RETURN NULL;
     END IF;
-    IF jsonb_typeof(p_quiet) <> 'object' OR EXISTS (SELECT 1 FROM jsonb_object_keys(p_quiet - 'time_zone' - 'windows')) THEN
+    IF jsonb_typeof(p_quiet) <> 'object'
+       OR EXISTS (SELECT 1 FROM jsonb_object_keys(p_quiet - 'time_zone' - 'windows')) THEN
         RETURN ': must be an object with exactly time_zone and windows';
     END IF;
     v_tz := p_quiet ->> 'time_zone';

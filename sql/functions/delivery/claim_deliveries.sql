@@ -116,7 +116,8 @@ BEGIN
         LEFT JOIN whk.consumer_runtime cr ON cr.consumer_id = a.id
         WHERE a.id = w.consumer_id;
         CONTINUE WHEN c.status <> 'active';
-        CONTINUE WHEN c.quiet_hours IS NOT NULL AND NOT w.urgent AND whk.quiet_until(c.quiet_hours, v_now) IS NOT NULL;
+        CONTINUE WHEN c.quiet_hours IS NOT NULL AND NOT w.urgent
+                      AND whk.quiet_until(c.quiet_hours, v_now) IS NOT NULL;
 
         -- Circuit breaker: open = nothing until probe_at, then exactly one probe (half-open).
         v_req := v_left;

@@ -28,14 +28,16 @@ BEGIN
         -- Windows that started on the local day of v_at or the day before (a window is under 24 hours).
         SELECT max(x.ends) INTO v_end
         FROM jsonb_array_elements(p_quiet -> 'windows') AS w(win)
-        CROSS JOIN LATERAL (VALUES ((v_at AT TIME ZONE v_tz)::date), ((v_at AT TIME ZONE v_tz)::date - 1)) AS d(day)
+        CROSS JOIN LATERAL (VALUES ((v_at AT TIME ZONE v_tz)::date),
+                                   ((v_at AT TIME ZONE v_tz)::date - 1)) AS d(day)
         CROSS JOIN LATERAL (
             SELECT (d.day + (w.win ->> 'start')::time) AT TIME ZONE v_tz AS starts,
                    (d.day + (w.win ->> 'end')::time
                     + CASE WHEN (w.win ->> 'end')::time <= (w.win ->> 'start')::time
                            THEN interval '1 day' ELSE interval '0' END) AT TIME ZONE v_tz AS ends
         ) x
-        WHERE (w.win -> 'days') ? (ARRAY['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'])[extract(isodow FROM d.day)::integer]
+        WHERE (w.win -> 'days')
+              ? (ARRAY['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'])[extract(isodow FROM d.day)::integer]
           AND v_at >= x.starts AND v_at < x.ends;
         EXIT WHEN v_end IS NULL;
         v_at := v_end;
