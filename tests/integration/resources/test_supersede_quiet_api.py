@@ -62,6 +62,10 @@ async def test_superseded_deliveries_are_listed_filtered_and_name_their_replacem
         assert at == kept["id"]
     r = await client.get(f"/api/whk/deliveries/{superseded[0]['id']}", headers=world.a.headers)
     assert r.json()["status"] == "superseded" and r.json()["superseded_by"] is not None
+    # Final: a retry is refused and points at the replacement.
+    r = await client.post(f"/api/whk/deliveries/{superseded[0]['id']}/retry", headers=world.a.headers)
+    assert r.status_code == 409, r.text
+    assert f"superseded by delivery {superseded[0]['superseded_by']}" in r.json()["detail"]
 
 
 async def test_supersede_needs_delayed_mode(client: AsyncTestClient[Any], world: World):
