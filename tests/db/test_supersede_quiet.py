@@ -15,7 +15,9 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
+from tests.db.test_sql_control_plane import psql
 from tests.support.delivery import emit, make_consumer, make_webhook, route, statuses
+from tests.support.pg import PgServer
 
 pytestmark = pytest.mark.db
 
@@ -376,3 +378,31 @@ def test_the_sql_control_plane_sets_supersede_and_urgent_with_validation(conn):
         "SELECT supersede_by_key, urgent FROM whk.whk_01_webhooks WHERE id = %s", [row[0]]
     ).fetchone()
     assert flags == (True, True)
+
+
+def test_a_dba_sets_both_up_in_psql(pg_server: PgServer, db_url: str, conn):
+    """Supersede and quiet hours as a DBA's psql script uses them; a bad time zone stops the script with the
+    member named and a HINT."""
+    script = f"""
+        SELECT whk.register_event_type('price.changed', '{{"type": "object"}}', 'a product price changed');
+        SELECT whk.create_consumer(name => 'shop') AS consumer \\gset
+        SELECT whk.create_webhook(consumer_id => :consumer, name => 'prices', url => '{URL}',
+                                  event_types => '{{price.changed}}', delivery_mode => 'delayed',
+                                  delay_seconds => 300, supersede_by_key => true) AS hook \\gset
+        SELECT whk.set_consumer_quiet_hours(:consumer, '{json.dumps(WEEKNIGHTS)}');
+        SELECT whk.emit('price.changed', jsonb_build_object('price', p), key => 'sku-1')
+          FROM generate_series(1, 3) p;
+        SELECT max(routed) FROM whk.route_and_take(1000, NULL, 0, 0);
+        SELECT string_agg(status, ' ' ORDER BY commit_seq) FROM whk.whk_03_entregas WHERE webhook_id = :hook;
+    """
+    out = psql(pg_server, db_url, script).stdout.split("\n")
+    assert out[-2] == "superseded superseded pending"
+    bad = psql(
+        pg_server,
+        db_url,
+        """SELECT whk.set_consumer_quiet_hours(id, '{"time_zone": "Europe/Atlantis", "windows": []}')
+           FROM whk.whk_04_assinantes WHERE name = 'shop';""",
+        ok=False,
+    )
+    assert "quiet_hours/time_zone: Europe/Atlantis is not a time zone" in bad.stderr
+    assert "HINT:" in bad.stderr
