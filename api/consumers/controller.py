@@ -15,7 +15,14 @@ from psycopg import AsyncConnection
 
 from api.audit import AuditLog
 from api.consumers.repository import ConsumerRepository
-from api.consumers.schemas import SELF_SERVICE, Consumer, ConsumerCreate, ConsumerPage, ConsumerUpdate
+from api.consumers.schemas import (
+    SELF_SERVICE,
+    Consumer,
+    ConsumerCreate,
+    ConsumerPage,
+    ConsumerUpdate,
+    QuietHours,
+)
 from api.deps import Principal, admin_only
 from api.errors import Conflict, Forbidden, NotFound, Unprocessable
 from api.shapes import CursorQ, IdPath, LimitQ
@@ -38,6 +45,21 @@ def _check_cidrs(values: list[str]) -> list[str]:
     if errors:
         raise Unprocessable("allowed_ips holds invalid networks", errors=errors)
     return out
+
+
+async def _check_quiet_hours(
+    conn: AsyncConnection[Any], repo: ConsumerRepository, quiet: QuietHours | None
+) -> None:
+    """422 naming the member the database refuses (an unknown time zone, a window that ends at its start)."""
+    if quiet is None:
+        return
+    problem = await repo.quiet_hours_problem(conn, quiet)
+    if problem is not None:
+        member, _, message = problem.partition(": ")
+        raise Unprocessable(
+            f"quiet_hours{member}: {message}",
+            errors=[{"pointer": f"/quiet_hours{member}", "message": message}],
+        )
 
 
 def _view(c: Consumer) -> dict[str, Any]:
@@ -94,6 +116,7 @@ class ConsumerController(Controller):
     )
     async def create_consumer(self, conn: Conn, principal: Who, data: JSONBody[ConsumerCreate]) -> Consumer:
         data = msgspec.structs.replace(data, allowed_ips=_check_cidrs(data.allowed_ips))
+        await _check_quiet_hours(conn, self.repo, data.quiet_hours)
         consumer_id = await self.repo.create(conn, data)
         created = await self.repo.get(conn, tenant=None, consumer_id=consumer_id)
         assert created is not None
@@ -120,6 +143,8 @@ class ConsumerController(Controller):
                 raise Forbidden(f"only an admin may change {', '.join(refused)}")
         if data.allowed_ips is not msgspec.UNSET:
             data = msgspec.structs.replace(data, allowed_ips=_check_cidrs(list(data.allowed_ips)))
+        if data.quiet_hours is not msgspec.UNSET:
+            await _check_quiet_hours(conn, self.repo, data.quiet_hours)
         await self.repo.update(conn, consumer_id, data)
         after = await self.repo.get(conn, tenant=None, consumer_id=consumer_id)
         assert after is not None

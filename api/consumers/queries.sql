@@ -4,7 +4,7 @@
 a.id, a.name, a.description, a.contact_name, a.contact_email, a.status, a.auth_settings,
 a.allowed_ips::text[] AS allowed_ips, a.rate_limit_per_second::float8 AS rate_limit_per_second,
 a.rate_limit_burst, a.api_rate_limit_per_minute, a.quota_deliveries_per_day, a.delivery_preferences,
-a.metadata, a.last_activity_at, a.usage_deliveries_total, a.usage_deliveries_failed, a.created_at, a.updated_at
+a.quiet_hours, a.metadata, a.last_activity_at, a.usage_deliveries_total, a.usage_deliveries_failed, a.created_at, a.updated_at
 
 -- name: list_consumers :many
 SELECT {columns}
@@ -27,11 +27,12 @@ FOR UPDATE
 -- name: insert_consumer :one
 INSERT INTO whk.whk_04_assinantes (
     name, description, contact_name, contact_email, status, auth_settings, allowed_ips, rate_limit_per_second,
-    rate_limit_burst, api_rate_limit_per_minute, quota_deliveries_per_day, delivery_preferences, metadata)
+    rate_limit_burst, api_rate_limit_per_minute, quota_deliveries_per_day, delivery_preferences, quiet_hours,
+    metadata)
 VALUES (
     %(name)s, %(description)s, %(contact_name)s, %(contact_email)s, %(status)s, %(auth_settings)s,
     %(allowed_ips)s::cidr[], %(rate_limit_per_second)s, %(rate_limit_burst)s, %(api_rate_limit_per_minute)s,
-    %(quota_deliveries_per_day)s, %(delivery_preferences)s, %(metadata)s)
+    %(quota_deliveries_per_day)s, %(delivery_preferences)s, %(quiet_hours)s, %(metadata)s)
 RETURNING id
 
 -- name: update_consumer :exec
@@ -52,3 +53,7 @@ SELECT (SELECT count(*) FROM whk.whk_01_webhooks w WHERE w.consumer_id = %(id)s)
 -- Only consumers no webhook or delivery refers to; their alerts go with them (API keys cascade).
 WITH al AS (DELETE FROM whk.whk_06_alertas WHERE consumer_id = %(id)s)
 DELETE FROM whk.whk_04_assinantes a WHERE a.id = %(id)s
+
+-- name: quiet_hours_problem :one
+-- The database's own check (the table's CHECK calls it): its time zone data decides what a zone is.
+SELECT whk.quiet_hours_problem(%(quiet_hours)s::jsonb)

@@ -6,9 +6,10 @@ from typing import Any
 
 import msgspec
 from psycopg import AsyncConnection, sql
+from psycopg.types.json import Jsonb
 
 from api import listing
-from api.consumers.schemas import Consumer, ConsumerCreate, ConsumerUpdate
+from api.consumers.schemas import Consumer, ConsumerCreate, ConsumerUpdate, QuietHours
 from api.rows import execute, fetch_one, fetch_value, jsonb_params
 from whk.sqlfiles import load_queries
 
@@ -24,6 +25,11 @@ CONSUMER_SORTS = (
     listing.SortSpec("created_at", "a.created_at", "a.id", "timestamptz"),
 )
 _FIELDS = tuple(f for f in ConsumerCreate.__struct_fields__)
+
+
+def _plain(value: Any) -> Any:
+    """A nested Struct (quiet_hours) as the JSON object the column stores."""
+    return Jsonb(msgspec.to_builtins(value)) if isinstance(value, msgspec.Struct) else value
 
 
 class ConsumerRepository:
@@ -50,7 +56,7 @@ class ConsumerRepository:
         )
 
     async def create(self, conn: AsyncConnection[Any], data: ConsumerCreate) -> int:
-        params = {f: getattr(data, f) for f in _FIELDS}
+        params = {f: _plain(getattr(data, f)) for f in _FIELDS}
         return int(await fetch_value(conn, self._q["insert_consumer"], jsonb_params(params)))
 
     async def update(self, conn: AsyncConnection[Any], consumer_id: int, data: ConsumerUpdate) -> None:
@@ -64,7 +70,7 @@ class ConsumerRepository:
                 # Not a plain column write: whk.set_consumer_status parks or releases the deliveries.
                 await fetch_value(conn, self._q["set_consumer_status"], {"id": consumer_id, "status": value})
                 continue
-            params[f] = value
+            params[f] = _plain(value)
             placeholder: sql.Composable = sql.Placeholder(f)
             if f == "allowed_ips":
                 placeholder = sql.SQL("{}::cidr[]").format(placeholder)
@@ -72,6 +78,13 @@ class ConsumerRepository:
         if assignments:
             query = sql.SQL(self._q["update_consumer"]).format(assignments=sql.SQL(", ").join(assignments))
             await execute(conn, query, jsonb_params(params))
+
+    async def quiet_hours_problem(self, conn: AsyncConnection[Any], quiet_hours: QuietHours) -> str | None:
+        """Why the database refuses these quiet hours ("/member: message"), or None."""
+        value = await fetch_value(
+            conn, self._q["quiet_hours_problem"], {"quiet_hours": Jsonb(msgspec.to_builtins(quiet_hours))}
+        )
+        return None if value is None else str(value)
 
     async def references(self, conn: AsyncConnection[Any], consumer_id: int) -> int:
         return int(await fetch_value(conn, self._q["consumer_references"], {"id": consumer_id}))

@@ -22,6 +22,29 @@ Status = Annotated[
 ]
 PerMinute = Annotated[int, Meta(ge=1, le=1_000_000_000, description="API requests per minute")]
 PerDay = Annotated[int, Meta(ge=1, le=1_000_000_000, description="deliveries per day")]
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+ClockTime = Annotated[
+    str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="local time HH:MM", examples=["22:00"])
+]
+
+
+class QuietWindow(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A window starting on each listed day at ``start`` (local time) and ending at ``end`` the same day, or
+    the next day when ``end`` is at or before ``start`` (weekdays 22:00-07:00 ends Saturday 07:00)."""
+
+    days: Annotated[list[Day], Meta(min_length=1, max_length=7)]
+    start: ClockTime
+    end: ClockTime
+
+
+class QuietHours(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Windows in which the consumer's deliveries wait, pending, unless their webhook is ``urgent``; they go
+    out when the window ends (docs/delivery.md, "Quiet hours"). Checked by ``whk.quiet_hours_problem``."""
+
+    time_zone: Annotated[
+        str, Meta(min_length=1, max_length=64, description="IANA time zone name", examples=["Europe/Lisbon"])
+    ]
+    windows: Annotated[list[QuietWindow], Meta(min_length=1, max_length=14)]
 
 
 class ConsumerCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -39,6 +62,7 @@ class ConsumerCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     api_rate_limit_per_minute: PerMinute | None = None
     quota_deliveries_per_day: PerDay | None = None
     delivery_preferences: dict[str, Any] = msgspec.field(default_factory=dict)
+    quiet_hours: QuietHours | None = None
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
@@ -57,10 +81,13 @@ class ConsumerUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     api_rate_limit_per_minute: PerMinute | UnsetType | None = UNSET
     quota_deliveries_per_day: PerDay | UnsetType | None = UNSET
     delivery_preferences: dict[str, Any] | UnsetType = UNSET
+    quiet_hours: QuietHours | UnsetType | None = UNSET
     metadata: dict[str, Any] | UnsetType = UNSET
 
 
-SELF_SERVICE = frozenset({"description", "contact_name", "contact_email", "delivery_preferences", "metadata"})
+SELF_SERVICE = frozenset(
+    {"description", "contact_name", "contact_email", "delivery_preferences", "quiet_hours", "metadata"}
+)
 
 
 class Consumer(msgspec.Struct, kw_only=True):
@@ -77,6 +104,7 @@ class Consumer(msgspec.Struct, kw_only=True):
     api_rate_limit_per_minute: int | None
     quota_deliveries_per_day: int | None
     delivery_preferences: dict[str, Any]
+    quiet_hours: QuietHours | None
     metadata: dict[str, Any]
     last_activity_at: datetime | None
     usage_deliveries_total: int

@@ -52,7 +52,7 @@ __all__ = ["DashboardController", "Viewer"]
 Conn = NamedDependency[AsyncConnection[Any]]
 LOGIN_COOKIE = "whk_login"
 PATH = "/dashboard"
-_STATUSES = ("pending", "in_flight", "awaiting_ack", "delivered", "dead", "parked", "cancelled")
+_STATUSES = ("pending", "in_flight", "awaiting_ack", "delivered", "dead", "parked", "cancelled", "superseded")
 _MAX_RETRY_ALL = 10_000
 # The silence lengths the alerts page offers (seconds; 0 lifts a silence). The API takes any 0..30 days.
 _SILENCES = ((3600, "1 h"), (14400, "4 h"), (86400, "24 h"), (0, "lift"))

@@ -331,6 +331,11 @@ class DeliveryController(Controller):
         before = await self._lock_visible(conn, principal, delivery_id)
         if before.status == "in_flight":
             raise Conflict("the delivery is being attempted right now; retry after it finishes")
+        if before.status == "superseded":
+            raise Conflict(
+                f"the delivery was superseded by delivery {before.superseded_by}, which carries the newer "
+                "state of its key; retry that one"
+            )
         if await self.repo.webhook_deleted(conn, delivery_id):
             raise Conflict("the delivery's webhook was deleted; nothing more is sent to it")
         requeued = await self.repo.retry(conn, delivery_id)

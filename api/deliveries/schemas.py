@@ -12,7 +12,9 @@ from msgspec import Meta
 from api.bulkretries.schemas import BulkRetry
 from api.shapes import EVENT_TYPE_RE, Timestamp
 
-DeliveryStatus = Literal["pending", "in_flight", "awaiting_ack", "delivered", "dead", "parked", "cancelled"]
+DeliveryStatus = Literal[
+    "pending", "in_flight", "awaiting_ack", "delivered", "dead", "parked", "cancelled", "superseded"
+]
 RetryableStatus = Literal["pending", "awaiting_ack", "delivered", "dead", "parked", "cancelled"]
 
 
@@ -42,6 +44,8 @@ class Delivery(msgspec.Struct, kw_only=True):
     dead_reason: str | None
     created_at: datetime
     updated_at: datetime
+    # status superseded: the delivery of the same (webhook, key) that replaced this one before it was sent
+    superseded_by: int | None = None
 
 
 class DeliveryAttempt(msgspec.Struct, kw_only=True):

@@ -73,9 +73,19 @@ async def check_webhook_fields(
     auth_type: str | None,
     auth_header_name: str | None,
     has_credential: bool | None,
+    supersede_by_key: bool = False,
+    delivery_mode: str | None = None,
 ) -> None:
     """Semantic checks msgspec cannot express; every problem becomes one pointer in a 422."""
     errors: list[dict[str, str]] = []
+    if supersede_by_key and delivery_mode != "delayed":
+        # The table's CHECK whk_01_webhooks_supersede_delayed holds the same rule.
+        errors.append(
+            {
+                "pointer": "/supersede_by_key",
+                "message": f"supersede_by_key needs delivery_mode delayed (the webhook's is {delivery_mode})",
+            }
+        )
     if url is not None:
         rule = check_url(url, settings.core.allow_private_cidrs)
         if rule is not None:
@@ -277,6 +287,8 @@ class WebhookController(Controller):
             auth_type=data.auth_type,
             auth_header_name=data.auth_header_name,
             has_credential=data.auth_credential is not None,
+            supersede_by_key=data.supersede_by_key,
+            delivery_mode=data.delivery_mode,
         )
         webhook_id, key_id, secret = await self.repo.create(
             conn, secretbox, consumer_id=consumer_id, data=data
@@ -326,6 +338,10 @@ class WebhookController(Controller):
             auth_type=str(auth_type),
             auth_header_name=None if header_name is None else str(header_name),
             has_credential=has_credential,
+            supersede_by_key=before.supersede_by_key
+            if data.supersede_by_key is unset
+            else data.supersede_by_key,
+            delivery_mode=before.delivery_mode if data.delivery_mode is unset else data.delivery_mode,
         )
         await self.repo.update(conn, secretbox, webhook_id=webhook_id, data=data)
         if clear_credential:

@@ -6,7 +6,7 @@
 w.id, w.consumer_id, w.name, w.description, w.url, w.http_method, w.event_types, w.filter::text AS filter,
 w.payload_version, w.headers, w.auth_type, w.auth_header_name, (w.auth_credential_enc IS NOT NULL) AS has_credential,
 w.status, w.disabled_reason, w.disabled_at, w.delivery_mode, w.batch_size, w.batch_window_ms, w.delay_seconds,
-w.ordering_key_path::text AS ordering_key_path, w.retry_policy, w.timeout_ms,
+w.ordering_key_path::text AS ordering_key_path, w.supersede_by_key, w.urgent, w.retry_policy, w.timeout_ms,
 w.rate_limit_per_second::float8 AS rate_limit_per_second, w.rate_limit_burst, w.max_in_flight, w.require_ack,
 w.ack_timeout_seconds, w.breaker_config, w.metadata, w.created_at, w.updated_at, w.quarantined_at,
 w.quarantine_stage, w.quarantine_sqlstate, w.quarantine_reason
@@ -43,13 +43,13 @@ INSERT INTO whk.whk_01_webhooks (
     consumer_id, name, description, url, http_method, event_types, filter, payload_version, headers,
     auth_type, auth_header_name, status, delivery_mode, batch_size, batch_window_ms, delay_seconds,
     ordering_key_path, retry_policy, timeout_ms, rate_limit_per_second, rate_limit_burst, max_in_flight,
-    require_ack, ack_timeout_seconds, breaker_config, metadata)
+    require_ack, ack_timeout_seconds, breaker_config, metadata, supersede_by_key, urgent)
 VALUES (
     %(consumer_id)s, %(name)s, %(description)s, %(url)s, %(http_method)s, %(event_types)s,
     %(filter)s::jsonpath, %(payload_version)s, %(headers)s, %(auth_type)s, %(auth_header_name)s, %(status)s,
     %(delivery_mode)s, %(batch_size)s, %(batch_window_ms)s, %(delay_seconds)s, %(ordering_key_path)s::jsonpath,
     %(retry_policy)s, %(timeout_ms)s, %(rate_limit_per_second)s, %(rate_limit_burst)s, %(max_in_flight)s,
-    %(require_ack)s, %(ack_timeout_seconds)s, %(breaker_config)s, %(metadata)s)
+    %(require_ack)s, %(ack_timeout_seconds)s, %(breaker_config)s, %(metadata)s, %(supersede_by_key)s, %(urgent)s)
 RETURNING id
 
 -- name: set_credential :exec

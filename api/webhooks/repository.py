@@ -80,6 +80,8 @@ _PLAIN = (
     "batch_size",
     "batch_window_ms",
     "delay_seconds",
+    "supersede_by_key",
+    "urgent",
     "timeout_ms",
     "rate_limit_per_second",
     "rate_limit_burst",

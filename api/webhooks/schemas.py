@@ -28,6 +28,14 @@ Status = Literal["active", "paused", "disabled"]
 Mode = Literal["immediate", "batch", "delayed", "ordered"]
 # A delay has a floor (0.001 s) like every float setting, so nothing underflows in arithmetic on it.
 DelaySeconds = Annotated[float, Meta(ge=0.001, le=604800)]
+SupersedeByKey = Annotated[
+    bool,
+    Meta(
+        description="delayed mode only: a newer event of the same key (ordering_key_path, else the event "
+        "key) replaces the older one not yet attempted, which is kept as status superseded"
+    ),
+]
+Urgent = Annotated[bool, Meta(description="delivered during the consumer's quiet hours too")]
 
 
 class RetryPolicy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -63,6 +71,8 @@ class WebhookCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     batch_window_ms: Annotated[int, Meta(ge=0, le=3600000)] = 1000
     delay_seconds: Annotated[int, Meta(ge=0, le=2592000)] = 0
     ordering_key_path: JsonPath | None = None
+    supersede_by_key: SupersedeByKey = False
+    urgent: Urgent = False
     retry_policy: RetryPolicy | None = None
     timeout_ms: Annotated[int, Meta(ge=100, le=120000)] = 15000
     rate_limit_per_second: RatePerSecond | None = None
@@ -98,6 +108,8 @@ class WebhookUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     batch_window_ms: Annotated[int, Meta(ge=0, le=3600000)] | UnsetType = UNSET
     delay_seconds: Annotated[int, Meta(ge=0, le=2592000)] | UnsetType = UNSET
     ordering_key_path: JsonPath | UnsetType | None = UNSET
+    supersede_by_key: SupersedeByKey | UnsetType = UNSET
+    urgent: Urgent | UnsetType = UNSET
     retry_policy: RetryPolicy | UnsetType | None = UNSET
     timeout_ms: Annotated[int, Meta(ge=100, le=120000)] | UnsetType = UNSET
     rate_limit_per_second: RatePerSecond | UnsetType | None = UNSET
@@ -133,6 +145,8 @@ class Webhook(msgspec.Struct, kw_only=True):
     batch_window_ms: int
     delay_seconds: int
     ordering_key_path: str | None
+    supersede_by_key: bool
+    urgent: bool
     retry_policy: dict[str, Any] | None
     timeout_ms: int
     rate_limit_per_second: float | None

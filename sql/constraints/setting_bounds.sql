@@ -7,3 +7,5 @@ ALTER TABLE whk.whk_01_webhooks
     ADD CONSTRAINT whk_01_webhooks_breaker_config_bounds CHECK (whk.breaker_config_problem(breaker_config) IS NULL);
 ALTER TABLE whk.whk_05_configuracoes
     ADD CONSTRAINT whk_05_configuracoes_value_bounds CHECK (whk.config_value_problem(key, value) IS NULL);
+ALTER TABLE whk.whk_04_assinantes
+    ADD CONSTRAINT whk_04_assinantes_quiet_hours_bounds CHECK (whk.quiet_hours_problem(quiet_hours) IS NULL);

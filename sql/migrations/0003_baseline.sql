@@ -32,6 +32,10 @@ CREATE TABLE whk.whk_04_assinantes (
                                                OR quota_deliveries_per_day BETWEEN 1 AND 1000000000),
     delivery_preferences    jsonb       NOT NULL DEFAULT '{}'::jsonb
                                         CHECK (jsonb_typeof(delivery_preferences) = 'object'),
+    -- Quiet hours (docs/delivery.md, "Quiet hours"): {"time_zone": IANA name, "windows": [{"days": ["mon", …],
+    -- "start": "22:00", "end": "07:00"}, …]}; NULL = none. Inside a window the deliveries of its webhooks that
+    -- are not urgent wait, pending. Bounded by whk.quiet_hours_problem (sql/constraints/setting_bounds.sql).
+    quiet_hours             jsonb,
     metadata                jsonb       NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(metadata) = 'object'),
     -- Activity and usage, maintained in aggregate by the dispatcher (never per row in ERP commits).
     last_activity_at        timestamptz,
@@ -77,6 +81,12 @@ CREATE TABLE whk.whk_01_webhooks (
     delay_seconds         integer     NOT NULL DEFAULT 0 CHECK (delay_seconds BETWEEN 0 AND 2592000),
     -- Ordered mode: FIFO per (webhook, key); the key is the event key unless this path picks another.
     ordering_key_path     jsonpath,
+    -- Delayed mode: a newer event for the same key (ordering_key_path, else the event key) supersedes the
+    -- older one not yet attempted (whk.supersede_deliveries); only meaningful in delayed mode, so refused
+    -- elsewhere (whk_01_webhooks_supersede_delayed).
+    supersede_by_key      boolean     NOT NULL DEFAULT false,
+    -- Urgent: the consumer's quiet hours (whk_04_assinantes.quiet_hours) do not hold this webhook's deliveries.
+    urgent                boolean     NOT NULL DEFAULT false,
     retry_policy          jsonb       CHECK (retry_policy IS NULL OR jsonb_typeof(retry_policy) = 'object'),
     timeout_ms            integer     NOT NULL DEFAULT 15000 CHECK (timeout_ms BETWEEN 100 AND 120000),
     -- NULL = no limit. Bounded like the consumer's (see whk_04_assinantes): a denormal rate underflows the
@@ -112,7 +122,8 @@ CREATE TABLE whk.whk_01_webhooks (
     needs_secret_since    timestamptz,
     -- The parent key of whk_03_entregas' (webhook_id, consumer_id) foreign key.
     CONSTRAINT whk_01_webhooks_id_consumer_key UNIQUE (id, consumer_id),
-    CONSTRAINT whk_01_webhooks_quarantine_stage_set CHECK ((quarantined_at IS NULL) = (quarantine_stage IS NULL))
+    CONSTRAINT whk_01_webhooks_quarantine_stage_set CHECK ((quarantined_at IS NULL) = (quarantine_stage IS NULL)),
+    CONSTRAINT whk_01_webhooks_supersede_delayed CHECK (NOT supersede_by_key OR delivery_mode = 'delayed')
 );
 COMMENT ON TABLE whk.whk_01_webhooks IS
     'Webhook endpoints: URL and method, subscribed types, auth, filters, status and delivery settings.';
@@ -131,6 +142,8 @@ COMMENT ON COLUMN whk.whk_01_webhooks.needs_secret_since IS
     'Set while the webhook has no current signing secret: its deliveries wait, nothing is sent unsigned.';
 -- Health, the alert metric and the provisioning sweep list the webhooks waiting for a secret: tiny index.
 CREATE INDEX whk_01_webhooks_needs_secret_idx ON whk.whk_01_webhooks (id) WHERE needs_secret_since IS NOT NULL;
+-- Routing asks after every batch whether any webhook supersedes by key (whk.supersede_deliveries): tiny index.
+CREATE INDEX whk_01_webhooks_supersede_idx ON whk.whk_01_webhooks (id) WHERE supersede_by_key AND deleted_at IS NULL;
 -- <<< sql/schema/110_whk_01_webhooks.sql
 
 -- >>> sql/schema/120_webhook_secrets.sql
@@ -266,7 +279,7 @@ CREATE TABLE whk.whk_03_entregas (
     consumer_id      bigint      NOT NULL,
     status           text        NOT NULL DEFAULT 'pending'
                                  CHECK (status IN ('pending', 'in_flight', 'awaiting_ack', 'delivered',
-                                                   'dead', 'parked', 'cancelled')),
+                                                   'dead', 'parked', 'cancelled', 'superseded')),
     -- Ordered mode: FIFO per (webhook_id, ordering_key) by commit_seq.
     ordering_key     text,
     commit_seq       bigint,
@@ -289,6 +302,9 @@ CREATE TABLE whk.whk_03_entregas (
     acked_at         timestamptz,
     dead_at          timestamptz,
     dead_reason      text,
+    -- status 'superseded': the delivery of the same (webhook, key) that replaced this one before it was
+    -- attempted (whk.supersede_deliveries). Not a foreign key: retention may delete either row first.
+    superseded_by    bigint,
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT whk_03_entregas_event_webhook_key UNIQUE (event_id, webhook_id),
@@ -2261,7 +2277,9 @@ CREATE OR REPLACE FUNCTION whk.create_webhook(
     require_ack           boolean DEFAULT false,
     ack_timeout_seconds   integer DEFAULT 3600,
     breaker_config        jsonb   DEFAULT NULL,
-    metadata              jsonb   DEFAULT '{}')
+    metadata              jsonb   DEFAULT '{}',
+    supersede_by_key      boolean DEFAULT false,
+    urgent                boolean DEFAULT false)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk, pg_temp
@@ -2335,6 +2353,10 @@ BEGIN
             THEN 'breaker_config: ' || whk.breaker_config_problem(create_webhook.breaker_config)
         WHEN create_webhook.metadata IS NULL OR jsonb_typeof(create_webhook.metadata) <> 'object'
             THEN 'metadata must be a JSON object'
+        WHEN create_webhook.supersede_by_key IS NULL OR create_webhook.urgent IS NULL
+            THEN 'supersede_by_key and urgent must be true or false'
+        WHEN create_webhook.supersede_by_key AND create_webhook.delivery_mode <> 'delayed'
+            THEN 'supersede_by_key needs delivery_mode delayed'
     END;
     IF v_problem IS NULL THEN
         BEGIN
@@ -2356,7 +2378,8 @@ BEGIN
                                          payload_version, headers, status, delivery_mode, batch_size,
                                          batch_window_ms, delay_seconds, ordering_key_path, retry_policy,
                                          timeout_ms, rate_limit_per_second, rate_limit_burst, max_in_flight,
-                                         require_ack, ack_timeout_seconds, breaker_config, metadata)
+                                         require_ack, ack_timeout_seconds, breaker_config, metadata,
+                                         supersede_by_key, urgent)
     VALUES (create_webhook.consumer_id, create_webhook.name, create_webhook.description, create_webhook.url,
             create_webhook.http_method, create_webhook.event_types, create_webhook.filter::jsonpath,
             create_webhook.payload_version, create_webhook.headers, create_webhook.status,
@@ -2364,17 +2387,95 @@ BEGIN
             create_webhook.delay_seconds, create_webhook.ordering_key_path::jsonpath, create_webhook.retry_policy,
             create_webhook.timeout_ms, create_webhook.rate_limit_per_second, create_webhook.rate_limit_burst,
             create_webhook.max_in_flight, create_webhook.require_ack, create_webhook.ack_timeout_seconds,
-            create_webhook.breaker_config, create_webhook.metadata)
+            create_webhook.breaker_config, create_webhook.metadata, create_webhook.supersede_by_key,
+            create_webhook.urgent)
     RETURNING w.id INTO v_id;
     RETURN v_id;
 END;
 $$;
 COMMENT ON FUNCTION whk.create_webhook(bigint, text, text, text[], text, text, text, integer, jsonb, text, text, integer,
                                        integer, integer, text, jsonb, integer, numeric, integer, integer, boolean,
-                                       integer, jsonb, jsonb) IS
+                                       integer, jsonb, jsonb, boolean, boolean) IS
     'SQL control plane: register a webhook with the API''s validation (bad input raises with a HINT); returns its '
     'id. Its signing secret is provisioned by the job worker (never sent unsigned meanwhile).';
 -- <<< sql/functions/config/create_webhook.sql
+
+-- >>> sql/functions/config/quiet_hours_problem.sql
+-- Why a consumer's quiet hours (whk_04_assinantes.quiet_hours) are refused, or NULL when they are fine
+-- (NULL quiet hours: none). The answer starts with the JSON pointer of the offending member inside
+-- quiet_hours ('/time_zone: …', '/windows/0/start: …'), so the API names the field and the SQL interface
+-- (whk.set_consumer_quiet_hours) quotes it. The same bounds as the API (api/consumers/schemas.py QuietHours).
+--
+-- The shape: {"time_zone": "Europe/Lisbon", "windows": [{"days": ["mon", "tue"], "start": "22:00",
+-- "end": "07:00"}]}: 1 to 14 windows, each on 1 to 7 distinct days, start and end HH:MM and different (an end
+-- at or before the start is on the next day).
+--
+-- The time zone must be an IANA name (Area/Location, or UTC) that this database's time zone data knows.
+-- Abbreviations (CEST) and POSIX offsets (UTC+3) are refused: they do not follow daylight saving time. The
+-- lookup is pg_catalog.timezone() on the name, not a scan of pg_timezone_names (that reads every zone file,
+-- milliseconds), because this runs as a CHECK on every write of the consumer row.
+CREATE OR REPLACE FUNCTION whk.quiet_hours_problem(p_quiet jsonb)
+RETURNS text
+LANGUAGE plpgsql
+STABLE PARALLEL SAFE
+SET search_path = pg_catalog, whk
+AS $$
+DECLARE
+    v_tz   text;
+    v_win  jsonb;
+    v_i    integer := 0;
+    v_days jsonb;
+BEGIN
+    IF p_quiet IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(p_quiet) <> 'object'
+       OR EXISTS (SELECT 1 FROM jsonb_object_keys(p_quiet - 'time_zone' - 'windows')) THEN
+        RETURN ': must be an object with exactly time_zone and windows';
+    END IF;
+    v_tz := p_quiet ->> 'time_zone';
+    IF jsonb_typeof(p_quiet -> 'time_zone') IS DISTINCT FROM 'string' OR length(v_tz) > 64
+       OR v_tz !~ '^(UTC|[A-Za-z][A-Za-z_-]*(/[A-Za-z0-9_+-]+){1,2})$' THEN
+        RETURN '/time_zone: must be an IANA time zone name such as Europe/Lisbon or UTC';
+    END IF;
+    BEGIN
+        PERFORM pg_catalog.timezone(v_tz, timestamptz '2000-01-01 00:00+00');
+    EXCEPTION WHEN invalid_parameter_value THEN
+        RETURN format('/time_zone: %s is not a time zone this database knows (see pg_timezone_names)', v_tz);
+    END;
+    IF jsonb_typeof(p_quiet -> 'windows') IS DISTINCT FROM 'array'
+       OR jsonb_array_length(p_quiet -> 'windows') NOT BETWEEN 1 AND 14 THEN
+        RETURN '/windows: must be a list of 1 to 14 windows';
+    END IF;
+    FOR v_win IN SELECT e FROM jsonb_array_elements(p_quiet -> 'windows') AS e LOOP
+        IF jsonb_typeof(v_win) <> 'object' OR NOT v_win ?& ARRAY['days', 'start', 'end']
+           OR EXISTS (SELECT 1 FROM jsonb_object_keys(v_win - 'days' - 'start' - 'end')) THEN
+            RETURN format('/windows/%s: must be an object with exactly days, start and end', v_i);
+        END IF;
+        v_days := v_win -> 'days';
+        IF jsonb_typeof(v_days) <> 'array' OR jsonb_array_length(v_days) NOT BETWEEN 1 AND 7
+           OR EXISTS (SELECT 1 FROM jsonb_array_elements(v_days) d
+                      WHERE d NOT IN ('"mon"', '"tue"', '"wed"', '"thu"', '"fri"', '"sat"', '"sun"'))
+           OR (SELECT count(DISTINCT d) FROM jsonb_array_elements(v_days) d) <> jsonb_array_length(v_days) THEN
+            RETURN format('/windows/%s/days: must be 1 to 7 distinct days among mon, tue, wed, thu, fri, sat, sun', v_i);
+        END IF;
+        IF jsonb_typeof(v_win -> 'start') <> 'string' OR v_win ->> 'start' !~ '^([01][0-9]|2[0-3]):[0-5][0-9]$' THEN
+            RETURN format('/windows/%s/start: must be a time HH:MM between 00:00 and 23:59', v_i);
+        END IF;
+        IF jsonb_typeof(v_win -> 'end') <> 'string' OR v_win ->> 'end' !~ '^([01][0-9]|2[0-3]):[0-5][0-9]$' THEN
+            RETURN format('/windows/%s/end: must be a time HH:MM between 00:00 and 23:59', v_i);
+        END IF;
+        IF v_win ->> 'start' = v_win ->> 'end' THEN
+            RETURN format('/windows/%s/end: must differ from start (an end before the start is on the next day)', v_i);
+        END IF;
+        v_i := v_i + 1;
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+COMMENT ON FUNCTION whk.quiet_hours_problem(jsonb) IS
+    'Why quiet hours are refused (JSON pointer: message), or NULL when they are fine.';
+-- <<< sql/functions/config/quiet_hours_problem.sql
 
 -- >>> sql/functions/config/retry_policy_problem.sql
 -- Why a retry policy (whk_01_webhooks.retry_policy, whk_05_configuracoes 'retry.policy') is refused, or NULL
@@ -2420,6 +2521,38 @@ $$;
 COMMENT ON FUNCTION whk.retry_policy_problem(jsonb) IS
     'Why a retry policy is out of bounds (NULL = fine): schedule_s <= 30 delays of 0.001..604800 s, jitter 0..0.99, ...';
 -- <<< sql/functions/config/retry_policy_problem.sql
+
+-- >>> sql/functions/config/set_consumer_quiet_hours.sql
+-- The SQL control plane (docs/dba.md): set or clear (NULL) a consumer's quiet hours, with the API's validation
+-- (PUT /api/whk/consumers/{id} "quiet_hours"); bad input raises invalid_parameter_value naming the member,
+-- with a HINT, never a bare constraint error:
+--   SELECT whk.set_consumer_quiet_hours(7, '{"time_zone": "Europe/Lisbon",
+--          "windows": [{"days": ["mon", "tue", "wed", "thu", "fri"], "start": "22:00", "end": "07:00"}]}');
+-- Returns whether the consumer exists. Audited like any SQL change (whk.audit_sql_change, actor = the role).
+CREATE OR REPLACE FUNCTION whk.set_consumer_quiet_hours(p_consumer_id bigint, p_quiet_hours jsonb)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+DECLARE
+    v_problem text := whk.quiet_hours_problem(p_quiet_hours);
+BEGIN
+    IF v_problem IS NOT NULL THEN
+        RAISE EXCEPTION 'whk.set_consumer_quiet_hours: quiet_hours%', v_problem
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'quiet_hours is NULL (none) or {"time_zone": "<IANA name>", "windows": [{"days": '
+                         '["mon", …], "start": "HH:MM", "end": "HH:MM"}]} with 1 to 14 windows: docs/delivery.md, '
+                         '"Quiet hours". Known zones: SELECT name FROM pg_timezone_names.';
+    END IF;
+    UPDATE whk.whk_04_assinantes a
+    SET quiet_hours = p_quiet_hours, updated_at = clock_timestamp()
+    WHERE a.id = p_consumer_id;
+    RETURN FOUND;
+END;
+$$;
+COMMENT ON FUNCTION whk.set_consumer_quiet_hours(bigint, jsonb) IS
+    'SQL control plane: set or clear a consumer''s quiet hours with the API''s validation (bad input raises with a HINT).';
+-- <<< sql/functions/config/set_consumer_quiet_hours.sql
 
 -- >>> sql/functions/config/setting_number_problem.sql
 -- Why one number of a JSON setting is out of its bounds, or NULL when it is fine (an absent member is fine).
@@ -3637,6 +3770,8 @@ COMMENT ON FUNCTION whk.bulk_retry_step(bigint, integer) IS
 --
 -- Only active webhooks of active consumers are served: a paused webhook's or a suspended consumer's
 -- deliveries wait, pending; a disabled one's are parked (whk.disable_webhook, whk.set_consumer_status).
+-- Inside the consumer's quiet hours (whk.quiet_until) only its urgent webhooks are served: the others'
+-- deliveries wait, pending, spending no attempt, and are due again when the window ends (whk.next_wakeup).
 --
 -- Quarantined webhooks (whk_01_webhooks.quarantined_at, see whk.quarantine_webhook) are never claimed for:
 -- one webhook whose data breaks this statement must not stop it for everyone. p_only (NULL = every webhook)
@@ -3684,7 +3819,7 @@ BEGIN
 
     FOR w IN
         SELECT wh.id, wh.consumer_id, wh.delivery_mode, wh.batch_size, wh.batch_window_ms, wh.max_in_flight,
-               wh.rate_limit_per_second, wh.rate_limit_burst,
+               wh.rate_limit_per_second, wh.rate_limit_burst, wh.urgent,
                r.breaker_state, r.probe_at, r.probe_until, r.tokens, r.tokens_at
         FROM whk.whk_01_webhooks wh
         JOIN whk.webhook_runtime r ON r.webhook_id = wh.id
@@ -3710,12 +3845,15 @@ BEGIN
                CASE WHEN a.rate_limit_per_second IS NOT NULL
                     THEN least(greatest(a.rate_limit_per_second, 0.001), 1000000)::double precision END AS rate,
                a.rate_limit_burst::double precision AS burst,
-               a.quota_deliveries_per_day AS quota, cr.tokens, cr.tokens_at, cr.quota_day, cr.quota_used
+               a.quota_deliveries_per_day AS quota, cr.tokens, cr.tokens_at, cr.quota_day, cr.quota_used,
+               a.quiet_hours
         INTO c
         FROM whk.whk_04_assinantes a
         LEFT JOIN whk.consumer_runtime cr ON cr.consumer_id = a.id
         WHERE a.id = w.consumer_id;
         CONTINUE WHEN c.status <> 'active';
+        CONTINUE WHEN c.quiet_hours IS NOT NULL AND NOT w.urgent
+                      AND whk.quiet_until(c.quiet_hours, v_now) IS NOT NULL;
 
         -- Circuit breaker: open = nothing until probe_at, then exactly one probe (half-open).
         v_req := v_left;
@@ -4084,8 +4222,11 @@ BEGIN
                           OFFSET 0)
               -- A suspended or disabled consumer's due deliveries wait for it, not for a round (the claim
               -- skips them): counted here they would make every round ask for another at once.
+              -- Likewise a consumer's non-urgent deliveries inside its quiet hours (whk.quiet_until).
               AND EXISTS (SELECT 1 FROM whk.whk_04_assinantes a
-                          WHERE a.id = wh.consumer_id AND a.status = 'active'))
+                          WHERE a.id = wh.consumer_id AND a.status = 'active'
+                            AND (a.quiet_hours IS NULL OR wh.urgent
+                                 OR whk.quiet_until(a.quiet_hours, clock_timestamp()) IS NULL)))
         INTO v_more;
         EXIT WHEN NOT v_more OR v_pass = 2;
         RETURN QUERY
@@ -4582,7 +4723,8 @@ $$;
 -- The earliest of: a pending delivery's next_attempt_at (retries, delayed mode), a batch window closing,
 -- a breaker's probe time, a token bucket refilling to one token. NULL = nothing is waiting on time.
 -- Quarantined webhooks and those of a consumer that is not active wait for an operator, not for time:
--- they are left out.
+-- they are left out. A consumer's quiet hours push its non-urgent webhooks' time to the window's end
+-- (whk.quiet_until), so a dispatcher does not wake for deliveries the claim would leave waiting.
 -- The dispatcher sleeps until then (or a wake-up, or its poll interval, whichever comes first).
 -- PL/pgSQL, not SQL: a SQL function with a SET clause is never inlined and was parsed and planned at every
 -- call (measured: ~0.45 ms of planning per call, the dispatcher asks up to ten times a second); PL/pgSQL
@@ -4597,7 +4739,19 @@ SET enable_seqscan = off
 SET jit = off
 AS $$
 BEGIN
-    RETURN (SELECT min(greatest(
+    RETURN (SELECT min(CASE WHEN a.quiet_hours IS NULL OR w.urgent THEN t.at
+                            ELSE coalesce(whk.quiet_until(a.quiet_hours, greatest(t.at, clock_timestamp())), t.at)
+                       END)
+    FROM whk.whk_01_webhooks w
+    JOIN whk.webhook_runtime r ON r.webhook_id = w.id
+    JOIN whk.whk_04_assinantes a ON a.id = w.consumer_id AND a.status = 'active'
+    CROSS JOIN LATERAL (
+        SELECT d.next_attempt_at AS due FROM whk.whk_03_entregas d
+        WHERE d.webhook_id = w.id AND d.status = 'pending'
+        ORDER BY d.next_attempt_at, d.id
+        LIMIT 1
+    ) n
+    CROSS JOIN LATERAL (SELECT greatest(
                CASE WHEN w.delivery_mode = 'batch'
                     THEN n.due + make_interval(secs => w.batch_window_ms / 1000.0) ELSE n.due END,
                CASE WHEN r.breaker_state = 'open' THEN r.probe_at END,
@@ -4607,18 +4761,9 @@ BEGIN
                                                                    / least(greatest(w.rate_limit_per_second::double precision,
                                                                                     0.001), 1000000),
                                                                    86400))
-               END))
-    FROM whk.whk_01_webhooks w
-    JOIN whk.webhook_runtime r ON r.webhook_id = w.id
-    CROSS JOIN LATERAL (
-        SELECT d.next_attempt_at AS due FROM whk.whk_03_entregas d
-        WHERE d.webhook_id = w.id AND d.status = 'pending'
-        ORDER BY d.next_attempt_at, d.id
-        LIMIT 1
-    ) n
+               END) AS at) t
     WHERE w.status = 'active' AND w.deleted_at IS NULL AND w.quarantined_at IS NULL
-      AND w.needs_secret_since IS NULL
-      AND EXISTS (SELECT 1 FROM whk.whk_04_assinantes a WHERE a.id = w.consumer_id AND a.status = 'active'));
+      AND w.needs_secret_since IS NULL);
 END;
 $$;
 -- <<< sql/functions/delivery/next_wakeup.sql
@@ -4741,6 +4886,58 @@ BEGIN
 END;
 $$;
 -- <<< sql/functions/delivery/quarantine_webhook.sql
+
+-- >>> sql/functions/delivery/quiet_until.sql
+-- The end of the consumer's quiet hours at p_at, or NULL when p_at is outside every window.
+--
+-- A window {"days": ["mon", …], "start": "22:00", "end": "07:00"} starts on each listed day at start, local
+-- time in the quiet hours' time_zone, and ends at end the same day, or the next day when end is at or
+-- before start: weekdays 22:00-07:00 covers Friday 22:00 to Saturday 07:00, not Sunday night. Windows that
+-- touch or overlap are joined (the answer is the end of the last one), up to 16 hops, so a configuration
+-- that is quiet all week answers a time at least 16 window ends later, never loops. Local times that do
+-- not exist or repeat around a daylight-saving change are resolved as PostgreSQL's AT TIME ZONE does.
+--
+-- The claim (whk.claim_deliveries), routing (whk.route_and_take), the round's due probe
+-- (whk.dispatch_round) and the dispatcher's sleep (whk.next_wakeup) ask it, so a quiet consumer's waiting
+-- deliveries cost no round until the window ends. p_at is a parameter so tests choose the moment.
+CREATE OR REPLACE FUNCTION whk.quiet_until(p_quiet jsonb, p_at timestamptz)
+RETURNS timestamptz
+LANGUAGE plpgsql
+STABLE PARALLEL SAFE
+SET search_path = pg_catalog, whk
+AS $$
+DECLARE
+    v_tz   text := p_quiet ->> 'time_zone';
+    v_at   timestamptz := p_at;
+    v_end  timestamptz;
+BEGIN
+    IF p_quiet IS NULL OR p_at IS NULL THEN
+        RETURN NULL;
+    END IF;
+    FOR v_hop IN 1 .. 16 LOOP
+        -- Windows that started on the local day of v_at or the day before (a window is under 24 hours).
+        SELECT max(x.ends) INTO v_end
+        FROM jsonb_array_elements(p_quiet -> 'windows') AS w(win)
+        CROSS JOIN LATERAL (VALUES ((v_at AT TIME ZONE v_tz)::date),
+                                   ((v_at AT TIME ZONE v_tz)::date - 1)) AS d(day)
+        CROSS JOIN LATERAL (
+            SELECT (d.day + (w.win ->> 'start')::time) AT TIME ZONE v_tz AS starts,
+                   (d.day + (w.win ->> 'end')::time
+                    + CASE WHEN (w.win ->> 'end')::time <= (w.win ->> 'start')::time
+                           THEN interval '1 day' ELSE interval '0' END) AT TIME ZONE v_tz AS ends
+        ) x
+        WHERE (w.win -> 'days')
+              ? (ARRAY['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'])[extract(isodow FROM d.day)::integer]
+          AND v_at >= x.starts AND v_at < x.ends;
+        EXIT WHEN v_end IS NULL;
+        v_at := v_end;
+    END LOOP;
+    RETURN CASE WHEN v_at > p_at THEN v_at END;
+END;
+$$;
+COMMENT ON FUNCTION whk.quiet_until(jsonb, timestamptz) IS
+    'End of the quiet hours in force at a moment (NULL: not quiet then).';
+-- <<< sql/functions/delivery/quiet_until.sql
 
 -- >>> sql/functions/delivery/reclaim_expired_leases.sql
 -- Deliveries whose dispatcher died (kill -9, lost host) stay in_flight until their lease passes; then any
@@ -5453,6 +5650,8 @@ $$;
 --   were validated when emitted (valid = true already); unregistered types stay NULL.
 -- * Ordered webhooks get the delivery's ordering_key (ordering_key_path in the envelope, else the event
 --   key); each delivery is due at max(now, deliver_at or created_at + the webhook's delay_seconds).
+-- * Delayed webhooks with supersede_by_key get the same key (no key: NULL, never superseded), and after the
+--   batch whk.supersede_deliveries lets the newest delivery of each key replace the older unsent ones.
 --
 -- Taking: the taken deliveries are inserted already in flight, leased to p_dispatcher, and returned with
 -- their payload. A fresh event for an unconstrained immediate webhook then costs one write of its delivery
@@ -5582,7 +5781,7 @@ BEGIN
         -- Paused webhooks and suspended consumers still get their deliveries (pending: the claim holds
         -- them until resumed, then they go out in order); disabled ones (webhook or consumer) do not.
         SELECT t.event_type, w.id, w.consumer_id, w.delivery_mode, w.ordering_key_path, w.delay_seconds,
-               w.payload_version, w.filter
+               w.payload_version, w.filter, w.supersede_by_key
         -- The rules are whk.route_target_open and whk.route_payload_matches (inlined; whk.explain names
         -- which one a webhook fails).
         FROM (SELECT DISTINCT r.event_type FROM routed r) t
@@ -5619,6 +5818,8 @@ BEGIN
           AND w.rate_limit_per_second IS NULL
           AND a.rate_limit_per_second IS NULL AND a.quota_deliveries_per_day IS NULL
           AND rt.breaker_state = 'closed'
+          -- Quiet hours hold a consumer's non-urgent deliveries for the claim (whk.quiet_until).
+          AND (a.quiet_hours IS NULL OR w.urgent OR whk.quiet_until(a.quiet_hours, v_now) IS NULL)
           -- OFFSET 0: a probe of this webhook's due index, not an anti-join that reads every due delivery of
           -- every webhook (the generic plan's choice; see whk.claim_deliveries).
           AND NOT EXISTS (SELECT 1 FROM whk.whk_03_entregas d
@@ -5631,6 +5832,9 @@ BEGIN
                CASE WHEN w.delivery_mode = 'ordered' THEN
                    coalesce(jsonb_path_query_first(r.payload, w.ordering_key_path, '{}'::jsonb, true) #>> '{}',
                             r.event_key, '')
+                    WHEN w.supersede_by_key THEN
+                   coalesce(jsonb_path_query_first(r.payload, w.ordering_key_path, '{}'::jsonb, true) #>> '{}',
+                            r.event_key)
                END AS ordering_key,
                greatest(v_now, coalesce(r.deliver_at, r.created_at) + make_interval(secs => w.delay_seconds))
                    AS due_at,
@@ -5710,6 +5914,7 @@ BEGIN
     WHERE f.status = 'in_flight'
     ORDER BY f.commit_seq, f.webhook_id;
     GET DIAGNOSTICS v_taken = ROW_COUNT;
+    PERFORM whk.supersede_deliveries(v_ids);
     IF v_taken = 0 THEN
         v_routed := cardinality(v_ids);  -- every picked event was routed
         RETURN QUERY SELECT v_routed, NULL::bigint, NULL::bigint, NULL::uuid, NULL::text, NULL::integer,
@@ -5826,6 +6031,70 @@ $$;
 COMMENT ON FUNCTION whk.set_consumer_status(bigint, text) IS
     'Set a consumer''s status; disabled parks its pending deliveries, leaving disabled releases them. Returns (changed, parked, released).';
 -- <<< sql/functions/delivery/set_consumer_status.sql
+
+-- >>> sql/functions/delivery/supersede_deliveries.sql
+-- Supersede-by-key (docs/delivery.md, "Supersede by key"), run by whk.route_and_take after each routing batch
+-- (p_outbox_ids: the events it routed). For every webhook with supersede_by_key (delayed mode only, see the
+-- whk_01_webhooks_supersede_delayed CHECK), the newest delivery of each key among the ones just routed
+-- supersedes the older deliveries of that (webhook, key) that are still pending and were never attempted:
+-- they become 'superseded', a final state, with superseded_by naming the delivery that replaced them (kept,
+-- not lost; visible in the API with status=superseded). The key is the delivery's ordering_key (the webhook's
+-- ordering_key_path on the envelope, else the event key); a delivery without one is never superseded.
+--
+-- The replacement takes the earliest due time of what it replaces, so a key that keeps changing is sent at
+-- most delay_seconds after its first unsent change, with the latest state: superseding never postpones.
+--
+-- Race with a claim: a delivery a dispatcher has claimed (in_flight, or locked by a claim that is about to
+-- make it so) is never superseded. The UPDATE's status = 'pending' condition is checked again on the row's
+-- latest version after waiting for the claim's lock, and a claim skips rows this statement has locked (SKIP
+-- LOCKED), which after commit are superseded. A delivery that failed and waits for a retry (attempts > 0)
+-- was sent once already and is left to its schedule.
+--
+-- Costs nothing when no webhook supersedes (one probe of a partial index); otherwise one index probe per
+-- routed event (whk_03_entregas_outbox_idx) and one per key on the lane index.
+CREATE OR REPLACE FUNCTION whk.supersede_deliveries(p_outbox_ids bigint[])
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk
+-- Cached plans stay on their indexes, always generic, no JIT: the reasons are given once, at
+-- whk.route_and_take.
+SET enable_seqscan = off
+SET jit = off
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_n integer;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.supersede_by_key AND w.deleted_at IS NULL) THEN
+        RETURN 0;
+    END IF;
+    WITH fresh AS (
+        SELECT DISTINCT ON (d.webhook_id, d.ordering_key) d.id, d.webhook_id, d.ordering_key, d.commit_seq
+        FROM whk.whk_01_webhooks w
+        JOIN whk.whk_03_entregas d ON d.webhook_id = w.id
+        WHERE w.supersede_by_key AND w.deleted_at IS NULL
+          AND d.outbox_id = ANY (p_outbox_ids) AND d.status = 'pending' AND d.ordering_key IS NOT NULL
+        ORDER BY d.webhook_id, d.ordering_key, d.commit_seq DESC, d.id DESC
+    ), gone AS (
+        UPDATE whk.whk_03_entregas o
+        SET status = 'superseded', superseded_by = f.id, updated_at = clock_timestamp()
+        FROM fresh f
+        WHERE o.webhook_id = f.webhook_id AND o.ordering_key = f.ordering_key
+          AND o.status = 'pending' AND o.attempts = 0 AND o.commit_seq < f.commit_seq
+        RETURNING f.id AS by_id, o.next_attempt_at
+    ), moved AS (
+        UPDATE whk.whk_03_entregas n
+        SET next_attempt_at = least(n.next_attempt_at, g.first_due)
+        FROM (SELECT x.by_id, min(x.next_attempt_at) AS first_due FROM gone x GROUP BY x.by_id) g
+        WHERE n.id = g.by_id
+    )
+    SELECT count(*)::integer INTO v_n FROM gone;
+    RETURN v_n;
+END;
+$$;
+COMMENT ON FUNCTION whk.supersede_deliveries(bigint[]) IS
+    'Supersede-by-key: mark older never-attempted pending deliveries of a key superseded by the newest one.';
+-- <<< sql/functions/delivery/supersede_deliveries.sql
 
 -- >>> sql/functions/ops/dispatcher_heartbeat.sql
 -- A dispatcher announces itself and proves it is alive (every few seconds). Rows of dispatchers silent
@@ -6271,7 +6540,7 @@ BEGIN
                      WHERE a.started_at < whk.retention_horizon('attempts')
                        AND NOT EXISTS (SELECT 1 FROM whk.whk_03_entregas d
                                         WHERE d.id = a.delivery_id
-                                          AND d.status NOT IN ('delivered', 'cancelled'))
+                                          AND d.status NOT IN ('delivered', 'cancelled', 'superseded'))
                      ORDER BY a.id
                      LIMIT p_batch
                        FOR UPDATE SKIP LOCKED);
@@ -6323,7 +6592,7 @@ COMMENT ON FUNCTION whk.retention_delete_audit(integer) IS
 
 -- >>> sql/functions/ops/retention_delete_deliveries.sql
 -- whk.retention_delete_deliveries: one batch of delivery-history retention. Deletes at most p_batch
--- delivered or cancelled deliveries that finished (updated_at) before the 'delivered' horizon, lowest ids
+-- delivered, cancelled or superseded deliveries that finished (updated_at) before the 'delivered' horizon, lowest ids
 -- first (the primary key: old rows come first, so the scan stops early), with their attempts (ON DELETE
 -- CASCADE). Never a pending, in-flight, awaiting-ack, parked or dead delivery: dead letters stay until
 -- they are retried or purged. Returns how many were deleted; call it again until it returns less than
@@ -6344,7 +6613,7 @@ BEGIN
     END IF;
     DELETE FROM whk.whk_03_entregas d
      WHERE d.id IN (SELECT x.id FROM whk.whk_03_entregas x
-                     WHERE x.status IN ('delivered', 'cancelled')
+                     WHERE x.status IN ('delivered', 'cancelled', 'superseded')
                        AND x.updated_at < whk.retention_horizon('delivered')
                      ORDER BY x.id
                      LIMIT p_batch
@@ -6425,11 +6694,11 @@ BEGIN
                format(q, whk.retention_horizon(k)) AS q
           FROM (VALUES
                 ('delivered', 'whk.whk_03_entregas',
-                 'SELECT 1 FROM whk.whk_03_entregas WHERE status IN (''delivered'', ''cancelled'') AND updated_at < %L'),
+                 'SELECT 1 FROM whk.whk_03_entregas WHERE status IN (''delivered'', ''cancelled'', ''superseded'') AND updated_at < %L'),
                 ('attempts', 'whk.whk_03_entregas_tentativas',
                  'SELECT 1 FROM whk.whk_03_entregas_tentativas a WHERE started_at < %L AND NOT EXISTS'
                  ' (SELECT 1 FROM whk.whk_03_entregas d WHERE d.id = a.delivery_id'
-                 ' AND d.status NOT IN (''delivered'', ''cancelled''))'),
+                 ' AND d.status NOT IN (''delivered'', ''cancelled'', ''superseded''))'),
                 ('audit', 'whk.audit_log',
                  'SELECT 1 FROM whk.audit_log WHERE occurred_at < %L')) AS v(k, t, q)
     LOOP
@@ -6880,6 +7149,8 @@ ALTER TABLE whk.whk_01_webhooks
     ADD CONSTRAINT whk_01_webhooks_breaker_config_bounds CHECK (whk.breaker_config_problem(breaker_config) IS NULL);
 ALTER TABLE whk.whk_05_configuracoes
     ADD CONSTRAINT whk_05_configuracoes_value_bounds CHECK (whk.config_value_problem(key, value) IS NULL);
+ALTER TABLE whk.whk_04_assinantes
+    ADD CONSTRAINT whk_04_assinantes_quiet_hours_bounds CHECK (whk.quiet_hours_problem(quiet_hours) IS NULL);
 -- <<< sql/constraints/setting_bounds.sql
 
 COMMIT;

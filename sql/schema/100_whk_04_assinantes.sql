@@ -24,6 +24,10 @@ CREATE TABLE whk.whk_04_assinantes (
                                                OR quota_deliveries_per_day BETWEEN 1 AND 1000000000),
     delivery_preferences    jsonb       NOT NULL DEFAULT '{}'::jsonb
                                         CHECK (jsonb_typeof(delivery_preferences) = 'object'),
+    -- Quiet hours (docs/delivery.md, "Quiet hours"): {"time_zone": IANA name, "windows": [{"days": ["mon", …],
+    -- "start": "22:00", "end": "07:00"}, …]}; NULL = none. Inside a window the deliveries of its webhooks that
+    -- are not urgent wait, pending. Bounded by whk.quiet_hours_problem (sql/constraints/setting_bounds.sql).
+    quiet_hours             jsonb,
     metadata                jsonb       NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(metadata) = 'object'),
     -- Activity and usage, maintained in aggregate by the dispatcher (never per row in ERP commits).
     last_activity_at        timestamptz,

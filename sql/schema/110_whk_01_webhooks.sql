@@ -30,6 +30,12 @@ CREATE TABLE whk.whk_01_webhooks (
     delay_seconds         integer     NOT NULL DEFAULT 0 CHECK (delay_seconds BETWEEN 0 AND 2592000),
     -- Ordered mode: FIFO per (webhook, key); the key is the event key unless this path picks another.
     ordering_key_path     jsonpath,
+    -- Delayed mode: a newer event for the same key (ordering_key_path, else the event key) supersedes the
+    -- older one not yet attempted (whk.supersede_deliveries); only meaningful in delayed mode, so refused
+    -- elsewhere (whk_01_webhooks_supersede_delayed).
+    supersede_by_key      boolean     NOT NULL DEFAULT false,
+    -- Urgent: the consumer's quiet hours (whk_04_assinantes.quiet_hours) do not hold this webhook's deliveries.
+    urgent                boolean     NOT NULL DEFAULT false,
     retry_policy          jsonb       CHECK (retry_policy IS NULL OR jsonb_typeof(retry_policy) = 'object'),
     timeout_ms            integer     NOT NULL DEFAULT 15000 CHECK (timeout_ms BETWEEN 100 AND 120000),
     -- NULL = no limit. Bounded like the consumer's (see whk_04_assinantes): a denormal rate underflows the
@@ -65,7 +71,8 @@ CREATE TABLE whk.whk_01_webhooks (
     needs_secret_since    timestamptz,
     -- The parent key of whk_03_entregas' (webhook_id, consumer_id) foreign key.
     CONSTRAINT whk_01_webhooks_id_consumer_key UNIQUE (id, consumer_id),
-    CONSTRAINT whk_01_webhooks_quarantine_stage_set CHECK ((quarantined_at IS NULL) = (quarantine_stage IS NULL))
+    CONSTRAINT whk_01_webhooks_quarantine_stage_set CHECK ((quarantined_at IS NULL) = (quarantine_stage IS NULL)),
+    CONSTRAINT whk_01_webhooks_supersede_delayed CHECK (NOT supersede_by_key OR delivery_mode = 'delayed')
 );
 COMMENT ON TABLE whk.whk_01_webhooks IS
     'Webhook endpoints: URL and method, subscribed types, auth, filters, status and delivery settings.';
@@ -84,3 +91,5 @@ COMMENT ON COLUMN whk.whk_01_webhooks.needs_secret_since IS
     'Set while the webhook has no current signing secret: its deliveries wait, nothing is sent unsigned.';
 -- Health, the alert metric and the provisioning sweep list the webhooks waiting for a secret: tiny index.
 CREATE INDEX whk_01_webhooks_needs_secret_idx ON whk.whk_01_webhooks (id) WHERE needs_secret_since IS NOT NULL;
+-- Routing asks after every batch whether any webhook supersedes by key (whk.supersede_deliveries): tiny index.
+CREATE INDEX whk_01_webhooks_supersede_idx ON whk.whk_01_webhooks (id) WHERE supersede_by_key AND deleted_at IS NULL;

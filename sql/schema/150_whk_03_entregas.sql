@@ -9,7 +9,7 @@ CREATE TABLE whk.whk_03_entregas (
     consumer_id      bigint      NOT NULL,
     status           text        NOT NULL DEFAULT 'pending'
                                  CHECK (status IN ('pending', 'in_flight', 'awaiting_ack', 'delivered',
-                                                   'dead', 'parked', 'cancelled')),
+                                                   'dead', 'parked', 'cancelled', 'superseded')),
     -- Ordered mode: FIFO per (webhook_id, ordering_key) by commit_seq.
     ordering_key     text,
     commit_seq       bigint,
@@ -32,6 +32,9 @@ CREATE TABLE whk.whk_03_entregas (
     acked_at         timestamptz,
     dead_at          timestamptz,
     dead_reason      text,
+    -- status 'superseded': the delivery of the same (webhook, key) that replaced this one before it was
+    -- attempted (whk.supersede_deliveries). Not a foreign key: retention may delete either row first.
+    superseded_by    bigint,
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT whk_03_entregas_event_webhook_key UNIQUE (event_id, webhook_id),

@@ -34,7 +34,9 @@ CREATE OR REPLACE FUNCTION whk.create_webhook(
     require_ack           boolean DEFAULT false,
     ack_timeout_seconds   integer DEFAULT 3600,
     breaker_config        jsonb   DEFAULT NULL,
-    metadata              jsonb   DEFAULT '{}')
+    metadata              jsonb   DEFAULT '{}',
+    supersede_by_key      boolean DEFAULT false,
+    urgent                boolean DEFAULT false)
 RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk, pg_temp
@@ -108,6 +110,10 @@ BEGIN
             THEN 'breaker_config: ' || whk.breaker_config_problem(create_webhook.breaker_config)
         WHEN create_webhook.metadata IS NULL OR jsonb_typeof(create_webhook.metadata) <> 'object'
             THEN 'metadata must be a JSON object'
+        WHEN create_webhook.supersede_by_key IS NULL OR create_webhook.urgent IS NULL
+            THEN 'supersede_by_key and urgent must be true or false'
+        WHEN create_webhook.supersede_by_key AND create_webhook.delivery_mode <> 'delayed'
+            THEN 'supersede_by_key needs delivery_mode delayed'
     END;
     IF v_problem IS NULL THEN
         BEGIN
@@ -129,7 +135,8 @@ BEGIN
                                          payload_version, headers, status, delivery_mode, batch_size,
                                          batch_window_ms, delay_seconds, ordering_key_path, retry_policy,
                                          timeout_ms, rate_limit_per_second, rate_limit_burst, max_in_flight,
-                                         require_ack, ack_timeout_seconds, breaker_config, metadata)
+                                         require_ack, ack_timeout_seconds, breaker_config, metadata,
+                                         supersede_by_key, urgent)
     VALUES (create_webhook.consumer_id, create_webhook.name, create_webhook.description, create_webhook.url,
             create_webhook.http_method, create_webhook.event_types, create_webhook.filter::jsonpath,
             create_webhook.payload_version, create_webhook.headers, create_webhook.status,
@@ -137,13 +144,14 @@ BEGIN
             create_webhook.delay_seconds, create_webhook.ordering_key_path::jsonpath, create_webhook.retry_policy,
             create_webhook.timeout_ms, create_webhook.rate_limit_per_second, create_webhook.rate_limit_burst,
             create_webhook.max_in_flight, create_webhook.require_ack, create_webhook.ack_timeout_seconds,
-            create_webhook.breaker_config, create_webhook.metadata)
+            create_webhook.breaker_config, create_webhook.metadata, create_webhook.supersede_by_key,
+            create_webhook.urgent)
     RETURNING w.id INTO v_id;
     RETURN v_id;
 END;
 $$;
 COMMENT ON FUNCTION whk.create_webhook(bigint, text, text, text[], text, text, text, integer, jsonb, text, text, integer,
                                        integer, integer, text, jsonb, integer, numeric, integer, integer, boolean,
-                                       integer, jsonb, jsonb) IS
+                                       integer, jsonb, jsonb, boolean, boolean) IS
     'SQL control plane: register a webhook with the API''s validation (bad input raises with a HINT); returns its '
     'id. Its signing secret is provisioned by the job worker (never sent unsigned meanwhile).';

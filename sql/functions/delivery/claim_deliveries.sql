@@ -34,6 +34,8 @@
 --
 -- Only active webhooks of active consumers are served: a paused webhook's or a suspended consumer's
 -- deliveries wait, pending; a disabled one's are parked (whk.disable_webhook, whk.set_consumer_status).
+-- Inside the consumer's quiet hours (whk.quiet_until) only its urgent webhooks are served: the others'
+-- deliveries wait, pending, spending no attempt, and are due again when the window ends (whk.next_wakeup).
 --
 -- Quarantined webhooks (whk_01_webhooks.quarantined_at, see whk.quarantine_webhook) are never claimed for:
 -- one webhook whose data breaks this statement must not stop it for everyone. p_only (NULL = every webhook)
@@ -81,7 +83,7 @@ BEGIN
 
     FOR w IN
         SELECT wh.id, wh.consumer_id, wh.delivery_mode, wh.batch_size, wh.batch_window_ms, wh.max_in_flight,
-               wh.rate_limit_per_second, wh.rate_limit_burst,
+               wh.rate_limit_per_second, wh.rate_limit_burst, wh.urgent,
                r.breaker_state, r.probe_at, r.probe_until, r.tokens, r.tokens_at
         FROM whk.whk_01_webhooks wh
         JOIN whk.webhook_runtime r ON r.webhook_id = wh.id
@@ -107,12 +109,15 @@ BEGIN
                CASE WHEN a.rate_limit_per_second IS NOT NULL
                     THEN least(greatest(a.rate_limit_per_second, 0.001), 1000000)::double precision END AS rate,
                a.rate_limit_burst::double precision AS burst,
-               a.quota_deliveries_per_day AS quota, cr.tokens, cr.tokens_at, cr.quota_day, cr.quota_used
+               a.quota_deliveries_per_day AS quota, cr.tokens, cr.tokens_at, cr.quota_day, cr.quota_used,
+               a.quiet_hours
         INTO c
         FROM whk.whk_04_assinantes a
         LEFT JOIN whk.consumer_runtime cr ON cr.consumer_id = a.id
         WHERE a.id = w.consumer_id;
         CONTINUE WHEN c.status <> 'active';
+        CONTINUE WHEN c.quiet_hours IS NOT NULL AND NOT w.urgent
+                      AND whk.quiet_until(c.quiet_hours, v_now) IS NOT NULL;
 
         -- Circuit breaker: open = nothing until probe_at, then exactly one probe (half-open).
         v_req := v_left;

@@ -22,6 +22,8 @@
 --   were validated when emitted (valid = true already); unregistered types stay NULL.
 -- * Ordered webhooks get the delivery's ordering_key (ordering_key_path in the envelope, else the event
 --   key); each delivery is due at max(now, deliver_at or created_at + the webhook's delay_seconds).
+-- * Delayed webhooks with supersede_by_key get the same key (no key: NULL, never superseded), and after the
+--   batch whk.supersede_deliveries lets the newest delivery of each key replace the older unsent ones.
 --
 -- Taking: the taken deliveries are inserted already in flight, leased to p_dispatcher, and returned with
 -- their payload. A fresh event for an unconstrained immediate webhook then costs one write of its delivery
@@ -151,7 +153,7 @@ BEGIN
         -- Paused webhooks and suspended consumers still get their deliveries (pending: the claim holds
         -- them until resumed, then they go out in order); disabled ones (webhook or consumer) do not.
         SELECT t.event_type, w.id, w.consumer_id, w.delivery_mode, w.ordering_key_path, w.delay_seconds,
-               w.payload_version, w.filter
+               w.payload_version, w.filter, w.supersede_by_key
         -- The rules are whk.route_target_open and whk.route_payload_matches (inlined; whk.explain names
         -- which one a webhook fails).
         FROM (SELECT DISTINCT r.event_type FROM routed r) t
@@ -188,6 +190,8 @@ BEGIN
           AND w.rate_limit_per_second IS NULL
           AND a.rate_limit_per_second IS NULL AND a.quota_deliveries_per_day IS NULL
           AND rt.breaker_state = 'closed'
+          -- Quiet hours hold a consumer's non-urgent deliveries for the claim (whk.quiet_until).
+          AND (a.quiet_hours IS NULL OR w.urgent OR whk.quiet_until(a.quiet_hours, v_now) IS NULL)
           -- OFFSET 0: a probe of this webhook's due index, not an anti-join that reads every due delivery of
           -- every webhook (the generic plan's choice; see whk.claim_deliveries).
           AND NOT EXISTS (SELECT 1 FROM whk.whk_03_entregas d
@@ -200,6 +204,9 @@ BEGIN
                CASE WHEN w.delivery_mode = 'ordered' THEN
                    coalesce(jsonb_path_query_first(r.payload, w.ordering_key_path, '{}'::jsonb, true) #>> '{}',
                             r.event_key, '')
+                    WHEN w.supersede_by_key THEN
+                   coalesce(jsonb_path_query_first(r.payload, w.ordering_key_path, '{}'::jsonb, true) #>> '{}',
+                            r.event_key)
                END AS ordering_key,
                greatest(v_now, coalesce(r.deliver_at, r.created_at) + make_interval(secs => w.delay_seconds))
                    AS due_at,
@@ -279,6 +286,7 @@ BEGIN
     WHERE f.status = 'in_flight'
     ORDER BY f.commit_seq, f.webhook_id;
     GET DIAGNOSTICS v_taken = ROW_COUNT;
+    PERFORM whk.supersede_deliveries(v_ids);
     IF v_taken = 0 THEN
         v_routed := cardinality(v_ids);  -- every picked event was routed
         RETURN QUERY SELECT v_routed, NULL::bigint, NULL::bigint, NULL::uuid, NULL::text, NULL::integer,

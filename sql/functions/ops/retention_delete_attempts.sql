@@ -20,7 +20,7 @@ BEGIN
                      WHERE a.started_at < whk.retention_horizon('attempts')
                        AND NOT EXISTS (SELECT 1 FROM whk.whk_03_entregas d
                                         WHERE d.id = a.delivery_id
-                                          AND d.status NOT IN ('delivered', 'cancelled'))
+                                          AND d.status NOT IN ('delivered', 'cancelled', 'superseded'))
                      ORDER BY a.id
                      LIMIT p_batch
                        FOR UPDATE SKIP LOCKED);

@@ -1,5 +1,5 @@
 -- whk.retention_delete_deliveries: one batch of delivery-history retention. Deletes at most p_batch
--- delivered or cancelled deliveries that finished (updated_at) before the 'delivered' horizon, lowest ids
+-- delivered, cancelled or superseded deliveries that finished (updated_at) before the 'delivered' horizon, lowest ids
 -- first (the primary key: old rows come first, so the scan stops early), with their attempts (ON DELETE
 -- CASCADE). Never a pending, in-flight, awaiting-ack, parked or dead delivery: dead letters stay until
 -- they are retried or purged. Returns how many were deleted; call it again until it returns less than
@@ -20,7 +20,7 @@ BEGIN
     END IF;
     DELETE FROM whk.whk_03_entregas d
      WHERE d.id IN (SELECT x.id FROM whk.whk_03_entregas x
-                     WHERE x.status IN ('delivered', 'cancelled')
+                     WHERE x.status IN ('delivered', 'cancelled', 'superseded')
                        AND x.updated_at < whk.retention_horizon('delivered')
                      ORDER BY x.id
                      LIMIT p_batch

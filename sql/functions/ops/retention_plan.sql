@@ -33,11 +33,11 @@ BEGIN
                format(q, whk.retention_horizon(k)) AS q
           FROM (VALUES
                 ('delivered', 'whk.whk_03_entregas',
-                 'SELECT 1 FROM whk.whk_03_entregas WHERE status IN (''delivered'', ''cancelled'') AND updated_at < %L'),
+                 'SELECT 1 FROM whk.whk_03_entregas WHERE status IN (''delivered'', ''cancelled'', ''superseded'') AND updated_at < %L'),
                 ('attempts', 'whk.whk_03_entregas_tentativas',
                  'SELECT 1 FROM whk.whk_03_entregas_tentativas a WHERE started_at < %L AND NOT EXISTS'
                  ' (SELECT 1 FROM whk.whk_03_entregas d WHERE d.id = a.delivery_id'
-                 ' AND d.status NOT IN (''delivered'', ''cancelled''))'),
+                 ' AND d.status NOT IN (''delivered'', ''cancelled'', ''superseded''))'),
                 ('audit', 'whk.audit_log',
                  'SELECT 1 FROM whk.audit_log WHERE occurred_at < %L')) AS v(k, t, q)
     LOOP
