@@ -15,8 +15,9 @@ ORDER BY {order}
 LIMIT %(limit)s
 
 -- name: get_delivery :one
--- payload: the body delivered (NULL when the event's outbox partition was dropped).
-SELECT {columns}, whk.event_envelope(o) AS payload
+-- payload: the body delivered (rendered for a pinned major, else the event's envelope; NULL when the
+-- event's outbox partition was dropped).
+SELECT {columns}, coalesce(d.payload, whk.event_envelope(o)) AS payload
 FROM whk.whk_03_entregas d
 LEFT JOIN whk.outbox o ON o.id = d.outbox_id AND o.created_at = d.event_created_at
 WHERE d.id = %(id)s AND (%(tenant)s::bigint IS NULL OR d.consumer_id = %(tenant)s::bigint)

@@ -192,6 +192,30 @@ COMMENT ON COLUMN whk.whk_02_eventos_versoes.check_path IS
     'Compiled fast check of schema (TRUE only for valid data); NULL = validated by whk.jsonschema_error only.';
 -- <<< sql/schema/130_whk_02_eventos.sql
 
+-- >>> sql/schema/131_whk_02_eventos_transforms.sql
+-- Transforms between the majors of an event type (docs/capture.md, "Versions and transforms"): a webhook
+-- pinned to a major (whk_01_webhooks.payload_version) receives each event rendered to that major, through
+-- the shortest chain of these steps. Written by whk.register_event_transform, which validates the function.
+CREATE TABLE whk.whk_02_eventos_transforms (
+    event_type_id bigint      NOT NULL REFERENCES whk.whk_02_eventos (id) ON DELETE CASCADE,
+    from_major    integer     NOT NULL CHECK (from_major BETWEEN 1 AND 1000),
+    to_major      integer     NOT NULL CHECK (to_major BETWEEN 1 AND 1000),
+    -- The function, taking data jsonb and returning jsonb, schema-qualified and quoted (format('%I.%I')). Stored as text,
+    -- not regprocedure: pg_upgrade refuses user tables with reg* columns other than regclass/regtype/regrole.
+    -- The CHECK keeps it a bare qualified name, so it can never smuggle SQL into the routing statement.
+    function      text        NOT NULL
+                              CHECK (function ~ '^("([^"]|"")+"|[a-z_][a-z0-9_$]*)\.("([^"]|"")+"|[a-z_][a-z0-9_$]*)$'),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (event_type_id, from_major, to_major),
+    CONSTRAINT whk_02_eventos_transforms_two_majors CHECK (from_major <> to_major)
+);
+COMMENT ON TABLE whk.whk_02_eventos_transforms IS
+    'Per event type: a function rendering data of from_major as to_major, for webhooks pinned to a major.';
+COMMENT ON COLUMN whk.whk_02_eventos_transforms.function IS
+    'Schema-qualified name of a function of (data jsonb) returning jsonb; whk.register_event_transform checks it.';
+-- <<< sql/schema/131_whk_02_eventos_transforms.sql
+
 -- >>> sql/schema/140_outbox.sql
 -- The outbox: one row per captured change or emitted event, written in the ERP's own transaction.
 -- Range-partitioned by created_at so old data leaves by dropping partitions (see docs/capture.md);
@@ -289,6 +313,14 @@ CREATE TABLE whk.whk_03_entregas (
     acked_at         timestamptz,
     dead_at          timestamptz,
     dead_reason      text,
+    -- Versions and transforms (docs/capture.md): for a webhook pinned to a major (payload_version), the body
+    -- rendered to that major, with its "version" member, written once at routing so every attempt sends
+    -- the same bytes. NULL: the event's own envelope (whk.event_envelope of the outbox row).
+    payload          jsonb,
+    -- Set while the delivery is parked because its body could not be rendered for the pinned major (no
+    -- chain of transforms, or a transform raised): the reason. Only whk.render_parked_deliveries (run by
+    -- whk.register_event_transform) releases such a delivery; resuming the webhook does not.
+    render_problem   text,
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT whk_03_entregas_event_webhook_key UNIQUE (event_id, webhook_id),
@@ -353,6 +385,13 @@ CREATE INDEX whk_03_entregas_lane_idx ON whk.whk_03_entregas (webhook_id, orderi
     WHERE status IN ('pending', 'in_flight', 'awaiting_ack') AND ordering_key IS NOT NULL;
 -- Parked deliveries (disabled webhook, 410) come back when the webhook is resumed.
 CREATE INDEX whk_03_entregas_parked_idx ON whk.whk_03_entregas (webhook_id) WHERE status = 'parked';
+-- Deliveries waiting for a transform, found by type when one is registered: a tiny partial index.
+CREATE INDEX whk_03_entregas_render_problem_idx ON whk.whk_03_entregas (event_type)
+    WHERE render_problem IS NOT NULL;
+COMMENT ON COLUMN whk.whk_03_entregas.payload IS
+    'The body rendered for the webhook''s pinned major (with "version"); NULL = the event''s own envelope.';
+COMMENT ON COLUMN whk.whk_03_entregas.render_problem IS
+    'Why this parked delivery could not be rendered for its pinned major; released by whk.render_parked_deliveries.';
 -- <<< sql/schema/150_whk_03_entregas.sql
 
 -- >>> sql/schema/155_webhook_runtime.sql
@@ -2454,6 +2493,36 @@ COMMENT ON FUNCTION whk.setting_number_problem(text, jsonb, numeric, numeric, bo
     'Why a JSON setting''s number is out of bounds (NULL = fine); the building block of the JSON setting CHECKs.';
 -- <<< sql/functions/config/setting_number_problem.sql
 
+-- >>> sql/functions/contracts/event_transform_path.sql
+-- whk.event_transform_path: the functions that render an event type's data from one major to another,
+-- in the order to apply them: the SHORTEST chain of registered transforms (whk_02_eventos_transforms),
+-- e.g. 3 -> 2 -> 1 when only 3->2 and 2->1 exist; among equally short chains, the one through the lowest
+-- majors. '{}' when the majors are equal; NULL when no chain exists (the caller parks the delivery).
+-- A major is never visited twice, so the walk ends however the transforms are registered.
+CREATE OR REPLACE FUNCTION whk.event_transform_path(p_event_type text, p_from_major integer, p_to_major integer)
+RETURNS text[]
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, whk
+AS $$
+    WITH RECURSIVE walk (major, path, seen) AS (
+        SELECT p_from_major, ARRAY[]::text[], ARRAY[p_from_major]
+        UNION ALL
+        SELECT t.to_major, w.path || t.function, w.seen || t.to_major
+        FROM walk w
+        JOIN whk.whk_02_eventos e ON e.name = p_event_type
+        JOIN whk.whk_02_eventos_transforms t ON t.event_type_id = e.id AND t.from_major = w.major
+        WHERE w.major <> p_to_major AND t.to_major <> ALL (w.seen)
+    )
+    SELECT w.path FROM walk w
+    WHERE w.major = p_to_major
+    ORDER BY cardinality(w.path), w.seen
+    LIMIT 1
+$$;
+COMMENT ON FUNCTION whk.event_transform_path(text, integer, integer) IS
+    'Shortest chain of registered transforms from one major of an event type to another ({} = same; NULL = none).';
+-- <<< sql/functions/contracts/event_transform_path.sql
+
 -- >>> sql/functions/contracts/jsonschema_breaking_change.sql
 -- whk.jsonschema_breaking_change: would replacing schema p_old by p_new break anyone within one major?
 -- Returns NULL when the change is backward compatible (it may become a new minor version), else the
@@ -3219,12 +3288,127 @@ COMMENT ON FUNCTION whk.jsonschema_problem(jsonb, text, jsonb) IS
     'NULL when a JSON Schema uses only what whk.jsonschema_error enforces, else the first problem.';
 -- <<< sql/functions/contracts/jsonschema_problem.sql
 
+-- >>> sql/functions/contracts/register_event_transform.sql
+-- whk.register_event_transform: bridge two majors of an event type with an SQL function, so a webhook
+-- pinned to one major (payload_version) still receives events published in another, rendered
+-- (docs/capture.md, "Versions and transforms"). Chains are followed (3 -> 2 -> 1): register one step per
+-- pair of neighbouring majors, in the directions subscribers need.
+--
+-- The function takes the event's `data` (jsonb) and returns the data in to_major's shape; it must be
+-- IMMUTABLE or STABLE (a pure function of the data: the dispatcher runs it inside its routing statement,
+-- with the dispatcher's role) and executable by whk_dispatcher. from_major / to_major may name a published
+-- major or the next one, so a bridge can exist before the major it comes from is published (then
+-- whk.register_event_type(..., new_major => true) finds no pinned webhook left without one).
+--
+-- Registering the same pair again replaces the function. Either way, deliveries of this type parked for a
+-- missing or failing transform are rendered again at once (whk.render_parked_deliveries): returns how
+-- many left the parking lot. SQL only: choosing code that runs in the dispatcher is a DBA's act.
+CREATE OR REPLACE FUNCTION whk.register_event_transform(event_type text, from_major integer, to_major integer,
+                                                        "function" text)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    p_type  text    := register_event_transform.event_type;
+    p_from  integer := register_event_transform.from_major;
+    p_to    integer := register_event_transform.to_major;
+    p_fn    text    := register_event_transform."function";
+    v_type  whk.whk_02_eventos%ROWTYPE;
+    v_oid   regprocedure;
+    v_proc  pg_catalog.pg_proc%ROWTYPE;
+    v_nsp   text;
+    v_name  text;
+    v_major integer;
+BEGIN
+    SELECT * INTO v_type FROM whk.whk_02_eventos e WHERE e.name = p_type FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown event type %', coalesce(quote_literal(p_type), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'transforms bridge the majors of a registered type: SELECT name, current_major FROM whk.whk_02_eventos';
+    END IF;
+    FOREACH v_major IN ARRAY ARRAY[p_from, p_to] LOOP
+        IF v_major IS NULL OR v_major < 1 OR v_major > v_type.current_major + 1 THEN
+            RAISE EXCEPTION 'major % of % is neither published nor the next one', coalesce(v_major::text, 'NULL'), p_type
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('from_major and to_major are between 1 and %s (%s is at %s.%s; %s is the next major)',
+                                    v_type.current_major + 1, p_type, v_type.current_major, v_type.current_minor,
+                                    v_type.current_major + 1);
+        END IF;
+    END LOOP;
+    IF p_from = p_to THEN
+        RAISE EXCEPTION 'a transform joins two different majors, got % and %', p_from, p_to
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'a webhook pinned to the event''s own major needs no transform';
+    END IF;
+
+    BEGIN
+        v_oid := CASE WHEN p_fn LIKE '%(%' THEN to_regprocedure(p_fn) ELSE to_regproc(p_fn)::oid::regprocedure END;
+    EXCEPTION WHEN OTHERS THEN
+        v_oid := NULL;  -- not a function name at all (e.g. unbalanced parentheses): the same answer
+    END;
+    IF v_oid IS NULL THEN
+        RAISE EXCEPTION 'no function %', coalesce(quote_literal(p_fn), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'create it first, e.g. CREATE FUNCTION erp.order_v2_to_v1(data jsonb) RETURNS jsonb '
+                         'LANGUAGE sql IMMUTABLE RETURN data - ''currency''; and pass ''erp.order_v2_to_v1'' '
+                         '(schema-qualified; with several overloads, ''erp.order_v2_to_v1(jsonb)'')';
+    END IF;
+    SELECT * INTO v_proc FROM pg_catalog.pg_proc p WHERE p.oid = v_oid;
+    SELECT n.nspname INTO v_nsp FROM pg_catalog.pg_namespace n WHERE n.oid = v_proc.pronamespace;
+    IF v_proc.prokind <> 'f' OR v_proc.proretset OR v_proc.pronargs <> 1
+       OR v_proc.proargtypes[0] <> 'jsonb'::regtype OR v_proc.prorettype <> 'jsonb'::regtype THEN
+        RAISE EXCEPTION 'function % is not (jsonb) RETURNS jsonb', v_oid
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'a transform takes the event''s data and returns it in the other major''s shape: '
+                         '(data jsonb) RETURNS jsonb, one argument, no SETOF';
+    END IF;
+    IF v_proc.provolatile = 'v' THEN
+        RAISE EXCEPTION 'function % is VOLATILE', v_oid
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('a transform is a pure function of the data, run inside the dispatcher''s routing: '
+                                'ALTER FUNCTION %s IMMUTABLE (or STABLE)', v_oid);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = 'whk_dispatcher')
+       AND NOT (has_function_privilege('whk_dispatcher', v_oid, 'EXECUTE')
+                AND has_schema_privilege('whk_dispatcher', v_proc.pronamespace, 'USAGE')) THEN
+        RAISE EXCEPTION 'whk_dispatcher may not call function %', v_oid
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('the dispatcher renders events: GRANT USAGE ON SCHEMA %I TO whk_dispatcher; '
+                                'GRANT EXECUTE ON FUNCTION %s TO whk_dispatcher', v_nsp, v_oid);
+    END IF;
+    v_name := format('%I.%I', v_nsp, v_proc.proname);
+
+    INSERT INTO whk.whk_02_eventos_transforms AS t (event_type_id, from_major, to_major, function)
+    VALUES (v_type.id, p_from, p_to, v_name)
+    ON CONFLICT (event_type_id, from_major, to_major)
+    DO UPDATE SET function = excluded.function, updated_at = now();
+    RETURN whk.render_parked_deliveries(p_type);
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION whk.register_event_transform(text, integer, integer, text) FROM PUBLIC;
+COMMENT ON FUNCTION whk.register_event_transform(text, integer, integer, text) IS
+    'Bridge two majors of an event type with a (data jsonb) RETURNS jsonb function; re-renders parked deliveries.';
+-- <<< sql/functions/contracts/register_event_transform.sql
+
 -- >>> sql/functions/contracts/register_event_type.sql
 -- whk.register_event_type: add an event type to the catalog or publish a new schema version of it.
 -- A new type starts at 1.0. For an existing type the schema is compared with the latest version of its
 -- current major: identical = nothing new; backward compatible = next minor (1.0 -> 1.1); breaking =
 -- refused unless new_major, which publishes (major + 1).0. Returns the resulting version 'major.minor'.
 -- description / strict / category: NULL keeps what the type has (new types: '', false, the prefix).
+--
+-- A new major is refused while a webhook subscribed to the type is pinned to another major
+-- (payload_version) that no chain of transforms reaches from the new one (whk.event_transform_path): the
+-- error lists them, so publishing never silently strands a subscriber. force => true publishes anyway;
+-- their deliveries are then parked by the router with the missing transform as the reason, and released
+-- when it is registered (whk.register_event_transform). Disabled webhooks count (they may be resumed);
+-- deleted ones do not.
+--
+-- The signature gained `force`: the old one is dropped so a database built before it keeps no ambiguous
+-- overload.
+DROP FUNCTION IF EXISTS whk.register_event_type(text, jsonb, text, boolean, boolean, text, text);
 CREATE OR REPLACE FUNCTION whk.register_event_type(
     event_type  text,
     schema      jsonb,
@@ -3232,7 +3416,8 @@ CREATE OR REPLACE FUNCTION whk.register_event_type(
     strict      boolean DEFAULT NULL,
     new_major   boolean DEFAULT false,
     category    text DEFAULT NULL,
-    changelog   text DEFAULT NULL
+    changelog   text DEFAULT NULL,
+    force       boolean DEFAULT false
 )
 RETURNS text
 LANGUAGE plpgsql
@@ -3249,12 +3434,14 @@ DECLARE
     p_new_major   boolean := coalesce(register_event_type.new_major, false);
     p_category    text    := register_event_type.category;
     p_changelog   text    := register_event_type.changelog;
+    p_force       boolean := coalesce(register_event_type.force, false);
     v_type    whk.whk_02_eventos%ROWTYPE;
     v_latest  jsonb;
     v_problem text;
     v_break   text;
     v_major   integer;
     v_minor   integer;
+    v_pinned  text;
 BEGIN
     IF p_event_type IS NULL OR p_event_type !~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$' THEN
         RAISE EXCEPTION 'invalid event type name %', coalesce(quote_literal(p_event_type), 'NULL')
@@ -3293,6 +3480,22 @@ BEGIN
     IF p_new_major THEN
         v_major := v_major + 1;
         v_minor := 0;
+        SELECT string_agg(format('%s %L (pinned to v%s)', w.id, w.name, w.payload_version), ', ' ORDER BY w.id)
+          INTO v_pinned
+          FROM whk.whk_01_webhooks w
+         WHERE w.deleted_at IS NULL AND w.payload_version IS NOT NULL AND w.payload_version <> v_major
+           AND whk.event_type_matches(w.event_types, p_event_type)
+           AND whk.event_transform_path(p_event_type, v_major, w.payload_version) IS NULL;
+        IF v_pinned IS NOT NULL AND NOT p_force THEN
+            RAISE EXCEPTION 'publishing % version %.0 would strand webhooks pinned to another major: %',
+                            p_event_type, v_major, v_pinned
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'no chain of transforms renders version ' || v_major || ' for these webhooks',
+                      HINT = format('register a transform first, e.g. SELECT whk.register_event_transform(%L, %s, %s, '
+                                    '''<schema>.<function>''), or re-pin the webhooks; force => true publishes '
+                                    'anyway and parks their deliveries until a transform exists',
+                                    p_event_type, v_major, v_major - 1);
+        END IF;
     ELSIF v_latest IS DISTINCT FROM p_schema THEN
         v_break := whk.jsonschema_breaking_change(v_latest, p_schema);
         IF v_break IS NOT NULL THEN
@@ -3330,12 +3533,138 @@ BEGIN
     RETURN v_major || '.' || v_minor;
 END;
 $$;
-REVOKE EXECUTE ON FUNCTION whk.register_event_type(text, jsonb, text, boolean, boolean, text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION whk.register_event_type(text, jsonb, text, boolean, boolean, text, text, boolean) FROM PUBLIC;
 -- The API registers event types (POST /api/whk/event-types).
-GRANT EXECUTE ON FUNCTION whk.register_event_type(text, jsonb, text, boolean, boolean, text, text) TO whk_app;
-COMMENT ON FUNCTION whk.register_event_type(text, jsonb, text, boolean, boolean, text, text) IS
-    'Register an event type or a new schema version: compatible = minor bump, breaking = refused unless new_major.';
+GRANT EXECUTE ON FUNCTION whk.register_event_type(text, jsonb, text, boolean, boolean, text, text, boolean) TO whk_app;
+COMMENT ON FUNCTION whk.register_event_type(text, jsonb, text, boolean, boolean, text, text, boolean) IS
+    'Register an event type or a new schema version: compatible = minor bump, breaking = refused unless new_major; a new major stranding pinned webhooks = refused unless force.';
 -- <<< sql/functions/contracts/register_event_type.sql
+
+-- >>> sql/functions/contracts/render_event.sql
+-- whk.render_event: the body a webhook pinned to p_to_major receives for an event of p_from_major: the
+-- envelope with its data passed through the chain of transforms (whk.event_transform_path) and a
+-- "version" member naming the major it now has. `type` and `timestamp` are kept: a transform renders the
+-- data only. p_to_major NULL (an unpinned webhook): (NULL, NULL), the event's own envelope is sent.
+--
+-- Fault isolation: this never raises for a missing chain or a transform's error. It returns the reason
+-- in `problem` (body NULL) and the router parks that one delivery with it; every other delivery of the
+-- routing statement goes on. Each transform runs in its own subtransaction (the EXCEPTION block), which
+-- costs an XID only if the transform writes. A transform that never returns holds routing up like any
+-- slow statement: transforms must be cheap, pure functions of the data.
+-- The function is called by name from pg_proc, never by the stored text, so nothing in the table can
+-- change the statement that runs.
+CREATE OR REPLACE FUNCTION whk.render_event(p_envelope jsonb, p_event_type text, p_from_major integer,
+                                            p_to_major integer, OUT body jsonb, OUT problem text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk
+AS $$
+DECLARE
+    v_path text[];
+    v_fn   text;
+    v_call text;
+    v_data jsonb := p_envelope -> 'data';
+BEGIN
+    IF p_to_major IS NULL OR p_envelope IS NULL THEN
+        RETURN;
+    END IF;
+    IF p_from_major IS DISTINCT FROM p_to_major THEN
+        v_path := whk.event_transform_path(p_event_type, p_from_major, p_to_major);
+        IF v_path IS NULL THEN
+            problem := format('no transform from %s v%s to v%s (the webhook''s pinned major): register one with '
+                              'SELECT whk.register_event_transform(%L, %s, %s, ''<schema>.<function>'')',
+                              p_event_type, p_from_major, p_to_major, p_event_type, p_from_major, p_to_major);
+            RETURN;
+        END IF;
+        FOREACH v_fn IN ARRAY v_path LOOP
+            BEGIN
+                SELECT format('%I.%I($1)', n.nspname, p.proname) INTO STRICT v_call
+                FROM pg_catalog.pg_proc p
+                JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                WHERE p.oid = to_regprocedure(v_fn || '(jsonb)');
+                EXECUTE 'SELECT ' || v_call INTO v_data USING v_data;
+            EXCEPTION WHEN OTHERS THEN
+                problem := left(format('transform %s(jsonb) of %s failed (%s): %s', v_fn, p_event_type, SQLSTATE,
+                                       CASE WHEN SQLSTATE = 'P0002' THEN 'the function no longer exists'
+                                            ELSE SQLERRM END), 2000);
+                RETURN;
+            END;
+            IF v_data IS NULL THEN
+                problem := format('transform %s(jsonb) of %s returned NULL', v_fn, p_event_type);
+                RETURN;
+            END IF;
+        END LOOP;
+    END IF;
+    body := jsonb_set(p_envelope, '{data}', v_data) || jsonb_build_object('version', p_to_major);
+END;
+$$;
+COMMENT ON FUNCTION whk.render_event(jsonb, text, integer, integer) IS
+    'Envelope rendered to a pinned major (data through the transforms, plus "version"), or the problem why not.';
+-- <<< sql/functions/contracts/render_event.sql
+
+-- >>> sql/functions/contracts/render_parked_deliveries.sql
+-- whk.render_parked_deliveries: render again the deliveries parked because their body could not be
+-- rendered for their webhook's pinned major (whk_03_entregas.render_problem), of one event type or (NULL)
+-- of all. whk.register_event_transform calls it; call it yourself after fixing a transform's body with
+-- CREATE OR REPLACE FUNCTION, or after re-pinning a webhook.
+--
+-- Each delivery rendered now, with the same rules as routing (whk.render_event, then the webhook's filter
+-- on the rendered body):
+-- * its webhook and consumer can receive: pending, due now (same event_id, so the same webhook-id);
+-- * its webhook or consumer is disabled: stays parked as any delivery of a disabled webhook, now released
+--   by whk.resume_webhook / whk.set_consumer_status like the others;
+-- * the rendered body does not match the webhook's filter: cancelled, never sent (routing would not have
+--   created it), with the reason kept in render_problem.
+-- One that still cannot be rendered stays parked with the new reason. Returns how many were released
+-- (pending, or handed over to the webhook's own parking).
+CREATE OR REPLACE FUNCTION whk.render_parked_deliveries(p_event_type text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_released integer;
+BEGIN
+    WITH parked AS (
+        SELECT d.id, x.body, x.problem, w.filter, coalesce(x.body, whk.event_envelope(o)) AS sent,
+               w.status = 'disabled' OR a.status = 'disabled' AS held
+        FROM whk.whk_03_entregas d
+        JOIN whk.outbox o ON o.id = d.outbox_id AND o.created_at = d.event_created_at
+        JOIN whk.whk_01_webhooks w ON w.id = d.webhook_id
+        JOIN whk.whk_04_assinantes a ON a.id = d.consumer_id
+        CROSS JOIN LATERAL whk.render_event(whk.event_envelope(o), o.event_type, o.event_version,
+                                            w.payload_version) x
+        WHERE d.render_problem IS NOT NULL AND d.status = 'parked'
+          AND (p_event_type IS NULL OR d.event_type = p_event_type)
+          AND w.deleted_at IS NULL
+        FOR UPDATE OF d
+    ), verdict AS (
+        SELECT p.id, p.body, p.problem, p.held,
+               p.problem IS NULL
+               AND (p.filter IS NULL OR coalesce(p.sent @@ p.filter, false)) AS wanted
+        FROM parked p
+    ), changed AS (
+        UPDATE whk.whk_03_entregas d
+        SET payload = v.body,
+            render_problem = CASE WHEN v.problem IS NOT NULL THEN v.problem
+                                  WHEN NOT v.wanted THEN 'rendered, it does not match the webhook''s filter: not sent'
+                             END,
+            status = CASE WHEN v.problem IS NOT NULL OR (v.wanted AND v.held) THEN 'parked'
+                          WHEN v.wanted THEN 'pending'
+                          ELSE 'cancelled' END,
+            next_attempt_at = clock_timestamp(), schedule_offset = d.attempts, updated_at = clock_timestamp()
+        FROM verdict v
+        WHERE d.id = v.id
+        RETURNING d.status, d.render_problem
+    )
+    SELECT count(*) FILTER (WHERE c.render_problem IS NULL) INTO v_released FROM changed c;
+    RETURN v_released;
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION whk.render_parked_deliveries(text) FROM PUBLIC;
+COMMENT ON FUNCTION whk.render_parked_deliveries(text) IS
+    'Render again deliveries parked for their pinned major (after a transform is registered or fixed); returns how many left.';
+-- <<< sql/functions/contracts/render_parked_deliveries.sql
 
 -- >>> sql/functions/contracts/validate_payload.sql
 -- whk.validate_payload: check an event body (the envelope built by whk.event_envelope) against the
@@ -3832,7 +4161,7 @@ BEGIN
             RETURNING d.*
         )
         SELECT k.id, k.webhook_id, k.event_id, k.event_type, k.attempts, k.schedule_offset, k.batch_id,
-               k.commit_seq, k.ordering_key, whk.event_envelope(o)::text
+               k.commit_seq, k.ordering_key, coalesce(k.payload, whk.event_envelope(o))::text  -- rendered for a pinned major
         FROM claimed k
         JOIN whk.outbox o ON o.id = k.outbox_id AND o.created_at = k.event_created_at;
         v_requests := CASE WHEN v_batch IS NOT NULL THEN 1 ELSE cardinality(v_ids) END;
@@ -5112,7 +5441,7 @@ COMMENT ON FUNCTION whk.replay_step(bigint, integer) IS
 -- Re-enable a disabled or paused webhook: its parked deliveries become pending again (same event_id, so
 -- the same webhook-id header), its breaker closes, its failure streak restarts and a quarantine
 -- (whk.quarantine_webhook) is lifted: resuming says "deliver again".
--- Returns the number of deliveries released from the parking lot.
+-- Returns the number of deliveries released from the parking lot (not those waiting for a transform).
 CREATE OR REPLACE FUNCTION whk.resume_webhook(p_webhook_id bigint)
 RETURNS integer
 LANGUAGE plpgsql
@@ -5140,7 +5469,10 @@ BEGIN
     UPDATE whk.whk_03_entregas d
     SET status = 'pending', next_attempt_at = clock_timestamp(), schedule_offset = d.attempts,
         updated_at = clock_timestamp()
-    WHERE d.webhook_id = p_webhook_id AND d.status = 'parked';
+    WHERE d.webhook_id = p_webhook_id AND d.status = 'parked'
+      -- Not those parked for a transform: sent now they would carry the wrong major
+      -- (whk.render_parked_deliveries releases them).
+      AND d.render_problem IS NULL;
     GET DIAGNOSTICS v_released = ROW_COUNT;
     RETURN v_released;
 END;
@@ -5215,8 +5547,9 @@ COMMENT ON FUNCTION whk.retry_dead(bigint, bigint, text, timestamptz, timestampt
 -- receivers deduplicate replays. The signature is fresh because it is computed per attempt.
 -- Rows in flight are left alone (their attempt is running), and so are deliveries of a deleted webhook
 -- (whk.delete_webhook: nothing more is sent to an endpoint its owner removed, and no claim would serve
--- them) and rows whose event is no longer in the outbox (retention). Returns how many were re-queued; the
--- API reports the others as skipped.
+-- them), rows whose event is no longer in the outbox (retention) and rows parked for a missing or failing
+-- transform (their body for the pinned major does not exist yet: whk.render_parked_deliveries releases
+-- them). Returns how many were re-queued; the API reports the others as skipped.
 CREATE OR REPLACE FUNCTION whk.retry_deliveries(p_ids bigint[])
 RETURNS integer
 LANGUAGE plpgsql
@@ -5230,6 +5563,7 @@ BEGIN
         dead_at = NULL, dead_reason = NULL, ack_deadline = NULL, lease_until = NULL, claimed_by = NULL,
         batch_id = NULL, updated_at = clock_timestamp()
     WHERE d.id = ANY (p_ids) AND d.status IN ('dead', 'delivered', 'awaiting_ack', 'pending', 'parked')
+      AND d.render_problem IS NULL
       AND NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL)
       -- Only while its event is still in the outbox (the claim rebuilds the body from it): a delivered
       -- delivery whose outbox partition retention dropped cannot be sent again.
@@ -5269,8 +5603,13 @@ $$;
 --   commit_seq is monotonic across dispatchers: a second router returns routed = 0 at once and goes on
 --   delivering; the lock is held for one short statement batch.
 -- * Fan-out is ONE set-based INSERT: every event x every matching webhook (active or paused, not deleted,
---   its consumer active or suspended, its event_types pattern matches, payload_version equal if set,
---   filter true). A paused webhook or a suspended consumer gets its deliveries pending, none taken: the
+--   its consumer active or suspended, its event_types pattern matches, filter true).
+-- * Pinned webhooks (payload_version set) get the event rendered to their major (whk.render_event:
+--   transforms, plus a "version" member), stored on the delivery as its body; the filter and the
+--   ordering-key path read that rendered body, since the subscriber wrote them for its major. When it
+--   cannot be rendered (no chain of transforms, a transform raised) the delivery is created parked with
+--   the reason in render_problem, filter unchecked, never taken: that one delivery waits for
+--   whk.render_parked_deliveries and the rest of the statement goes on (docs/capture.md). A paused webhook or a suspended consumer gets its deliveries pending, none taken: the
 --   claim holds them until it is active again, so nothing committed meanwhile is lost. A disabled webhook
 --   or consumer is not routed to. Events nobody subscribes to are routed too and kept for replay.
 -- * Filters are SQL/JSON path predicates stored as the jsonpath type (validated by PostgreSQL on write);
@@ -5454,19 +5793,27 @@ BEGIN
         SELECT r.event_id, r.id AS outbox_id, r.created_at, r.event_type, r.commit_seq, w.id AS webhook_id,
                w.consumer_id,
                CASE WHEN w.delivery_mode = 'ordered' THEN
-                   coalesce(jsonb_path_query_first(r.payload, w.ordering_key_path, '{}'::jsonb, true) #>> '{}',
+                   coalesce(jsonb_path_query_first(coalesce(x.body, r.payload), w.ordering_key_path,
+                                                   '{}'::jsonb, true) #>> '{}',
                             r.event_key, '')
                END AS ordering_key,
+               x.body AS rendered, x.problem AS render_problem,
                greatest(v_now, coalesce(r.deliver_at, r.created_at) + make_interval(secs => w.delay_seconds))
                    AS due_at,
                k.room, k.mode, k.batch_size,
-               k.id IS NOT NULL AND coalesce(r.deliver_at, r.created_at) <= v_now AS takeable
+               k.id IS NOT NULL AND coalesce(r.deliver_at, r.created_at) <= v_now
+               AND x.problem IS NULL AS takeable
         FROM routed r
-        JOIN targets w
-          ON w.event_type = r.event_type
-         AND (w.payload_version IS NULL OR w.payload_version = r.event_version)
-         AND (w.filter IS NULL OR coalesce(r.payload @@ w.filter, false))
+        JOIN targets w ON w.event_type = r.event_type
+        -- Rendered once per (event, pinned webhook); not called for an unpinned one (OFFSET 0 keeps the
+        -- sub-select whole, so its WHERE is a one-time gate in front of the function).
+        LEFT JOIN LATERAL (SELECT g.body, g.problem
+                           FROM whk.render_event(r.payload, r.event_type, r.event_version, w.payload_version) g
+                           WHERE w.payload_version IS NOT NULL
+                           OFFSET 0) x ON true
         LEFT JOIN takers k ON k.id = w.id
+        WHERE x.problem IS NOT NULL
+           OR w.filter IS NULL OR coalesce(coalesce(x.body, r.payload) @@ w.filter, false)
     ), numbered_requests AS (
         -- Request number per webhook (0-based): one per delivery, or one per batch_size deliveries for a
         -- batch webhook, where only FULL batches are taken (a partial one waits for its window in the claim).
@@ -5491,19 +5838,19 @@ BEGIN
     ), fanned AS (
         INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id,
                                          consumer_id, ordering_key, commit_seq, next_attempt_at, status,
-                                         lease_until, claimed_by, batch_id)
+                                         lease_until, claimed_by, batch_id, payload, render_problem)
         SELECT c.event_id, c.outbox_id, c.created_at, c.event_type, c.webhook_id, c.consumer_id, c.ordering_key,
                c.commit_seq, c.due_at,
-               CASE WHEN c.taken THEN 'in_flight' ELSE 'pending' END,
+               CASE WHEN c.taken THEN 'in_flight' WHEN c.render_problem IS NOT NULL THEN 'parked' ELSE 'pending' END,
                CASE WHEN c.taken THEN v_lease END,
                CASE WHEN c.taken THEN p_dispatcher END,
-               b.batch_id
+               b.batch_id, c.rendered, c.render_problem
         FROM chosen c
         LEFT JOIN batches b ON b.webhook_id = c.webhook_id AND b.req = c.req AND c.taken
         ORDER BY c.commit_seq, c.webhook_id
         ON CONFLICT (event_id, webhook_id) DO NOTHING
         RETURNING id, webhook_id, event_id, event_type, attempts, schedule_offset, commit_seq, ordering_key,
-                  outbox_id, event_created_at, status, batch_id
+                  outbox_id, event_created_at, status, batch_id, payload
     ), runtime AS (
         -- Only webhooks without a runtime row: ON CONFLICT on an existing row whose last version is being
         -- written by another transaction (an outcome moving the breaker) waits for it, and while this
@@ -5525,12 +5872,14 @@ BEGIN
         FROM (SELECT r.event_type, count(*) AS n FROM routed r GROUP BY r.event_type) c
         WHERE e.name = c.event_type
     )
-    -- The taken deliveries with their body, rebuilt from the outbox row by its primary key (the statement's
+    -- The taken deliveries with their body: the rendered one of a pinned webhook, else rebuilt from the
+    -- outbox row by its primary key (the statement's
     -- snapshot still sees the row as routing found it; whk.event_envelope is deterministic). Joining `fanned`
     -- to `matched` instead was a nested loop over two CTE scans in the generic plan (a CTE is estimated at a
     -- handful of rows): quadratic, ~280 ms of a 1,000-event round.
     SELECT (SELECT count(*) FROM routed)::integer, f.id, f.webhook_id, f.event_id, f.event_type, f.attempts,
-           f.schedule_offset, f.batch_id, f.commit_seq, f.ordering_key, whk.event_envelope(o)::text
+           f.schedule_offset, f.batch_id, f.commit_seq, f.ordering_key,
+           coalesce(f.payload, whk.event_envelope(o))::text
     FROM fanned f
     JOIN whk.outbox o ON o.id = f.outbox_id AND o.created_at = f.event_created_at
     WHERE f.status = 'in_flight'
@@ -5596,7 +5945,7 @@ BEGIN
         SET status = 'pending', next_attempt_at = clock_timestamp(), schedule_offset = d.attempts,
             updated_at = clock_timestamp()
         FROM whk.whk_01_webhooks w
-        WHERE d.consumer_id = p_consumer_id AND d.status = 'parked'
+        WHERE d.consumer_id = p_consumer_id AND d.status = 'parked' AND d.render_problem IS NULL
           AND w.id = d.webhook_id AND w.status <> 'disabled' AND w.deleted_at IS NULL;
         GET DIAGNOSTICS released = ROW_COUNT;
     END IF;
