@@ -327,3 +327,22 @@ def test_the_transform_table_refuses_what_is_not_a_qualified_name(shop: psycopg.
             " VALUES (%s, 1, 1, 'erp_tx.f')",
             [etype[0]],
         )
+
+
+def test_unpinned_webhooks_never_call_the_renderer(shop: psycopg.Connection[Any]) -> None:
+    conn = shop
+    c = make_consumer(conn)
+    make_webhook(conn, c, URL, [TYPE])
+    make_webhook(conn, c, URL, ["*"], filter="$.data.amount > 1")
+    pinned = make_webhook(conn, c, URL, [TYPE], payload_version=1)
+    conn.execute("SET track_functions = 'pl'")
+    with conn.transaction():
+        for n in range(3):
+            emit(conn, {"amount": n})
+        route(conn)
+        calls = conn.execute(
+            "SELECT pg_stat_get_xact_function_calls("
+            "'whk.render_event(jsonb, text, integer, integer)'::regprocedure)"
+        ).fetchone()
+    assert calls == (3,)  # once per event for the pinned webhook, never for the two others
+    assert statuses(conn, pinned) == {"pending": 3}
