@@ -346,3 +346,31 @@ def test_unpinned_webhooks_never_call_the_renderer(shop: psycopg.Connection[Any]
         ).fetchone()
     assert calls == (3,)  # once per event for the pinned webhook, never for the two others
     assert statuses(conn, pinned) == {"pending": 3}
+
+
+def test_a_replay_renders_for_the_pinned_major_like_routing(shop: psycopg.Connection[Any]) -> None:
+    conn = shop
+    c = make_consumer(conn)
+    register(conn, V2, new_major=True, force=True)
+    emit(conn, {"amount_cents": 4200, "currency": "BRL"})
+    route(conn)  # no webhook yet: the event is kept for replay
+    v1 = make_webhook(conn, c, URL, [TYPE], payload_version=1)
+    never = make_webhook(conn, c, URL, [TYPE], payload_version=1, filter="$.data.amount > 100")
+
+    def replay(hook: int) -> None:
+        row = conn.execute(
+            "SELECT whk.replay_start(%s, now() - interval '1 day', now() + interval '1 minute', '{}', NULL,"
+            " 'test')",
+            [hook],
+        ).fetchone()
+        assert row is not None
+        while conn.execute("SELECT whk.replay_step(%s, 10)", [row[0]]).fetchone() == (True,):
+            pass
+
+    replay(v1)  # no transform yet: replayed, parked with the reason (before: not replayed at all)
+    assert [s for s, _ in parked(conn, v1)] == ["parked"]
+    transform(conn, 2, 1, "erp_tx.paid_v2_to_v1")
+    assert parked(conn, v1) == [("pending", None)]
+    replay(never)  # rendered now, and the filter reads the v1 body: 42 is not > 100
+    assert parked(conn, never) == []
+    assert {h: b["data"] for h, b in bodies(conn).items()} == {v1: {"amount": 42}}
