@@ -374,3 +374,26 @@ def test_a_replay_renders_for_the_pinned_major_like_routing(shop: psycopg.Connec
     replay(never)  # rendered now, and the filter reads the v1 body: 42 is not > 100
     assert parked(conn, never) == []
     assert {h: b["data"] for h, b in bodies(conn).items()} == {v1: {"amount": 42}}
+
+
+def test_registering_a_transform_in_sql_is_audited(shop: psycopg.Connection[Any]) -> None:
+    conn = shop
+    transform(conn, 2, 1, "erp_tx.paid_v2_to_v1")
+    transform(conn, 2, 1, "erp_tx.paid_v3_to_v2")  # replaced: an update
+    rows = conn.execute(
+        "SELECT actor, action, target_type, target_id, before ->> 'function', after ->> 'function'"
+        " FROM whk.audit_log WHERE target_type = 'event_transform' ORDER BY id"
+    ).fetchall()
+    etype = conn.execute("SELECT id::text FROM whk.whk_02_eventos WHERE name = %s", [TYPE]).fetchone()
+    assert etype is not None
+    assert [r[1:] for r in rows] == [
+        ("event_transform.register", "event_transform", etype[0], None, "erp_tx.paid_v2_to_v1"),
+        (
+            "event_transform.update",
+            "event_transform",
+            etype[0],
+            "erp_tx.paid_v2_to_v1",
+            "erp_tx.paid_v3_to_v2",
+        ),
+    ]
+    assert all(r[0].startswith("sql:") for r in rows)
