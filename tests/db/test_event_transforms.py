@@ -15,7 +15,9 @@ import psycopg
 import pytest
 
 from tests.db.test_delivery_sql import URL, claim
+from tests.db.test_sql_control_plane import psql
 from tests.support.delivery import make_consumer, make_webhook, route, statuses
+from tests.support.pg import PgServer
 
 pytestmark = pytest.mark.db
 
@@ -397,3 +399,38 @@ def test_registering_a_transform_in_sql_is_audited(shop: psycopg.Connection[Any]
         ),
     ]
     assert all(r[0].startswith("sql:") for r in rows)
+
+
+def test_a_dba_bridges_and_publishes_a_major_in_psql(
+    pg_server: PgServer, db_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    """The docs/capture.md walk-through, as a DBA types it."""
+    c = make_consumer(conn)
+    legacy = make_webhook(conn, c, URL, ["invoice.*"], payload_version=1, name="legacy erp")
+    setup = """
+        SELECT whk.register_event_type('invoice.paid', '{"type": "object", "required": ["amount"]}');
+        CREATE SCHEMA erp;
+        CREATE FUNCTION erp.paid_v2_to_v1(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+            RETURN jsonb_build_object('amount', (data ->> 'amount_cents')::int / 100);
+        GRANT USAGE ON SCHEMA erp TO whk_dispatcher;
+    """
+    psql(pg_server, db_url, setup)
+    v2 = """SELECT whk.register_event_type('invoice.paid', '{"type": "object", "required": ["amount_cents"]}',
+                                          new_major => true);"""
+    refused = psql(pg_server, db_url, v2, ok=False).stderr
+    assert (
+        "publishing invoice.paid version 2.0 would strand webhooks pinned to another major:"
+        f" {legacy} 'legacy erp' (pinned to v1)" in refused
+    )
+    assert "HINT:  register a transform first" in refused
+    out = psql(
+        pg_server,
+        db_url,
+        "SELECT whk.register_event_transform('invoice.paid', 2, 1, 'erp.paid_v2_to_v1');" + v2,
+    ).stdout.split()
+    assert out == ["0", "2.0"]
+    psql(pg_server, db_url, """SELECT whk.emit('invoice.paid', '{"amount_cents": 1200}');""")
+    route(conn)
+    [(_id, hook, _b, _s, _k, payload)] = claim(conn)
+    assert hook == legacy
+    assert json.loads(payload)["data"] == {"amount": 12}
