@@ -4,8 +4,8 @@
 -- name: delivery_columns :fragment
 d.id, d.event_id, d.outbox_id, d.event_created_at, d.event_type, d.webhook_id, d.consumer_id, d.status,
 d.ordering_key, d.commit_seq, d.attempts, d.next_attempt_at, d.lease_until, d.last_status_code, d.last_error,
-d.last_attempt_at, d.delivered_at, d.ack_deadline, d.acked_at, d.dead_at, d.dead_reason, d.created_at,
-d.updated_at
+d.last_attempt_at, d.delivered_at, d.ack_deadline, d.acked_at, d.dead_at, d.dead_reason, d.render_problem,
+d.created_at, d.updated_at
 
 -- name: list_deliveries :many
 SELECT {columns}
