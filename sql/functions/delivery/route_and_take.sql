@@ -17,9 +17,10 @@
 --   ordering-key path read that rendered body, since the subscriber wrote them for its major. When it
 --   cannot be rendered (no chain of transforms, a transform raised) the delivery is created parked with
 --   the reason in render_problem, filter unchecked, never taken: that one delivery waits for
---   whk.render_parked_deliveries and the rest of the statement goes on (docs/capture.md). A paused webhook or a suspended consumer gets its deliveries pending, none taken: the
---   claim holds them until it is active again, so nothing committed meanwhile is lost. A disabled webhook
---   or consumer is not routed to. Events nobody subscribes to are routed too and kept for replay.
+--   whk.render_parked_deliveries and the rest of the statement goes on (docs/capture.md).
+-- * A paused webhook or a suspended consumer gets its deliveries pending, none taken: the claim holds them
+--   until it is active again, so nothing committed meanwhile is lost. A disabled webhook or consumer is
+--   not routed to. Events nobody subscribes to are routed too and kept for replay.
 -- * Filters are SQL/JSON path predicates stored as the jsonpath type (validated by PostgreSQL on write);
 --   `@@` yields NULL rather than an error on structural mismatches, which counts as "no match".
 -- * Non-strict schema validation: events of registered, non-strict types are checked here with
@@ -249,7 +250,8 @@ BEGIN
                                          lease_until, claimed_by, batch_id, payload, render_problem)
         SELECT c.event_id, c.outbox_id, c.created_at, c.event_type, c.webhook_id, c.consumer_id, c.ordering_key,
                c.commit_seq, c.due_at,
-               CASE WHEN c.taken THEN 'in_flight' WHEN c.render_problem IS NOT NULL THEN 'parked' ELSE 'pending' END,
+               CASE WHEN c.taken THEN 'in_flight' WHEN c.render_problem IS NOT NULL THEN 'parked'
+                    ELSE 'pending' END,
                CASE WHEN c.taken THEN v_lease END,
                CASE WHEN c.taken THEN p_dispatcher END,
                b.batch_id, c.rendered, c.render_problem
@@ -281,10 +283,10 @@ BEGIN
         WHERE e.name = c.event_type
     )
     -- The taken deliveries with their body: the rendered one of a pinned webhook, else rebuilt from the
-    -- outbox row by its primary key (the statement's
-    -- snapshot still sees the row as routing found it; whk.event_envelope is deterministic). Joining `fanned`
-    -- to `matched` instead was a nested loop over two CTE scans in the generic plan (a CTE is estimated at a
-    -- handful of rows): quadratic, ~280 ms of a 1,000-event round.
+    -- outbox row by its primary key (the statement's snapshot still sees the row as routing found it;
+    -- whk.event_envelope is deterministic). Joining `fanned` to `matched` instead was a nested loop over two
+    -- CTE scans in the generic plan (a CTE is estimated at a handful of rows): quadratic, ~280 ms of a
+    -- 1,000-event round.
     SELECT (SELECT count(*) FROM routed)::integer, f.id, f.webhook_id, f.event_id, f.event_type, f.attempts,
            f.schedule_offset, f.batch_id, f.commit_seq, f.ordering_key,
            coalesce(f.payload, whk.event_envelope(o))::text
