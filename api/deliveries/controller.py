@@ -338,6 +338,9 @@ class DeliveryController(Controller):
             )
         if await self.repo.webhook_deleted(conn, delivery_id):
             raise Conflict("the delivery's webhook was deleted; nothing more is sent to it")
+        if before.status == "parked" and before.render_problem is not None:
+            # No body in the webhook's pinned major yet: registering the transform releases it.
+            raise Conflict(f"the delivery waits for a transform: {before.render_problem}")
         requeued = await self.repo.retry(conn, delivery_id)
         after = await self.repo.lock(conn, tenant=None, delivery_id=delivery_id)
         assert after is not None

@@ -4,8 +4,8 @@
 -- name: delivery_columns :fragment
 d.id, d.event_id, d.outbox_id, d.event_created_at, d.event_type, d.webhook_id, d.consumer_id, d.status,
 d.ordering_key, d.commit_seq, d.attempts, d.next_attempt_at, d.lease_until, d.last_status_code, d.last_error,
-d.last_attempt_at, d.delivered_at, d.ack_deadline, d.acked_at, d.dead_at, d.dead_reason, d.created_at,
-d.updated_at, d.superseded_by
+d.last_attempt_at, d.delivered_at, d.ack_deadline, d.acked_at, d.dead_at, d.dead_reason, d.render_problem,
+d.created_at, d.updated_at, d.superseded_by
 
 -- name: list_deliveries :many
 SELECT {columns}
@@ -15,8 +15,9 @@ ORDER BY {order}
 LIMIT %(limit)s
 
 -- name: get_delivery :one
--- payload: the body delivered (NULL when the event's outbox partition was dropped).
-SELECT {columns}, whk.event_envelope(o) AS payload
+-- payload: the body delivered (rendered for a pinned major, else the event's envelope; NULL when the
+-- event's outbox partition was dropped).
+SELECT {columns}, coalesce(d.payload, whk.event_envelope(o)) AS payload
 FROM whk.whk_03_entregas d
 LEFT JOIN whk.outbox o ON o.id = d.outbox_id AND o.created_at = d.event_created_at
 WHERE d.id = %(id)s AND (%(tenant)s::bigint IS NULL OR d.consumer_id = %(tenant)s::bigint)

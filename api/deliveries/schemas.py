@@ -42,6 +42,9 @@ class Delivery(msgspec.Struct, kw_only=True):
     acked_at: datetime | None
     dead_at: datetime | None
     dead_reason: str | None
+    # Why a parked delivery has no body for its webhook's pinned major yet (a transform missing or failing);
+    # registering the transform in SQL releases it (docs/capture.md, "Versions and transforms").
+    render_problem: str | None = None
     created_at: datetime
     updated_at: datetime
     # status superseded: the delivery of the same (webhook, key) that replaced this one before it was sent

@@ -108,6 +108,7 @@ class EventController(Controller):
                 description=data.description,
                 strict=data.strict,
                 new_major=data.new_major,
+                force=data.force,
                 category=data.category,
                 changelog=data.changelog,
             )
@@ -238,10 +239,12 @@ class EventController(Controller):
         if etype is None:
             raise NotFound(f"event type {event_type!r} not found")
         versions = await self.repo.versions(conn, etype.id)
+        transforms = await self.repo.transforms(conn, etype.id)
         counters = await self.repo.counters(conn, etype, principal.tenant_filter())
         return EventTypeDetail(
             type=etype,
             version=f"{etype.current_major}.{etype.current_minor}",
             versions=versions,
+            transforms=transforms,
             counters=counters,
         )

@@ -22,6 +22,13 @@ FROM whk.whk_02_eventos_versoes v
 WHERE v.event_type_id = %(id)s
 ORDER BY v.major DESC, v.minor DESC
 
+-- name: type_transforms :many
+-- Registered in SQL only (whk.register_event_transform): the function runs inside the dispatcher.
+SELECT t.from_major, t.to_major, t.function, t.created_at, t.updated_at
+FROM whk.whk_02_eventos_transforms t
+WHERE t.event_type_id = %(id)s
+ORDER BY t.from_major DESC, t.to_major DESC
+
 -- name: type_schema :one
 -- The schema payloads are checked against: the latest minor of the requested (or current) major.
 SELECT v.major, v.minor, v.schema
@@ -53,9 +60,10 @@ WHERE w.deleted_at IS NULL AND whk.event_type_matches(w.event_types, %(name)s)
 
 -- name: register_type :one
 -- Capture's registry function: new type = 1.0, compatible change = next minor, breaking = refused unless
--- new_major. PostgreSQL's message explains a refusal.
+-- new_major; a new major stranding pinned webhooks = refused unless force. PostgreSQL's message explains
+-- a refusal.
 SELECT whk.register_event_type(%(name)s, %(schema)s, %(description)s, %(strict)s, %(new_major)s,
-                               %(category)s, %(changelog)s)
+                               %(category)s, %(changelog)s, %(force)s)
 
 -- name: emit :one
 -- The same path as a captured event: one outbox row in this transaction (and a wake-up).

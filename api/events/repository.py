@@ -16,7 +16,14 @@ from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
 
 from api import listing
-from api.events.schemas import EventCounters, EventType, HistoryEvent, SchemaVersion, VolumeBucket
+from api.events.schemas import (
+    EventCounters,
+    EventTransform,
+    EventType,
+    HistoryEvent,
+    SchemaVersion,
+    VolumeBucket,
+)
 from api.rows import fetch_all, fetch_one, fetch_value
 from whk.sqlfiles import load_queries
 
@@ -117,6 +124,9 @@ class EventRepository:
     async def versions(self, conn: AsyncConnection[Any], type_id: int) -> list[SchemaVersion]:
         return await fetch_all(conn, self._q["type_versions"], {"id": type_id}, SchemaVersion)
 
+    async def transforms(self, conn: AsyncConnection[Any], type_id: int) -> list[EventTransform]:
+        return await fetch_all(conn, self._q["type_transforms"], {"id": type_id}, EventTransform)
+
     async def schema(
         self, conn: AsyncConnection[Any], name: str, major: int | None = None
     ) -> tuple[str, dict[str, Any]] | None:
@@ -160,6 +170,7 @@ class EventRepository:
         new_major: bool,
         category: str | None,
         changelog: str | None,
+        force: bool = False,
     ) -> str:
         """The resulting version ``major.minor``; raises psycopg.Error with PostgreSQL's explanation.
 
@@ -176,6 +187,7 @@ class EventRepository:
                         "description": description,
                         "strict": strict,
                         "new_major": new_major,
+                        "force": force,
                         "category": category,
                         "changelog": changelog,
                     },

@@ -43,6 +43,17 @@ class SchemaVersion(msgspec.Struct, kw_only=True):
     created_at: datetime
 
 
+class EventTransform(msgspec.Struct, kw_only=True):
+    """A registered transform: webhooks pinned to ``to_major`` get events of ``from_major`` rendered by
+    ``function`` (chains are followed). Registered in SQL with ``whk.register_event_transform``."""
+
+    from_major: int
+    to_major: int
+    function: str
+    created_at: datetime
+    updated_at: datetime
+
+
 class EventCounters(msgspec.Struct, kw_only=True):
     """Firing history: totals kept by the router, recent volume, deliveries by status (your tenant's)."""
 
@@ -60,6 +71,7 @@ class EventTypeDetail(msgspec.Struct, kw_only=True):
     type: EventType
     version: str
     versions: list[SchemaVersion]
+    transforms: list[EventTransform]
     counters: EventCounters
 
 
@@ -67,7 +79,9 @@ class EventTypeRegister(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     """Register a type or publish a new schema version (JSON Schema 2020-12 describing ``data``).
 
     An identical schema changes nothing, a backward compatible one bumps the minor version, a breaking
-    one is refused unless ``new_major`` is true.
+    one is refused unless ``new_major`` is true. A new major that would leave webhooks pinned to another
+    major without a transform is refused, listing them, unless ``force`` is true (their deliveries are
+    then parked until a transform is registered).
     """
 
     name: EventTypeName
@@ -76,6 +90,7 @@ class EventTypeRegister(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     strict: bool | None = None
     category: Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^[a-z][a-z0-9_]*$")] | None = None
     new_major: bool = False
+    force: bool = False
     changelog: Annotated[str, Meta(max_length=2000)] | None = None
 
 

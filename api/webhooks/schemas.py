@@ -26,6 +26,11 @@ Method = Literal["POST", "PUT", "PATCH"]
 AuthType = Literal["none", "api_key", "bearer", "basic"]
 Status = Literal["active", "paused", "disabled"]
 Mode = Literal["immediate", "batch", "delayed", "ordered"]
+_PINNED = (
+    "Pin a schema major: every event of the subscribed types arrives rendered to it (registered SQL "
+    "transforms) with a `version` member; null = each event as emitted"
+)
+PinnedMajor = Annotated[int, Meta(ge=1, le=1000, description=_PINNED)]
 # A delay has a floor (0.001 s) like every float setting, so nothing underflows in arithmetic on it.
 DelaySeconds = Annotated[float, Meta(ge=0.001, le=604800)]
 SupersedeByKey = Annotated[
@@ -58,7 +63,7 @@ class WebhookCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     description: Annotated[str, Meta(max_length=2000)] | None = None
     http_method: Method = "POST"
     filter: JsonPath | None = None
-    payload_version: Annotated[int, Meta(ge=1, le=1000)] | None = None
+    payload_version: PinnedMajor | None = None
     headers: Annotated[dict[HeaderName, HeaderValue], Meta(max_length=50)] = msgspec.field(
         default_factory=dict
     )
@@ -97,7 +102,7 @@ class WebhookUpdate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     description: Annotated[str, Meta(max_length=2000)] | UnsetType | None = UNSET
     http_method: Method | UnsetType = UNSET
     filter: JsonPath | UnsetType | None = UNSET
-    payload_version: Annotated[int, Meta(ge=1, le=1000)] | UnsetType | None = UNSET
+    payload_version: PinnedMajor | UnsetType | None = UNSET
     headers: Annotated[dict[HeaderName, HeaderValue], Meta(max_length=50)] | UnsetType = UNSET
     auth_type: AuthType | UnsetType = UNSET
     auth_header_name: HeaderName | UnsetType | None = UNSET

@@ -205,6 +205,30 @@ COMMENT ON COLUMN whk.whk_02_eventos_versoes.check_path IS
     'Compiled fast check of schema (TRUE only for valid data); NULL = validated by whk.jsonschema_error only.';
 -- <<< sql/schema/130_whk_02_eventos.sql
 
+-- >>> sql/schema/131_whk_02_eventos_transforms.sql
+-- Transforms between the majors of an event type (docs/capture.md, "Versions and transforms"): a webhook
+-- pinned to a major (whk_01_webhooks.payload_version) receives each event rendered to that major, through
+-- the shortest chain of these steps. Written by whk.register_event_transform, which validates the function.
+CREATE TABLE whk.whk_02_eventos_transforms (
+    event_type_id bigint      NOT NULL REFERENCES whk.whk_02_eventos (id) ON DELETE CASCADE,
+    from_major    integer     NOT NULL CHECK (from_major BETWEEN 1 AND 1000),
+    to_major      integer     NOT NULL CHECK (to_major BETWEEN 1 AND 1000),
+    -- The function, taking data jsonb and returning jsonb, schema-qualified and quoted (format('%I.%I')). Stored as text,
+    -- not regprocedure: pg_upgrade refuses user tables with reg* columns other than regclass/regtype/regrole.
+    -- The CHECK keeps it a bare qualified name, so it can never smuggle SQL into the routing statement.
+    function      text        NOT NULL
+                              CHECK (function ~ '^("([^"]|"")+"|[a-z_][a-z0-9_$]*)\.("([^"]|"")+"|[a-z_][a-z0-9_$]*)$'),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (event_type_id, from_major, to_major),
+    CONSTRAINT whk_02_eventos_transforms_two_majors CHECK (from_major <> to_major)
+);
+COMMENT ON TABLE whk.whk_02_eventos_transforms IS
+    'Per event type: a function rendering data of from_major as to_major, for webhooks pinned to a major.';
+COMMENT ON COLUMN whk.whk_02_eventos_transforms.function IS
+    'Schema-qualified name of a function of (data jsonb) returning jsonb; whk.register_event_transform checks it.';
+-- <<< sql/schema/131_whk_02_eventos_transforms.sql
+
 -- >>> sql/schema/140_outbox.sql
 -- The outbox: one row per captured change or emitted event, written in the ERP's own transaction.
 -- Range-partitioned by created_at so old data leaves by dropping partitions (see docs/capture.md);
@@ -305,6 +329,14 @@ CREATE TABLE whk.whk_03_entregas (
     -- status 'superseded': the delivery of the same (webhook, key) that replaced this one before it was
     -- attempted (whk.supersede_deliveries). Not a foreign key: retention may delete either row first.
     superseded_by    bigint,
+    -- Versions and transforms (docs/capture.md): for a webhook pinned to a major (payload_version), the body
+    -- rendered to that major, with its "version" member, written once at routing so every attempt sends
+    -- the same bytes. NULL: the event's own envelope (whk.event_envelope of the outbox row).
+    payload          jsonb,
+    -- Set while the delivery is parked because its body could not be rendered for the pinned major (no
+    -- chain of transforms, or a transform raised): the reason. Only whk.render_parked_deliveries (run by
+    -- whk.register_event_transform) releases such a delivery; resuming the webhook does not.
+    render_problem   text,
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT whk_03_entregas_event_webhook_key UNIQUE (event_id, webhook_id),
@@ -369,6 +401,13 @@ CREATE INDEX whk_03_entregas_lane_idx ON whk.whk_03_entregas (webhook_id, orderi
     WHERE status IN ('pending', 'in_flight', 'awaiting_ack') AND ordering_key IS NOT NULL;
 -- Parked deliveries (disabled webhook, 410) come back when the webhook is resumed.
 CREATE INDEX whk_03_entregas_parked_idx ON whk.whk_03_entregas (webhook_id) WHERE status = 'parked';
+-- Deliveries waiting for a transform, found by type when one is registered: a tiny partial index.
+CREATE INDEX whk_03_entregas_render_problem_idx ON whk.whk_03_entregas (event_type)
+    WHERE render_problem IS NOT NULL;
+COMMENT ON COLUMN whk.whk_03_entregas.payload IS
+    'The body rendered for the webhook''s pinned major (with "version"); NULL = the event''s own envelope.';
+COMMENT ON COLUMN whk.whk_03_entregas.render_problem IS
+    'Why this parked delivery could not be rendered for its pinned major; released by whk.render_parked_deliveries.';
 -- <<< sql/schema/150_whk_03_entregas.sql
 
 -- >>> sql/schema/155_webhook_runtime.sql
@@ -2587,6 +2626,36 @@ COMMENT ON FUNCTION whk.setting_number_problem(text, jsonb, numeric, numeric, bo
     'Why a JSON setting''s number is out of bounds (NULL = fine); the building block of the JSON setting CHECKs.';
 -- <<< sql/functions/config/setting_number_problem.sql
 
+-- >>> sql/functions/contracts/event_transform_path.sql
+-- whk.event_transform_path: the functions that render an event type's data from one major to another,
+-- in the order to apply them: the SHORTEST chain of registered transforms (whk_02_eventos_transforms),
+-- e.g. 3 -> 2 -> 1 when only 3->2 and 2->1 exist; among equally short chains, the one through the lowest
+-- majors. '{}' when the majors are equal; NULL when no chain exists (the caller parks the delivery).
+-- A major is never visited twice, so the walk ends however the transforms are registered.
+CREATE OR REPLACE FUNCTION whk.event_transform_path(p_event_type text, p_from_major integer, p_to_major integer)
+RETURNS text[]
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, whk
+AS $$
+    WITH RECURSIVE walk (major, path, seen) AS (
+        SELECT p_from_major, ARRAY[]::text[], ARRAY[p_from_major]
+        UNION ALL
+        SELECT t.to_major, w.path || t.function, w.seen || t.to_major
+        FROM walk w
+        JOIN whk.whk_02_eventos e ON e.name = p_event_type
+        JOIN whk.whk_02_eventos_transforms t ON t.event_type_id = e.id AND t.from_major = w.major
+        WHERE w.major <> p_to_major AND t.to_major <> ALL (w.seen)
+    )
+    SELECT w.path FROM walk w
+    WHERE w.major = p_to_major
+    ORDER BY cardinality(w.path), w.seen
+    LIMIT 1
+$$;
+COMMENT ON FUNCTION whk.event_transform_path(text, integer, integer) IS
+    'Shortest chain of registered transforms from one major of an event type to another ({} = same; NULL = none).';
+-- <<< sql/functions/contracts/event_transform_path.sql
+
 -- >>> sql/functions/contracts/jsonschema_breaking_change.sql
 -- whk.jsonschema_breaking_change: would replacing schema p_old by p_new break anyone within one major?
 -- Returns NULL when the change is backward compatible (it may become a new minor version), else the
@@ -3352,12 +3421,127 @@ COMMENT ON FUNCTION whk.jsonschema_problem(jsonb, text, jsonb) IS
     'NULL when a JSON Schema uses only what whk.jsonschema_error enforces, else the first problem.';
 -- <<< sql/functions/contracts/jsonschema_problem.sql
 
+-- >>> sql/functions/contracts/register_event_transform.sql
+-- whk.register_event_transform: bridge two majors of an event type with an SQL function, so a webhook
+-- pinned to one major (payload_version) still receives events published in another, rendered
+-- (docs/capture.md, "Versions and transforms"). Chains are followed (3 -> 2 -> 1): register one step per
+-- pair of neighbouring majors, in the directions subscribers need.
+--
+-- The function takes the event's `data` (jsonb) and returns the data in to_major's shape; it must be
+-- IMMUTABLE or STABLE (a pure function of the data: the dispatcher runs it inside its routing statement,
+-- with the dispatcher's role) and executable by whk_dispatcher. from_major / to_major may name a published
+-- major or the next one, so a bridge can exist before the major it comes from is published (then
+-- whk.register_event_type(..., new_major => true) finds no pinned webhook left without one).
+--
+-- Registering the same pair again replaces the function. Either way, deliveries of this type parked for a
+-- missing or failing transform are rendered again at once (whk.render_parked_deliveries): returns how
+-- many left the parking lot. SQL only: choosing code that runs in the dispatcher is a DBA's act.
+CREATE OR REPLACE FUNCTION whk.register_event_transform(event_type text, from_major integer, to_major integer,
+                                                        "function" text)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    p_type  text    := register_event_transform.event_type;
+    p_from  integer := register_event_transform.from_major;
+    p_to    integer := register_event_transform.to_major;
+    p_fn    text    := register_event_transform."function";
+    v_type  whk.whk_02_eventos%ROWTYPE;
+    v_oid   regprocedure;
+    v_proc  pg_catalog.pg_proc%ROWTYPE;
+    v_nsp   text;
+    v_name  text;
+    v_major integer;
+BEGIN
+    SELECT * INTO v_type FROM whk.whk_02_eventos e WHERE e.name = p_type FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown event type %', coalesce(quote_literal(p_type), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'transforms bridge the majors of a registered type: SELECT name, current_major FROM whk.whk_02_eventos';
+    END IF;
+    FOREACH v_major IN ARRAY ARRAY[p_from, p_to] LOOP
+        IF v_major IS NULL OR v_major < 1 OR v_major > v_type.current_major + 1 THEN
+            RAISE EXCEPTION 'major % of % is neither published nor the next one', coalesce(v_major::text, 'NULL'), p_type
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('from_major and to_major are between 1 and %s (%s is at %s.%s; %s is the next major)',
+                                    v_type.current_major + 1, p_type, v_type.current_major, v_type.current_minor,
+                                    v_type.current_major + 1);
+        END IF;
+    END LOOP;
+    IF p_from = p_to THEN
+        RAISE EXCEPTION 'a transform joins two different majors, got % and %', p_from, p_to
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'a webhook pinned to the event''s own major needs no transform';
+    END IF;
+
+    BEGIN
+        v_oid := CASE WHEN p_fn LIKE '%(%' THEN to_regprocedure(p_fn) ELSE to_regproc(p_fn)::oid::regprocedure END;
+    EXCEPTION WHEN OTHERS THEN
+        v_oid := NULL;  -- not a function name at all (e.g. unbalanced parentheses): the same answer
+    END;
+    IF v_oid IS NULL THEN
+        RAISE EXCEPTION 'no function %', coalesce(quote_literal(p_fn), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'create it first, e.g. CREATE FUNCTION erp.order_v2_to_v1(data jsonb) RETURNS jsonb '
+                         'LANGUAGE sql IMMUTABLE RETURN data - ''currency''; and pass ''erp.order_v2_to_v1'' '
+                         '(schema-qualified; with several overloads, ''erp.order_v2_to_v1(jsonb)'')';
+    END IF;
+    SELECT * INTO v_proc FROM pg_catalog.pg_proc p WHERE p.oid = v_oid;
+    SELECT n.nspname INTO v_nsp FROM pg_catalog.pg_namespace n WHERE n.oid = v_proc.pronamespace;
+    IF v_proc.prokind <> 'f' OR v_proc.proretset OR v_proc.pronargs <> 1
+       OR v_proc.proargtypes[0] <> 'jsonb'::regtype OR v_proc.prorettype <> 'jsonb'::regtype THEN
+        RAISE EXCEPTION 'function % is not (jsonb) RETURNS jsonb', v_oid
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'a transform takes the event''s data and returns it in the other major''s shape: '
+                         '(data jsonb) RETURNS jsonb, one argument, no SETOF';
+    END IF;
+    IF v_proc.provolatile = 'v' THEN
+        RAISE EXCEPTION 'function % is VOLATILE', v_oid
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('a transform is a pure function of the data, run inside the dispatcher''s routing: '
+                                'ALTER FUNCTION %s IMMUTABLE (or STABLE)', v_oid);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = 'whk_dispatcher')
+       AND NOT (has_function_privilege('whk_dispatcher', v_oid, 'EXECUTE')
+                AND has_schema_privilege('whk_dispatcher', v_proc.pronamespace, 'USAGE')) THEN
+        RAISE EXCEPTION 'whk_dispatcher may not call function %', v_oid
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('the dispatcher renders events: GRANT USAGE ON SCHEMA %I TO whk_dispatcher; '
+                                'GRANT EXECUTE ON FUNCTION %s TO whk_dispatcher', v_nsp, v_oid);
+    END IF;
+    v_name := format('%I.%I', v_nsp, v_proc.proname);
+
+    INSERT INTO whk.whk_02_eventos_transforms AS t (event_type_id, from_major, to_major, function)
+    VALUES (v_type.id, p_from, p_to, v_name)
+    ON CONFLICT (event_type_id, from_major, to_major)
+    DO UPDATE SET function = excluded.function, updated_at = now();
+    RETURN whk.render_parked_deliveries(p_type);
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION whk.register_event_transform(text, integer, integer, text) FROM PUBLIC;
+COMMENT ON FUNCTION whk.register_event_transform(text, integer, integer, text) IS
+    'Bridge two majors of an event type with a (data jsonb) RETURNS jsonb function; re-renders parked deliveries.';
+-- <<< sql/functions/contracts/register_event_transform.sql
+
 -- >>> sql/functions/contracts/register_event_type.sql
 -- whk.register_event_type: add an event type to the catalog or publish a new schema version of it.
 -- A new type starts at 1.0. For an existing type the schema is compared with the latest version of its
 -- current major: identical = nothing new; backward compatible = next minor (1.0 -> 1.1); breaking =
 -- refused unless new_major, which publishes (major + 1).0. Returns the resulting version 'major.minor'.
 -- description / strict / category: NULL keeps what the type has (new types: '', false, the prefix).
+--
+-- A new major is refused while a webhook subscribed to the type is pinned to another major
+-- (payload_version) that no chain of transforms reaches from the new one (whk.event_transform_path): the
+-- error lists them, so publishing never silently strands a subscriber. force => true publishes anyway;
+-- their deliveries are then parked by the router with the missing transform as the reason, and released
+-- when it is registered (whk.register_event_transform). Disabled webhooks count (they may be resumed);
+-- deleted ones do not.
+--
+-- The signature gained `force`: the old one is dropped so a database built before it keeps no ambiguous
+-- overload.
+DROP FUNCTION IF EXISTS whk.register_event_type(text, jsonb, text, boolean, boolean, text, text);
 CREATE OR REPLACE FUNCTION whk.register_event_type(
     event_type  text,
     schema      jsonb,
@@ -3365,7 +3549,8 @@ CREATE OR REPLACE FUNCTION whk.register_event_type(
     strict      boolean DEFAULT NULL,
     new_major   boolean DEFAULT false,
     category    text DEFAULT NULL,
-    changelog   text DEFAULT NULL
+    changelog   text DEFAULT NULL,
+    force       boolean DEFAULT false
 )
 RETURNS text
 LANGUAGE plpgsql
@@ -3382,12 +3567,14 @@ DECLARE
     p_new_major   boolean := coalesce(register_event_type.new_major, false);
     p_category    text    := register_event_type.category;
     p_changelog   text    := register_event_type.changelog;
+    p_force       boolean := coalesce(register_event_type.force, false);
     v_type    whk.whk_02_eventos%ROWTYPE;
     v_latest  jsonb;
     v_problem text;
     v_break   text;
     v_major   integer;
     v_minor   integer;
+    v_pinned  text;
 BEGIN
     IF p_event_type IS NULL OR p_event_type !~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$' THEN
         RAISE EXCEPTION 'invalid event type name %', coalesce(quote_literal(p_event_type), 'NULL')
@@ -3426,6 +3613,22 @@ BEGIN
     IF p_new_major THEN
         v_major := v_major + 1;
         v_minor := 0;
+        SELECT string_agg(format('%s %L (pinned to v%s)', w.id, w.name, w.payload_version), ', ' ORDER BY w.id)
+          INTO v_pinned
+          FROM whk.whk_01_webhooks w
+         WHERE w.deleted_at IS NULL AND w.payload_version IS NOT NULL AND w.payload_version <> v_major
+           AND whk.event_type_matches(w.event_types, p_event_type)
+           AND whk.event_transform_path(p_event_type, v_major, w.payload_version) IS NULL;
+        IF v_pinned IS NOT NULL AND NOT p_force THEN
+            RAISE EXCEPTION 'publishing % version %.0 would strand webhooks pinned to another major: %',
+                            p_event_type, v_major, v_pinned
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'no chain of transforms renders version ' || v_major || ' for these webhooks',
+                      HINT = format('register a transform first, e.g. SELECT whk.register_event_transform(%L, %s, %s, '
+                                    '''<schema>.<function>''), or re-pin the webhooks; force => true publishes '
+                                    'anyway and parks their deliveries until a transform exists',
+                                    p_event_type, v_major, v_major - 1);
+        END IF;
     ELSIF v_latest IS DISTINCT FROM p_schema THEN
         v_break := whk.jsonschema_breaking_change(v_latest, p_schema);
         IF v_break IS NOT NULL THEN
@@ -3463,12 +3666,138 @@ BEGIN
     RETURN v_major || '.' || v_minor;
 END;
 $$;
-REVOKE EXECUTE ON FUNCTION whk.register_event_type(text, jsonb, text, boolean, boolean, text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION whk.register_event_type(text, jsonb, text, boolean, boolean, text, text, boolean) FROM PUBLIC;
 -- The API registers event types (POST /api/whk/event-types).
-GRANT EXECUTE ON FUNCTION whk.register_event_type(text, jsonb, text, boolean, boolean, text, text) TO whk_app;
-COMMENT ON FUNCTION whk.register_event_type(text, jsonb, text, boolean, boolean, text, text) IS
-    'Register an event type or a new schema version: compatible = minor bump, breaking = refused unless new_major.';
+GRANT EXECUTE ON FUNCTION whk.register_event_type(text, jsonb, text, boolean, boolean, text, text, boolean) TO whk_app;
+COMMENT ON FUNCTION whk.register_event_type(text, jsonb, text, boolean, boolean, text, text, boolean) IS
+    'Register an event type or a new schema version: compatible = minor bump, breaking = refused unless new_major; a new major stranding pinned webhooks = refused unless force.';
 -- <<< sql/functions/contracts/register_event_type.sql
+
+-- >>> sql/functions/contracts/render_event.sql
+-- whk.render_event: the body a webhook pinned to p_to_major receives for an event of p_from_major: the
+-- envelope with its data passed through the chain of transforms (whk.event_transform_path) and a
+-- "version" member naming the major it now has. `type` and `timestamp` are kept: a transform renders the
+-- data only. p_to_major NULL (an unpinned webhook): (NULL, NULL), the event's own envelope is sent.
+--
+-- Fault isolation: this never raises for a missing chain or a transform's error. It returns the reason
+-- in `problem` (body NULL) and the router parks that one delivery with it; every other delivery of the
+-- routing statement goes on. Each transform runs in its own subtransaction (the EXCEPTION block), which
+-- costs an XID only if the transform writes. A transform that never returns holds routing up like any
+-- slow statement: transforms must be cheap, pure functions of the data.
+-- The function is called by name from pg_proc, never by the stored text, so nothing in the table can
+-- change the statement that runs.
+CREATE OR REPLACE FUNCTION whk.render_event(p_envelope jsonb, p_event_type text, p_from_major integer,
+                                            p_to_major integer, OUT body jsonb, OUT problem text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk
+AS $$
+DECLARE
+    v_path text[];
+    v_fn   text;
+    v_call text;
+    v_data jsonb := p_envelope -> 'data';
+BEGIN
+    IF p_to_major IS NULL OR p_envelope IS NULL THEN
+        RETURN;
+    END IF;
+    IF p_from_major IS DISTINCT FROM p_to_major THEN
+        v_path := whk.event_transform_path(p_event_type, p_from_major, p_to_major);
+        IF v_path IS NULL THEN
+            problem := format('no transform from %s v%s to v%s (the webhook''s pinned major): register one with '
+                              'SELECT whk.register_event_transform(%L, %s, %s, ''<schema>.<function>'')',
+                              p_event_type, p_from_major, p_to_major, p_event_type, p_from_major, p_to_major);
+            RETURN;
+        END IF;
+        FOREACH v_fn IN ARRAY v_path LOOP
+            BEGIN
+                SELECT format('%I.%I($1)', n.nspname, p.proname) INTO STRICT v_call
+                FROM pg_catalog.pg_proc p
+                JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                WHERE p.oid = to_regprocedure(v_fn || '(jsonb)');
+                EXECUTE 'SELECT ' || v_call INTO v_data USING v_data;
+            EXCEPTION WHEN OTHERS THEN
+                problem := left(format('transform %s(jsonb) of %s failed (%s): %s', v_fn, p_event_type, SQLSTATE,
+                                       CASE WHEN SQLSTATE = 'P0002' THEN 'the function no longer exists'
+                                            ELSE SQLERRM END), 2000);
+                RETURN;
+            END;
+            IF v_data IS NULL THEN
+                problem := format('transform %s(jsonb) of %s returned NULL', v_fn, p_event_type);
+                RETURN;
+            END IF;
+        END LOOP;
+    END IF;
+    body := jsonb_set(p_envelope, '{data}', v_data) || jsonb_build_object('version', p_to_major);
+END;
+$$;
+COMMENT ON FUNCTION whk.render_event(jsonb, text, integer, integer) IS
+    'Envelope rendered to a pinned major (data through the transforms, plus "version"), or the problem why not.';
+-- <<< sql/functions/contracts/render_event.sql
+
+-- >>> sql/functions/contracts/render_parked_deliveries.sql
+-- whk.render_parked_deliveries: render again the deliveries parked because their body could not be
+-- rendered for their webhook's pinned major (whk_03_entregas.render_problem), of one event type or (NULL)
+-- of all. whk.register_event_transform calls it; call it yourself after fixing a transform's body with
+-- CREATE OR REPLACE FUNCTION, or after re-pinning a webhook.
+--
+-- Each delivery rendered now, with the same rules as routing (whk.render_event, then the webhook's filter
+-- on the rendered body):
+-- * its webhook and consumer can receive: pending, due now (same event_id, so the same webhook-id);
+-- * its webhook or consumer is disabled: stays parked as any delivery of a disabled webhook, now released
+--   by whk.resume_webhook / whk.set_consumer_status like the others;
+-- * the rendered body does not match the webhook's filter: cancelled, never sent (routing would not have
+--   created it), with the reason kept in render_problem.
+-- One that still cannot be rendered stays parked with the new reason. Returns how many were released
+-- (pending, or handed over to the webhook's own parking).
+CREATE OR REPLACE FUNCTION whk.render_parked_deliveries(p_event_type text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_released integer;
+BEGIN
+    WITH parked AS (
+        SELECT d.id, x.body, x.problem, w.filter, coalesce(x.body, whk.event_envelope(o)) AS sent,
+               w.status = 'disabled' OR a.status = 'disabled' AS held
+        FROM whk.whk_03_entregas d
+        JOIN whk.outbox o ON o.id = d.outbox_id AND o.created_at = d.event_created_at
+        JOIN whk.whk_01_webhooks w ON w.id = d.webhook_id
+        JOIN whk.whk_04_assinantes a ON a.id = d.consumer_id
+        CROSS JOIN LATERAL whk.render_event(whk.event_envelope(o), o.event_type, o.event_version,
+                                            w.payload_version) x
+        WHERE d.render_problem IS NOT NULL AND d.status = 'parked'
+          AND (p_event_type IS NULL OR d.event_type = p_event_type)
+          AND w.deleted_at IS NULL
+        FOR UPDATE OF d
+    ), verdict AS (
+        SELECT p.id, p.body, p.problem, p.held,
+               p.problem IS NULL
+               AND (p.filter IS NULL OR coalesce(p.sent @@ p.filter, false)) AS wanted
+        FROM parked p
+    ), changed AS (
+        UPDATE whk.whk_03_entregas d
+        SET payload = v.body,
+            render_problem = CASE WHEN v.problem IS NOT NULL THEN v.problem
+                                  WHEN NOT v.wanted THEN 'rendered, it does not match the webhook''s filter: not sent'
+                             END,
+            status = CASE WHEN v.problem IS NOT NULL OR (v.wanted AND v.held) THEN 'parked'
+                          WHEN v.wanted THEN 'pending'
+                          ELSE 'cancelled' END,
+            next_attempt_at = clock_timestamp(), schedule_offset = d.attempts, updated_at = clock_timestamp()
+        FROM verdict v
+        WHERE d.id = v.id
+        RETURNING d.status, d.render_problem
+    )
+    SELECT count(*) FILTER (WHERE c.render_problem IS NULL) INTO v_released FROM changed c;
+    RETURN v_released;
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION whk.render_parked_deliveries(text) FROM PUBLIC;
+COMMENT ON FUNCTION whk.render_parked_deliveries(text) IS
+    'Render again deliveries parked for their pinned major (after a transform is registered or fixed); returns how many left.';
+-- <<< sql/functions/contracts/render_parked_deliveries.sql
 
 -- >>> sql/functions/contracts/validate_payload.sql
 -- whk.validate_payload: check an event body (the envelope built by whk.event_envelope) against the
@@ -3970,7 +4299,7 @@ BEGIN
             RETURNING d.*
         )
         SELECT k.id, k.webhook_id, k.event_id, k.event_type, k.attempts, k.schedule_offset, k.batch_id,
-               k.commit_seq, k.ordering_key, whk.event_envelope(o)::text
+               k.commit_seq, k.ordering_key, coalesce(k.payload, whk.event_envelope(o))::text  -- rendered for a pinned major
         FROM claimed k
         JOIN whk.outbox o ON o.id = k.outbox_id AND o.created_at = k.event_created_at;
         v_requests := CASE WHEN v_batch IS NOT NULL THEN 1 ELSE cardinality(v_ids) END;
@@ -4384,11 +4713,14 @@ $$;
 -- are seen. Then every event is matched against every webhook with routing's own rules
 -- (whk.event_type_matches, whk.route_target_open, whk.route_payload_matches), one row per (event, webhook):
 --   routed   a delivery would be created (false: `reason` says which rule excludes it)
---   reason   why not routed, or why a routed delivery would wait or go out otherwise (paused, suspended
---            consumer, waiting for a signing secret, quarantined, delayed, batched); NULL = sent at once.
+--   reason   why not routed, or why a routed delivery would wait or go out otherwise (parked: its body
+--            cannot be rendered for the webhook's pinned major; paused, suspended consumer, waiting for a
+--            signing secret, quarantined, delayed (and supersedable), the consumer's quiet hours, batched);
+--            NULL = sent at once.
 --            Limits the claim applies when sending (rate limits, the breaker, the in-flight cap) are not
 --            evaluated: they depend on the moment, not on the event.
---   method, url, headers, body: the request of a routed delivery (headers: webhook-id, webhook-timestamp
+--   method, url, headers, body: the request of a routed delivery (the body rendered for a pinned major;
+--            headers: webhook-id, webhook-timestamp
 --            and the webhook's own headers; Content-Type, User-Agent and the outbound auth header, whose
 --            credential is encrypted, are added by whoever sends it)
 --   signature always NULL here: signing needs the webhook's secret, encrypted with a key only the
@@ -4493,6 +4825,7 @@ BEGIN
     SELECT e.event_id, e.event_type, e.event_version, e.event_key, w.id, w.name, w.consumer_id,
            m.miss IS NULL,
            coalesce(m.miss, CASE
+               WHEN x.problem IS NOT NULL THEN pg_catalog.format('parked: %s', x.problem)
                WHEN w.status = 'paused' THEN 'held: the webhook is paused (sent once it is resumed)'
                WHEN a.status = 'suspended' THEN 'held: the consumer is suspended (sent once it is active again)'
                WHEN w.needs_secret_since IS NOT NULL THEN 'held: the webhook waits for a signing secret'
@@ -4500,8 +4833,14 @@ BEGIN
                    THEN pg_catalog.format('held: the webhook is quarantined (%s): %s', w.quarantine_stage,
                                           w.quarantine_reason)
                WHEN w.delay_seconds > 0 OR e.deliver_at > pg_catalog.clock_timestamp()
-                   THEN pg_catalog.format('delayed: due at %s', GREATEST(pg_catalog.clock_timestamp(),
-                            coalesce(e.deliver_at, e.created_at) + pg_catalog.make_interval(secs => w.delay_seconds)))
+                   THEN pg_catalog.format('delayed: due at %s%s', GREATEST(pg_catalog.clock_timestamp(),
+                            coalesce(e.deliver_at, e.created_at) + pg_catalog.make_interval(secs => w.delay_seconds)),
+                            CASE WHEN w.supersede_by_key
+                                 THEN ' (a newer event of the same key before then supersedes it)' END)
+               WHEN a.quiet_hours IS NOT NULL AND NOT w.urgent
+                    AND whk.quiet_until(a.quiet_hours, pg_catalog.clock_timestamp()) IS NOT NULL
+                   THEN pg_catalog.format('held: the consumer''s quiet hours, until %s',
+                                          whk.quiet_until(a.quiet_hours, pg_catalog.clock_timestamp()))
                WHEN w.delivery_mode = 'batch'
                    THEN pg_catalog.format('batched: sent in a JSON array of up to %s events (window %s ms), '
                                           'webhook-id batch_<id>', w.batch_size, w.batch_window_ms)
@@ -4513,13 +4852,18 @@ BEGIN
                    'webhook-id', 'msg_' || pg_catalog.replace(e.event_id::text, '-', ''),
                    'webhook-timestamp', v_ts::text)
            END,
-           CASE WHEN m.miss IS NULL THEN e.envelope::text END,
+           CASE WHEN m.miss IS NULL AND x.problem IS NULL THEN coalesce(x.body, e.envelope)::text END,
            NULL::text
     FROM (SELECT (r.o).*, whk.event_envelope(r.o) AS envelope, r.n
           FROM (SELECT pg_catalog.jsonb_populate_record(NULL::whk.outbox, j.value) AS o, j.n
                 FROM pg_catalog.jsonb_array_elements(v_events) WITH ORDINALITY AS j(value, n)) r) e
     LEFT JOIN (whk.whk_01_webhooks w JOIN whk.whk_04_assinantes a ON a.id = w.consumer_id)
            ON w.deleted_at IS NULL
+    -- The body a pinned webhook would get (rendered to its major), as routing renders it.
+    LEFT JOIN LATERAL (SELECT g.body, g.problem
+                       FROM whk.render_event(e.envelope, e.event_type, e.event_version, w.payload_version) g
+                       WHERE w.payload_version IS NOT NULL
+                       OFFSET 0) x ON true
     CROSS JOIN LATERAL (SELECT CASE
         WHEN w.id IS NULL THEN 'no webhook is configured'
         WHEN NOT whk.route_target_open(w.status, w.deleted_at, w.quarantine_stage, a.status) THEN
@@ -4531,10 +4875,7 @@ BEGIN
                                         w.quarantine_reason) END
         WHEN NOT whk.event_type_matches(w.event_types, e.event_type) THEN
             pg_catalog.format('event type %s is not among its event types %s', e.event_type, w.event_types)
-        WHEN NOT whk.route_payload_matches(w.payload_version, NULL, e.event_version, e.envelope) THEN
-            pg_catalog.format('it is pinned to payload version %s; the event is version %s',
-                              w.payload_version, e.event_version)
-        WHEN NOT whk.route_payload_matches(NULL, w.filter, e.event_version, e.envelope) THEN
+        WHEN NOT whk.route_payload_matches(w.filter, coalesce(x.body, e.envelope), x.problem) THEN
             pg_catalog.format('its filter %s is not true for this event', w.filter)
     END AS miss) m
     ORDER BY e.n, w.id;
@@ -5296,38 +5637,50 @@ COMMENT ON FUNCTION whk.replay_cancel(bigint) IS 'Cancel a queued or running rep
 -- whk.replay_events: the outbox events a replay sends to a webhook, in (created_at, id) order after the
 -- keyset position (p_after_created, p_after_id), at most p_limit (NULL: all, for counting). An event
 -- qualifies when it was routed (pending events are still on their way through the router), was created in
--- [p_since, p_until), and the webhook would have received it: its subscription (event_types, payload
--- version, filter) matches, as in whk.route_and_take. p_types narrows the types (names or patterns; empty:
--- no narrowing) and p_predicate is an SQL/JSON path predicate on the envelope (`@@`, like a webhook's
--- filter: a structural mismatch is no match). ordering_key is what the router would give an ordered
--- webhook's delivery. The created_at range prunes the outbox partitions.
+-- [p_since, p_until), and the webhook would have received it: its subscription (event_types, filter)
+-- matches, as in whk.route_and_take. p_types narrows the types (names or patterns; empty: no narrowing)
+-- and p_predicate is an SQL/JSON path predicate on the envelope (`@@`, like a webhook's filter: a
+-- structural mismatch is no match). ordering_key is what the router would give an ordered webhook's
+-- delivery. The created_at range prunes the outbox partitions.
+-- A webhook pinned to a major gets what routing gives it (whk.render_event): payload, the body rendered
+-- to its major, which the filter, the predicate and the ordering-key path read; or render_problem, why it
+-- cannot be rendered (the delivery is then created parked). Both NULL for an unpinned webhook.
+-- The result gained payload and render_problem: the old signature is dropped, its return type differs.
+DROP FUNCTION IF EXISTS whk.replay_events(bigint, timestamptz, timestamptz, text[], jsonpath, timestamptz,
+                                          bigint, integer);
 CREATE OR REPLACE FUNCTION whk.replay_events(p_webhook_id bigint, p_since timestamptz, p_until timestamptz,
                                              p_types text[], p_predicate jsonpath,
                                              p_after_created timestamptz DEFAULT NULL,
                                              p_after_id bigint DEFAULT NULL, p_limit integer DEFAULT NULL)
 RETURNS TABLE (outbox_id bigint, created_at timestamptz, event_id uuid, event_type text, commit_seq bigint,
-               ordering_key text)
+               ordering_key text, payload jsonb, render_problem text)
 LANGUAGE sql
 STABLE
 SET search_path = pg_catalog, whk
 AS $$
     SELECT o.id, o.created_at, o.event_id, o.event_type, o.commit_seq,
            CASE WHEN w.delivery_mode = 'ordered' THEN
-               coalesce(jsonb_path_query_first(env.payload, w.ordering_key_path, '{}'::jsonb, true) #>> '{}',
+               coalesce(jsonb_path_query_first(coalesce(x.body, env.payload), w.ordering_key_path, '{}'::jsonb,
+                                               true) #>> '{}',
                         o.event_key, '')
-           END
+           END,
+           x.body, x.problem
     FROM whk.whk_01_webhooks w
     JOIN whk.outbox o
       ON o.created_at >= p_since AND o.created_at < p_until
      AND o.status = 'routed'
      AND whk.event_type_matches(w.event_types, o.event_type)
      AND (cardinality(p_types) = 0 OR whk.event_type_matches(p_types, o.event_type))
-     AND (w.payload_version IS NULL OR w.payload_version = o.event_version)
      AND (p_after_created IS NULL OR (o.created_at, o.id) > (p_after_created, p_after_id))
     CROSS JOIN LATERAL (SELECT whk.event_envelope(o) AS payload OFFSET 0) env
+    LEFT JOIN LATERAL (SELECT g.body, g.problem
+                       FROM whk.render_event(env.payload, o.event_type, o.event_version, w.payload_version) g
+                       WHERE w.payload_version IS NOT NULL
+                       OFFSET 0) x ON true
     WHERE w.id = p_webhook_id
-      AND (w.filter IS NULL OR coalesce(env.payload @@ w.filter, false))
-      AND (p_predicate IS NULL OR coalesce(env.payload @@ p_predicate, false))
+      AND (x.problem IS NOT NULL OR w.filter IS NULL
+           OR coalesce(coalesce(x.body, env.payload) @@ w.filter, false))
+      AND (p_predicate IS NULL OR coalesce(coalesce(x.body, env.payload) @@ p_predicate, false))
     ORDER BY o.created_at, o.id
     LIMIT p_limit
 $$;
@@ -5429,7 +5782,7 @@ BEGIN
     END IF;
     CREATE TEMP TABLE IF NOT EXISTS whk_replay_batch (
         outbox_id bigint, created_at timestamptz, event_id uuid, event_type text, commit_seq bigint,
-        ordering_key text
+        ordering_key text, payload jsonb, render_problem text
     ) ON COMMIT DROP;
     TRUNCATE whk_replay_batch;
     INSERT INTO whk_replay_batch
@@ -5446,9 +5799,11 @@ BEGIN
         v_requeued := whk.retry_deliveries(v_existing);
     END IF;
     INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id, consumer_id,
-                                     ordering_key, commit_seq, next_attempt_at, status)
+                                     ordering_key, commit_seq, next_attempt_at, status, payload, render_problem)
+    -- A pinned webhook's body as routing renders it; one that cannot be rendered waits parked, as routed.
     SELECT b.event_id, b.outbox_id, b.created_at, b.event_type, w.id, w.consumer_id, b.ordering_key,
-           b.commit_seq, clock_timestamp(), 'pending'
+           b.commit_seq, clock_timestamp(), CASE WHEN b.render_problem IS NULL THEN 'pending' ELSE 'parked' END,
+           b.payload, b.render_problem
       FROM whk_replay_batch b
       JOIN whk.whk_01_webhooks w ON w.id = r.webhook_id
      ORDER BY b.created_at, b.outbox_id
@@ -5482,7 +5837,7 @@ COMMENT ON FUNCTION whk.replay_step(bigint, integer) IS
 -- Re-enable a disabled or paused webhook: its parked deliveries become pending again (same event_id, so
 -- the same webhook-id header), its breaker closes, its failure streak restarts and a quarantine
 -- (whk.quarantine_webhook) is lifted: resuming says "deliver again".
--- Returns the number of deliveries released from the parking lot.
+-- Returns the number of deliveries released from the parking lot (not those waiting for a transform).
 CREATE OR REPLACE FUNCTION whk.resume_webhook(p_webhook_id bigint)
 RETURNS integer
 LANGUAGE plpgsql
@@ -5510,7 +5865,10 @@ BEGIN
     UPDATE whk.whk_03_entregas d
     SET status = 'pending', next_attempt_at = clock_timestamp(), schedule_offset = d.attempts,
         updated_at = clock_timestamp()
-    WHERE d.webhook_id = p_webhook_id AND d.status = 'parked';
+    WHERE d.webhook_id = p_webhook_id AND d.status = 'parked'
+      -- Not those parked for a transform: sent now they would carry the wrong major
+      -- (whk.render_parked_deliveries releases them).
+      AND d.render_problem IS NULL;
     GET DIAGNOSTICS v_released = ROW_COUNT;
     RETURN v_released;
 END;
@@ -5585,8 +5943,9 @@ COMMENT ON FUNCTION whk.retry_dead(bigint, bigint, text, timestamptz, timestampt
 -- receivers deduplicate replays. The signature is fresh because it is computed per attempt.
 -- Rows in flight are left alone (their attempt is running), and so are deliveries of a deleted webhook
 -- (whk.delete_webhook: nothing more is sent to an endpoint its owner removed, and no claim would serve
--- them) and rows whose event is no longer in the outbox (retention). Returns how many were re-queued; the
--- API reports the others as skipped.
+-- them), rows whose event is no longer in the outbox (retention) and rows parked for a missing or failing
+-- transform (their body for the pinned major does not exist yet: whk.render_parked_deliveries releases
+-- them). Returns how many were re-queued; the API reports the others as skipped.
 CREATE OR REPLACE FUNCTION whk.retry_deliveries(p_ids bigint[])
 RETURNS integer
 LANGUAGE plpgsql
@@ -5600,6 +5959,7 @@ BEGIN
         dead_at = NULL, dead_reason = NULL, ack_deadline = NULL, lease_until = NULL, claimed_by = NULL,
         batch_id = NULL, updated_at = clock_timestamp()
     WHERE d.id = ANY (p_ids) AND d.status IN ('dead', 'delivered', 'awaiting_ack', 'pending', 'parked')
+      AND d.render_problem IS NULL
       AND NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL)
       -- Only while its event is still in the outbox (the claim rebuilds the body from it): a delivered
       -- delivery whose outbox partition retention dropped cannot be sent again.
@@ -5639,10 +5999,16 @@ $$;
 --   commit_seq is monotonic across dispatchers: a second router returns routed = 0 at once and goes on
 --   delivering; the lock is held for one short statement batch.
 -- * Fan-out is ONE set-based INSERT: every event x every matching webhook (active or paused, not deleted,
---   its consumer active or suspended, its event_types pattern matches, payload_version equal if set,
---   filter true). A paused webhook or a suspended consumer gets its deliveries pending, none taken: the
---   claim holds them until it is active again, so nothing committed meanwhile is lost. A disabled webhook
---   or consumer is not routed to. Events nobody subscribes to are routed too and kept for replay.
+--   its consumer active or suspended, its event_types pattern matches, filter true).
+-- * Pinned webhooks (payload_version set) get the event rendered to their major (whk.render_event:
+--   transforms, plus a "version" member), stored on the delivery as its body; the filter and the
+--   ordering-key path read that rendered body, since the subscriber wrote them for its major. When it
+--   cannot be rendered (no chain of transforms, a transform raised) the delivery is created parked with
+--   the reason in render_problem, filter unchecked, never taken: that one delivery waits for
+--   whk.render_parked_deliveries and the rest of the statement goes on (docs/capture.md).
+-- * A paused webhook or a suspended consumer gets its deliveries pending, none taken: the claim holds them
+--   until it is active again, so nothing committed meanwhile is lost. A disabled webhook or consumer is
+--   not routed to. Events nobody subscribes to are routed too and kept for replay.
 -- * Filters are SQL/JSON path predicates stored as the jsonpath type (validated by PostgreSQL on write);
 --   `@@` yields NULL rather than an error on structural mismatches, which counts as "no match".
 -- * Non-strict schema validation: events of registered, non-strict types are checked here with
@@ -5830,21 +6196,30 @@ BEGIN
         SELECT r.event_id, r.id AS outbox_id, r.created_at, r.event_type, r.commit_seq, w.id AS webhook_id,
                w.consumer_id,
                CASE WHEN w.delivery_mode = 'ordered' THEN
-                   coalesce(jsonb_path_query_first(r.payload, w.ordering_key_path, '{}'::jsonb, true) #>> '{}',
+                   coalesce(jsonb_path_query_first(coalesce(x.body, r.payload), w.ordering_key_path,
+                                                   '{}'::jsonb, true) #>> '{}',
                             r.event_key, '')
                     WHEN w.supersede_by_key THEN
-                   coalesce(jsonb_path_query_first(r.payload, w.ordering_key_path, '{}'::jsonb, true) #>> '{}',
+                   coalesce(jsonb_path_query_first(coalesce(x.body, r.payload), w.ordering_key_path,
+                                                   '{}'::jsonb, true) #>> '{}',
                             r.event_key)
                END AS ordering_key,
+               x.body AS rendered, x.problem AS render_problem,
                greatest(v_now, coalesce(r.deliver_at, r.created_at) + make_interval(secs => w.delay_seconds))
                    AS due_at,
                k.room, k.mode, k.batch_size,
-               k.id IS NOT NULL AND coalesce(r.deliver_at, r.created_at) <= v_now AS takeable
+               k.id IS NOT NULL AND coalesce(r.deliver_at, r.created_at) <= v_now
+               AND x.problem IS NULL AS takeable
         FROM routed r
-        JOIN targets w
-          ON w.event_type = r.event_type
-         AND whk.route_payload_matches(w.payload_version, w.filter, r.event_version, r.payload)
+        JOIN targets w ON w.event_type = r.event_type
+        -- Rendered once per (event, pinned webhook); not called for an unpinned one (OFFSET 0 keeps the
+        -- sub-select whole, so its WHERE is a one-time gate in front of the function).
+        LEFT JOIN LATERAL (SELECT g.body, g.problem
+                           FROM whk.render_event(r.payload, r.event_type, r.event_version, w.payload_version) g
+                           WHERE w.payload_version IS NOT NULL
+                           OFFSET 0) x ON true
         LEFT JOIN takers k ON k.id = w.id
+        WHERE whk.route_payload_matches(w.filter, coalesce(x.body, r.payload), x.problem)
     ), numbered_requests AS (
         -- Request number per webhook (0-based): one per delivery, or one per batch_size deliveries for a
         -- batch webhook, where only FULL batches are taken (a partial one waits for its window in the claim).
@@ -5869,19 +6244,20 @@ BEGIN
     ), fanned AS (
         INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id,
                                          consumer_id, ordering_key, commit_seq, next_attempt_at, status,
-                                         lease_until, claimed_by, batch_id)
+                                         lease_until, claimed_by, batch_id, payload, render_problem)
         SELECT c.event_id, c.outbox_id, c.created_at, c.event_type, c.webhook_id, c.consumer_id, c.ordering_key,
                c.commit_seq, c.due_at,
-               CASE WHEN c.taken THEN 'in_flight' ELSE 'pending' END,
+               CASE WHEN c.taken THEN 'in_flight' WHEN c.render_problem IS NOT NULL THEN 'parked'
+                    ELSE 'pending' END,
                CASE WHEN c.taken THEN v_lease END,
                CASE WHEN c.taken THEN p_dispatcher END,
-               b.batch_id
+               b.batch_id, c.rendered, c.render_problem
         FROM chosen c
         LEFT JOIN batches b ON b.webhook_id = c.webhook_id AND b.req = c.req AND c.taken
         ORDER BY c.commit_seq, c.webhook_id
         ON CONFLICT (event_id, webhook_id) DO NOTHING
         RETURNING id, webhook_id, event_id, event_type, attempts, schedule_offset, commit_seq, ordering_key,
-                  outbox_id, event_created_at, status, batch_id
+                  outbox_id, event_created_at, status, batch_id, payload
     ), runtime AS (
         -- Only webhooks without a runtime row: ON CONFLICT on an existing row whose last version is being
         -- written by another transaction (an outcome moving the breaker) waits for it, and while this
@@ -5903,12 +6279,14 @@ BEGIN
         FROM (SELECT r.event_type, count(*) AS n FROM routed r GROUP BY r.event_type) c
         WHERE e.name = c.event_type
     )
-    -- The taken deliveries with their body, rebuilt from the outbox row by its primary key (the statement's
-    -- snapshot still sees the row as routing found it; whk.event_envelope is deterministic). Joining `fanned`
-    -- to `matched` instead was a nested loop over two CTE scans in the generic plan (a CTE is estimated at a
-    -- handful of rows): quadratic, ~280 ms of a 1,000-event round.
+    -- The taken deliveries with their body: the rendered one of a pinned webhook, else rebuilt from the
+    -- outbox row by its primary key (the statement's snapshot still sees the row as routing found it;
+    -- whk.event_envelope is deterministic). Joining `fanned` to `matched` instead was a nested loop over two
+    -- CTE scans in the generic plan (a CTE is estimated at a handful of rows): quadratic, ~280 ms of a
+    -- 1,000-event round.
     SELECT (SELECT count(*) FROM routed)::integer, f.id, f.webhook_id, f.event_id, f.event_type, f.attempts,
-           f.schedule_offset, f.batch_id, f.commit_seq, f.ordering_key, whk.event_envelope(o)::text
+           f.schedule_offset, f.batch_id, f.commit_seq, f.ordering_key,
+           coalesce(f.payload, whk.event_envelope(o))::text
     FROM fanned f
     JOIN whk.outbox o ON o.id = f.outbox_id AND o.created_at = f.event_created_at
     WHERE f.status = 'in_flight'
@@ -5925,25 +6303,26 @@ $$;
 -- <<< sql/functions/delivery/route_and_take.sql
 
 -- >>> sql/functions/delivery/route_payload_matches.sql
--- whk.route_payload_matches: does one event (its payload version and delivered envelope) pass a webhook's
--- payload_version pin and filter? Pinned (non-NULL) = only events of that major version; the filter is a
--- SQL/JSON path predicate over the envelope, and `@@` yields NULL rather than an error on a structural
--- mismatch, which counts as "no match".
+-- whk.route_payload_matches: does one event pass a webhook's filter, read on the body that webhook would
+-- receive (for a webhook pinned to a major, the envelope rendered to it by whk.render_event; otherwise the
+-- event's own envelope)? The filter is a SQL/JSON path predicate, and `@@` yields NULL rather than an error
+-- on a structural mismatch, which counts as "no match". A body that could not be rendered (render_problem
+-- set) is routed anyway: its delivery is created parked with the problem, and whk.render_parked_deliveries
+-- applies the filter once it renders (cancelling it then if the filter is false), so no event is lost
+-- silently for want of a transform.
 --
--- One definition for whk.route_and_take and whk.explain; whk.explain names which half failed by calling it
--- with the other half NULL (no pin, no filter). Inlined by the planner (SQL-standard body, no SET clause).
-CREATE OR REPLACE FUNCTION whk.route_payload_matches(pinned_version integer, filter jsonpath,
-                                                     event_version integer, envelope jsonb)
+-- One definition for whk.route_and_take and whk.explain. Inlined by the planner (SQL-standard body, no SET
+-- clause).
+CREATE OR REPLACE FUNCTION whk.route_payload_matches(filter jsonpath, body jsonb, render_problem text)
 RETURNS boolean
 LANGUAGE sql
 IMMUTABLE
 PARALLEL SAFE
 BEGIN ATOMIC
-    SELECT (pinned_version IS NULL OR pinned_version = event_version)
-           AND (filter IS NULL OR coalesce(envelope @@ filter, false));
+    SELECT render_problem IS NOT NULL OR filter IS NULL OR coalesce(body @@ filter, false);
 END;
-COMMENT ON FUNCTION whk.route_payload_matches(integer, jsonpath, integer, jsonb) IS
-    'Routing rule: the event''s version equals the webhook''s pinned version (if any) and its filter is true.';
+COMMENT ON FUNCTION whk.route_payload_matches(jsonpath, jsonb, text) IS
+    'Routing rule: the webhook''s filter is true on the body it would receive (rendered for its pinned major); an unrenderable body is routed, parked.';
 -- <<< sql/functions/delivery/route_payload_matches.sql
 
 -- >>> sql/functions/delivery/route_target_open.sql
@@ -6022,7 +6401,7 @@ BEGIN
         SET status = 'pending', next_attempt_at = clock_timestamp(), schedule_offset = d.attempts,
             updated_at = clock_timestamp()
         FROM whk.whk_01_webhooks w
-        WHERE d.consumer_id = p_consumer_id AND d.status = 'parked'
+        WHERE d.consumer_id = p_consumer_id AND d.status = 'parked' AND d.render_problem IS NULL
           AND w.id = d.webhook_id AND w.status <> 'disabled' AND w.deleted_at IS NULL;
         GET DIAGNOSTICS released = ROW_COUNT;
     END IF;
@@ -6770,8 +7149,8 @@ COMMENT ON FUNCTION whk.system_health() IS 'Outbox backlog, live/idle dispatcher
 -- Audit covers SQL too: a change to WHK's configuration made in plain SQL (a DBA's UPDATE, whk.create_webhook,
 -- whk.pause_webhook, whk.enable_capture, ...) is written to whk.audit_log in the same transaction, with the
 -- database role as the actor ('sql:<login>' or 'sql:<login>/<role>' after SET ROLE). Tables: webhooks
--- (whk_01_webhooks), consumers (whk_04_assinantes), event types (whk_02_eventos), capture (capture_config)
--- and global settings (whk_05_configuracoes).
+-- (whk_01_webhooks), consumers (whk_04_assinantes), event types (whk_02_eventos) and their transforms
+-- (whk_02_eventos_transforms), capture (capture_config) and global settings (whk_05_configuracoes).
 --
 -- Exactly one row per change: WHK's processes audit their own changes with a better actor (the API its
 -- principal, the dispatcher 'whk-dispatcher'); their connections carry the session setting
@@ -6856,6 +7235,10 @@ CREATE TRIGGER whk_04_assinantes_audit
 CREATE TRIGGER whk_02_eventos_audit
     AFTER INSERT OR UPDATE OR DELETE ON whk.whk_02_eventos
     FOR EACH ROW EXECUTE FUNCTION whk.audit_sql_change('event_type', 'name', '', 'register', 'delete');
+-- Target id: the event type's id (a transform is known by its type and its two majors, all in `after`).
+CREATE TRIGGER whk_02_eventos_transforms_audit
+    AFTER INSERT OR UPDATE OR DELETE ON whk.whk_02_eventos_transforms
+    FOR EACH ROW EXECUTE FUNCTION whk.audit_sql_change('event_transform', 'event_type_id', '', 'register', 'delete');
 CREATE TRIGGER capture_config_audit
     AFTER INSERT OR UPDATE OR DELETE ON whk.capture_config
     FOR EACH ROW EXECUTE FUNCTION whk.audit_sql_change('capture', 'tbl', '', 'enable', 'disable');

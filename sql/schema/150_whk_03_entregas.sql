@@ -35,6 +35,14 @@ CREATE TABLE whk.whk_03_entregas (
     -- status 'superseded': the delivery of the same (webhook, key) that replaced this one before it was
     -- attempted (whk.supersede_deliveries). Not a foreign key: retention may delete either row first.
     superseded_by    bigint,
+    -- Versions and transforms (docs/capture.md): for a webhook pinned to a major (payload_version), the body
+    -- rendered to that major, with its "version" member, written once at routing so every attempt sends
+    -- the same bytes. NULL: the event's own envelope (whk.event_envelope of the outbox row).
+    payload          jsonb,
+    -- Set while the delivery is parked because its body could not be rendered for the pinned major (no
+    -- chain of transforms, or a transform raised): the reason. Only whk.render_parked_deliveries (run by
+    -- whk.register_event_transform) releases such a delivery; resuming the webhook does not.
+    render_problem   text,
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT whk_03_entregas_event_webhook_key UNIQUE (event_id, webhook_id),
@@ -99,3 +107,10 @@ CREATE INDEX whk_03_entregas_lane_idx ON whk.whk_03_entregas (webhook_id, orderi
     WHERE status IN ('pending', 'in_flight', 'awaiting_ack') AND ordering_key IS NOT NULL;
 -- Parked deliveries (disabled webhook, 410) come back when the webhook is resumed.
 CREATE INDEX whk_03_entregas_parked_idx ON whk.whk_03_entregas (webhook_id) WHERE status = 'parked';
+-- Deliveries waiting for a transform, found by type when one is registered: a tiny partial index.
+CREATE INDEX whk_03_entregas_render_problem_idx ON whk.whk_03_entregas (event_type)
+    WHERE render_problem IS NOT NULL;
+COMMENT ON COLUMN whk.whk_03_entregas.payload IS
+    'The body rendered for the webhook''s pinned major (with "version"); NULL = the event''s own envelope.';
+COMMENT ON COLUMN whk.whk_03_entregas.render_problem IS
+    'Why this parked delivery could not be rendered for its pinned major; released by whk.render_parked_deliveries.';

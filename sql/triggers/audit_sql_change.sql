@@ -1,8 +1,8 @@
 -- Audit covers SQL too: a change to WHK's configuration made in plain SQL (a DBA's UPDATE, whk.create_webhook,
 -- whk.pause_webhook, whk.enable_capture, ...) is written to whk.audit_log in the same transaction, with the
 -- database role as the actor ('sql:<login>' or 'sql:<login>/<role>' after SET ROLE). Tables: webhooks
--- (whk_01_webhooks), consumers (whk_04_assinantes), event types (whk_02_eventos), capture (capture_config)
--- and global settings (whk_05_configuracoes).
+-- (whk_01_webhooks), consumers (whk_04_assinantes), event types (whk_02_eventos) and their transforms
+-- (whk_02_eventos_transforms), capture (capture_config) and global settings (whk_05_configuracoes).
 --
 -- Exactly one row per change: WHK's processes audit their own changes with a better actor (the API its
 -- principal, the dispatcher 'whk-dispatcher'); their connections carry the session setting
@@ -87,6 +87,10 @@ CREATE TRIGGER whk_04_assinantes_audit
 CREATE TRIGGER whk_02_eventos_audit
     AFTER INSERT OR UPDATE OR DELETE ON whk.whk_02_eventos
     FOR EACH ROW EXECUTE FUNCTION whk.audit_sql_change('event_type', 'name', '', 'register', 'delete');
+-- Target id: the event type's id (a transform is known by its type and its two majors, all in `after`).
+CREATE TRIGGER whk_02_eventos_transforms_audit
+    AFTER INSERT OR UPDATE OR DELETE ON whk.whk_02_eventos_transforms
+    FOR EACH ROW EXECUTE FUNCTION whk.audit_sql_change('event_transform', 'event_type_id', '', 'register', 'delete');
 CREATE TRIGGER capture_config_audit
     AFTER INSERT OR UPDATE OR DELETE ON whk.capture_config
     FOR EACH ROW EXECUTE FUNCTION whk.audit_sql_change('capture', 'tbl', '', 'enable', 'disable');

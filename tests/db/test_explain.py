@@ -132,7 +132,9 @@ def test_explain_shows_the_event_who_gets_it_and_why_not(
     reasons = {name: r[3] for name, r in by_hook.items() if not r[2]}
     assert "filter" in reasons["big"]
     assert "not among its event types" in reasons["users"]
-    assert "pinned to payload version 2" in reasons["v2"]
+    # Pinned to v2 with no transform from v1: routed, parked with the reason (never silently dropped).
+    assert by_hook["v2"][2] is True and by_hook["v2"][3].startswith("parked: no transform"), by_hook["v2"]
+    assert by_hook["v2"][7] is None
     assert reasons["disabled"] == "the webhook is disabled"
     assert "is disabled" in reasons["consumer_off"] and "consumer" in reasons["consumer_off"]
     assert by_hook["suspended"][2] is True
@@ -303,7 +305,7 @@ def test_routing_rules_are_inlined_into_the_fan_out(conn: psycopg.Connection[Any
             "EXPLAIN (VERBOSE) SELECT w.id FROM whk.whk_01_webhooks w JOIN whk.whk_04_assinantes a "
             "ON a.id = w.consumer_id "
             "AND whk.route_target_open(w.status, w.deleted_at, w.quarantine_stage, a.status) "
-            "WHERE whk.route_payload_matches(w.payload_version, w.filter, 1, '{}'::jsonb)"
+            "WHERE whk.route_payload_matches(w.filter, '{}'::jsonb, NULL)"
         ).fetchall()
     )
     assert "route_target_open" not in plan

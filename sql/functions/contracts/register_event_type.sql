@@ -3,6 +3,17 @@
 -- current major: identical = nothing new; backward compatible = next minor (1.0 -> 1.1); breaking =
 -- refused unless new_major, which publishes (major + 1).0. Returns the resulting version 'major.minor'.
 -- description / strict / category: NULL keeps what the type has (new types: '', false, the prefix).
+--
+-- A new major is refused while a webhook subscribed to the type is pinned to another major
+-- (payload_version) that no chain of transforms reaches from the new one (whk.event_transform_path): the
+-- error lists them, so publishing never silently strands a subscriber. force => true publishes anyway;
+-- their deliveries are then parked by the router with the missing transform as the reason, and released
+-- when it is registered (whk.register_event_transform). Disabled webhooks count (they may be resumed);
+-- deleted ones do not.
+--
+-- The signature gained `force`: the old one is dropped so a database built before it keeps no ambiguous
+-- overload.
+DROP FUNCTION IF EXISTS whk.register_event_type(text, jsonb, text, boolean, boolean, text, text);
 CREATE OR REPLACE FUNCTION whk.register_event_type(
     event_type  text,
     schema      jsonb,
@@ -10,7 +21,8 @@ CREATE OR REPLACE FUNCTION whk.register_event_type(
     strict      boolean DEFAULT NULL,
     new_major   boolean DEFAULT false,
     category    text DEFAULT NULL,
-    changelog   text DEFAULT NULL
+    changelog   text DEFAULT NULL,
+    force       boolean DEFAULT false
 )
 RETURNS text
 LANGUAGE plpgsql
@@ -27,12 +39,14 @@ DECLARE
     p_new_major   boolean := coalesce(register_event_type.new_major, false);
     p_category    text    := register_event_type.category;
     p_changelog   text    := register_event_type.changelog;
+    p_force       boolean := coalesce(register_event_type.force, false);
     v_type    whk.whk_02_eventos%ROWTYPE;
     v_latest  jsonb;
     v_problem text;
     v_break   text;
     v_major   integer;
     v_minor   integer;
+    v_pinned  text;
 BEGIN
     IF p_event_type IS NULL OR p_event_type !~ '^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$' THEN
         RAISE EXCEPTION 'invalid event type name %', coalesce(quote_literal(p_event_type), 'NULL')
@@ -71,6 +85,22 @@ BEGIN
     IF p_new_major THEN
         v_major := v_major + 1;
         v_minor := 0;
+        SELECT string_agg(format('%s %L (pinned to v%s)', w.id, w.name, w.payload_version), ', ' ORDER BY w.id)
+          INTO v_pinned
+          FROM whk.whk_01_webhooks w
+         WHERE w.deleted_at IS NULL AND w.payload_version IS NOT NULL AND w.payload_version <> v_major
+           AND whk.event_type_matches(w.event_types, p_event_type)
+           AND whk.event_transform_path(p_event_type, v_major, w.payload_version) IS NULL;
+        IF v_pinned IS NOT NULL AND NOT p_force THEN
+            RAISE EXCEPTION 'publishing % version %.0 would strand webhooks pinned to another major: %',
+                            p_event_type, v_major, v_pinned
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'no chain of transforms renders version ' || v_major || ' for these webhooks',
+                      HINT = format('register a transform first, e.g. SELECT whk.register_event_transform(%L, %s, %s, '
+                                    '''<schema>.<function>''), or re-pin the webhooks; force => true publishes '
+                                    'anyway and parks their deliveries until a transform exists',
+                                    p_event_type, v_major, v_major - 1);
+        END IF;
     ELSIF v_latest IS DISTINCT FROM p_schema THEN
         v_break := whk.jsonschema_breaking_change(v_latest, p_schema);
         IF v_break IS NOT NULL THEN
@@ -108,8 +138,8 @@ BEGIN
     RETURN v_major || '.' || v_minor;
 END;
 $$;
-REVOKE EXECUTE ON FUNCTION whk.register_event_type(text, jsonb, text, boolean, boolean, text, text) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION whk.register_event_type(text, jsonb, text, boolean, boolean, text, text, boolean) FROM PUBLIC;
 -- The API registers event types (POST /api/whk/event-types).
-GRANT EXECUTE ON FUNCTION whk.register_event_type(text, jsonb, text, boolean, boolean, text, text) TO whk_app;
-COMMENT ON FUNCTION whk.register_event_type(text, jsonb, text, boolean, boolean, text, text) IS
-    'Register an event type or a new schema version: compatible = minor bump, breaking = refused unless new_major.';
+GRANT EXECUTE ON FUNCTION whk.register_event_type(text, jsonb, text, boolean, boolean, text, text, boolean) TO whk_app;
+COMMENT ON FUNCTION whk.register_event_type(text, jsonb, text, boolean, boolean, text, text, boolean) IS
+    'Register an event type or a new schema version: compatible = minor bump, breaking = refused unless new_major; a new major stranding pinned webhooks = refused unless force.';

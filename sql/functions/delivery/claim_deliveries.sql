@@ -234,7 +234,7 @@ BEGIN
             RETURNING d.*
         )
         SELECT k.id, k.webhook_id, k.event_id, k.event_type, k.attempts, k.schedule_offset, k.batch_id,
-               k.commit_seq, k.ordering_key, whk.event_envelope(o)::text
+               k.commit_seq, k.ordering_key, coalesce(k.payload, whk.event_envelope(o))::text  -- rendered for a pinned major
         FROM claimed k
         JOIN whk.outbox o ON o.id = k.outbox_id AND o.created_at = k.event_created_at;
         v_requests := CASE WHEN v_batch IS NOT NULL THEN 1 ELSE cardinality(v_ids) END;

@@ -6,11 +6,14 @@
 -- are seen. Then every event is matched against every webhook with routing's own rules
 -- (whk.event_type_matches, whk.route_target_open, whk.route_payload_matches), one row per (event, webhook):
 --   routed   a delivery would be created (false: `reason` says which rule excludes it)
---   reason   why not routed, or why a routed delivery would wait or go out otherwise (paused, suspended
---            consumer, waiting for a signing secret, quarantined, delayed, batched); NULL = sent at once.
+--   reason   why not routed, or why a routed delivery would wait or go out otherwise (parked: its body
+--            cannot be rendered for the webhook's pinned major; paused, suspended consumer, waiting for a
+--            signing secret, quarantined, delayed (and supersedable), the consumer's quiet hours, batched);
+--            NULL = sent at once.
 --            Limits the claim applies when sending (rate limits, the breaker, the in-flight cap) are not
 --            evaluated: they depend on the moment, not on the event.
---   method, url, headers, body: the request of a routed delivery (headers: webhook-id, webhook-timestamp
+--   method, url, headers, body: the request of a routed delivery (the body rendered for a pinned major;
+--            headers: webhook-id, webhook-timestamp
 --            and the webhook's own headers; Content-Type, User-Agent and the outbound auth header, whose
 --            credential is encrypted, are added by whoever sends it)
 --   signature always NULL here: signing needs the webhook's secret, encrypted with a key only the
@@ -115,6 +118,7 @@ BEGIN
     SELECT e.event_id, e.event_type, e.event_version, e.event_key, w.id, w.name, w.consumer_id,
            m.miss IS NULL,
            coalesce(m.miss, CASE
+               WHEN x.problem IS NOT NULL THEN pg_catalog.format('parked: %s', x.problem)
                WHEN w.status = 'paused' THEN 'held: the webhook is paused (sent once it is resumed)'
                WHEN a.status = 'suspended' THEN 'held: the consumer is suspended (sent once it is active again)'
                WHEN w.needs_secret_since IS NOT NULL THEN 'held: the webhook waits for a signing secret'
@@ -122,8 +126,14 @@ BEGIN
                    THEN pg_catalog.format('held: the webhook is quarantined (%s): %s', w.quarantine_stage,
                                           w.quarantine_reason)
                WHEN w.delay_seconds > 0 OR e.deliver_at > pg_catalog.clock_timestamp()
-                   THEN pg_catalog.format('delayed: due at %s', GREATEST(pg_catalog.clock_timestamp(),
-                            coalesce(e.deliver_at, e.created_at) + pg_catalog.make_interval(secs => w.delay_seconds)))
+                   THEN pg_catalog.format('delayed: due at %s%s', GREATEST(pg_catalog.clock_timestamp(),
+                            coalesce(e.deliver_at, e.created_at) + pg_catalog.make_interval(secs => w.delay_seconds)),
+                            CASE WHEN w.supersede_by_key
+                                 THEN ' (a newer event of the same key before then supersedes it)' END)
+               WHEN a.quiet_hours IS NOT NULL AND NOT w.urgent
+                    AND whk.quiet_until(a.quiet_hours, pg_catalog.clock_timestamp()) IS NOT NULL
+                   THEN pg_catalog.format('held: the consumer''s quiet hours, until %s',
+                                          whk.quiet_until(a.quiet_hours, pg_catalog.clock_timestamp()))
                WHEN w.delivery_mode = 'batch'
                    THEN pg_catalog.format('batched: sent in a JSON array of up to %s events (window %s ms), '
                                           'webhook-id batch_<id>', w.batch_size, w.batch_window_ms)
@@ -135,13 +145,18 @@ BEGIN
                    'webhook-id', 'msg_' || pg_catalog.replace(e.event_id::text, '-', ''),
                    'webhook-timestamp', v_ts::text)
            END,
-           CASE WHEN m.miss IS NULL THEN e.envelope::text END,
+           CASE WHEN m.miss IS NULL AND x.problem IS NULL THEN coalesce(x.body, e.envelope)::text END,
            NULL::text
     FROM (SELECT (r.o).*, whk.event_envelope(r.o) AS envelope, r.n
           FROM (SELECT pg_catalog.jsonb_populate_record(NULL::whk.outbox, j.value) AS o, j.n
                 FROM pg_catalog.jsonb_array_elements(v_events) WITH ORDINALITY AS j(value, n)) r) e
     LEFT JOIN (whk.whk_01_webhooks w JOIN whk.whk_04_assinantes a ON a.id = w.consumer_id)
            ON w.deleted_at IS NULL
+    -- The body a pinned webhook would get (rendered to its major), as routing renders it.
+    LEFT JOIN LATERAL (SELECT g.body, g.problem
+                       FROM whk.render_event(e.envelope, e.event_type, e.event_version, w.payload_version) g
+                       WHERE w.payload_version IS NOT NULL
+                       OFFSET 0) x ON true
     CROSS JOIN LATERAL (SELECT CASE
         WHEN w.id IS NULL THEN 'no webhook is configured'
         WHEN NOT whk.route_target_open(w.status, w.deleted_at, w.quarantine_stage, a.status) THEN
@@ -153,10 +168,7 @@ BEGIN
                                         w.quarantine_reason) END
         WHEN NOT whk.event_type_matches(w.event_types, e.event_type) THEN
             pg_catalog.format('event type %s is not among its event types %s', e.event_type, w.event_types)
-        WHEN NOT whk.route_payload_matches(w.payload_version, NULL, e.event_version, e.envelope) THEN
-            pg_catalog.format('it is pinned to payload version %s; the event is version %s',
-                              w.payload_version, e.event_version)
-        WHEN NOT whk.route_payload_matches(NULL, w.filter, e.event_version, e.envelope) THEN
+        WHEN NOT whk.route_payload_matches(w.filter, coalesce(x.body, e.envelope), x.problem) THEN
             pg_catalog.format('its filter %s is not true for this event', w.filter)
     END AS miss) m
     ORDER BY e.n, w.id;

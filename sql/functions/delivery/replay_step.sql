@@ -38,7 +38,7 @@ BEGIN
     END IF;
     CREATE TEMP TABLE IF NOT EXISTS whk_replay_batch (
         outbox_id bigint, created_at timestamptz, event_id uuid, event_type text, commit_seq bigint,
-        ordering_key text
+        ordering_key text, payload jsonb, render_problem text
     ) ON COMMIT DROP;
     TRUNCATE whk_replay_batch;
     INSERT INTO whk_replay_batch
@@ -55,9 +55,11 @@ BEGIN
         v_requeued := whk.retry_deliveries(v_existing);
     END IF;
     INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id, consumer_id,
-                                     ordering_key, commit_seq, next_attempt_at, status)
+                                     ordering_key, commit_seq, next_attempt_at, status, payload, render_problem)
+    -- A pinned webhook's body as routing renders it; one that cannot be rendered waits parked, as routed.
     SELECT b.event_id, b.outbox_id, b.created_at, b.event_type, w.id, w.consumer_id, b.ordering_key,
-           b.commit_seq, clock_timestamp(), 'pending'
+           b.commit_seq, clock_timestamp(), CASE WHEN b.render_problem IS NULL THEN 'pending' ELSE 'parked' END,
+           b.payload, b.render_problem
       FROM whk_replay_batch b
       JOIN whk.whk_01_webhooks w ON w.id = r.webhook_id
      ORDER BY b.created_at, b.outbox_id

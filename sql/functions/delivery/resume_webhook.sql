@@ -1,7 +1,7 @@
 -- Re-enable a disabled or paused webhook: its parked deliveries become pending again (same event_id, so
 -- the same webhook-id header), its breaker closes, its failure streak restarts and a quarantine
 -- (whk.quarantine_webhook) is lifted: resuming says "deliver again".
--- Returns the number of deliveries released from the parking lot.
+-- Returns the number of deliveries released from the parking lot (not those waiting for a transform).
 CREATE OR REPLACE FUNCTION whk.resume_webhook(p_webhook_id bigint)
 RETURNS integer
 LANGUAGE plpgsql
@@ -29,7 +29,10 @@ BEGIN
     UPDATE whk.whk_03_entregas d
     SET status = 'pending', next_attempt_at = clock_timestamp(), schedule_offset = d.attempts,
         updated_at = clock_timestamp()
-    WHERE d.webhook_id = p_webhook_id AND d.status = 'parked';
+    WHERE d.webhook_id = p_webhook_id AND d.status = 'parked'
+      -- Not those parked for a transform: sent now they would carry the wrong major
+      -- (whk.render_parked_deliveries releases them).
+      AND d.render_problem IS NULL;
     GET DIAGNOSTICS v_released = ROW_COUNT;
     RETURN v_released;
 END;

@@ -3,8 +3,9 @@
 -- receivers deduplicate replays. The signature is fresh because it is computed per attempt.
 -- Rows in flight are left alone (their attempt is running), and so are deliveries of a deleted webhook
 -- (whk.delete_webhook: nothing more is sent to an endpoint its owner removed, and no claim would serve
--- them) and rows whose event is no longer in the outbox (retention). Returns how many were re-queued; the
--- API reports the others as skipped.
+-- them), rows whose event is no longer in the outbox (retention) and rows parked for a missing or failing
+-- transform (their body for the pinned major does not exist yet: whk.render_parked_deliveries releases
+-- them). Returns how many were re-queued; the API reports the others as skipped.
 CREATE OR REPLACE FUNCTION whk.retry_deliveries(p_ids bigint[])
 RETURNS integer
 LANGUAGE plpgsql
@@ -18,6 +19,7 @@ BEGIN
         dead_at = NULL, dead_reason = NULL, ack_deadline = NULL, lease_until = NULL, claimed_by = NULL,
         batch_id = NULL, updated_at = clock_timestamp()
     WHERE d.id = ANY (p_ids) AND d.status IN ('dead', 'delivered', 'awaiting_ack', 'pending', 'parked')
+      AND d.render_problem IS NULL
       AND NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL)
       -- Only while its event is still in the outbox (the claim rebuilds the body from it): a delivered
       -- delivery whose outbox partition retention dropped cannot be sent again.

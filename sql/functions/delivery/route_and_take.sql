@@ -11,10 +11,16 @@
 --   commit_seq is monotonic across dispatchers: a second router returns routed = 0 at once and goes on
 --   delivering; the lock is held for one short statement batch.
 -- * Fan-out is ONE set-based INSERT: every event x every matching webhook (active or paused, not deleted,
---   its consumer active or suspended, its event_types pattern matches, payload_version equal if set,
---   filter true). A paused webhook or a suspended consumer gets its deliveries pending, none taken: the
---   claim holds them until it is active again, so nothing committed meanwhile is lost. A disabled webhook
---   or consumer is not routed to. Events nobody subscribes to are routed too and kept for replay.
+--   its consumer active or suspended, its event_types pattern matches, filter true).
+-- * Pinned webhooks (payload_version set) get the event rendered to their major (whk.render_event:
+--   transforms, plus a "version" member), stored on the delivery as its body; the filter and the
+--   ordering-key path read that rendered body, since the subscriber wrote them for its major. When it
+--   cannot be rendered (no chain of transforms, a transform raised) the delivery is created parked with
+--   the reason in render_problem, filter unchecked, never taken: that one delivery waits for
+--   whk.render_parked_deliveries and the rest of the statement goes on (docs/capture.md).
+-- * A paused webhook or a suspended consumer gets its deliveries pending, none taken: the claim holds them
+--   until it is active again, so nothing committed meanwhile is lost. A disabled webhook or consumer is
+--   not routed to. Events nobody subscribes to are routed too and kept for replay.
 -- * Filters are SQL/JSON path predicates stored as the jsonpath type (validated by PostgreSQL on write);
 --   `@@` yields NULL rather than an error on structural mismatches, which counts as "no match".
 -- * Non-strict schema validation: events of registered, non-strict types are checked here with
@@ -202,21 +208,30 @@ BEGIN
         SELECT r.event_id, r.id AS outbox_id, r.created_at, r.event_type, r.commit_seq, w.id AS webhook_id,
                w.consumer_id,
                CASE WHEN w.delivery_mode = 'ordered' THEN
-                   coalesce(jsonb_path_query_first(r.payload, w.ordering_key_path, '{}'::jsonb, true) #>> '{}',
+                   coalesce(jsonb_path_query_first(coalesce(x.body, r.payload), w.ordering_key_path,
+                                                   '{}'::jsonb, true) #>> '{}',
                             r.event_key, '')
                     WHEN w.supersede_by_key THEN
-                   coalesce(jsonb_path_query_first(r.payload, w.ordering_key_path, '{}'::jsonb, true) #>> '{}',
+                   coalesce(jsonb_path_query_first(coalesce(x.body, r.payload), w.ordering_key_path,
+                                                   '{}'::jsonb, true) #>> '{}',
                             r.event_key)
                END AS ordering_key,
+               x.body AS rendered, x.problem AS render_problem,
                greatest(v_now, coalesce(r.deliver_at, r.created_at) + make_interval(secs => w.delay_seconds))
                    AS due_at,
                k.room, k.mode, k.batch_size,
-               k.id IS NOT NULL AND coalesce(r.deliver_at, r.created_at) <= v_now AS takeable
+               k.id IS NOT NULL AND coalesce(r.deliver_at, r.created_at) <= v_now
+               AND x.problem IS NULL AS takeable
         FROM routed r
-        JOIN targets w
-          ON w.event_type = r.event_type
-         AND whk.route_payload_matches(w.payload_version, w.filter, r.event_version, r.payload)
+        JOIN targets w ON w.event_type = r.event_type
+        -- Rendered once per (event, pinned webhook); not called for an unpinned one (OFFSET 0 keeps the
+        -- sub-select whole, so its WHERE is a one-time gate in front of the function).
+        LEFT JOIN LATERAL (SELECT g.body, g.problem
+                           FROM whk.render_event(r.payload, r.event_type, r.event_version, w.payload_version) g
+                           WHERE w.payload_version IS NOT NULL
+                           OFFSET 0) x ON true
         LEFT JOIN takers k ON k.id = w.id
+        WHERE whk.route_payload_matches(w.filter, coalesce(x.body, r.payload), x.problem)
     ), numbered_requests AS (
         -- Request number per webhook (0-based): one per delivery, or one per batch_size deliveries for a
         -- batch webhook, where only FULL batches are taken (a partial one waits for its window in the claim).
@@ -241,19 +256,20 @@ BEGIN
     ), fanned AS (
         INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id,
                                          consumer_id, ordering_key, commit_seq, next_attempt_at, status,
-                                         lease_until, claimed_by, batch_id)
+                                         lease_until, claimed_by, batch_id, payload, render_problem)
         SELECT c.event_id, c.outbox_id, c.created_at, c.event_type, c.webhook_id, c.consumer_id, c.ordering_key,
                c.commit_seq, c.due_at,
-               CASE WHEN c.taken THEN 'in_flight' ELSE 'pending' END,
+               CASE WHEN c.taken THEN 'in_flight' WHEN c.render_problem IS NOT NULL THEN 'parked'
+                    ELSE 'pending' END,
                CASE WHEN c.taken THEN v_lease END,
                CASE WHEN c.taken THEN p_dispatcher END,
-               b.batch_id
+               b.batch_id, c.rendered, c.render_problem
         FROM chosen c
         LEFT JOIN batches b ON b.webhook_id = c.webhook_id AND b.req = c.req AND c.taken
         ORDER BY c.commit_seq, c.webhook_id
         ON CONFLICT (event_id, webhook_id) DO NOTHING
         RETURNING id, webhook_id, event_id, event_type, attempts, schedule_offset, commit_seq, ordering_key,
-                  outbox_id, event_created_at, status, batch_id
+                  outbox_id, event_created_at, status, batch_id, payload
     ), runtime AS (
         -- Only webhooks without a runtime row: ON CONFLICT on an existing row whose last version is being
         -- written by another transaction (an outcome moving the breaker) waits for it, and while this
@@ -275,12 +291,14 @@ BEGIN
         FROM (SELECT r.event_type, count(*) AS n FROM routed r GROUP BY r.event_type) c
         WHERE e.name = c.event_type
     )
-    -- The taken deliveries with their body, rebuilt from the outbox row by its primary key (the statement's
-    -- snapshot still sees the row as routing found it; whk.event_envelope is deterministic). Joining `fanned`
-    -- to `matched` instead was a nested loop over two CTE scans in the generic plan (a CTE is estimated at a
-    -- handful of rows): quadratic, ~280 ms of a 1,000-event round.
+    -- The taken deliveries with their body: the rendered one of a pinned webhook, else rebuilt from the
+    -- outbox row by its primary key (the statement's snapshot still sees the row as routing found it;
+    -- whk.event_envelope is deterministic). Joining `fanned` to `matched` instead was a nested loop over two
+    -- CTE scans in the generic plan (a CTE is estimated at a handful of rows): quadratic, ~280 ms of a
+    -- 1,000-event round.
     SELECT (SELECT count(*) FROM routed)::integer, f.id, f.webhook_id, f.event_id, f.event_type, f.attempts,
-           f.schedule_offset, f.batch_id, f.commit_seq, f.ordering_key, whk.event_envelope(o)::text
+           f.schedule_offset, f.batch_id, f.commit_seq, f.ordering_key,
+           coalesce(f.payload, whk.event_envelope(o))::text
     FROM fanned f
     JOIN whk.outbox o ON o.id = f.outbox_id AND o.created_at = f.event_created_at
     WHERE f.status = 'in_flight'

@@ -48,7 +48,7 @@ BEGIN
         SET status = 'pending', next_attempt_at = clock_timestamp(), schedule_offset = d.attempts,
             updated_at = clock_timestamp()
         FROM whk.whk_01_webhooks w
-        WHERE d.consumer_id = p_consumer_id AND d.status = 'parked'
+        WHERE d.consumer_id = p_consumer_id AND d.status = 'parked' AND d.render_problem IS NULL
           AND w.id = d.webhook_id AND w.status <> 'disabled' AND w.deleted_at IS NULL;
         GET DIAGNOSTICS released = ROW_COUNT;
     END IF;

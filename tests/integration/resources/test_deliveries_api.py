@@ -90,6 +90,38 @@ async def test_detail_shows_payload_and_attempts(
     assert body["attempt_log"][-1]["response_status"] == 200
 
 
+async def test_a_delivery_parked_for_a_transform_says_why_and_is_not_retried(
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+):
+    conn.execute("SELECT whk.register_event_type('inv.paid', '{\"type\": \"object\"}')")
+    conn.execute("SELECT whk.register_event_type('inv.paid', '{\"type\": \"array\"}', new_major => true)")
+    h = make_webhook(conn, world.a.consumer_id, event_types=("inv.*",))
+    conn.execute("UPDATE whk.whk_01_webhooks SET payload_version = 1 WHERE id = %s", (h,))
+    conn.execute("SELECT whk.emit('inv.paid', '{\"n\": 1}')")
+    conn.execute("SELECT whk.route_and_take(100, NULL, 0, 0)")
+    row = conn.execute("SELECT id FROM whk.whk_03_entregas WHERE webhook_id = %s", (h,)).fetchone()
+    assert row is not None
+    r = await client.get(f"{BASE}/{row[0]}", headers=world.a.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "parked"
+    assert r.json()["render_problem"].startswith("no transform from inv.paid v2 to v1")
+    r = await client.post(f"{BASE}/{row[0]}/retry", headers=world.a.headers)
+    assert r.status_code == 409
+    assert "waits for a transform" in r.json()["detail"]
+    assert _status(conn, row[0]) == "parked"
+
+    conn.execute(
+        "CREATE FUNCTION public.inv_v2_to_v1(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE"
+        " RETURN jsonb_build_object('n', 1);"
+        "GRANT USAGE ON SCHEMA public TO whk_dispatcher;"
+        "SELECT whk.register_event_transform('inv.paid', 2, 1, 'public.inv_v2_to_v1')"
+    )
+    r = await client.get(f"{BASE}/{row[0]}", headers=world.a.headers)
+    body = r.json()
+    assert (body["status"], body["render_problem"]) == ("pending", None)
+    assert (body["payload"]["version"], body["payload"]["data"]) == (1, {"n": 1})  # the body it will send
+
+
 async def test_detail_shows_the_batch_attempt_a_delivery_took_part_in(
     client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
 ):

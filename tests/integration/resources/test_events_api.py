@@ -85,6 +85,35 @@ async def test_register_then_version_and_refuse_breaking_change(
     assert [f"{v['major']}.{v['minor']}" for v in r.json()["versions"]] == ["2.0", "1.1", "1.0"]
 
 
+async def test_a_new_major_stranding_a_pinned_webhook_needs_force_and_the_detail_lists_transforms(
+    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
+):
+    r = await client.post(BASE, json={"name": "invoice.paid", "schema": INVOICE}, headers=world.admin)
+    assert r.status_code == 201, r.text
+    h = make_webhook(conn, world.a.consumer_id, event_types=("invoice.*",), name="legacy")
+    conn.execute("UPDATE whk.whk_01_webhooks SET payload_version = 1 WHERE id = %s", [h])
+    v2 = {"name": "invoice.paid", "schema": {"type": "object"}, "new_major": True}
+    r = await client.post(BASE, json=v2, headers=world.admin)
+    assert r.status_code == 422, r.text
+    message = r.json()["errors"][0]["message"]
+    assert f"{h} 'legacy' (pinned to v1)" in message and "force => true" in message
+    r = await client.post(BASE, json={**v2, "force": True}, headers=world.admin)
+    assert r.status_code == 201 and r.json()["version"] == "2.0"
+
+    conn.execute(
+        "CREATE FUNCTION public.invoice_v2_to_v1(data jsonb) RETURNS jsonb"
+        " LANGUAGE sql IMMUTABLE RETURN data;"
+        "GRANT USAGE ON SCHEMA public TO whk_dispatcher;"
+        "SELECT whk.register_event_transform('invoice.paid', 2, 1, 'public.invoice_v2_to_v1')"
+    )
+    r = await client.get(f"{BASE}/invoice.paid", headers=world.a.headers)
+    assert [(t["from_major"], t["to_major"], t["function"]) for t in r.json()["transforms"]] == [
+        (2, 1, "public.invoice_v2_to_v1")
+    ]
+    r = await client.get(f"{BASE}/order.created", headers=world.a.headers)
+    assert r.json()["transforms"] == []
+
+
 async def test_trigger_validates_then_emits_through_whk_emit(
     client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any]
 ):
