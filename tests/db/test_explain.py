@@ -151,18 +151,23 @@ def test_explain_shows_the_event_who_gets_it_and_why_not(
 
 def test_the_routed_set_is_what_routing_creates(conn: psycopg.Connection[Any], erp: dict[str, int]) -> None:
     """Run the statement for real and route it: whk.route_and_take creates deliveries for exactly the
-    webhooks whk.explain said were routed, with the body whk.explain showed (bar the envelope's time)."""
+    webhooks whk.explain said were routed, with the body whk.explain showed (bar the envelope's time; none
+    for the one parked for want of a transform)."""
     explained = conn.execute(
         "SELECT webhook_id, body::jsonb FROM whk.explain(%s) WHERE routed ORDER BY webhook_id", [UPDATE]
     ).fetchall()
     conn.execute(UPDATE)
     route(conn)
     delivered = conn.execute(
-        "SELECT d.webhook_id, whk.event_envelope(o) FROM whk.whk_03_entregas d "
+        "SELECT d.webhook_id, CASE WHEN d.render_problem IS NULL "
+        "THEN coalesce(d.payload, whk.event_envelope(o)) END FROM whk.whk_03_entregas d "
         "JOIN whk.outbox o ON o.id = d.outbox_id AND o.created_at = d.event_created_at ORDER BY d.webhook_id"
     ).fetchall()
     assert [r[0] for r in delivered] == [r[0] for r in explained]
     for (_, shown), (_, sent) in zip(explained, delivered, strict=True):
+        if sent is None:  # parked for want of a transform: no body for its major yet, in both
+            assert shown is None
+            continue
         assert {k: v for k, v in shown.items() if k != "timestamp"} == {
             k: v for k, v in sent.items() if k != "timestamp"
         }
@@ -188,7 +193,7 @@ def test_an_insert_explained_leaves_no_row_but_uses_a_sequence_value(
         ["INSERT INTO erp.orders (user_id, total) VALUES (1, 5000)"],
     ).fetchall()
     assert {r[0] for r in rows} == {"order.created"}
-    assert sorted(r[1] for r in rows) == ["broke_claim", "delayed", "orders", "paused", "suspended"]
+    assert sorted(r[1] for r in rows) == ["broke_claim", "delayed", "orders", "paused", "suspended", "v2"]
     assert rows[0][3]["data"]["new"]["total"] == 5000
     assert _counts(conn) == before
     # Sequences are not transactional: the explained INSERT took order id 2, the next real one gets 3.
