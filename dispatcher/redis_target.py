@@ -50,6 +50,22 @@ _CONNECTIONS_PER_TARGET: Final = 8
 _Key = tuple[str, str, int, int, str | None, str | None]
 
 
+def _connection_error(exc: BaseException) -> ErrorClass:
+    """refused / reset / connect, from the OS error behind redis-py's ConnectionError."""
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(chain) < 10:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "refused"
+    if any(isinstance(e, ConnectionResetError | BrokenPipeError) for e in chain) or any(
+        "closed by server" in str(e).lower() for e in chain
+    ):
+        return "reset"
+    return "connect"
+
+
 class _Blocked(Exception):
     def __init__(self, rule: str, address: str | None) -> None:
         super().__init__(rule)
@@ -194,11 +210,7 @@ class RedisTransport:
         except socket.gaierror as exc:
             error, detail = "dns", f"cannot resolve {target.host}: {exc}"
         except (RedisConnectionError, OSError) as exc:
-            text = str(exc)
-            error = (
-                "refused" if "refused" in text.lower() else "reset" if "closed" in text.lower() else "connect"
-            )
-            detail = f"{type(exc).__name__}: {text}"
+            error, detail = _connection_error(exc), f"{type(exc).__name__}: {exc}"
         except RedisError as exc:
             error, detail = "protocol", f"{type(exc).__name__}: {exc}"
         # The connection is suspect: reconnect (and re-resolve) for the next batch.
