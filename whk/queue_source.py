@@ -213,7 +213,7 @@ async def run_source(
     conn: psycopg.AsyncConnection[Any],
     stop: asyncio.Event,
     *,
-    event_type: str | None,
+    event_type: str | None = None,
     batch: int = 100,
     max_messages: int | None = None,
 ) -> SourceStats:
