@@ -26,6 +26,7 @@ from whk.sqlfiles import sql_root
 from whk_cli.explain import add_explain_parser
 from whk_cli.mock import add_mock_parser
 from whk_cli.replay import add_replay_parser
+from whk_cli.source import add_source_parser
 
 if TYPE_CHECKING:
     from whk.pgserver import PrivateServer
@@ -553,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_mock_parser(sub)
     add_replay_parser(sub)
     add_explain_parser(sub)
+    add_source_parser(sub)
     return p
 
 
