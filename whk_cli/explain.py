@@ -50,7 +50,6 @@ __all__ = [
     "ExplainedEvent",
     "ExplainedRequest",
     "ExplainedTarget",
-    "add_explain_parser",
     "check_statement",
     "cmd_explain",
     "explain",
@@ -238,14 +237,3 @@ def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
     else:
         _print_text(events)
     return 0
-
-
-def add_explain_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "explain",
-        help="show the events one ERP statement would emit, who gets them and the signed requests "
-        "(the statement is rolled back)",
-    )
-    p.add_argument("statement", help="one INSERT, UPDATE, DELETE or MERGE on ERP tables")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=cmd_explain)

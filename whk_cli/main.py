@@ -23,7 +23,6 @@ from whk.errors import MigrationError, WhkError
 from whk.secretbox import rotate_command
 from whk.settings import Settings, configuration_markdown, load_settings
 from whk.sqlfiles import sql_root
-from whk_cli.explain import add_explain_parser
 from whk_cli.mock import add_mock_parser
 from whk_cli.replay import add_replay_parser
 from whk_cli.source import add_source_parser
@@ -171,6 +170,24 @@ def _set_parent_death_signal() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):
         pass  # not Linux: the worker outlives a killed dispatcher until stopped
+
+
+def cmd_explain(settings: Settings, args: argparse.Namespace) -> int:
+    # Loaded for this command only: it builds requests with the dispatcher's code.
+    from whk_cli.explain import cmd_explain as explain_main
+
+    return explain_main(settings, args)
+
+
+def add_explain_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="show the events one ERP statement would emit, who gets them and the signed requests "
+        "(the statement is rolled back)",
+    )
+    p.add_argument("statement", help="one INSERT, UPDATE, DELETE or MERGE on ERP tables")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_explain)
 
 
 def cmd_dispatcher(settings: Settings, _args: argparse.Namespace) -> int:
