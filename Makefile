@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test check lint typecheck unit bench lock clean browser
+.PHONY: up test check lint typecheck unit bench lock clean browser brokers
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,12 +19,16 @@ up: $(STAMP)
 	exec $(BIN)/whk up
 
 ## Lint, type-check and run the whole test suite (browser tests included) against throwaway PostgreSQL servers.
-test: lint typecheck browser
+test: lint typecheck browser brokers
 	$(BIN)/python -m pytest -m "not bench" $(PYTEST_ARGS)
 
 ## Chromium for the dashboard's Playwright tests (Debian's package; Playwright itself is in the dev extra).
 browser: $(STAMP)
 	scripts/setup-browser
+
+## Redis and RabbitMQ for the queue tests (Debian's redis-server and rabbitmq-server; the tests start their own).
+brokers: $(STAMP)
+	scripts/setup-brokers
 
 ## The edit-run loop: lint, types and every test not marked slow or e2e (the whole suite stays `make test`).
 check: lint typecheck

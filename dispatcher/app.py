@@ -20,8 +20,10 @@ import uvloop
 from dispatcher.engine import Engine
 from dispatcher.listener import listen_forever
 from dispatcher.metrics import DispatcherMetrics, serve
+from dispatcher.redis_target import RedisTransport
 from dispatcher.repository import Repository
 from dispatcher.sender import Sender
+from dispatcher.transport import Transport, Transports
 from whk import db, dbroles
 from whk.settings import Settings
 
@@ -53,10 +55,11 @@ async def run_dispatcher(settings: Settings, stop: asyncio.Event) -> None:
             log.info("dispatcher metrics on http://%s:%d/metrics", host, port)
         try:
             async with Sender(settings) as sender:
+                transports = Transports(sender, queue_transports(settings))
                 engine = Engine(
                     settings,
                     repo,
-                    sender,
+                    transports,
                     dispatcher_id=ident,
                     listen=lambda wake: listen_forever(
                         dsn, wake, connect_timeout=settings.core.connect_timeout
@@ -67,11 +70,18 @@ async def run_dispatcher(settings: Settings, stop: asyncio.Event) -> None:
                 log_ssrf_policy(settings, engine.ssrf_policy)
                 await engine.run(stop)
                 log.info("dispatcher %s stopped: %s", ident, engine.stats)
+                await transports.aclose()
         finally:
             if stop_metrics is not None:
                 stop_metrics()
     finally:
         await pool.close()
+
+
+def queue_transports(settings: Settings) -> dict[str, Transport]:
+    """The queue transports by URL scheme (docs/queues.md); HTTP(S) is the ``Sender``."""
+    redis = RedisTransport(settings)
+    return {"redis": redis, "rediss": redis}
 
 
 def log_ssrf_policy(settings: Settings, fingerprint: str) -> None:

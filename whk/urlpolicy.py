@@ -43,7 +43,9 @@ from urllib.parse import urlsplit
 from whk.errors import WhkError
 
 __all__ = [
+    "HTTP_SCHEMES",
     "MAX_URL_LENGTH",
+    "QUEUE_SCHEMES",
     "Address",
     "Network",
     "UrlPolicyError",
@@ -147,7 +149,11 @@ _METADATA_HOSTS: Final[frozenset[str]] = frozenset(
     }
 )
 
-_ALLOWED_SCHEMES: Final = frozenset({"http", "https"})
+HTTP_SCHEMES: Final = frozenset({"http", "https"})
+# Message-queue targets (docs/queues.md): a Redis stream or a RabbitMQ exchange. Their hosts pass the same
+# policy; a broker login never rides in the URL (no userinfo): it is the webhook's encrypted credential.
+QUEUE_SCHEMES: Final = frozenset({"redis", "rediss", "amqp", "amqps"})
+_ALLOWED_SCHEMES: Final = HTTP_SCHEMES | QUEUE_SCHEMES
 MAX_URL_LENGTH: Final = 2048
 # One part of an inet_aton() literal: decimal, octal (leading 0) or hex (0x). glibc refuses a bare "0x".
 _AT_PART: Final = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
@@ -304,9 +310,9 @@ def _check_host(host: str, allow: Sequence[Network]) -> str | None:
 def check_url(url: str, allow: Sequence[Network] = ()) -> str | None:
     """None if ``url`` is an acceptable webhook destination (before DNS), else the rule name.
 
-    http/https only, at most MAX_URL_LENGTH characters, no userinfo, a host present; literal IP
-    hosts (every spelling) are checked with ``check_address``; metadata host names and
-    ``localhost`` are refused. Host names are resolved and their addresses checked at connect
+    http/https or a queue scheme (``QUEUE_SCHEMES``), at most MAX_URL_LENGTH characters, no userinfo, a
+    host present; literal IP hosts (every spelling) are checked with ``check_address``; metadata host
+    names and ``localhost`` are refused. Host names are resolved and their addresses checked at connect
     time, by the dispatcher's sender.
     """
     if len(url) > MAX_URL_LENGTH or _BAD_URL_CHAR.search(url):
@@ -338,7 +344,8 @@ def ensure_url(url: str, allow: Sequence[Network] = ()) -> None:
         raise UrlPolicyError(
             f"webhook URL refused by the SSRF policy ({rule})",
             rule=rule,
-            hint="use a public http(s) URL; private networks are exempt only via WHK_ALLOW_PRIVATE_CIDRS "
+            hint="use a public http(s), redis(s) or amqp(s) URL without userinfo; private networks are "
+            "exempt only via WHK_ALLOW_PRIVATE_CIDRS "
             "in development",
         )
 

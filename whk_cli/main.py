@@ -25,6 +25,7 @@ from whk.settings import Settings, configuration_markdown, load_settings
 from whk.sqlfiles import sql_root
 from whk_cli.mock import add_mock_parser
 from whk_cli.replay import add_replay_parser
+from whk_cli.source import add_source_parser
 
 if TYPE_CHECKING:
     from whk.pgserver import PrivateServer
@@ -551,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_webhooks_secret)
     add_mock_parser(sub)
     add_replay_parser(sub)
+    add_source_parser(sub)
     return p
 
 

@@ -36,6 +36,7 @@ from api.webhooks.schemas import (
     WebhookUpdate,
 )
 from api.webhooks.simulator import send_once
+from whk.queue_targets import QueueUrlError, parse_redis_url
 from whk.secretbox import SecretBox, row_aad
 from whk.settings import Settings
 from whk.signing import decode_secret
@@ -82,6 +83,11 @@ async def check_webhook_fields(
             errors.append(
                 {"pointer": "/url", "message": f"URL refused by the SSRF policy: {rule}", "rule": rule}
             )
+        elif url.lower().startswith(("redis://", "rediss://")):
+            try:
+                parse_redis_url(url)  # a stream named, maxlen and db within bounds (docs/queues.md)
+            except QueueUrlError as exc:
+                errors.append({"pointer": "/url", "message": f"Redis target: {exc}"})
     for pointer, expr in (("/filter", filter_expr), ("/ordering_key_path", ordering_key_path)):
         if expr is None:
             continue

@@ -51,7 +51,10 @@ CREATE TABLE whk.whk_01_webhooks (
     consumer_id           bigint      NOT NULL REFERENCES whk.whk_04_assinantes (id),
     name                  text        NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
     description           text,
-    url                   text        NOT NULL CHECK (url ~ '^https?://' AND length(url) <= 2048),
+    -- HTTP(S), or a message queue (docs/queues.md). A broker URL never carries its login: that is the
+    -- encrypted basic credential below, so no password is ever stored in clear.
+    url                   text        NOT NULL CHECK (url ~ '^(https?|rediss?|amqps?)://' AND length(url) <= 2048
+                                                      AND url !~ '^(rediss?|amqps?)://[^/?#]*@'),
     http_method           text        NOT NULL DEFAULT 'POST' CHECK (http_method IN ('POST', 'PUT', 'PATCH')),
     -- Exact types ('order.created'), prefix wildcards ('order.*') or '*'.
     event_types           text[]      NOT NULL CHECK (cardinality(event_types) > 0),
@@ -2281,8 +2284,10 @@ BEGIN
                         coalesce(create_webhook.consumer_id::text, 'NULL'))
         WHEN create_webhook.name IS NULL OR length(create_webhook.name) NOT BETWEEN 1 AND 200
             THEN 'name must have 1 to 200 characters'
-        WHEN create_webhook.url IS NULL OR create_webhook.url !~ '^https?://' OR length(create_webhook.url) NOT BETWEEN 8 AND 2048
-            THEN 'url must be an http:// or https:// URL of at most 2048 characters'
+        WHEN create_webhook.url IS NULL OR create_webhook.url !~ '^(https?|rediss?|amqps?)://' OR length(create_webhook.url) NOT BETWEEN 8 AND 2048
+            THEN 'url must be an http(s)://, redis(s):// or amqp(s):// URL of at most 2048 characters'
+        WHEN create_webhook.url ~ '^(rediss?|amqps?)://[^/?#]*@'
+            THEN 'a broker URL carries no login: pass it as auth_type basic with the credential user:password (stored encrypted)'
         WHEN cardinality(create_webhook.event_types) IS NULL OR cardinality(create_webhook.event_types) NOT BETWEEN 1 AND 100
             THEN 'event_types must list 1 to 100 types or patterns, e.g. ''{order.created,invoice.*}'''
         WHEN EXISTS (SELECT 1 FROM unnest(create_webhook.event_types) t

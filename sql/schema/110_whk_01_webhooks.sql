@@ -4,7 +4,10 @@ CREATE TABLE whk.whk_01_webhooks (
     consumer_id           bigint      NOT NULL REFERENCES whk.whk_04_assinantes (id),
     name                  text        NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
     description           text,
-    url                   text        NOT NULL CHECK (url ~ '^https?://' AND length(url) <= 2048),
+    -- HTTP(S), or a message queue (docs/queues.md). A broker URL never carries its login: that is the
+    -- encrypted basic credential below, so no password is ever stored in clear.
+    url                   text        NOT NULL CHECK (url ~ '^(https?|rediss?|amqps?)://' AND length(url) <= 2048
+                                                      AND url !~ '^(rediss?|amqps?)://[^/?#]*@'),
     http_method           text        NOT NULL DEFAULT 'POST' CHECK (http_method IN ('POST', 'PUT', 'PATCH')),
     -- Exact types ('order.created'), prefix wildcards ('order.*') or '*'.
     event_types           text[]      NOT NULL CHECK (cardinality(event_types) > 0),

@@ -284,6 +284,18 @@ URLS = [
     ("https://[2606:4700::1111]:443/x", None),
     ("https://münchen.example/", None),
     ("https://host.example./", None),
+    # message-queue targets (docs/queues.md): same host rules, never a login in the URL
+    ("redis://cache.example.com:6379/orders", None),
+    ("rediss://cache.example.com/orders?maxlen=1000", None),
+    ("amqp://mq.example.com/whk", None),
+    ("amqps://mq.example.com:5671/whk", None),
+    ("redis://:secret@cache.example.com/orders", "userinfo"),
+    ("amqp://guest:guest@mq.example.com/", "userinfo"),
+    ("redis://127.0.0.1:6379/orders", "loopback"),
+    ("redis://10.0.0.5/orders", "private"),
+    ("amqp://169.254.169.254/", "metadata"),
+    ("redis://metadata.google.internal/x", "metadata"),
+    ("mqtt://broker.example.com/", "scheme"),
     # scheme / userinfo / shape
     ("ftp://example.com/", "scheme"),
     ("file:///etc/passwd", "scheme"),
