@@ -1,9 +1,11 @@
-"""``whk.amqp_url``: what an amqp:// webhook target or `whk source` URL means, and what it refuses."""
+"""``whk.amqp_url``: what an amqp:// webhook target or `whk source` URL means, and what it refuses; the
+routing key a RabbitMQ target publishes with."""
 
 from __future__ import annotations
 
 import pytest
 
+from dispatcher.amqp_target import routing_key
 from whk.amqp_url import AmqpAddress, parse_amqp_source, parse_amqp_target
 from whk.queue_targets import BrokerLogin, QueueUrlError
 
@@ -75,3 +77,10 @@ def test_bad_source_urls_name_the_part(url: str, field: str) -> None:
     with pytest.raises(QueueUrlError) as caught:
         parse_amqp_source(url)
     assert caught.value.field == field
+
+
+def test_routing_key_is_the_event_type() -> None:
+    assert routing_key(b'{"type":"order.created","timestamp":"t","data":{"type":"x"}}') == "order.created"
+    assert routing_key(b'[{"type":"a.b"},{"type":"a.b"}]') == "a.b"  # a batch of one type
+    assert routing_key(b'[{"type":"a.b"},{"type":"a.c"}]') == "batch"  # of several
+    assert routing_key(b"not json") == "batch"

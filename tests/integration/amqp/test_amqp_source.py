@@ -203,3 +203,19 @@ async def test_killed_before_commit_the_messages_are_redelivered(
     assert await asyncio.to_thread(second.wait, 30) == 0
     assert sorted(d["n"] for d, _ in events(conn, "order.placed")) == list(range(50))  # each once
     assert await ready(admin, queue) == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis://127.0.0.1:1/s", "--group is required"),  # Redis still needs its group
+        ("amqp://127.0.0.1:1/?exchange=x", "unknown query parameter 'exchange'"),
+        ("amqp://127.0.0.1:1/", "name the queue"),
+    ],
+)
+def test_source_url_problems_are_named_before_connecting(url: str, says: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WHK_")}
+    env["WHK_DATABASE_URL"] = "postgresql://nobody@127.0.0.1:1/none"
+    out = subprocess.run([str(WHK), "source", url], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert says in out.stderr, out.stderr

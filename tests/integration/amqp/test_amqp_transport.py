@@ -13,7 +13,7 @@ import pytest
 import standardwebhooks
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 
-from dispatcher.amqp_target import AmqpTransport, routing_key
+from dispatcher.amqp_target import AmqpTransport
 from dispatcher.attempt import OutboundRequest
 from dispatcher.classify import classify, is_failure
 from tests.support.rabbitmq import RabbitServer
@@ -145,10 +145,3 @@ async def test_ssrf_policy_applies_to_broker_addresses(rabbitmq_server: RabbitSe
     finally:
         await transport.aclose()
     assert result.error_class == "ssrf_blocked", result
-
-
-def test_routing_key_is_the_event_type() -> None:
-    assert routing_key(b'{"type":"order.created","data":{}}') == "order.created"
-    assert routing_key(b'[{"type":"a.b"},{"type":"a.b"}]') == "a.b"
-    assert routing_key(b'[{"type":"a.b"},{"type":"a.c"}]') == "batch"
-    assert routing_key(b"not json") == "batch"
