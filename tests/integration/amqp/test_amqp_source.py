@@ -210,7 +210,6 @@ async def test_killed_before_commit_the_messages_are_redelivered(
     [
         ("redis://127.0.0.1:1/s", "--group is required"),  # Redis still needs its group
         ("amqp://127.0.0.1:1/?exchange=x", "unknown query parameter 'exchange'"),
-        ("amqp://127.0.0.1:1/", "name the queue"),
     ],
 )
 def test_source_url_problems_are_named_before_connecting(url: str, says: str) -> None:
