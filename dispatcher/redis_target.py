@@ -82,6 +82,7 @@ class RedisTransport:
         # One client (and pool) per target server and login, with the address it was checked at.
         self._clients: dict[_Key, tuple[aioredis.Redis, str]] = {}
         self._targets: dict[str, RedisTarget | QueueUrlError] = {}
+        self._creating = asyncio.Lock()
 
     def _target(self, url: str) -> RedisTarget:
         cached = self._targets.get(url)
@@ -109,6 +110,16 @@ class RedisTransport:
         found = self._clients.get(key)
         if found is not None:
             return found
+        # Concurrent batches for a new target must share one client: create it under a lock.
+        async with self._creating:
+            found = self._clients.get(key)
+            if found is None:
+                found = await self._connect(key, target, login)
+            return found
+
+    async def _connect(
+        self, key: _Key, target: RedisTarget, login: BrokerLogin | None
+    ) -> tuple[aioredis.Redis, str]:
         infos = await asyncio.get_running_loop().getaddrinfo(
             target.host, target.port, type=socket.SOCK_STREAM
         )
@@ -119,18 +130,21 @@ class RedisTransport:
             rule = check_address(ipaddress.ip_address(address.split("%", 1)[0]), self._allow)
             if rule is not None:
                 raise _Blocked(rule, address)
-        client = aioredis.Redis(
+        # A blocking pool: a batch waits (within its deadline) for a free connection. redis-py's default
+        # pool raises "Too many connections" instead, which would count against the breaker.
+        pool = aioredis.BlockingConnectionPool(
+            connection_class=aioredis.SSLConnection if target.tls else aioredis.Connection,
+            max_connections=_CONNECTIONS_PER_TARGET,
+            timeout=None,
             host=target.host if target.tls else addresses[0],
             port=target.port,
             db=target.db,
             username=None if login is None else login.user,
             password=None if login is None else login.password,
-            ssl=target.tls,
             socket_connect_timeout=self._connect_timeout,
             retry=Retry(NoBackoff(), 0),
-            max_connections=_CONNECTIONS_PER_TARGET,
-            decode_responses=False,
         )
+        client = aioredis.Redis.from_pool(pool)  # closing the client closes its pool
         if len(self._clients) >= _MAX_CLIENTS:
             await self._drop(next(iter(self._clients)))
         self._clients[key] = (client, addresses[0])

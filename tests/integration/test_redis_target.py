@@ -5,6 +5,7 @@ Every message is checked with the `standardwebhooks` package from its stream fie
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
 from collections.abc import Iterator
@@ -162,6 +163,30 @@ async def test_ssrf_policy_applies_to_broker_hosts(db_url, redis):
         await transport.aclose()
     assert result.error_class == "ssrf_blocked"
     assert entries(redis, "never") == []
+
+
+async def test_concurrent_batches_wait_for_a_connection_instead_of_failing(db_url, redis):
+    # More batches at once than connections per target: they queue for a connection (within their
+    # deadline); a pool that raised "Too many connections" would fail them and feed the breaker.
+    transport = RedisTransport(fast_settings(db_url))
+    reqs = [
+        OutboundRequest(
+            method="POST",
+            url=redis.url("crowd"),
+            headers=[("webhook-id", f"msg_{i}")],
+            body=b"{}",
+            deadline_s=5.0,
+        )
+        for i in range(40)
+    ]
+    with redis.client() as c:
+        c.execute_command("CLIENT", "PAUSE", "300", "WRITE")  # every XADD waits: connections stay busy
+    try:
+        results = await asyncio.gather(*(transport.send([r]) for r in reqs))
+    finally:
+        await transport.aclose()
+    assert [(r.status, r.error_class) for (r,) in results] == [(200, None)] * 40
+    assert len(entries(redis, "crowd")) == 40
 
 
 @pytest.mark.slow  # kills and restarts redis-server while 1,000 events flow
