@@ -80,12 +80,17 @@ async def test_confirmed_message_is_persistent_signed_and_routed_by_event_type(
     transport = AmqpTransport(LOOPBACK)
     try:
         [result] = await transport.send([req])
+        [link] = transport._links.values()
+        [again] = await transport.send([_request(_target(rabbitmq_server, exchange), secret)])
+        assert again.status == 200
+        assert list(transport._links.values()) == [link]  # one connection and channel, reused
     finally:
         await transport.aclose()
     assert result.status == 200, result
     assert classify(result, require_ack=False).kind == "delivered"
     message = await queue.get(timeout=5)
     await message.ack()
+    await (await queue.get(timeout=5)).ack()
     assert message.body == req.body
     assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
     assert message.routing_key == "order.created"
