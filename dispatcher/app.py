@@ -69,9 +69,11 @@ async def run_dispatcher(settings: Settings, stop: asyncio.Event) -> None:
                 )
                 log.info("dispatcher %s started (pid %d)", ident, os.getpid())
                 log_ssrf_policy(settings, engine.ssrf_policy)
-                await engine.run(stop)
+                try:
+                    await engine.run(stop)
+                finally:
+                    await transports.aclose()  # broker connections
                 log.info("dispatcher %s stopped: %s", ident, engine.stats)
-                await transports.aclose()
         finally:
             if stop_metrics is not None:
                 stop_metrics()

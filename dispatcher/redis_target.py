@@ -25,7 +25,7 @@ import contextlib
 import ipaddress
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import redis.asyncio as aioredis
@@ -48,6 +48,13 @@ _MAX_CLIENTS: Final = 256
 _CONNECTIONS_PER_TARGET: Final = 8
 
 _Key = tuple[str, str, int, int, str | None, str | None]
+# host, port → every address it resolves to (tests inject answers, as the HTTP sender's tests do).
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def _getaddrinfo(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
 
 
 def _connection_error(exc: BaseException) -> ErrorClass:
@@ -76,7 +83,10 @@ class _Blocked(Exception):
 class RedisTransport:
     """``dispatcher.transport.Transport`` for ``redis://`` and ``rediss://`` stream targets."""
 
-    def __init__(self, settings: Settings, *, connect_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, settings: Settings, *, connect_timeout_s: float = 10.0, resolver: Resolver | None = None
+    ) -> None:
+        self._resolve = resolver or _getaddrinfo
         self._allow: tuple[Network, ...] = tuple(settings.core.allow_private_cidrs)
         self._connect_timeout = connect_timeout_s
         # One client (and pool) per target server and login, with the address it was checked at.
@@ -120,12 +130,9 @@ class RedisTransport:
     async def _connect(
         self, key: _Key, target: RedisTarget, login: BrokerLogin | None
     ) -> tuple[aioredis.Redis, str]:
-        infos = await asyncio.get_running_loop().getaddrinfo(
-            target.host, target.port, type=socket.SOCK_STREAM
-        )
-        if not infos:
+        addresses = await self._resolve(target.host, target.port)
+        if not addresses:
             raise OSError(f"{target.host} resolved to no address")
-        addresses = [str(info[4][0]) for info in infos]
         for address in addresses:
             rule = check_address(ipaddress.ip_address(address.split("%", 1)[0]), self._allow)
             if rule is not None:

@@ -147,22 +147,55 @@ async def test_unreachable_broker_opens_the_breaker(db_url, conn):
     assert statuses(conn, hook) == {"pending": 5}
 
 
-async def test_ssrf_policy_applies_to_broker_hosts(db_url, redis):
-    strict = fast_settings(db_url, WHK_ALLOW_PRIVATE_CIDRS="")
-    transport = RedisTransport(strict)
-    req = OutboundRequest(
-        method="POST",
-        url=redis.url("never"),
-        headers=[("webhook-id", "msg_1")],
-        body=b"{}",
-        deadline_s=2.0,
+def _one(url: str) -> OutboundRequest:
+    return OutboundRequest(
+        method="POST", url=url, headers=[("webhook-id", "msg_1")], body=b"{}", deadline_s=2.0
     )
+
+
+async def _send_one(transport: RedisTransport, url: str) -> Any:
     try:
-        (result,) = await transport.send([req])
+        (result,) = await transport.send([_one(url)])
     finally:
         await transport.aclose()
+    return result
+
+
+async def test_ssrf_policy_applies_to_broker_hosts(db_url, redis):
+    strict = fast_settings(db_url, WHK_ALLOW_PRIVATE_CIDRS="")
+    result = await _send_one(RedisTransport(strict), redis.url("never"))  # a literal loopback address
     assert result.error_class == "ssrf_blocked"
+    assert "loopback" in result.error_detail
+
+    async def rebinding(host: str, port: int) -> list[str]:  # a public answer next to a private one
+        return ["93.184.216.34", "127.0.0.1"]
+
+    result = await _send_one(
+        RedisTransport(strict, resolver=rebinding), f"redis://cache.example.com:{redis.port}/never"
+    )
+    assert result.error_class == "ssrf_blocked"
+    assert "127.0.0.1 (resolved from cache.example.com)" in result.error_detail
     assert entries(redis, "never") == []
+
+
+async def test_a_broker_name_is_resolved_once_and_the_checked_address_dialled(db_url, redis):
+    asked: list[str] = []
+
+    async def resolver(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return ["127.0.0.1"]  # the real DNS does not know this name: only the checked address can work
+
+    transport = RedisTransport(fast_settings(db_url), resolver=resolver)
+    url = f"redis://queue.whk-test.invalid:{redis.port}/named"
+    try:
+        first, second = await transport.send([_one(url), _one(url)])
+        (third,) = await transport.send([_one(url)])
+    finally:
+        await transport.aclose()
+    assert [r.status for r in (first, second, third)] == [200, 200, 200]
+    assert first.remote_ip == "127.0.0.1"
+    assert asked == ["queue.whk-test.invalid"]  # once per connection, not per batch
+    assert len(entries(redis, "named")) == 3
 
 
 async def test_concurrent_batches_wait_for_a_connection_instead_of_failing(db_url, redis):
