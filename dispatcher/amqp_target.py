@@ -94,6 +94,7 @@ class _Link:
     connection: AbstractConnection
     channel: AbstractChannel
     address: str
+    vhost: str
     exchanges: dict[str, AbstractExchange]
 
     @property
@@ -151,7 +152,7 @@ class AmqpTransport:
         except BaseException:
             await connection.close()
             raise
-        return _Link(connection, channel, addresses[0], {})
+        return _Link(connection, channel, addresses[0], addr.vhost, {})
 
     async def _link(self, key: _Key) -> _Link:
         link = self._links.get(key)
@@ -247,8 +248,7 @@ class AmqpTransport:
         else:
             for i, target in items:
                 if target.exchange in missing:
-                    reason = f"exchange {target.exchange!r} does not exist in virtual host {key[0].vhost!r}"
-                    results[i] = broker_refused(reason, started, remote_ip=address)
+                    results[i] = broker_refused(missing[target.exchange], started, remote_ip=address)
             broken = False
             for (i, target), outcome in zip(sendable, outcomes, strict=True):
                 result, lost = _outcome(outcome, target, started, address)
@@ -262,14 +262,14 @@ class AmqpTransport:
         for i, _ in items:
             results[i] = failed(error, detail, started, remote_ip=address)
 
-    async def _check_exchanges(self, link: _Link, names: set[str]) -> set[str]:
-        """The exchanges of ``names`` that do not exist. Each is checked once per connection on a channel of
-        its own (a passive declare): publishing to a missing exchange would close the shared channel and
-        fail every other webhook's messages on this broker with it."""
+    async def _check_exchanges(self, link: _Link, names: set[str]) -> dict[str, str]:
+        """The exchanges of ``names`` that cannot be published to, with why. Each is checked once per
+        connection with a passive declare on a channel of its own: publishing to a missing (or forbidden)
+        exchange would close the shared channel and fail every other webhook's messages on this broker."""
         unknown = [n for n in names if n not in link.exchanges]
         if not unknown:
-            return set()
-        missing: set[str] = set()
+            return {}
+        refused: dict[str, str] = {}
         probe = await link.connection.channel(publisher_confirms=False)
         try:
             for name in unknown:
@@ -278,13 +278,16 @@ class AmqpTransport:
                 try:
                     await probe.declare_exchange(name, passive=True)
                 except aiormq.exceptions.ChannelNotFoundEntity:
-                    missing.add(name)
+                    refused[name] = f"exchange {name!r} does not exist in virtual host {link.vhost!r}"
+                    continue
+                except aiormq.exceptions.ChannelClosed as exc:
+                    refused[name] = f"exchange {name!r}: {_text(exc)}"
                     continue
                 link.exchanges[name] = await link.channel.get_exchange(name, ensure=False)
         finally:
             if not probe.is_closed:
                 await probe.close()
-        return missing
+        return refused
 
     async def _publish_one(self, link: _Link, target: AmqpTarget, req: OutboundRequest) -> str:
         exchange = link.exchanges[target.exchange]
