@@ -150,10 +150,12 @@ async def test_broker_restart_mid_stream_loses_nothing(
             # Stop the broker under load (the event loop keeps running: the dispatcher sees it go).
             await asyncio.to_thread(rabbitmq_server.stop_server)
             await consumer.close()
+            # However fast the first 300 went, these meet a broker that is down.
+            emitted |= set(emit(conn, "order.created", count=100))
             await async_wait_for(lambda: _attempts(conn, hook).keys() - {None}, 30, "a failed attempt")
             await asyncio.to_thread(rabbitmq_server.start)
             consumer = await _consume(rabbitmq_server.url(), f"{exchange}.q", inbox)
-            await async_wait_for(lambda: statuses(conn, hook) == {"delivered": 300}, 90, "300 delivered")
+            await async_wait_for(lambda: statuses(conn, hook) == {"delivered": 400}, 90, "400 delivered")
             want = {f"msg_{e.replace('-', '')}" for e in emitted}
             await async_wait_for(lambda: set(inbox.ids()) >= want, 30, "every event consumed")
     finally:
