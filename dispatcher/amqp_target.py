@@ -32,9 +32,9 @@ import errno
 import ipaddress
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import aio_pika
 import aiormq
@@ -220,11 +220,9 @@ class AmqpTransport:
                 link = await self._link(key)
                 address = link.address
                 missing = await self._check_exchanges(link, {target.exchange for _, target in items})
-                sendable = [(i, target) for i, target in items if target.exchange not in missing]
-                outcomes = await asyncio.gather(
-                    *(self._publish_one(link, target, requests[i]) for i, target in sendable),
-                    return_exceptions=True,
-                )
+            sendable = [(i, target) for i, target in items if target.exchange not in missing]
+            left = deadline - (time.perf_counter() - started)
+            outcomes = await _confirms([self._publish_one(link, t, requests[i]) for i, t in sendable], left)
         except _Blocked as exc:
             for i, _ in items:
                 results[i] = failed(
@@ -235,7 +233,7 @@ class AmqpTransport:
                 )
             return
         except TimeoutError:
-            error, detail = "timeout", f"no confirm from RabbitMQ within {deadline:g}s"
+            error, detail = "timeout", f"no connection to RabbitMQ within {deadline:g}s"
         except (aiormq.exceptions.AuthenticationError, aiormq.exceptions.ProbableAuthenticationError) as exc:
             error, detail = "connect", f"RabbitMQ refused the login: {_text(exc)}"
         except socket.gaierror as exc:
@@ -312,6 +310,31 @@ class AmqpTransport:
             await self._drop(key)
 
 
+async def _confirms(publishes: list[Coroutine[Any, Any, str]], within_s: float) -> list[str | BaseException]:
+    """Each publish's confirm (or error) within ``within_s``; one still unconfirmed then is a TimeoutError, so
+    the messages confirmed in time count as delivered (no needless duplicates)."""
+    tasks = [asyncio.ensure_future(p) for p in publishes]
+    if not tasks:
+        return []
+    try:
+        _, pending = await asyncio.wait(tasks, timeout=max(within_s, 0.001))
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.cancel()
+        raise
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    out: list[str | BaseException] = []
+    for task in tasks:
+        if task in pending:
+            out.append(TimeoutError(f"no confirm within {within_s:.3g}s"))
+        else:
+            exc = task.exception()
+            out.append(exc if exc is not None else task.result())
+    return out
+
+
 def _login(key: _Key) -> BrokerLogin | None:
     _, user, password = key
     return None if password is None else BrokerLogin(user, password)
@@ -353,6 +376,9 @@ def _outcome(
     if isinstance(outcome, aiormq.exceptions.ChannelClosed):
         reason = f"the broker closed the channel: {_text(outcome)}"
         return broker_refused(reason, started, remote_ip=address), True
+    if isinstance(outcome, TimeoutError):
+        # The broker is stuck (flow control, an alarm) or the connection silently died: reconnect.
+        return failed("timeout", f"{_text(outcome)} from RabbitMQ", started, remote_ip=address), True
     if isinstance(outcome, asyncio.CancelledError):
         raise outcome
     if isinstance(outcome, Exception):

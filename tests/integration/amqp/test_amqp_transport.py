@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 import uuid
 from collections.abc import AsyncIterator
 
 import aio_pika
+import msgspec
 import port_for
 import pytest
 import standardwebhooks
@@ -17,6 +19,7 @@ from dispatcher.amqp_target import AmqpTransport
 from dispatcher.attempt import OutboundRequest
 from dispatcher.classify import classify, is_failure
 from tests.support.rabbitmq import RabbitServer
+from tests.support.wait import async_wait_for
 from whk.settings import load_settings
 from whk.signing import decode_secret, generate_secret
 from whk.webhook_request import request_headers
@@ -150,3 +153,35 @@ async def test_ssrf_policy_applies_to_broker_addresses(rabbitmq_server: RabbitSe
     finally:
         await transport.aclose()
     assert result.error_class == "ssrf_blocked", result
+
+
+async def test_a_broker_that_stops_confirming_is_a_timeout_then_a_new_connection(
+    rabbitmq_server: RabbitServer, channel: AbstractChannel
+) -> None:
+    exchange, queue = await _bound_queue(channel)
+    secret = generate_secret()
+    transport = AmqpTransport(LOOPBACK)
+    try:
+        [first] = await transport.send([_request(_target(rabbitmq_server, exchange), secret)])
+        assert first.status == 200
+        [link] = transport._links.values()
+        # A memory alarm: the broker stops reading what publishers send (connection.blocked), so no confirm.
+        await asyncio.to_thread(rabbitmq_server.ctl, "set_vm_memory_high_watermark", "0.0000001")
+        try:
+            stuck = _request(_target(rabbitmq_server, exchange), secret)
+            stuck = msgspec.structs.replace(stuck, deadline_s=2.0)
+            [result] = await transport.send([stuck])
+        finally:
+            await asyncio.to_thread(rabbitmq_server.ctl, "set_vm_memory_high_watermark", "0.4")
+        assert result.status is None and result.error_class == "timeout", result
+        assert classify(result, require_ack=False).kind == "throttle"
+        assert link not in transport._links.values()  # the suspect connection is dropped
+
+        async def confirmed_again() -> bool:
+            [again] = await transport.send([_request(_target(rabbitmq_server, exchange), secret)])
+            return again.status == 200
+
+        await async_wait_for(confirmed_again, 30, "a confirm on a new connection")
+    finally:
+        await transport.aclose()
+    await queue.purge()
