@@ -101,6 +101,11 @@ async def send_once(
     rule = check_url(url, allow)
     if rule is not None:
         return _blocked(rule, started)
+    if not url.lower().startswith(("http://", "https://")):
+        # A queue target (docs/queues.md): the simulator speaks HTTP only; nothing is sent.
+        return _failure(
+            "protocol", "the test send speaks HTTP(S) only; emit an event to test a queue", started
+        )
     target = httpx.URL(url)
     host = target.host
     port = target.port or (443 if target.scheme == "https" else 80)

@@ -82,3 +82,16 @@ def test_sql_control_plane_accepts_queue_urls_and_refuses_a_login_in_them(
             "VALUES (%s, 'raw', 'rediss://:pw@cache.example.com/s', '{*}')",
             [world.a.consumer_id],
         )
+
+
+async def test_the_test_send_says_it_speaks_http_only_for_a_queue_target(
+    client: AsyncTestClient[Any], world: World
+):
+    body = {"name": "stream", "url": "redis://127.0.0.1:9/orders", "event_types": ["*"]}
+    r = await client.post(BASE, json=body, headers=world.a.headers)
+    assert r.status_code == 201, r.text
+    r = await client.post(f"{BASE}/{r.json()['webhook']['id']}/test", json={}, headers=world.a.headers)
+    assert r.status_code == 200, r.text
+    result = r.json()
+    assert (result["status"], result["ok"], result["error_class"]) == (None, False, "protocol")
+    assert "HTTP(S) only" in result["error_detail"]
