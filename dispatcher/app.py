@@ -17,6 +17,7 @@ import socket
 
 import uvloop
 
+from dispatcher.amqp_target import AmqpTransport
 from dispatcher.engine import Engine
 from dispatcher.listener import listen_forever
 from dispatcher.metrics import DispatcherMetrics, serve
@@ -83,7 +84,8 @@ async def run_dispatcher(settings: Settings, stop: asyncio.Event) -> None:
 def queue_transports(settings: Settings) -> dict[str, Transport]:
     """The queue transports by URL scheme (docs/queues.md); HTTP(S) is the ``Sender``."""
     redis = RedisTransport(settings)
-    return {"redis": redis, "rediss": redis}
+    amqp = AmqpTransport(settings)
+    return {"redis": redis, "rediss": redis, "amqp": amqp, "amqps": amqp}
 
 
 def log_ssrf_policy(settings: Settings, fingerprint: str) -> None:

@@ -1,7 +1,8 @@
-"""``whk source URL --group G [--event-type T] …``: turn a broker's messages into WHK events.
+"""``whk source URL [--group G] [--event-type T] …``: turn a broker's messages into WHK events.
 
 Composes ``whk.queue_source.run_source`` (emit under the contract, commit, then dead-letter and ack) with
-the broker the URL's scheme names: ``redis[s]://host[:port]/<stream>`` (``whk.redis_source``). The URL
+the broker the URL's scheme names: ``redis[s]://host[:port]/<stream>`` (``whk.redis_source``, with
+``--group``) or ``amqp[s]://host[:port]/<vhost>?queue=Q`` (``whk.amqp_source``). The URL
 may carry a login here (``redis://user:password@host/stream``): it is used, never stored. SIGTERM/SIGINT
 finish the batch in hand and stop. docs/queues.md has the message format and the guarantees.
 """
@@ -17,6 +18,8 @@ import socket
 import sys
 from typing import Any
 
+from whk.amqp_source import AmqpQueueSource
+from whk.amqp_url import parse_amqp_source
 from whk.db import acheck_schema_version, aconnect
 from whk.errors import WhkError
 from whk.queue_source import SourceStats, run_source
@@ -42,9 +45,15 @@ def _bounded(low: int, high: int) -> Any:
 
 def add_source_parser(sub: Any) -> None:
     """Register ``whk source`` on the CLI's sub-parsers."""
-    p = sub.add_parser("source", help="consume a Redis stream into WHK events (whk.emit), ack after commit")
-    p.add_argument("url", help="redis[s]://[user:password@]host[:port]/<stream>[?db=N&maxlen=N]")
-    p.add_argument("--group", required=True, help="consumer group (created when missing)")
+    p = sub.add_parser(
+        "source", help="consume a Redis stream or RabbitMQ queue into WHK events (whk.emit), ack after commit"
+    )
+    p.add_argument(
+        "url",
+        help="redis[s]://[user:password@]host[:port]/<stream>[?db=N&maxlen=N] or "
+        "amqp[s]://[user:password@]host[:port]/<vhost>?queue=Q[&prefetch=N&dead_letter_queue=D]",
+    )
+    p.add_argument("--group", default=None, help="Redis: consumer group (created when missing); required")
     p.add_argument("--event-type", default=None, help="event type of every message (else its 'type' field)")
     p.add_argument("--consumer", default=None, help="consumer name (default: host-pid)")
     p.add_argument("--dead-stream", default=None, help="dead-letter stream (default: <stream>:dead)")
@@ -62,6 +71,10 @@ def add_source_parser(sub: Any) -> None:
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> SourceStats:
+    if args.url.lower().startswith(("amqp://", "amqps://")):
+        return await _run_amqp(settings, args)
+    if args.group is None:
+        raise WhkError("whk source redis://…: --group is required", hint="e.g. --group whk")
     try:
         target = parse_redis_url(args.url, allow_login=True)
     except QueueUrlError as exc:
@@ -84,6 +97,33 @@ async def _run(settings: Settings, args: argparse.Namespace) -> SourceStats:
         await acheck_schema_version(conn)
         await broker.open()
         print(f"whk source: {target.stream} → whk.emit (group {args.group})", file=sys.stderr, flush=True)
+        return await run_source(
+            broker, conn, stop, event_type=args.event_type, batch=args.batch, max_messages=args.max_messages
+        )
+    finally:
+        await broker.aclose()
+        await conn.close()
+
+
+async def _run_amqp(settings: Settings, args: argparse.Namespace) -> SourceStats:
+    try:
+        source = parse_amqp_source(args.url)
+    except QueueUrlError as exc:
+        raise WhkError(f"source URL: {exc}", hint="e.g. amqp://127.0.0.1:5672/%2F?queue=erp-in") from exc
+    broker = AmqpQueueSource(source, wait_s=args.block_ms / 1000.0)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    conn = await aconnect(settings, autocommit=True)
+    try:
+        await acheck_schema_version(conn)
+        await broker.open()
+        print(
+            f"whk source: queue {source.queue} → whk.emit (dead letters: {source.dead_letter_queue})",
+            file=sys.stderr,
+            flush=True,
+        )
         return await run_source(
             broker, conn, stop, event_type=args.event_type, batch=args.batch, max_messages=args.max_messages
         )

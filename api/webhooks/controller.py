@@ -36,6 +36,7 @@ from api.webhooks.schemas import (
     WebhookUpdate,
 )
 from api.webhooks.simulator import send_once
+from whk.amqp_url import parse_amqp_target
 from whk.queue_targets import QueueUrlError, parse_redis_url
 from whk.secretbox import SecretBox, row_aad
 from whk.settings import Settings
@@ -98,6 +99,11 @@ async def check_webhook_fields(
                 parse_redis_url(url)  # a stream named, maxlen and db within bounds (docs/queues.md)
             except QueueUrlError as exc:
                 errors.append({"pointer": "/url", "message": f"Redis target: {exc}"})
+        elif url.lower().startswith(("amqp://", "amqps://")):
+            try:
+                parse_amqp_target(url)  # an exchange named, a valid virtual host (docs/queues.md)
+            except QueueUrlError as exc:
+                errors.append({"pointer": "/url", "message": f"RabbitMQ target: {exc}"})
     for pointer, expr in (("/filter", filter_expr), ("/ordering_key_path", ordering_key_path)):
         if expr is None:
             continue
