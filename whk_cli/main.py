@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from whk import __version__, catalog, dbroles, migrate, retention
 from whk.db import check_schema_version, connect, require_dsn
 from whk.errors import MigrationError, WhkError
+from whk.logs import configure_logging
 from whk.secretbox import rotate_command
 from whk.settings import Settings, configuration_markdown, load_settings
 from whk.sqlfiles import sql_root
@@ -560,6 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(args.debug) or os.environ.get("WHK_DEBUG", "").lower() in {"1", "true", "yes", "on"}
     try:
         settings = load_settings()
+        configure_logging(settings)
         func: Callable[[Settings, argparse.Namespace], int] = args.func
         return func(settings, args)
     except WhkError as exc:
