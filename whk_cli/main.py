@@ -26,6 +26,7 @@ from whk.settings import Settings, configuration_markdown, load_settings
 from whk.sqlfiles import sql_root
 from whk_cli.mock import add_mock_parser
 from whk_cli.replay import add_replay_parser
+from whk_cli.tail import add_tail_parser
 
 if TYPE_CHECKING:
     from whk.pgserver import PrivateServer
@@ -552,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=cmd_webhooks_secret)
     add_mock_parser(sub)
     add_replay_parser(sub)
+    add_tail_parser(sub)
     return p
 
 
