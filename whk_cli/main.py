@@ -24,6 +24,7 @@ from whk.logs import configure_logging
 from whk.secretbox import rotate_command
 from whk.settings import Settings, configuration_markdown, load_settings
 from whk.sqlfiles import sql_root
+from whk_cli.export import add_export_parser
 from whk_cli.mock import add_mock_parser
 from whk_cli.replay import add_replay_parser
 from whk_cli.tail import add_tail_parser
@@ -554,6 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_mock_parser(sub)
     add_replay_parser(sub)
     add_tail_parser(sub)
+    add_export_parser(sub)
     return p
 
 
