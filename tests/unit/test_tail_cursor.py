@@ -78,3 +78,17 @@ def test_format_line_shows_event_webhook_status_latency() -> None:
         assert part in line
     assert "timeout" in format_line(_row(response_status=None, error_class="timeout", duration_ms=None))
     assert "(+2 in batch)" in format_line(_row(deliveries=3))
+
+
+def test_without_a_database_url_tail_reads_make_ups_private_server(tmp_path: Any) -> None:
+    from whk.pgserver import PrivateServer
+    from whk.settings import load_settings
+    from whk_cli.tail import _tail_settings
+
+    settings = load_settings({"WHK_DATA_DIR": str(tmp_path)})
+    assert _tail_settings(settings).core.database_url is None  # nothing initialised there: the usual error
+    (tmp_path / "pgdata").mkdir()
+    (tmp_path / "pgdata" / "PG_VERSION").write_text("15\n")
+    assert _tail_settings(settings).core.database_url == PrivateServer(tmp_path).dsn()
+    given = load_settings({"WHK_DATA_DIR": str(tmp_path), "WHK_DATABASE_URL": "postgresql://x@/y"})
+    assert _tail_settings(given).core.database_url == "postgresql://x@/y"
