@@ -170,6 +170,7 @@ async def test_debug_run_logs_delivery_fields_and_no_secret(
         assert value not in api_output, f"the {name} is in the API's log"
 
 
+@pytest.mark.slow
 async def test_trace_flag_logs_one_webhook_then_switches_off(
     db_url: str, conn: psycopg.Connection[Any], receiver: Any, captured: io.StringIO
 ) -> None:

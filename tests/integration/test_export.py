@@ -127,6 +127,7 @@ def test_whk_export_command_writes_a_file(db_url: str, conn: psycopg.Connection[
     assert f"exported {PAGE + 8} deliveries (csv)" in done.stderr
 
 
+@pytest.mark.slow
 async def test_api_download_is_tenant_scoped(settings: Any, conn: psycopg.Connection[Any]) -> None:
     a, b, hook_a, hook_b = _seed(conn)
     admin = create_api_key(conn, admin=True, consumer_id=None, name="admin", actor="test")
