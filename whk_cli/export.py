@@ -92,11 +92,16 @@ def cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         )
     with connect(settings) as conn:
         check_schema_version(conn)
-        if args.output is None:
-            run_export(conn, args.kind, args.format, sys.stdout.buffer, sys.stderr, since=since, until=until)
-        else:
-            with Path(args.output).open("wb") as out:
-                run_export(conn, args.kind, args.format, out, sys.stderr, since=since, until=until)
+        # One snapshot for the count and every page: the progress total is what gets exported.
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            if args.output is None:
+                run_export(
+                    conn, args.kind, args.format, sys.stdout.buffer, sys.stderr, since=since, until=until
+                )
+            else:
+                with Path(args.output).open("wb") as out:
+                    run_export(conn, args.kind, args.format, out, sys.stderr, since=since, until=until)
     return 0
 
 
