@@ -185,7 +185,7 @@ async def test_trace_flag_logs_one_webhook_then_switches_off(
         assert not [x for x in _json_lines(captured.getvalue()) if x["logger"] == "whk.dispatcher.trace"]
 
         # Turned on in SQL while the dispatcher runs (the API calls the same function).
-        (until,) = conn.execute("SELECT whk.trace_webhook(%s, 4)", [traced_hook]).fetchone() or (None,)
+        (until,) = conn.execute("SELECT whk.trace_webhook(%s, 6)", [traced_hook]).fetchone() or (None,)
         assert until is not None
         (second,) = emit(conn, "b.second")
 
