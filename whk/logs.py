@@ -12,9 +12,10 @@ Standard library ``logging`` throughout; what varies is the formatter, chosen by
 to DEBUG (libraries stay at ``WHK_LOG_LEVEL``).
 
 Both formatters pass their output through ``scrub``, which masks what looks like a credential (a
-``whsec_`` signing secret, a ``whk_`` API key, a password in a connection URL or ``password=`` pair, an
-``Authorization`` value). That is the last line of defence: code must not log secrets in the first place
-(request headers go through ``whk.redact`` before they are logged, like before they are stored).
+``whsec_`` signing secret, a ``whk_`` API key, a password in a connection URL or ``password=`` pair, a
+credential-named URL query parameter, an ``Authorization`` value). That is the last line of defence:
+code must not log secrets in the first place (request headers go through ``whk.redact`` before they are
+logged, like before they are stored).
 """
 
 from __future__ import annotations
@@ -57,6 +58,14 @@ _SECRET_PATTERNS: Final = (
     (re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@"), r"\1***@"),
     # password=… in a libpq keyword/value DSN or a query string.
     (re.compile(r"(\bpassword\s*=\s*)('[^']*'|[^\s&]+)", re.IGNORECASE), r"\1***"),
+    # Credential-named query parameters in a URL (?token=…, &api_key=…, ?secret=…, ?access_token=…).
+    (
+        re.compile(
+            r"([?&][A-Za-z0-9_.-]*(?:token|secret|passw|api[_-]?key|apikey|auth)[A-Za-z0-9_.-]*=)[^&\s\"']+",
+            re.I,
+        ),
+        r"\1***",
+    ),
     # An Authorization header value quoted inside a message.
     (re.compile(r"(\b(?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]+"), r"\1***"),
 )

@@ -69,6 +69,8 @@ def test_text_formatter_appends_fields() -> None:
         ("host=db user=whk password=Pa55w0rd dbname=whk", "Pa55w0rd"),
         ("amqp://guest:guestpw@127.0.0.1/", "guestpw"),
         ("Authorization: Bearer abc.def.ghi", "abc.def.ghi"),
+        ("POST https://hooks.example/in?x=1&access_token=tok123abc&y=2", "tok123abc"),
+        ('{"request_url":"https://h.example/in?api_key=k3y9"}', "k3y9"),
     ],
 )
 def test_scrub_masks_credentials(text: str, secret: str) -> None:
