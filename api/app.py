@@ -118,4 +118,6 @@ def create_app(
         request_max_body_size=settings.api.max_body_bytes,
         openapi_config=openapi_config(version=API_VERSION, enabled=settings.api.docs_enabled),
         debug=False,
+        # Logging is configured once by the composition root (whk.logs): Litestar adds no handler of its own.
+        logging_config=None,
     )

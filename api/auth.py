@@ -71,8 +71,10 @@ def area_of(path: str) -> str:
     """The scope area of a path: first segment after /api/whk/ ('' outside the API)."""
     if not path.startswith("/api/whk/"):
         return ""
-    segment = path[len("/api/whk/") :].split("/", 1)[0]
-    return _AREA_OF_SEGMENT.get(segment, segment)
+    segments = path[len("/api/whk/") :].split("/", 2)
+    if segments[0] == "exports" and len(segments) > 1:
+        return segments[1]  # an export of deliveries is read under the deliveries scope, events under events
+    return _AREA_OF_SEGMENT.get(segments[0], segments[0])
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,6 +146,16 @@ def _request_id(request: Request[Any, Any, Any]) -> str | None:
     return rid if isinstance(rid, str) else None
 
 
+def _ctx(request: Request[Any, Any, Any], status: int) -> dict[str, Any]:
+    """The fields of a log line about one request's error (whk.logs emits them as JSON keys)."""
+    return {
+        "request_id": _request_id(request),
+        "method": request.method,
+        "path": request.url.path,
+        "status": status,
+    }
+
+
 def problem_response(
     request: Request[Any, Any, Any],
     status: int,
@@ -170,6 +180,15 @@ def problem_response(
         body["request_id"] = rid
     for key, value in (extra or {}).items():
         body.setdefault(key, value)
+    if status < 500 and log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "%s %s answered %d: %s",
+            request.method,
+            request.url.path,
+            status,
+            detail or body["title"],
+            extra=_ctx(request, status),
+        )
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=dict(headers or {}))
 
 
@@ -233,7 +252,12 @@ def _http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Resp
     status = exc.status_code
     if status >= 500:
         log.error(
-            "HTTP %s on %s (request %s): %s", status, request.url.path, _request_id(request), exc.detail
+            "HTTP %s on %s (request %s): %s",
+            status,
+            request.url.path,
+            _request_id(request),
+            exc.detail,
+            extra=_ctx(request, status),
         )
         return problem_response(request, status, headers=exc.headers)
     detail = exc.detail if exc.detail and exc.detail != _TITLES.get(status, ("",))[0] else None
@@ -263,28 +287,49 @@ def _database_error(request: Request[Any, Any, Any], exc: psycopg.Error) -> Resp
     rid = _request_id(request)
     mapped = _SQLSTATE_MAP.get(sqlstate)
     if isinstance(exc, psycopg.OperationalError) and mapped is None:
-        log.error("database unavailable on %s (request %s): %s", request.url.path, rid, exc)
+        log.error(
+            "database unavailable on %s (request %s): %s",
+            request.url.path,
+            rid,
+            exc,
+            extra=_ctx(request, 503),
+        )
         return problem_response(request, 503, detail="the database is unavailable; retry later")
     if mapped is None:
-        log.exception("database error on %s (request %s)", request.url.path, rid, exc_info=exc)
+        log.exception(
+            "database error on %s (request %s)", request.url.path, rid, exc_info=exc, extra=_ctx(request, 500)
+        )
         return problem_response(request, 500, detail="internal error; quote the request id to the operator")
     status, detail = mapped
     extra: dict[str, Any] = {}
     constraint = getattr(exc.diag, "constraint_name", None)
     if constraint:
         extra["constraint"] = constraint
-    log.info("database rejected request %s on %s: %s %s", rid, request.url.path, sqlstate, constraint or "")
+    log.info(
+        "database rejected request %s on %s: %s %s",
+        rid,
+        request.url.path,
+        sqlstate,
+        constraint or "",
+        extra={**_ctx(request, status), "sqlstate": sqlstate},
+    )
     headers = {"Retry-After": "1"} if status == 503 else None
     return problem_response(request, status, detail=detail, extra=extra, headers=headers)
 
 
 def _unavailable(request: Request[Any, Any, Any], exc: DatabaseUnavailable) -> Response[dict[str, Any]]:
-    log.error("database unavailable (request %s): %s", _request_id(request), exc)
+    log.error("database unavailable (request %s): %s", _request_id(request), exc, extra=_ctx(request, 503))
     return problem_response(request, 503, detail="the database is unavailable; retry later")
 
 
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    log.exception("unhandled error on %s (request %s)", request.url.path, _request_id(request), exc_info=exc)
+    log.exception(
+        "unhandled error on %s (request %s)",
+        request.url.path,
+        _request_id(request),
+        exc_info=exc,
+        extra=_ctx(request, 500),
+    )
     return problem_response(request, 500, detail="internal error; quote the request id to the operator")
 
 

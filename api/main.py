@@ -41,6 +41,8 @@ def uvicorn_config(settings: Settings, app: Any = None, **overrides: Any) -> uvi
         "log_level": settings.core.log_level.lower(),
         "lifespan": "on",
         "access_log": settings.core.debug,
+        # uvicorn's loggers propagate to the one handler whk.logs installed (JSON or text, scrubbed).
+        "log_config": None,
         "timeout_graceful_shutdown": 10,
     }
     return uvicorn.Config(app, **{**options, **overrides})
@@ -65,6 +67,9 @@ def main(settings: Settings) -> int:
 
 def _factory() -> object:
     from api.app import create_app
+    from whk.logs import configure_logging
     from whk.settings import load_settings
 
-    return create_app(load_settings())
+    settings = load_settings()
+    configure_logging(settings)  # a worker process is its own composition root
+    return create_app(settings)

@@ -10,6 +10,7 @@ from api.consumers.controller import ConsumerController
 from api.deliveries.controller import DeliveryController
 from api.devmock.controller import MockController
 from api.events.controller import EventController
+from api.exports.controller import ExportController
 from api.monitoring.controller import MonitoringController
 from api.replays.controller import ReplayController
 from api.security.controller import SecurityController
@@ -28,4 +29,5 @@ def route_handlers() -> list[ControllerRouterHandler]:
         MockController,
         ReplayController,
         BulkRetryController,
+        ExportController,
     ]

@@ -108,10 +108,8 @@ def log_ssrf_policy(settings: Settings, fingerprint: str) -> None:
 
 
 def main(settings: Settings) -> int:
-    """Entry point of `whk dispatcher`: run until SIGTERM/SIGINT, exit 0 after a clean shutdown."""
-    logging.basicConfig(
-        level=settings.core.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """Entry point of `whk dispatcher`: run until SIGTERM/SIGINT, exit 0 after a clean shutdown. Logging
+    is configured by the caller (``whk_cli``, ``whk.logs``)."""
     with db.connect(dbroles.with_role(settings, settings.dispatcher.db_role)) as conn:
         db.check_schema_version(conn)
         dbroles.check_role(conn, settings, "dispatcher", log)

@@ -73,11 +73,17 @@ from dispatcher.request import (
     request_body,
 )
 from dispatcher.retry import RetryPolicy, next_delay
+from whk.redact import mask_headers
 from whk.secretbox import SecretBox
 from whk.settings import Settings
 from whk.urlpolicy import policy_fingerprint
 
 log = logging.getLogger("whk.dispatcher")
+# One line per delivery outcome (DEBUG; WARNING for dead letters, 410s and SSRF refusals), and the detail of
+# each request (INFO) when WHK_DEBUG is on or the webhook's trace flag is set (docs/operations.md).
+dlog = logging.getLogger("whk.dispatcher.delivery")
+tlog = logging.getLogger("whk.dispatcher.trace")
+_DETAIL_BODY_MAX = 4096
 
 # Database errors the loops survive (server restart, network blip, pool exhausted while reconnecting).
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
@@ -116,6 +122,7 @@ class Engine:
         self._repo = repo
         self._sender = sender
         self._id = dispatcher_id
+        self._debug = settings.core.debug
         self._listen = listen
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         # WHK_SECRET_KEYS (shared with the API); the public development key only when WHK_ENV=development.
@@ -261,6 +268,7 @@ class Engine:
                 r.sqlstate,
                 r.message,
                 r.webhook_id,
+                extra={"webhook_id": r.webhook_id, "dispatcher_id": self._id},
             )
         if culprits and not unexplained:
             return 0.0
@@ -345,7 +353,25 @@ class Engine:
         routed, self._more_due, claimed = await self._repo.dispatch_round(
             route_limit, claim_limit, self._s.lease_seconds, sorted(self._finished)
         )
-        self.metrics.round(time.perf_counter() - started, routed, len(claimed))
+        elapsed = time.perf_counter() - started
+        self.metrics.round(elapsed, routed, len(claimed))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "round: %d routed, %d claimed in %.2f ms",
+                routed,
+                len(claimed),
+                elapsed * 1000.0,
+                extra={
+                    "dispatcher_id": self._id,
+                    "sql": "whk.dispatch_round",
+                    "sql_ms": round(elapsed * 1000.0, 3),
+                    "routed": routed,
+                    "claimed": len(claimed),
+                    "route_limit": route_limit,
+                    "claim_limit": claim_limit,
+                    "more_due": self._more_due,
+                },
+            )
         if route_on and claim_on and (self.last_error is not None or self._fault_backoff != _FAULT_BACKOFF_S):
             if self.last_error is not None:
                 log.info("dispatcher rounds succeed again")
@@ -400,7 +426,11 @@ class Engine:
                 except Exception as exc:
                     # A bug meeting one webhook's row must not stop the others: its attempts fail with
                     # this as their configuration error (attempt log), like a broken secret does.
-                    log.exception("cannot prepare webhook %d", row.id)
+                    log.exception(
+                        "cannot prepare webhook %d",
+                        row.id,
+                        extra={"webhook_id": row.id, "dispatcher_id": self._id},
+                    )
                     policy = RetryPolicy()  # no schedule: unless the row's own still reads
                     with contextlib.suppress(Exception):
                         policy = RetryPolicy.from_json(row.retry_policy)
@@ -460,9 +490,125 @@ class Engine:
             **_attempt_fields(hook, req, result, outcome, body),
         )
         deliveries = tuple(self._delivery_outcome(hook, d, outcome) for d in group)
+        self._log_outcome(hook, group, deliveries, req, result, outcome, body, started)
         # The next event of an ordered lane waits for this outcome to be recorded: no lingering for it.
         self.queue_outcome(
             RequestOutcome(attempt=attempt, deliveries=deliveries), urgent=hook.row.delivery_mode == "ordered"
+        )
+
+    def _log_outcome(
+        self,
+        hook: PreparedWebhook,
+        group: Sequence[ClaimedDelivery],
+        deliveries: Sequence[DeliveryOutcome],
+        req: OutboundRequest | None,
+        result: AttemptResult,
+        outcome: Outcome,
+        body: bytes,
+        now: datetime,
+    ) -> None:
+        """The log lines of one finished request. At INFO without WHK_DEBUG or a trace this costs a level
+        check unless a delivery died or the webhook answered 410 or was refused by the SSRF policy."""
+        until = hook.row.trace_until
+        verbose = self._debug or (until is not None and until > now)
+        if verbose:
+            self._log_detail(hook, group, deliveries, req, result, outcome, body, trace=not self._debug)
+        if verbose or dlog.isEnabledFor(logging.DEBUG):
+            level = logging.INFO if verbose else logging.DEBUG
+            for d, done in zip(group, deliveries, strict=True):
+                dlog.log(
+                    level,
+                    "delivery %s: %s (%s)",
+                    done.state,
+                    outcome.kind,
+                    outcome.reason,
+                    extra=self._fields(hook, d, done, outcome, result),
+                )
+        if outcome.kind in ("gone", "blocked"):
+            dlog.warning(
+                "webhook %d %s: %s",
+                hook.row.id,
+                "answered 410 Gone and is disabled"
+                if outcome.kind == "gone"
+                else "refused by the SSRF policy",
+                outcome.reason,
+                extra=self._fields(hook, group[0], deliveries[0], outcome, result),
+            )
+        for d, done in zip(group, deliveries, strict=True):
+            if done.state == "dead":
+                dlog.warning(
+                    "delivery dead-lettered: %s",
+                    done.dead_reason,
+                    extra=self._fields(hook, d, done, outcome, result),
+                )
+
+    def _fields(
+        self,
+        hook: PreparedWebhook,
+        d: ClaimedDelivery,
+        done: DeliveryOutcome,
+        outcome: Outcome,
+        result: AttemptResult,
+    ) -> dict[str, Any]:
+        return {
+            "event_id": str(d.event_id),
+            "webhook_id": hook.row.id,
+            "delivery_id": d.delivery_id,
+            "attempt": done.attempt_no,
+            "dispatcher_id": self._id,
+            "event_type": d.event_type,
+            "outcome": outcome.kind,
+            "state": done.state,
+            "status": result.status,
+            "duration_ms": round(result.duration_ms, 3),
+        }
+
+    def _log_detail(
+        self,
+        hook: PreparedWebhook,
+        group: Sequence[ClaimedDelivery],
+        deliveries: Sequence[DeliveryOutcome],
+        req: OutboundRequest | None,
+        result: AttemptResult,
+        outcome: Outcome,
+        body: bytes,
+        *,
+        trace: bool,
+    ) -> None:
+        """WHK_DEBUG or a traced webhook: the request and response (credential headers masked with
+        whk.redact's rule, bodies cut at 4 KB) and the classifier's decision with its reason."""
+        first, done = group[0], deliveries[0]
+        fields = self._fields(hook, first, done, outcome, result)
+        fields.update(
+            {
+                "trace": "webhook" if trace else "debug",
+                "delivery_ids": [d.delivery_id for d in group] if len(group) > 1 else None,
+                "request_method": hook.row.http_method if req is None else req.method,
+                "request_url": hook.row.url if req is None else req.url,
+                "request_headers": {} if req is None else loggable_headers(hook, req.headers),
+                "request_body": _cut(body),
+                "response_headers": mask_headers(result.headers, credential_names=hook.masked_names)
+                if result.status is not None
+                else None,
+                "response_body": _cut(result.body) if result.status is not None else None,
+                "error_class": result.error_class,
+                "error_detail": result.error_detail,
+                "decision": outcome.kind,
+                "reason": outcome.reason,
+                "retry_after_s": outcome.retry_after_s,
+                "next_state": done.state,
+                "next_attempt_at": done.next_attempt_at.isoformat() if done.next_attempt_at else None,
+            }
+        )
+        tlog.info(
+            "%s %s -> %s in %.1f ms; classified %s: %s",
+            fields["request_method"],
+            fields["request_url"],
+            result.status if result.status is not None else result.error_class or "no request",
+            result.duration_ms,
+            outcome.kind,
+            outcome.reason,
+            extra=fields,
         )
 
     def queue_outcome(self, outcome: RequestOutcome, *, urgent: bool) -> None:
@@ -555,9 +701,24 @@ class Engine:
         and another round reclaims them. A data error is isolated per webhook (``_record_apart``); any
         other error is logged and the group given up on (their leases bring the deliveries back)."""
         try:
+            started = time.perf_counter()
             with self.metrics.recording(sum(len(r.deliveries) for r in items)):
                 done = await self._retry_db(
                     functools.partial(self._repo.record, items), "record outcomes", attempts=attempts
+                )
+            if log.isEnabledFor(logging.DEBUG):
+                elapsed_ms = (time.perf_counter() - started) * 1000.0
+                log.debug(
+                    "recorded %d requests in %.2f ms",
+                    len(items),
+                    elapsed_ms,
+                    extra={
+                        "dispatcher_id": self._id,
+                        "sql": "whk.record_outcomes",
+                        "sql_ms": round(elapsed_ms, 3),
+                        "requests": len(items),
+                        "deliveries": sum(len(r.deliveries) for r in items),
+                    },
                 )
             self._count_transitions(done)
             self._unexpected = 0
@@ -618,6 +779,7 @@ class Engine:
                 state,
                 reason,
                 hook_id,
+                extra={"webhook_id": hook_id, "dispatcher_id": self._id},
             )
 
     async def _retry_db(self, fn: Callable[[], Awaitable[Any]], what: str, *, attempts: int = 30) -> Any:
@@ -702,6 +864,11 @@ def _attempt_fields(
         "error_class": result.error_class,
         "error_detail": _join(result.error_detail, outcome.reason, result.location),
     }
+
+
+def _cut(body: bytes) -> str:
+    text = _text(body[:_DETAIL_BODY_MAX])
+    return text + f"… ({len(body)} bytes)" if len(body) > _DETAIL_BODY_MAX else text
 
 
 def _text(body: bytes) -> str:

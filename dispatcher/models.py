@@ -43,6 +43,9 @@ class WebhookRow(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     status: str
     secret_ids: list[int]
     secrets_enc: list[bytes]
+    # Until when this webhook's deliveries are logged in detail (webhook_runtime.trace_until; POST
+    # /api/whk/webhooks/{id}/trace): read with the row, so tracing costs no query per event.
+    trace_until: datetime | None = None
 
 
 class AttemptLog(msgspec.Struct, frozen=True):

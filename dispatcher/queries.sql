@@ -57,7 +57,9 @@ SELECT w.id, w.consumer_id, w.url, w.http_method, w.headers, w.auth_type, w.auth
        coalesce((SELECT array_agg(s.id ORDER BY s.created_at DESC) FROM whk.webhook_secrets s
                  WHERE s.webhook_id = w.id AND (s.expires_at IS NULL OR s.expires_at > now())), '{}') AS secret_ids,
        coalesce((SELECT array_agg(s.secret_enc ORDER BY s.created_at DESC) FROM whk.webhook_secrets s
-                 WHERE s.webhook_id = w.id AND (s.expires_at IS NULL OR s.expires_at > now())), '{}') AS secrets_enc
+                 WHERE s.webhook_id = w.id AND (s.expires_at IS NULL OR s.expires_at > now())), '{}') AS secrets_enc,
+       (SELECT r.trace_until FROM whk.webhook_runtime r
+        WHERE r.webhook_id = w.id AND r.trace_until > now()) AS trace_until
 FROM whk.whk_01_webhooks w
 WHERE w.id = ANY(%(ids)s);
 

@@ -102,6 +102,11 @@ class Jobs:
                 report = await self._eval.evaluate(conn)
             except Exception as exc:
                 self._metrics.evaluation(ok=False)
+                log.warning(
+                    "alert evaluation failed: %s",
+                    exc,
+                    extra={"job": "evaluate_alerts", "worker_id": self._ident},
+                )
                 await self._repo.finish_run(conn, run, False, {"error": str(exc)[:500]})
                 raise
             self._metrics.evaluation(ok=True, changed=report.changed)
@@ -143,7 +148,12 @@ class Jobs:
         async with self._pool.connection() as conn:
             made = await aprovision_secret(conn, self._box, webhook_id)
         if made is not None:
-            log.info("webhook %d: signing secret %s provisioned", webhook_id, made.key_id)
+            log.info(
+                "webhook %d: signing secret %s provisioned",
+                webhook_id,
+                made.key_id,
+                extra={**self._job_fields(job), "webhook_id": webhook_id},
+            )
 
     async def provision_pending(self) -> None:
         async with self._pool.connection() as conn:
@@ -157,6 +167,7 @@ class Jobs:
             try:
                 report = await retention.arun(conn)
             except Exception as exc:
+                log.warning("retention failed: %s", exc, extra={"job": "retention", "worker_id": self._ident})
                 await self._repo.finish_run(conn, run, False, {"error": str(exc)[:500]})
                 raise
             await self._repo.finish_run(
@@ -180,7 +191,12 @@ class Jobs:
                 while await self._repo.replay_step(conn, replay_id, REPLAY_BATCH):
                     pass
             except Exception as exc:
-                log.warning("replay %d failed: %s", replay_id, exc)
+                log.warning(
+                    "replay %d failed: %s",
+                    replay_id,
+                    exc,
+                    extra={**self._job_fields(job), "replay_id": replay_id},
+                )
                 await self._repo.replay_failed(conn, replay_id, str(exc)[:500])
                 raise
 
@@ -193,7 +209,12 @@ class Jobs:
                 while await self._repo.bulk_retry_step(conn, bulk_id, BULK_RETRY_BATCH):
                     pass
             except Exception as exc:
-                log.warning("bulk retry %d failed: %s", bulk_id, exc)
+                log.warning(
+                    "bulk retry %d failed: %s",
+                    bulk_id,
+                    exc,
+                    extra={**self._job_fields(job), "bulk_id": bulk_id},
+                )
                 await self._repo.bulk_retry_failed(conn, bulk_id, str(exc)[:500])
                 raise
 
@@ -235,13 +256,29 @@ class Jobs:
                     attempt,
                     exc,
                     delay,
+                    extra={**self._job_fields(job), "channel_id": notice.channel_id},
                 )
                 raise RetryRequested(delay=timedelta(seconds=delay), reason=str(exc)) from exc
-            log.warning("notify %s failed for good after %d attempts: %s", notice.dedupe_key, attempt, exc)
+            log.warning(
+                "notify %s failed for good after %d attempts: %s",
+                notice.dedupe_key,
+                attempt,
+                exc,
+                extra={**self._job_fields(job), "channel_id": notice.channel_id},
+            )
             await self._note(notice.history_id, {**entry, "status": "failed", "error": str(exc)[:500]})
             raise
         self._metrics.notification(str(entry["type"]), notice.kind, "sent")
         await self._note(notice.history_id, {**entry, "status": "sent", "answer": answer})
+
+    def _job_fields(self, job: Job) -> dict[str, Any]:
+        """The fields of a log line about one job (whk.logs emits them as JSON keys)."""
+        return {
+            "job_id": job.id,
+            "job": job.entrypoint,
+            "attempt": job.attempts + 1,
+            "worker_id": self._ident,
+        }
 
     async def _note(self, history_id: int | None, entry: dict[str, Any]) -> None:
         if history_id is None:
@@ -344,10 +381,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event, *, ident: str | No
 
 
 def main(settings: Settings) -> int:
-    """Entry point of `whk worker`: run until SIGTERM/SIGINT."""
-    logging.basicConfig(
-        level=settings.core.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """Entry point of `whk worker`: run until SIGTERM/SIGINT (logging: configured by ``whk_cli``)."""
     with db.connect(settings) as conn:
         db.check_schema_version(conn)
 

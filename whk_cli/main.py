@@ -20,12 +20,15 @@ from typing import TYPE_CHECKING, Any
 from whk import __version__, catalog, dbroles, migrate, retention
 from whk.db import check_schema_version, connect, require_dsn
 from whk.errors import MigrationError, WhkError
+from whk.logs import configure_logging
 from whk.secretbox import rotate_command
 from whk.settings import Settings, configuration_markdown, load_settings
 from whk.sqlfiles import sql_root
+from whk_cli.export import add_export_parser
 from whk_cli.mock import add_mock_parser
 from whk_cli.replay import add_replay_parser
 from whk_cli.source import add_source_parser
+from whk_cli.tail import add_tail_parser
 
 if TYPE_CHECKING:
     from whk.pgserver import PrivateServer
@@ -572,6 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_replay_parser(sub)
     add_explain_parser(sub)
     add_source_parser(sub)
+    add_tail_parser(sub)
+    add_export_parser(sub)
     return p
 
 
@@ -581,6 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(args.debug) or os.environ.get("WHK_DEBUG", "").lower() in {"1", "true", "yes", "on"}
     try:
         settings = load_settings()
+        configure_logging(settings)
         func: Callable[[Settings, argparse.Namespace], int] = args.func
         return func(settings, args)
     except WhkError as exc:

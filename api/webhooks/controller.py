@@ -29,6 +29,8 @@ from api.webhooks.schemas import (
     AttemptPage,
     TestRequest,
     TestResult,
+    TraceRequest,
+    TraceState,
     Webhook,
     WebhookCreate,
     WebhookCreated,
@@ -419,6 +421,31 @@ class WebhookController(Controller):
             {"quarantined_at": None, "consumer_id": before.consumer_id},
         )
         return after
+
+    @post(
+        "/{webhook_id:int}/trace",
+        operation_id="traceWebhook",
+        summary="Log this webhook's deliveries in detail for a while (admins): WHK_DEBUG for one webhook",
+        status_code=HTTP_200_OK,
+        guards=[admin_only],
+    )
+    async def trace_webhook(
+        self, conn: Conn, principal: Who, webhook_id: IdPath, data: JSONBody[TraceRequest]
+    ) -> TraceState:
+        before = await self.repo.get(conn, tenant=None, webhook_id=webhook_id, lock=True)
+        if before is None:
+            raise NotFound(f"webhook {webhook_id} not found")
+        until = await self.repo.trace(conn, webhook_id, data.seconds)
+        await self.audit_log.record(
+            conn,
+            principal,
+            "webhook.trace",
+            "webhook",
+            webhook_id,
+            None,
+            {"seconds": data.seconds, "trace_until": until, "consumer_id": before.consumer_id},
+        )
+        return TraceState(webhook_id=webhook_id, trace_until=until)
 
     @post(
         "/{webhook_id:int}/test",

@@ -72,6 +72,10 @@ SELECT whk.resume_webhook(%(id)s)
 -- The dispatcher claims for the webhook again; its waiting deliveries are due at once (engine function).
 SELECT whk.clear_webhook_quarantine(%(id)s)
 
+-- name: trace_webhook :one
+-- The dispatchers read the flag with the webhook's settings: on within seconds, off by itself (engine function).
+SELECT whk.trace_webhook(%(id)s, %(seconds)s)
+
 -- name: disable_webhook :one
 SELECT whk.disable_webhook(%(id)s, %(reason)s)
 

@@ -222,6 +222,11 @@ class WebhookRepository:
         """Lift the webhook's quarantine; False when it was not quarantined."""
         return bool(await fetch_value(conn, self._q["clear_quarantine"], {"id": webhook_id}))
 
+    async def trace(self, conn: AsyncConnection[Any], webhook_id: int, seconds: int) -> datetime | None:
+        """Set the webhook's trace flag for ``seconds`` (0: off); returns until when it is on."""
+        value = await fetch_value(conn, self._q["trace_webhook"], {"id": webhook_id, "seconds": seconds})
+        return value if isinstance(value, datetime) else None
+
     async def delete(self, conn: AsyncConnection[Any], webhook_id: int) -> int:
         """Soft-delete; returns how many unfinished deliveries were cancelled."""
         row = await fetch_one(conn, self._q["delete_webhook"], {"id": webhook_id}, _Deleted)

@@ -185,6 +185,24 @@ class WebhookPage(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
+# A trace is at most a day long (the CHECK webhook_runtime_trace_bounds says the same in SQL).
+TRACE_MAX_SECONDS = 86_400
+
+
+class TraceRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Log this webhook's deliveries in detail (request, response, classifier decision) for ``seconds``;
+    0 stops a running trace."""
+
+    seconds: Annotated[int, Meta(ge=0, le=TRACE_MAX_SECONDS, description="trace duration; 0 stops")] = 900
+
+
+class TraceState(msgspec.Struct, kw_only=True):
+    """The webhook's trace flag: detailed delivery logs until ``trace_until`` (null: not tracing)."""
+
+    webhook_id: int
+    trace_until: datetime | None
+
+
 class TestRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Send one signed synthetic event to the webhook's URL (nothing is written to the outbox)."""
 

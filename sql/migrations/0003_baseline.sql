@@ -438,7 +438,17 @@ CREATE TABLE whk.webhook_runtime (
     tokens               double precision,
     tokens_at            timestamptz      NOT NULL DEFAULT now(),
     -- Fairness cursor: the claim serves webhooks least recently served first.
-    last_claim_at        timestamptz
+    last_claim_at        timestamptz,
+    -- Trace flag (whk.trace_webhook): until trace_until the dispatchers log this webhook's requests and
+    -- responses in detail, as WHK_DEBUG does for all. It reads the flag with the webhook's row, so it needs
+    -- no restart and costs no query per event; it switches itself off, and a trace is at most a day long
+    -- so a forgotten one cannot keep bodies flowing into production logs.
+    trace_set_at         timestamptz,
+    trace_until          timestamptz,
+    CONSTRAINT webhook_runtime_trace_bounds CHECK (
+        trace_until IS NULL
+        OR (trace_set_at IS NOT NULL AND trace_until > trace_set_at
+            AND trace_until <= trace_set_at + interval '24 hours'))
 );
 COMMENT ON TABLE whk.webhook_runtime IS
     'Per-webhook delivery state shared by all dispatchers: breaker, token bucket, failure streak, fairness.';
@@ -6479,6 +6489,46 @@ $$;
 COMMENT ON FUNCTION whk.supersede_deliveries(bigint[]) IS
     'Supersede-by-key: mark older never-attempted pending deliveries of a key superseded by the newest one.';
 -- <<< sql/functions/delivery/supersede_deliveries.sql
+
+-- >>> sql/functions/delivery/trace_webhook.sql
+-- Turn the trace flag of one webhook on for p_seconds (1..86400), or off with 0. While it is on, every
+-- dispatcher logs the webhook's requests, responses (credentials masked) and the classifier's decisions
+-- at INFO, as WHK_DEBUG does for every webhook: production can be debugged for one webhook without a
+-- restart. The dispatchers read the flag with the webhook's settings (cached for ~2 s), so it takes effect
+-- within seconds and ends by itself at trace_until. Returns trace_until (NULL when switched off).
+CREATE OR REPLACE FUNCTION whk.trace_webhook(p_webhook_id bigint, p_seconds integer)
+RETURNS timestamptz
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk
+AS $$
+DECLARE
+    v_now   timestamptz := clock_timestamp();
+    v_until timestamptz;
+BEGIN
+    IF p_seconds IS NULL OR p_seconds < 0 OR p_seconds > 86400 THEN
+        RAISE EXCEPTION 'trace duration % is out of range', coalesce(p_seconds::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'pass seconds between 1 and 86400 (a day) to trace, or 0 to stop tracing';
+    END IF;
+    PERFORM 1 FROM whk.whk_01_webhooks w WHERE w.id = p_webhook_id AND w.deleted_at IS NULL;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no webhook %', coalesce(p_webhook_id::text, 'NULL')
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'pass the id of a webhook that is not deleted: SELECT id, name, status FROM whk.whk_01_webhooks WHERE deleted_at IS NULL';
+    END IF;
+    IF p_seconds > 0 THEN
+        v_until := v_now + make_interval(secs => p_seconds);
+    END IF;
+    INSERT INTO whk.webhook_runtime AS r (webhook_id, trace_set_at, trace_until)
+    VALUES (p_webhook_id, CASE WHEN p_seconds > 0 THEN v_now END, v_until)
+    ON CONFLICT (webhook_id) DO UPDATE
+        SET trace_set_at = excluded.trace_set_at, trace_until = excluded.trace_until;
+    RETURN v_until;
+END;
+$$;
+COMMENT ON FUNCTION whk.trace_webhook(bigint, integer) IS
+    'Log one webhook''s deliveries in detail for p_seconds (1..86400; 0 stops): WHK_DEBUG for one webhook, no restart.';
+-- <<< sql/functions/delivery/trace_webhook.sql
 
 -- >>> sql/functions/ops/dispatcher_heartbeat.sql
 -- A dispatcher announces itself and proves it is alive (every few seconds). Rows of dispatchers silent

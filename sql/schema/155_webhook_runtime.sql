@@ -22,7 +22,17 @@ CREATE TABLE whk.webhook_runtime (
     tokens               double precision,
     tokens_at            timestamptz      NOT NULL DEFAULT now(),
     -- Fairness cursor: the claim serves webhooks least recently served first.
-    last_claim_at        timestamptz
+    last_claim_at        timestamptz,
+    -- Trace flag (whk.trace_webhook): until trace_until the dispatchers log this webhook's requests and
+    -- responses in detail, as WHK_DEBUG does for all. It reads the flag with the webhook's row, so it needs
+    -- no restart and costs no query per event; it switches itself off, and a trace is at most a day long
+    -- so a forgotten one cannot keep bodies flowing into production logs.
+    trace_set_at         timestamptz,
+    trace_until          timestamptz,
+    CONSTRAINT webhook_runtime_trace_bounds CHECK (
+        trace_until IS NULL
+        OR (trace_set_at IS NOT NULL AND trace_until > trace_set_at
+            AND trace_until <= trace_set_at + interval '24 hours'))
 );
 COMMENT ON TABLE whk.webhook_runtime IS
     'Per-webhook delivery state shared by all dispatchers: breaker, token bucket, failure streak, fairness.';

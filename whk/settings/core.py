@@ -61,7 +61,19 @@ class CoreSettings:
         default="development",
         check=one_of("development", "production"),
     )
-    debug: bool = setting("WHK_DEBUG", "Verbose logs and tracebacks on CLI errors.", default=False)
+    debug: bool = setting(
+        "WHK_DEBUG",
+        "Debug mode: WHK's loggers at DEBUG, request and response bodies (credentials masked), SQL timings "
+        "of each dispatcher round, the classifier's decision and why; tracebacks on CLI errors.",
+        default=False,
+    )
+    log_format: str = setting(
+        "WHK_LOG_FORMAT",
+        "Log line format: json (one object per line, delivery fields as keys), text (for a terminal), or "
+        "auto: text when stderr is a terminal, else json.",
+        default="auto",
+        check=one_of("auto", "json", "text"),
+    )
     log_level: str = setting(
         "WHK_LOG_LEVEL",
         "Log level of every process.",

@@ -1,0 +1,1 @@
+"""``/api/whk/exports``: streamed analytics downloads of delivery and event history."""
