@@ -1,0 +1,223 @@
+-- whk.capture_aggregate_install: (re)generate the capture of a table captured as an aggregate root
+-- (whk.capture_config.aggregate not NULL), called by whk.capture_install. Rows of one transaction that
+-- share an aggregate key become one event at commit:
+--   * statement triggers whk_capture_insert|update|delete on the root (whk.capture_aggregate_root) and
+--     whk_aggregate_insert|update|delete on each child (whk.capture_aggregate_child) stage the touched keys
+--     in whk.capture_aggregate_pending: one row per key and transaction, whatever the number of statements;
+--   * the constraint trigger <function_name>_agg on that table, DEFERRABLE INITIALLY DEFERRED, fires once
+--     per staged row at commit and runs the generated whk.<function_name>_agg(), which reads the root row
+--     and its children as they are then and writes the one event (or none).
+-- The root has all three triggers whatever `operations` says: its first write in the transaction decides
+-- between created and updated, and a delete between updated and deleted; `operations` filters at commit.
+-- Triggers already calling the right function with the right arguments are left alone, so regenerating
+-- for a new event major needs no privilege on the ERP tables.
+--
+-- The flush runs once per aggregate and transaction, not per ERP statement: it keeps a
+-- `SET search_path = pg_catalog, pg_temp` (~10 us per aggregate) rather than qualifying every operator.
+-- It reads the root by its key and the children by their key column (index that column, as for any
+-- foreign key), as SECURITY DEFINER: the owner of schema whk needs SELECT on those tables
+-- (whk.enable_capture checks it).
+CREATE OR REPLACE FUNCTION whk.capture_aggregate_install(tbl regclass)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk, pg_temp
+AS $install$
+#variable_conflict use_column
+DECLARE
+    p_tbl      regclass := capture_aggregate_install.tbl;
+    c          whk.capture_config%ROWTYPE;
+    v_table    text;
+    v_root     text;
+    v_key      text;
+    v_key_type text;
+    v_owner    text;
+    v_fn       text;
+    v_members  text := '';
+    v_changed  text;
+    v_types    text := '';
+    v_majors   text := '';
+    v_elem     text;
+    v_parts    text[];
+    v_child    regclass;
+    v_order    text;
+    v_op       text;
+    v_trg      text;
+    v_sfx      text;
+    v_type     text;
+    v_major    integer;
+    v_args     bytea;
+BEGIN
+    SELECT * INTO c FROM whk.capture_config AS cc WHERE cc.tbl = p_tbl;
+    IF NOT FOUND OR c.aggregate IS NULL THEN
+        RAISE EXCEPTION 'table % is not captured as an aggregate', p_tbl
+            USING ERRCODE = 'undefined_object', HINT = 'call whk.enable_capture(..., aggregate => ...) first';
+    END IF;
+    SELECT n.nspname || '.' || r.relname, format('%I.%I', n.nspname, r.relname) INTO v_table, v_root
+      FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace WHERE r.oid = p_tbl;
+    v_key := c.key_columns[1];
+    SELECT format_type(a.atttypid, a.atttypmod) INTO v_key_type
+      FROM pg_attribute a WHERE a.attrelid = p_tbl AND a.attname = v_key;
+    SELECT pg_get_userbyid(n.nspowner) INTO v_owner FROM pg_namespace n WHERE n.nspname = 'whk';
+    v_fn := c.function_name || '_agg';
+
+    -- The children, each nested under its table's name as a JSON array ordered by its primary key.
+    FOREACH v_elem IN ARRAY c.aggregate LOOP
+        v_parts := parse_ident(v_elem);
+        v_child := to_regclass(format('%I.%I', v_parts[1], v_parts[2]));
+        SELECT coalesce(' ORDER BY ' || string_agg(format('c.%I', a.attname), ', ' ORDER BY k.ord), '') INTO v_order
+          FROM pg_index i
+          CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+         WHERE i.indrelid = v_child AND i.indisprimary;
+        v_members := v_members || CASE WHEN v_members = '' THEN '' ELSE ',' END
+            || format(E'\n               %L, coalesce((SELECT jsonb_agg(to_jsonb(c)%s) FROM %I.%I AS c'
+                      '\n                             WHERE c.%I = r.%I), ''[]'')',
+                      v_parts[2], v_order, v_parts[1], v_parts[2], v_parts[3], v_key);
+    END LOOP;
+
+    -- The event type and major of each captured operation, baked in (the flush does no catalog lookup).
+    FOREACH v_op IN ARRAY c.operations LOOP
+        v_type := c.event_prefix || CASE v_op WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated'
+                                              ELSE '.deleted' END;
+        SELECT e.current_major INTO v_major FROM whk.whk_02_eventos e WHERE e.name = v_type;
+        v_types := v_types || format(' WHEN %L THEN %L', v_op, v_type);
+        v_majors := v_majors || format(' WHEN %L THEN %s', v_op, coalesce(v_major, 1));
+    END LOOP;
+    -- An UPDATE event lists the root's changed columns (only listened ones when `columns` is set) and the
+    -- members whose rows were written.
+    v_changed := 'SELECT e.key FROM jsonb_each(whk_root) AS e WHERE e.value IS DISTINCT FROM whk_old -> e.key'
+        || CASE WHEN c.columns IS NOT NULL THEN format(' AND e.key = ANY (%L::text[])', c.columns) ELSE '' END
+        || E'\n                             UNION SELECT unnest(whk_p.members) ORDER BY 1';
+
+    EXECUTE format($f$
+CREATE OR REPLACE FUNCTION whk.%I()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $whk_capture$
+#variable_conflict use_column
+-- Generated by whk.enable_capture: the commit-time flush of aggregate %s (root %s). Do not edit: call
+-- whk.enable_capture again. Fired once per key staged in whk.capture_aggregate_pending by a transaction.
+DECLARE
+    whk_p    whk.capture_aggregate_pending;
+    whk_root jsonb;
+    whk_nest jsonb;
+    whk_old  jsonb;
+    whk_op   text;
+    whk_chg  text[];
+BEGIN
+    -- NEW is the row as first staged; later statements may have added to it: take (and remove) it now.
+    DELETE FROM whk.capture_aggregate_pending AS p
+     WHERE p.txid = NEW.txid AND p.aggregate = NEW.aggregate AND p.agg_key = NEW.agg_key
+    RETURNING p.* INTO whk_p;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    -- The aggregate as it is at commit.
+    SELECT to_jsonb(r), jsonb_build_object(%s) INTO whk_root, whk_nest
+      FROM %s AS r WHERE r.%I = whk_p.agg_key::%s;
+    IF whk_root IS NULL THEN
+        -- Gone at commit: deleted if it existed before the transaction; nothing if it was created in it,
+        -- or if only children of a root that does not exist were written.
+        IF whk_p.root_state IS DISTINCT FROM 'existed' THEN
+            RETURN NULL;
+        END IF;
+        whk_op := 'DELETE';
+        whk_old := whk_p.old_root;
+    ELSIF whk_p.root_state = 'created' THEN
+        whk_op := 'INSERT';
+    ELSE
+        -- Updated: old is the root before the transaction (the current row when only children changed).
+        whk_op := 'UPDATE';
+        whk_old := coalesce(whk_p.old_root, whk_root);
+        whk_chg := ARRAY(%s);
+        IF cardinality(whk_chg) = 0 THEN
+            RETURN NULL;  -- written, but back to where it was
+        END IF;
+    END IF;
+    IF whk_op <> ALL (%L::text[]) THEN
+        RETURN NULL;  -- an operation not captured
+    END IF;
+    INSERT INTO whk.outbox (event_id, event_type, event_version, event_key, source_table, operation, data,
+                            old_data, changed)
+    VALUES (gen_random_uuid(), CASE whk_op%s END, CASE whk_op%s END, whk_p.agg_key, %L, whk_op,
+            CASE WHEN whk_op <> 'DELETE' THEN whk_root || whk_nest END, whk_old, whk_chg);
+    -- The conditional wake-up, as in per-row capture (folds into one NOTIFY per transaction).
+    IF whk.dispatcher_is_idle() THEN
+        PERFORM pg_notify('whk_outbox', '');
+    END IF;
+    RETURN NULL;
+END;
+$whk_capture$$f$, v_fn, c.event_prefix, v_table, v_members, v_root, v_key, v_key_type, v_changed,
+                   c.operations, v_types, v_majors, v_table);
+    EXECUTE format('COMMENT ON FUNCTION whk.%I() IS %L', v_fn,
+                   format('Commit-time flush of aggregate %s (root %s), generated by whk.enable_capture.',
+                          c.event_prefix, v_table));
+    IF v_owner <> current_user THEN
+        EXECUTE format('ALTER FUNCTION whk.%I() OWNER TO %I', v_fn, v_owner);
+    END IF;
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION whk.%I() FROM PUBLIC', v_fn);
+    -- The deferred flush: one constraint trigger per aggregate on the shared staging table, filtered by WHEN
+    -- (evaluated as the row is staged, no call). Recreated each time: constraint triggers cannot be replaced
+    -- in place, and the staging table belongs to whk.
+    IF EXISTS (SELECT 1 FROM pg_trigger t
+                WHERE t.tgrelid = 'whk.capture_aggregate_pending'::regclass AND t.tgname = v_fn) THEN
+        EXECUTE format('DROP TRIGGER %I ON whk.capture_aggregate_pending', v_fn);
+    END IF;
+    EXECUTE format('CREATE CONSTRAINT TRIGGER %I AFTER INSERT ON whk.capture_aggregate_pending '
+                   'DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.aggregate = %L) EXECUTE FUNCTION whk.%I()',
+                   v_fn, c.event_prefix, v_fn);
+
+    -- The root's statement triggers; the per-row functions of an earlier per-row capture go.
+    v_args := convert_to(c.event_prefix, getdatabaseencoding()) || '\x00'::bytea
+              || convert_to(v_key, getdatabaseencoding()) || '\x00'::bytea;
+    FOR v_op, v_trg, v_sfx IN SELECT o.op, o.trg, o.sfx
+                                FROM (VALUES ('INSERT', 'whk_capture_insert', 'ins'),
+                                             ('UPDATE', 'whk_capture_update', 'upd'),
+                                             ('DELETE', 'whk_capture_delete', 'del')) AS o(op, trg, sfx) LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger t
+                        WHERE t.tgrelid = p_tbl AND t.tgname = v_trg
+                          AND t.tgfoid = 'whk.capture_aggregate_root()'::regprocedure AND t.tgargs = v_args) THEN
+            EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT '
+                           'EXECUTE FUNCTION whk.capture_aggregate_root(%L, %L)',
+                           v_trg, v_op, p_tbl,
+                           CASE v_op WHEN 'INSERT' THEN 'NEW TABLE AS whk_new'
+                                     WHEN 'UPDATE' THEN 'OLD TABLE AS whk_old NEW TABLE AS whk_new'
+                                     ELSE 'OLD TABLE AS whk_old' END,
+                           c.event_prefix, v_key);
+        END IF;
+        IF to_regprocedure(format('whk.%I()', c.function_name || '_' || v_sfx)) IS NOT NULL THEN
+            EXECUTE format('DROP FUNCTION whk.%I()', c.function_name || '_' || v_sfx);
+        END IF;
+    END LOOP;
+
+    -- Each child's statement triggers.
+    FOREACH v_elem IN ARRAY c.aggregate LOOP
+        v_parts := parse_ident(v_elem);
+        v_child := to_regclass(format('%I.%I', v_parts[1], v_parts[2]));
+        v_args := convert_to(c.event_prefix, getdatabaseencoding()) || '\x00'::bytea
+                  || convert_to(v_parts[3], getdatabaseencoding()) || '\x00'::bytea
+                  || convert_to(v_parts[2], getdatabaseencoding()) || '\x00'::bytea;
+        FOR v_op, v_trg IN SELECT o.op, o.trg
+                             FROM (VALUES ('INSERT', 'whk_aggregate_insert'), ('UPDATE', 'whk_aggregate_update'),
+                                          ('DELETE', 'whk_aggregate_delete')) AS o(op, trg) LOOP
+            IF NOT EXISTS (SELECT 1 FROM pg_trigger t
+                            WHERE t.tgrelid = v_child AND t.tgname = v_trg
+                              AND t.tgfoid = 'whk.capture_aggregate_child()'::regprocedure AND t.tgargs = v_args) THEN
+                EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT '
+                               'EXECUTE FUNCTION whk.capture_aggregate_child(%L, %L, %L)',
+                               v_trg, v_op, v_child,
+                               CASE v_op WHEN 'INSERT' THEN 'NEW TABLE AS whk_new'
+                                         WHEN 'UPDATE' THEN 'OLD TABLE AS whk_old NEW TABLE AS whk_new'
+                                         ELSE 'OLD TABLE AS whk_old' END,
+                               c.event_prefix, v_parts[3], v_parts[2]);
+            END IF;
+        END LOOP;
+    END LOOP;
+    RETURN c.function_name;
+END;
+$install$;
+REVOKE EXECUTE ON FUNCTION whk.capture_aggregate_install(regclass) FROM PUBLIC;
+COMMENT ON FUNCTION whk.capture_aggregate_install(regclass) IS
+    'Regenerate the aggregate capture of a root table: staging triggers on it and its children, the commit-time flush.';
