@@ -702,8 +702,8 @@ COMMENT ON VIEW whk.outbox_partitions IS 'Partitions of whk.outbox and their cre
 
 -- >>> sql/schema/205_capture_aggregate_pending.sql
 -- Aggregate capture's staging (whk.enable_capture(..., aggregate => ...)): one row per aggregate (event
--- prefix, key) a transaction touched, written by the statement triggers of the root table and its
--- children (whk.capture_aggregate_root / whk.capture_aggregate_child) and deleted at commit by the
+-- prefix, key) a transaction touched, written by the generated statement triggers of the root table and
+-- its children (whk.capture_aggregate_install) and deleted at commit by the
 -- aggregate's deferred flush, which writes the one event. No row outlives its transaction.
 -- UNLOGGED: a committed transaction leaves no row here, so a crash (which empties the table) loses
 -- nothing and the ERP's commit writes no WAL for its staging. No CHECK constraints: PostgreSQL prepares
@@ -1422,6 +1422,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'use the primary key, or a column with a unique index of its own';
     END IF;
+    IF cardinality(aggregate) > 9 THEN
+        -- Each child gets generated functions <function_name>_<n>i|u|d within PostgreSQL's 63-character names.
+        RAISE EXCEPTION 'aggregate % lists % child tables, at most 9 are supported', event_prefix, cardinality(aggregate)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'nest only the child tables receivers need in this event';
+    END IF;
     SELECT pg_get_userbyid(n.nspowner) INTO v_owner FROM pg_namespace n WHERE n.nspname = 'whk';
 
     FOREACH v_elem IN ARRAY aggregate LOOP
@@ -1502,63 +1508,14 @@ COMMENT ON FUNCTION whk.capture_aggregate_check(regclass, text, text[], text, te
     'Validate and normalise the aggregate argument of whk.enable_capture (children as schema.table.column).';
 -- <<< sql/functions/capture/capture_aggregate_check.sql
 
--- >>> sql/functions/capture/capture_aggregate_child.sql
--- whk.capture_aggregate_child: the statement trigger of a child table of an aggregate (whk.enable_capture
--- with `aggregate`, e.g. erp.order_lines of erp.orders). It writes no event: it records in
--- whk.capture_aggregate_pending the aggregate keys of the rows the statement wrote (an UPDATE that moves a
--- row to another key touches both) and the member name whose rows changed; the aggregate's flush writes one
--- event per key at commit, with the children as they are then.
--- TG_ARGV: [0] the aggregate (the root's event prefix), [1] the child's column holding the root's key,
--- [2] the member name the child's rows nest under.
--- Generic, no SET clause, every name schema-qualified: see whk.capture_aggregate_root.
-CREATE OR REPLACE FUNCTION whk.capture_aggregate_child()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER
-AS $$
-BEGIN
-    IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
-        INSERT INTO whk.capture_aggregate_pending AS p (txid, aggregate, agg_key, members)
-        SELECT pg_catalog.pg_current_xact_id(), TG_ARGV[0], n.k, ARRAY[TG_ARGV[2]]
-          FROM (SELECT DISTINCT pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.->>) TG_ARGV[1] AS k FROM whk_new AS r) AS n
-         WHERE n.k IS NOT NULL
-        ON CONFLICT (txid, aggregate, agg_key)
-        DO UPDATE SET members = p.members OPERATOR(pg_catalog.||) excluded.members
-         WHERE NOT p.members OPERATOR(pg_catalog.@>) excluded.members;
-    ELSIF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
-        INSERT INTO whk.capture_aggregate_pending AS p (txid, aggregate, agg_key, members)
-        SELECT pg_catalog.pg_current_xact_id(), TG_ARGV[0], n.k, ARRAY[TG_ARGV[2]]
-          FROM (SELECT pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.->>) TG_ARGV[1] AS k FROM whk_new AS r
-                UNION
-                SELECT pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.->>) TG_ARGV[1] FROM whk_old AS r) AS n
-         WHERE n.k IS NOT NULL
-        ON CONFLICT (txid, aggregate, agg_key)
-        DO UPDATE SET members = p.members OPERATOR(pg_catalog.||) excluded.members
-         WHERE NOT p.members OPERATOR(pg_catalog.@>) excluded.members;
-    ELSE
-        INSERT INTO whk.capture_aggregate_pending AS p (txid, aggregate, agg_key, members)
-        SELECT pg_catalog.pg_current_xact_id(), TG_ARGV[0], o.k, ARRAY[TG_ARGV[2]]
-          FROM (SELECT DISTINCT pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.->>) TG_ARGV[1] AS k FROM whk_old AS r) AS o
-         WHERE o.k IS NOT NULL
-        ON CONFLICT (txid, aggregate, agg_key)
-        DO UPDATE SET members = p.members OPERATOR(pg_catalog.||) excluded.members
-         WHERE NOT p.members OPERATOR(pg_catalog.@>) excluded.members;
-    END IF;
-    RETURN NULL;
-END;
-$$;
-REVOKE EXECUTE ON FUNCTION whk.capture_aggregate_child() FROM PUBLIC;
-COMMENT ON FUNCTION whk.capture_aggregate_child() IS
-    'Aggregate capture: stage the aggregate keys of the child rows an ERP statement wrote (flushed at commit).';
--- <<< sql/functions/capture/capture_aggregate_child.sql
-
 -- >>> sql/functions/capture/capture_aggregate_install.sql
 -- whk.capture_aggregate_install: (re)generate the capture of a table captured as an aggregate root
 -- (whk.capture_config.aggregate not NULL), called by whk.capture_install. Rows of one transaction that
 -- share an aggregate key become one event at commit:
---   * statement triggers whk_capture_insert|update|delete on the root (whk.capture_aggregate_root) and
---     whk_aggregate_insert|update|delete on each child (whk.capture_aggregate_child) stage the touched keys
---     in whk.capture_aggregate_pending: one row per key and transaction, whatever the number of statements;
+--   * statement triggers whk_capture_insert|update|delete on the root and whk_aggregate_insert|update|delete
+--     on each child run generated staging functions (<function_name>_ins|_upd|_del, <function_name>_<n>i|u|d)
+--     that record the touched keys in whk.capture_aggregate_pending: one row per key and transaction,
+--     whatever the number of statements;
 --   * the constraint trigger <function_name>_agg on that table, DEFERRABLE INITIALLY DEFERRED, fires once
 --     per staged row at commit and runs the generated whk.<function_name>_agg(), which reads the root row
 --     and its children as they are then and writes the one event (or none).
@@ -1600,7 +1557,11 @@ DECLARE
     v_sfx      text;
     v_type     text;
     v_major    integer;
-    v_args     bytea;
+    v_body     text;
+    v_xact     text;
+    v_cfn      text;
+    v_n        integer;
+    v_keep     text[];
 BEGIN
     SELECT * INTO c FROM whk.capture_config AS cc WHERE cc.tbl = p_tbl;
     IF NOT FOUND OR c.aggregate IS NULL THEN
@@ -1724,51 +1685,96 @@ $whk_capture$$f$, v_fn, c.event_prefix, v_table, v_members, v_root, v_key, v_key
                    'DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.aggregate = %L) EXECUTE FUNCTION whk.%I()',
                    v_fn, c.event_prefix, v_fn);
 
-    -- The root's statement triggers; the per-row functions of an earlier per-row capture go.
-    v_args := convert_to(c.event_prefix, getdatabaseencoding()) || '\x00'::bytea
-              || convert_to(v_key, getdatabaseencoding()) || '\x00'::bytea;
+    -- The staging functions: <function_name>_ins|_upd|_del on the root (the names per-row capture uses, so
+    -- its triggers stay put), <function_name>_<n>i|u|d on the n-th child. Each is one INSERT ... SELECT
+    -- over the statement's transition table, the key read as a column cast to text (root and children alike,
+    -- so their keys compare as text) and the row turned into JSON only for the root's old image.
+    v_xact := 'pg_catalog.pg_current_xact_id()';
     FOR v_op, v_trg, v_sfx IN SELECT o.op, o.trg, o.sfx
                                 FROM (VALUES ('INSERT', 'whk_capture_insert', 'ins'),
                                              ('UPDATE', 'whk_capture_update', 'upd'),
                                              ('DELETE', 'whk_capture_delete', 'del')) AS o(op, trg, sfx) LOOP
+        v_body := format(E'INSERT INTO whk.capture_aggregate_pending AS p (txid, aggregate, agg_key, root_state, old_root)'
+                         '\n        SELECT %s, %L, s.k, s.state, s.j FROM (', v_xact, c.event_prefix)
+            || CASE v_op
+                   WHEN 'INSERT' THEN format(E'\n            SELECT r.%I::pg_catalog.text AS k, ''created'' AS state,'
+                                             ' NULL::pg_catalog.jsonb AS j FROM whk_new AS r', v_key)
+                   -- A key the UPDATE moved a row to did not exist before.
+                   WHEN 'UPDATE' THEN format(E'\n            SELECT r.%1$I::pg_catalog.text AS k, ''existed'' AS state,'
+                                             ' pg_catalog.to_jsonb(r) AS j FROM whk_old AS r'
+                                             '\n            UNION ALL'
+                                             '\n            SELECT r.%1$I::pg_catalog.text, ''created'', NULL FROM whk_new AS r'
+                                             '\n             WHERE NOT EXISTS (SELECT FROM whk_old AS o WHERE o.%1$I::pg_catalog.text'
+                                             ' OPERATOR(pg_catalog.=) r.%1$I::pg_catalog.text)', v_key)
+                   ELSE format(E'\n            SELECT r.%I::pg_catalog.text AS k, ''existed'' AS state,'
+                               ' pg_catalog.to_jsonb(r) AS j FROM whk_old AS r', v_key)
+               END
+            || E') AS s\n         WHERE s.k IS NOT NULL'
+            -- A key's first write in the transaction decides (deleted then inserted again stays 'existed').
+            || E'\n        ON CONFLICT (txid, aggregate, agg_key)'
+            || E'\n        DO UPDATE SET root_state = excluded.root_state, old_root = excluded.old_root WHERE p.root_state IS NULL';
+        PERFORM whk.capture_aggregate_stage_function(
+            c.function_name || '_' || v_sfx, v_body, format('%s on the root %s of aggregate %s', v_op, v_table,
+                                                            c.event_prefix), v_owner);
         IF NOT EXISTS (SELECT 1 FROM pg_trigger t
                         WHERE t.tgrelid = p_tbl AND t.tgname = v_trg
-                          AND t.tgfoid = 'whk.capture_aggregate_root()'::regprocedure AND t.tgargs = v_args) THEN
+                          AND t.tgfoid = format('whk.%I()', c.function_name || '_' || v_sfx)::regprocedure) THEN
             EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT '
-                           'EXECUTE FUNCTION whk.capture_aggregate_root(%L, %L)',
+                           'EXECUTE FUNCTION whk.%I()',
                            v_trg, v_op, p_tbl,
                            CASE v_op WHEN 'INSERT' THEN 'NEW TABLE AS whk_new'
                                      WHEN 'UPDATE' THEN 'OLD TABLE AS whk_old NEW TABLE AS whk_new'
                                      ELSE 'OLD TABLE AS whk_old' END,
-                           c.event_prefix, v_key);
-        END IF;
-        IF to_regprocedure(format('whk.%I()', c.function_name || '_' || v_sfx)) IS NOT NULL THEN
-            EXECUTE format('DROP FUNCTION whk.%I()', c.function_name || '_' || v_sfx);
+                           c.function_name || '_' || v_sfx);
         END IF;
     END LOOP;
 
-    -- Each child's statement triggers.
+    v_n := 0;
+    v_keep := '{}';
     FOREACH v_elem IN ARRAY c.aggregate LOOP
+        v_n := v_n + 1;
         v_parts := parse_ident(v_elem);
         v_child := to_regclass(format('%I.%I', v_parts[1], v_parts[2]));
-        v_args := convert_to(c.event_prefix, getdatabaseencoding()) || '\x00'::bytea
-                  || convert_to(v_parts[3], getdatabaseencoding()) || '\x00'::bytea
-                  || convert_to(v_parts[2], getdatabaseencoding()) || '\x00'::bytea;
-        FOR v_op, v_trg IN SELECT o.op, o.trg
-                             FROM (VALUES ('INSERT', 'whk_aggregate_insert'), ('UPDATE', 'whk_aggregate_update'),
-                                          ('DELETE', 'whk_aggregate_delete')) AS o(op, trg) LOOP
+        FOR v_op, v_trg, v_sfx IN SELECT o.op, o.trg, o.sfx
+                                    FROM (VALUES ('INSERT', 'whk_aggregate_insert', 'i'),
+                                                 ('UPDATE', 'whk_aggregate_update', 'u'),
+                                                 ('DELETE', 'whk_aggregate_delete', 'd')) AS o(op, trg, sfx) LOOP
+            v_cfn := c.function_name || '_' || v_n || v_sfx;
+            v_keep := v_keep || v_cfn;
+            v_body := format(E'INSERT INTO whk.capture_aggregate_pending AS p (txid, aggregate, agg_key, members)'
+                             '\n        SELECT %s, %L, s.k, ARRAY[%L] FROM (', v_xact, c.event_prefix, v_parts[2])
+                || CASE v_op
+                       WHEN 'INSERT' THEN format('SELECT DISTINCT r.%I::pg_catalog.text AS k FROM whk_new AS r', v_parts[3])
+                       WHEN 'UPDATE' THEN format('SELECT r.%1$I::pg_catalog.text AS k FROM whk_new AS r'
+                                                 ' UNION SELECT r.%1$I::pg_catalog.text FROM whk_old AS r', v_parts[3])
+                       ELSE format('SELECT DISTINCT r.%I::pg_catalog.text AS k FROM whk_old AS r', v_parts[3])
+                   END
+                || E') AS s\n         WHERE s.k IS NOT NULL'
+                || E'\n        ON CONFLICT (txid, aggregate, agg_key)'
+                || E'\n        DO UPDATE SET members = p.members OPERATOR(pg_catalog.||) excluded.members'
+                || E'\n         WHERE NOT p.members OPERATOR(pg_catalog.@>) excluded.members';
+            PERFORM whk.capture_aggregate_stage_function(
+                v_cfn, v_body, format('%s on %s, child of aggregate %s', v_op, v_child, c.event_prefix), v_owner);
             IF NOT EXISTS (SELECT 1 FROM pg_trigger t
                             WHERE t.tgrelid = v_child AND t.tgname = v_trg
-                              AND t.tgfoid = 'whk.capture_aggregate_child()'::regprocedure AND t.tgargs = v_args) THEN
+                              AND t.tgfoid = format('whk.%I()', v_cfn)::regprocedure) THEN
                 EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT '
-                               'EXECUTE FUNCTION whk.capture_aggregate_child(%L, %L, %L)',
+                               'EXECUTE FUNCTION whk.%I()',
                                v_trg, v_op, v_child,
                                CASE v_op WHEN 'INSERT' THEN 'NEW TABLE AS whk_new'
                                          WHEN 'UPDATE' THEN 'OLD TABLE AS whk_old NEW TABLE AS whk_new'
                                          ELSE 'OLD TABLE AS whk_old' END,
-                               c.event_prefix, v_parts[3], v_parts[2]);
+                               v_cfn);
             END IF;
         END LOOP;
+    END LOOP;
+    -- Staging functions of children no longer listed (their triggers are gone: whk.enable_capture).
+    FOR v_cfn IN SELECT p.proname FROM pg_proc p
+                  WHERE p.pronamespace = 'whk'::regnamespace
+                    AND left(p.proname, length(c.function_name) + 1) = c.function_name || '_'
+                    AND substr(p.proname, length(c.function_name) + 2) ~ '^[0-9]+[iud]$'
+                    AND NOT p.proname = ANY (v_keep) LOOP
+        EXECUTE format('DROP FUNCTION whk.%I()', v_cfn);
     END LOOP;
     RETURN c.function_name;
 END;
@@ -1778,70 +1784,55 @@ COMMENT ON FUNCTION whk.capture_aggregate_install(regclass) IS
     'Regenerate the aggregate capture of a root table: staging triggers on it and its children, the commit-time flush.';
 -- <<< sql/functions/capture/capture_aggregate_install.sql
 
--- >>> sql/functions/capture/capture_aggregate_root.sql
--- whk.capture_aggregate_root: the statement trigger of an aggregate's root table (whk.enable_capture with
--- `aggregate`). It writes no event: it records in whk.capture_aggregate_pending which aggregate keys the
--- statement touched and, at a key's first write in the transaction, whether its row was created or
--- existed, with its image from before. The aggregate's flush (the generated whk.<function_name>_agg, a
--- constraint trigger deferred to commit) then writes one event per key from the state at commit.
--- TG_ARGV: [0] the aggregate (the root's event prefix), [1] the root's key column.
---
--- Generic rather than generated: it reads only the transition tables and its arguments, and PL/pgSQL
--- compiles (and caches the plans of) a trigger function once per table it is attached to. Like the
--- generated per-row capture code it has no SET clause (each costs every ERP statement ~10 us) and names
--- every function and operator schema-qualified, so the caller's search_path cannot redirect them. The key
--- is read from the row's JSON, as in per-row capture: a NULL key stages nothing.
-CREATE OR REPLACE FUNCTION whk.capture_aggregate_root()
+-- >>> sql/functions/capture/capture_aggregate_stage_function.sql
+-- whk.capture_aggregate_stage_function: write one generated staging trigger function of aggregate capture
+-- (called by whk.capture_aggregate_install): `body` is its one INSERT into whk.capture_aggregate_pending.
+-- Like the per-row capture code (whk.capture_install): SECURITY DEFINER owned by the owner of schema whk
+-- (ERP roles need no grant on whk), no SET clause (each costs every ERP statement ~10 us), every function
+-- and operator in the body schema-qualified and the transition tables resolved before any schema, so the
+-- caller's search_path cannot redirect a name. Generated rather than generic: the key is read as a column
+-- (a generic function would have to turn every row into JSON to find it), with no branch on TG_OP.
+CREATE OR REPLACE FUNCTION whk.capture_aggregate_stage_function(name text, body text, what text, owner text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk, pg_temp
+AS $install$
+BEGIN
+    EXECUTE format($f$
+CREATE OR REPLACE FUNCTION whk.%I()
 RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
-AS $$
+AS $whk_capture$
+-- Generated by whk.enable_capture: stages %s (the event is written at commit). Do not edit: call
+-- whk.enable_capture again. Every name is schema-qualified: the caller's search_path cannot redirect any.
 BEGIN
-    IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
-        INSERT INTO whk.capture_aggregate_pending AS p (txid, aggregate, agg_key, root_state)
-        SELECT pg_catalog.pg_current_xact_id(), TG_ARGV[0], n.k, 'created'
-          FROM (SELECT pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.->>) TG_ARGV[1] AS k FROM whk_new AS r) AS n
-         WHERE n.k IS NOT NULL
-        -- A key first written by an UPDATE or DELETE keeps 'existed' (deleted, then inserted again).
-        ON CONFLICT (txid, aggregate, agg_key) DO UPDATE SET root_state = 'created' WHERE p.root_state IS NULL;
-    ELSIF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
-        -- The old rows existed before the statement; a key the UPDATE moved a row to did not.
-        INSERT INTO whk.capture_aggregate_pending AS p (txid, aggregate, agg_key, root_state, old_root)
-        SELECT pg_catalog.pg_current_xact_id(), TG_ARGV[0], s.k, s.state, s.j
-          FROM (SELECT o.j OPERATOR(pg_catalog.->>) TG_ARGV[1] AS k, 'existed' AS state, o.j
-                  FROM (SELECT pg_catalog.to_jsonb(r) AS j FROM whk_old AS r) AS o
-                UNION ALL
-                SELECT n.k, 'created', NULL
-                  FROM (SELECT pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.->>) TG_ARGV[1] AS k FROM whk_new AS r) AS n
-                 WHERE NOT EXISTS (SELECT FROM whk_old AS r
-                                    WHERE (pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.->>) TG_ARGV[1])
-                                          OPERATOR(pg_catalog.=) n.k)) AS s
-         WHERE s.k IS NOT NULL
-        ON CONFLICT (txid, aggregate, agg_key) DO UPDATE SET root_state = excluded.root_state, old_root = excluded.old_root
-         WHERE p.root_state IS NULL;
-    ELSE
-        INSERT INTO whk.capture_aggregate_pending AS p (txid, aggregate, agg_key, root_state, old_root)
-        SELECT pg_catalog.pg_current_xact_id(), TG_ARGV[0], o.j OPERATOR(pg_catalog.->>) TG_ARGV[1], 'existed', o.j
-          FROM (SELECT pg_catalog.to_jsonb(r) AS j FROM whk_old AS r) AS o
-         WHERE (o.j OPERATOR(pg_catalog.->>) TG_ARGV[1]) IS NOT NULL
-        ON CONFLICT (txid, aggregate, agg_key) DO UPDATE SET root_state = 'existed', old_root = excluded.old_root
-         WHERE p.root_state IS NULL;
-    END IF;
+    %s;
     RETURN NULL;
 END;
-$$;
-REVOKE EXECUTE ON FUNCTION whk.capture_aggregate_root() FROM PUBLIC;
-COMMENT ON FUNCTION whk.capture_aggregate_root() IS
-    'Aggregate capture: stage the keys an ERP statement on a root table touched (flushed into one event each at commit).';
--- <<< sql/functions/capture/capture_aggregate_root.sql
+$whk_capture$$f$, name, what, body);
+    EXECUTE format('COMMENT ON FUNCTION whk.%I() IS %L', name,
+                   format('Aggregate capture staging (%s), generated by whk.enable_capture.', what));
+    IF owner <> current_user THEN
+        EXECUTE format('ALTER FUNCTION whk.%I() OWNER TO %I', name, owner);
+    END IF;
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION whk.%I() FROM PUBLIC', name);
+END;
+$install$;
+REVOKE EXECUTE ON FUNCTION whk.capture_aggregate_stage_function(text, text, text, text) FROM PUBLIC;
+COMMENT ON FUNCTION whk.capture_aggregate_stage_function(text, text, text, text) IS
+    'Write one generated staging trigger function of aggregate capture (owner, grants, comment).';
+-- <<< sql/functions/capture/capture_aggregate_stage_function.sql
 
 -- >>> sql/functions/capture/capture_aggregate_uninstall.sql
 -- whk.capture_aggregate_uninstall: remove what whk.capture_aggregate_install attached for an aggregate:
 -- the staging triggers of the given children ('schema.table.column' elements of
--- whk.capture_config.aggregate; tables dropped since are skipped) and, when flush is given, the aggregate's
--- deferred flush (its constraint trigger on whk.capture_aggregate_pending and its function). Used by
--- whk.enable_capture (children removed, or back to per-row capture) and whk.disable_capture.
-CREATE OR REPLACE FUNCTION whk.capture_aggregate_uninstall(children text[], flush text)
+-- whk.capture_config.aggregate; tables dropped since are skipped) and, when function_name is given, the
+-- rest: the deferred flush (constraint trigger <function_name>_agg on whk.capture_aggregate_pending and
+-- its function) and the children's staging functions <function_name>_<n>i|u|d. The root's own triggers
+-- and functions are per-row capture's names and go with them (whk.disable_capture, whk.capture_install).
+-- Used by whk.enable_capture (children removed, or back to per-row capture) and whk.disable_capture.
+CREATE OR REPLACE FUNCTION whk.capture_aggregate_uninstall(children text[], function_name text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk, pg_temp
@@ -1862,18 +1853,24 @@ BEGIN
             END IF;
         END LOOP;
     END LOOP;
-    IF flush IS NOT NULL THEN
-        IF EXISTS (SELECT 1 FROM pg_trigger t
-                    WHERE t.tgrelid = 'whk.capture_aggregate_pending'::regclass AND t.tgname = flush) THEN
-            EXECUTE format('DROP TRIGGER %I ON whk.capture_aggregate_pending', flush);
+    IF function_name IS NOT NULL THEN
+        IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = 'whk.capture_aggregate_pending'::regclass
+                                                AND t.tgname = function_name || '_agg') THEN
+            EXECUTE format('DROP TRIGGER %I ON whk.capture_aggregate_pending', function_name || '_agg');
         END IF;
-        EXECUTE format('DROP FUNCTION IF EXISTS whk.%I()', flush);
+        EXECUTE format('DROP FUNCTION IF EXISTS whk.%I()', function_name || '_agg');
+        FOR v_trg IN SELECT p.proname FROM pg_proc p
+                      WHERE p.pronamespace = 'whk'::regnamespace
+                        AND left(p.proname, length(function_name) + 1) = function_name || '_'
+                        AND substr(p.proname, length(function_name) + 2) ~ '^[0-9]+[iud]$' LOOP
+            EXECUTE format('DROP FUNCTION whk.%I()', v_trg);
+        END LOOP;
     END IF;
 END;
 $$;
 REVOKE EXECUTE ON FUNCTION whk.capture_aggregate_uninstall(text[], text) FROM PUBLIC;
 COMMENT ON FUNCTION whk.capture_aggregate_uninstall(text[], text) IS
-    'Drop the staging triggers of aggregate children and, if named, an aggregate''s commit-time flush.';
+    'Drop the staging triggers of aggregate children and, given its function name, an aggregate''s flush and staging functions.';
 -- <<< sql/functions/capture/capture_aggregate_uninstall.sql
 
 -- >>> sql/functions/capture/capture_data_schema.sql
@@ -2202,7 +2199,7 @@ BEGIN
     END IF;
     IF v_agg IS NOT NULL THEN
         -- An aggregate root: its children's staging triggers and its commit-time flush.
-        PERFORM whk.capture_aggregate_uninstall(v_agg, v_fn || '_agg');
+        PERFORM whk.capture_aggregate_uninstall(v_agg, v_fn);
         -- What this transaction staged for it will not be flushed now: it must not outlive the transaction.
         DELETE FROM whk.capture_aggregate_pending AS p
          WHERE p.txid = pg_current_xact_id() AND p.aggregate = v_prefix;
@@ -2510,7 +2507,7 @@ BEGIN
         -- Children no longer listed lose their staging triggers; back to per-row capture, the flush goes.
         PERFORM whk.capture_aggregate_uninstall(
             ARRAY(SELECT a FROM unnest(v_old.aggregate) AS a WHERE p_agg IS NULL OR NOT a = ANY (p_agg)),
-            CASE WHEN p_agg IS NULL THEN v_fn || '_agg' END);
+            CASE WHEN p_agg IS NULL THEN v_fn END);
     END IF;
     INSERT INTO whk.capture_config AS cc (tbl, event_prefix, key_column, key_columns, columns, condition,
                                           operations, function_name, aggregate)

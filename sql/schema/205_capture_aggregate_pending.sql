@@ -1,6 +1,6 @@
 -- Aggregate capture's staging (whk.enable_capture(..., aggregate => ...)): one row per aggregate (event
--- prefix, key) a transaction touched, written by the statement triggers of the root table and its
--- children (whk.capture_aggregate_root / whk.capture_aggregate_child) and deleted at commit by the
+-- prefix, key) a transaction touched, written by the generated statement triggers of the root table and
+-- its children (whk.capture_aggregate_install) and deleted at commit by the
 -- aggregate's deferred flush, which writes the one event. No row outlives its transaction.
 -- UNLOGGED: a committed transaction leaves no row here, so a crash (which empties the table) loses
 -- nothing and the ERP's commit writes no WAL for its staging. No CHECK constraints: PostgreSQL prepares

@@ -259,9 +259,48 @@ def test_enable_is_idempotent_and_disable_removes_every_trigger(shop: psycopg.Co
         " AND NOT tgisinternal"
     ).fetchone()
     assert left == (0,)
-    assert shop.execute("SELECT to_regproc('whk.capture_shop_orders_agg')").fetchone() == (None,)
+    functions = shop.execute(
+        "SELECT count(*) FROM pg_proc"
+        " WHERE pronamespace = 'whk'::regnamespace AND proname LIKE 'capture\\_shop\\_orders%'"
+    ).fetchone()
+    assert functions == (0,)
     new_order(shop, lines=2)
     assert outbox(shop) == []
+
+
+def test_a_child_removed_from_the_aggregate_stops_staging(shop: psycopg.Connection[Any]) -> None:
+    shop.execute(
+        "CREATE TABLE shop.payments (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+        " order_id bigint REFERENCES shop.orders (id), amount numeric)"
+    )
+    both = "ARRAY['shop.order_lines.order_id', 'shop.payments.order_id']"
+    shop.execute(f"SELECT whk.enable_capture('shop.orders', 'order', aggregate => {both})")
+    with shop.transaction():
+        order_id = new_order(shop, lines=1)
+        shop.execute("INSERT INTO shop.payments (order_id, amount) VALUES (%s, 10)", (order_id,))
+    [created] = outbox(shop)
+    assert [p["amount"] for p in created["payload"]["data"]["new"]["payments"]] == [10]
+    assert len(created["payload"]["data"]["new"]["order_lines"]) == 1
+
+    # order_lines leaves (payments, listed second, becomes the first child): its staging goes with it.
+    shop.execute(
+        "SELECT whk.enable_capture('shop.orders', 'order', aggregate => ARRAY['shop.payments.order_id'])"
+    )
+    shop.execute("TRUNCATE whk.outbox")
+    shop.execute("INSERT INTO shop.order_lines (order_id, sku, qty) VALUES (%s, 'late', 1)", (order_id,))
+    assert outbox(shop) == []
+    shop.execute("INSERT INTO shop.payments (order_id, amount) VALUES (%s, 5)", (order_id,))
+    [updated] = outbox(shop)
+    assert updated["payload"]["data"]["changed"] == ["payments"]
+    assert "order_lines" not in updated["payload"]["data"]["new"]
+    staging = shop.execute(
+        "SELECT array_agg(proname::text ORDER BY proname) FROM pg_proc"
+        " WHERE pronamespace = 'whk'::regnamespace AND proname ~ '^capture_shop_orders_[0-9]'"
+    ).fetchone()
+    assert staging == (["capture_shop_orders_1d", "capture_shop_orders_1i", "capture_shop_orders_1u"],)
+    assert shop.execute(
+        "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'shop.order_lines'::regclass AND NOT tgisinternal"
+    ).fetchone() == (0,)
 
 
 def test_back_to_per_row_capture_drops_the_aggregate(shop: psycopg.Connection[Any]) -> None:

@@ -42,6 +42,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'use the primary key, or a column with a unique index of its own';
     END IF;
+    IF cardinality(aggregate) > 9 THEN
+        -- Each child gets generated functions <function_name>_<n>i|u|d within PostgreSQL's 63-character names.
+        RAISE EXCEPTION 'aggregate % lists % child tables, at most 9 are supported', event_prefix, cardinality(aggregate)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'nest only the child tables receivers need in this event';
+    END IF;
     SELECT pg_get_userbyid(n.nspowner) INTO v_owner FROM pg_namespace n WHERE n.nspname = 'whk';
 
     FOREACH v_elem IN ARRAY aggregate LOOP

@@ -1,9 +1,10 @@
 -- whk.capture_aggregate_install: (re)generate the capture of a table captured as an aggregate root
 -- (whk.capture_config.aggregate not NULL), called by whk.capture_install. Rows of one transaction that
 -- share an aggregate key become one event at commit:
---   * statement triggers whk_capture_insert|update|delete on the root (whk.capture_aggregate_root) and
---     whk_aggregate_insert|update|delete on each child (whk.capture_aggregate_child) stage the touched keys
---     in whk.capture_aggregate_pending: one row per key and transaction, whatever the number of statements;
+--   * statement triggers whk_capture_insert|update|delete on the root and whk_aggregate_insert|update|delete
+--     on each child run generated staging functions (<function_name>_ins|_upd|_del, <function_name>_<n>i|u|d)
+--     that record the touched keys in whk.capture_aggregate_pending: one row per key and transaction,
+--     whatever the number of statements;
 --   * the constraint trigger <function_name>_agg on that table, DEFERRABLE INITIALLY DEFERRED, fires once
 --     per staged row at commit and runs the generated whk.<function_name>_agg(), which reads the root row
 --     and its children as they are then and writes the one event (or none).
@@ -45,7 +46,11 @@ DECLARE
     v_sfx      text;
     v_type     text;
     v_major    integer;
-    v_args     bytea;
+    v_body     text;
+    v_xact     text;
+    v_cfn      text;
+    v_n        integer;
+    v_keep     text[];
 BEGIN
     SELECT * INTO c FROM whk.capture_config AS cc WHERE cc.tbl = p_tbl;
     IF NOT FOUND OR c.aggregate IS NULL THEN
@@ -169,51 +174,96 @@ $whk_capture$$f$, v_fn, c.event_prefix, v_table, v_members, v_root, v_key, v_key
                    'DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.aggregate = %L) EXECUTE FUNCTION whk.%I()',
                    v_fn, c.event_prefix, v_fn);
 
-    -- The root's statement triggers; the per-row functions of an earlier per-row capture go.
-    v_args := convert_to(c.event_prefix, getdatabaseencoding()) || '\x00'::bytea
-              || convert_to(v_key, getdatabaseencoding()) || '\x00'::bytea;
+    -- The staging functions: <function_name>_ins|_upd|_del on the root (the names per-row capture uses, so
+    -- its triggers stay put), <function_name>_<n>i|u|d on the n-th child. Each is one INSERT ... SELECT
+    -- over the statement's transition table, the key read as a column cast to text (root and children alike,
+    -- so their keys compare as text) and the row turned into JSON only for the root's old image.
+    v_xact := 'pg_catalog.pg_current_xact_id()';
     FOR v_op, v_trg, v_sfx IN SELECT o.op, o.trg, o.sfx
                                 FROM (VALUES ('INSERT', 'whk_capture_insert', 'ins'),
                                              ('UPDATE', 'whk_capture_update', 'upd'),
                                              ('DELETE', 'whk_capture_delete', 'del')) AS o(op, trg, sfx) LOOP
+        v_body := format(E'INSERT INTO whk.capture_aggregate_pending AS p (txid, aggregate, agg_key, root_state, old_root)'
+                         '\n        SELECT %s, %L, s.k, s.state, s.j FROM (', v_xact, c.event_prefix)
+            || CASE v_op
+                   WHEN 'INSERT' THEN format(E'\n            SELECT r.%I::pg_catalog.text AS k, ''created'' AS state,'
+                                             ' NULL::pg_catalog.jsonb AS j FROM whk_new AS r', v_key)
+                   -- A key the UPDATE moved a row to did not exist before.
+                   WHEN 'UPDATE' THEN format(E'\n            SELECT r.%1$I::pg_catalog.text AS k, ''existed'' AS state,'
+                                             ' pg_catalog.to_jsonb(r) AS j FROM whk_old AS r'
+                                             '\n            UNION ALL'
+                                             '\n            SELECT r.%1$I::pg_catalog.text, ''created'', NULL FROM whk_new AS r'
+                                             '\n             WHERE NOT EXISTS (SELECT FROM whk_old AS o WHERE o.%1$I::pg_catalog.text'
+                                             ' OPERATOR(pg_catalog.=) r.%1$I::pg_catalog.text)', v_key)
+                   ELSE format(E'\n            SELECT r.%I::pg_catalog.text AS k, ''existed'' AS state,'
+                               ' pg_catalog.to_jsonb(r) AS j FROM whk_old AS r', v_key)
+               END
+            || E') AS s\n         WHERE s.k IS NOT NULL'
+            -- A key's first write in the transaction decides (deleted then inserted again stays 'existed').
+            || E'\n        ON CONFLICT (txid, aggregate, agg_key)'
+            || E'\n        DO UPDATE SET root_state = excluded.root_state, old_root = excluded.old_root WHERE p.root_state IS NULL';
+        PERFORM whk.capture_aggregate_stage_function(
+            c.function_name || '_' || v_sfx, v_body, format('%s on the root %s of aggregate %s', v_op, v_table,
+                                                            c.event_prefix), v_owner);
         IF NOT EXISTS (SELECT 1 FROM pg_trigger t
                         WHERE t.tgrelid = p_tbl AND t.tgname = v_trg
-                          AND t.tgfoid = 'whk.capture_aggregate_root()'::regprocedure AND t.tgargs = v_args) THEN
+                          AND t.tgfoid = format('whk.%I()', c.function_name || '_' || v_sfx)::regprocedure) THEN
             EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT '
-                           'EXECUTE FUNCTION whk.capture_aggregate_root(%L, %L)',
+                           'EXECUTE FUNCTION whk.%I()',
                            v_trg, v_op, p_tbl,
                            CASE v_op WHEN 'INSERT' THEN 'NEW TABLE AS whk_new'
                                      WHEN 'UPDATE' THEN 'OLD TABLE AS whk_old NEW TABLE AS whk_new'
                                      ELSE 'OLD TABLE AS whk_old' END,
-                           c.event_prefix, v_key);
-        END IF;
-        IF to_regprocedure(format('whk.%I()', c.function_name || '_' || v_sfx)) IS NOT NULL THEN
-            EXECUTE format('DROP FUNCTION whk.%I()', c.function_name || '_' || v_sfx);
+                           c.function_name || '_' || v_sfx);
         END IF;
     END LOOP;
 
-    -- Each child's statement triggers.
+    v_n := 0;
+    v_keep := '{}';
     FOREACH v_elem IN ARRAY c.aggregate LOOP
+        v_n := v_n + 1;
         v_parts := parse_ident(v_elem);
         v_child := to_regclass(format('%I.%I', v_parts[1], v_parts[2]));
-        v_args := convert_to(c.event_prefix, getdatabaseencoding()) || '\x00'::bytea
-                  || convert_to(v_parts[3], getdatabaseencoding()) || '\x00'::bytea
-                  || convert_to(v_parts[2], getdatabaseencoding()) || '\x00'::bytea;
-        FOR v_op, v_trg IN SELECT o.op, o.trg
-                             FROM (VALUES ('INSERT', 'whk_aggregate_insert'), ('UPDATE', 'whk_aggregate_update'),
-                                          ('DELETE', 'whk_aggregate_delete')) AS o(op, trg) LOOP
+        FOR v_op, v_trg, v_sfx IN SELECT o.op, o.trg, o.sfx
+                                    FROM (VALUES ('INSERT', 'whk_aggregate_insert', 'i'),
+                                                 ('UPDATE', 'whk_aggregate_update', 'u'),
+                                                 ('DELETE', 'whk_aggregate_delete', 'd')) AS o(op, trg, sfx) LOOP
+            v_cfn := c.function_name || '_' || v_n || v_sfx;
+            v_keep := v_keep || v_cfn;
+            v_body := format(E'INSERT INTO whk.capture_aggregate_pending AS p (txid, aggregate, agg_key, members)'
+                             '\n        SELECT %s, %L, s.k, ARRAY[%L] FROM (', v_xact, c.event_prefix, v_parts[2])
+                || CASE v_op
+                       WHEN 'INSERT' THEN format('SELECT DISTINCT r.%I::pg_catalog.text AS k FROM whk_new AS r', v_parts[3])
+                       WHEN 'UPDATE' THEN format('SELECT r.%1$I::pg_catalog.text AS k FROM whk_new AS r'
+                                                 ' UNION SELECT r.%1$I::pg_catalog.text FROM whk_old AS r', v_parts[3])
+                       ELSE format('SELECT DISTINCT r.%I::pg_catalog.text AS k FROM whk_old AS r', v_parts[3])
+                   END
+                || E') AS s\n         WHERE s.k IS NOT NULL'
+                || E'\n        ON CONFLICT (txid, aggregate, agg_key)'
+                || E'\n        DO UPDATE SET members = p.members OPERATOR(pg_catalog.||) excluded.members'
+                || E'\n         WHERE NOT p.members OPERATOR(pg_catalog.@>) excluded.members';
+            PERFORM whk.capture_aggregate_stage_function(
+                v_cfn, v_body, format('%s on %s, child of aggregate %s', v_op, v_child, c.event_prefix), v_owner);
             IF NOT EXISTS (SELECT 1 FROM pg_trigger t
                             WHERE t.tgrelid = v_child AND t.tgname = v_trg
-                              AND t.tgfoid = 'whk.capture_aggregate_child()'::regprocedure AND t.tgargs = v_args) THEN
+                              AND t.tgfoid = format('whk.%I()', v_cfn)::regprocedure) THEN
                 EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT '
-                               'EXECUTE FUNCTION whk.capture_aggregate_child(%L, %L, %L)',
+                               'EXECUTE FUNCTION whk.%I()',
                                v_trg, v_op, v_child,
                                CASE v_op WHEN 'INSERT' THEN 'NEW TABLE AS whk_new'
                                          WHEN 'UPDATE' THEN 'OLD TABLE AS whk_old NEW TABLE AS whk_new'
                                          ELSE 'OLD TABLE AS whk_old' END,
-                               c.event_prefix, v_parts[3], v_parts[2]);
+                               v_cfn);
             END IF;
         END LOOP;
+    END LOOP;
+    -- Staging functions of children no longer listed (their triggers are gone: whk.enable_capture).
+    FOR v_cfn IN SELECT p.proname FROM pg_proc p
+                  WHERE p.pronamespace = 'whk'::regnamespace
+                    AND left(p.proname, length(c.function_name) + 1) = c.function_name || '_'
+                    AND substr(p.proname, length(c.function_name) + 2) ~ '^[0-9]+[iud]$'
+                    AND NOT p.proname = ANY (v_keep) LOOP
+        EXECUTE format('DROP FUNCTION whk.%I()', v_cfn);
     END LOOP;
     RETURN c.function_name;
 END;

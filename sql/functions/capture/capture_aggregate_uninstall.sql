@@ -1,9 +1,11 @@
 -- whk.capture_aggregate_uninstall: remove what whk.capture_aggregate_install attached for an aggregate:
 -- the staging triggers of the given children ('schema.table.column' elements of
--- whk.capture_config.aggregate; tables dropped since are skipped) and, when flush is given, the aggregate's
--- deferred flush (its constraint trigger on whk.capture_aggregate_pending and its function). Used by
--- whk.enable_capture (children removed, or back to per-row capture) and whk.disable_capture.
-CREATE OR REPLACE FUNCTION whk.capture_aggregate_uninstall(children text[], flush text)
+-- whk.capture_config.aggregate; tables dropped since are skipped) and, when function_name is given, the
+-- rest: the deferred flush (constraint trigger <function_name>_agg on whk.capture_aggregate_pending and
+-- its function) and the children's staging functions <function_name>_<n>i|u|d. The root's own triggers
+-- and functions are per-row capture's names and go with them (whk.disable_capture, whk.capture_install).
+-- Used by whk.enable_capture (children removed, or back to per-row capture) and whk.disable_capture.
+CREATE OR REPLACE FUNCTION whk.capture_aggregate_uninstall(children text[], function_name text)
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, whk, pg_temp
@@ -24,15 +26,21 @@ BEGIN
             END IF;
         END LOOP;
     END LOOP;
-    IF flush IS NOT NULL THEN
-        IF EXISTS (SELECT 1 FROM pg_trigger t
-                    WHERE t.tgrelid = 'whk.capture_aggregate_pending'::regclass AND t.tgname = flush) THEN
-            EXECUTE format('DROP TRIGGER %I ON whk.capture_aggregate_pending', flush);
+    IF function_name IS NOT NULL THEN
+        IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = 'whk.capture_aggregate_pending'::regclass
+                                                AND t.tgname = function_name || '_agg') THEN
+            EXECUTE format('DROP TRIGGER %I ON whk.capture_aggregate_pending', function_name || '_agg');
         END IF;
-        EXECUTE format('DROP FUNCTION IF EXISTS whk.%I()', flush);
+        EXECUTE format('DROP FUNCTION IF EXISTS whk.%I()', function_name || '_agg');
+        FOR v_trg IN SELECT p.proname FROM pg_proc p
+                      WHERE p.pronamespace = 'whk'::regnamespace
+                        AND left(p.proname, length(function_name) + 1) = function_name || '_'
+                        AND substr(p.proname, length(function_name) + 2) ~ '^[0-9]+[iud]$' LOOP
+            EXECUTE format('DROP FUNCTION whk.%I()', v_trg);
+        END LOOP;
     END IF;
 END;
 $$;
 REVOKE EXECUTE ON FUNCTION whk.capture_aggregate_uninstall(text[], text) FROM PUBLIC;
 COMMENT ON FUNCTION whk.capture_aggregate_uninstall(text[], text) IS
-    'Drop the staging triggers of aggregate children and, if named, an aggregate''s commit-time flush.';
+    'Drop the staging triggers of aggregate children and, given its function name, an aggregate''s flush and staging functions.';

@@ -21,7 +21,7 @@ BEGIN
     END IF;
     IF v_agg IS NOT NULL THEN
         -- An aggregate root: its children's staging triggers and its commit-time flush.
-        PERFORM whk.capture_aggregate_uninstall(v_agg, v_fn || '_agg');
+        PERFORM whk.capture_aggregate_uninstall(v_agg, v_fn);
         -- What this transaction staged for it will not be flushed now: it must not outlive the transaction.
         DELETE FROM whk.capture_aggregate_pending AS p
          WHERE p.txid = pg_current_xact_id() AND p.aggregate = v_prefix;

@@ -164,7 +164,7 @@ BEGIN
         -- Children no longer listed lose their staging triggers; back to per-row capture, the flush goes.
         PERFORM whk.capture_aggregate_uninstall(
             ARRAY(SELECT a FROM unnest(v_old.aggregate) AS a WHERE p_agg IS NULL OR NOT a = ANY (p_agg)),
-            CASE WHEN p_agg IS NULL THEN v_fn || '_agg' END);
+            CASE WHEN p_agg IS NULL THEN v_fn END);
     END IF;
     INSERT INTO whk.capture_config AS cc (tbl, event_prefix, key_column, key_columns, columns, condition,
                                           operations, function_name, aggregate)
