@@ -455,3 +455,25 @@ def test_bad_aggregate_settings_raise_with_a_hint(conn: psycopg.Connection[Any])
             " aggregate => ARRAY['shop.order_lines.order_id'])"
         )
     assert "one aggregate" in (info.value.diag.message_hint or "")
+
+
+def test_a_child_captured_per_row_too_and_keyed_by_a_narrower_type(conn: psycopg.Connection[Any]) -> None:
+    """A child's key column may be another integer type than the root's key (keys compare as text), and the
+    child may also be captured per row on its own: both kinds of event are written."""
+    conn.execute(SHOP)
+    conn.execute(
+        "CREATE TABLE shop.notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+        " order_id integer, body text)"
+    )
+    conn.execute(
+        "SELECT whk.enable_capture('shop.orders', 'order', aggregate => ARRAY['shop.notes.order_id'])"
+    )
+    conn.execute("SELECT whk.enable_capture('shop.notes', 'note')")
+    with conn.transaction():
+        order_id = new_order(conn)
+        conn.execute(
+            "INSERT INTO shop.notes (order_id, body) VALUES (%s, 'a'), (%s, 'b')", (order_id, order_id)
+        )
+    events = outbox(conn)
+    assert [e["event_type"] for e in events] == ["note.created", "note.created", "order.created"]
+    assert [n["body"] for n in events[-1]["payload"]["data"]["new"]["notes"]] == ["a", "b"]
