@@ -1402,6 +1402,8 @@ DECLARE
     v_other  regclass;
     v_out    text[] := '{}';
     v_tables regclass[] := '{}';
+    v_ctype  oid;
+    v_rtype  oid;
 BEGIN
     IF condition IS NOT NULL THEN
         RAISE EXCEPTION 'a capture condition cannot be combined with aggregate capture of %', tbl
@@ -1428,6 +1430,15 @@ BEGIN
             USING ERRCODE = 'program_limit_exceeded',
                   HINT = 'nest only the child tables receivers need in this event';
     END IF;
+    BEGIN
+        -- The flush finds the root by its key with pg_catalog's operators only.
+        EXECUTE format('SELECT FROM %s AS r WHERE r.%I OPERATOR(pg_catalog.=) r.%I LIMIT 0',
+                       tbl, key_columns[1], key_columns[1]);
+    EXCEPTION WHEN OTHERS THEN
+        RAISE EXCEPTION 'the aggregate key %.% cannot be compared: %', tbl, quote_ident(key_columns[1]), SQLERRM
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'aggregate keys must be of a type whose = operator is built in (integers, text, uuid, ...)';
+    END;
     SELECT pg_get_userbyid(n.nspowner) INTO v_owner FROM pg_namespace n WHERE n.nspname = 'whk';
 
     FOREACH v_elem IN ARRAY aggregate LOOP
@@ -1479,15 +1490,35 @@ BEGIN
             RAISE EXCEPTION 'table % is already a child of the aggregate of %', v_child, v_other
                 USING ERRCODE = 'unique_violation', HINT = 'a table belongs to one aggregate';
         END IF;
+        -- Keys are staged as text and cast back to the root key's type at commit: the child's values must
+        -- be values of that type (the same type, or integers for an integer key, strings for a string key),
+        -- or a value such as 1.5 would fail the ERP's commit.
+        SELECT ck.t, rk.t INTO v_ctype, v_rtype
+          FROM (SELECT coalesce(nullif(ty.typbasetype, 0), ty.oid) AS t FROM pg_attribute a
+                  JOIN pg_type ty ON ty.oid = a.atttypid
+                 WHERE a.attrelid = v_child AND a.attname = v_parts[3]) AS ck,
+               (SELECT coalesce(nullif(ty.typbasetype, 0), ty.oid) AS t FROM pg_attribute a
+                  JOIN pg_type ty ON ty.oid = a.atttypid
+                 WHERE a.attrelid = tbl AND a.attname = key_columns[1]) AS rk;
+        IF v_ctype <> v_rtype
+           AND NOT (v_ctype IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)
+                    AND v_rtype IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype))
+           AND NOT (v_ctype IN ('text'::regtype, 'varchar'::regtype) AND v_rtype IN ('text'::regtype, 'varchar'::regtype)) THEN
+            RAISE EXCEPTION 'column %.% (%) cannot hold the key of % (%)', v_child, quote_ident(v_parts[3]),
+                format_type(v_ctype, NULL), tbl, format_type(v_rtype, NULL)
+                USING ERRCODE = 'datatype_mismatch',
+                      HINT = format('the child''s column must hold values of %s.%s (the same type, or integer for an integer key)',
+                                    tbl, key_columns[1]);
+        END IF;
         BEGIN
+            -- The flush joins them with pg_catalog's operators only (it runs with search_path = pg_catalog).
             EXECUTE format('SELECT FROM %s AS c JOIN %s AS r ON c.%I OPERATOR(pg_catalog.=) r.%I LIMIT 0',
                            v_child, tbl, v_parts[3], key_columns[1]);
         EXCEPTION WHEN OTHERS THEN
             RAISE EXCEPTION 'column %.% cannot be compared with the key of %: %', v_child, quote_ident(v_parts[3]),
                 tbl, SQLERRM
                 USING ERRCODE = 'datatype_mismatch',
-                      HINT = format('the child''s column must hold values of %s.%s (same or comparable type)',
-                                    tbl, key_columns[1]);
+                      HINT = 'aggregate keys must be of a type whose = operator is built in (integers, text, uuid, ...)';
         END;
         v_out := v_out || format('%I.%I.%I', v_nsp, v_rel, v_parts[3]);
     END LOOP;

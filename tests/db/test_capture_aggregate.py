@@ -397,7 +397,12 @@ def test_the_callers_search_path_cannot_redirect_a_name_in_the_staging(shop: psy
         ("ARRAY['shop.order_lines.nope']", psycopg.errors.UndefinedColumn, "holds the key of shop.orders"),
         ("ARRAY['shop.nope.order_id']", psycopg.errors.UndefinedTable, "schema.table.column"),
         ("ARRAY['order_lines.order_id']", psycopg.errors.InvalidParameterValue, "erp.order_lines.order_id"),
-        ("ARRAY['shop.order_lines.sku']", psycopg.errors.DatatypeMismatch, "same or comparable type"),
+        ("ARRAY['shop.order_lines.sku']", psycopg.errors.DatatypeMismatch, "the same type"),
+        (
+            "ARRAY['shop.lines_numeric.order_id']",
+            psycopg.errors.DatatypeMismatch,
+            "integer for an integer key",
+        ),
         ("ARRAY['shop.orders.id']", psycopg.errors.WrongObjectType, "other than the root"),
         (
             "ARRAY['shop.order_lines.order_id', 'shop.order_lines.order_id']",
@@ -411,6 +416,8 @@ def test_bad_aggregate_input_raises_with_a_hint(
     conn: psycopg.Connection[Any], aggregate: str, error: type[Exception], hint: str
 ) -> None:
     conn.execute(SHOP)
+    # numeric = bigint compares, but a line with order_id 1.5 would fail the commit: refused.
+    conn.execute("CREATE TABLE shop.lines_numeric (id bigint PRIMARY KEY, order_id numeric)")
     with pytest.raises(error) as info:
         conn.execute(f"SELECT whk.enable_capture('shop.orders', 'order', aggregate => {aggregate})")
     diag = info.value.diag  # type: ignore[attr-defined]
