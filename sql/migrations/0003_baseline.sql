@@ -1706,15 +1706,22 @@ $whk_capture$$f$, v_fn, c.event_prefix, v_table, v_members, v_root, v_key, v_key
     END IF;
     EXECUTE format('REVOKE EXECUTE ON FUNCTION whk.%I() FROM PUBLIC', v_fn);
     -- The deferred flush: one constraint trigger per aggregate on the shared staging table, filtered by WHEN
-    -- (evaluated as the row is staged, no call). Recreated each time: constraint triggers cannot be replaced
-    -- in place, and the staging table belongs to whk.
-    IF EXISTS (SELECT 1 FROM pg_trigger t
-                WHERE t.tgrelid = 'whk.capture_aggregate_pending'::regclass AND t.tgname = v_fn) THEN
-        EXECUTE format('DROP TRIGGER %I ON whk.capture_aggregate_pending', v_fn);
+    -- (evaluated as the row is staged, no call). Constraint triggers cannot be replaced in place, and
+    -- dropping one locks the staging table of every aggregate (waiting for open ERP transactions that
+    -- staged rows): it is recreated only when its aggregate's prefix changed, not for a new event major.
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger t
+                    WHERE t.tgrelid = 'whk.capture_aggregate_pending'::regclass AND t.tgname = v_fn
+                      AND t.tgfoid = format('whk.%I()', v_fn)::regprocedure
+                      AND strpos(pg_get_triggerdef(t.oid),
+                                 format(' WHEN ((new.aggregate = %L::text)) ', c.event_prefix)) > 0) THEN
+        IF EXISTS (SELECT 1 FROM pg_trigger t
+                    WHERE t.tgrelid = 'whk.capture_aggregate_pending'::regclass AND t.tgname = v_fn) THEN
+            EXECUTE format('DROP TRIGGER %I ON whk.capture_aggregate_pending', v_fn);
+        END IF;
+        EXECUTE format('CREATE CONSTRAINT TRIGGER %I AFTER INSERT ON whk.capture_aggregate_pending '
+                       'DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.aggregate = %L) EXECUTE FUNCTION whk.%I()',
+                       v_fn, c.event_prefix, v_fn);
     END IF;
-    EXECUTE format('CREATE CONSTRAINT TRIGGER %I AFTER INSERT ON whk.capture_aggregate_pending '
-                   'DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.aggregate = %L) EXECUTE FUNCTION whk.%I()',
-                   v_fn, c.event_prefix, v_fn);
 
     -- The staging functions: <function_name>_ins|_upd|_del on the root (the names per-row capture uses, so
     -- its triggers stay put), <function_name>_<n>i|u|d on the n-th child. Each is one INSERT ... SELECT

@@ -484,3 +484,35 @@ def test_a_child_captured_per_row_too_and_keyed_by_a_narrower_type(conn: psycopg
     events = outbox(conn)
     assert [e["event_type"] for e in events] == ["note.created", "note.created", "order.created"]
     assert [n["body"] for n in events[-1]["payload"]["data"]["new"]["notes"]] == ["a", "b"]
+
+
+def test_a_new_major_of_the_event_type_is_stamped_without_touching_any_trigger(
+    shop: psycopg.Connection[Any],
+) -> None:
+    """register_event_type(new_major) regenerates the flush with the new major; the triggers (on the ERP
+    tables, and the flush's on the shared staging table, whose drop would lock every aggregate) stay."""
+    triggers = (
+        "SELECT array_agg(oid ORDER BY oid) FROM pg_trigger WHERE NOT tgisinternal AND tgrelid IN"
+        " ('shop.orders'::regclass, 'shop.order_lines'::regclass, 'whk.capture_aggregate_pending'::regclass)"
+    )
+    before = shop.execute(triggers).fetchone()
+    assert before is not None and len(before[0]) == 7
+    shop.execute(
+        'SELECT whk.register_event_type(\'order.created\', \'{"type": "object", "required": ["op"]}\','
+        " new_major => true)"
+    )
+    assert shop.execute(triggers).fetchone() == before
+    new_order(shop, lines=1)
+    [event] = outbox(shop)
+    assert (event["event_type"], event["event_version"]) == ("order.created", 2)
+
+
+def test_a_new_prefix_moves_the_flush_to_it(shop: psycopg.Connection[Any]) -> None:
+    shop.execute(
+        "SELECT whk.enable_capture('shop.orders', 'sale', aggregate => ARRAY['shop.order_lines.order_id'])"
+    )
+    new_order(shop, lines=2)
+    [event] = outbox(shop)
+    assert event["event_type"] == "sale.created"
+    assert len(event["payload"]["data"]["new"]["order_lines"]) == 2
+    assert staged(shop) == 0
