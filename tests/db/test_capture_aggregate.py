@@ -304,7 +304,11 @@ def test_a_child_removed_from_the_aggregate_stops_staging(shop: psycopg.Connecti
 
 
 def test_back_to_per_row_capture_drops_the_aggregate(shop: psycopg.Connection[Any]) -> None:
-    shop.execute("SELECT whk.enable_capture('shop.orders', 'order')")
+    with shop.transaction():  # staged, then the settings change in the same transaction: nothing stays behind
+        new_order(shop, lines=1)
+        shop.execute("SELECT whk.enable_capture('shop.orders', 'order')")
+    assert staged(shop) == 0
+    shop.execute("TRUNCATE whk.outbox")
     with shop.transaction():
         order_id = new_order(shop, lines=2)
         shop.execute("UPDATE shop.orders SET status = 'paid' WHERE id = %s", (order_id,))

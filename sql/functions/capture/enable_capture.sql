@@ -165,6 +165,9 @@ BEGIN
         PERFORM whk.capture_aggregate_uninstall(
             ARRAY(SELECT a FROM unnest(v_old.aggregate) AS a WHERE p_agg IS NULL OR NOT a = ANY (p_agg)),
             CASE WHEN p_agg IS NULL THEN v_fn END);
+        -- What this transaction staged under the old settings is not flushed: it must not outlive it.
+        DELETE FROM whk.capture_aggregate_pending AS p
+         WHERE p.txid = pg_current_xact_id() AND p.aggregate = v_old.event_prefix;
     END IF;
     INSERT INTO whk.capture_config AS cc (tbl, event_prefix, key_column, key_columns, columns, condition,
                                           operations, function_name, aggregate)
