@@ -1552,8 +1552,8 @@ COMMENT ON FUNCTION whk.capture_aggregate_check(regclass, text, text[], text, te
 --     and its children as they are then and writes the one event (or none).
 -- The root has all three triggers whatever `operations` says: its first write in the transaction decides
 -- between created and updated, and a delete between updated and deleted; `operations` filters at commit.
--- Triggers already calling the right function with the right arguments are left alone, so regenerating
--- for a new event major needs no privilege on the ERP tables.
+-- Triggers already calling the right function are left alone (CREATE OR REPLACE FUNCTION keeps its
+-- identity), so regenerating for a new event major needs no privilege on the ERP tables.
 --
 -- The flush runs once per aggregate and transaction, not per ERP statement: it keeps a
 -- `SET search_path = pg_catalog, pg_temp` (~10 us per aggregate) rather than qualifying every operator.
@@ -1737,13 +1737,17 @@ $whk_capture$$f$, v_fn, c.event_prefix, v_table, v_members, v_root, v_key, v_key
             || CASE v_op
                    WHEN 'INSERT' THEN format(E'\n            SELECT r.%I::pg_catalog.text AS k, ''created'' AS state,'
                                              ' NULL::pg_catalog.jsonb AS j FROM whk_new AS r', v_key)
-                   -- A key the UPDATE moved a row to did not exist before.
-                   WHEN 'UPDATE' THEN format(E'\n            SELECT r.%1$I::pg_catalog.text AS k, ''existed'' AS state,'
+                   -- A key the UPDATE moved a row to did not exist before. Grouped, not joined: PL/pgSQL
+                   -- caches a statement's plan per session, and a join planned for a one-row UPDATE (a
+                   -- nested loop) would compare every old row with every new row of a later bulk UPDATE.
+                   WHEN 'UPDATE' THEN format(E'\n            SELECT g.k, CASE WHEN pg_catalog.bool_or(g.o) THEN ''existed'''
+                                             ' ELSE ''created'' END AS state,'
+                                             ' (pg_catalog.array_agg(g.j) FILTER (WHERE g.o))[1] AS j'
+                                             '\n              FROM (SELECT r.%1$I::pg_catalog.text AS k, true AS o,'
                                              ' pg_catalog.to_jsonb(r) AS j FROM whk_old AS r'
-                                             '\n            UNION ALL'
-                                             '\n            SELECT r.%1$I::pg_catalog.text, ''created'', NULL FROM whk_new AS r'
-                                             '\n             WHERE NOT EXISTS (SELECT FROM whk_old AS o WHERE o.%1$I::pg_catalog.text'
-                                             ' OPERATOR(pg_catalog.=) r.%1$I::pg_catalog.text)', v_key)
+                                             '\n                    UNION ALL'
+                                             '\n                    SELECT r.%1$I::pg_catalog.text, false, NULL FROM whk_new AS r) AS g'
+                                             '\n             GROUP BY g.k', v_key)
                    ELSE format(E'\n            SELECT r.%I::pg_catalog.text AS k, ''existed'' AS state,'
                                ' pg_catalog.to_jsonb(r) AS j FROM whk_old AS r', v_key)
                END

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from tests.db.capture_support import HIJACKERS, outbox, register_dispatcher, run_and_roll_back
+from tests.support.plans import explained, plan_of, tuplestore_scan_loops
 
 pytestmark = pytest.mark.db
 
@@ -520,3 +521,21 @@ def test_a_new_prefix_moves_the_flush_to_it(shop: psycopg.Connection[Any]) -> No
     assert event["event_type"] == "sale.created"
     assert len(event["payload"]["data"]["new"]["order_lines"]) == 2
     assert staged(shop) == 0
+
+
+def test_a_bulk_update_of_orders_after_a_one_row_update_reads_each_transition_table_once(
+    shop: psycopg.Connection[Any],
+) -> None:
+    """PL/pgSQL caches the staging statement's plan per session, planned for the first (one-row) UPDATE. The
+    root's UPDATE staging groups old and new keys instead of joining them (an anti-join read old rows twice,
+    and a cached join plan could turn into a nested loop): each transition table is read exactly once."""
+    shop.execute("INSERT INTO shop.orders (total) SELECT i FROM generate_series(1, 300) AS i")
+    shop.execute("UPDATE shop.orders SET note = 'one' WHERE id = 1")  # the session's cached plan: 1 row
+    shop.execute("TRUNCATE whk.outbox")
+    rows, plans = explained(shop, "UPDATE shop.orders SET status = 'paid' RETURNING id", [])
+    assert len(rows) == 300
+    staging = plan_of(plans, "INSERT INTO whk.capture_aggregate_pending")
+    assert tuplestore_scan_loops(staging) == ["1", "1"], staging  # old and new, each read once
+    events = outbox(shop)
+    assert len(events) == 300 and {e["event_type"] for e in events} == {"order.updated"}
+    assert {e["payload"]["data"]["changed"][0] for e in events} == {"status"}
