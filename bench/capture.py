@@ -10,6 +10,15 @@ commit waits for its WAL flush, as an ERP's does):
 * ``whk``           ``whk.enable_capture``: statement-level trigger, Standard Webhooks envelope, and the
                     conditional wake-up (a dispatcher is registered and busy, the steady state under load).
 
+And, for aggregate capture, one order with 20 lines per transaction (``BEGIN``, the order, its lines,
+``COMMIT``), on two pairs of order/order-line tables:
+
+* ``agg_bare``      the bare row trigger on both tables: 21 outbox rows per transaction (the naive thing);
+* ``agg_whk``       ``whk.enable_capture(..., aggregate => ...)``: one event per transaction, at commit;
+
+each with the 20 lines in one ``INSERT`` statement, and (``*_rows``, for information) as 20 single-row
+``INSERT`` statements, as an ORM writes them.
+
 A LISTEN connection on ``whk_outbox`` is open during every variant, as a dispatcher's would be. Variants are
 interleaved in rounds (order rotated per round) and the median round counts: this machine is shared and
 noisy, ratios measured side by side are what mean something. Also measured, and printed for information:
@@ -40,7 +49,8 @@ import psycopg
 from bench.goals import Goal, report
 from tests.support.pg import PgServer, migrate_database, start_server
 
-VARIANTS = ("none", "bare", "naive_notify", "whk")
+VARIANTS = ("none", "bare", "naive_notify", "whk", "agg_bare", "agg_whk", "agg_bare_rows", "agg_whk_rows")
+SINGLE_ROW = ("none", "bare", "naive_notify", "whk", "whk_idle")
 SETUP_SQL = Path(__file__).with_name("capture.sql")
 TPS_RE = re.compile(r"^tps = ([0-9.]+) \(without initial connection time\)", re.MULTILINE)
 
@@ -153,12 +163,44 @@ def filesystem_of(path: str) -> str:
 
 
 def reset(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("TRUNCATE whk.outbox, bench.t_none, bench.t_bare, bench.t_naive_notify, bench.t_whk")
+    conn.execute(
+        "TRUNCATE whk.outbox, bench.t_none, bench.t_bare, bench.t_naive_notify, bench.t_whk,"
+        " bench.o_bare, bench.ol_bare, bench.o_whk, bench.ol_whk"
+    )
     conn.execute("CHECKPOINT")
 
 
 def set_idle(conn: psycopg.Connection[Any], idle: bool) -> None:
     conn.execute("SELECT whk.dispatcher_set_idle('bench', %s)", (idle,))
+
+
+def order_script(suffix: str, line_statements: bool) -> str:
+    """One transaction: an order and its 20 lines (in one INSERT, or in 20 single-row INSERTs)."""
+    head = (
+        "BEGIN;\n"
+        f"INSERT INTO bench.o_{suffix} (customer, status, total) VALUES ('acme', 'open', 199.80)"
+        " RETURNING id \\gset\n"
+    )
+    if line_statements:
+        lines = "".join(
+            f"INSERT INTO bench.ol_{suffix} (order_id, line_no, sku, qty, price)"
+            f" VALUES (CAST(:id AS bigint), {i}, 'sku-{i}', 1, 9.99);\n"
+            for i in range(1, 21)
+        )
+    else:
+        lines = (
+            f"INSERT INTO bench.ol_{suffix} (order_id, line_no, sku, qty, price)"
+            " SELECT CAST(:id AS bigint), i, 'sku-' || i, 1, 9.99 FROM generate_series(1, 20) AS i;\n"
+        )
+    return head + lines + "COMMIT;\n"
+
+
+def outbox_per_order(conn: psycopg.Connection[Any], suffix: str) -> float:
+    """Outbox rows written per committed order (21 for the bare trigger, 1 for aggregate capture)."""
+    row = conn.execute(
+        f"SELECT (SELECT count(*) FROM whk.outbox)::float8 / greatest(count(*), 1) FROM bench.o_{suffix}"
+    ).fetchone()  # suffix is one of two constants
+    return float(row[0]) if row else 0.0
 
 
 def timed_update(conn: psycopg.Connection[Any], table: str) -> float:
@@ -204,14 +246,20 @@ def main(argv: list[str]) -> int:
         ):
             scripts = {}
             for variant in (*VARIANTS, "whk_idle"):
-                table = "t_whk" if variant == "whk_idle" else f"t_{variant}"
                 path = Path(tmp) / f"{variant}.sql"
-                path.write_text(f"INSERT INTO bench.{table} (name, qty, price) VALUES ('widget', 3, 9.99);\n")
+                if variant in SINGLE_ROW:
+                    table = "t_whk" if variant == "whk_idle" else f"t_{variant}"
+                    insert = f"INSERT INTO bench.{table} (name, qty, price) VALUES ('widget', 3, 9.99);\n"
+                    path.write_text(insert)
+                else:
+                    suffix = "whk" if variant.startswith("agg_whk") else "bare"
+                    path.write_text(order_script(suffix, variant.endswith("_rows")))
                 os.chmod(tmp, 0o755)
                 scripts[variant] = path
 
             tps: dict[str, list[float]] = {v: [] for v in (*VARIANTS, "whk_idle")}
             notified: dict[str, int] = dict.fromkeys(tps, 0)
+            per_order: dict[str, float] = {}
             for r in range(rounds):
                 order = list(VARIANTS[r % len(VARIANTS) :] + VARIANTS[: r % len(VARIANTS)])
                 for variant in order:
@@ -220,6 +268,8 @@ def main(argv: list[str]) -> int:
                     tps[variant].append(run_pgbench(server, dbname, scripts[variant], per_round, clients))
                     time.sleep(0.3)
                     notified[variant] += listener.count - before
+                    if variant.startswith("agg_"):
+                        per_order[variant] = outbox_per_order(conn, "whk" if "whk" in variant else "bare")
                     print(f"  round {r + 1} {variant:<13} {tps[variant][-1]:9.0f} tps", flush=True)
 
             # Worst case, for information: an idle dispatcher makes every statement notify.
@@ -241,16 +291,30 @@ def main(argv: list[str]) -> int:
             # seconds of each other), which shows how much the shared machine's load moved between rounds.
             paired_bare = [w / b for w, b in zip(tps["whk"], tps["bare"], strict=True)]
             paired_naive = [w / n for w, n in zip(tps["whk"], tps["naive_notify"], strict=True)]
+            paired_agg = [w / b for w, b in zip(tps["agg_whk"], tps["agg_bare"], strict=True)]
             print(
                 "INFO capture_per_round whk/bare="
                 + ",".join(f"{r:.2f}" for r in paired_bare)
                 + " whk/naive="
-                + ",".join(f"{r:.2f}" for r in paired_naive),
+                + ",".join(f"{r:.2f}" for r in paired_naive)
+                + " agg_whk/agg_bare="
+                + ",".join(f"{r:.2f}" for r in paired_agg),
                 flush=True,
             )
             print(
                 f"INFO capture_naive_notify_vs_bare measured={med['naive_notify'] / med['bare']:.3g} "
                 f"bare_vs_none={med['bare'] / med['none']:.3g} (the baselines, same run)",
+                flush=True,
+            )
+            print(
+                "INFO capture_aggregate_outbox_rows_per_order "
+                + " ".join(f"{v}={n:.3g}" for v, n in sorted(per_order.items()))
+                + " (1 order + 20 lines per transaction)",
+                flush=True,
+            )
+            print(
+                f"INFO capture_aggregate_line_statements_vs_bare measured="
+                f"{med['agg_whk_rows'] / med['agg_bare_rows']:.3g} (the 20 lines as 20 single-row INSERTs)",
                 flush=True,
             )
             print(
@@ -288,6 +352,7 @@ def main(argv: list[str]) -> int:
         return report(
             Goal("capture_vs_bare_trigger", med["whk"] / med["bare"], 0.9),
             Goal("capture_vs_naive_notify", med["whk"] / med["naive_notify"], 2.0),
+            Goal("capture_aggregate_vs_bare_trigger", med["agg_whk"] / med["agg_bare"], 0.8),
             Goal("capture_update_50k_events", float(min(events)), 50000),
             Goal("capture_update_50k_wakeups", float(max(wakeups)), 1, higher_is_better=False),
         )

@@ -44,3 +44,29 @@ SELECT whk.enable_capture('bench.u_whk', 'bench.bulk');
 
 -- A dispatcher that is busy (the steady state under load) and listens on whk_outbox.
 INSERT INTO whk.dispatchers (id, hostname, pid, version, idle) VALUES ('bench', 'bench', 0, 'bench', false);
+
+-- Aggregate capture (GOAL capture_aggregate_vs_bare_trigger): an order and its 20 lines in one transaction.
+-- Baseline: the same bare row trigger on both tables (21 outbox rows per transaction, the naive thing);
+-- WHK: the order as an aggregate root with its lines, one event per transaction written at commit.
+CREATE TABLE bench.o_bare (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    customer   text,
+    status     text,
+    total      numeric,
+    updated_at timestamptz DEFAULT now()
+);
+CREATE TABLE bench.ol_bare (
+    id       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    order_id bigint NOT NULL REFERENCES bench.o_bare (id),
+    line_no  integer,
+    sku      text,
+    qty      integer,
+    price    numeric
+);
+CREATE INDEX ON bench.ol_bare (order_id);
+CREATE TABLE bench.o_whk (LIKE bench.o_bare INCLUDING ALL);
+CREATE TABLE bench.ol_whk (LIKE bench.ol_bare INCLUDING ALL);
+ALTER TABLE bench.ol_whk ADD FOREIGN KEY (order_id) REFERENCES bench.o_whk (id);
+CREATE TRIGGER bare AFTER INSERT ON bench.o_bare FOR EACH ROW EXECUTE FUNCTION bench.bare_outbox();
+CREATE TRIGGER bare AFTER INSERT ON bench.ol_bare FOR EACH ROW EXECUTE FUNCTION bench.bare_outbox();
+SELECT whk.enable_capture('bench.o_whk', 'bench.order', aggregate => ARRAY['bench.ol_whk.order_id']);

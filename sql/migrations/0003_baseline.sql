@@ -591,6 +591,10 @@ CREATE TABLE whk.capture_config (
     operations    text[]      NOT NULL DEFAULT ARRAY['INSERT', 'UPDATE', 'DELETE']
                               CHECK (operations <@ ARRAY['INSERT', 'UPDATE', 'DELETE'] AND cardinality(operations) > 0),
     function_name text        NOT NULL,
+    -- Aggregate capture (NULL = one event per row): the child tables whose rows nest into this table's
+    -- events, each as 'schema.table.column' (the child's column holding this table's key). The rows of one
+    -- transaction sharing a key become one event at commit; '{}' = coalescing without children.
+    aggregate     text[],
     enabled_at    timestamptz NOT NULL DEFAULT now(),
     enabled_by    text        NOT NULL DEFAULT current_user,
     CONSTRAINT capture_config_event_prefix_key UNIQUE (event_prefix)
@@ -617,13 +621,15 @@ SELECT c.tbl,
        c.columns,
        c.condition,
        c.function_name,
-       -- false when someone dropped or disabled a capture trigger behind WHK's back.
+       -- false when someone dropped or disabled a capture trigger behind WHK's back. An aggregate root
+       -- has all three (its deletes and inserts decide the event type even when not emitted).
        (SELECT count(*) FROM pg_catalog.pg_trigger t
          WHERE t.tgrelid = c.tbl AND t.tgenabled <> 'D'
            AND t.tgname IN ('whk_capture_insert', 'whk_capture_update', 'whk_capture_delete'))
-           = cardinality(c.operations)                     AS active,
+           = CASE WHEN c.aggregate IS NULL THEN cardinality(c.operations) ELSE 3 END AS active,
        c.enabled_at,
-       c.enabled_by
+       c.enabled_by,
+       c.aggregate
 FROM whk.capture_config c
 LEFT JOIN pg_catalog.pg_class r ON r.oid = c.tbl
 LEFT JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace;
@@ -761,6 +767,32 @@ CROSS JOIN LATERAL (SELECT pg_catalog.pg_get_expr(p.relpartbound, p.oid) AS boun
 WHERE i.inhparent = 'whk.outbox'::regclass;
 COMMENT ON VIEW whk.outbox_partitions IS 'Partitions of whk.outbox and their created_at ranges (see docs/capture.md).';
 -- <<< sql/schema/204_outbox_partitions.sql
+
+-- >>> sql/schema/205_capture_aggregate_pending.sql
+-- Aggregate capture's staging (whk.enable_capture(..., aggregate => ...)): one row per aggregate (event
+-- prefix, key) a transaction touched, written by the generated statement triggers of the root table and
+-- its children (whk.capture_aggregate_install) and deleted at commit by the
+-- aggregate's deferred flush, which writes the one event. No row outlives its transaction.
+-- UNLOGGED: a committed transaction leaves no row here, so a crash (which empties the table) loses
+-- nothing and the ERP's commit writes no WAL for its staging. No CHECK constraints: PostgreSQL prepares
+-- them again in every INSERT statement, which every staged ERP statement would pay; only WHK's SECURITY
+-- DEFINER triggers write here.
+CREATE UNLOGGED TABLE whk.capture_aggregate_pending (
+    txid       xid8   NOT NULL,
+    -- The aggregate: the event prefix of its root table (stable across dumps and renames, unlike an OID).
+    aggregate  text   NOT NULL,
+    agg_key    text   NOT NULL,
+    -- NULL: only child rows were written in this transaction; 'created': the root row's first write in
+    -- it was an INSERT; 'existed': an UPDATE or DELETE, and old_root is the row as it was before.
+    root_state text,
+    old_root   jsonb,
+    -- The child collections (member names) whose rows were written in this transaction.
+    members    text[] NOT NULL DEFAULT '{}',
+    PRIMARY KEY (txid, aggregate, agg_key)
+);
+COMMENT ON TABLE whk.capture_aggregate_pending IS
+    'Aggregates touched by open transactions, flushed into one outbox event each at commit (docs/capture.md).';
+-- <<< sql/schema/205_capture_aggregate_pending.sql
 
 -- >>> sql/schema/600_api_role.sql
 -- The application role of the API. NOLOGIN: deployments create a login role that is a member of it (or
@@ -1413,6 +1445,544 @@ COMMENT ON FUNCTION whk.mock_record(text, text, jsonb, text, integer, integer, b
     'Record a request to a development mock endpoint with its signature verdict; trims by the dev.mock_* settings.';
 -- <<< sql/functions/api/mock_record.sql
 
+-- >>> sql/functions/capture/capture_aggregate_check.sql
+-- whk.capture_aggregate_check: validate the `aggregate` argument of whk.enable_capture for root table tbl
+-- (its resolved key columns, its condition) and return it normalised: each child as
+-- 'schema.table.column' with quoted identifiers where needed, sorted, without duplicates. Every refusal
+-- raises with a HINT: the aggregate's flush reads these tables by these columns at every commit, so a
+-- mistake must surface here, never in the ERP's transaction.
+CREATE OR REPLACE FUNCTION whk.capture_aggregate_check(tbl regclass, event_prefix text, key_columns text[],
+                                                       condition text, aggregate text[])
+RETURNS text[]
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+#variable_conflict use_variable
+DECLARE
+    v_elem   text;
+    v_parts  text[];
+    v_child  regclass;
+    v_kind   "char";
+    v_nsp    text;
+    v_rel    text;
+    v_owner  text;
+    v_other  regclass;
+    v_out    text[] := '{}';
+    v_tables regclass[] := '{}';
+    v_ctype  oid;
+    v_rtype  oid;
+BEGIN
+    IF condition IS NOT NULL THEN
+        RAISE EXCEPTION 'a capture condition cannot be combined with aggregate capture of %', tbl
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'an aggregate emits one event per key and transaction; filter with columns => ... or in the webhook''s filter';
+    END IF;
+    IF cardinality(key_columns) <> 1 THEN
+        RAISE EXCEPTION 'aggregate capture of % needs a one-column key, found %', tbl,
+            CASE WHEN cardinality(key_columns) = 0 THEN 'no primary key' ELSE array_to_string(key_columns, ', ') END
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'pass key_column => a column that identifies one row (the primary key or a unique column)';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_index i
+                    WHERE i.indrelid = tbl AND i.indisunique AND i.indpred IS NULL AND i.indnkeyatts = 1
+                      AND i.indkey[0] = (SELECT a.attnum FROM pg_attribute a
+                                          WHERE a.attrelid = tbl AND a.attname = key_columns[1])) THEN
+        RAISE EXCEPTION 'the aggregate key %.% does not identify one row', tbl, quote_ident(key_columns[1])
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'use the primary key, or a column with a unique index of its own';
+    END IF;
+    IF cardinality(aggregate) > 9 THEN
+        -- Each child gets generated functions <function_name>_<n>i|u|d within PostgreSQL's 63-character names.
+        RAISE EXCEPTION 'aggregate % lists % child tables, at most 9 are supported', event_prefix, cardinality(aggregate)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'nest only the child tables receivers need in this event';
+    END IF;
+    BEGIN
+        -- The flush finds the root by its key with pg_catalog's operators only.
+        EXECUTE format('SELECT FROM %s AS r WHERE r.%I OPERATOR(pg_catalog.=) r.%I LIMIT 0',
+                       tbl, key_columns[1], key_columns[1]);
+    EXCEPTION WHEN OTHERS THEN
+        RAISE EXCEPTION 'the aggregate key %.% cannot be compared: %', tbl, quote_ident(key_columns[1]), SQLERRM
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'aggregate keys must be of a type whose = operator is built in (integers, text, uuid, ...)';
+    END;
+    SELECT pg_get_userbyid(n.nspowner) INTO v_owner FROM pg_namespace n WHERE n.nspname = 'whk';
+
+    FOREACH v_elem IN ARRAY aggregate LOOP
+        BEGIN
+            v_parts := parse_ident(coalesce(v_elem, ''));
+        EXCEPTION WHEN invalid_parameter_value THEN
+            v_parts := NULL;
+        END;
+        IF cardinality(v_parts) IS DISTINCT FROM 3 THEN
+            RAISE EXCEPTION 'invalid aggregate child %', coalesce(quote_literal(v_elem), 'NULL')
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'name each child as ''schema.table.column'', the column holding the root''s key, e.g. ''erp.order_lines.order_id''';
+        END IF;
+        v_child := to_regclass(format('%I.%I', v_parts[1], v_parts[2]));
+        IF v_child IS NULL THEN
+            RAISE EXCEPTION 'aggregate child table %.% does not exist', quote_ident(v_parts[1]), quote_ident(v_parts[2])
+                USING ERRCODE = 'undefined_table', HINT = 'name each child as ''schema.table.column'' of an existing table';
+        END IF;
+        SELECT r.relkind, n.nspname, r.relname INTO v_kind, v_nsp, v_rel
+          FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace WHERE r.oid = v_child;
+        IF v_kind NOT IN ('r', 'p') OR v_child = tbl OR v_nsp IN ('whk', 'pg_catalog', 'information_schema')
+           OR v_nsp LIKE 'pg\_%' THEN
+            RAISE EXCEPTION '% cannot be a child of aggregate %', v_child, event_prefix
+                USING ERRCODE = 'wrong_object_type',
+                      HINT = 'a child is an ERP table other than the root (not a view, not a table of schema whk)';
+        END IF;
+        IF v_child = ANY (v_tables) THEN
+            RAISE EXCEPTION 'table % is listed twice in aggregate %', v_child, event_prefix
+                USING ERRCODE = 'duplicate_object', HINT = 'a child table joins the aggregate by one column';
+        END IF;
+        v_tables := v_tables || v_child;
+        IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = v_child AND a.attname = v_parts[3]
+                        AND a.attnum > 0 AND NOT a.attisdropped) THEN
+            RAISE EXCEPTION 'column % does not exist in %', quote_ident(v_parts[3]), v_child
+                USING ERRCODE = 'undefined_column',
+                      HINT = format('name the column of %s that holds the key of %s (%s)', v_child, tbl, key_columns[1]);
+        END IF;
+        IF EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = tbl AND a.attname = v_rel
+                    AND a.attnum > 0 AND NOT a.attisdropped) THEN
+            RAISE EXCEPTION 'child % would nest under "%", a column of %', v_child, v_rel, tbl
+                USING ERRCODE = 'duplicate_column',
+                      HINT = 'children nest in the event under their table''s name; it must not be a column of the root';
+        END IF;
+        SELECT cc.tbl INTO v_other
+          FROM whk.capture_config cc, unnest(cc.aggregate) AS a
+         WHERE cc.tbl <> tbl
+           AND to_regclass(format('%I.%I', (parse_ident(a))[1], (parse_ident(a))[2])) = v_child;
+        IF FOUND THEN
+            RAISE EXCEPTION 'table % is already a child of the aggregate of %', v_child, v_other
+                USING ERRCODE = 'unique_violation', HINT = 'a table belongs to one aggregate';
+        END IF;
+        -- Keys are staged as text and cast back to the root key's type at commit: the child's values must
+        -- be values of that type (the same type, or integers for an integer key, strings for a string key),
+        -- or a value such as 1.5 would fail the ERP's commit.
+        SELECT ck.t, rk.t INTO v_ctype, v_rtype
+          FROM (SELECT coalesce(nullif(ty.typbasetype, 0), ty.oid) AS t FROM pg_attribute a
+                  JOIN pg_type ty ON ty.oid = a.atttypid
+                 WHERE a.attrelid = v_child AND a.attname = v_parts[3]) AS ck,
+               (SELECT coalesce(nullif(ty.typbasetype, 0), ty.oid) AS t FROM pg_attribute a
+                  JOIN pg_type ty ON ty.oid = a.atttypid
+                 WHERE a.attrelid = tbl AND a.attname = key_columns[1]) AS rk;
+        IF v_ctype <> v_rtype
+           AND NOT (v_ctype IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)
+                    AND v_rtype IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype))
+           AND NOT (v_ctype IN ('text'::regtype, 'varchar'::regtype) AND v_rtype IN ('text'::regtype, 'varchar'::regtype)) THEN
+            RAISE EXCEPTION 'column %.% (%) cannot hold the key of % (%)', v_child, quote_ident(v_parts[3]),
+                format_type(v_ctype, NULL), tbl, format_type(v_rtype, NULL)
+                USING ERRCODE = 'datatype_mismatch',
+                      HINT = format('the child''s column must hold values of %s.%s (the same type, or integer for an integer key)',
+                                    tbl, key_columns[1]);
+        END IF;
+        BEGIN
+            -- The flush joins them with pg_catalog's operators only (it runs with search_path = pg_catalog).
+            EXECUTE format('SELECT FROM %s AS c JOIN %s AS r ON c.%I OPERATOR(pg_catalog.=) r.%I LIMIT 0',
+                           v_child, tbl, v_parts[3], key_columns[1]);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'column %.% cannot be compared with the key of %: %', v_child, quote_ident(v_parts[3]),
+                tbl, SQLERRM
+                USING ERRCODE = 'datatype_mismatch',
+                      HINT = 'aggregate keys must be of a type whose = operator is built in (integers, text, uuid, ...)';
+        END;
+        v_out := v_out || format('%I.%I.%I', v_nsp, v_rel, v_parts[3]);
+    END LOOP;
+
+    -- The flush (SECURITY DEFINER, owned by the owner of schema whk) reads the root and the children.
+    SELECT string_agg(t::text, ', ') INTO v_elem
+      FROM unnest(tbl || v_tables) AS t WHERE NOT has_table_privilege(v_owner, t, 'SELECT');
+    IF v_elem IS NOT NULL THEN
+        RAISE EXCEPTION 'role % (owner of schema whk) cannot read %', v_owner, v_elem
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('GRANT SELECT ON %s TO %I', v_elem, v_owner);
+    END IF;
+    RETURN ARRAY(SELECT a FROM unnest(v_out) AS a ORDER BY 1);
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION whk.capture_aggregate_check(regclass, text, text[], text, text[]) FROM PUBLIC;
+COMMENT ON FUNCTION whk.capture_aggregate_check(regclass, text, text[], text, text[]) IS
+    'Validate and normalise the aggregate argument of whk.enable_capture (children as schema.table.column).';
+-- <<< sql/functions/capture/capture_aggregate_check.sql
+
+-- >>> sql/functions/capture/capture_aggregate_install.sql
+-- whk.capture_aggregate_install: (re)generate the capture of a table captured as an aggregate root
+-- (whk.capture_config.aggregate not NULL), called by whk.capture_install. Rows of one transaction that
+-- share an aggregate key become one event at commit:
+--   * statement triggers whk_capture_insert|update|delete on the root and whk_aggregate_insert|update|delete
+--     on each child run generated staging functions (<function_name>_ins|_upd|_del, <function_name>_<n>i|u|d)
+--     that record the touched keys in whk.capture_aggregate_pending: one row per key and transaction,
+--     whatever the number of statements;
+--   * the constraint trigger <function_name>_agg on that table, DEFERRABLE INITIALLY DEFERRED, fires once
+--     per staged row at commit and runs the generated whk.<function_name>_agg(), which reads the root row
+--     and its children as they are then and writes the one event (or none).
+-- The root has all three triggers whatever `operations` says: its first write in the transaction decides
+-- between created and updated, and a delete between updated and deleted; `operations` filters at commit.
+-- Triggers already calling the right function are left alone (CREATE OR REPLACE FUNCTION keeps its
+-- identity), so regenerating for a new event major needs no privilege on the ERP tables.
+--
+-- The flush runs once per aggregate and transaction, not per ERP statement: it keeps a
+-- `SET search_path = pg_catalog, pg_temp` (~10 us per aggregate) rather than qualifying every operator.
+-- It reads the root by its key and the children by their key column (index that column, as for any
+-- foreign key), as SECURITY DEFINER: the owner of schema whk needs SELECT on those tables
+-- (whk.enable_capture checks it).
+CREATE OR REPLACE FUNCTION whk.capture_aggregate_install(tbl regclass)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk, pg_temp
+AS $install$
+#variable_conflict use_column
+DECLARE
+    p_tbl      regclass := capture_aggregate_install.tbl;
+    c          whk.capture_config%ROWTYPE;
+    v_table    text;
+    v_root     text;
+    v_key      text;
+    v_key_type text;
+    v_owner    text;
+    v_fn       text;
+    v_members  text := '';
+    v_changed  text;
+    v_types    text := '';
+    v_majors   text := '';
+    v_elem     text;
+    v_parts    text[];
+    v_child    regclass;
+    v_order    text;
+    v_op       text;
+    v_trg      text;
+    v_sfx      text;
+    v_type     text;
+    v_major    integer;
+    v_body     text;
+    v_xact     text;
+    v_cfn      text;
+    v_n        integer;
+    v_keep     text[];
+BEGIN
+    SELECT * INTO c FROM whk.capture_config AS cc WHERE cc.tbl = p_tbl;
+    IF NOT FOUND OR c.aggregate IS NULL THEN
+        RAISE EXCEPTION 'table % is not captured as an aggregate', p_tbl
+            USING ERRCODE = 'undefined_object', HINT = 'call whk.enable_capture(..., aggregate => ...) first';
+    END IF;
+    SELECT n.nspname || '.' || r.relname, format('%I.%I', n.nspname, r.relname) INTO v_table, v_root
+      FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace WHERE r.oid = p_tbl;
+    v_key := c.key_columns[1];
+    SELECT format_type(a.atttypid, a.atttypmod) INTO v_key_type
+      FROM pg_attribute a WHERE a.attrelid = p_tbl AND a.attname = v_key;
+    SELECT pg_get_userbyid(n.nspowner) INTO v_owner FROM pg_namespace n WHERE n.nspname = 'whk';
+    v_fn := c.function_name || '_agg';
+
+    -- The children, each nested under its table's name as a JSON array ordered by its primary key.
+    FOREACH v_elem IN ARRAY c.aggregate LOOP
+        v_parts := parse_ident(v_elem);
+        v_child := to_regclass(format('%I.%I', v_parts[1], v_parts[2]));
+        SELECT coalesce(' ORDER BY ' || string_agg(format('c.%I', a.attname), ', ' ORDER BY k.ord), '') INTO v_order
+          FROM pg_index i
+          CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+         WHERE i.indrelid = v_child AND i.indisprimary;
+        v_members := v_members || CASE WHEN v_members = '' THEN '' ELSE ',' END
+            || format(E'\n               %L, coalesce((SELECT jsonb_agg(to_jsonb(c)%s) FROM %I.%I AS c'
+                      '\n                             WHERE c.%I = r.%I), ''[]'')',
+                      v_parts[2], v_order, v_parts[1], v_parts[2], v_parts[3], v_key);
+    END LOOP;
+
+    -- The event type and major of each captured operation, baked in (the flush does no catalog lookup).
+    FOREACH v_op IN ARRAY c.operations LOOP
+        v_type := c.event_prefix || CASE v_op WHEN 'INSERT' THEN '.created' WHEN 'UPDATE' THEN '.updated'
+                                              ELSE '.deleted' END;
+        SELECT e.current_major INTO v_major FROM whk.whk_02_eventos e WHERE e.name = v_type;
+        v_types := v_types || format(' WHEN %L THEN %L', v_op, v_type);
+        v_majors := v_majors || format(' WHEN %L THEN %s', v_op, coalesce(v_major, 1));
+    END LOOP;
+    -- An UPDATE event lists the root's changed columns (only listened ones when `columns` is set) and the
+    -- members whose rows were written.
+    v_changed := 'SELECT e.key FROM jsonb_each(whk_root) AS e WHERE e.value IS DISTINCT FROM whk_old -> e.key'
+        || CASE WHEN c.columns IS NOT NULL THEN format(' AND e.key = ANY (%L::text[])', c.columns) ELSE '' END
+        || E'\n                             UNION SELECT unnest(whk_p.members) ORDER BY 1';
+
+    EXECUTE format($f$
+CREATE OR REPLACE FUNCTION whk.%I()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $whk_capture$
+#variable_conflict use_column
+-- Generated by whk.enable_capture: the commit-time flush of aggregate %s (root %s). Do not edit: call
+-- whk.enable_capture again. Fired once per key staged in whk.capture_aggregate_pending by a transaction.
+DECLARE
+    whk_p    whk.capture_aggregate_pending;
+    whk_root jsonb;
+    whk_nest jsonb;
+    whk_old  jsonb;
+    whk_op   text;
+    whk_chg  text[];
+BEGIN
+    -- NEW is the row as first staged; later statements may have added to it: take (and remove) it now.
+    DELETE FROM whk.capture_aggregate_pending AS p
+     WHERE p.txid = NEW.txid AND p.aggregate = NEW.aggregate AND p.agg_key = NEW.agg_key
+    RETURNING p.* INTO whk_p;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    -- The aggregate as it is at commit.
+    SELECT to_jsonb(r), jsonb_build_object(%s) INTO whk_root, whk_nest
+      FROM %s AS r WHERE r.%I = whk_p.agg_key::%s;
+    IF whk_root IS NULL THEN
+        -- Gone at commit: deleted if it existed before the transaction; nothing if it was created in it,
+        -- or if only children of a root that does not exist were written.
+        IF whk_p.root_state IS DISTINCT FROM 'existed' THEN
+            RETURN NULL;
+        END IF;
+        whk_op := 'DELETE';
+        whk_old := whk_p.old_root;
+    ELSIF whk_p.root_state = 'created' THEN
+        whk_op := 'INSERT';
+    ELSE
+        -- Updated: old is the root before the transaction (the current row when only children changed).
+        whk_op := 'UPDATE';
+        whk_old := coalesce(whk_p.old_root, whk_root);
+        whk_chg := ARRAY(%s);
+        IF cardinality(whk_chg) = 0 THEN
+            RETURN NULL;  -- written, but back to where it was
+        END IF;
+    END IF;
+    IF whk_op <> ALL (%L::text[]) THEN
+        RETURN NULL;  -- an operation not captured
+    END IF;
+    INSERT INTO whk.outbox (event_id, event_type, event_version, event_key, source_table, operation, data,
+                            old_data, changed)
+    VALUES (gen_random_uuid(), CASE whk_op%s END, CASE whk_op%s END, whk_p.agg_key, %L, whk_op,
+            CASE WHEN whk_op <> 'DELETE' THEN whk_root || whk_nest END, whk_old, whk_chg);
+    -- The conditional wake-up, as in per-row capture (folds into one NOTIFY per transaction).
+    IF whk.dispatcher_is_idle() THEN
+        PERFORM pg_notify('whk_outbox', '');
+    END IF;
+    RETURN NULL;
+END;
+$whk_capture$$f$, v_fn, c.event_prefix, v_table, v_members, v_root, v_key, v_key_type, v_changed,
+                   c.operations, v_types, v_majors, v_table);
+    EXECUTE format('COMMENT ON FUNCTION whk.%I() IS %L', v_fn,
+                   format('Commit-time flush of aggregate %s (root %s), generated by whk.enable_capture.',
+                          c.event_prefix, v_table));
+    IF v_owner <> current_user THEN
+        EXECUTE format('ALTER FUNCTION whk.%I() OWNER TO %I', v_fn, v_owner);
+    END IF;
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION whk.%I() FROM PUBLIC', v_fn);
+    -- The deferred flush: one constraint trigger per aggregate on the shared staging table, filtered by WHEN
+    -- (evaluated as the row is staged, no call). Constraint triggers cannot be replaced in place, and
+    -- dropping one locks the staging table of every aggregate (waiting for open ERP transactions that
+    -- staged rows): it is recreated only when its aggregate's prefix changed, not for a new event major.
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger t
+                    WHERE t.tgrelid = 'whk.capture_aggregate_pending'::regclass AND t.tgname = v_fn
+                      AND t.tgfoid = format('whk.%I()', v_fn)::regprocedure
+                      AND strpos(pg_get_triggerdef(t.oid),
+                                 format(' WHEN ((new.aggregate = %L::text)) ', c.event_prefix)) > 0) THEN
+        IF EXISTS (SELECT 1 FROM pg_trigger t
+                    WHERE t.tgrelid = 'whk.capture_aggregate_pending'::regclass AND t.tgname = v_fn) THEN
+            EXECUTE format('DROP TRIGGER %I ON whk.capture_aggregate_pending', v_fn);
+        END IF;
+        EXECUTE format('CREATE CONSTRAINT TRIGGER %I AFTER INSERT ON whk.capture_aggregate_pending '
+                       'DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.aggregate = %L) EXECUTE FUNCTION whk.%I()',
+                       v_fn, c.event_prefix, v_fn);
+    END IF;
+
+    -- The staging functions: <function_name>_ins|_upd|_del on the root (the names per-row capture uses, so
+    -- its triggers stay put), <function_name>_<n>i|u|d on the n-th child. Each is one INSERT ... SELECT
+    -- over the statement's transition table, the key read as a column cast to text (root and children alike,
+    -- so their keys compare as text) and the row turned into JSON only for the root's old image.
+    v_xact := 'pg_catalog.pg_current_xact_id()';
+    FOR v_op, v_trg, v_sfx IN SELECT o.op, o.trg, o.sfx
+                                FROM (VALUES ('INSERT', 'whk_capture_insert', 'ins'),
+                                             ('UPDATE', 'whk_capture_update', 'upd'),
+                                             ('DELETE', 'whk_capture_delete', 'del')) AS o(op, trg, sfx) LOOP
+        v_body := format(E'INSERT INTO whk.capture_aggregate_pending AS p (txid, aggregate, agg_key, root_state, old_root)'
+                         '\n        SELECT %s, %L, s.k, s.state, s.j FROM (', v_xact, c.event_prefix)
+            || CASE v_op
+                   WHEN 'INSERT' THEN format(E'\n            SELECT r.%I::pg_catalog.text AS k, ''created'' AS state,'
+                                             ' NULL::pg_catalog.jsonb AS j FROM whk_new AS r', v_key)
+                   -- A key the UPDATE moved a row to did not exist before. Grouped, not joined: PL/pgSQL
+                   -- caches a statement's plan per session, and a join planned for a one-row UPDATE (a
+                   -- nested loop) would compare every old row with every new row of a later bulk UPDATE.
+                   WHEN 'UPDATE' THEN format(E'\n            SELECT g.k, CASE WHEN pg_catalog.bool_or(g.o) THEN ''existed'''
+                                             ' ELSE ''created'' END AS state,'
+                                             ' (pg_catalog.array_agg(g.j) FILTER (WHERE g.o))[1] AS j'
+                                             '\n              FROM (SELECT r.%1$I::pg_catalog.text AS k, true AS o,'
+                                             ' pg_catalog.to_jsonb(r) AS j FROM whk_old AS r'
+                                             '\n                    UNION ALL'
+                                             '\n                    SELECT r.%1$I::pg_catalog.text, false, NULL FROM whk_new AS r) AS g'
+                                             '\n             GROUP BY g.k', v_key)
+                   ELSE format(E'\n            SELECT r.%I::pg_catalog.text AS k, ''existed'' AS state,'
+                               ' pg_catalog.to_jsonb(r) AS j FROM whk_old AS r', v_key)
+               END
+            || E') AS s\n         WHERE s.k IS NOT NULL'
+            -- A key's first write in the transaction decides (deleted then inserted again stays 'existed').
+            || E'\n        ON CONFLICT (txid, aggregate, agg_key)'
+            || E'\n        DO UPDATE SET root_state = excluded.root_state, old_root = excluded.old_root WHERE p.root_state IS NULL';
+        PERFORM whk.capture_aggregate_stage_function(
+            c.function_name || '_' || v_sfx, v_body, format('%s on the root %s of aggregate %s', v_op, v_table,
+                                                            c.event_prefix), v_owner);
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger t
+                        WHERE t.tgrelid = p_tbl AND t.tgname = v_trg
+                          AND t.tgfoid = format('whk.%I()', c.function_name || '_' || v_sfx)::regprocedure) THEN
+            EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT '
+                           'EXECUTE FUNCTION whk.%I()',
+                           v_trg, v_op, p_tbl,
+                           CASE v_op WHEN 'INSERT' THEN 'NEW TABLE AS whk_new'
+                                     WHEN 'UPDATE' THEN 'OLD TABLE AS whk_old NEW TABLE AS whk_new'
+                                     ELSE 'OLD TABLE AS whk_old' END,
+                           c.function_name || '_' || v_sfx);
+        END IF;
+    END LOOP;
+
+    v_n := 0;
+    v_keep := '{}';
+    FOREACH v_elem IN ARRAY c.aggregate LOOP
+        v_n := v_n + 1;
+        v_parts := parse_ident(v_elem);
+        v_child := to_regclass(format('%I.%I', v_parts[1], v_parts[2]));
+        FOR v_op, v_trg, v_sfx IN SELECT o.op, o.trg, o.sfx
+                                    FROM (VALUES ('INSERT', 'whk_aggregate_insert', 'i'),
+                                                 ('UPDATE', 'whk_aggregate_update', 'u'),
+                                                 ('DELETE', 'whk_aggregate_delete', 'd')) AS o(op, trg, sfx) LOOP
+            v_cfn := c.function_name || '_' || v_n || v_sfx;
+            v_keep := v_keep || v_cfn;
+            v_body := format(E'INSERT INTO whk.capture_aggregate_pending AS p (txid, aggregate, agg_key, members)'
+                             '\n        SELECT %s, %L, s.k, ARRAY[%L] FROM (', v_xact, c.event_prefix, v_parts[2])
+                || CASE v_op
+                       WHEN 'INSERT' THEN format('SELECT DISTINCT r.%I::pg_catalog.text AS k FROM whk_new AS r', v_parts[3])
+                       WHEN 'UPDATE' THEN format('SELECT r.%1$I::pg_catalog.text AS k FROM whk_new AS r'
+                                                 ' UNION SELECT r.%1$I::pg_catalog.text FROM whk_old AS r', v_parts[3])
+                       ELSE format('SELECT DISTINCT r.%I::pg_catalog.text AS k FROM whk_old AS r', v_parts[3])
+                   END
+                || E') AS s\n         WHERE s.k IS NOT NULL'
+                || E'\n        ON CONFLICT (txid, aggregate, agg_key)'
+                || E'\n        DO UPDATE SET members = p.members OPERATOR(pg_catalog.||) excluded.members'
+                || E'\n         WHERE NOT p.members OPERATOR(pg_catalog.@>) excluded.members';
+            PERFORM whk.capture_aggregate_stage_function(
+                v_cfn, v_body, format('%s on %s, child of aggregate %s', v_op, v_child, c.event_prefix), v_owner);
+            IF NOT EXISTS (SELECT 1 FROM pg_trigger t
+                            WHERE t.tgrelid = v_child AND t.tgname = v_trg
+                              AND t.tgfoid = format('whk.%I()', v_cfn)::regprocedure) THEN
+                EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT '
+                               'EXECUTE FUNCTION whk.%I()',
+                               v_trg, v_op, v_child,
+                               CASE v_op WHEN 'INSERT' THEN 'NEW TABLE AS whk_new'
+                                         WHEN 'UPDATE' THEN 'OLD TABLE AS whk_old NEW TABLE AS whk_new'
+                                         ELSE 'OLD TABLE AS whk_old' END,
+                               v_cfn);
+            END IF;
+        END LOOP;
+    END LOOP;
+    -- Staging functions of children no longer listed (their triggers are gone: whk.enable_capture).
+    FOR v_cfn IN SELECT p.proname FROM pg_proc p
+                  WHERE p.pronamespace = 'whk'::regnamespace
+                    AND left(p.proname, length(c.function_name) + 1) = c.function_name || '_'
+                    AND substr(p.proname, length(c.function_name) + 2) ~ '^[0-9]+[iud]$'
+                    AND NOT p.proname = ANY (v_keep) LOOP
+        EXECUTE format('DROP FUNCTION whk.%I()', v_cfn);
+    END LOOP;
+    RETURN c.function_name;
+END;
+$install$;
+REVOKE EXECUTE ON FUNCTION whk.capture_aggregate_install(regclass) FROM PUBLIC;
+COMMENT ON FUNCTION whk.capture_aggregate_install(regclass) IS
+    'Regenerate the aggregate capture of a root table: staging triggers on it and its children, the commit-time flush.';
+-- <<< sql/functions/capture/capture_aggregate_install.sql
+
+-- >>> sql/functions/capture/capture_aggregate_stage_function.sql
+-- whk.capture_aggregate_stage_function: write one generated staging trigger function of aggregate capture
+-- (called by whk.capture_aggregate_install): `body` is its one INSERT into whk.capture_aggregate_pending.
+-- Like the per-row capture code (whk.capture_install): SECURITY DEFINER owned by the owner of schema whk
+-- (ERP roles need no grant on whk), no SET clause (each costs every ERP statement ~10 us), every function
+-- and operator in the body schema-qualified and the transition tables resolved before any schema, so the
+-- caller's search_path cannot redirect a name. Generated rather than generic: the key is read as a column
+-- (a generic function would have to turn every row into JSON to find it), with no branch on TG_OP.
+CREATE OR REPLACE FUNCTION whk.capture_aggregate_stage_function(name text, body text, what text, owner text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk, pg_temp
+AS $install$
+BEGIN
+    EXECUTE format($f$
+CREATE OR REPLACE FUNCTION whk.%I()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+AS $whk_capture$
+-- Generated by whk.enable_capture: stages %s (the event is written at commit). Do not edit: call
+-- whk.enable_capture again. Every name is schema-qualified: the caller's search_path cannot redirect any.
+BEGIN
+    %s;
+    RETURN NULL;
+END;
+$whk_capture$$f$, name, what, body);
+    EXECUTE format('COMMENT ON FUNCTION whk.%I() IS %L', name,
+                   format('Aggregate capture staging (%s), generated by whk.enable_capture.', what));
+    IF owner <> current_user THEN
+        EXECUTE format('ALTER FUNCTION whk.%I() OWNER TO %I', name, owner);
+    END IF;
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION whk.%I() FROM PUBLIC', name);
+END;
+$install$;
+REVOKE EXECUTE ON FUNCTION whk.capture_aggregate_stage_function(text, text, text, text) FROM PUBLIC;
+COMMENT ON FUNCTION whk.capture_aggregate_stage_function(text, text, text, text) IS
+    'Write one generated staging trigger function of aggregate capture (owner, grants, comment).';
+-- <<< sql/functions/capture/capture_aggregate_stage_function.sql
+
+-- >>> sql/functions/capture/capture_aggregate_uninstall.sql
+-- whk.capture_aggregate_uninstall: remove what whk.capture_aggregate_install attached for an aggregate:
+-- the staging triggers of the given children ('schema.table.column' elements of
+-- whk.capture_config.aggregate; tables dropped since are skipped) and, when function_name is given, the
+-- rest: the deferred flush (constraint trigger <function_name>_agg on whk.capture_aggregate_pending and
+-- its function) and the children's staging functions <function_name>_<n>i|u|d. The root's own triggers
+-- and functions are per-row capture's names and go with them (whk.disable_capture, whk.capture_install).
+-- Used by whk.enable_capture (children removed, or back to per-row capture) and whk.disable_capture.
+CREATE OR REPLACE FUNCTION whk.capture_aggregate_uninstall(children text[], function_name text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+DECLARE
+    v_elem  text;
+    v_parts text[];
+    v_child regclass;
+    v_trg   text;
+BEGIN
+    FOREACH v_elem IN ARRAY coalesce(children, '{}') LOOP
+        v_parts := parse_ident(v_elem);
+        v_child := to_regclass(format('%I.%I', v_parts[1], v_parts[2]));
+        CONTINUE WHEN v_child IS NULL;
+        FOREACH v_trg IN ARRAY ARRAY['whk_aggregate_insert', 'whk_aggregate_update', 'whk_aggregate_delete'] LOOP
+            IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = v_child AND t.tgname = v_trg) THEN
+                EXECUTE format('DROP TRIGGER %I ON %s', v_trg, v_child);
+            END IF;
+        END LOOP;
+    END LOOP;
+    IF function_name IS NOT NULL THEN
+        IF EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = 'whk.capture_aggregate_pending'::regclass
+                                                AND t.tgname = function_name || '_agg') THEN
+            EXECUTE format('DROP TRIGGER %I ON whk.capture_aggregate_pending', function_name || '_agg');
+        END IF;
+        EXECUTE format('DROP FUNCTION IF EXISTS whk.%I()', function_name || '_agg');
+        FOR v_trg IN SELECT p.proname FROM pg_proc p
+                      WHERE p.pronamespace = 'whk'::regnamespace
+                        AND left(p.proname, length(function_name) + 1) = function_name || '_'
+                        AND substr(p.proname, length(function_name) + 2) ~ '^[0-9]+[iud]$' LOOP
+            EXECUTE format('DROP FUNCTION whk.%I()', v_trg);
+        END LOOP;
+    END IF;
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION whk.capture_aggregate_uninstall(text[], text) FROM PUBLIC;
+COMMENT ON FUNCTION whk.capture_aggregate_uninstall(text[], text) IS
+    'Drop the staging triggers of aggregate children and, given its function name, an aggregate''s flush and staging functions.';
+-- <<< sql/functions/capture/capture_aggregate_uninstall.sql
+
 -- >>> sql/functions/capture/capture_data_schema.sql
 -- whk.capture_data_schema: the JSON Schema (draft 2020-12) of the `data` of a captured row event, derived
 -- from the table's columns. whk.enable_capture registers it for <prefix>.created|updated|deleted when the
@@ -1475,7 +2045,7 @@ COMMENT ON FUNCTION whk.capture_data_schema(regclass, text) IS
 -- >>> sql/functions/capture/capture_install.sql
 -- whk.capture_install: (re)generate the capture trigger functions of one table from whk.capture_config
 -- (one per captured operation: <function_name>_ins, _upd, _del) and (re)attach its statement-level
--- triggers. Called by whk.enable_capture and, when a captured event type gets a new major version, by
+-- triggers; a table captured as an aggregate root is handed to whk.capture_aggregate_install. Called by whk.enable_capture and, when a captured event type gets a new major version, by
 -- whk.register_event_type.
 --
 -- Why a generated function per table instead of one generic function: PL/pgSQL caches the plan of static
@@ -1533,6 +2103,10 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'table % is not captured', p_tbl
             USING ERRCODE = 'undefined_object', HINT = 'call whk.enable_capture first';
+    END IF;
+    IF c.aggregate IS NOT NULL THEN
+        -- One event per aggregate and transaction, written at commit: another mechanism entirely.
+        RETURN whk.capture_aggregate_install(p_tbl);
     END IF;
     SELECT n.nspname || '.' || r.relname INTO v_table
       FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace WHERE r.oid = p_tbl;
@@ -1712,7 +2286,8 @@ COMMENT ON FUNCTION whk.capture_install(regclass) IS
 -- <<< sql/functions/capture/capture_install.sql
 
 -- >>> sql/functions/capture/disable_capture.sql
--- whk.disable_capture: stop capturing a table. Drops its three triggers and its generated functions and
+-- whk.disable_capture: stop capturing a table. Drops its three triggers and its generated functions (for an
+-- aggregate root also its children's triggers and its flush) and
 -- forgets its settings; events already in the outbox are kept and still delivered. The event types stay
 -- in the catalog (their history and schemas remain). Returns false when the table was not captured.
 CREATE OR REPLACE FUNCTION whk.disable_capture(tbl regclass)
@@ -1724,10 +2299,20 @@ AS $$
 DECLARE
     p_tbl regclass := disable_capture.tbl;
     v_fn  text;
+    v_agg text[];
+    v_prefix text;
 BEGIN
-    DELETE FROM whk.capture_config AS cc WHERE cc.tbl = p_tbl RETURNING cc.function_name INTO v_fn;
+    DELETE FROM whk.capture_config AS cc WHERE cc.tbl = p_tbl
+    RETURNING cc.function_name, cc.aggregate, cc.event_prefix INTO v_fn, v_agg, v_prefix;
     IF v_fn IS NULL THEN
         RETURN false;
+    END IF;
+    IF v_agg IS NOT NULL THEN
+        -- An aggregate root: its children's staging triggers and its commit-time flush.
+        PERFORM whk.capture_aggregate_uninstall(v_agg, v_fn);
+        -- What this transaction staged for it will not be flushed now: it must not outlive the transaction.
+        DELETE FROM whk.capture_aggregate_pending AS p
+         WHERE p.txid = pg_current_xact_id() AND p.aggregate = v_prefix;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_class r WHERE r.oid = p_tbl) THEN
         EXECUTE format('DROP TRIGGER IF EXISTS whk_capture_insert ON %s', p_tbl);
@@ -1875,6 +2460,11 @@ COMMENT ON FUNCTION whk.emit_system(text, text, jsonb) IS
 --   condition   SQL boolean over `new` and `old` (the row images; on INSERT every column of old is NULL,
 --               on DELETE every column of new is NULL); rows for which it is not true write nothing
 --   operations  which of INSERT/UPDATE/DELETE to capture (default all three)
+--   aggregate   NULL (default): one event per row. Otherwise the table is an aggregate root: the rows of
+--               one transaction that share its key (its own row, and the rows of the child tables listed
+--               as 'schema.table.column', the column holding the root's key) become ONE event at commit,
+--               with each child's rows nested in `new` under the child table's name ('{}' = coalescing
+--               the root's own writes, no children). See whk.capture_aggregate_install and docs/capture.md.
 -- Idempotent: calling it again with the same arguments changes nothing; with other arguments it replaces
 -- the table's capture settings. Event types missing from the catalog are registered with a schema derived
 -- from the table's columns (whk.capture_data_schema). Returns true when triggers were (re)generated, false
@@ -1886,7 +2476,8 @@ CREATE OR REPLACE FUNCTION whk.enable_capture(
     key_column   text DEFAULT NULL,
     columns      text[] DEFAULT NULL,
     condition    text DEFAULT NULL,
-    operations   text[] DEFAULT ARRAY['INSERT', 'UPDATE', 'DELETE']
+    operations   text[] DEFAULT ARRAY['INSERT', 'UPDATE', 'DELETE'],
+    aggregate    text[] DEFAULT NULL
 )
 RETURNS boolean
 LANGUAGE plpgsql
@@ -1910,6 +2501,7 @@ DECLARE
     v_op      text;
     v_type    text;
     v_old     whk.capture_config%ROWTYPE;
+    p_agg     text[];
 BEGIN
     IF p_tbl IS NULL THEN
         RAISE EXCEPTION 'enable_capture needs a table' USING ERRCODE = 'null_value_not_allowed';
@@ -1987,6 +2579,10 @@ BEGIN
         END;
     END IF;
 
+    IF enable_capture.aggregate IS NOT NULL THEN
+        p_agg := whk.capture_aggregate_check(p_tbl, p_prefix, v_keys, p_cond, enable_capture.aggregate);
+    END IF;
+
     SELECT * INTO v_old FROM whk.capture_config cc WHERE cc.tbl = p_tbl;
     v_fn := coalesce(v_old.function_name,
                      CASE WHEN length('capture_' || v_nsp || '_' || v_rel) <= 50
@@ -2009,27 +2605,38 @@ BEGIN
     END LOOP;
 
     IF v_old.tbl IS NOT NULL
-       AND (v_old.event_prefix, v_old.key_column, v_old.key_columns, v_old.columns, v_old.condition, v_old.operations)
-           IS NOT DISTINCT FROM (p_prefix, p_key, v_keys, p_columns, p_cond, p_ops)
+       AND (v_old.event_prefix, v_old.key_column, v_old.key_columns, v_old.columns, v_old.condition, v_old.operations,
+            v_old.aggregate)
+           IS NOT DISTINCT FROM (p_prefix, p_key, v_keys, p_columns, p_cond, p_ops, p_agg)
        AND (SELECT ct.active FROM whk.captured_tables ct WHERE ct.tbl = p_tbl) THEN
         -- Same settings and the triggers are in place: nothing to do (enable_capture is idempotent).
         RETURN false;
     END IF;
 
+    IF v_old.aggregate IS NOT NULL THEN
+        -- Children no longer listed lose their staging triggers; back to per-row capture, the flush goes.
+        PERFORM whk.capture_aggregate_uninstall(
+            ARRAY(SELECT a FROM unnest(v_old.aggregate) AS a WHERE p_agg IS NULL OR NOT a = ANY (p_agg)),
+            CASE WHEN p_agg IS NULL THEN v_fn END);
+        -- What this transaction staged under the old settings is not flushed: it must not outlive it.
+        DELETE FROM whk.capture_aggregate_pending AS p
+         WHERE p.txid = pg_current_xact_id() AND p.aggregate = v_old.event_prefix;
+    END IF;
     INSERT INTO whk.capture_config AS cc (tbl, event_prefix, key_column, key_columns, columns, condition,
-                                          operations, function_name)
-    VALUES (p_tbl, p_prefix, p_key, v_keys, p_columns, p_cond, p_ops, v_fn)
+                                          operations, function_name, aggregate)
+    VALUES (p_tbl, p_prefix, p_key, v_keys, p_columns, p_cond, p_ops, v_fn, p_agg)
     ON CONFLICT (tbl) DO UPDATE
        SET event_prefix = excluded.event_prefix, key_column = excluded.key_column,
            key_columns = excluded.key_columns, columns = excluded.columns, condition = excluded.condition,
-           operations = excluded.operations, enabled_at = now(), enabled_by = current_user;
+           operations = excluded.operations, aggregate = excluded.aggregate, enabled_at = now(),
+           enabled_by = current_user;
     PERFORM whk.capture_install(p_tbl);
     RETURN true;
 END;
 $$;
-REVOKE EXECUTE ON FUNCTION whk.enable_capture(regclass, text, text, text[], text, text[]) FROM PUBLIC;
-COMMENT ON FUNCTION whk.enable_capture(regclass, text, text, text[], text, text[]) IS
-    'Capture INSERT/UPDATE/DELETE of a table as <prefix>.created|updated|deleted outbox events (idempotent).';
+REVOKE EXECUTE ON FUNCTION whk.enable_capture(regclass, text, text, text[], text, text[], text[]) FROM PUBLIC;
+COMMENT ON FUNCTION whk.enable_capture(regclass, text, text, text[], text, text[], text[]) IS
+    'Capture INSERT/UPDATE/DELETE of a table as <prefix>.created|updated|deleted outbox events, per row or per aggregate (idempotent).';
 -- <<< sql/functions/capture/enable_capture.sql
 
 -- >>> sql/functions/capture/event_envelope.sql

@@ -15,6 +15,10 @@ CREATE TABLE whk.capture_config (
     operations    text[]      NOT NULL DEFAULT ARRAY['INSERT', 'UPDATE', 'DELETE']
                               CHECK (operations <@ ARRAY['INSERT', 'UPDATE', 'DELETE'] AND cardinality(operations) > 0),
     function_name text        NOT NULL,
+    -- Aggregate capture (NULL = one event per row): the child tables whose rows nest into this table's
+    -- events, each as 'schema.table.column' (the child's column holding this table's key). The rows of one
+    -- transaction sharing a key become one event at commit; '{}' = coalescing without children.
+    aggregate     text[],
     enabled_at    timestamptz NOT NULL DEFAULT now(),
     enabled_by    text        NOT NULL DEFAULT current_user,
     CONSTRAINT capture_config_event_prefix_key UNIQUE (event_prefix)

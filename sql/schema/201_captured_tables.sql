@@ -15,13 +15,15 @@ SELECT c.tbl,
        c.columns,
        c.condition,
        c.function_name,
-       -- false when someone dropped or disabled a capture trigger behind WHK's back.
+       -- false when someone dropped or disabled a capture trigger behind WHK's back. An aggregate root
+       -- has all three (its deletes and inserts decide the event type even when not emitted).
        (SELECT count(*) FROM pg_catalog.pg_trigger t
          WHERE t.tgrelid = c.tbl AND t.tgenabled <> 'D'
            AND t.tgname IN ('whk_capture_insert', 'whk_capture_update', 'whk_capture_delete'))
-           = cardinality(c.operations)                     AS active,
+           = CASE WHEN c.aggregate IS NULL THEN cardinality(c.operations) ELSE 3 END AS active,
        c.enabled_at,
-       c.enabled_by
+       c.enabled_by,
+       c.aggregate
 FROM whk.capture_config c
 LEFT JOIN pg_catalog.pg_class r ON r.oid = c.tbl
 LEFT JOIN pg_catalog.pg_namespace n ON n.oid = r.relnamespace;

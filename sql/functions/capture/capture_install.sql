@@ -1,6 +1,6 @@
 -- whk.capture_install: (re)generate the capture trigger functions of one table from whk.capture_config
 -- (one per captured operation: <function_name>_ins, _upd, _del) and (re)attach its statement-level
--- triggers. Called by whk.enable_capture and, when a captured event type gets a new major version, by
+-- triggers; a table captured as an aggregate root is handed to whk.capture_aggregate_install. Called by whk.enable_capture and, when a captured event type gets a new major version, by
 -- whk.register_event_type.
 --
 -- Why a generated function per table instead of one generic function: PL/pgSQL caches the plan of static
@@ -58,6 +58,10 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'table % is not captured', p_tbl
             USING ERRCODE = 'undefined_object', HINT = 'call whk.enable_capture first';
+    END IF;
+    IF c.aggregate IS NOT NULL THEN
+        -- One event per aggregate and transaction, written at commit: another mechanism entirely.
+        RETURN whk.capture_aggregate_install(p_tbl);
     END IF;
     SELECT n.nspname || '.' || r.relname INTO v_table
       FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace WHERE r.oid = p_tbl;

@@ -1,4 +1,5 @@
--- whk.disable_capture: stop capturing a table. Drops its three triggers and its generated functions and
+-- whk.disable_capture: stop capturing a table. Drops its three triggers and its generated functions (for an
+-- aggregate root also its children's triggers and its flush) and
 -- forgets its settings; events already in the outbox are kept and still delivered. The event types stay
 -- in the catalog (their history and schemas remain). Returns false when the table was not captured.
 CREATE OR REPLACE FUNCTION whk.disable_capture(tbl regclass)
@@ -10,10 +11,20 @@ AS $$
 DECLARE
     p_tbl regclass := disable_capture.tbl;
     v_fn  text;
+    v_agg text[];
+    v_prefix text;
 BEGIN
-    DELETE FROM whk.capture_config AS cc WHERE cc.tbl = p_tbl RETURNING cc.function_name INTO v_fn;
+    DELETE FROM whk.capture_config AS cc WHERE cc.tbl = p_tbl
+    RETURNING cc.function_name, cc.aggregate, cc.event_prefix INTO v_fn, v_agg, v_prefix;
     IF v_fn IS NULL THEN
         RETURN false;
+    END IF;
+    IF v_agg IS NOT NULL THEN
+        -- An aggregate root: its children's staging triggers and its commit-time flush.
+        PERFORM whk.capture_aggregate_uninstall(v_agg, v_fn);
+        -- What this transaction staged for it will not be flushed now: it must not outlive the transaction.
+        DELETE FROM whk.capture_aggregate_pending AS p
+         WHERE p.txid = pg_current_xact_id() AND p.aggregate = v_prefix;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_class r WHERE r.oid = p_tbl) THEN
         EXECUTE format('DROP TRIGGER IF EXISTS whk_capture_insert ON %s', p_tbl);

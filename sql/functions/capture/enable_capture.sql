@@ -7,6 +7,11 @@
 --   condition   SQL boolean over `new` and `old` (the row images; on INSERT every column of old is NULL,
 --               on DELETE every column of new is NULL); rows for which it is not true write nothing
 --   operations  which of INSERT/UPDATE/DELETE to capture (default all three)
+--   aggregate   NULL (default): one event per row. Otherwise the table is an aggregate root: the rows of
+--               one transaction that share its key (its own row, and the rows of the child tables listed
+--               as 'schema.table.column', the column holding the root's key) become ONE event at commit,
+--               with each child's rows nested in `new` under the child table's name ('{}' = coalescing
+--               the root's own writes, no children). See whk.capture_aggregate_install and docs/capture.md.
 -- Idempotent: calling it again with the same arguments changes nothing; with other arguments it replaces
 -- the table's capture settings. Event types missing from the catalog are registered with a schema derived
 -- from the table's columns (whk.capture_data_schema). Returns true when triggers were (re)generated, false
@@ -18,7 +23,8 @@ CREATE OR REPLACE FUNCTION whk.enable_capture(
     key_column   text DEFAULT NULL,
     columns      text[] DEFAULT NULL,
     condition    text DEFAULT NULL,
-    operations   text[] DEFAULT ARRAY['INSERT', 'UPDATE', 'DELETE']
+    operations   text[] DEFAULT ARRAY['INSERT', 'UPDATE', 'DELETE'],
+    aggregate    text[] DEFAULT NULL
 )
 RETURNS boolean
 LANGUAGE plpgsql
@@ -42,6 +48,7 @@ DECLARE
     v_op      text;
     v_type    text;
     v_old     whk.capture_config%ROWTYPE;
+    p_agg     text[];
 BEGIN
     IF p_tbl IS NULL THEN
         RAISE EXCEPTION 'enable_capture needs a table' USING ERRCODE = 'null_value_not_allowed';
@@ -119,6 +126,10 @@ BEGIN
         END;
     END IF;
 
+    IF enable_capture.aggregate IS NOT NULL THEN
+        p_agg := whk.capture_aggregate_check(p_tbl, p_prefix, v_keys, p_cond, enable_capture.aggregate);
+    END IF;
+
     SELECT * INTO v_old FROM whk.capture_config cc WHERE cc.tbl = p_tbl;
     v_fn := coalesce(v_old.function_name,
                      CASE WHEN length('capture_' || v_nsp || '_' || v_rel) <= 50
@@ -141,24 +152,35 @@ BEGIN
     END LOOP;
 
     IF v_old.tbl IS NOT NULL
-       AND (v_old.event_prefix, v_old.key_column, v_old.key_columns, v_old.columns, v_old.condition, v_old.operations)
-           IS NOT DISTINCT FROM (p_prefix, p_key, v_keys, p_columns, p_cond, p_ops)
+       AND (v_old.event_prefix, v_old.key_column, v_old.key_columns, v_old.columns, v_old.condition, v_old.operations,
+            v_old.aggregate)
+           IS NOT DISTINCT FROM (p_prefix, p_key, v_keys, p_columns, p_cond, p_ops, p_agg)
        AND (SELECT ct.active FROM whk.captured_tables ct WHERE ct.tbl = p_tbl) THEN
         -- Same settings and the triggers are in place: nothing to do (enable_capture is idempotent).
         RETURN false;
     END IF;
 
+    IF v_old.aggregate IS NOT NULL THEN
+        -- Children no longer listed lose their staging triggers; back to per-row capture, the flush goes.
+        PERFORM whk.capture_aggregate_uninstall(
+            ARRAY(SELECT a FROM unnest(v_old.aggregate) AS a WHERE p_agg IS NULL OR NOT a = ANY (p_agg)),
+            CASE WHEN p_agg IS NULL THEN v_fn END);
+        -- What this transaction staged under the old settings is not flushed: it must not outlive it.
+        DELETE FROM whk.capture_aggregate_pending AS p
+         WHERE p.txid = pg_current_xact_id() AND p.aggregate = v_old.event_prefix;
+    END IF;
     INSERT INTO whk.capture_config AS cc (tbl, event_prefix, key_column, key_columns, columns, condition,
-                                          operations, function_name)
-    VALUES (p_tbl, p_prefix, p_key, v_keys, p_columns, p_cond, p_ops, v_fn)
+                                          operations, function_name, aggregate)
+    VALUES (p_tbl, p_prefix, p_key, v_keys, p_columns, p_cond, p_ops, v_fn, p_agg)
     ON CONFLICT (tbl) DO UPDATE
        SET event_prefix = excluded.event_prefix, key_column = excluded.key_column,
            key_columns = excluded.key_columns, columns = excluded.columns, condition = excluded.condition,
-           operations = excluded.operations, enabled_at = now(), enabled_by = current_user;
+           operations = excluded.operations, aggregate = excluded.aggregate, enabled_at = now(),
+           enabled_by = current_user;
     PERFORM whk.capture_install(p_tbl);
     RETURN true;
 END;
 $$;
-REVOKE EXECUTE ON FUNCTION whk.enable_capture(regclass, text, text, text[], text, text[]) FROM PUBLIC;
-COMMENT ON FUNCTION whk.enable_capture(regclass, text, text, text[], text, text[]) IS
-    'Capture INSERT/UPDATE/DELETE of a table as <prefix>.created|updated|deleted outbox events (idempotent).';
+REVOKE EXECUTE ON FUNCTION whk.enable_capture(regclass, text, text, text[], text, text[], text[]) FROM PUBLIC;
+COMMENT ON FUNCTION whk.enable_capture(regclass, text, text, text[], text, text[], text[]) IS
+    'Capture INSERT/UPDATE/DELETE of a table as <prefix>.created|updated|deleted outbox events, per row or per aggregate (idempotent).';
