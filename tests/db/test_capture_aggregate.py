@@ -539,3 +539,17 @@ def test_a_bulk_update_of_orders_after_a_one_row_update_reads_each_transition_ta
     events = outbox(shop)
     assert len(events) == 300 and {e["event_type"] for e in events} == {"order.updated"}
     assert {e["payload"]["data"]["changed"][0] for e in events} == {"status"}
+
+
+def test_explain_shows_the_one_aggregate_event_a_statement_would_emit(shop: psycopg.Connection[Any]) -> None:
+    """whk.explain fires deferred triggers inside its rolled-back savepoint: the commit-time aggregate
+    event is shown (one event for the order, its lines nested), and nothing stays staged or written."""
+    order_id = new_order(shop, lines=3)
+    before = len(outbox(shop))
+    rows = shop.execute(
+        "SELECT DISTINCT event_type, event_key FROM whk.explain(%s)",
+        [f"UPDATE shop.order_lines SET qty = qty + 1 WHERE order_id = {order_id}"],
+    ).fetchall()
+    assert rows == [("order.updated", str(order_id))]
+    assert len(outbox(shop)) == before
+    assert staged(shop) == 0
