@@ -132,3 +132,36 @@ def test_a_replay_to_a_webhook_deleted_meanwhile_stops_and_says_why(conn: psycop
     row = conn.execute("SELECT state, error, done FROM whk.replays WHERE id = %s", (replay,)).fetchone()
     assert row == ("failed", "the webhook was deleted", 0)
     assert deliveries(conn, hook) == {}
+
+
+def test_the_sql_control_plane_replays_and_dry_runs(conn: psycopg.Connection[Any]) -> None:
+    """whk.replay, the DBA's entry: dry_run counts with the same refusals and leaves no replay or job; the
+    real call starts the job with the same total, recorded as the database role."""
+    hook = make_webhook(conn, consumer(conn))
+    conn.execute("UPDATE whk.whk_01_webhooks SET event_types = '{order.*}' WHERE id = %s", (hook,))
+    event(conn, "order.created", {"total": 500})
+    event(conn, "order.created", {"total": 5})
+    event(conn, "invoice.created", {"total": 900})
+    jobs = "SELECT count(*) FROM whk.pgqueuer WHERE entrypoint = 'replay'"
+    jobs_before = conn.execute(jobs).fetchone()
+    dry = conn.execute(
+        "SELECT replay_id, total FROM whk.replay(%s, now() - interval '1 day', predicate => "
+        "'$.data.total > 100', dry_run => true)",
+        (hook,),
+    ).fetchone()
+    assert dry == (None, 1)
+    assert conn.execute("SELECT count(*) FROM whk.replays").fetchone() == (0,)
+    assert conn.execute(jobs).fetchone() == jobs_before
+    row = conn.execute(
+        "SELECT replay_id, total FROM whk.replay(webhook_id => %s, since => now() - interval '1 day')",
+        (hook,),
+    ).fetchone()
+    assert row is not None and row[0] is not None and row[1] == 2
+    assert progress(conn, row[0])[:3] == ("queued", 0, 2)
+    created_by = conn.execute("SELECT created_by FROM whk.replays WHERE id = %s", (row[0],)).fetchone()
+    assert created_by is not None and created_by[0].startswith("sql:")
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as refused:
+        conn.execute(
+            "SELECT * FROM whk.replay(%s, now() - interval '400 days', dry_run => true)", (hook,)
+        ).fetchone()
+    assert refused.value.diag.message_hint is not None and "horizon" in refused.value.diag.message_hint
