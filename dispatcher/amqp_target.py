@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import socket
 import time
 from collections.abc import Coroutine, Sequence
@@ -42,16 +41,23 @@ import msgspec
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
 from dispatcher.attempt import AttemptResult, ErrorClass, OutboundRequest
-from dispatcher.transport import broker_ok, broker_refused, failed, signed_fields
+from dispatcher.transport import (
+    Blocked,
+    TargetGate,
+    blocked,
+    broker_ok,
+    broker_refused,
+    completed,
+    failed,
+    signed_fields,
+)
 from whk.amqp_url import AmqpAddress, AmqpTarget, parse_amqp_target
-from whk.queue_targets import BrokerLogin, QueueUrlError, broker_login
+from whk.queue_targets import BrokerLogin, broker_login
 from whk.settings import Settings
-from whk.urlpolicy import Network, check_address, check_url
 
 __all__ = ["AmqpTransport", "routing_key"]
 
 _MAX_CONNECTIONS: Final = 256
-_MAX_TARGET_CACHE: Final = 4096
 _MAX_ROUTING_KEY: Final = 255
 _BATCH_KEY: Final = "batch"
 
@@ -80,13 +86,6 @@ def routing_key(body: bytes) -> str:
 _Key = tuple[AmqpAddress, str | None, str | None]
 
 
-class _Blocked(Exception):
-    def __init__(self, rule: str, address: str | None) -> None:
-        super().__init__(rule)
-        self.rule = rule
-        self.address = address
-
-
 @dataclass(slots=True)
 class _Link:
     """One broker connection with its confirm channel and the exchanges used on it."""
@@ -106,35 +105,13 @@ class AmqpTransport:
     """``dispatcher.transport.Transport`` for ``amqp://`` and ``amqps://`` exchange targets."""
 
     def __init__(self, settings: Settings, *, connect_timeout_s: float = 10.0) -> None:
-        self._allow: tuple[Network, ...] = tuple(settings.core.allow_private_cidrs)
+        self._gate = TargetGate(settings.core.allow_private_cidrs, parse_amqp_target, "AMQP")
         self._connect_timeout = connect_timeout_s
         self._links: dict[_Key, _Link] = {}
         self._locks: dict[_Key, asyncio.Lock] = {}
-        self._targets: dict[str, AmqpTarget | QueueUrlError] = {}
-
-    def _target(self, url: str) -> AmqpTarget:
-        cached = self._targets.get(url)
-        if cached is None:
-            if len(self._targets) >= _MAX_TARGET_CACHE:
-                self._targets.clear()
-            try:
-                cached = parse_amqp_target(url)
-            except QueueUrlError as exc:
-                cached = exc
-            self._targets[url] = cached
-        if isinstance(cached, QueueUrlError):
-            raise cached
-        return cached
 
     async def _connect(self, addr: AmqpAddress, login: BrokerLogin | None) -> _Link:
-        infos = await asyncio.get_running_loop().getaddrinfo(addr.host, addr.port, type=socket.SOCK_STREAM)
-        if not infos:
-            raise OSError(f"{addr.host} resolved to no address")
-        addresses = [str(info[4][0]) for info in infos]
-        for address in addresses:
-            rule = check_address(ipaddress.ip_address(address.split("%", 1)[0]), self._allow)
-            if rule is not None:
-                raise _Blocked(rule, address)
+        addresses = await self._gate.addresses(addr.host, addr.port)
         connection = await aio_pika.connect(
             # Plain AMQP dials the checked address itself (no second lookup to rebind); TLS connects by
             # name so the certificate's host name is verified (its addresses were checked just above).
@@ -179,19 +156,10 @@ class AmqpTransport:
 
     async def send(self, requests: Sequence[OutboundRequest]) -> list[AttemptResult]:
         started = time.perf_counter()
-        results: list[AttemptResult | None] = [None] * len(requests)
+        results, admitted = self._gate.admit(requests, started)
         groups: dict[_Key, list[tuple[int, AmqpTarget]]] = {}
-        for i, req in enumerate(requests):
-            rule = check_url(req.url, self._allow)
-            if rule is not None:
-                results[i] = failed("ssrf_blocked", f"{rule}: URL refused before connecting", started)
-                continue
-            try:
-                target = self._target(req.url)
-            except QueueUrlError as exc:
-                results[i] = failed("protocol", f"bad AMQP target URL: {exc}", started)
-                continue
-            login = broker_login(req.headers)
+        for i, target in admitted:
+            login = broker_login(requests[i].headers)
             key: _Key = (
                 target.address,
                 None if login is None else login.user,
@@ -201,7 +169,7 @@ class AmqpTransport:
         await asyncio.gather(
             *(self._publish(key, items, requests, results, started) for key, items in groups.items())
         )
-        return [r if r is not None else failed("protocol", "no result", started) for r in results]
+        return completed(results, started)
 
     async def _publish(
         self,
@@ -223,14 +191,8 @@ class AmqpTransport:
             sendable = [(i, target) for i, target in items if target.exchange not in missing]
             left = deadline - (time.perf_counter() - started)
             outcomes = await _confirms([self._publish_one(link, t, requests[i]) for i, t in sendable], left)
-        except _Blocked as exc:
-            for i, _ in items:
-                results[i] = failed(
-                    "ssrf_blocked",
-                    f"{exc.rule}: {exc.address} (resolved from {host})",
-                    started,
-                    remote_ip=exc.address,
-                )
+        except Blocked as exc:
+            blocked(exc, host, (i for i, _ in items), results, started)
             return
         except TimeoutError:
             error, detail = "timeout", f"no connection to RabbitMQ within {deadline:g}s"

@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 import redis.asyncio as aioredis
@@ -36,10 +35,19 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from dispatcher.attempt import AttemptResult, ErrorClass, OutboundRequest
-from dispatcher.transport import broker_ok, broker_refused, failed, signed_fields
-from whk.queue_targets import BrokerLogin, QueueUrlError, RedisTarget, broker_login, parse_redis_url
+from dispatcher.transport import (
+    Blocked,
+    Resolver,
+    TargetGate,
+    blocked,
+    broker_ok,
+    broker_refused,
+    completed,
+    failed,
+    signed_fields,
+)
+from whk.queue_targets import BrokerLogin, RedisTarget, broker_login, parse_redis_url
 from whk.settings import Settings
-from whk.urlpolicy import Network, check_address, check_url
 
 __all__ = ["RedisTransport"]
 
@@ -48,13 +56,6 @@ _MAX_CLIENTS: Final = 256
 _CONNECTIONS_PER_TARGET: Final = 8
 
 _Key = tuple[str, str, int, int, str | None, str | None]
-# host, port → every address it resolves to (tests inject answers, as the HTTP sender's tests do).
-Resolver = Callable[[str, int], Awaitable[list[str]]]
-
-
-async def _getaddrinfo(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
 
 
 def _connection_error(exc: BaseException) -> ErrorClass:
@@ -73,40 +74,17 @@ def _connection_error(exc: BaseException) -> ErrorClass:
     return "connect"
 
 
-class _Blocked(Exception):
-    def __init__(self, rule: str, address: str | None) -> None:
-        super().__init__(rule)
-        self.rule = rule
-        self.address = address
-
-
 class RedisTransport:
     """``dispatcher.transport.Transport`` for ``redis://`` and ``rediss://`` stream targets."""
 
     def __init__(
         self, settings: Settings, *, connect_timeout_s: float = 10.0, resolver: Resolver | None = None
     ) -> None:
-        self._resolve = resolver or _getaddrinfo
-        self._allow: tuple[Network, ...] = tuple(settings.core.allow_private_cidrs)
+        self._gate = TargetGate(settings.core.allow_private_cidrs, parse_redis_url, "Redis", resolver)
         self._connect_timeout = connect_timeout_s
         # One client (and pool) per target server and login, with the address it was checked at.
         self._clients: dict[_Key, tuple[aioredis.Redis, str]] = {}
-        self._targets: dict[str, RedisTarget | QueueUrlError] = {}
         self._creating = asyncio.Lock()
-
-    def _target(self, url: str) -> RedisTarget:
-        cached = self._targets.get(url)
-        if cached is None:
-            if len(self._targets) >= 4096:
-                self._targets.clear()
-            try:
-                cached = parse_redis_url(url)
-            except QueueUrlError as exc:
-                cached = exc
-            self._targets[url] = cached
-        if isinstance(cached, QueueUrlError):
-            raise cached
-        return cached
 
     async def _client(self, target: RedisTarget, login: BrokerLogin | None) -> tuple[aioredis.Redis, str]:
         key: _Key = (
@@ -130,13 +108,7 @@ class RedisTransport:
     async def _connect(
         self, key: _Key, target: RedisTarget, login: BrokerLogin | None
     ) -> tuple[aioredis.Redis, str]:
-        addresses = await self._resolve(target.host, target.port)
-        if not addresses:
-            raise OSError(f"{target.host} resolved to no address")
-        for address in addresses:
-            rule = check_address(ipaddress.ip_address(address.split("%", 1)[0]), self._allow)
-            if rule is not None:
-                raise _Blocked(rule, address)
+        addresses = await self._gate.addresses(target.host, target.port)
         # A blocking pool: a batch waits (within its deadline) for a free connection. redis-py's default
         # pool raises "Too many connections" instead, which would count against the breaker.
         pool = aioredis.BlockingConnectionPool(
@@ -166,26 +138,17 @@ class RedisTransport:
 
     async def send(self, requests: Sequence[OutboundRequest]) -> list[AttemptResult]:
         started = time.perf_counter()
-        results: list[AttemptResult | None] = [None] * len(requests)
+        results, admitted = self._gate.admit(requests, started)
         groups: dict[tuple[RedisTarget, BrokerLogin | None], list[int]] = {}
-        for i, req in enumerate(requests):
-            rule = check_url(req.url, self._allow)
-            if rule is not None:
-                results[i] = failed("ssrf_blocked", f"{rule}: URL refused before connecting", started)
-                continue
-            try:
-                target = self._target(req.url)
-            except QueueUrlError as exc:
-                results[i] = failed("protocol", f"bad Redis target URL: {exc}", started)
-                continue
-            groups.setdefault((target, broker_login(req.headers)), []).append(i)
+        for i, target in admitted:
+            groups.setdefault((target, broker_login(requests[i].headers)), []).append(i)
         await asyncio.gather(
             *(
                 self._pipeline(target, login, [requests[i] for i in idx], idx, results, started)
                 for (target, login), idx in groups.items()
             )
         )
-        return [r if r is not None else failed("protocol", "no result", started) for r in results]
+        return completed(results, started)
 
     async def _pipeline(
         self,
@@ -215,14 +178,8 @@ class RedisTransport:
                     entry = reply.decode("ascii") if isinstance(reply, bytes) else str(reply)
                     results[i] = broker_ok(entry, started, remote_ip=address)
             return
-        except _Blocked as exc:
-            for i in idx:
-                results[i] = failed(
-                    "ssrf_blocked",
-                    f"{exc.rule}: {exc.address} (resolved from {target.host})",
-                    started,
-                    remote_ip=exc.address,
-                )
+        except Blocked as exc:
+            blocked(exc, target.host, idx, results, started)
             return
         except (TimeoutError, RedisTimeoutError) as exc:
             error, detail = "timeout", f"no confirm from Redis within {deadline:g}s ({type(exc).__name__})"

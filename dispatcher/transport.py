@@ -29,20 +29,29 @@ What a queue transport promises (the contract a new broker implements):
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 import time
-from collections.abc import Mapping, Sequence
-from typing import Final, Protocol
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Final, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from dispatcher.attempt import AttemptResult, ErrorClass, OutboundRequest
+from whk.queue_targets import QueueUrlError
+from whk.urlpolicy import Network, check_address, check_url
 
 __all__ = [
     "SIGNED_FIELDS",
+    "Blocked",
     "HttpSender",
+    "Resolver",
+    "TargetGate",
     "Transport",
     "Transports",
+    "blocked",
     "broker_ok",
     "broker_refused",
+    "completed",
     "failed",
     "signed_fields",
 ]
@@ -122,6 +131,105 @@ def failed(
         location=None,
         remote_ip=remote_ip,
     )
+
+
+# host, port → every address it resolves to (tests inject answers, as the HTTP sender's tests do).
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+T = TypeVar("T")
+_MAX_TARGET_CACHE: Final = 4096
+
+
+async def _getaddrinfo(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+class Blocked(Exception):
+    """A broker host resolved to an address the SSRF policy refuses."""
+
+    def __init__(self, rule: str, address: str | None) -> None:
+        super().__init__(rule)
+        self.rule = rule
+        self.address = address
+
+
+class TargetGate(Generic[T]):
+    """What every queue transport does before it talks to a broker: the SSRF policy on each request's URL,
+    the URL parsed into the broker's target (cached per URL), and, when connecting, every address the host
+    resolves to checked, so the transport dials a checked address (no second lookup to rebind)."""
+
+    def __init__(
+        self,
+        allow: Sequence[Network],
+        parse: Callable[[str], T],
+        broker: str,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self._allow: tuple[Network, ...] = tuple(allow)
+        self._parse = parse
+        self._broker = broker
+        self._resolve = resolver or _getaddrinfo
+        self._targets: dict[str, T | QueueUrlError] = {}
+
+    def target(self, url: str) -> T:
+        cached = self._targets.get(url)
+        if cached is None:
+            if len(self._targets) >= _MAX_TARGET_CACHE:
+                self._targets.clear()
+            try:
+                cached = self._parse(url)
+            except QueueUrlError as exc:
+                cached = exc
+            self._targets[url] = cached
+        if isinstance(cached, QueueUrlError):
+            raise cached
+        return cached
+
+    def admit(
+        self, requests: Sequence[OutboundRequest], started: float
+    ) -> tuple[list[AttemptResult | None], list[tuple[int, T]]]:
+        """A result slot per request (filled for the refused ones) and the admitted (index, target)."""
+        results: list[AttemptResult | None] = [None] * len(requests)
+        admitted: list[tuple[int, T]] = []
+        for i, req in enumerate(requests):
+            rule = check_url(req.url, self._allow)
+            if rule is not None:
+                results[i] = failed("ssrf_blocked", f"{rule}: URL refused before connecting", started)
+                continue
+            try:
+                admitted.append((i, self.target(req.url)))
+            except QueueUrlError as exc:
+                results[i] = failed("protocol", f"bad {self._broker} target URL: {exc}", started)
+        return results, admitted
+
+    async def addresses(self, host: str, port: int) -> list[str]:
+        """Every address ``host`` resolves to, each allowed by the policy (else ``Blocked``)."""
+        addresses = await self._resolve(host, port)
+        if not addresses:
+            raise OSError(f"{host} resolved to no address")
+        for address in addresses:
+            rule = check_address(ipaddress.ip_address(address.split("%", 1)[0]), self._allow)
+            if rule is not None:
+                raise Blocked(rule, address)
+        return addresses
+
+
+def blocked(
+    exc: Blocked, host: str, indices: Iterable[int], results: list[AttemptResult | None], started: float
+) -> None:
+    """Fill the results of the requests a refused broker address stopped."""
+    for i in indices:
+        results[i] = failed(
+            "ssrf_blocked",
+            f"{exc.rule}: {exc.address} (resolved from {host})",
+            started,
+            remote_ip=exc.address,
+        )
+
+
+def completed(results: list[AttemptResult | None], started: float) -> list[AttemptResult]:
+    """Every slot filled (one left empty is a transport bug, reported as a protocol failure)."""
+    return [r if r is not None else failed("protocol", "no result", started) for r in results]
 
 
 class _Coalescer:
