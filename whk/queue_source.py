@@ -38,6 +38,7 @@ from whk.sqlfiles import load_queries
 __all__ = [
     "MAX_REASON",
     "BatchResult",
+    "OpenableSource",
     "SourceBroker",
     "SourceMessage",
     "SourceStats",
@@ -80,6 +81,18 @@ class SourceBroker(Protocol):
 
     async def ack(self, messages: Sequence[SourceMessage]) -> None:
         """Acknowledge: the broker forgets them."""
+        ...
+
+
+class OpenableSource(SourceBroker, Protocol):
+    """A source broker with its connection's life cycle (what ``whk source`` drives)."""
+
+    async def open(self) -> None:
+        """Connect (and create the consumer group / declare the queues it needs)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connection; unacknowledged messages go back to the broker."""
         ...
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import socket
@@ -22,7 +21,7 @@ from whk.amqp_source import AmqpQueueSource
 from whk.amqp_url import parse_amqp_source
 from whk.db import acheck_schema_version, aconnect
 from whk.errors import WhkError
-from whk.queue_source import SourceStats, run_source
+from whk.queue_source import OpenableSource, SourceStats, run_source
 from whk.queue_targets import QueueUrlError, parse_redis_url
 from whk.redis_source import RedisStreamSource
 from whk.settings import Settings
@@ -88,21 +87,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> SourceStats:
         claim_idle_ms=args.claim_idle_ms,
         start_id="0" if args.from_start else "$",
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    conn = await aconnect(settings, autocommit=True)
-    try:
-        await acheck_schema_version(conn)
-        await broker.open()
-        print(f"whk source: {target.stream} → whk.emit (group {args.group})", file=sys.stderr, flush=True)
-        return await run_source(
-            broker, conn, stop, event_type=args.event_type, batch=args.batch, max_messages=args.max_messages
-        )
-    finally:
-        await broker.aclose()
-        await conn.close()
+    return await _serve(settings, args, broker, f"{target.stream} → whk.emit (group {args.group})")
 
 
 async def _run_amqp(settings: Settings, args: argparse.Namespace) -> SourceStats:
@@ -111,6 +96,16 @@ async def _run_amqp(settings: Settings, args: argparse.Namespace) -> SourceStats
     except QueueUrlError as exc:
         raise WhkError(f"source URL: {exc}", hint="e.g. amqp://127.0.0.1:5672/%2F?queue=erp-in") from exc
     broker = AmqpQueueSource(source, wait_s=args.block_ms / 1000.0)
+    return await _serve(
+        settings, args, broker, f"queue {source.queue} → whk.emit (dead letters: {source.dead_letter_queue})"
+    )
+
+
+async def _serve(
+    settings: Settings, args: argparse.Namespace, broker: OpenableSource, banner: str
+) -> SourceStats:
+    """Consume until SIGTERM/SIGINT (or --max-messages): one database session, the broker opened after
+    the schema check, both closed at the end."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -119,11 +114,7 @@ async def _run_amqp(settings: Settings, args: argparse.Namespace) -> SourceStats
     try:
         await acheck_schema_version(conn)
         await broker.open()
-        print(
-            f"whk source: queue {source.queue} → whk.emit (dead letters: {source.dead_letter_queue})",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"whk source: {banner}", file=sys.stderr, flush=True)
         return await run_source(
             broker, conn, stop, event_type=args.event_type, batch=args.batch, max_messages=args.max_messages
         )
@@ -133,9 +124,6 @@ async def _run_amqp(settings: Settings, args: argparse.Namespace) -> SourceStats
 
 
 def cmd_source(settings: Settings, args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=settings.core.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     stats = asyncio.run(_run(settings, args))
     print(
         f"whk source: {stats.messages} messages, {stats.emitted} events, {stats.rejected} dead-lettered",
