@@ -1,7 +1,7 @@
 """A throwaway PostgreSQL server for tests and benchmarks (pytest-postgresql's executor).
 
 The server runs through ``scripts/pg_ctl``, which drops to an unprivileged OS user when we are root
-(PostgreSQL refuses to run as root). Its directory is created by us under the system temp dir and
+(PostgreSQL refuses to run as root). Its directory is created by us (``server_parent``) and
 handed to that user; nothing else has its permissions changed.
 """
 
