@@ -18,9 +18,14 @@ $(STAMP): pyproject.toml requirements.lock
 up: $(STAMP)
 	exec $(BIN)/whk up
 
+## pytest's worker processes (pytest-xdist): one per core, each with its own throwaway PostgreSQL. A test
+## file stays on one worker (its module fixtures are built once). PYTEST_WORKERS=0 runs in this process.
+PYTEST_WORKERS ?= auto
+XDIST := -n $(PYTEST_WORKERS) --dist loadfile
+
 ## Lint, type-check and run the whole test suite (browser tests included) against throwaway PostgreSQL servers.
 test: lint typecheck browser brokers
-	$(BIN)/python -m pytest -m "not bench" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not bench" $(PYTEST_ARGS)
 
 ## Chromium for the dashboard's Playwright tests (Debian's package; Playwright itself is in the dev extra).
 browser: $(STAMP)
@@ -31,8 +36,8 @@ brokers: $(STAMP)
 	scripts/setup-brokers
 
 ## The edit-run loop: lint, types and every test not marked slow or e2e (the whole suite stays `make test`).
-check: lint typecheck
-	$(BIN)/python -m pytest -m "not slow and not e2e and not bench" -q $(PYTEST_ARGS)
+check: lint typecheck brokers
+	$(BIN)/python -m pytest $(XDIST) -m "not slow and not e2e and not bench" -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check whk whk_cli dispatcher api ops tests bench examples

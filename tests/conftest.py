@@ -21,7 +21,7 @@ from whk.settings import Settings, load_settings
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
-    server = start_server()
+    server = start_server(in_ram=True)
     try:
         yield server
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +67,21 @@ class Notifications:
         self.received: list[str] = []
         self._lock = threading.Lock()
 
-    def drain(self, timeout: float = 0.5) -> list[str]:
-        """Everything delivered so far (waits up to ``timeout`` for stragglers)."""
+    def drain(self, timeout: float = 30.0) -> list[str]:
+        """Every notification committed before this call, and nothing else.
+
+        PostgreSQL delivers notifications in commit order, so a marker this connection NOTIFYs now
+        arrives after every notification committed before it: reading up to the marker sees all of
+        them without waiting a fixed time for stragglers."""
+        marker = f"drain-{uuid.uuid4().hex}"
+        self.conn.execute("SELECT pg_notify('whk_outbox', %s)", (marker,))
         for n in self.conn.notifies(timeout=timeout):
+            if n.payload == marker:
+                break
             with self._lock:
                 self.received.append(n.payload)
+        else:
+            raise AssertionError(f"our own NOTIFY did not come back within {timeout} s")
         with self._lock:
             got, self.received = self.received, []
         return got

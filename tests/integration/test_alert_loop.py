@@ -39,6 +39,7 @@ def _state(conn, alert_id):  # type: ignore[no-untyped-def]
     return alert_row(conn, alert_id)["state"]
 
 
+@pytest.mark.slow  # runs the alert loop against five real channels until fire and resolve
 async def test_failure_rate_fires_once_on_every_channel_then_resolves(db_url, conn, receiver):
     disable_builtins(conn)
     compress_schedule(conn, [0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2])
@@ -177,6 +178,7 @@ def _fail(conn, hook: int, deliveries: int = 2) -> None:  # type: ignore[no-unty
         make_delivery(conn, hook, status="dead", attempts=3)
 
 
+@pytest.mark.slow  # waits out two escalation steps (3 s and 12 s) by design
 async def test_throttle_escalation_and_acknowledge(db_url, conn, receiver):
     """Stays down: no second page inside throttle_seconds; escalation after after_s; acknowledge stops it."""
     disable_builtins(conn)
@@ -256,6 +258,7 @@ async def test_throttle_escalation_and_acknowledge(db_url, conn, receiver):
         )
 
 
+@pytest.mark.slow  # waits out a channel's retries by design
 async def test_a_channel_down_is_retried_then_failed_and_others_are_unaffected(db_url, conn, receiver):
     disable_builtins(conn)
     receiver.on("/down", default=Reply(status=500, body=b"boom"))
@@ -344,6 +347,7 @@ def test_whk_secrets_rotate_re_encrypts_alert_channels(conn):
     assert open_channel(new, ident, target_enc, secret_enc) == ("oncall@example.com", "smtp-pass")
 
 
+@pytest.mark.slow  # runs the alert loop until fire and resolve, twice
 async def test_a_firing_rule_disabled_or_deleted_resolves_its_pages(db_url, conn, receiver):
     disable_builtins(conn)
     receiver.on("/v2/enqueue", default=Reply(status=202, body=b'{"status":"success"}'))

@@ -1,7 +1,11 @@
 """Auth matrix through the real app: API keys, JWTs, exclusions, scopes, tenancy of keys."""
 
+from collections.abc import AsyncIterator, Iterator
+
 import psycopg
 import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
 
 from tests.support import jwt_keys as jk
 from tests.support.api_platform import (
@@ -15,13 +19,61 @@ from tests.support.api_platform import (
     secret_part,
     settings_for,
 )
+from tests.support.dbsupply import DatabaseSupply
+from tests.support.pg import PgServer
 
 pytestmark = pytest.mark.db
 
 
+JWT_ENV = {"WHK_JWT_SECRET": jk.HS_SECRET, "WHK_JWT_ISSUER": jk.ISSUER, "WHK_JWT_LEEWAY": "0"}
+
+
 @pytest.fixture
 def jwt_settings(db_url):
-    return settings_for(db_url, WHK_JWT_SECRET=jk.HS_SECRET, WHK_JWT_ISSUER=jk.ISSUER, WHK_JWT_LEEWAY="0")
+    return settings_for(db_url, **JWT_ENV)
+
+
+# The parametrised cases below only send requests that the API refuses or cannot route: they write
+# nothing. Their cases share one database and one app per test function (module scope) instead of
+# each paying for its own (an app costs ~1 s of CPU to build and start); every case still sends its
+# own request and checks its own answer.
+
+
+@pytest.fixture(scope="module")
+def shared_db_url(pg_server: PgServer, database_supply: DatabaseSupply) -> Iterator[str]:
+    name = database_supply.take()
+    try:
+        yield pg_server.dsn(name)
+    finally:
+        database_supply.give_back(name)
+
+
+@pytest.fixture(scope="module")
+def shared_admin_key(shared_db_url: str) -> str:
+    with psycopg.connect(shared_db_url, autocommit=True) as conn:
+        return admin_key(conn)
+
+
+@pytest.fixture(scope="module")
+async def lookalike_client(shared_db_url: str) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with client(settings_for(shared_db_url), *LOOKALIKE_HANDLERS, resource_routes=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+async def real_routes_client(shared_db_url: str) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with client(settings_for(shared_db_url)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+async def jwt_client(shared_db_url: str) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    """JWT settings, and consumer 1 exists: the tokens of the matrix name it, so each is refused for
+    its own flaw, not for an unknown consumer."""
+    with psycopg.connect(shared_db_url, autocommit=True) as conn:
+        assert make_consumer(conn, "acme-jwt") == 1
+    async with client(settings_for(shared_db_url, **JWT_ENV)) as c:
+        yield c
 
 
 def assert_problem(r, status):
@@ -109,25 +161,23 @@ LOOKALIKES = [
 
 
 @pytest.mark.parametrize("path", LOOKALIKES)
-async def test_lookalike_paths_stay_protected(settings, conn, path):
-    key = admin_key(conn)
-    async with client(settings, *LOOKALIKE_HANDLERS, resource_routes=False) as c:
-        r = await c.get(path)
-        # /schema/... is the docs router's: paths it does not serve are unrouted (404, no handler ran).
-        assert r.status_code == 401 or (path.startswith("/schema/") and r.status_code == 404), r.text
-        assert r.headers["content-type"].startswith(PROBLEM)
-        # The test is meaningful: with credentials the same path reaches a handler.
-        authed = await c.get(path, headers=bearer(key))
-        assert authed.status_code in (200, 404), authed.text
-        assert "reached" in authed.text or path.startswith("/schema/")
+async def test_lookalike_paths_stay_protected(lookalike_client, shared_admin_key, path):
+    c = lookalike_client
+    r = await c.get(path)
+    # /schema/... is the docs router's: paths it does not serve are unrouted (404, no handler ran).
+    assert r.status_code == 401 or (path.startswith("/schema/") and r.status_code == 404), r.text
+    assert r.headers["content-type"].startswith(PROBLEM)
+    # The test is meaningful: with credentials the same path reaches a handler.
+    authed = await c.get(path, headers=bearer(shared_admin_key))
+    assert authed.status_code in (200, 404), authed.text
+    assert "reached" in authed.text or path.startswith("/schema/")
 
 
 @pytest.mark.parametrize("path", LOOKALIKES)
-async def test_lookalike_paths_with_the_real_routes(settings, path):
-    async with client(settings) as c:
-        r = await c.get(path)
-        assert r.status_code in (401, 404), (path, r.status_code, r.text)
-        assert r.headers["content-type"].startswith(PROBLEM)
+async def test_lookalike_paths_with_the_real_routes(real_routes_client, path):
+    r = await real_routes_client.get(path)
+    assert r.status_code in (401, 404), (path, r.status_code, r.text)
+    assert r.headers["content-type"].startswith(PROBLEM)
 
 
 async def test_health_and_docs_are_public(settings):
@@ -162,12 +212,10 @@ async def test_jwt_for_unknown_consumer_is_refused(jwt_settings):
 @pytest.mark.parametrize(
     "case", sorted(k for k in __import__("tests.unit.test_jwtauth", fromlist=["MATRIX"]).MATRIX)
 )
-async def test_jwt_matrix_is_401(jwt_settings, conn, case):
+async def test_jwt_matrix_is_401(jwt_client, case):
     from tests.unit.test_jwtauth import MATRIX
 
-    make_consumer(conn, "acme")
-    async with client(jwt_settings) as c:
-        assert_problem(await c.get("/api/whk/api-keys", headers=bearer(MATRIX[case])), 401)
+    assert_problem(await jwt_client.get("/api/whk/api-keys", headers=bearer(MATRIX[case])), 401)
 
 
 async def test_jwt_algorithm_swap_through_http(db_url, conn, tmp_path):

@@ -30,6 +30,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
         assert needle in lines[0]
 
 
+@pytest.mark.slow  # four `whk` subprocesses
 def test_help_everywhere():
     for args in (["--help"], ["db", "--help"], ["db", "migrate", "--help"], ["apikey", "create", "--help"]):
         proc = run(*args)

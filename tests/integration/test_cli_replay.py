@@ -23,6 +23,7 @@ def test_parse_when_takes_iso_and_durations_ago() -> None:
     assert (now - parse_when("7d", now=now)).days == 7
 
 
+@pytest.mark.slow  # `whk` subprocesses
 def test_replay_from_the_shell(db_url: str, conn: psycopg.Connection[Any]) -> None:
     consumer = delivery.make_consumer(conn)
     hook = delivery.make_webhook(conn, consumer, "http://127.0.0.1:9/none", ["order.*"])

@@ -10,6 +10,7 @@ from tests.integration.test_cli import run
 pytestmark = pytest.mark.db
 
 
+@pytest.mark.slow  # `whk` subprocesses
 def test_db_retention_dry_run_then_run(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("UPDATE whk.whk_05_configuracoes SET value = '30' WHERE key = 'retention.outbox_days'")

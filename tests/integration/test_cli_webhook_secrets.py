@@ -25,6 +25,7 @@ def whk(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([WHK, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
+@pytest.mark.slow  # several `whk` subprocesses
 def test_provision_secrets_by_hand_then_read_one_back(db_url: str, conn: psycopg.Connection[Any]):
     c = make_consumer(conn)
     waiting = [make_webhook(conn, c, "http://127.0.0.1:9/h", secret=None) for _ in range(3)]

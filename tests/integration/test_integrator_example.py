@@ -9,6 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# Each test is a pytest session in a subprocess, with its own PostgreSQL.
+pytestmark = pytest.mark.slow
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "receiver_app"
 # test_orders_app.py: 5 tests + 4 parametrised event types ran; the one against a running WHK is skipped
 # without WHK_URL.

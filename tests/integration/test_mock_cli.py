@@ -35,6 +35,7 @@ async def _whk(*args: str, timeout: float = 60) -> tuple[int, str, str]:
     return proc.returncode or 0, out.decode(), err.decode()
 
 
+@pytest.mark.slow  # a real API server and a `whk mock tail` subprocess
 async def test_tail_follows_new_requests(settings: Settings, conn: psycopg.Connection[Any]):
     key = admin_key(conn)
     async with real_server(settings) as base, httpx.AsyncClient(base_url=base, trust_env=False) as client:

@@ -1,7 +1,7 @@
 """A throwaway PostgreSQL server for tests and benchmarks (pytest-postgresql's executor).
 
 The server runs through ``scripts/pg_ctl``, which drops to an unprivileged OS user when we are root
-(PostgreSQL refuses to run as root). Its directory is created by us under the system temp dir and
+(PostgreSQL refuses to run as root). Its directory is created by us (``server_parent``) and
 handed to that user; nothing else has its permissions changed.
 """
 
@@ -71,6 +71,11 @@ class PgServer:
         if template:
             query = query + sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
         with self.admin() as conn:
+            if template and conn.info.server_version >= 150000:
+                # FILE_COPY copies the files (plus two checkpoints, cheap without fsync) instead of
+                # writing every page of the template to the WAL as well: half the CPU of a clone, and
+                # the WAL of a session that clones a database per test stays small.
+                query = query + sql.SQL(" STRATEGY FILE_COPY")
             conn.execute(query)
         return name
 
@@ -110,18 +115,48 @@ def _serves(server: PgServer, timeout: float = 30) -> bool:
 DURABLE_OPTIONS = "-c fsync=on -c full_page_writes=on -c synchronous_commit=on"
 
 
-def start_server(options: str = "", *, attempts: int = 5, durable: bool = False) -> PgServer:
+# Where a test session's server keeps its files. Creating and dropping databases is mostly file
+# creation and unlinking (a migrated template is ~500 files); on the ext4 disk of the 2-core build VM
+# one clone of the template cost 0.3-0.45 s of CPU, on the RAM-backed /dev/shm 0.015-0.03 s. A session
+# clones one database per test, so the test server lives in RAM when there is room (CI containers may
+# give /dev/shm only 64 MB). WHK_TEST_PG_PARENT names another parent directory.
+RAM_DIR = Path("/dev/shm")
+RAM_DIR_MIN_FREE = 2 * 1024**3
+
+
+def server_parent(*, in_ram: bool) -> str | None:
+    """The directory a throwaway server's directory is made in (``None``: the system temp dir)."""
+    override = os.environ.get("WHK_TEST_PG_PARENT")
+    if override:
+        return override
+    if not in_ram:
+        return None
+    try:
+        stat = os.statvfs(RAM_DIR)
+    except OSError:
+        return None
+    if stat.f_bavail * stat.f_frsize < RAM_DIR_MIN_FREE or not os.access(RAM_DIR, os.W_OK | os.X_OK):
+        return None
+    return str(RAM_DIR)
+
+
+def start_server(
+    options: str = "", *, attempts: int = 5, durable: bool = False, in_ram: bool = False
+) -> PgServer:
     """Start a fresh server on a free TCP port of 127.0.0.1 (and a Unix socket in its directory).
 
     Several test sessions may run at once on one machine: a port found free can be taken before our
     server binds it, so the server is verified to be ours (its data directory) and started again on
     another port if not. ``durable=True`` runs it with production durability (``DURABLE_OPTIONS``):
-    for benchmarks of commits; the default (no fsync) is what tests want.
+    for benchmarks of commits; the default (no fsync) is what tests want. ``in_ram=True`` puts its
+    files on /dev/shm when that has room (``server_parent``): for the test session's server, which
+    creates and drops a database per test; benchmarks keep theirs on disk, as production would.
     """
     if durable:
         options = f"{DURABLE_OPTIONS} {options}"
+    parent = server_parent(in_ram=in_ram and not durable)
     for _ in range(attempts):
-        base = Path(tempfile.mkdtemp(prefix="whk-pg-"))
+        base = Path(tempfile.mkdtemp(prefix="whk-pg-", dir=parent))
         if os.geteuid() == 0:
             shutil.chown(base, user=_os_user())
         port = port_for.select_random()

@@ -102,6 +102,7 @@ async def test_wrong_key_is_refused_on_the_login_page(db_url: str, world: dict[s
         assert (await c.get("/dashboard/overview", follow_redirects=False)).status_code == 303
 
 
+@pytest.mark.slow  # a real send to a receiver, awaited
 async def test_send_test_event_reaches_the_receiver_signed_and_is_audited(
     db_url: str, conn: psycopg.Connection[Any], receiver: Receiver
 ) -> None:

@@ -62,9 +62,13 @@ def body(**kw: Any) -> dict[str, Any]:
     ],
 )
 async def test_bad_rules_get_problem_json_naming_the_field(
-    client: AsyncTestClient[Any], world: World, change: dict[str, Any], status: int, pointer: str
+    refusing_client: AsyncTestClient[Any],
+    refusing_world: World,
+    change: dict[str, Any],
+    status: int,
+    pointer: str,
 ):
-    r = await client.post(BASE, json=body(**change), headers=world.admin)
+    r = await refusing_client.post(BASE, json=body(**change), headers=refusing_world.admin)
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     pointers = [e.get("pointer", "") for e in r.json().get("errors", [])] or [r.json().get("detail", "")]

@@ -201,9 +201,9 @@ async def test_a_scenario_is_shared_by_every_api_worker(settings: Settings, worl
     ],
 )
 async def test_scenario_bounds_are_problem_json(
-    client: AsyncTestClient[Any], world: World, body: Any, field: str
+    refusing_client: AsyncTestClient[Any], refusing_world: World, body: Any, field: str
 ):
-    r = await client.put(f"{BASE}/bounds/scenario", json=body, headers=world.admin)
+    r = await refusing_client.put(f"{BASE}/bounds/scenario", json=body, headers=refusing_world.admin)
     assert r.status_code in (400, 422), r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     assert field in r.text

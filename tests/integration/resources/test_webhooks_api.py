@@ -84,15 +84,19 @@ async def test_admin_must_name_the_consumer(client: AsyncTestClient[Any], world:
     ],
 )
 async def test_url_refused_by_the_ssrf_policy_names_the_rule(
-    client: AsyncTestClient[Any], world: World, conn: psycopg.Connection[Any], url: str, rule: str
+    refusing_client: AsyncTestClient[Any],
+    refusing_world: World,
+    refusing_conn: psycopg.Connection[Any],
+    url: str,
+    rule: str,
 ):
-    r = await client.post(BASE, json=_body(url=url), headers=world.a.headers)
+    r = await refusing_client.post(BASE, json=_body(url=url), headers=refusing_world.a.headers)
     if r.status_code == 400:  # msgspec refused the shape before the policy ran (too short etc.)
         pytest.fail(r.text)
     assert r.status_code == 422, r.text
     (err,) = [e for e in r.json()["errors"] if e["pointer"] == "/url"]
     assert rule in err["message"]
-    assert conn.execute("SELECT count(*) FROM whk.whk_01_webhooks").fetchone() == (0,)
+    assert refusing_conn.execute("SELECT count(*) FROM whk.whk_01_webhooks").fetchone() == (0,)
 
 
 async def test_filter_syntax_error_carries_postgresql_message(client: AsyncTestClient[Any], world: World):
