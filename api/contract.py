@@ -168,6 +168,35 @@ def _readings(raw: str) -> list[Any]:
     return out
 
 
+def _refs(node: Any, found: set[str]) -> None:
+    """Every ``#/components/schemas/NAME`` a schema node refers to (NAME added to ``found``)."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+            found.add(ref.rsplit("/", 1)[1])
+        for value in node.values():
+            _refs(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _refs(value, found)
+
+
+def _validator(schema: dict[str, Any], components: dict[str, Any]) -> jsonschema_rs.Validator:
+    """A validator of ``schema`` carrying only the components it reaches through ``$ref`` (compiling the
+    whole components block for each of the document's schemas made building the app ~0.3 s slower)."""
+    schemas = components.get("schemas", {})
+    names: set[str] = set()
+    _refs(schema, names)
+    todo = list(names)
+    while todo:
+        more: set[str] = set()
+        _refs(schemas.get(todo.pop(), {}), more)
+        todo.extend(more - names)
+        names |= more
+    body = {**schema, "components": {"schemas": {n: schemas[n] for n in names if n in schemas}}}
+    return jsonschema_rs.Draft202012Validator(body if names else schema, validate_formats=True)
+
+
 def query_contracts(doc: dict[str, Any]) -> dict[tuple[str, str], QueryContract]:
     """``{(openapi path, METHOD): QueryContract}`` of every documented operation (``doc`` as a dict).
 
@@ -189,9 +218,7 @@ def query_contracts(doc: dict[str, Any]) -> dict[tuple[str, str], QueryContract]
                 schema = p.get("schema") or {}
                 if schema.get("type") == "array" or "array" in str(schema.get("oneOf", "")):
                     continue
-                validators[p["name"]] = jsonschema_rs.Draft202012Validator(
-                    {**schema, "components": components}, validate_formats=True
-                )
+                validators[p["name"]] = _validator(schema, components)
             out[(path, method.upper())] = QueryContract(frozenset(names), validators)
     return out
 
@@ -287,13 +314,7 @@ def contracts(doc: dict[str, Any]) -> dict[tuple[str, str], OperationContract]:
                 continue
             content = (op.get("requestBody") or {}).get("content") or {}
             schema = (content.get("application/json") or {}).get("schema")
-            body = (
-                None
-                if schema is None
-                else jsonschema_rs.Draft202012Validator(
-                    {**schema, "components": components}, validate_formats=True
-                )
-            )
+            body = None if schema is None else _validator(schema, components)
             out[(path, method.upper())] = OperationContract(queries[(path, method.upper())], body)
     return out
 

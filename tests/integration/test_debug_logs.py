@@ -161,7 +161,8 @@ async def test_debug_run_logs_delivery_fields_and_no_secret(
         "outbound credential": credential,
         "custom header token": header_token,
         "API key": api_key,
-        "API key secret part": api_key.rsplit("_", 1)[1],
+        # whk_<prefix>_<secret>: the secret (token_urlsafe) may itself contain "_".
+        "API key secret part": api_key.removeprefix("whk_").partition("_")[2],
         "database password": DB_PASSWORD,
         "secret-box key": FAST_ENV["WHK_SECRET_KEYS"].split(":", 1)[1],
     }
