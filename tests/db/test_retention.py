@@ -37,10 +37,14 @@ def delivery(conn: psycopg.Connection[Any], hook: tuple[int, int], status: str, 
         (hook[0], hook[1], status, days_ago),
     ).fetchone()
     assert row is not None
+    # Listed in the delivery's attempt_ids, as whk.record_outcomes does.
     conn.execute(
-        "INSERT INTO whk.whk_03_entregas_tentativas (delivery_id, webhook_id, attempt_no, started_at,"
-        " request_method, request_url, outcome)"
-        " VALUES (%s, %s, 1, now() - make_interval(days => %s), 'POST', 'https://example.com/h', 'x')",
+        "WITH a AS (INSERT INTO whk.whk_03_entregas_tentativas (delivery_id, webhook_id, attempt_no,"
+        " started_at, request_method, request_url, outcome)"
+        " VALUES (%s, %s, 1, now() - make_interval(days => %s), 'POST', 'https://example.com/h', 'x')"
+        " RETURNING id, delivery_id)"
+        " UPDATE whk.whk_03_entregas d SET attempt_ids = d.attempt_ids || a.id, attempts = 1"
+        " FROM a WHERE d.id = a.delivery_id",
         (row[0], hook[0], days_ago),
     )
     return int(row[0])
