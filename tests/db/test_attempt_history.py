@@ -49,6 +49,21 @@ def test_attempts_land_in_their_day_and_never_fail_for_lack_of_a_partition(conn:
     # No partition that far back: the default partition takes it, the insert does not fail.
     old = delivery(conn, hook, "delivered", 400)
     assert partition_of(conn, old) == {"whk.whk_03_entregas_tentativas_default"}
+    # An attempt of a day not made yet (a clock ahead) waits in the default partition; the day's partition,
+    # once made, takes it over with its id.
+    ahead = conn.execute(
+        "INSERT INTO whk.whk_03_entregas_tentativas (delivery_id, webhook_id, attempt_no, started_at,"
+        " request_method, request_url, outcome)"
+        " VALUES (%s, %s, 2, now() + interval '5 days', 'POST', 'x', 'x')"
+        " RETURNING id, tableoid::regclass::text",
+        (today, hook[0]),
+    ).fetchone()
+    assert ahead is not None and ahead[1] == "whk.whk_03_entregas_tentativas_default"
+    made = [r[0] for r in conn.execute(f"SELECT whk.create_partitions('{ATTEMPTS}', '6 days')")]
+    moved = conn.execute(
+        f"SELECT tableoid::regclass::text FROM {ATTEMPTS} WHERE id = %s", (ahead[0],)
+    ).fetchall()
+    assert moved == [(f"whk.{made[2]}",)]  # days 3 to 6 ahead were made; the attempt is in day 5
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="not a time-partitioned"):
         conn.execute("SELECT whk.create_partitions('whk.whk_03_entregas')")
 
