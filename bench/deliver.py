@@ -314,7 +314,9 @@ def _disk_per_event(dsn: str, events: int) -> str:
         conn.execute("VACUUM whk.whk_03_entregas, whk.whk_03_entregas_tentativas, whk.outbox")
         row = conn.execute(
             "SELECT pg_total_relation_size('whk.whk_03_entregas'), "
-            "pg_total_relation_size('whk.whk_03_entregas_tentativas'), "
+            # Partitioned tables have no storage of their own: their partitions' sizes are summed.
+            "(SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits "
+            " WHERE inhparent = 'whk.whk_03_entregas_tentativas'::regclass), "
             "(SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits "
             " WHERE inhparent = 'whk.outbox'::regclass)"
         ).fetchone()

@@ -5,11 +5,12 @@ Scheduled (pgqueuer ``schedule()``: its row in ``whk.pgqueuer_schedules`` is the
 once per period across every worker):
 
 * ``evaluate_alerts`` every WHK_ALERT_EVAL_EVERY_S seconds: roll-up, then alert evaluation;
-* ``housekeeping`` hourly: create the coming outbox partitions, forget job run records older than a day
-  and channels nothing refers to any more;
-* ``retention`` hourly (at half past): drop the outbox partitions past ``retention.outbox_days`` that no
-  unfinished or dead delivery needs, then delete expired delivery history, attempts and audit rows in
-  batches of 10,000 (``whk.retention``; the settings live in whk_05_configuracoes).
+* ``housekeeping`` hourly: create the coming outbox and attempt-log partitions, forget job run records
+  older than a day and channels nothing refers to any more;
+* ``retention`` hourly (at half past): drop the outbox and attempt-log partitions past
+  ``retention.outbox_days`` / ``retention.attempts_days`` that no unfinished or dead delivery needs, then
+  delete expired delivery history and audit rows in batches of 10,000 (``whk.retention``; the settings
+  live in whk_05_configuracoes).
 
 One-off: ``replay``, one job per replay (``whk.replay_start`` queues it): batches of REPLAY_BATCH events
 through ``whk.replay_step``, each its own transaction, until done or cancelled; a failure marks the replay

@@ -1,6 +1,6 @@
-"""Data retention: drop expired outbox partitions, delete expired history in small batches.
+"""Data retention: drop expired outbox and attempt-log partitions, delete expired history in small batches.
 
-The SQL functions (``whk.retention_*``, ``whk.outbox_drop_partitions``) decide what goes; this module only
+The SQL functions (``whk.retention_*``, ``whk.drop_partitions``) decide what goes; this module only
 sequences them, one statement per transaction on an autocommit connection, so each batch commits on its
 own and no lock outlives a batch. The worker's ``retention`` schedule runs :func:`arun`; ``whk db
 retention`` runs :func:`run` and ``--dry-run`` prints :func:`plan`. A DBA runs the same calls with psql
@@ -24,13 +24,14 @@ BATCH_ROWS = 10_000
 MAX_BATCHES = 500
 """Batches per kind and run (5 M rows at BATCH_ROWS): a run stays bounded, the next one continues."""
 MAX_PARTITION_DROPS = 1000
-"""Outbox partitions dropped per run, one per transaction."""
+"""Partitions dropped per table and run, one per transaction."""
 
-_STEPS = (("deliveries", "delete_deliveries"), ("attempts", "delete_attempts"), ("audit", "delete_audit"))
+_DROPS = ("drop_outbox", "drop_attempts")
+_STEPS = (("deliveries", "delete_deliveries"), ("audit", "delete_audit"))
 
 
 class PlanRow(msgspec.Struct, frozen=True):
-    """One line of the dry run: an old outbox partition, or a table retained by batched deletes."""
+    """One line of the dry run: an old outbox or attempt-log partition, or a table of batched deletes."""
 
     kind: str
     item: str
@@ -41,7 +42,7 @@ class PlanRow(msgspec.Struct, frozen=True):
 
 
 class Report(msgspec.Struct):
-    """What one run removed: outbox partitions dropped (and why others were kept), rows deleted per kind."""
+    """What one run removed: partitions dropped (and why others were kept), rows deleted per kind."""
 
     dropped: list[str] = msgspec.field(default_factory=list)
     kept: dict[str, str] = msgspec.field(default_factory=dict)
@@ -59,7 +60,7 @@ def plan(conn: Connection[Any]) -> list[PlanRow]:
     return [PlanRow(*r) for r in rows]
 
 
-def _note_outbox(report: Report, rows: list[Any]) -> bool:
+def _note_drops(report: Report, rows: list[Any]) -> bool:
     """Record one call's answer; True when it dropped a partition (call again)."""
     more = False
     for name, dropped, reason, size in rows:
@@ -76,10 +77,11 @@ def run(conn: Connection[Any], *, batch: int = BATCH_ROWS, max_batches: int = MA
     """Run retention now on an autocommit connection."""
     q = _queries()
     report = Report()
-    conn.execute(q["create_outbox"])
-    for _ in range(MAX_PARTITION_DROPS):
-        if not _note_outbox(report, conn.execute(q["drop_outbox"]).fetchall()):
-            break
+    conn.execute(q["create_partitions"])
+    for drop in _DROPS:
+        for _ in range(MAX_PARTITION_DROPS):
+            if not _note_drops(report, conn.execute(q[drop]).fetchall()):
+                break
     for kind, name in _STEPS:
         total = 0
         for _ in range(max_batches):
@@ -98,11 +100,12 @@ async def arun(
     """:func:`run` for the worker's asynchronous connections."""
     q = _queries()
     report = Report()
-    await conn.execute(q["create_outbox"])
-    for _ in range(MAX_PARTITION_DROPS):
-        cur = await conn.execute(q["drop_outbox"])
-        if not _note_outbox(report, await cur.fetchall()):
-            break
+    await conn.execute(q["create_partitions"])
+    for drop in _DROPS:
+        for _ in range(MAX_PARTITION_DROPS):
+            cur = await conn.execute(q[drop])
+            if not _note_drops(report, await cur.fetchall()):
+                break
     for kind, name in _STEPS:
         total = 0
         for _ in range(max_batches):

@@ -7,16 +7,21 @@ SELECT kind, item, horizon, action, est_rows, bytes FROM whk.retention_plan()
 -- name: drop_outbox :many
 -- At most one partition dropped per call (its locks end with the call's transaction): repeat while one is.
 SELECT partition_name, dropped, reason, bytes
-FROM whk.outbox_drop_partitions(now() - whk.retention_horizon('outbox'), max_drops => 1)
+FROM whk.drop_partitions('whk.outbox', now() - whk.retention_horizon('outbox'), max_drops => 1)
 
--- name: create_outbox :many
-SELECT whk.outbox_create_partitions()
+-- name: drop_attempts :many
+-- The attempt log, the same way: whole expired days, one per call.
+SELECT partition_name, dropped, reason, bytes
+FROM whk.drop_partitions('whk.whk_03_entregas_tentativas', now() - whk.retention_horizon('attempts'),
+                         max_drops => 1)
+
+-- name: create_partitions :many
+-- The coming days of both time-partitioned tables (the housekeeping schedule runs the same call).
+SELECT whk.create_partitions(t)
+FROM unnest(ARRAY['whk.outbox', 'whk.whk_03_entregas_tentativas']::regclass[]) AS t
 
 -- name: delete_deliveries :one
 SELECT whk.retention_delete_deliveries(%(batch)s)
-
--- name: delete_attempts :one
-SELECT whk.retention_delete_attempts(%(batch)s)
 
 -- name: delete_audit :one
 SELECT whk.retention_delete_audit(%(batch)s)

@@ -134,7 +134,7 @@ def cmd_db_retention(settings: Settings, args: argparse.Namespace) -> int:
             for r in rows:
                 rows_txt = "" if r.est_rows is None else f"~{r.est_rows} rows, "
                 _echo(
-                    f"{r.kind:<10} {r.item:<34} before {r.horizon:%Y-%m-%d %H:%M}  {r.action:<32}"
+                    f"{r.kind:<10} {r.item:<42} before {r.horizon:%Y-%m-%d %H:%M}  {r.action:<32}"
                     f" {rows_txt}{_size(r.bytes)}"
                 )
                 if r.action in ("drop partition", "batched delete"):
@@ -148,7 +148,7 @@ def cmd_db_retention(settings: Settings, args: argparse.Namespace) -> int:
         _echo(f"kept     {name}: {why}")
     for kind, n in report.deleted.items():
         _echo(f"deleted  {n} {kind} rows")
-    _echo(f"freed {_size(report.freed_bytes)} of outbox partitions")
+    _echo(f"freed {_size(report.freed_bytes)} of partitions")
     return 0
 
 
@@ -532,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ret = dbsub.add_parser(
         "retention",
-        help="drop expired outbox partitions and delete expired history now (settings: retention.*)",
+        help="drop expired outbox and attempt-log days, delete expired history now (settings: retention.*)",
     )
     ret.add_argument("--dry-run", action="store_true", help="show what would go, with sizes; remove nothing")
     ret.set_defaults(func=cmd_db_retention)

@@ -125,7 +125,9 @@ INSERT INTO whk.ops_job_runs (job, period_s, worker) VALUES (%(job)s, %(period_s
 UPDATE whk.ops_job_runs SET finished_at = clock_timestamp(), ok = %(ok)s, detail = %(detail)s WHERE id = %(id)s
 
 -- name: create_partitions :exec
-SELECT whk.outbox_create_partitions()
+-- The coming days of the outbox and of the attempt log (whk.partitions).
+SELECT whk.create_partitions(t)
+FROM unnest(ARRAY['whk.outbox', 'whk.whk_03_entregas_tentativas']::regclass[]) AS t
 
 -- name: forget_runs :exec
 DELETE FROM whk.ops_job_runs WHERE started_at < clock_timestamp() - interval '1 day'

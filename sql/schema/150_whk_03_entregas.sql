@@ -66,8 +66,12 @@ CREATE INDEX whk_03_entregas_dead_idx ON whk.whk_03_entregas (dead_at DESC, id D
 CREATE INDEX whk_03_entregas_outbox_idx ON whk.whk_03_entregas (outbox_id, event_created_at);
 
 -- Every HTTP attempt of a delivery (request/response, timing, error class): the debugging record.
+-- Append-only (whk.record_outcomes writes each row once) and range-partitioned by started_at, one
+-- partition per day made ahead by whk.create_partitions, so retention drops whole expired days
+-- (whk.drop_partitions) instead of deleting rows; the default partition guarantees an insert never fails
+-- for lack of a partition.
 CREATE TABLE whk.whk_03_entregas_tentativas (
-    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id                  bigint GENERATED ALWAYS AS IDENTITY,
     delivery_id         bigint      NOT NULL REFERENCES whk.whk_03_entregas (id) ON DELETE CASCADE,
     webhook_id          bigint      NOT NULL,
     attempt_no          integer     NOT NULL CHECK (attempt_no > 0),
@@ -91,9 +95,11 @@ CREATE TABLE whk.whk_03_entregas_tentativas (
     response_truncated  boolean     NOT NULL DEFAULT false,
     error_class         text,
     error_detail        text,
-    outcome             text        NOT NULL
-);
+    outcome             text        NOT NULL,
+    PRIMARY KEY (id, started_at)
+) PARTITION BY RANGE (started_at);
 COMMENT ON TABLE whk.whk_03_entregas_tentativas IS 'Attempt log: full request/response of every delivery attempt.';
+CREATE TABLE whk.whk_03_entregas_tentativas_default PARTITION OF whk.whk_03_entregas_tentativas DEFAULT;
 CREATE INDEX whk_03_entregas_tentativas_delivery_idx ON whk.whk_03_entregas_tentativas (delivery_id, attempt_no);
 CREATE INDEX whk_03_entregas_tentativas_webhook_idx ON whk.whk_03_entregas_tentativas (webhook_id, id DESC);
 COMMENT ON COLUMN whk.whk_03_entregas.attempt_ids IS

@@ -24,5 +24,5 @@ INSERT INTO whk.whk_05_configuracoes (key, category, value, description) VALUES
     ('retention.delivered_days', 'retention', '365',
      'Delivered and cancelled deliveries (and their attempts) finished longer ago are deleted.'),
     ('retention.attempts_days', 'retention', '365',
-     'Attempts of delivered and cancelled deliveries older than this are deleted.'),
+     'Attempt-log partitions whose whole day ended longer ago are dropped (unless dead or unfinished deliveries need them).'),
     ('retention.audit_days', 'retention', '365', 'Audit rows older than this are deleted (at least 30).');

@@ -1,10 +1,13 @@
-"""`whk db retention --dry-run` lists what would go with sizes and removes nothing; without it, it runs."""
+"""`whk db retention --dry-run` lists what would go (outbox and attempt-log partitions, batched deletes) with
+sizes and removes nothing; without it, it runs."""
 
 from __future__ import annotations
 
 import psycopg
 import pytest
 
+from tests.db.test_attempt_history import old_day
+from tests.db.test_retention import delivery, webhook
 from tests.integration.test_cli import run
 
 pytestmark = pytest.mark.db
@@ -24,18 +27,27 @@ def test_db_retention_dry_run_then_run(db_url: str) -> None:
             "INSERT INTO whk.outbox (event_type, data, operation, created_at, status)"
             " VALUES ('system.startup', '{}', 'EMIT', now() - interval '40 days', 'routed')"
         )
+        # A day of the attempt log past retention.attempts_days, holding a delivered delivery's attempt.
+        conn.execute("UPDATE whk.whk_05_configuracoes SET value = '30' WHERE key = 'retention.attempts_days'")
+        attempts_day = old_day(conn, 40)
+        delivery(conn, webhook(conn), "delivered", 40)
     env = {"WHK_DATABASE_URL": db_url}
     dry = run("db", "retention", "--dry-run", env=env)
     assert dry.returncode == 0, dry.stderr
     line = next(ln for ln in dry.stdout.splitlines() if "whk.outbox_old40" in ln)
     assert "drop partition" in line
     assert "kB" in line
+    line = next(ln for ln in dry.stdout.splitlines() if attempts_day in ln)
+    assert line.startswith("attempts") and "drop partition" in line and "kB" in line
     assert "whk.audit_log" in dry.stdout
     assert "nothing removed" in dry.stdout
     with psycopg.connect(db_url, autocommit=True) as conn:
         assert conn.execute("SELECT to_regclass('whk.outbox_old40')").fetchone() == ("whk.outbox_old40",)
+        assert conn.execute("SELECT to_regclass(%s)", (attempts_day,)).fetchone() == (attempts_day,)
     done = run("db", "retention", env=env)
     assert done.returncode == 0, done.stderr
     assert "dropped  whk.outbox_old40" in done.stdout
+    assert f"dropped  {attempts_day}" in done.stdout
     with psycopg.connect(db_url, autocommit=True) as conn:
         assert conn.execute("SELECT to_regclass('whk.outbox_old40')").fetchone() == (None,)
+        assert conn.execute("SELECT to_regclass(%s)", (attempts_day,)).fetchone() == (None,)

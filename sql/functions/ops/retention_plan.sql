@@ -1,7 +1,7 @@
 -- whk.retention_plan: what a retention run would remove now, without removing anything (`whk db retention
--- --dry-run`). One row per old outbox partition (from whk.outbox_drop_partitions in dry-run mode: its
--- exact size on disk, and whether it would be dropped or why it is kept) and one row per table retained
--- by batched deletes (whk_03_entregas, whk_03_entregas_tentativas, audit_log) with the planner's estimate
+-- --dry-run`). One row per old partition of the outbox and of the attempt log (from whk.drop_partitions
+-- in dry-run mode: its exact size on disk, and whether it would be dropped or why it is kept) and one row
+-- per table retained by batched deletes (whk_03_entregas, audit_log) with the planner's estimate
 -- of the rows and the bytes they take (the table's size with indexes per live row): counting exactly
 -- would read the very rows retention exists to avoid reading. SECURITY DEFINER so the worker's and the
 -- read-only role may see the audit trail's numbers without reading the audit trail.
@@ -19,9 +19,14 @@ DECLARE
     v_plan json;
     v_per_row double precision;
 BEGIN
-    horizon := whk.retention_horizon('outbox');
-    FOR r IN SELECT * FROM whk.outbox_drop_partitions(now() - horizon, v_keep_invalid, dry_run => true) LOOP
-        kind := 'outbox';
+    FOR r IN SELECT k.kind, whk.retention_horizon(k.kind) AS horizon, d.*
+               FROM (VALUES ('outbox', 'whk.outbox'::regclass),
+                            ('attempts', 'whk.whk_03_entregas_tentativas'::regclass)) AS k(kind, tbl)
+               CROSS JOIN LATERAL whk.drop_partitions(k.tbl, now() - whk.retention_horizon(k.kind),
+                                                      v_keep_invalid, dry_run => true) AS d
+    LOOP
+        kind := r.kind;
+        horizon := r.horizon;
         item := r.partition_name;
         action := CASE WHEN r.dropped THEN 'drop partition' ELSE r.reason END;
         est_rows := NULL;
@@ -34,10 +39,6 @@ BEGIN
           FROM (VALUES
                 ('delivered', 'whk.whk_03_entregas',
                  'SELECT 1 FROM whk.whk_03_entregas WHERE status IN (''delivered'', ''cancelled'', ''superseded'') AND updated_at < %L'),
-                ('attempts', 'whk.whk_03_entregas_tentativas',
-                 'SELECT 1 FROM whk.whk_03_entregas_tentativas a WHERE started_at < %L AND NOT EXISTS'
-                 ' (SELECT 1 FROM whk.whk_03_entregas d WHERE d.id = a.delivery_id'
-                 ' AND d.status NOT IN (''delivered'', ''cancelled'', ''superseded''))'),
                 ('audit', 'whk.audit_log',
                  'SELECT 1 FROM whk.audit_log WHERE occurred_at < %L')) AS v(k, t, q)
     LOOP
@@ -60,4 +61,4 @@ $$;
 REVOKE EXECUTE ON FUNCTION whk.retention_plan() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION whk.retention_plan() TO whk_dispatcher, whk_readonly;
 COMMENT ON FUNCTION whk.retention_plan() IS
-    'Dry run of retention: old outbox partitions with their sizes, estimated rows/bytes of the batched deletes.';
+    'Dry run of retention: old outbox and attempt-log partitions with their sizes, estimated rows/bytes of the batched deletes.';

@@ -1,0 +1,75 @@
+-- whk.create_partitions: make sure a time-partitioned WHK table (whk.outbox by created_at, the attempt log
+-- whk.whk_03_entregas_tentativas by started_at: whk.partitions) has one partition per day (or week/month)
+-- from the period of `since` (default: now; the upgrade that partitions a table passes its oldest row's
+-- time) up to `ahead` from now, named <table>_pYYYYMMDD after the period's first day. The
+-- job worker's `housekeeping` schedule runs it hourly for both tables; it is idempotent and returns the
+-- partitions it created. Rows that landed in the default partition for a period (partitions created late)
+-- are moved into the new partition in the same transaction, keeping their ids, so nothing is lost or
+-- duplicated. Creating a partition briefly takes an ACCESS EXCLUSIVE lock on the table (inserts wait a
+-- moment): creating them ahead of time keeps the default partition empty and this instantaneous.
+CREATE OR REPLACE FUNCTION whk.create_partitions(p_table regclass, ahead interval DEFAULT '7 days',
+                                                 period text DEFAULT 'day', since timestamptz DEFAULT NULL)
+RETURNS SETOF text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+DECLARE
+    v_key     text;
+    v_default regclass;
+    v_step    interval;
+    v_from    timestamptz;
+    v_to      timestamptz;
+    v_name    text;
+    v_moved   bigint;
+BEGIN
+    IF period IS NULL OR period NOT IN ('day', 'week', 'month') THEN
+        RAISE EXCEPTION 'invalid partition period %', quote_literal(period)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'use day, week or month';
+    END IF;
+    SELECT p.partition INTO v_default FROM whk.partitions p WHERE p.parent = p_table AND p.is_default;
+    IF v_default IS NULL THEN
+        RAISE EXCEPTION '% is not a time-partitioned WHK table', p_table
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'use whk.outbox or whk.whk_03_entregas_tentativas (see the view whk.partitions)';
+    END IF;
+    -- The partition key: the table's one range column.
+    SELECT a.attname INTO v_key
+      FROM pg_catalog.pg_partitioned_table t
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = t.partrelid AND a.attnum = t.partattrs[0]
+     WHERE t.partrelid = p_table;
+    v_step := ('1 ' || period)::interval;
+    -- Periods are aligned in UTC so the partition bounds do not depend on the session time zone.
+    v_from := date_trunc(period, least(coalesce(since, now()), now()) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+    WHILE v_from <= now() + ahead LOOP
+        v_to := ((v_from AT TIME ZONE 'UTC') + v_step) AT TIME ZONE 'UTC';
+        v_name := (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = p_table)
+                  || '_p' || to_char(v_from AT TIME ZONE 'UTC', 'YYYYMMDD');
+        -- Skip periods already covered by any partition (whatever its name or size).
+        IF NOT EXISTS (SELECT 1 FROM whk.partitions p
+                        WHERE p.parent = p_table AND NOT p.is_default
+                          AND p.range_from < v_to AND p.range_to > v_from) THEN
+            EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', p_table);
+            EXECUTE format('CREATE TEMP TABLE whk_partition_moving (LIKE %s) ON COMMIT DROP', p_table);
+            EXECUTE format('WITH moved AS (DELETE FROM %s WHERE %I >= $1 AND %I < $2 RETURNING *)'
+                           ' INSERT INTO whk_partition_moving SELECT * FROM moved', v_default, v_key, v_key)
+                USING v_from, v_to;
+            GET DIAGNOSTICS v_moved = ROW_COUNT;
+            EXECUTE format('CREATE TABLE whk.%I PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',
+                           v_name, p_table, v_from, v_to);
+            IF v_moved > 0 THEN
+                EXECUTE format('INSERT INTO %s OVERRIDING SYSTEM VALUE SELECT * FROM whk_partition_moving',
+                               p_table);
+            END IF;
+            DROP TABLE whk_partition_moving;
+            RETURN NEXT v_name;
+        END IF;
+        v_from := v_to;
+    END LOOP;
+END;
+$$;
+REVOKE EXECUTE ON FUNCTION whk.create_partitions(regclass, interval, text, timestamptz) FROM PUBLIC;
+-- The job worker's `housekeeping` schedule runs it with the dispatcher's role.
+GRANT EXECUTE ON FUNCTION whk.create_partitions(regclass, interval, text, timestamptz) TO whk_dispatcher;
+COMMENT ON FUNCTION whk.create_partitions(regclass, interval, text, timestamptz) IS
+    'Create partitions (day/week/month) of whk.outbox or the attempt log up to now() + ahead; moves stray rows out of the default partition.';
