@@ -124,6 +124,15 @@ def _fill(conn: psycopg.Connection[Any], size: int) -> float:
     assert row is not None
     for lo in range(int(row[0]), int(row[1]) + 1, step):
         conn.execute(_ATTEMPTS, {"lo": lo, "hi": lo + step - 1})
+    # The daily partitions of the outbox and the attempt log, as the worker's housekeeping keeps them (rows
+    # are written before, so the call moves them out of the default partitions, as it would in production).
+    conn.execute(
+        "SELECT whk.create_partitions('whk.outbox', since => (SELECT min(created_at) FROM whk.outbox))"
+    )
+    conn.execute(
+        "SELECT whk.create_partitions('whk.whk_03_entregas_tentativas', "
+        "since => (SELECT min(started_at) FROM whk.whk_03_entregas_tentativas))"
+    )
     # The KPI roll-up of the last day, as the operations worker keeps it (the webhook list reads it).
     conn.execute("SELECT whk.kpi_rollup(86400)")
     for table in ("whk_03_entregas", "whk_03_entregas_tentativas", "outbox", "kpi_webhook_minute"):
