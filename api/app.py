@@ -44,7 +44,7 @@ from whk import db, dbroles
 from whk.secretbox import SecretBox
 from whk.settings import Settings
 
-__all__ = ["complete_document", "create_app"]
+__all__ = ["complete_document", "create_app", "open_api_pool"]
 
 log = logging.getLogger("whk.api")
 API_VERSION = "1.0.0"
@@ -56,6 +56,13 @@ def complete_document(app: Litestar) -> None:
     struct_components(app.openapi_schema, wire_structs(app))
     exact_parameter_bounds(app.openapi_schema, app)
     complete_error_responses(app.openapi_schema, public_paths=PUBLIC_PATHS)
+
+
+async def open_api_pool(settings: Settings) -> AsyncConnectionPool[Any]:
+    """The API's connection pool: its least-privilege role, and the audit marker (the API audits its own
+    changes in api.audit, so the SQL audit trigger skips them)."""
+    pool_settings = dbroles.with_audit_marker(dbroles.with_role(settings, settings.api.db_role), "api")
+    return await db.open_pool(pool_settings, name="whk-api")
 
 
 def create_app(
@@ -74,9 +81,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         own = pool is None
-        # The API audits its own changes (api.audit): the marker keeps the SQL audit trigger off them.
-        pool_settings = dbroles.with_audit_marker(dbroles.with_role(settings, settings.api.db_role), "api")
-        active = await db.open_pool(pool_settings, name="whk-api") if pool is None else pool
+        active = await open_api_pool(settings) if pool is None else pool
         try:
             async with active.connection() as conn:
                 await db.acheck_schema_version(conn)
