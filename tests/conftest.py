@@ -46,13 +46,24 @@ def database_supply(pg_server: PgServer, template_db: str) -> Iterator[DatabaseS
         supply.close()
 
 
-@pytest.fixture
-def db_url(pg_server: PgServer, database_supply: DatabaseSupply) -> Iterator[str]:
+def _supplied(pg_server: PgServer, database_supply: DatabaseSupply) -> Iterator[str]:
     name = database_supply.take()
     try:
         yield pg_server.dsn(name)
     finally:
         database_supply.give_back(name)
+
+
+@pytest.fixture
+def db_url(pg_server: PgServer, database_supply: DatabaseSupply) -> Iterator[str]:
+    yield from _supplied(pg_server, database_supply)
+
+
+@pytest.fixture(scope="module")
+def module_db_url(pg_server: PgServer, database_supply: DatabaseSupply) -> Iterator[str]:
+    """One migrated database shared by a test module: for cases that write nothing (requests the API
+    refuses) and for an app shared by the module's tests, each of which still gets its own ``db_url``."""
+    yield from _supplied(pg_server, database_supply)
 
 
 @pytest.fixture

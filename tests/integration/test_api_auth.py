@@ -1,6 +1,6 @@
 """Auth matrix through the real app: API keys, JWTs, exclusions, scopes, tenancy of keys."""
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
@@ -19,8 +19,6 @@ from tests.support.api_platform import (
     secret_part,
     settings_for,
 )
-from tests.support.dbsupply import DatabaseSupply
-from tests.support.pg import PgServer
 
 pytestmark = pytest.mark.db
 
@@ -40,39 +38,30 @@ def jwt_settings(db_url):
 
 
 @pytest.fixture(scope="module")
-def shared_db_url(pg_server: PgServer, database_supply: DatabaseSupply) -> Iterator[str]:
-    name = database_supply.take()
-    try:
-        yield pg_server.dsn(name)
-    finally:
-        database_supply.give_back(name)
-
-
-@pytest.fixture(scope="module")
-def shared_admin_key(shared_db_url: str) -> str:
-    with psycopg.connect(shared_db_url, autocommit=True) as conn:
+def shared_admin_key(module_db_url: str) -> str:
+    with psycopg.connect(module_db_url, autocommit=True) as conn:
         return admin_key(conn)
 
 
 @pytest.fixture(scope="module")
-async def lookalike_client(shared_db_url: str) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    async with client(settings_for(shared_db_url), *LOOKALIKE_HANDLERS, resource_routes=False) as c:
+async def lookalike_client(module_db_url: str) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with client(settings_for(module_db_url), *LOOKALIKE_HANDLERS, resource_routes=False) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
-async def real_routes_client(shared_db_url: str) -> AsyncIterator[AsyncTestClient[Litestar]]:
-    async with client(settings_for(shared_db_url)) as c:
+async def real_routes_client(module_db_url: str) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with client(settings_for(module_db_url)) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
-async def jwt_client(shared_db_url: str) -> AsyncIterator[AsyncTestClient[Litestar]]:
+async def jwt_client(module_db_url: str) -> AsyncIterator[AsyncTestClient[Litestar]]:
     """JWT settings, and consumer 1 exists: the tokens of the matrix name it, so each is refused for
     its own flaw, not for an unknown consumer."""
-    with psycopg.connect(shared_db_url, autocommit=True) as conn:
+    with psycopg.connect(module_db_url, autocommit=True) as conn:
         assert make_consumer(conn, "acme-jwt") == 1
-    async with client(settings_for(shared_db_url, **JWT_ENV)) as c:
+    async with client(settings_for(module_db_url, **JWT_ENV)) as c:
         yield c
 
 

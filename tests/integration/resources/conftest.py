@@ -12,8 +12,6 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app, open_api_pool
 from tests.support.api_platform import settings_for
-from tests.support.dbsupply import DatabaseSupply
-from tests.support.pg import PgServer
 from tests.support.resources import Tenant, World, make_consumer
 from whk.db import configure_json
 from whk.settings import Settings
@@ -40,11 +38,11 @@ def make_world(conn: psycopg.Connection[Any]) -> World:
 
 
 @pytest.fixture(scope="module")
-async def module_client(refusing_db_url: str) -> AsyncIterator[AsyncTestClient[Any]]:
+async def module_client(module_db_url: str) -> AsyncIterator[AsyncTestClient[Any]]:
     """One app per test module: building an app (routes, its OpenAPI document, the request contract) costs
     ~0.5 s of CPU, most of the fast lane's time when each test built its own. ``client`` points it at the
     test's own database."""
-    async with AsyncTestClient(app=create_app(settings_for(refusing_db_url))) as c:
+    async with AsyncTestClient(app=create_app(settings_for(module_db_url))) as c:
         yield c
 
 
@@ -75,17 +73,8 @@ async def client(
 
 
 @pytest.fixture(scope="module")
-def refusing_db_url(pg_server: PgServer, database_supply: DatabaseSupply) -> Iterator[str]:
-    name = database_supply.take()
-    try:
-        yield pg_server.dsn(name)
-    finally:
-        database_supply.give_back(name)
-
-
-@pytest.fixture(scope="module")
-def refusing_conn(refusing_db_url: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(refusing_db_url, autocommit=True) as c:
+def refusing_conn(module_db_url: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(module_db_url, autocommit=True) as c:
         configure_json(c)
         yield c
 
@@ -96,6 +85,6 @@ def refusing_world(refusing_conn: psycopg.Connection[Any]) -> World:
 
 
 @pytest.fixture(scope="module")
-async def refusing_client(refusing_db_url: str) -> AsyncIterator[AsyncTestClient[Any]]:
-    async with AsyncTestClient(app=create_app(settings_for(refusing_db_url))) as c:
+async def refusing_client(module_db_url: str) -> AsyncIterator[AsyncTestClient[Any]]:
+    async with AsyncTestClient(app=create_app(settings_for(module_db_url))) as c:
         yield c
