@@ -58,6 +58,18 @@ _CONNECTIONS_PER_TARGET: Final = 8
 _Key = tuple[str, str, int, int, str | None, str | None]
 
 
+def _key(target: RedisTarget, login: BrokerLogin | None) -> _Key:
+    """One client (and pool) per server, database and login."""
+    return (
+        "rediss" if target.tls else "redis",
+        target.host,
+        target.port,
+        target.db,
+        None if login is None else login.user,
+        None if login is None else login.password,
+    )
+
+
 def _connection_error(exc: BaseException) -> ErrorClass:
     """refused / reset / connect, from the OS error behind redis-py's ConnectionError."""
     chain: list[BaseException] = []
@@ -87,14 +99,7 @@ class RedisTransport:
         self._creating = asyncio.Lock()
 
     async def _client(self, target: RedisTarget, login: BrokerLogin | None) -> tuple[aioredis.Redis, str]:
-        key: _Key = (
-            "rediss" if target.tls else "redis",
-            target.host,
-            target.port,
-            target.db,
-            None if login is None else login.user,
-            None if login is None else login.password,
-        )
+        key = _key(target, login)
         found = self._clients.get(key)
         if found is not None:
             return found
@@ -192,16 +197,7 @@ class RedisTransport:
         except RedisError as exc:
             error, detail = "protocol", f"{type(exc).__name__}: {exc}"
         # The connection is suspect: reconnect (and re-resolve) for the next batch.
-        await self._drop(
-            (
-                "rediss" if target.tls else "redis",
-                target.host,
-                target.port,
-                target.db,
-                None if login is None else login.user,
-                None if login is None else login.password,
-            )
-        )
+        await self._drop(_key(target, login))
         for i in idx:
             results[i] = failed(error, detail, started, remote_ip=address)
 
