@@ -33,7 +33,6 @@ __all__ = [
     "PAGE",
     "ExportError",
     "Writer",
-    "acount",
     "apages",
     "count",
     "make_writer",
@@ -171,15 +170,6 @@ def count(
     """How many rows ``pages`` will yield (for a progress bar)."""
     q = load_queries("whk", "export.sql")
     row = conn.execute(q[f"{kind}_count"], _params(kind, since, until, tenant, _start(kind))).fetchone()
-    return int(row[0]) if row else 0
-
-
-async def acount(
-    conn: Any, kind: str, *, since: datetime | None, until: datetime | None = None, tenant: int | None = None
-) -> int:
-    q = load_queries("whk", "export.sql")
-    cur = await conn.execute(q[f"{kind}_count"], _params(kind, since, until, tenant, _start(kind)))
-    row = await cur.fetchone()
     return int(row[0]) if row else 0
 
 
