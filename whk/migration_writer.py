@@ -1,8 +1,9 @@
 """Write migrations from the readable SQL sources, so no function body is ever copied by hand.
 
 ``sql/functions/<concern>/<name>.sql`` holds the current text of each function (file name = function
-name). ``whk db new-migration NAME --why TEXT --function F …`` writes the next numbered migration with the
-current text of each named file between marker lines::
+name). ``whk db new-migration NAME --why TEXT --function F … --file PATH …`` writes the next numbered
+migration with the current text of each named file between marker lines (``--file``: any other fresh-install
+source under ``sql/``, e.g. ``triggers/dead_letter_body.sql``, for the objects that are not functions)::
 
     -- >>> sql/functions/delivery/claim_deliveries.sql
     CREATE OR REPLACE FUNCTION whk.claim_deliveries(…) …
@@ -75,6 +76,7 @@ def new_migration(
     why: str,
     *,
     functions: Sequence[str] = (),
+    files: Sequence[str] = (),
     include_all: bool = False,
     root: Path | None = None,
 ) -> Path:
@@ -85,10 +87,12 @@ def new_migration(
         raise MigrationError(f"bad migration name {name!r}", hint="lower-case snake_case, e.g. claim_by_key")
     if not why.strip():
         raise MigrationError("a migration says why", hint="pass --why 'what changes and why'")
-    if include_all == bool(functions):
-        raise MigrationError("name the functions to ship, or --all", hint="e.g. --function claim_deliveries")
-    files = migrate.discover(directory)
-    version = (files[-1].version if files else 0) + 1
+    if include_all == bool(functions or files):
+        raise MigrationError(
+            "name the functions (or files) to ship, or --all", hint="e.g. --function claim_deliveries"
+        )
+    existing = migrate.discover(directory)
+    version = (existing[-1].version if existing else 0) + 1
     if include_all:
         # Everything a fresh install runs but the ledger (0001) and pgqueuer's DDL (0002).
         sources = [
@@ -105,6 +109,13 @@ def new_migration(
                 hint="the name is the file name without .sql",
             )
         sources = [(str(known[f].relative_to(root.parent)), known[f].read_text("utf-8")) for f in functions]
+        for name_ in files:
+            src = (root / name_).resolve()
+            if not src.is_file() or src.suffix != ".sql" or root.resolve() not in src.parents:
+                raise MigrationError(
+                    f"no sql file {name_!r} under {root}", hint="a path relative to sql/, e.g. views/kpi_slo.sql"
+                )
+            sources.append((str(src.relative_to(root.resolve().parent)), src.read_text("utf-8")))
     path = directory / f"{version:04d}_{name}.sql"
     text = render(version, name, why, sources, deferred=include_all or len(sources) > 1)
     migrate.check_syntax(path, text)

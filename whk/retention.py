@@ -1,4 +1,4 @@
-"""Data retention: drop expired outbox and attempt-log partitions, delete expired history in small batches.
+"""Data retention: drop expired days of the outbox, the attempt log and the delivery history; delete audit rows.
 
 The SQL functions (``whk.retention_*``, ``whk.drop_partitions``) decide what goes; this module only
 sequences them, one statement per transaction on an autocommit connection, so each batch commits on its
@@ -26,12 +26,12 @@ MAX_BATCHES = 500
 MAX_PARTITION_DROPS = 1000
 """Partitions dropped per table and run, one per transaction."""
 
-_DROPS = ("drop_outbox", "drop_attempts")
-_STEPS = (("deliveries", "delete_deliveries"), ("audit", "delete_audit"))
+_DROPS = ("drop_outbox", "drop_attempts", "drop_history")
+_STEPS = (("audit", "delete_audit"),)
 
 
 class PlanRow(msgspec.Struct, frozen=True):
-    """One line of the dry run: an old outbox or attempt-log partition, or a table of batched deletes."""
+    """One line of the dry run: an old partition (outbox, attempt log, delivery history) or the audit deletes."""
 
     kind: str
     item: str

@@ -15,13 +15,14 @@ SELECT partition_name, dropped, reason, bytes
 FROM whk.drop_partitions('whk.whk_03_entregas_tentativas', now() - whk.retention_horizon('attempts'),
                          max_drops => 1)
 
--- name: create_partitions :many
--- The coming days of both time-partitioned tables (the housekeeping schedule runs the same call).
-SELECT whk.create_partitions(t)
-FROM unnest(ARRAY['whk.outbox', 'whk.whk_03_entregas_tentativas']::regclass[]) AS t
+-- name: drop_history :many
+-- Finished deliveries, the same way: whole expired days, one per call (dead letters are live rows, never here).
+SELECT partition_name, dropped, reason, bytes
+FROM whk.drop_partitions('whk.delivery_history', now() - whk.retention_horizon('delivered'), max_drops => 1)
 
--- name: delete_deliveries :one
-SELECT whk.retention_delete_deliveries(%(batch)s)
+-- name: create_partitions :many
+-- The coming days of every time-partitioned table (the housekeeping schedule runs the same call).
+SELECT whk.create_partitions(t.parent) FROM (SELECT DISTINCT p.parent FROM whk.partitions p) t
 
 -- name: delete_audit :one
 SELECT whk.retention_delete_audit(%(batch)s)

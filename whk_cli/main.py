@@ -156,7 +156,7 @@ def cmd_db_new_migration(_settings: Settings, args: argparse.Namespace) -> int:
     from whk import migration_writer
 
     path = migration_writer.new_migration(
-        args.name, args.why, functions=args.function or (), include_all=args.all
+        args.name, args.why, functions=args.function or (), files=args.file or (), include_all=args.all
     )
     _echo(f"wrote {path}")
     return 0
@@ -541,9 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     new.add_argument("name", help="snake_case name of the migration, e.g. claim_by_key")
     new.add_argument("--why", required=True, help="what the migration changes and why (its first line)")
-    what = new.add_mutually_exclusive_group(required=True)
-    what.add_argument("--function", action="append", metavar="F", help="a sql/functions file name (repeat)")
-    what.add_argument("--all", action="store_true", help="every fresh-install source (a baseline)")
+    new.add_argument("--function", action="append", metavar="F", help="a sql/functions file name (repeat)")
+    new.add_argument(
+        "--file", action="append", metavar="PATH", help="another sql/ source, e.g. views/kpi_slo.sql (repeat)"
+    )
+    new.add_argument("--all", action="store_true", help="every fresh-install source (a baseline)")
     new.set_defaults(func=cmd_db_new_migration)
 
     ak = sub.add_parser("apikey", help="API keys")

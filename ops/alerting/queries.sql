@@ -125,9 +125,8 @@ INSERT INTO whk.ops_job_runs (job, period_s, worker) VALUES (%(job)s, %(period_s
 UPDATE whk.ops_job_runs SET finished_at = clock_timestamp(), ok = %(ok)s, detail = %(detail)s WHERE id = %(id)s
 
 -- name: create_partitions :exec
--- The coming days of the outbox and of the attempt log (whk.partitions).
-SELECT whk.create_partitions(t)
-FROM unnest(ARRAY['whk.outbox', 'whk.whk_03_entregas_tentativas']::regclass[]) AS t
+-- The coming days of every time-partitioned table (whk.partitions lists each, by its default partition).
+SELECT whk.create_partitions(t.parent) FROM (SELECT DISTINCT p.parent FROM whk.partitions p) t
 
 -- name: forget_runs :exec
 DELETE FROM whk.ops_job_runs WHERE started_at < clock_timestamp() - interval '1 day'

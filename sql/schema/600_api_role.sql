@@ -30,6 +30,10 @@ BEGIN
     END LOOP;
 END;
 $$;
+-- The deliveries view (whk.whk_03_entregas, over the live queue and the history) is read like a table; the
+-- grant is a table's, as the default privileges below give every relation created later (a view without
+-- rules refuses writes whatever the grant).
+GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE whk.whk_03_entregas TO whk_app;
 -- Tables and sequences created later by the migrating role get the same grants.
 ALTER DEFAULT PRIVILEGES IN SCHEMA whk GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO whk_app;
 ALTER DEFAULT PRIVILEGES IN SCHEMA whk GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO whk_app;

@@ -12,7 +12,7 @@ SELECT w.id AS webhook_id, w.consumer_id, w.status,
 FROM whk.whk_01_webhooks w
 LEFT JOIN whk.webhook_runtime r ON r.webhook_id = w.id
 LEFT JOIN LATERAL (
-    SELECT d.next_attempt_at FROM whk.whk_03_entregas d
+    SELECT d.next_attempt_at FROM whk.delivery_queue d
     WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= clock_timestamp()
     ORDER BY d.next_attempt_at
     LIMIT 1

@@ -19,12 +19,13 @@ SET search_path = pg_catalog, whk
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_released integer;
+    v_released  integer;
+    v_cancelled bigint[];
 BEGIN
     WITH parked AS (
         SELECT d.id, x.body, x.problem, w.filter, coalesce(x.body, whk.event_envelope(o)) AS sent,
                w.status = 'disabled' OR a.status = 'disabled' AS held
-        FROM whk.whk_03_entregas d
+        FROM whk.delivery_queue d
         JOIN whk.outbox o ON o.id = d.outbox_id AND o.created_at = d.event_created_at
         JOIN whk.whk_01_webhooks w ON w.id = d.webhook_id
         JOIN whk.whk_04_assinantes a ON a.id = d.consumer_id
@@ -40,7 +41,7 @@ BEGIN
                AND (p.filter IS NULL OR coalesce(p.sent @@ p.filter, false)) AS wanted
         FROM parked p
     ), changed AS (
-        UPDATE whk.whk_03_entregas d
+        UPDATE whk.delivery_queue d
         SET payload = v.body,
             render_problem = CASE WHEN v.problem IS NOT NULL THEN v.problem
                                   WHEN NOT v.wanted THEN 'rendered, it does not match the webhook''s filter: not sent'
@@ -51,9 +52,14 @@ BEGIN
             next_attempt_at = clock_timestamp(), schedule_offset = d.attempts, updated_at = clock_timestamp()
         FROM verdict v
         WHERE d.id = v.id
-        RETURNING d.status, d.render_problem
+        RETURNING d.id, d.status, d.render_problem
     )
-    SELECT count(*) FILTER (WHERE c.render_problem IS NULL) INTO v_released FROM changed c;
+    SELECT count(*) FILTER (WHERE c.render_problem IS NULL), array_agg(c.id) FILTER (WHERE c.status = 'cancelled')
+      INTO v_released, v_cancelled FROM changed c;
+    -- Cancelled (filtered out) is final: those rows move to the history.
+    IF v_cancelled IS NOT NULL THEN
+        PERFORM whk.archive_deliveries(v_cancelled);
+    END IF;
     RETURN v_released;
 END;
 $$;

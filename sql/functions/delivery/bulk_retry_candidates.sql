@@ -10,7 +10,7 @@ SET search_path = pg_catalog, whk
 AS $$
     SELECT d.id
       FROM whk.bulk_retries r
-      JOIN whk.whk_03_entregas d
+      JOIN whk.delivery_queue d
         ON (r.consumer_id IS NULL OR d.consumer_id = r.consumer_id)
        AND (r.webhook_id IS NULL OR d.webhook_id = r.webhook_id)
        AND (r.event_type IS NULL OR d.event_type = r.event_type)

@@ -94,7 +94,7 @@ BEGIN
           -- One probe of the webhook's due index. OFFSET 0 keeps the EXISTS a per-webhook probe: flattened
           -- into a semi-join, the generic plan read every due delivery of every webhook and grouped them by
           -- webhook (measured in a 20,000-event drain: ~3 ms per claim, growing with the backlog).
-          AND EXISTS (SELECT 1 FROM whk.whk_03_entregas d
+          AND EXISTS (SELECT 1 FROM whk.delivery_queue d
                       WHERE d.webhook_id = wh.id AND d.status = 'pending' AND d.next_attempt_at <= v_now
                       OFFSET 0)
         ORDER BY r.last_claim_at NULLS FIRST, wh.id
@@ -136,12 +136,12 @@ BEGIN
         -- batch's members finish together (one request), so the finished batches subtract exactly.
         SELECT CASE WHEN w.delivery_mode = 'batch' THEN count(DISTINCT d.batch_id) ELSE count(*) END
         INTO v_in_flight
-        FROM whk.whk_03_entregas d
+        FROM whk.delivery_queue d
         WHERE d.webhook_id = w.id AND d.status = 'in_flight';
         IF cardinality(p_finished) > 0 THEN
             SELECT v_in_flight - CASE WHEN w.delivery_mode = 'batch' THEN count(DISTINCT d.batch_id) ELSE count(*) END
             INTO v_in_flight
-            FROM whk.whk_03_entregas d
+            FROM whk.delivery_queue d
             WHERE d.id = ANY (p_finished) AND d.webhook_id = w.id AND d.status = 'in_flight'
               AND d.claimed_by = p_dispatcher;
         END IF;
@@ -190,7 +190,7 @@ BEGIN
         v_batch := NULL;
         IF w.delivery_mode = 'batch' THEN
             SELECT count(*), min(s.next_attempt_at) INTO v_due, v_oldest
-            FROM (SELECT d.next_attempt_at FROM whk.whk_03_entregas d
+            FROM (SELECT d.next_attempt_at FROM whk.delivery_queue d
                   WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= v_now
                   ORDER BY d.next_attempt_at, d.id
                   LIMIT w.batch_size) s;
@@ -198,16 +198,16 @@ BEGIN
                       AND v_oldest > v_now - make_interval(secs => w.batch_window_ms / 1000.0);
             v_batch := gen_random_uuid();
             SELECT array_agg(p.id) INTO v_ids FROM (
-                SELECT d.id FROM whk.whk_03_entregas d
+                SELECT d.id FROM whk.delivery_queue d
                 WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= v_now
                 ORDER BY d.next_attempt_at, d.id
                 LIMIT w.batch_size
                 FOR UPDATE SKIP LOCKED) p;
         ELSIF w.delivery_mode = 'ordered' THEN
             SELECT array_agg(p.id) INTO v_ids FROM (
-                SELECT d.id FROM whk.whk_03_entregas d
+                SELECT d.id FROM whk.delivery_queue d
                 JOIN (SELECT DISTINCT ON (x.ordering_key) x.id, x.status, x.next_attempt_at
-                      FROM whk.whk_03_entregas x
+                      FROM whk.delivery_queue x
                       WHERE x.webhook_id = w.id AND x.status IN ('pending', 'in_flight', 'awaiting_ack')
                         AND x.ordering_key IS NOT NULL
                       ORDER BY x.ordering_key, x.commit_seq, x.id) h ON h.id = d.id
@@ -217,7 +217,7 @@ BEGIN
                 FOR UPDATE OF d SKIP LOCKED) p;
         ELSE
             SELECT array_agg(p.id) INTO v_ids FROM (
-                SELECT d.id FROM whk.whk_03_entregas d
+                SELECT d.id FROM whk.delivery_queue d
                 WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= v_now
                 ORDER BY d.next_attempt_at, d.id
                 LIMIT v_req
@@ -227,7 +227,7 @@ BEGIN
 
         RETURN QUERY
         WITH claimed AS (
-            UPDATE whk.whk_03_entregas d
+            UPDATE whk.delivery_queue d
             SET status = 'in_flight', lease_until = v_lease, claimed_by = p_dispatcher, batch_id = v_batch,
                 updated_at = v_now
             WHERE d.id = ANY (v_ids)
@@ -236,7 +236,8 @@ BEGIN
         SELECT k.id, k.webhook_id, k.event_id, k.event_type, k.attempts, k.schedule_offset, k.batch_id,
                k.commit_seq, k.ordering_key, coalesce(k.payload, whk.event_envelope(o))::text  -- rendered for a pinned major
         FROM claimed k
-        JOIN whk.outbox o ON o.id = k.outbox_id AND o.created_at = k.event_created_at;
+        -- LEFT: a dead letter retried after retention dropped its event's partition sends its own copy.
+        LEFT JOIN whk.outbox o ON o.id = k.outbox_id AND o.created_at = k.event_created_at;
         v_requests := CASE WHEN v_batch IS NOT NULL THEN 1 ELSE cardinality(v_ids) END;
         CONTINUE WHEN v_requests = 0;
         v_left := v_left - v_requests;

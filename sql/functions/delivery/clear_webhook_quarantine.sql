@@ -17,7 +17,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    UPDATE whk.whk_03_entregas d
+    UPDATE whk.delivery_queue d
     SET next_attempt_at = clock_timestamp(), schedule_offset = d.attempts, updated_at = clock_timestamp()
     WHERE d.webhook_id = p_webhook_id AND d.status = 'pending';
     -- Time in quarantine is no failure of the endpoint: an unbroken failure streak restarts its

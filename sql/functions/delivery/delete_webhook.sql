@@ -13,6 +13,7 @@ SET search_path = pg_catalog, whk
 AS $$
 DECLARE
     v_deleted_at timestamptz;
+    v_ids        bigint[];
 BEGIN
     SELECT w.deleted_at INTO v_deleted_at
     FROM whk.whk_01_webhooks w
@@ -34,10 +35,17 @@ BEGIN
         disabled_at = clock_timestamp(), updated_at = clock_timestamp()
     WHERE w.id = p_webhook_id;
 
-    UPDATE whk.whk_03_entregas d
-    SET status = 'cancelled', updated_at = clock_timestamp()
-    WHERE d.webhook_id = p_webhook_id AND d.status IN ('pending', 'parked', 'awaiting_ack');
-    GET DIAGNOSTICS cancelled = ROW_COUNT;
+    -- Cancelled is final: the rows move to the history.
+    WITH c AS (
+        UPDATE whk.delivery_queue d
+        SET status = 'cancelled', updated_at = clock_timestamp()
+        WHERE d.webhook_id = p_webhook_id AND d.status IN ('pending', 'parked', 'awaiting_ack')
+        RETURNING d.id
+    )
+    SELECT count(*)::integer, array_agg(c.id) INTO cancelled, v_ids FROM c;
+    IF cancelled > 0 THEN
+        PERFORM whk.archive_deliveries(v_ids);
+    END IF;
 
     DELETE FROM whk.webhook_secrets s WHERE s.webhook_id = p_webhook_id;
 END;

@@ -28,7 +28,7 @@ BEGIN
 
     -- In-flight rows finish their attempt; if it fails they return to pending, which a disabled webhook
     -- never claims (whk.claim_deliveries) until whk.resume_webhook.
-    UPDATE whk.whk_03_entregas d
+    UPDATE whk.delivery_queue d
     SET status = 'parked', updated_at = clock_timestamp(), next_attempt_at = clock_timestamp()
     WHERE d.webhook_id = p_webhook_id AND d.status = 'pending';
     GET DIAGNOSTICS v_parked = ROW_COUNT;

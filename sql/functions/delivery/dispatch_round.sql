@@ -56,7 +56,7 @@ BEGIN
             WHERE wh.status = 'active' AND wh.deleted_at IS NULL AND wh.quarantined_at IS NULL
               AND wh.needs_secret_since IS NULL
               -- OFFSET 0: a probe per webhook, never a semi-join over every due delivery (whk.claim_deliveries).
-              AND EXISTS (SELECT 1 FROM whk.whk_03_entregas d
+              AND EXISTS (SELECT 1 FROM whk.delivery_queue d
                           WHERE d.webhook_id = wh.id AND d.status = 'pending'
                             AND d.next_attempt_at <= clock_timestamp()
                           OFFSET 0)

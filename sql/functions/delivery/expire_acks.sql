@@ -11,7 +11,7 @@ DECLARE
     v_count integer;
     v_now   timestamptz := coalesce(p_now, clock_timestamp());
 BEGIN
-    UPDATE whk.whk_03_entregas d
+    UPDATE whk.delivery_queue d
     SET status = CASE WHEN d.attempts - d.schedule_offset > x.schedule_len THEN 'dead' ELSE 'pending' END,
         dead_at = CASE WHEN d.attempts - d.schedule_offset > x.schedule_len THEN v_now END,
         dead_reason = CASE WHEN d.attempts - d.schedule_offset > x.schedule_len

@@ -25,7 +25,7 @@ BEGIN
     JOIN whk.webhook_runtime r ON r.webhook_id = w.id
     JOIN whk.whk_04_assinantes a ON a.id = w.consumer_id AND a.status = 'active'
     CROSS JOIN LATERAL (
-        SELECT d.next_attempt_at AS due FROM whk.whk_03_entregas d
+        SELECT d.next_attempt_at AS due FROM whk.delivery_queue d
         WHERE d.webhook_id = w.id AND d.status = 'pending'
         ORDER BY d.next_attempt_at, d.id
         LIMIT 1

@@ -2,7 +2,7 @@
 --
 -- One ATTEMPT per HTTP request, however many deliveries it carried: a batch of 1,000 events is one request,
 -- so it is logged once (request/response, timing, error class) and its members point at it through
--- whk_03_entregas.attempt_ids. Writing the same request/response 1,000 times was most of the cost of a batch.
+-- whk.delivery_queue.attempt_ids. Writing the same request/response 1,000 times was most of the cost of a batch.
 --
 -- p_attempts is a JSON array, one element per request (ix = its position, referenced by p_attempt_ix):
 --   ix, webhook_id, success (bool), failure (bool: counts for the breaker; dispatcher/classify.is_failure),
@@ -92,7 +92,7 @@ BEGIN
         -- delivery itself is gone, e.g. deleted with its webhook).
         -- (Probed through p_ids: as an EXISTS on a.first_id the planner could hash-join against a scan of
         -- the whole table.)
-        WHERE a.first_id IN (SELECT d.id FROM whk.whk_03_entregas d WHERE d.id = ANY (p_ids))
+        WHERE a.first_id IN (SELECT d.id FROM whk.delivery_queue d WHERE d.id = ANY (p_ids))
     ), deleted AS MATERIALIZED (
         -- Webhooks deleted (whk.delete_webhook) while these requests ran, one probe per webhook: their
         -- deliveries end cancelled instead of waiting for a claim that never serves them (see changes).
@@ -111,7 +111,7 @@ BEGIN
                     ELSE coalesce(a.error_class || ': ' || a.error_detail, a.error_class, a.outcome) END AS error
         FROM items i
         JOIN attempts a ON a.ix = i.ix
-        CROSS JOIN LATERAL (SELECT y.ctid AS tid FROM whk.whk_03_entregas y WHERE y.id = i.id LIMIT 1) x
+        CROSS JOIN LATERAL (SELECT y.ctid AS tid FROM whk.delivery_queue y WHERE y.id = i.id LIMIT 1) x
     ), agg AS (
         -- Shared breaker and failure streak, per webhook, from this group of requests. Its settings
         -- (whk/breaker.py BreakerConfig): the webhook's breaker_config member, else the global
@@ -216,28 +216,57 @@ BEGIN
     -- outcome is left. A row updated since it was found (a lease reclaimed by another dispatcher) has a
     -- new version and fails the TID or the ownership check: it is left alone, its attempt logged all the
     -- same.
+    -- Finished outcomes (delivered, cancelled) leave the live queue: the row is deleted and written once,
+    -- final, into whk.delivery_history (the columns of whk.archive_deliveries' move, with this outcome's
+    -- values), so the hot path never rewrites a row it is about to retire. The others (pending for a
+    -- retry, awaiting an ack, dead, parked) update the live row; a dead one gets its own copy of the body
+    -- (the trigger whk.dead_letter_body).
     PERFORM set_config('enable_indexscan', 'off', true), set_config('enable_bitmapscan', 'off', true);
-    UPDATE whk.whk_03_entregas d
-    SET status = c.state,
-        attempts = greatest(d.attempts, c.attempt_no),
-        attempt_ids = d.attempt_ids || c.attempt_id,
-        next_attempt_at = CASE WHEN c.state = 'pending' THEN c.next_attempt_at ELSE d.next_attempt_at END,
-        lease_until = NULL,
-        claimed_by = NULL,
-        last_status_code = c.response_status,
-        last_error = c.error,
-        last_attempt_at = c.started_at,
-        delivered_at = CASE WHEN c.success THEN v_now ELSE d.delivered_at END,
-        acked_at = CASE WHEN c.state = 'delivered' THEN v_now ELSE d.acked_at END,
-        ack_deadline = CASE WHEN c.state = 'awaiting_ack' THEN c.ack_deadline END,
-        dead_at = CASE WHEN c.state = 'dead' THEN v_now END,
-        dead_reason = CASE WHEN c.state = 'dead' THEN c.dead_reason END,
-        updated_at = v_now
-    FROM unnest(v_tid, v_state, v_no, v_next, v_ack, v_reason, v_attempt, v_success, v_code, v_started, v_error)
-         AS c(tid, state, attempt_no, next_attempt_at, ack_deadline, dead_reason, attempt_id, success,
-              response_status, started_at, error)
-    WHERE d.ctid = c.tid AND d.status = 'in_flight' AND d.claimed_by = p_dispatcher;
-    GET DIAGNOSTICS applied = ROW_COUNT;
+    WITH c AS (
+        SELECT * FROM unnest(v_tid, v_state, v_no, v_next, v_ack, v_reason, v_attempt, v_success, v_code,
+                             v_started, v_error)
+               AS c(tid, state, attempt_no, next_attempt_at, ack_deadline, dead_reason, attempt_id, success,
+                    response_status, started_at, error)
+    ), kept AS (
+        UPDATE whk.delivery_queue d
+        SET status = c.state,
+            attempts = greatest(d.attempts, c.attempt_no),
+            attempt_ids = d.attempt_ids || c.attempt_id,
+            next_attempt_at = CASE WHEN c.state = 'pending' THEN c.next_attempt_at ELSE d.next_attempt_at END,
+            lease_until = NULL,
+            claimed_by = NULL,
+            last_status_code = c.response_status,
+            last_error = c.error,
+            last_attempt_at = c.started_at,
+            delivered_at = CASE WHEN c.success THEN v_now ELSE d.delivered_at END,
+            ack_deadline = CASE WHEN c.state = 'awaiting_ack' THEN c.ack_deadline END,
+            dead_at = CASE WHEN c.state = 'dead' THEN v_now END,
+            dead_reason = CASE WHEN c.state = 'dead' THEN c.dead_reason END,
+            updated_at = v_now
+        FROM c
+        WHERE d.ctid = c.tid AND d.status = 'in_flight' AND d.claimed_by = p_dispatcher
+          AND c.state NOT IN ('delivered', 'cancelled')
+        RETURNING 1
+    ), gone AS (
+        DELETE FROM whk.delivery_queue d
+        USING c
+        WHERE d.ctid = c.tid AND d.status = 'in_flight' AND d.claimed_by = p_dispatcher
+          AND c.state IN ('delivered', 'cancelled')
+        RETURNING d.*, c.state AS new_state, c.attempt_no AS new_no, c.attempt_id AS new_attempt,
+                  c.success AS new_success, c.response_status AS new_code, c.started_at AS new_started,
+                  c.error AS new_error
+    ), moved AS (
+        INSERT INTO whk.delivery_history
+        SELECT g.id, g.event_id, g.outbox_id, g.event_created_at, g.event_type, g.webhook_id, g.consumer_id,
+               g.new_state, g.ordering_key, g.commit_seq, greatest(g.attempts, g.new_no), g.schedule_offset,
+               g.attempt_ids || g.new_attempt, g.next_attempt_at, NULL, NULL, g.batch_id, g.new_code, g.new_error,
+               g.new_started, CASE WHEN g.new_success THEN v_now ELSE g.delivered_at END, NULL,
+               CASE WHEN g.new_state = 'delivered' THEN v_now ELSE g.acked_at END, NULL, NULL, g.superseded_by,
+               g.payload, g.render_problem, g.created_at, v_now, v_now
+        FROM gone g
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM kept) + (SELECT count(*) FROM moved) INTO applied;
     PERFORM set_config('enable_indexscan', 'on', true), set_config('enable_bitmapscan', 'on', true);
 
     -- 410 disables the webhook; an SSRF refusal quarantines it (stage 'ssrf'): no request can reach the

@@ -48,13 +48,15 @@ BEGIN
     SELECT b.created_at, b.outbox_id INTO v_last_at, v_last_id
       FROM whk_replay_batch b ORDER BY b.created_at DESC, b.outbox_id DESC LIMIT 1;
 
+    -- Existing pairs, live or finished (whk.whk_03_entregas: queue and history, by their outbox indexes).
     SELECT array_agg(d.id) INTO v_existing
       FROM whk_replay_batch b
-      JOIN whk.whk_03_entregas d ON d.event_id = b.event_id AND d.webhook_id = r.webhook_id;
+      JOIN whk.whk_03_entregas d
+        ON d.outbox_id = b.outbox_id AND d.event_created_at = b.created_at AND d.webhook_id = r.webhook_id;
     IF v_existing IS NOT NULL THEN
         v_requeued := whk.retry_deliveries(v_existing);
     END IF;
-    INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id, consumer_id,
+    INSERT INTO whk.delivery_queue (event_id, outbox_id, event_created_at, event_type, webhook_id, consumer_id,
                                      ordering_key, commit_seq, next_attempt_at, status, payload, render_problem)
     -- A pinned webhook's body as routing renders it; one that cannot be rendered waits parked, as routed.
     SELECT b.event_id, b.outbox_id, b.created_at, b.event_type, w.id, w.consumer_id, b.ordering_key,
@@ -62,8 +64,10 @@ BEGIN
            b.payload, b.render_problem
       FROM whk_replay_batch b
       JOIN whk.whk_01_webhooks w ON w.id = r.webhook_id
-     ORDER BY b.created_at, b.outbox_id
-    ON CONFLICT (event_id, webhook_id) DO NOTHING;
+     WHERE NOT EXISTS (SELECT 1 FROM whk.whk_03_entregas d
+                        WHERE d.outbox_id = b.outbox_id AND d.event_created_at = b.created_at
+                          AND d.webhook_id = r.webhook_id)
+     ORDER BY b.created_at, b.outbox_id;
     GET DIAGNOSTICS v_created = ROW_COUNT;
     IF v_created > 0 THEN
         INSERT INTO whk.webhook_runtime (webhook_id) VALUES (r.webhook_id) ON CONFLICT (webhook_id) DO NOTHING;

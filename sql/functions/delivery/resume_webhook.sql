@@ -26,7 +26,7 @@ BEGIN
         probe_until = NULL, failing_since = NULL
     WHERE r.webhook_id = p_webhook_id;
 
-    UPDATE whk.whk_03_entregas d
+    UPDATE whk.delivery_queue d
     SET status = 'pending', next_attempt_at = clock_timestamp(), schedule_offset = d.attempts,
         updated_at = clock_timestamp()
     WHERE d.webhook_id = p_webhook_id AND d.status = 'parked'

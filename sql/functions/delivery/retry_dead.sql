@@ -38,10 +38,10 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Every filter is optional (NULL = any): webhook_id, consumer_id, event_type, since, until; '
                          'max_rows 1-100000. Dead letters: SELECT id, webhook_id, event_type, dead_at, dead_reason '
-                         'FROM whk.whk_03_entregas WHERE status = ''dead''.';
+                         'FROM whk.delivery_queue WHERE status = ''dead''.';
     END IF;
     SELECT coalesce(array_agg(x.id), '{}') INTO v_ids
-    FROM (SELECT d.id FROM whk.whk_03_entregas d
+    FROM (SELECT d.id FROM whk.delivery_queue d
           WHERE d.status = 'dead'
             AND (retry_dead.webhook_id IS NULL OR d.webhook_id = retry_dead.webhook_id)
             AND (retry_dead.consumer_id IS NULL OR d.consumer_id = retry_dead.consumer_id)

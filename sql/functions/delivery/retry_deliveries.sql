@@ -5,7 +5,8 @@
 -- (whk.delete_webhook: nothing more is sent to an endpoint its owner removed, and no claim would serve
 -- them), rows whose event is no longer in the outbox (retention) and rows parked for a missing or failing
 -- transform (their body for the pinned major does not exist yet: whk.render_parked_deliveries releases
--- them). Returns how many were re-queued; the API reports the others as skipped.
+-- them). Delivered deliveries come back from the history first (whk.reopen_deliveries), same id.
+-- Returns how many were re-queued; the API reports the others as skipped.
 CREATE OR REPLACE FUNCTION whk.retry_deliveries(p_ids bigint[])
 RETURNS integer
 LANGUAGE plpgsql
@@ -14,20 +15,23 @@ AS $$
 DECLARE
     v_count integer;
 BEGIN
-    UPDATE whk.whk_03_entregas d
+    PERFORM whk.reopen_deliveries(p_ids);
+    UPDATE whk.delivery_queue d
     SET status = 'pending', next_attempt_at = clock_timestamp(), schedule_offset = d.attempts,
         dead_at = NULL, dead_reason = NULL, ack_deadline = NULL, lease_until = NULL, claimed_by = NULL,
         batch_id = NULL, updated_at = clock_timestamp()
     WHERE d.id = ANY (p_ids) AND d.status IN ('dead', 'delivered', 'awaiting_ack', 'pending', 'parked')
       AND d.render_problem IS NULL
       AND NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL)
-      -- Only while its event is still in the outbox (the claim rebuilds the body from it): a delivered
-      -- delivery whose outbox partition retention dropped cannot be sent again.
-      AND EXISTS (SELECT 1 FROM whk.outbox o WHERE o.id = d.outbox_id AND o.created_at = d.event_created_at);
+      -- Only while its body exists: its own copy (a pinned major's rendering, a dead letter's envelope)
+      -- or its event in the outbox (the claim rebuilds the body from it); a delivery whose outbox
+      -- partition retention dropped, with no copy, cannot be sent again.
+      AND (d.payload IS NOT NULL
+           OR EXISTS (SELECT 1 FROM whk.outbox o WHERE o.id = d.outbox_id AND o.created_at = d.event_created_at));
     GET DIAGNOSTICS v_count = ROW_COUNT;
 
     INSERT INTO whk.webhook_runtime (webhook_id)
-    SELECT DISTINCT d.webhook_id FROM whk.whk_03_entregas d WHERE d.id = ANY (p_ids)
+    SELECT DISTINCT d.webhook_id FROM whk.delivery_queue d WHERE d.id = ANY (p_ids)
     ON CONFLICT (webhook_id) DO NOTHING;
     RETURN v_count;
 END;

@@ -33,7 +33,7 @@
 --
 -- Taking: the taken deliveries are inserted already in flight, leased to p_dispatcher, and returned with
 -- their payload. A fresh event for an unconstrained immediate webhook then costs one write of its delivery
--- row instead of an INSERT plus a claim UPDATE (each of those rewrites every index of whk_03_entregas), and
+-- row instead of an INSERT plus a claim UPDATE (each of those rewrites the queue's indexes), and
 -- it reaches the HTTP client in the same round trip.
 --
 -- Only deliveries the fair claim would hand out at once are taken, so every rule still holds: the
@@ -177,11 +177,11 @@ BEGIN
         SELECT w.id, w.delivery_mode AS mode, w.batch_size,
                w.max_in_flight - (SELECT CASE WHEN w.delivery_mode = 'batch' THEN count(DISTINCT d.batch_id)
                                               ELSE count(*) END
-                                  FROM whk.whk_03_entregas d
+                                  FROM whk.delivery_queue d
                                   WHERE d.webhook_id = w.id AND d.status = 'in_flight')
                                + (SELECT CASE WHEN w.delivery_mode = 'batch' THEN count(DISTINCT d.batch_id)
                                               ELSE count(*) END
-                                  FROM whk.whk_03_entregas d
+                                  FROM whk.delivery_queue d
                                   WHERE d.id = ANY (p_finished) AND d.webhook_id = w.id
                                     AND d.status = 'in_flight' AND d.claimed_by = p_dispatcher) AS room
         FROM whk.whk_01_webhooks w
@@ -200,7 +200,7 @@ BEGIN
           AND (a.quiet_hours IS NULL OR w.urgent OR whk.quiet_until(a.quiet_hours, v_now) IS NULL)
           -- OFFSET 0: a probe of this webhook's due index, not an anti-join that reads every due delivery of
           -- every webhook (the generic plan's choice; see whk.claim_deliveries).
-          AND NOT EXISTS (SELECT 1 FROM whk.whk_03_entregas d
+          AND NOT EXISTS (SELECT 1 FROM whk.delivery_queue d
                           WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= v_now
                           OFFSET 0)
         FOR UPDATE OF rt SKIP LOCKED
@@ -254,7 +254,7 @@ BEGIN
         SELECT b.webhook_id, b.req, gen_random_uuid() AS batch_id
         FROM (SELECT DISTINCT c.webhook_id, c.req FROM chosen c WHERE c.taken AND c.mode = 'batch') b
     ), fanned AS (
-        INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id,
+        INSERT INTO whk.delivery_queue (event_id, outbox_id, event_created_at, event_type, webhook_id,
                                          consumer_id, ordering_key, commit_seq, next_attempt_at, status,
                                          lease_until, claimed_by, batch_id, payload, render_problem)
         SELECT c.event_id, c.outbox_id, c.created_at, c.event_type, c.webhook_id, c.consumer_id, c.ordering_key,
@@ -266,8 +266,9 @@ BEGIN
                b.batch_id, c.rendered, c.render_problem
         FROM chosen c
         LEFT JOIN batches b ON b.webhook_id = c.webhook_id AND b.req = c.req AND c.taken
+        -- No conflict check: an outbox row is routed once (picked pending under the routing lock, marked
+        -- routed by this statement), so each (event, webhook) pair is inserted once.
         ORDER BY c.commit_seq, c.webhook_id
-        ON CONFLICT (event_id, webhook_id) DO NOTHING
         RETURNING id, webhook_id, event_id, event_type, attempts, schedule_offset, commit_seq, ordering_key,
                   outbox_id, event_created_at, status, batch_id, payload
     ), runtime AS (

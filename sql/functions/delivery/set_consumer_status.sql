@@ -39,12 +39,12 @@ BEGIN
     WHERE a.id = p_consumer_id;
 
     IF p_status = 'disabled' THEN
-        UPDATE whk.whk_03_entregas d
+        UPDATE whk.delivery_queue d
         SET status = 'parked', updated_at = clock_timestamp(), next_attempt_at = clock_timestamp()
         WHERE d.consumer_id = p_consumer_id AND d.status = 'pending';
         GET DIAGNOSTICS parked = ROW_COUNT;
     ELSIF v_before = 'disabled' THEN
-        UPDATE whk.whk_03_entregas d
+        UPDATE whk.delivery_queue d
         SET status = 'pending', next_attempt_at = clock_timestamp(), schedule_offset = d.attempts,
             updated_at = clock_timestamp()
         FROM whk.whk_01_webhooks w

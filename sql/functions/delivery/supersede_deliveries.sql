@@ -28,7 +28,8 @@ SET jit = off
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
-    v_n integer;
+    v_n   integer;
+    v_ids bigint[];
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.supersede_by_key AND w.deleted_at IS NULL) THEN
         RETURN 0;
@@ -36,24 +37,28 @@ BEGIN
     WITH fresh AS (
         SELECT DISTINCT ON (d.webhook_id, d.ordering_key) d.id, d.webhook_id, d.ordering_key, d.commit_seq
         FROM whk.whk_01_webhooks w
-        JOIN whk.whk_03_entregas d ON d.webhook_id = w.id
+        JOIN whk.delivery_queue d ON d.webhook_id = w.id
         WHERE w.supersede_by_key AND w.deleted_at IS NULL
           AND d.outbox_id = ANY (p_outbox_ids) AND d.status = 'pending' AND d.ordering_key IS NOT NULL
         ORDER BY d.webhook_id, d.ordering_key, d.commit_seq DESC, d.id DESC
     ), gone AS (
-        UPDATE whk.whk_03_entregas o
+        UPDATE whk.delivery_queue o
         SET status = 'superseded', superseded_by = f.id, updated_at = clock_timestamp()
         FROM fresh f
         WHERE o.webhook_id = f.webhook_id AND o.ordering_key = f.ordering_key
           AND o.status = 'pending' AND o.attempts = 0 AND o.commit_seq < f.commit_seq
-        RETURNING f.id AS by_id, o.next_attempt_at
+        RETURNING o.id, f.id AS by_id, o.next_attempt_at
     ), moved AS (
-        UPDATE whk.whk_03_entregas n
+        UPDATE whk.delivery_queue n
         SET next_attempt_at = least(n.next_attempt_at, g.first_due)
         FROM (SELECT x.by_id, min(x.next_attempt_at) AS first_due FROM gone x GROUP BY x.by_id) g
         WHERE n.id = g.by_id
     )
-    SELECT count(*)::integer INTO v_n FROM gone;
+    SELECT count(*)::integer, array_agg(g.id) INTO v_n, v_ids FROM gone g;
+    -- Superseded is final: those rows move to the history.
+    IF v_n > 0 THEN
+        PERFORM whk.archive_deliveries(v_ids);
+    END IF;
     RETURN v_n;
 END;
 $$;

@@ -1,8 +1,8 @@
 -- whk.create_partitions: make sure a time-partitioned WHK table (whk.outbox by created_at, the attempt log
--- whk.whk_03_entregas_tentativas by started_at: whk.partitions) has one partition per day (or week/month)
+-- whk.whk_03_entregas_tentativas by started_at, the delivery history by finished_at: whk.partitions) has one partition per day (or week/month)
 -- from the period of `since` (default: now; the upgrade that partitions a table passes its oldest row's
 -- time) up to `ahead` from now, named <table>_pYYYYMMDD after the period's first day. The
--- job worker's `housekeeping` schedule runs it hourly for both tables; it is idempotent and returns the
+-- job worker's `housekeeping` schedule runs it hourly for each table; it is idempotent and returns the
 -- partitions it created. Rows that landed in the default partition for a period (partitions created late)
 -- are moved into the new partition in the same transaction, keeping their ids, so nothing is lost or
 -- duplicated. Creating a partition briefly takes an ACCESS EXCLUSIVE lock on the table (inserts wait a
@@ -31,7 +31,7 @@ BEGIN
     IF v_default IS NULL THEN
         RAISE EXCEPTION '% is not a time-partitioned WHK table', p_table
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'use whk.outbox or whk.whk_03_entregas_tentativas (see the view whk.partitions)';
+                  HINT = 'use whk.outbox, whk.whk_03_entregas_tentativas or whk.delivery_history (see the view whk.partitions)';
     END IF;
     -- The partition key: the table's one range column.
     SELECT a.attname INTO v_key
@@ -72,4 +72,4 @@ REVOKE EXECUTE ON FUNCTION whk.create_partitions(regclass, interval, text, times
 -- The job worker's `housekeeping` schedule runs it with the dispatcher's role.
 GRANT EXECUTE ON FUNCTION whk.create_partitions(regclass, interval, text, timestamptz) TO whk_dispatcher;
 COMMENT ON FUNCTION whk.create_partitions(regclass, interval, text, timestamptz) IS
-    'Create partitions (day/week/month) of whk.outbox or the attempt log up to now() + ahead; moves stray rows out of the default partition.';
+    'Create partitions (day/week/month) of whk.outbox, the attempt log or the delivery history up to now() + ahead; moves stray rows out of the default partition.';

@@ -1,13 +1,14 @@
 -- whk.drop_partitions: retention of a time-partitioned table (whk.partitions). Drops the partitions whose
 -- whole period ended more than older_than ago, but only those that hold no work (whk.partition_work): an
--- outbox partition while any of its events is pending or invalid (keep_invalid) or has an unfinished or
--- dead-lettered delivery; an attempt-log partition while it holds an attempt of an unfinished or
--- dead-lettered delivery. Dead letters keep what they need until they are retried or purged. One row per
+-- outbox partition while any of its events is pending or invalid (keep_invalid) or has an unfinished
+-- delivery; an attempt-log partition while it holds an attempt of an unfinished or dead-lettered delivery;
+-- a delivery-history partition always goes (it only holds finished deliveries). Dead letters keep what
+-- they need until they are retried or purged: their own copy of the body, and their attempts. One row per
 -- old partition says what happened. The default partition is never dropped. The cost is flat: no row is
 -- read or deleted one by one, whatever the partition holds.
 --
 -- Locks: a partition is first checked without a lock; only one that looks droppable is then locked
--- (ACCESS EXCLUSIVE on it; for the outbox also SHARE on whk_03_entregas, so no delivery of its events
+-- (ACCESS EXCLUSIVE on it; for the outbox also SHARE on whk.delivery_queue, so no delivery of its events
 -- appears meanwhile), checked again and dropped (ACCESS EXCLUSIVE on the parent table and its default
 -- partition: inserts wait for that moment). Those locks last until the caller's transaction ends, so max_drops bounds the partitions
 -- dropped per call: the job worker calls it with max_drops => 1, one short transaction per partition,
@@ -33,7 +34,9 @@ DECLARE
     v_to      timestamptz;
     v_why     text;
     v_dropped integer := 0;
-    v_what    text := CASE WHEN p_table = 'whk.outbox'::regclass THEN 'events' ELSE 'attempts' END;
+    v_what    text := CASE p_table WHEN 'whk.outbox'::regclass THEN 'events'
+                                   WHEN 'whk.delivery_history'::regclass THEN 'finished deliveries'
+                                   ELSE 'attempts' END;
 BEGIN
     IF max_drops IS NOT NULL AND max_drops < 1 THEN
         RAISE EXCEPTION 'max_drops must be at least 1, got %', max_drops
@@ -42,7 +45,7 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM whk.partitions p WHERE p.parent = p_table) THEN
         RAISE EXCEPTION '% is not a time-partitioned WHK table', p_table
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'use whk.outbox or whk.whk_03_entregas_tentativas (see the view whk.partitions)';
+                  HINT = 'use whk.outbox, whk.whk_03_entregas_tentativas or whk.delivery_history (see the view whk.partitions)';
     END IF;
     FOR v_part, partition_name, v_from, v_to IN
         SELECT p.partition, p.partition_name, p.range_from, p.range_to
@@ -58,13 +61,10 @@ BEGIN
             BEGIN
                 EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', v_part);
                 IF p_table = 'whk.outbox'::regclass THEN
-                    LOCK TABLE whk.whk_03_entregas IN SHARE MODE;
+                    LOCK TABLE whk.delivery_queue IN SHARE MODE;
                 END IF;
                 v_why := whk.partition_work(p_table, v_part, v_from, v_to, keep_invalid);
                 IF v_why IS NULL THEN
-                    -- Dropped without a DETACH first: detaching the attempt log's partition would turn
-                    -- its inherited foreign key into one of its own, creating triggers on whk_03_entregas
-                    -- (a lock the hot path's writers conflict with); DROP TABLE leaves that table alone.
                     EXECUTE format('DROP TABLE %s', v_part);
                 END IF;
             EXCEPTION WHEN lock_not_available THEN
@@ -88,4 +88,4 @@ REVOKE EXECUTE ON FUNCTION whk.drop_partitions(regclass, interval, boolean, bool
 -- The job worker's `retention` schedule runs it.
 GRANT EXECUTE ON FUNCTION whk.drop_partitions(regclass, interval, boolean, boolean, integer) TO whk_dispatcher;
 COMMENT ON FUNCTION whk.drop_partitions(regclass, interval, boolean, boolean, integer) IS
-    'Drop old partitions of the outbox or attempt log that hold no pending/invalid events and nothing an unfinished or dead-lettered delivery needs.';
+    'Drop old partitions of the outbox, attempt log or delivery history that hold no pending/invalid events and nothing an unfinished or dead-lettered delivery needs.';

@@ -52,7 +52,7 @@ BEGIN
     ) a
     FULL JOIN (
         SELECT d.webhook_id, date_trunc('minute', d.dead_at) AS minute, count(*) AS dead
-        FROM whk.whk_03_entregas d
+        FROM whk.delivery_queue d  -- dead letters are live rows
         WHERE d.status = 'dead' AND d.dead_at >= v_from
         GROUP BY 1, 2
     ) k USING (webhook_id, minute)

@@ -1,10 +1,11 @@
 -- whk.partition_work: why a partition of a time-partitioned table cannot be dropped yet, or NULL when
 -- nothing needs it.
 -- whk.outbox: an event still pending (not routed; outbox_pending_idx), one that failed its schema check
--- (valid = false, when p_keep_invalid; read by a scan of the partition), or a delivery of one of its events
--- that is unfinished or dead (the partial status indexes of whk_03_entregas, filtered on event_created_at).
--- Deliveries have no copy of their payload: the claim rebuilds the body from the outbox row
--- (whk.event_envelope), so a partition is needed as long as any of them may still be sent or retried.
+-- (valid = false, when p_keep_invalid; read by a scan of the partition), or an unfinished delivery of one
+-- of its events (whk.delivery_queue, filtered on event_created_at). The claim rebuilds a delivery's body
+-- from its outbox row (whk.event_envelope), so a partition is needed while any of them may still be sent;
+-- dead letters do not hold it: each keeps its own copy (the trigger whk.dead_letter_body).
+-- The delivery history: nothing needs it (finished deliveries only; dead letters are live rows).
 -- The attempt log: an attempt of a delivery that is unfinished or dead: the attempts are what an operator
 -- reads before retrying a dead letter. Attempt ids grow with time, so only deliveries (through their
 -- partial status indexes) listing an attempt id within the partition's id range are probed in the
@@ -26,6 +27,9 @@ DECLARE
     v_state text;
     v_found boolean;
 BEGIN
+    IF p_table = 'whk.delivery_history'::regclass THEN
+        RETURN NULL;
+    END IF;
     IF p_table = 'whk.whk_03_entregas_tentativas'::regclass THEN
         EXECUTE format('SELECT min(id), max(id) FROM %s', p_part) INTO v_lo, v_hi;
         IF v_lo IS NULL THEN
@@ -35,7 +39,7 @@ BEGIN
         FOREACH v_state IN ARRAY ARRAY['d.status = ''dead''',
                                        'd.status = ''pending'' OR d.status = ''in_flight'''
                                        ' OR d.status = ''awaiting_ack'' OR d.status = ''parked'''] LOOP
-            EXECUTE format('SELECT EXISTS (SELECT 1 FROM whk.whk_03_entregas d WHERE (%s)'
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM whk.delivery_queue d WHERE (%s)'
                            '   AND EXISTS (SELECT 1 FROM unnest(d.attempt_ids) x WHERE x BETWEEN $1 AND $2)'
                            '   AND EXISTS (SELECT 1 FROM %s a WHERE a.id = ANY (d.attempt_ids)))', v_state, p_part)
                INTO v_found USING v_lo, v_hi;
@@ -51,16 +55,15 @@ BEGIN
                    p_part)
        INTO v_why USING p_keep_invalid;
     IF v_why IS NULL THEN
-        SELECT CASE WHEN d.status = 'dead' THEN 'dead-lettered deliveries' ELSE 'unfinished deliveries' END
+        SELECT 'unfinished deliveries'
           INTO v_why
-          FROM whk.whk_03_entregas d
-         WHERE d.status IN ('pending', 'in_flight', 'awaiting_ack', 'parked', 'dead')
+          FROM whk.delivery_queue d
+         WHERE d.status IN ('pending', 'in_flight', 'awaiting_ack', 'parked')
            AND d.event_created_at >= p_from AND d.event_created_at < p_to
-         ORDER BY d.status = 'dead'
          LIMIT 1;
     END IF;
     RETURN v_why;
 END;
 $$;
 COMMENT ON FUNCTION whk.partition_work(regclass, regclass, timestamptz, timestamptz, boolean) IS
-    'Why a partition is still needed (outbox: pending/invalid events; both: unfinished or dead deliveries), or NULL.';
+    'Why a partition is still needed (outbox: pending/invalid events, unfinished deliveries; attempts: unfinished or dead deliveries), or NULL.';

@@ -1,7 +1,7 @@
 -- whk.retention_plan: what a retention run would remove now, without removing anything (`whk db retention
--- --dry-run`). One row per old partition of the outbox and of the attempt log (from whk.drop_partitions
--- in dry-run mode: its exact size on disk, and whether it would be dropped or why it is kept) and one row
--- per table retained by batched deletes (whk_03_entregas, audit_log) with the planner's estimate
+-- --dry-run`). One row per old partition of the outbox, the attempt log and the delivery history (from
+-- whk.drop_partitions in dry-run mode: its exact size on disk, and whether it would be dropped or why it
+-- is kept) and one row for the table retained by batched deletes (audit_log) with the planner's estimate
 -- of the rows and the bytes they take (the table's size with indexes per live row): counting exactly
 -- would read the very rows retention exists to avoid reading. SECURITY DEFINER so the worker's and the
 -- read-only role may see the audit trail's numbers without reading the audit trail.
@@ -21,7 +21,8 @@ DECLARE
 BEGIN
     FOR r IN SELECT k.kind, whk.retention_horizon(k.kind) AS horizon, d.*
                FROM (VALUES ('outbox', 'whk.outbox'::regclass),
-                            ('attempts', 'whk.whk_03_entregas_tentativas'::regclass)) AS k(kind, tbl)
+                            ('attempts', 'whk.whk_03_entregas_tentativas'::regclass),
+                            ('delivered', 'whk.delivery_history'::regclass)) AS k(kind, tbl)
                CROSS JOIN LATERAL whk.drop_partitions(k.tbl, now() - whk.retention_horizon(k.kind),
                                                       v_keep_invalid, dry_run => true) AS d
     LOOP
@@ -37,8 +38,6 @@ BEGIN
         SELECT k, t, whk.retention_horizon(k),
                format(q, whk.retention_horizon(k)) AS q
           FROM (VALUES
-                ('delivered', 'whk.whk_03_entregas',
-                 'SELECT 1 FROM whk.whk_03_entregas WHERE status IN (''delivered'', ''cancelled'', ''superseded'') AND updated_at < %L'),
                 ('audit', 'whk.audit_log',
                  'SELECT 1 FROM whk.audit_log WHERE occurred_at < %L')) AS v(k, t, q)
     LOOP
@@ -61,4 +60,4 @@ $$;
 REVOKE EXECUTE ON FUNCTION whk.retention_plan() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION whk.retention_plan() TO whk_dispatcher, whk_readonly;
 COMMENT ON FUNCTION whk.retention_plan() IS
-    'Dry run of retention: old outbox and attempt-log partitions with their sizes, estimated rows/bytes of the batched deletes.';
+    'Dry run of retention: old outbox, attempt-log and delivery-history partitions with their sizes, estimated rows/bytes of the audit deletes.';
