@@ -34,7 +34,7 @@ WEBHOOKS_PER_CONSUMER = 2
 RULES = 100
 
 _DELIVERIES = """
-INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id, consumer_id,
+INSERT INTO whk.delivery_queue (event_id, outbox_id, event_created_at, event_type, webhook_id, consumer_id,
                                  status, attempts, dead_at, delivered_at, next_attempt_at, created_at,
                                  updated_at)
 SELECT gen_random_uuid(), g, ts, 'order.created', w.id, w.consumer_id,

@@ -31,7 +31,7 @@ WEBHOOKS_PER_CONSUMER = 2
 TYPES = ("order.created", "order.updated", "order.shipped", "user.created", "product.updated")
 
 _FILL = """
-INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id, consumer_id,
+INSERT INTO whk.delivery_queue (event_id, outbox_id, event_created_at, event_type, webhook_id, consumer_id,
                                  status, attempts, dead_at, delivered_at, created_at, updated_at)
 SELECT gen_random_uuid(), g, ts, (%(types)s::text[])[1 + g %% 5], w.id, w.consumer_id,
        CASE s.k WHEN 0 THEN 'dead' WHEN 1 THEN 'pending' ELSE 'delivered' END,

@@ -55,7 +55,7 @@ WITH src AS (
     INSERT INTO whk.outbox (event_type, operation, status, routed_at, created_at, data)
     SELECT event_type, 'EMIT', 'routed', ts, ts, '{}'::jsonb FROM src
 )
-INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id, consumer_id,
+INSERT INTO whk.delivery_queue (event_id, outbox_id, event_created_at, event_type, webhook_id, consumer_id,
                                  status, attempts, next_attempt_at, dead_at, dead_reason, delivered_at,
                                  last_attempt_at, created_at, updated_at)
 SELECT gen_random_uuid(), g, ts, event_type, webhook_id, consumer_id, status,

@@ -296,7 +296,7 @@ def _backlog(conn: psycopg.Connection[Any], webhook_id: int, consumer_id: int, r
         "nextval('whk.outbox_commit_seq')) RETURNING id, created_at"
     ).fetchone()  # type: ignore[misc]
     conn.execute(
-        "INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id, "
+        "INSERT INTO whk.delivery_queue (event_id, outbox_id, event_created_at, event_type, webhook_id, "
         "consumer_id, commit_seq, next_attempt_at) SELECT gen_random_uuid(), %s, %s, 'bulk.e', %s, %s, g, "
         "now() - interval '1 hour' FROM generate_series(1, %s) g",
         [outbox_id, created_at, webhook_id, consumer_id, rows],
@@ -337,7 +337,7 @@ def _history(
         conn.execute(
             """
             WITH d AS (
-                INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type,
+                INSERT INTO whk.delivery_queue (event_id, outbox_id, event_created_at, event_type,
                                                  webhook_id, consumer_id, commit_seq, status, attempts,
                                                  delivered_at, last_attempt_at, last_status_code, created_at,
                                                  updated_at)
@@ -413,7 +413,7 @@ def _floor(
                               commit_seq = nextval('whk.outbox_commit_seq')
                           FROM p WHERE o.id = p.id AND o.created_at = p.created_at
                           RETURNING o.id, o.created_at, o.event_id, o.event_type, o.commit_seq),
-                    f AS (INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type,
+                    f AS (INSERT INTO whk.delivery_queue (event_id, outbox_id, event_created_at, event_type,
                                                            webhook_id, consumer_id, commit_seq, status,
                                                            lease_until, claimed_by)
                           SELECT r.event_id, r.id, r.created_at, r.event_type, %s, %s, r.commit_seq,
@@ -442,7 +442,7 @@ def _floor(
                 members = [(did, aid) for aid, dids in attempts for did in dids]
                 conn.execute(
                     """
-                    UPDATE whk.whk_03_entregas d
+                    UPDATE whk.delivery_queue d
                     SET status = 'delivered', delivered_at = now(), attempts = 1, last_attempt_at = now(),
                         last_status_code = 200, lease_until = NULL, claimed_by = NULL, updated_at = now(),
                         attempt_ids = ARRAY[u.aid]

@@ -534,12 +534,12 @@ def build(conn: psycopg.Connection[Any], case: Case) -> World:
         older += ids
         if group.status == "pending":
             conn.execute(
-                "UPDATE whk.whk_03_entregas SET next_attempt_at = %s WHERE id = ANY(%s)",
+                "UPDATE whk.delivery_queue SET next_attempt_at = %s WHERE id = ANY(%s)",
                 [_at(EARLIER if group.due else LATER), ids],
             )
         elif group.status == "in_flight":
             conn.execute(
-                "UPDATE whk.whk_03_entregas SET status = 'in_flight', claimed_by = %s, lease_until = %s,"
+                "UPDATE whk.delivery_queue SET status = 'in_flight', claimed_by = %s, lease_until = %s,"
                 " batch_id = CASE WHEN %s THEN %s::uuid END WHERE id = ANY(%s)",
                 [group.by, _at(LATER), group.batch, "00000000-0000-0000-0000-00000000000b", ids],
             )
@@ -548,7 +548,7 @@ def build(conn: psycopg.Connection[Any], case: Case) -> World:
         else:
             assert group.status == "awaiting_ack"
             conn.execute(
-                "UPDATE whk.whk_03_entregas SET status = 'awaiting_ack', ack_deadline = %s, attempts = 1"
+                "UPDATE whk.delivery_queue SET status = 'awaiting_ack', ack_deadline = %s, attempts = 1"
                 " WHERE id = ANY(%s)",
                 [_at(LATER), ids],
             )

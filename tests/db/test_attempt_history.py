@@ -80,7 +80,7 @@ def test_retention_drops_whole_expired_days_but_not_those_dead_letters_or_open_w
     # A batch request of day 43, logged under its lowest member: a dead member (attempt_ids) keeps the day.
     batch_head = delivery(conn, hook, "delivered", 43)
     member = conn.execute(
-        "INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id,"
+        "INSERT INTO whk.delivery_queue (event_id, outbox_id, event_created_at, event_type, webhook_id,"
         " consumer_id, status, attempt_ids) SELECT gen_random_uuid(), 1, now(), 'system.startup', %s, %s,"
         " 'dead', ARRAY[t.id] FROM whk.whk_03_entregas_tentativas t WHERE t.delivery_id = %s RETURNING id",
         (*hook, batch_head),
@@ -127,10 +127,10 @@ def test_dropping_a_day_does_not_wait_for_the_hot_path(conn: psycopg.Connection[
     delivery(conn, hook, "delivered", 40)
     drop = f"SELECT partition_name, dropped FROM whk.drop_partitions('{ATTEMPTS}', '30 days', max_drops => 1)"
     with psycopg.connect(db_url) as hot, psycopg.connect(db_url) as dropper:
-        hot.execute("UPDATE whk.whk_03_entregas SET updated_at = now() WHERE id = %s", (live,))
+        hot.execute("UPDATE whk.delivery_queue SET updated_at = now() WHERE id = %s", (live,))
         assert dropper.execute(drop).fetchall() == [(part, True)]  # its locks are held until commit
         hot.execute("SET LOCAL lock_timeout = '2s'")
-        hot.execute("UPDATE whk.whk_03_entregas SET updated_at = now() WHERE id = %s", (other,))
+        hot.execute("UPDATE whk.delivery_queue SET updated_at = now() WHERE id = %s", (other,))
         hot.commit()
         dropper.commit()
     assert conn.execute("SELECT to_regclass(%s)", (part,)).fetchone() == (None,)

@@ -55,7 +55,7 @@ def add_delivery(conn: psycopg.Connection[Any], outbox_id: int, created_at: Any,
     ).fetchone()
     assert hook is not None
     conn.execute(
-        "INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id,"
+        "INSERT INTO whk.delivery_queue (event_id, outbox_id, event_created_at, event_type, webhook_id,"
         " consumer_id, status) VALUES (gen_random_uuid(), %s, %s, 'system.startup', %s, %s, %s)",
         (outbox_id, created_at, hook[0], consumer[0], status),
     )
@@ -139,7 +139,7 @@ def test_kept_partitions_take_no_lock_and_max_drops_bounds_a_call(
     old_event(conn, 42, "routed")
     # Another transaction is writing a delivery (the hot path): it holds ROW EXCLUSIVE on whk_03_entregas.
     with psycopg.connect(db_url) as busy:
-        busy.execute("UPDATE whk.whk_03_entregas SET updated_at = now()")
+        busy.execute("UPDATE whk.delivery_queue SET updated_at = now()")
         # Checking a partition that is kept takes no lock, so it answers at once instead of waiting out the
         # lock timeout; a droppable one needs the SHARE lock on deliveries and is kept as busy this time.
         rows = conn.execute(

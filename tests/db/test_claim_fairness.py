@@ -27,7 +27,7 @@ def seed_backlog(conn: psycopg.Connection[Any], webhook_id: int, consumer_id: in
     ).fetchone()
     conn.execute(
         """
-        INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id,
+        INSERT INTO whk.delivery_queue (event_id, outbox_id, event_created_at, event_type, webhook_id,
                                          consumer_id, commit_seq, next_attempt_at)
         SELECT gen_random_uuid(), %s, %s, 'bulk.e', %s, %s, g, now() - interval '1 hour'
         FROM generate_series(1, %s) g

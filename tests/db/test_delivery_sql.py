@@ -188,7 +188,7 @@ def test_the_cap_does_not_count_the_callers_finished_unrecorded_requests(conn):
     assert len([1 for _, w, _ in again if w == batched]) == 2
     assert statuses(conn, hook) == {"in_flight": 3, "pending": 3}  # written outcomes come later
     # route_and_take applies the same rule to fresh events.
-    conn.execute("UPDATE whk.whk_03_entregas SET status = 'delivered' WHERE status = 'pending'")
+    conn.execute("UPDATE whk.delivery_queue SET status = 'delivered' WHERE status = 'pending'")
     emit(conn, "cap.e", count=3)
     in_flight = [
         int(r[0])

@@ -71,7 +71,7 @@ def test_replay_keeps_one_delivery_per_pair_and_honours_the_predicate(conn: psyc
     event(conn, "order.created", {"total": 900}, hours_ago=30)  # outside the range
     # `big` was delivered to the webhook before: the replay re-queues that very delivery.
     conn.execute(
-        "INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id,"
+        "INSERT INTO whk.delivery_queue (event_id, outbox_id, event_created_at, event_type, webhook_id,"
         " consumer_id, status, attempts, delivered_at)"
         " SELECT o.event_id, o.id, o.created_at, o.event_type, w.id, w.consumer_id, 'delivered', 1, now()"
         " FROM whk.outbox o, whk.whk_01_webhooks w WHERE o.event_id = %s AND w.id = %s",

@@ -31,7 +31,7 @@ def webhook(conn: psycopg.Connection[Any]) -> tuple[int, int]:
 def delivery(conn: psycopg.Connection[Any], hook: tuple[int, int], status: str, days_ago: int) -> int:
     """A delivery in `status` last changed `days_ago` days ago, with one attempt started then."""
     row = conn.execute(
-        "INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id,"
+        "INSERT INTO whk.delivery_queue (event_id, outbox_id, event_created_at, event_type, webhook_id,"
         " consumer_id, status, updated_at) VALUES (gen_random_uuid(), 1, now(), 'system.startup', %s, %s, %s,"
         " now() - make_interval(days => %s)) RETURNING id",
         (hook[0], hook[1], status, days_ago),
@@ -43,7 +43,7 @@ def delivery(conn: psycopg.Connection[Any], hook: tuple[int, int], status: str, 
         " started_at, request_method, request_url, outcome)"
         " VALUES (%s, %s, 1, now() - make_interval(days => %s), 'POST', 'https://example.com/h', 'x')"
         " RETURNING id, delivery_id)"
-        " UPDATE whk.whk_03_entregas d SET attempt_ids = d.attempt_ids || a.id, attempts = 1"
+        " UPDATE whk.delivery_queue d SET attempt_ids = d.attempt_ids || a.id, attempts = 1"
         " FROM a WHERE d.id = a.delivery_id",
         (row[0], hook[0], days_ago),
     )
@@ -199,7 +199,7 @@ def test_a_run_as_the_worker_role_drops_expired_partitions_and_history(conn: psy
     assert ev is not None
     dead = delivery(conn, hook, "dead", 40)
     conn.execute(
-        "UPDATE whk.whk_03_entregas SET outbox_id = %s, event_created_at = %s WHERE id = %s", (*ev, dead)
+        "UPDATE whk.delivery_queue SET outbox_id = %s, event_created_at = %s WHERE id = %s", (*ev, dead)
     )
     old = delivery(conn, hook, "delivered", 40)
     audit(conn, 400)
@@ -256,7 +256,7 @@ def test_a_delivery_whose_outbox_partition_was_dropped_is_not_requeued(conn: psy
     assert ev is not None
     done = delivery(conn, hook, "delivered", 40)
     conn.execute(
-        "UPDATE whk.whk_03_entregas SET outbox_id = %s, event_created_at = %s WHERE id = %s", (*ev, done)
+        "UPDATE whk.delivery_queue SET outbox_id = %s, event_created_at = %s WHERE id = %s", (*ev, done)
     )
     conn.execute("UPDATE whk.whk_05_configuracoes SET value = '30' WHERE key = 'retention.outbox_days'")
     dropped = conn.execute(

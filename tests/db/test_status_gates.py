@@ -140,7 +140,7 @@ def test_an_in_flight_delivery_of_a_deleted_webhook_ends_cancelled(conn, end):
         assert conn.execute("SELECT whk.release_deliveries('d1')").fetchone() == (1,)
     else:
         conn.execute(
-            "UPDATE whk.whk_03_entregas SET lease_until = now() - interval '1 s' WHERE id = %s", [delivery]
+            "UPDATE whk.delivery_queue SET lease_until = now() - interval '1 s' WHERE id = %s", [delivery]
         )
         assert conn.execute("SELECT whk.reclaim_expired_leases()").fetchone() == (1,)
     row = conn.execute(

@@ -131,7 +131,7 @@ def test_outcome_flush_stays_linear_with_stale_statistics(
     taken, _ = _take(conn)
     # One delivery's lease was reclaimed by another dispatcher meanwhile: its outcome must not be applied.
     lost = taken[0][0]
-    conn.execute("UPDATE whk.whk_03_entregas SET claimed_by = 'd2' WHERE id = %s", [lost])
+    conn.execute("UPDATE whk.delivery_queue SET claimed_by = 'd2' WHERE id = %s", [lost])
     applied, plans = _record(conn, hook, [d for d, _ in taken])
     assert applied == N - 1
     done = N - 1 + (N if analyzed != "empty" else 0)
@@ -142,7 +142,7 @@ def test_outcome_flush_stays_linear_with_stale_statistics(
     changes = recording.split("CTE changes")[1].split("\n  CTE ")[0]
     assert "Index Scan using whk_03_entregas_pkey" in changes
     # ...and updated through its TID: no index, whatever the statistics say, drives the UPDATE.
-    update = plan_of(plans, "UPDATE whk.whk_03_entregas d")
+    update = plan_of(plans, "UPDATE whk.delivery_queue d")
     assert "Tid Scan on whk_03_entregas d" in update
     assert "Index" not in update.split("Update on whk_03_entregas d")[1]
 

@@ -182,7 +182,7 @@ def test_a_retrying_delivery_is_not_superseded_and_keyless_events_never_are(conn
     emit(conn, "price.changed", {"price": 1})  # no key
     route(conn)
     conn.execute(
-        "UPDATE whk.whk_03_entregas SET attempts = 1 WHERE webhook_id = %s AND ordering_key = 'sku-1'", [hook]
+        "UPDATE whk.delivery_queue SET attempts = 1 WHERE webhook_id = %s AND ordering_key = 'sku-1'", [hook]
     )
     emit(conn, "price.changed", {"price": 2}, key="sku-1")
     emit(conn, "price.changed", {"price": 2})

@@ -43,7 +43,7 @@ async def test_every_metric_reads_its_view(conn, aconn):
     )
     waiting = make_delivery(conn, h2, status="pending")
     conn.execute(
-        "UPDATE whk.whk_03_entregas SET next_attempt_at = now() - interval '10 minutes' WHERE id = %s",
+        "UPDATE whk.delivery_queue SET next_attempt_at = now() - interval '10 minutes' WHERE id = %s",
         [waiting],
     )
     conn.execute("UPDATE whk.whk_01_webhooks SET status = 'disabled' WHERE id = %s", [hb])

@@ -30,7 +30,7 @@ def test_replay_from_the_shell(db_url: str, conn: psycopg.Connection[Any]) -> No
     delivery.emit(conn, "order.created", {"total": 500}, count=3)
     delivery.emit(conn, "order.created", {"total": 5}, count=2)
     delivery.route(conn)
-    conn.execute("DELETE FROM whk.whk_03_entregas WHERE webhook_id = %s", (hook,))
+    conn.execute("DELETE FROM whk.delivery_queue WHERE webhook_id = %s", (hook,))
     env = {"WHK_DATABASE_URL": db_url}
     args = ["replay", str(hook), "--since", "1h", "--where", "$.data.total > 100"]
     dry = run(*args, "--dry-run", env=env)

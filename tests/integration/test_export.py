@@ -41,7 +41,7 @@ def _seed(conn: psycopg.Connection[Any]) -> tuple[int, int, int, int]:
     while route(conn, 5000):
         pass
     conn.execute(
-        "UPDATE whk.whk_03_entregas "
+        "UPDATE whk.delivery_queue "
         "SET status = 'delivered', delivered_at = event_created_at + interval '2 ms' WHERE webhook_id = %s",
         [hook_b],
     )

@@ -57,7 +57,7 @@ async def test_a_replay_job_that_fails_marks_the_replay_failed(
     hook = make_webhook(conn, make_consumer(conn), "http://127.0.0.1:9/none", ["order.*"])
     emit(conn, "order.created", count=2)
     route(conn)
-    conn.execute("DELETE FROM whk.whk_03_entregas")
+    conn.execute("DELETE FROM whk.delivery_queue")
     row = conn.execute(
         "SELECT whk.replay_start(%s, now() - interval '1 hour', now(), '{}', NULL, 't')", (hook,)
     ).fetchone()

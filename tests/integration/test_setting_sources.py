@@ -57,7 +57,7 @@ def test_the_seeded_retry_schedule_drives_expire_acks(conn, schedule, state):
     emit(conn, "a.e")
     route(conn)
     conn.execute(
-        "UPDATE whk.whk_03_entregas SET status = 'awaiting_ack', attempts = 3, "
+        "UPDATE whk.delivery_queue SET status = 'awaiting_ack', attempts = 3, "
         "ack_deadline = now() - interval '1 s' WHERE webhook_id = %s",
         [hook],
     )

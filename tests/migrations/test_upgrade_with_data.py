@@ -47,7 +47,7 @@ def seed(conn: psycopg.Connection[Any]) -> None:
             assert row is not None
             attempts.append(row[0])
         conn.execute(
-            "UPDATE whk.whk_03_entregas SET status = %s, attempts = %s, attempt_ids = %s,"
+            "UPDATE whk.delivery_queue SET status = %s, attempts = %s, attempt_ids = %s,"
             " lease_until = CASE WHEN %s = 'in_flight' THEN now() + interval '1 hour' END,"
             " claimed_by = CASE WHEN %s = 'in_flight' THEN 'old-dispatcher' END WHERE id = %s",
             (state, len(attempts), attempts, state, state, d),
@@ -60,7 +60,7 @@ def seed(conn: psycopg.Connection[Any]) -> None:
     ).fetchone()
     assert row is not None
     conn.execute(
-        "UPDATE whk.whk_03_entregas SET attempt_ids = attempt_ids || %s::bigint WHERE id = ANY(%s)",
+        "UPDATE whk.delivery_queue SET attempt_ids = attempt_ids || %s::bigint WHERE id = ANY(%s)",
         (row[0], members),
     )
 

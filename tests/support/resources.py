@@ -73,7 +73,7 @@ def make_delivery(
     assert out is not None
     row = conn.execute(
         """
-        INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id,
+        INSERT INTO whk.delivery_queue (event_id, outbox_id, event_created_at, event_type, webhook_id,
                                          consumer_id, status, attempts, dead_at, dead_reason, delivered_at,
                                          ack_deadline, last_attempt_at)
         SELECT %(event_id)s, %(outbox_id)s, %(created_at)s, %(event_type)s, w.id, w.consumer_id, %(status)s,
@@ -132,7 +132,7 @@ def make_batch(conn: psycopg.Connection[Any], webhook_id: int) -> tuple[int, int
     ).fetchone()
     assert row is not None
     conn.execute(
-        "UPDATE whk.whk_03_entregas SET attempt_ids = %s, attempts = 1 WHERE id = ANY(%s)",
+        "UPDATE whk.delivery_queue SET attempt_ids = %s, attempts = 1 WHERE id = ANY(%s)",
         ([row[0]], [first, second]),
     )
     return first, second, int(row[0])

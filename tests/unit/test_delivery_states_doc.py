@@ -98,9 +98,9 @@ def test_the_comparison_sees_a_missing_or_extra_state(table: str, doc: str, same
 
 def test_the_writer_scan_sees_updates_and_inserts(tmp_path: Path):
     (tmp_path / "a.sql").write_text(
-        "UPDATE whk.whk_03_entregas d\nSET status = 'x', updated_at = now() WHERE true;"
+        "UPDATE whk.delivery_queue d\nSET status = 'x', updated_at = now() WHERE true;"
     )
-    (tmp_path / "b.sql").write_text("INSERT INTO whk.whk_03_entregas (id, status) VALUES (1, 'x');")
-    (tmp_path / "c.sql").write_text("UPDATE whk.whk_03_entregas d SET last_error = 'status = 1' WHERE true;")
+    (tmp_path / "b.sql").write_text("INSERT INTO whk.delivery_queue (id, status) VALUES (1, 'x');")
+    (tmp_path / "c.sql").write_text("UPDATE whk.delivery_queue d SET last_error = 'status = 1' WHERE true;")
     (tmp_path / "d.sql").write_text("SELECT 1 FROM whk.whk_03_entregas d WHERE d.status = 'x';")
     assert status_writers(tmp_path) == {"a", "b"}

@@ -93,9 +93,9 @@ def test_the_webhook_update_cannot_set_state_columns():
         "UPDATE whk.whk_01_webhooks w SET status = 'paused', updated_at = now() WHERE w.id = %(id)s",
         "WITH gone AS (UPDATE whk.whk_01_webhooks w SET deleted_at = now() WHERE w.id = %(id)s"
         " RETURNING w.id) SELECT count(*) FROM gone",
-        "WITH c AS (UPDATE whk.whk_03_entregas d SET status = 'cancelled' WHERE d.id = %s RETURNING 1)"
+        "WITH c AS (UPDATE whk.delivery_queue d SET status = 'cancelled' WHERE d.id = %s RETURNING 1)"
         " SELECT count(*) FROM c",
-        "DELETE FROM whk.whk_03_entregas d WHERE {where}",
+        "DELETE FROM whk.delivery_queue d WHERE {where}",
     ],
 )
 def test_the_check_sees_state_changes_written_in_a_query(text: str):

@@ -321,7 +321,7 @@ async def test_the_webhook_list_shows_the_kpi_views_numbers(
     make_delivery(conn, hook, status="delivered", attempts=1)
     waiting = make_delivery(conn, hook, status="pending")
     conn.execute(
-        "UPDATE whk.whk_03_entregas SET next_attempt_at = now() - interval '10 minutes' WHERE id = %s",
+        "UPDATE whk.delivery_queue SET next_attempt_at = now() - interval '10 minutes' WHERE id = %s",
         [waiting],
     )
     conn.execute("SELECT whk.kpi_rollup(3600)")

@@ -30,7 +30,7 @@ def _dead_letters(conn: psycopg.Connection[Any], webhook_id: int, n: int) -> Non
             FROM generate_series(1, %(n)s)
             RETURNING id, created_at, event_id, event_type
         )
-        INSERT INTO whk.whk_03_entregas (event_id, outbox_id, event_created_at, event_type, webhook_id,
+        INSERT INTO whk.delivery_queue (event_id, outbox_id, event_created_at, event_type, webhook_id,
                                          consumer_id, status, attempts, dead_at, dead_reason)
         SELECT o.event_id, o.id, o.created_at, o.event_type, w.id, w.consumer_id, 'dead', 1, now(),
                'retries exhausted'

@@ -143,7 +143,7 @@ async def test_retry_requeues_with_the_same_event_id(
     assert r.json()["requeued"] is True and r.json()["delivery"]["status"] == "pending"
     assert _status(conn, d) == "pending"
     assert audit_count(conn, "delivery.retry") == 1
-    conn.execute("UPDATE whk.whk_03_entregas SET status = 'in_flight' WHERE id = %s", (d,))
+    conn.execute("UPDATE whk.delivery_queue SET status = 'in_flight' WHERE id = %s", (d,))
     r = await client.post(f"{BASE}/{d}/retry", headers=world.a.headers)
     assert r.status_code == 409
 

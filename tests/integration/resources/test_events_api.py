@@ -191,7 +191,7 @@ async def test_tenant_history_pages_and_filters(
     shipped = make_delivery(conn, h, event_type="order.shipped")
     # the same event also reached the tenant's second webhook: one history row, two deliveries
     conn.execute(
-        "INSERT INTO whk.whk_03_entregas "
+        "INSERT INTO whk.delivery_queue "
         "(event_id, outbox_id, event_created_at, event_type, webhook_id, consumer_id) "
         "SELECT gen_random_uuid(), outbox_id, event_created_at, event_type, %s, consumer_id "
         "FROM whk.whk_03_entregas WHERE id = %s",

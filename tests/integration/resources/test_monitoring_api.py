@@ -42,7 +42,7 @@ async def test_health_reports_old_pending_work(
     h = make_webhook(conn, world.a.consumer_id)
     d = make_delivery(conn, h, status="pending")
     conn.execute(
-        "UPDATE whk.whk_03_entregas SET next_attempt_at = now() - interval '1 hour' WHERE id = %s", (d,)
+        "UPDATE whk.delivery_queue SET next_attempt_at = now() - interval '1 hour' WHERE id = %s", (d,)
     )
     body = (await client.get(f"{BASE}/health")).json()
     assert body["status"] == "degraded"

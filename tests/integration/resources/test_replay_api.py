@@ -81,7 +81,7 @@ async def test_cancel_stops_a_queued_replay(
     conn.execute("UPDATE whk.whk_01_webhooks SET event_types = '{*}' WHERE id = %s", (hook,))
     delivery.emit(conn, "order.created", count=3)
     delivery.route(conn)
-    conn.execute("DELETE FROM whk.whk_03_entregas WHERE webhook_id = %s", (hook,))
+    conn.execute("DELETE FROM whk.delivery_queue WHERE webhook_id = %s", (hook,))
     since = _iso(datetime.now(UTC) - timedelta(hours=1))
     r = await client.post(f"/api/whk/webhooks/{hook}/replay", json={"since": since}, headers=world.a.headers)
     replay = r.json()["replay"]
@@ -149,7 +149,7 @@ async def test_the_webhooks_scope_covers_replays(
     conn.execute("UPDATE whk.whk_01_webhooks SET event_types = '{*}' WHERE id = %s", (hook,))
     delivery.emit(conn, "order.created", count=2)
     delivery.route(conn)
-    conn.execute("DELETE FROM whk.whk_03_entregas WHERE webhook_id = %s", (hook,))
+    conn.execute("DELETE FROM whk.delivery_queue WHERE webhook_id = %s", (hook,))
     auth = {"Authorization": f"Bearer {hooks_key}"}
     since = _iso(datetime.now(UTC) - timedelta(hours=1))
     r = await client.post(f"/api/whk/webhooks/{hook}/replay", json={"since": since}, headers=auth)
