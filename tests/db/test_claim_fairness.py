@@ -65,7 +65,7 @@ async def test_million_backlog_does_not_delay_another_endpoint(db_url, conn, rec
     plans = claim_plans(conn)
     pick = [p for p in plans.split("Query Text:") if "FOR UPDATE SKIP LOCKED" in p and "next_attempt_at" in p]
     assert pick, plans[:2000]
-    assert all("whk_03_entregas_due_idx" in p for p in pick), pick[0][:2000]
+    assert all("delivery_queue_due_idx" in p for p in pick), pick[0][:2000]
     assert not any("Seq Scan on whk_03_entregas" in p for p in plans.split("Query Text:"))
 
     async with running(fast_settings(db_url)):

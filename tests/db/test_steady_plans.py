@@ -140,11 +140,11 @@ def test_outcome_flush_stays_linear_with_stale_statistics(
     assert _rescanned_ctes(recording) == []
     # Each delivery's row is found by one primary-key probe...
     changes = recording.split("CTE changes")[1].split("\n  CTE ")[0]
-    assert "Index Scan using whk_03_entregas_pkey" in changes
+    assert "Index Scan using delivery_queue_pkey" in changes
     # ...and updated through its TID: no index, whatever the statistics say, drives the UPDATE.
     update = plan_of(plans, "UPDATE whk.delivery_queue d")
-    assert "Tid Scan on whk_03_entregas d" in update
-    assert "Index" not in update.split("Update on whk_03_entregas d")[1]
+    assert "Tid Scan on delivery_queue d" in update
+    assert "Index" not in update.split("Update on delivery_queue d")[1]
 
 
 def test_due_work_is_probed_per_webhook_not_read_in_full(conn: psycopg.Connection[Any]) -> None:
@@ -165,5 +165,5 @@ def test_due_work_is_probed_per_webhook_not_read_in_full(conn: psycopg.Connectio
     _, plans = _take(conn)
     # route_and_take's "no due backlog" test is the same probe (here it finds the backlog: nothing is taken).
     takers = plan_of(plans, "WITH numbered").split("CTE takers")[1].split("\n  CTE ")[0]
-    assert re.search(r"due_idx on whk_03_entregas d\w*[^\n]*\n\s+Index Cond: \(\(webhook_id = w", takers)
+    assert re.search(r"due_idx on delivery_queue d\w*[^\n]*\n\s+Index Cond: \(\(webhook_id = w", takers)
     assert statuses(conn, hook) == {"pending": N - 10 + 5, "in_flight": 10}

@@ -110,10 +110,10 @@ def test_verify_reports_drift(db_url: str):
     import psycopg
 
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("DROP INDEX whk.whk_03_entregas_dead_idx")
+        conn.execute("DROP INDEX whk.delivery_queue_dead_idx")
     proc = run("db", "verify", env={"WHK_DATABASE_URL": db_url})
     assert proc.returncode == 1
-    assert "index whk.whk_03_entregas_dead_idx" in proc.stdout
+    assert "index whk.delivery_queue_dead_idx" in proc.stdout
     assert "differs from what the migrations create" in proc.stderr
 
 

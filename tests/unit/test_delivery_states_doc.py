@@ -18,11 +18,11 @@ FUNCTIONS = ROOT / "sql" / "functions"
 
 _ARROW = re.compile(r"^\s*(\[\*\]|\w+)\s*-->\s*(\w+)\s*:\s*(.+?)\s*$")
 _LABEL = re.compile(r"^whk\.(\w+) \(([\w/]+\.sql)\)")
-# A statement that writes whk_03_entregas.status: an UPDATE whose SET list assigns it, or an INSERT.
+# A statement that writes whk.delivery_queue.status: an UPDATE whose SET list assigns it, or an INSERT.
 _UPDATE = re.compile(
-    r"UPDATE\s+whk\.whk_03_entregas\b(?:\s+(?:AS\s+)?\w+)?\s+SET\s+(.*?)\bWHERE\b", re.S | re.I
+    r"UPDATE\s+whk\.delivery_queue\b(?:\s+(?:AS\s+)?\w+)?\s+SET\s+(.*?)\bWHERE\b", re.S | re.I
 )
-_INSERT = re.compile(r"INSERT\s+INTO\s+whk\.whk_03_entregas\s*\(([^)]*)\)", re.I)
+_INSERT = re.compile(r"INSERT\s+INTO\s+whk\.delivery_queue\s*\(([^)]*)\)", re.I)
 
 
 def check_statuses(table_sql: str) -> set[str]:
@@ -51,7 +51,7 @@ def diagram_states(doc: str) -> set[str]:
 
 
 def status_writers(functions: Path) -> set[str]:
-    """Names of the sql/functions files that change whk_03_entregas.status."""
+    """Names of the sql/functions files that change whk.delivery_queue.status."""
     writers = set()
     for path in functions.rglob("*.sql"):
         text = re.sub(r"--[^\n]*", "", path.read_text("utf-8"))
