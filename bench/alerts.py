@@ -24,6 +24,7 @@ from typing import Any
 
 import psycopg
 
+from bench._data import move_finished_to_history
 from bench.goals import Goal, report
 from ops.alerting.evaluate import Evaluator
 from tests.support.pg import migrate_database, start_server
@@ -128,7 +129,7 @@ def _fill(conn: psycopg.Connection[Any], total: int) -> float:
     assert first is not None
     for lo in range(first[0], first[0] + total, step):
         conn.execute(_ATTEMPTS, {"start": lo, "stop": lo + step - 1})
-    conn.execute("VACUUM ANALYZE whk.whk_03_entregas")
+    move_finished_to_history(conn)
     conn.execute("VACUUM ANALYZE whk.whk_03_entregas_tentativas")
     return time.perf_counter() - began
 

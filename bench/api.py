@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 
 from api.deliveries.repository import DeliveryRepository
+from bench._data import move_finished_to_history
 from bench.goals import Goal, report
 from tests.support.pg import migrate_database, start_server
 from whk.db import configure_json
@@ -73,7 +74,7 @@ def _fill(conn: psycopg.Connection[Any], start: int, stop: int) -> float:
         conn.execute(
             _FILL, {"types": list(TYPES), "start": lo, "stop": hi, "hooks": CONSUMERS * WEBHOOKS_PER_CONSUMER}
         )
-    conn.execute("VACUUM ANALYZE whk.whk_03_entregas")
+    move_finished_to_history(conn)
     return time.perf_counter() - began
 
 

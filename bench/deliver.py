@@ -304,17 +304,22 @@ def _backlog(conn: psycopg.Connection[Any], webhook_id: int, consumer_id: int, r
     conn.execute(
         "INSERT INTO whk.webhook_runtime (webhook_id) VALUES (%s) ON CONFLICT DO NOTHING", [webhook_id]
     )
-    conn.execute("ANALYZE whk.whk_03_entregas")
+    conn.execute("ANALYZE whk.delivery_queue")
 
 
 def _disk_per_event(dsn: str, events: int) -> str:
     """Bytes on disk per delivered event (heap, TOAST and indexes after a VACUUM) of the delivery history
-    (deliveries and their attempts) and, apart, of the outbox that holds the payloads."""
+    (the finished deliveries, the live queue they passed through, and their attempts) and, apart, of the
+    outbox that holds the payloads."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("VACUUM whk.whk_03_entregas, whk.whk_03_entregas_tentativas, whk.outbox")
+        conn.execute(
+            "VACUUM whk.delivery_queue, whk.delivery_history, whk.whk_03_entregas_tentativas, whk.outbox"
+        )
         row = conn.execute(
-            "SELECT pg_total_relation_size('whk.whk_03_entregas'), "
+            "SELECT pg_total_relation_size('whk.delivery_queue') "
             # Partitioned tables have no storage of their own: their partitions' sizes are summed.
+            " + (SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits "
+            "    WHERE inhparent = 'whk.delivery_history'::regclass), "
             "(SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits "
             " WHERE inhparent = 'whk.whk_03_entregas_tentativas'::regclass), "
             "(SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits "
@@ -331,18 +336,25 @@ def _history(
     conn: psycopg.Connection[Any], webhook_id: int, consumer_id: int, rows: int, days_ago: int
 ) -> None:
     """``rows`` delivered deliveries that finished ``days_ago`` days ago, each with its one attempt: the
-    history a dispatcher leaves behind, written set-based in chunks of 500,000."""
+    history a dispatcher leaves behind (in that day's partition of whk.delivery_history), written set-based
+    in chunks of 500,000."""
+    conn.execute(
+        "SELECT whk.create_partitions('whk.delivery_history', since => now() - make_interval(days => %s))",
+        [days_ago],
+    )
     for start in range(0, rows, 500_000):
         n = min(500_000, rows - start)
         conn.execute(
             """
             WITH d AS (
-                INSERT INTO whk.delivery_queue (event_id, outbox_id, event_created_at, event_type,
-                                                 webhook_id, consumer_id, commit_seq, status, attempts,
-                                                 delivered_at, last_attempt_at, last_status_code, created_at,
-                                                 updated_at)
-                SELECT gen_random_uuid(), g, now() - make_interval(days => %(days)s), 'hist.e', %(w)s, %(c)s,
-                       g, 'delivered', 1, t, t, 200, t, t
+                INSERT INTO whk.delivery_history (id, event_id, outbox_id, event_created_at, event_type,
+                                                  webhook_id, consumer_id, commit_seq, status, attempts,
+                                                  schedule_offset, attempt_ids, next_attempt_at, delivered_at,
+                                                  acked_at, last_attempt_at, last_status_code, created_at,
+                                                  updated_at, finished_at)
+                SELECT nextval('whk.delivery_queue_id_seq'), gen_random_uuid(), g,
+                       now() - make_interval(days => %(days)s), 'hist.e', %(w)s, %(c)s, g, 'delivered', 1, 0,
+                       '{}', t, t, t, t, 200, t, t, t
                 FROM generate_series(1, %(n)s) g,
                      LATERAL (SELECT now() - make_interval(days => %(days)s, secs => g / 1000.0) AS t) x
                 RETURNING id, updated_at)
@@ -356,7 +368,7 @@ def _history(
             """,
             {"w": webhook_id, "c": consumer_id, "n": n, "days": days_ago},
         )
-    conn.execute("VACUUM ANALYZE whk.whk_03_entregas, whk.whk_03_entregas_tentativas")
+    conn.execute("VACUUM ANALYZE whk.delivery_history, whk.whk_03_entregas_tentativas")
     conn.execute("CHECKPOINT")
 
 
@@ -392,11 +404,11 @@ def _floor(
     server: PgServer, dsn: str, webhook_id: int, consumer_id: int, events: int, per_request: int
 ) -> float:
     """PostgreSQL CPU (us per event) of only the writes the data model needs for each delivered event, with
-    no routing logic, claims, breaker, usage or HTTP: the outbox row marked routed, one ``whk_03_entregas``
-    row inserted in flight, one attempt row per ``per_request`` events, the deliveries updated to delivered
-    in a later transaction (as a dispatcher records them). Set-based, 1,000 events per transaction, one
-    session. ``cores * 1e6 / floor`` is what this schema allows on this machine if PostgreSQL had every core
-    and the dispatcher and the receiver none."""
+    no routing logic, claims, breaker, usage or HTTP: the outbox row marked routed, one ``delivery_queue``
+    row inserted in flight, one attempt row per ``per_request`` events, and in a later transaction (as a
+    dispatcher records them) each delivery moved, delivered, from the queue to ``delivery_history``.
+    Set-based, 1,000 events per transaction, one session. ``cores * 1e6 / floor`` is what this schema allows
+    on this machine if PostgreSQL had every core and the dispatcher and the receiver none."""
     _seed_events(dsn, "floor.e", events)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE")
@@ -442,12 +454,16 @@ def _floor(
                 members = [(did, aid) for aid, dids in attempts for did in dids]
                 conn.execute(
                     """
-                    UPDATE whk.delivery_queue d
-                    SET status = 'delivered', delivered_at = now(), attempts = 1, last_attempt_at = now(),
-                        last_status_code = 200, lease_until = NULL, claimed_by = NULL, updated_at = now(),
-                        attempt_ids = ARRAY[u.aid]
-                    FROM unnest(%s::bigint[], %s::bigint[]) AS u(did, aid)
-                    WHERE d.id = u.did
+                    WITH gone AS (DELETE FROM whk.delivery_queue d
+                                  USING unnest(%s::bigint[], %s::bigint[]) AS u(did, aid)
+                                  WHERE d.id = u.did
+                                  RETURNING d.*, u.aid)
+                    INSERT INTO whk.delivery_history
+                    SELECT g.id, g.event_id, g.outbox_id, g.event_created_at, g.event_type, g.webhook_id,
+                           g.consumer_id, 'delivered', g.ordering_key, g.commit_seq, 1, g.schedule_offset,
+                           ARRAY[g.aid], g.next_attempt_at, NULL, NULL, g.batch_id, 200, NULL, now(), now(),
+                           NULL, now(), NULL, NULL, NULL, g.payload, NULL, g.created_at, now(), now()
+                    FROM gone g
                     """,
                     [[m[0] for m in members], [m[1] for m in members]],
                 )

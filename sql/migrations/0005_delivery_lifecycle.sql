@@ -90,10 +90,7 @@ CREATE TABLE whk.delivery_history_default PARTITION OF whk.delivery_history DEFA
 CREATE INDEX delivery_history_webhook_idx ON whk.delivery_history (webhook_id, id DESC);
 CREATE INDEX delivery_history_consumer_idx ON whk.delivery_history (consumer_id, id DESC);
 CREATE INDEX delivery_history_outbox_idx ON whk.delivery_history (outbox_id, event_created_at);
-CREATE INDEX delivery_history_consumer_status_idx ON whk.delivery_history (consumer_id, status, id DESC);
-CREATE INDEX delivery_history_webhook_status_idx ON whk.delivery_history (webhook_id, status, id DESC);
 CREATE INDEX delivery_history_type_idx ON whk.delivery_history (event_type, id DESC);
-CREATE INDEX delivery_history_consumer_type_idx ON whk.delivery_history (consumer_id, event_type, id DESC);
 CREATE INDEX delivery_history_created_idx ON whk.delivery_history (created_at, id);
 CREATE INDEX delivery_history_consumer_event_idx
     ON whk.delivery_history (consumer_id, event_created_at DESC, outbox_id DESC);
