@@ -2,7 +2,7 @@
 
 The runtime queries (``api/**/*.sql``, ``dispatcher/*.sql``) are parsed with pglast, their ``{fragment}``
 slots and bound parameters filled with neutral text, and every data-modifying statement (CTEs included)
-is checked: none writes ``whk_03_entregas``, and none sets a webhook's status columns. Those changes go
+is checked: none writes the deliveries (``whk.delivery_queue``, ``whk.delivery_history``), and none sets a webhook's status columns. Those changes go
 through ``whk.pause_webhook``, ``whk.resume_webhook``, ``whk.disable_webhook``, ``whk.delete_webhook``,
 the claim and the outcome functions, so that the dispatcher, the API and a DBA move the same state the
 same way.
@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 QUERY_FILES = sorted([*ROOT.glob("api/**/*.sql"), *ROOT.glob("dispatcher/*.sql")])
 # The webhook columns that make its state: only the functions named above write them.
 WEBHOOK_STATE = {"status", "deleted_at", "disabled_reason", "disabled_at"}
+# The deliveries' tables (whk.whk_03_entregas is the read-only view over them).
+DELIVERY_TABLES = {"delivery_queue", "delivery_history", "whk_03_entregas"}
 # What the repositories compose into the slots (only ever lists of columns, conditions, sort keys).
 _FRAGMENT = re.compile(r"^--\s*name:\s*(\w+)\s+:fragment\s*$", re.MULTILINE)
 _SLOTS = {"assignments": "name = NULL", "columns": "1", "where": "true", "order": "1"}
@@ -59,8 +61,8 @@ def state_writes(text: str) -> list[str]:
     visitor(parse_sql(runnable(text)))
     bad = []
     for table, verb, cols in visitor.found:
-        if table == "whk_03_entregas":
-            bad.append(f"{verb} of whk_03_entregas")
+        if table in DELIVERY_TABLES:
+            bad.append(f"{verb} of {table}")
         elif table == "whk_01_webhooks" and cols & WEBHOOK_STATE:
             bad.append(f"UPDATE of whk_01_webhooks.{', '.join(sorted(cols & WEBHOOK_STATE))}")
     return bad
@@ -96,6 +98,7 @@ def test_the_webhook_update_cannot_set_state_columns():
         "WITH c AS (UPDATE whk.delivery_queue d SET status = 'cancelled' WHERE d.id = %s RETURNING 1)"
         " SELECT count(*) FROM c",
         "DELETE FROM whk.delivery_queue d WHERE {where}",
+        "INSERT INTO whk.delivery_history SELECT * FROM whk.delivery_queue",
     ],
 )
 def test_the_check_sees_state_changes_written_in_a_query(text: str):
