@@ -17,8 +17,9 @@ Prints:
   so the dispatcher's start-up is left out): on this 2-core machine the sum bounds what a drain can reach;
 - ``GOAL drain_with_history_vs_empty``: the immediate drain beside BENCH_HISTORY (default 5,000,000)
   delivered deliveries with their attempts ÷ the same drain on an empty history;
-- ``GOAL drain_during_retention_vs_without``: that drain while the retention job deletes the expired fifth
-  of the history (batches of 10,000, as the job worker does) ÷ without;
+- ``GOAL drain_during_retention_vs_without``: that drain while retention drops the expired day of the
+  history that holds a fifth of it (``whk.drop_partitions``, the job worker's call) ÷ without; ``INFO
+  retention_drop`` says what the drop removed (rows, bytes) and how long it took;
 - ``INFO immediate_disk_bytes_per_event``: disk per delivered event of the delivery history (deliveries
   and attempts, with indexes) and of the outbox, after the immediate drain;
 - ``INFO immediate_floor`` / ``INFO batch_floor``: PostgreSQL's CPU per event for only the writes the data
@@ -42,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,7 @@ import httpx
 import port_for
 import psutil
 import psycopg
+from psycopg import sql
 
 from bench.capture import pgbench_command
 from bench.goals import Goal, report
@@ -56,6 +59,7 @@ from bench.http_baseline import httpx_default_posts, raw_aiohttp_posts
 from bench.pgqueuer_relay import enqueue_jobs
 from tests.support.delivery import TEST_SECRET_KEYS, make_consumer, make_webhook
 from tests.support.pg import PgServer, migrate_database, start_server
+from whk.sqlfiles import load_queries
 
 REPO = Path(__file__).resolve().parents[1]
 WHK = Path(sys.executable).parent / "whk"
@@ -335,56 +339,129 @@ def _disk_per_event(dsn: str, events: int) -> str:
 def _history(
     conn: psycopg.Connection[Any], webhook_id: int, consumer_id: int, rows: int, days_ago: int
 ) -> None:
-    """``rows`` delivered deliveries that finished ``days_ago`` days ago, each with its one attempt: the
-    history a dispatcher leaves behind (in that day's partition of whk.delivery_history), written set-based
-    in chunks of 500,000."""
+    """``rows`` delivered deliveries that finished ``days_ago`` days ago (a millisecond apart, before that
+    moment), each with its one attempt: the history a dispatcher leaves behind (``whk.delivery_history``,
+    its ids drawn from the queue's sequence like the rows moved there), in chunks of 500,000, in the day
+    partitions the housekeeping makes."""
     conn.execute(
         "SELECT whk.create_partitions('whk.delivery_history', since => now() - make_interval(days => %s))",
-        [days_ago],
+        [days_ago + 1],
     )
+    _history_rows(
+        conn,
+        webhook_id,
+        consumer_id,
+        rows,
+        "now() - make_interval(days => %(days)s, secs => g / 1000.0)",
+        {"days": days_ago},
+    )
+
+
+def _history_day(
+    conn: psycopg.Connection[Any], webhook_id: int, consumer_id: int, rows: int, days_ago: int
+) -> str:
+    """A partition of ``whk.delivery_history`` (and of the attempt log) for the one UTC day ``days_ago`` days
+    back, as the housekeeping made it then, filled with ``rows`` delivered deliveries spread over that day,
+    each with its attempt: a day that retention drops whole. Returns the history partition's name."""
+    row = conn.execute(
+        "SELECT date_trunc('day', (now() - make_interval(days => %s)) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+        [days_ago],
+    ).fetchone()
+    assert row is not None
+    day = row[0]
+    names = []
+    for table in ("delivery_history", "whk_03_entregas_tentativas"):
+        name = f"{table}_p{day:%Y%m%d}"  # whk.create_partitions' name for that day
+        conn.execute(
+            sql.SQL("CREATE TABLE whk.{} PARTITION OF whk.{} FOR VALUES FROM ({}) TO ({})").format(
+                sql.Identifier(name),
+                sql.Identifier(table),
+                sql.Literal(day),
+                sql.Literal(day + timedelta(days=1)),
+            )
+        )
+        names.append(f"whk.{name}")
+    # Spread over the day's first 22 hours, so every row lands in the day's partition.
+    _history_rows(
+        conn,
+        webhook_id,
+        consumer_id,
+        rows,
+        "%(day)s::timestamptz + make_interval(secs => 3600 + (g %% 79200) + (g %% 1000) / 1000.0)",
+        {"day": day},
+    )
+    return names[0]
+
+
+def _history_rows(
+    conn: psycopg.Connection[Any],
+    webhook_id: int,
+    consumer_id: int,
+    rows: int,
+    finished_at: str,
+    params: dict[str, Any],
+) -> None:
+    """Write ``rows`` delivered deliveries with their attempts, each finished at ``finished_at`` (an SQL
+    expression of the row number ``g``), into the history and the attempt log."""
+    seq = "pg_get_serial_sequence('whk.delivery_queue', 'id')"
     for start in range(0, rows, 500_000):
         n = min(500_000, rows - start)
         conn.execute(
-            """
-            WITH d AS (
-                INSERT INTO whk.delivery_history (id, event_id, outbox_id, event_created_at, event_type,
-                                                  webhook_id, consumer_id, commit_seq, status, attempts,
-                                                  schedule_offset, attempt_ids, next_attempt_at, delivered_at,
-                                                  acked_at, last_attempt_at, last_status_code, created_at,
-                                                  updated_at, finished_at)
-                SELECT nextval('whk.delivery_queue_id_seq'), gen_random_uuid(), g,
-                       now() - make_interval(days => %(days)s), 'hist.e', %(w)s, %(c)s, g, 'delivered', 1, 0,
-                       '{}', t, t, t, t, 200, t, t, t
-                FROM generate_series(1, %(n)s) g,
-                     LATERAL (SELECT now() - make_interval(days => %(days)s, secs => g / 1000.0) AS t) x
-                RETURNING id, updated_at)
-            INSERT INTO whk.whk_03_entregas_tentativas (delivery_id, webhook_id, attempt_no, started_at,
-                                                        duration_ms, request_method, request_url,
-                                                        request_headers, request_body_size, response_status,
-                                                        outcome)
-            SELECT d.id, %(w)s, 1, d.updated_at, 3.5, 'POST', 'http://127.0.0.1/history',
-                   '{"webhook-id": "msg_history"}', 1024, 200, 'delivered'
-            FROM d
+            f"""
+            WITH d AS MATERIALIZED (
+                SELECT nextval({seq}) AS id, g, t
+                FROM generate_series(%(start)s + 1, %(start)s + %(n)s) g,
+                     LATERAL (SELECT {finished_at} AS t) x),
+            a AS (
+                INSERT INTO whk.whk_03_entregas_tentativas (delivery_id, webhook_id, attempt_no, started_at,
+                                                            duration_ms, request_method, request_url,
+                                                            request_headers, request_body_size,
+                                                            response_status, outcome)
+                SELECT d.id, %(w)s, 1, d.t, 3.5, 'POST', 'http://127.0.0.1/history',
+                       '{{"webhook-id": "msg_history"}}', 1024, 200, 'delivered'
+                FROM d
+                RETURNING id, delivery_id)
+            -- The columns whk.record_outcomes fills when it moves a delivered row here.
+            INSERT INTO whk.delivery_history (id, event_id, outbox_id, event_created_at, event_type,
+                                              webhook_id, consumer_id, status, commit_seq, attempts,
+                                              schedule_offset, attempt_ids, next_attempt_at,
+                                              last_status_code, last_attempt_at, delivered_at, acked_at,
+                                              created_at, updated_at, finished_at)
+            SELECT d.id, gen_random_uuid(), d.g, d.t - interval '50 milliseconds', 'hist.e', %(w)s, %(c)s,
+                   'delivered', d.g, 1, 0, ARRAY[a.id], d.t - interval '40 milliseconds', 200, d.t, d.t, d.t,
+                   d.t - interval '40 milliseconds', d.t, d.t
+            FROM d JOIN a ON a.delivery_id = d.id
             """,
-            {"w": webhook_id, "c": consumer_id, "n": n, "days": days_ago},
+            {"w": webhook_id, "c": consumer_id, "n": n, "start": start, **params},
         )
     conn.execute("VACUUM ANALYZE whk.delivery_history, whk.whk_03_entregas_tentativas")
     conn.execute("CHECKPOINT")
 
 
-async def _retention_loop(dsn: str, stop: asyncio.Event) -> int:
-    """Run delivery-history retention as the job worker does (batches of 10,000, each its own transaction)
-    until nothing expired is left or ``stop`` is set: how many rows went."""
-    deleted = 0
+async def _retention_drop(dsn: str, url: str, after: int, stop: asyncio.Event) -> tuple[list[Any], float]:
+    """Once ``after`` events of the drain have arrived, run delivery-history retention as the job worker
+    does (whk/retention.sql, drop_history): ``whk.drop_partitions`` with ``max_drops => 1``, each call its
+    own transaction, until a call drops nothing (a day kept as busy is tried again while the drain runs).
+    Returns the rows of the calls (partition, dropped, reason, bytes) and the seconds they took."""
+    while not stop.is_set():
+        if (await _stats(url))["events"] >= after:
+            break
+        await asyncio.sleep(0.05)
+    drop = load_queries("whk", "retention.sql")["drop_history"]
+    answers: list[Any] = []
+    took = 0.0
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         while not stop.is_set():
-            cur = await conn.execute("SELECT whk.retention_delete_deliveries(10000)")
-            row = await cur.fetchone()
-            n = int(row[0]) if row else 0
-            deleted += n
-            if n < 10000:
+            t0 = time.monotonic()
+            cur = await conn.execute(drop)
+            rows = await cur.fetchall()
+            took += time.monotonic() - t0
+            answers.extend(rows)
+            if not rows:
                 break
-    return deleted
+            if not any(r[1] for r in rows):
+                await asyncio.sleep(0.2)  # busy (lock timeout): the next run of the job tries again
+    return answers, took
 
 
 def _postgres_cpu_by_pid(server: PgServer) -> dict[int, float]:
@@ -474,11 +551,14 @@ async def _history_phase(
     server: PgServer, receiver_pid: int, dsn: str, url: str, seconds: float, history: int
 ) -> list[Goal]:
     """The same immediate drain on an empty history, then beside ``history`` delivered deliveries (each
-    with its attempt), then while retention deletes the expired fifth of that history."""
+    with its attempt; a fifth of them in one day past retention), then while retention drops that day."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         consumer = make_consumer(conn, "bench")
         webhook = make_webhook(conn, consumer, f"{url}/history", ["hist.*"], max_in_flight=CONCURRENCY)
         old = make_webhook(conn, consumer, f"{url}/old", ["none.*"])
+        # The days the housekeeping schedule keeps made: the recent history's and the drain's own.
+        for table in ("whk.delivery_history", "whk.whk_03_entregas_tentativas"):
+            conn.execute("SELECT whk.create_partitions(%s, since => now() - interval '3 days')", [table])
     n = int(min(max(2000 * seconds, 2000), 50_000))
     limit = 30 + 6 * seconds
 
@@ -491,28 +571,43 @@ async def _history_phase(
     t0 = time.monotonic()
     with psycopg.connect(dsn, autocommit=True) as conn:
         expired = history // 5
-        _history(conn, old, consumer, expired, 400)  # past the 365-day default of retention.delivered_days
+        # One day past the 365-day default of retention.delivered_days, and the rest two days ago.
+        day = _history_day(conn, old, consumer, expired, 400)
         _history(conn, webhook, consumer, history - expired, 2)
         size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()
+        in_day = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*day.split(".")))
+        ).fetchone()
     print(
         f"history: {history} delivered deliveries with attempts written in {time.monotonic() - t0:.0f} s "
-        f"(database {size[0] if size else '?'})",
+        f"(database {size[0] if size else '?'}; {in_day[0] if in_day else '?'} of them in {day})",
         flush=True,
     )
     full = await drain()
     stop = asyncio.Event()
-    retention = asyncio.create_task(_retention_loop(dsn, stop))
+    await _reset(url)  # the drop waits for this drain's arrivals, not the last one's
+    retention = asyncio.create_task(_retention_drop(dsn, url, n // 4, stop))
     during = await drain()
     stop.set()
-    deleted = await retention
+    answers, took = await retention
+    dropped = [(name, size_b) for name, ok, _why, size_b in answers if ok]
+    kept = sorted({f"{name} ({why})" for name, ok, why, _size in answers if not ok})
+    freed = sum(int(b or 0) for _n, b in dropped)
+    rows_gone = (in_day[0] if in_day else 0) if any(name == day for name, _b in dropped) else 0
     print(
         f"immediate drain: {empty:.0f} events/s on an empty history, {full:.0f} beside {history} rows, "
-        f"{during:.0f} while retention deleted {deleted} expired rows",
+        f"{during:.0f} while retention dropped {', '.join(n for n, _b in dropped) or 'nothing'}"
+        + (f" (kept: {', '.join(kept)})" if kept else ""),
+        flush=True,
+    )
+    print(
+        f"INFO retention_drop partitions={len(dropped)} rows={rows_gone} bytes={freed} "
+        f"({freed / 2**20:.0f} MB) seconds={took:.3f}",
         flush=True,
     )
     return [
         Goal("drain_with_history_vs_empty", full / empty if empty else 0.0, 0.9),
-        Goal("drain_during_retention_vs_without", during / full if full else 0.0, 0.9),
+        Goal("drain_during_retention_vs_without", during / full if full and dropped else 0.0, 0.9),
     ]
 
 

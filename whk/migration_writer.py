@@ -113,7 +113,8 @@ def new_migration(
             src = (root / name_).resolve()
             if not src.is_file() or src.suffix != ".sql" or root.resolve() not in src.parents:
                 raise MigrationError(
-                    f"no sql file {name_!r} under {root}", hint="a path relative to sql/, e.g. views/kpi_slo.sql"
+                    f"no sql file {name_!r} under {root}",
+                    hint="a path relative to sql/, e.g. views/kpi_slo.sql",
                 )
             sources.append((str(src.relative_to(root.resolve().parent)), src.read_text("utf-8")))
     path = directory / f"{version:04d}_{name}.sql"

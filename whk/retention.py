@@ -1,4 +1,5 @@
-"""Data retention: drop expired days of the outbox, the attempt log and the delivery history; delete audit rows.
+"""Data retention: drop expired days of the outbox, the attempt log and the delivery history; delete audit
+rows.
 
 The SQL functions (``whk.retention_*``, ``whk.drop_partitions``) decide what goes; this module only
 sequences them, one statement per transaction on an autocommit connection, so each batch commits on its
@@ -31,7 +32,8 @@ _STEPS = (("audit", "delete_audit"),)
 
 
 class PlanRow(msgspec.Struct, frozen=True):
-    """One line of the dry run: an old partition (outbox, attempt log, delivery history) or the audit deletes."""
+    """One line of the dry run: an old partition (outbox, attempt log, delivery history) or the audit
+    deletes."""
 
     kind: str
     item: str

@@ -532,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ret = dbsub.add_parser(
         "retention",
-        help="drop expired outbox and attempt-log days, delete expired history now (settings: retention.*)",
+        help="drop expired outbox, attempt-log and delivery-history days; delete old audit rows",
     )
     ret.add_argument("--dry-run", action="store_true", help="show what would go, with sizes; remove nothing")
     ret.set_defaults(func=cmd_db_retention)

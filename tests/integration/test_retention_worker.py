@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.db.test_retention import delivery, expired_history, history_days, ids, webhook
 from tests.support.ops import ops_settings, worker
 from tests.support.receiver import wait_until
 from whk import retention
@@ -38,15 +39,25 @@ async def test_arun_as_the_worker_role(
         "INSERT INTO whk.audit_log (occurred_at, actor, action, target_type)"
         " SELECT now() - interval '400 days', 't', 'x.y', 'thing' FROM generate_series(1, 3)"
     )
+    # Two expired days of finished deliveries, and a dead letter that stays whatever its age.
+    history_days(conn, 32)
+    hook = webhook(conn)
+    old = {delivery(conn, hook, "delivered", d) for d in (32, 31)}
+    dead = delivery(conn, hook, "dead", 40)
+    expired = expired_history(conn, 30)
+    assert len(expired) == 2
     await aconn.execute("SET ROLE whk_dispatcher")
     report = await retention.arun(aconn, batch=2)
     await aconn.execute("RESET ROLE")
-    assert report.dropped == ["whk.outbox_old40"]
+    assert report.dropped == ["whk.outbox_old40", *expired]
     assert report.freed_bytes > 0
-    assert report.deleted == {"deliveries": 0, "audit": 3}
+    assert report.deleted == {"audit": 3}
+    assert ids(conn, "whk_03_entregas") == {dead}
+    assert not old & ids(conn, "whk_03_entregas")
     # Only the old rows went: the settings UPDATE above is audited too (SQL-side changes are), and stays.
     assert conn.execute("SELECT count(*) FROM whk.audit_log WHERE action = 'x.y'").fetchone() == (0,)
-    assert conn.execute("SELECT count(*) FROM whk.audit_log WHERE actor LIKE 'sql:%'").fetchone() == (4,)
+    settings_rows = "SELECT count(*) FROM whk.audit_log WHERE actor LIKE 'sql:%' AND target_type = 'setting'"
+    assert conn.execute(settings_rows).fetchone() == (4,)
 
 
 async def test_a_replay_job_that_fails_marks_the_replay_failed(
@@ -62,13 +73,13 @@ async def test_a_replay_job_that_fails_marks_the_replay_failed(
         "SELECT whk.replay_start(%s, now() - interval '1 hour', now(), '{}', NULL, 't')", (hook,)
     ).fetchone()
     assert row is not None
-    # A fault inside the batch: every new delivery row is refused.
+    # A fault inside the batch: every new delivery row (the replay writes them into the queue) is refused.
     conn.execute(
         "CREATE FUNCTION public.refuse() RETURNS trigger LANGUAGE plpgsql AS"
         " $$BEGIN RAISE EXCEPTION 'injected fault'; END$$"
     )
     conn.execute(
-        "CREATE TRIGGER refuse BEFORE INSERT ON whk.whk_03_entregas"
+        "CREATE TRIGGER refuse BEFORE INSERT ON whk.delivery_queue"
         " FOR EACH ROW EXECUTE FUNCTION public.refuse()"
     )
 

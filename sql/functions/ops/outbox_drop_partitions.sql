@@ -14,4 +14,4 @@ $$;
 REVOKE EXECUTE ON FUNCTION whk.outbox_drop_partitions(interval, boolean, boolean, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION whk.outbox_drop_partitions(interval, boolean, boolean, integer) TO whk_dispatcher;
 COMMENT ON FUNCTION whk.outbox_drop_partitions(interval, boolean, boolean, integer) IS
-    'Drop old outbox partitions that hold no pending/invalid events and no unfinished or dead-lettered deliveries.';
+    'Drop old outbox partitions that hold no pending/invalid events and no unfinished deliveries (dead letters keep their own body).';
