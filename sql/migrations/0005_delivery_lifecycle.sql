@@ -150,6 +150,9 @@ COMMENT ON VIEW whk.whk_03_entregas IS
     'One row per event x webhook; webhook-id = event_id: stable across retries and replays.';
 -- Retention of finished deliveries drops history partitions now (whk.drop_partitions).
 DROP FUNCTION whk.retention_delete_deliveries(integer);
+UPDATE whk.whk_05_configuracoes SET description = 'Outbox partitions whose whole day ended longer ago are dropped (unless unfinished deliveries need them).' WHERE key = 'retention.outbox_days';
+UPDATE whk.whk_05_configuracoes SET description = 'Delivery-history partitions (finished deliveries) whose whole day ended longer ago are dropped.' WHERE key = 'retention.delivered_days';
+
 
 -- >>> sql/functions/delivery/ack_delivery.sql
 -- The consumer confirms a delivery that answered 202 (awaiting_ack): it becomes delivered.
@@ -2452,5 +2455,25 @@ WHERE w.deleted_at IS NULL;
 COMMENT ON VIEW whk.kpi_webhook_state IS
     'Per-webhook state: status, breaker (and seconds open), failure streak, oldest due delivery age.';
 -- <<< sql/views/kpi_webhook_state.sql
+
+-- >>> sql/functions/ops/outbox_drop_partitions.sql
+-- whk.outbox_drop_partitions: whk.drop_partitions for whk.outbox, the name DBAs' scripts and
+-- docs/capture.md use (same arguments, same answer).
+CREATE OR REPLACE FUNCTION whk.outbox_drop_partitions(older_than interval DEFAULT '30 days',
+                                                      keep_invalid boolean DEFAULT true,
+                                                      dry_run boolean DEFAULT false,
+                                                      max_drops integer DEFAULT NULL)
+RETURNS TABLE (partition_name text, dropped boolean, reason text, bytes bigint)
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, whk, pg_temp
+AS $$
+    SELECT * FROM whk.drop_partitions('whk.outbox'::regclass, older_than, keep_invalid, dry_run, max_drops);
+$$;
+REVOKE EXECUTE ON FUNCTION whk.outbox_drop_partitions(interval, boolean, boolean, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION whk.outbox_drop_partitions(interval, boolean, boolean, integer) TO whk_dispatcher;
+COMMENT ON FUNCTION whk.outbox_drop_partitions(interval, boolean, boolean, integer) IS
+    'Drop old outbox partitions that hold no pending/invalid events and no unfinished deliveries (dead letters keep their own body).';
+-- <<< sql/functions/ops/outbox_drop_partitions.sql
 
 COMMIT;

@@ -20,9 +20,9 @@ INSERT INTO whk.whk_05_configuracoes (key, category, value, description) VALUES
     ('dev.mock_max_rows', 'dev', '50000', 'Requests kept by all development mock endpoints together.'),
     ('dev.mock_retention_hours', 'dev', '24', 'Development mock requests older than this are deleted.'),
     ('retention.outbox_days', 'retention', '365',
-     'Outbox partitions whose whole day ended longer ago are dropped (unless unfinished or dead deliveries need them).'),
+     'Outbox partitions whose whole day ended longer ago are dropped (unless unfinished deliveries need them).'),
     ('retention.delivered_days', 'retention', '365',
-     'Delivered and cancelled deliveries (and their attempts) finished longer ago are deleted.'),
+     'Delivery-history partitions (finished deliveries) whose whole day ended longer ago are dropped.'),
     ('retention.attempts_days', 'retention', '365',
      'Attempt-log partitions whose whole day ended longer ago are dropped (unless dead or unfinished deliveries need them).'),
     ('retention.audit_days', 'retention', '365', 'Audit rows older than this are deleted (at least 30).');
