@@ -21,6 +21,7 @@ import pytest
 from tests.db.test_delivery_sql import claim, record
 from tests.support.delivery import emit, make_consumer, make_webhook, route
 from tests.support.dispatch import FAST_ENV, WHK
+from tests.support.pg import start_server
 from tests.support.wait import wait_for
 from whk import migrate
 
@@ -291,3 +292,36 @@ def test_upgrade_keeps_every_delivery_once_its_attempts_and_webhook_id(empty_db_
         for i, _, payload in back:
             assert payload == (pinned_body.get(i) or envelopes.get(i))
         assert ids(conn, "SELECT id FROM whk.delivery_history WHERE id = ANY(%s)", dead + delivered) == []
+
+
+def test_upgrade_with_years_of_finished_deliveries_fits_a_default_server() -> None:
+    """Finished deliveries are kept as long as retention.delivered_days says (up to 3650 days; two years
+    here): the upgrade moves them all into the history in its one transaction on a server with
+    PostgreSQL's default lock table (max_connections 100, max_locks_per_transaction 64) without running
+    out of shared memory (a partition a day back to the oldest one took ~16 locks a day), and none lands
+    in the default partition."""
+    server = start_server("-c max_connections=100 -c max_locks_per_transaction=64")
+    try:
+        with psycopg.connect(server.dsn(server.create_database()), autocommit=True) as conn:
+            migrate.migrate(conn, target=UPGRADE - 1)
+            consumer = make_consumer(conn)
+            make_webhook(conn, consumer, "https://example.com/h", ["order.*"])
+            emit(conn, "order.created", {"n": 1}, count=3)
+            assert route(conn) == 3
+            conn.execute(
+                "UPDATE whk.whk_05_configuracoes SET value = '730' WHERE key = 'retention.delivered_days'"
+            )
+            # Two years of history (the retention job keeps them), and live work.
+            for d, state, age in [(1, "delivered", 729), (2, "cancelled", 300), (3, "pending", 0)]:
+                conn.execute(
+                    "UPDATE whk.whk_03_entregas SET status = %s,"
+                    " updated_at = now() - make_interval(days => %s) WHERE id = %s",
+                    (state, age, d),
+                )
+            migrate.migrate(conn)
+            assert migrate.status(conn).pending == []
+            assert ids(conn, "SELECT id FROM whk.whk_03_entregas ORDER BY id") == [1, 2, 3]
+            assert ids(conn, "SELECT id FROM whk.delivery_history ORDER BY id") == [1, 2]
+            assert conn.execute("SELECT count(*) FROM whk.delivery_history_default").fetchone() == (0,)
+    finally:
+        server.stop()
