@@ -119,6 +119,39 @@ def ids(conn: psycopg.Connection[Any], query: str, *args: Any) -> list[int]:
     return [r[0] for r in conn.execute(query, args or None)]
 
 
+# The columns a delivery keeps for life, whatever happens to it.
+KEPT = (
+    "id",
+    "event_id",
+    "outbox_id",
+    "event_created_at",
+    "event_type",
+    "webhook_id",
+    "consumer_id",
+    "ordering_key",
+    "commit_seq",
+    "schedule_offset",
+    "superseded_by",
+    "payload",
+    "render_problem",
+    "created_at",
+)
+
+
+def unchanged(delivery: dict[str, Any]) -> dict[str, Any]:
+    return {k: delivery[k] for k in KEPT}
+
+
+def finished_row(conn: psycopg.Connection[Any], delivery: int) -> dict[str, Any]:
+    """The delivery's one row in the history (and none in the queue)."""
+    assert ids(conn, "SELECT id FROM whk.delivery_queue WHERE id = %s", delivery) == []
+    rows = conn.execute(
+        "SELECT to_jsonb(h) FROM whk.delivery_history h WHERE id = %s", (delivery,)
+    ).fetchall()
+    assert len(rows) == 1
+    return dict(rows[0][0])
+
+
 def dispatcher_refused(db_url: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WHK_")}
     env.update(FAST_ENV)
@@ -271,13 +304,23 @@ def test_upgrade_keeps_every_delivery_once_its_attempts_and_webhook_id(empty_db_
             )
             == 1
         )
-        assert ids(conn, "SELECT id FROM whk.delivery_queue WHERE id = %s", old_pending) == []
-        moved = conn.execute(
-            "SELECT status, attempts, attempt_ids FROM whk.delivery_history WHERE id = %s", (old_pending,)
-        ).fetchall()
+        moved = finished_row(conn, old_pending)
+        assert unchanged(moved) == unchanged(dict(before_deliveries)[old_pending])
+        assert (moved["status"], moved["attempts"]) == ("delivered", 7)
         old_ids = dict(before_deliveries)[old_pending]["attempt_ids"]
-        assert len(moved) == 1 and moved[0][:2] == ("delivered", 7)
-        assert moved[0][2][:-1] == old_ids and moved[0][2][-1] > max(i for i, _ in after_attempts)
+        assert moved["attempt_ids"][:-1] == old_ids and moved["attempt_ids"][-1] > max(
+            i for i, _ in after_attempts
+        )
+        # An old one awaiting its ack, acked, moves through whk.archive_deliveries (which copies the queue's
+        # columns, the old table's, by position into the history's).
+        awaiting = sorted(i for i, s in state_of.items() if s == "awaiting_ack")[0]
+        assert conn.execute("SELECT whk.ack_delivery(%s)", (awaiting,)).fetchone() == (True,)
+        acked = finished_row(conn, awaiting)
+        assert unchanged(acked) == unchanged(dict(before_deliveries)[awaiting])
+        assert (
+            acked["status"] == "delivered"
+            and acked["attempt_ids"] == dict(before_deliveries)[awaiting]["attempt_ids"]
+        )
         # Dead letters and an old delivered one retried come back pending in the queue, same ids, bodies kept.
         dead = sorted(i for i, s in state_of.items() if s == "dead")
         delivered = sorted(i for i, s in state_of.items() if s == "delivered")
