@@ -337,6 +337,58 @@ def test_upgrade_keeps_every_delivery_once_its_attempts_and_webhook_id(empty_db_
         assert ids(conn, "SELECT id FROM whk.delivery_history WHERE id = ANY(%s)", dead + delivered) == []
 
 
+def test_an_upgrade_cut_off_midway_changes_nothing_and_runs_again(empty_db_url: str) -> None:
+    """The upgrade's connection is killed after it renamed the deliveries and built the history (held on
+    the outbox, which it reads next): the database is left exactly as it was, at the old version, and
+    the upgrade then runs again."""
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        migrate.migrate(conn, target=UPGRADE - 1)
+        seed(conn)
+        before = snapshot(conn)
+        with psycopg.connect(empty_db_url) as holder:
+            holder.execute("LOCK TABLE whk.outbox IN ACCESS EXCLUSIVE MODE")
+            errors: list[BaseException] = []
+
+            def upgrade() -> None:
+                with psycopg.connect(empty_db_url, autocommit=True) as mconn:
+                    migrate.migrate(mconn)
+
+            runner = in_background(upgrade, errors)
+            wait_for(
+                lambda: (
+                    conn.execute(
+                        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                        " WHERE NOT l.granted AND l.relation = 'whk.outbox'::regclass AND a.query LIKE %s",
+                        (f"%{UPGRADE:04d} delivery_lifecycle%",),
+                    ).fetchone()
+                    == (1,)
+                ),
+                30,
+                "the upgrade past its first steps, waiting for the outbox",
+            )
+            # Mid-way: the history exists in the upgrade's transaction only.
+            assert conn.execute(
+                "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a WHERE a.query LIKE %s"
+                " AND a.pid <> pg_backend_pid()",
+                (f"%{UPGRADE:04d} delivery_lifecycle%",),
+            ).fetchall() == [(True,)]
+            runner.join(60)
+            holder.rollback()
+        assert not runner.is_alive() and len(errors) == 1
+        assert migrate.status(conn).database_version == UPGRADE - 1
+        assert conn.execute(
+            "SELECT relkind, to_regclass('whk.delivery_history') FROM pg_class"
+            " WHERE oid = 'whk.whk_03_entregas'::regclass"
+        ).fetchone() == ("r", None)
+        assert snapshot(conn) == before
+
+        migrate.migrate(conn)
+        assert migrate.status(conn).database_version == migrate.code_version()
+        after_deliveries, after_attempts = snapshot(conn)
+        assert [i for i, _ in after_deliveries] == [i for i, _ in before[0]]
+        assert after_attempts == before[1]
+
+
 def test_upgrade_with_years_of_finished_deliveries_fits_a_default_server() -> None:
     """Finished deliveries are kept as long as retention.delivered_days says (up to 3650 days; two years
     here): the upgrade moves them all into the history in its one transaction on a server with
