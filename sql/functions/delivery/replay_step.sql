@@ -36,6 +36,10 @@ BEGIN
          WHERE id = p_replay_id;
         RETURN false;
     END IF;
+    -- One step at a time per webhook, until commit: a pair is looked for below in the queue and the
+    -- history, which no unique key spans, so two replays of the webhook's events (jobs run concurrently)
+    -- would both create the pairs neither sees yet. Replays of other webhooks do not wait.
+    PERFORM pg_advisory_xact_lock(hashtext('whk.replay_step'), hashtext(r.webhook_id::text));
     CREATE TEMP TABLE IF NOT EXISTS whk_replay_batch (
         outbox_id bigint, created_at timestamptz, event_id uuid, event_type text, commit_seq bigint,
         ordering_key text, payload jsonb, render_problem text
