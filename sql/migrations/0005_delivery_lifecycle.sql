@@ -118,8 +118,17 @@ UPDATE whk.delivery_queue d
  WHERE d.status = 'dead' AND d.payload IS NULL AND o.id = d.outbox_id AND o.created_at = d.event_created_at;
 
 -- 4. Finished deliveries move to the history, set-based, ids kept, finished_at = their last change, into
---    day partitions made from the oldest one's day.
-SELECT whk.create_partitions('whk.delivery_history', since => m.oldest)
+--    partitions made for them: days from the start of last month, whole months before that. One partition
+--    per day for years of history would take thousands of locks in this one transaction (about 16 per
+--    day), past a default server's max_locks_per_transaction; retention drops a month when all of it has
+--    expired.
+SELECT whk.create_partitions('whk.delivery_history',
+                             since => greatest(m.oldest, date_trunc('month', (now() AT TIME ZONE 'UTC')
+                                                                      - interval '1 month') AT TIME ZONE 'UTC'))
+  FROM (SELECT min(d.updated_at) AS oldest FROM whk.delivery_queue d
+         WHERE d.status IN ('delivered', 'cancelled', 'superseded')) m
+ WHERE m.oldest IS NOT NULL;
+SELECT whk.create_partitions('whk.delivery_history', period => 'month', since => m.oldest)
   FROM (SELECT min(d.updated_at) AS oldest FROM whk.delivery_queue d
          WHERE d.status IN ('delivered', 'cancelled', 'superseded')) m
  WHERE m.oldest IS NOT NULL;
@@ -152,6 +161,7 @@ COMMENT ON VIEW whk.whk_03_entregas IS
 DROP FUNCTION whk.retention_delete_deliveries(integer);
 UPDATE whk.whk_05_configuracoes SET description = 'Outbox partitions whose whole day ended longer ago are dropped (unless unfinished deliveries need them).' WHERE key = 'retention.outbox_days';
 UPDATE whk.whk_05_configuracoes SET description = 'Delivery-history partitions (finished deliveries) whose whole day ended longer ago are dropped.' WHERE key = 'retention.delivered_days';
+
 
 
 -- >>> sql/functions/delivery/ack_delivery.sql
@@ -1290,12 +1300,9 @@ BEGIN
                a.request_method, a.request_url, coalesce(a.request_headers, '{}'::jsonb), a.request_body_sha256,
                a.request_body_size, a.response_status, a.response_headers, a.response_body,
                coalesce(a.response_truncated, false), a.error_class, a.error_detail, a.outcome
+        -- The attempt happened whether or not we still hold the lease or another dispatcher finished the
+        -- delivery meanwhile: log it either way (the attempt log has no foreign key).
         FROM attempts a
-        -- The attempt happened whether or not we still hold the lease: log it either way (unless the
-        -- delivery itself is gone, e.g. deleted with its webhook).
-        -- (Probed through p_ids: as an EXISTS on a.first_id the planner could hash-join against a scan of
-        -- the whole table.)
-        WHERE a.first_id IN (SELECT d.id FROM whk.delivery_queue d WHERE d.id = ANY (p_ids))
     ), deleted AS MATERIALIZED (
         -- Webhooks deleted (whk.delete_webhook) while these requests ran, one probe per webhook: their
         -- deliveries end cancelled instead of waiting for a claim that never serves them (see changes).
@@ -1684,6 +1691,10 @@ BEGIN
          WHERE id = p_replay_id;
         RETURN false;
     END IF;
+    -- One step at a time per webhook, until commit: a pair is looked for below in the queue and the
+    -- history, which no unique key spans, so two replays of the webhook's events (jobs run concurrently)
+    -- would both create the pairs neither sees yet. Replays of other webhooks do not wait.
+    PERFORM pg_advisory_xact_lock(hashtext('whk.replay_step'), hashtext(r.webhook_id::text));
     CREATE TEMP TABLE IF NOT EXISTS whk_replay_batch (
         outbox_id bigint, created_at timestamptz, event_id uuid, event_type text, commit_seq bigint,
         ordering_key text, payload jsonb, render_problem text

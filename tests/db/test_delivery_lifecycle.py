@@ -69,7 +69,8 @@ def test_a_delivered_outcome_moves_the_row_to_the_history_once(conn):
     assert where(conn, did) == [("history", "delivered")]
     row = conn.execute(
         "SELECT attempts, cardinality(attempt_ids), lease_until, claimed_by, finished_at IS NOT NULL, "
-        "delivered_at IS NOT NULL, acked_at IS NOT NULL, last_status_code FROM whk.whk_03_entregas WHERE id = %s",
+        "delivered_at IS NOT NULL, acked_at IS NOT NULL, last_status_code "
+        "FROM whk.whk_03_entregas WHERE id = %s",
         [did],
     ).fetchone()
     assert row == (1, 1, None, None, True, True, True, 200)

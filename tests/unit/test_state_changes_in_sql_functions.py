@@ -2,7 +2,8 @@
 
 The runtime queries (``api/**/*.sql``, ``dispatcher/*.sql``) are parsed with pglast, their ``{fragment}``
 slots and bound parameters filled with neutral text, and every data-modifying statement (CTEs included)
-is checked: none writes the deliveries (``whk.delivery_queue``, ``whk.delivery_history``), and none sets a webhook's status columns. Those changes go
+is checked: none writes the deliveries (``whk.delivery_queue``, ``whk.delivery_history``), and none sets a
+webhook's status columns. Those changes go
 through ``whk.pause_webhook``, ``whk.resume_webhook``, ``whk.disable_webhook``, ``whk.delete_webhook``,
 the claim and the outcome functions, so that the dispatcher, the API and a DBA move the same state the
 same way.

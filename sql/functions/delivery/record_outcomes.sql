@@ -87,12 +87,9 @@ BEGIN
                a.request_method, a.request_url, coalesce(a.request_headers, '{}'::jsonb), a.request_body_sha256,
                a.request_body_size, a.response_status, a.response_headers, a.response_body,
                coalesce(a.response_truncated, false), a.error_class, a.error_detail, a.outcome
+        -- The attempt happened whether or not we still hold the lease or another dispatcher finished the
+        -- delivery meanwhile: log it either way (the attempt log has no foreign key).
         FROM attempts a
-        -- The attempt happened whether or not we still hold the lease: log it either way (unless the
-        -- delivery itself is gone, e.g. deleted with its webhook).
-        -- (Probed through p_ids: as an EXISTS on a.first_id the planner could hash-join against a scan of
-        -- the whole table.)
-        WHERE a.first_id IN (SELECT d.id FROM whk.delivery_queue d WHERE d.id = ANY (p_ids))
     ), deleted AS MATERIALIZED (
         -- Webhooks deleted (whk.delete_webhook) while these requests ran, one probe per webhook: their
         -- deliveries end cancelled instead of waiting for a claim that never serves them (see changes).
