@@ -51,37 +51,12 @@ COMMENT ON COLUMN whk.delivery_queue.render_problem IS
 
 -- 2. The history: the queue's columns plus finished_at, partitioned by day.
 CREATE TABLE whk.delivery_history (
-    id               bigint      NOT NULL,
-    event_id         uuid        NOT NULL,
-    outbox_id        bigint      NOT NULL,
-    event_created_at timestamptz NOT NULL,
-    event_type       text        NOT NULL,
-    webhook_id       bigint      NOT NULL,
-    consumer_id      bigint      NOT NULL,
-    status           text        NOT NULL CHECK (status IN ('delivered', 'cancelled', 'superseded')),
-    ordering_key     text,
-    commit_seq       bigint,
-    attempts         integer     NOT NULL,
-    schedule_offset  integer     NOT NULL,
-    attempt_ids      bigint[]    NOT NULL,
-    next_attempt_at  timestamptz NOT NULL,
-    lease_until      timestamptz,
-    claimed_by       text,
-    batch_id         uuid,
-    last_status_code integer,
-    last_error       text,
-    last_attempt_at  timestamptz,
-    delivered_at     timestamptz,
-    ack_deadline     timestamptz,
-    acked_at         timestamptz,
-    dead_at          timestamptz,
-    dead_reason      text,
-    superseded_by    bigint,
-    payload          jsonb,
-    render_problem   text,
-    created_at       timestamptz NOT NULL,
-    updated_at       timestamptz NOT NULL,
+    -- The queue's columns, in its order and with its NOT NULLs (no identity, defaults or checks), then
+    -- finished_at: a row moves with `INSERT ... SELECT q.*, <finished_at>` (a column added to the queue
+    -- later is added here too, by the same migration).
+    LIKE whk.delivery_queue,
     finished_at      timestamptz NOT NULL,
+    CHECK (status IN ('delivered', 'cancelled', 'superseded')),
     PRIMARY KEY (id, finished_at)
 ) PARTITION BY RANGE (finished_at);
 COMMENT ON TABLE whk.delivery_history IS
@@ -165,6 +140,7 @@ SET LOCAL whk.audited_by = 'migration 0005';
 UPDATE whk.whk_05_configuracoes SET description = 'Outbox partitions whose whole day ended longer ago are dropped (unless unfinished deliveries need them).' WHERE key = 'retention.outbox_days';
 UPDATE whk.whk_05_configuracoes SET description = 'Delivery-history partitions (finished deliveries) whose whole day ended longer ago are dropped.' WHERE key = 'retention.delivered_days';
 RESET whk.audited_by;
+
 
 
 
@@ -1185,26 +1161,12 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
 AS $$
 DECLARE
-    v_count     integer;
-    v_cancelled bigint[];
+    v_count integer;
     v_now   timestamptz := coalesce(p_now, clock_timestamp());
 BEGIN
-    WITH u AS (
-        UPDATE whk.delivery_queue d
-        -- A deleted webhook's delivery is cancelled instead: nothing would ever claim it again.
-        SET status = CASE WHEN EXISTS (SELECT 1 FROM whk.whk_01_webhooks w
-                                       WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL)
-                          THEN 'cancelled' ELSE 'pending' END,
-            lease_until = NULL, claimed_by = NULL, batch_id = NULL,
-            next_attempt_at = least(d.next_attempt_at, v_now), updated_at = v_now
-        WHERE d.status = 'in_flight' AND d.lease_until < v_now
-        RETURNING d.id, d.status
-    )
-    SELECT count(*)::integer, array_agg(u.id) FILTER (WHERE u.status = 'cancelled') INTO v_count, v_cancelled FROM u;
-    -- Cancelled is final: those rows move to the history.
-    IF v_cancelled IS NOT NULL THEN
-        PERFORM whk.archive_deliveries(v_cancelled);
-    END IF;
+    -- The expired leases, through the lease index; whk.requeue_in_flight puts them back (or cancels them).
+    v_count := whk.requeue_in_flight(ARRAY(SELECT d.id FROM whk.delivery_queue d
+                                           WHERE d.status = 'in_flight' AND d.lease_until < v_now), v_now);
 
     -- A half-open probe whose dispatcher died must not keep the breaker closed to probes forever.
     UPDATE whk.webhook_runtime r SET probe_until = NULL
@@ -1516,25 +1478,10 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
 AS $$
 DECLARE
-    v_count     integer;
-    v_cancelled bigint[];
+    v_count integer;
 BEGIN
-    WITH u AS (
-        UPDATE whk.delivery_queue d
-        -- A deleted webhook's delivery is cancelled instead: nothing would ever claim it again.
-        SET status = CASE WHEN EXISTS (SELECT 1 FROM whk.whk_01_webhooks w
-                                       WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL)
-                          THEN 'cancelled' ELSE 'pending' END,
-            lease_until = NULL, claimed_by = NULL, batch_id = NULL,
-            next_attempt_at = least(d.next_attempt_at, clock_timestamp()), updated_at = clock_timestamp()
-        WHERE d.status = 'in_flight' AND d.claimed_by = p_dispatcher
-        RETURNING d.id, d.status
-    )
-    SELECT count(*)::integer, array_agg(u.id) FILTER (WHERE u.status = 'cancelled') INTO v_count, v_cancelled FROM u;
-    -- Cancelled is final: those rows move to the history.
-    IF v_cancelled IS NOT NULL THEN
-        PERFORM whk.archive_deliveries(v_cancelled);
-    END IF;
+    v_count := whk.requeue_in_flight(ARRAY(SELECT d.id FROM whk.delivery_queue d
+                                           WHERE d.status = 'in_flight' AND d.claimed_by = p_dispatcher));
 
     UPDATE whk.webhook_runtime r SET probe_until = NULL
     WHERE r.breaker_state = 'half_open' AND r.probe_until IS NOT NULL
@@ -2490,5 +2437,45 @@ GRANT EXECUTE ON FUNCTION whk.outbox_drop_partitions(interval, boolean, boolean,
 COMMENT ON FUNCTION whk.outbox_drop_partitions(interval, boolean, boolean, integer) IS
     'Drop old outbox partitions that hold no pending/invalid events and no unfinished deliveries (dead letters keep their own body).';
 -- <<< sql/functions/ops/outbox_drop_partitions.sql
+
+-- >>> sql/functions/delivery/requeue_in_flight.sql
+-- whk.requeue_in_flight: put in-flight deliveries whose attempt will never be recorded back in the queue,
+-- pending and due now (never later than they already were), their lease and batch cleared; one of a
+-- webhook deleted meanwhile (whk.delete_webhook) is cancelled instead (nothing would ever claim it again)
+-- and moves to the history. The one rule behind whk.reclaim_expired_leases (a dead dispatcher's expired
+-- leases) and whk.release_deliveries (a stopping dispatcher's own rows), which choose the rows: p_ids.
+-- Rows of p_ids no longer in flight (recorded meanwhile) are left alone. Returns how many were put back or
+-- cancelled.
+CREATE OR REPLACE FUNCTION whk.requeue_in_flight(p_ids bigint[], p_now timestamptz DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, whk
+AS $$
+DECLARE
+    v_now       timestamptz := coalesce(p_now, clock_timestamp());
+    v_count     integer;
+    v_cancelled bigint[];
+BEGIN
+    WITH u AS (
+        UPDATE whk.delivery_queue d
+        SET status = CASE WHEN EXISTS (SELECT 1 FROM whk.whk_01_webhooks w
+                                       WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL)
+                          THEN 'cancelled' ELSE 'pending' END,
+            lease_until = NULL, claimed_by = NULL, batch_id = NULL,
+            next_attempt_at = least(d.next_attempt_at, v_now), updated_at = v_now
+        WHERE d.id = ANY (p_ids) AND d.status = 'in_flight'
+        RETURNING d.id, d.status
+    )
+    SELECT count(*)::integer, array_agg(u.id) FILTER (WHERE u.status = 'cancelled') INTO v_count, v_cancelled
+    FROM u;
+    IF v_cancelled IS NOT NULL THEN
+        PERFORM whk.archive_deliveries(v_cancelled, v_now);
+    END IF;
+    RETURN v_count;
+END;
+$$;
+COMMENT ON FUNCTION whk.requeue_in_flight(bigint[], timestamptz) IS
+    'Put in-flight deliveries (p_ids) back to pending, due now; those of a deleted webhook are cancelled into the history.';
+-- <<< sql/functions/delivery/requeue_in_flight.sql
 
 COMMIT;

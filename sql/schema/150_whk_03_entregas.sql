@@ -91,40 +91,14 @@ CREATE INDEX delivery_queue_consumer_dead_idx ON whk.delivery_queue (consumer_id
 
 -- Finished deliveries: append-only, range-partitioned by finished_at (one partition per day, made ahead by
 -- whk.create_partitions; the default partition guarantees an insert never fails for lack of one), so
--- retention drops whole expired days (whk.drop_partitions) and never deletes rows. The columns are the
--- queue's, in the queue's order, plus finished_at: a row moves with `INSERT ... SELECT q.*, now()`.
+-- retention drops whole expired days (whk.drop_partitions) and never deletes rows.
 CREATE TABLE whk.delivery_history (
-    id               bigint      NOT NULL,
-    event_id         uuid        NOT NULL,
-    outbox_id        bigint      NOT NULL,
-    event_created_at timestamptz NOT NULL,
-    event_type       text        NOT NULL,
-    webhook_id       bigint      NOT NULL,
-    consumer_id      bigint      NOT NULL,
-    status           text        NOT NULL CHECK (status IN ('delivered', 'cancelled', 'superseded')),
-    ordering_key     text,
-    commit_seq       bigint,
-    attempts         integer     NOT NULL,
-    schedule_offset  integer     NOT NULL,
-    attempt_ids      bigint[]    NOT NULL,
-    next_attempt_at  timestamptz NOT NULL,
-    lease_until      timestamptz,
-    claimed_by       text,
-    batch_id         uuid,
-    last_status_code integer,
-    last_error       text,
-    last_attempt_at  timestamptz,
-    delivered_at     timestamptz,
-    ack_deadline     timestamptz,
-    acked_at         timestamptz,
-    dead_at          timestamptz,
-    dead_reason      text,
-    superseded_by    bigint,
-    payload          jsonb,
-    render_problem   text,
-    created_at       timestamptz NOT NULL,
-    updated_at       timestamptz NOT NULL,
+    -- The queue's columns, in its order and with its NOT NULLs (no identity, defaults or checks), then
+    -- finished_at: a row moves with `INSERT ... SELECT q.*, <finished_at>` (a column added to the queue
+    -- later is added here too, by the same migration).
+    LIKE whk.delivery_queue,
     finished_at      timestamptz NOT NULL,
+    CHECK (status IN ('delivered', 'cancelled', 'superseded')),
     PRIMARY KEY (id, finished_at)
 ) PARTITION BY RANGE (finished_at);
 COMMENT ON TABLE whk.delivery_history IS

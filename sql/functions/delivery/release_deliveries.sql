@@ -7,25 +7,10 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, whk
 AS $$
 DECLARE
-    v_count     integer;
-    v_cancelled bigint[];
+    v_count integer;
 BEGIN
-    WITH u AS (
-        UPDATE whk.delivery_queue d
-        -- A deleted webhook's delivery is cancelled instead: nothing would ever claim it again.
-        SET status = CASE WHEN EXISTS (SELECT 1 FROM whk.whk_01_webhooks w
-                                       WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL)
-                          THEN 'cancelled' ELSE 'pending' END,
-            lease_until = NULL, claimed_by = NULL, batch_id = NULL,
-            next_attempt_at = least(d.next_attempt_at, clock_timestamp()), updated_at = clock_timestamp()
-        WHERE d.status = 'in_flight' AND d.claimed_by = p_dispatcher
-        RETURNING d.id, d.status
-    )
-    SELECT count(*)::integer, array_agg(u.id) FILTER (WHERE u.status = 'cancelled') INTO v_count, v_cancelled FROM u;
-    -- Cancelled is final: those rows move to the history.
-    IF v_cancelled IS NOT NULL THEN
-        PERFORM whk.archive_deliveries(v_cancelled);
-    END IF;
+    v_count := whk.requeue_in_flight(ARRAY(SELECT d.id FROM whk.delivery_queue d
+                                           WHERE d.status = 'in_flight' AND d.claimed_by = p_dispatcher));
 
     UPDATE whk.webhook_runtime r SET probe_until = NULL
     WHERE r.breaker_state = 'half_open' AND r.probe_until IS NOT NULL
