@@ -440,9 +440,10 @@ def statuses(conn: psycopg.Connection[Any], ids: list[int]) -> list[str]:
 async def test_retry_all_starts_a_bulk_retry_job_and_follows_its_progress(
     db_url: str, conn: psycopg.Connection[Any]
 ) -> None:
-    """The dashboard's "retry all" is the API's bulk retry: a whk.bulk_retries row for the signed-in tenant with the
-    webhook and status filters, its job queued (nothing re-queued by the request itself), the audit row
-    the API writes (bulk_retry.start), and a redirect to a progress page the worker's batches update."""
+    """The dashboard's "retry all" is the API's bulk retry: a whk.bulk_retries row for the signed-in
+    tenant with the webhook and status filters, its job queued (nothing re-queued by the request itself),
+    the audit row the API writes (bulk_retry.start), and a redirect to a progress page the worker's
+    batches update."""
     acme = make_consumer(conn, "acme")
     other = make_consumer(conn, "other")
     hook = make_webhook(conn, acme, name="acme-hook")
