@@ -71,6 +71,7 @@ async def test_worker_connections_act_as_the_dispatcher_role(db_url, conn):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow  # `whk worker` as a subprocess, twice
 async def test_whk_worker_acts_as_the_role_and_refuses_a_superuser_in_production(db_url, conn):
     login = install_spy(conn)
     env = {k: v for k, v in os.environ.items() if not k.startswith("WHK_")}
