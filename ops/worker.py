@@ -51,7 +51,7 @@ from ops.alerting.evaluate import Evaluator
 from ops.metrics import OpsMetrics, serve
 from ops.notify.send import Channel, NotifyFailed, Sender
 from ops.repository import OpsRepository
-from whk import db, retention
+from whk import db, dbroles, retention
 from whk.alertchannels import open_channel
 from whk.notice import decode_notice
 from whk.secretbox import SecretBox, SecretDecryptError
@@ -291,7 +291,9 @@ class Jobs:
 
 
 def _pgq_dsn(dsn: str) -> str:
-    """asyncpg takes URL DSNs; libpq key=value strings are converted through psycopg's parser."""
+    """asyncpg takes URL DSNs; libpq key=value strings are converted through psycopg's parser. The
+    ``options`` (``-c role=…`` from ``whk.dbroles.with_role``) go along: asyncpg sends them in the startup
+    packet as libpq does, so pgqueuer's connection acts as the same role as the pool's."""
     if "://" in dsn:
         return dsn
     from psycopg.conninfo import conninfo_to_dict
@@ -305,7 +307,7 @@ def _pgq_dsn(dsn: str) -> str:
     password = quote(str(parts.pop("password", "") or ""))
     dbname = quote(str(parts.pop("dbname", "") or ""))
     auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
-    query = {k: str(v) for k, v in parts.items() if k in ("sslmode",)}
+    query = {k: str(v) for k, v in parts.items() if k in ("sslmode", "options")}
     if host.startswith("/"):
         query["host"] = host
         host = ""
@@ -318,6 +320,8 @@ def _pgq_dsn(dsn: str) -> str:
 async def run_worker(settings: Settings, stop: asyncio.Event, *, ident: str | None = None) -> None:
     """Run the operations worker until ``stop`` is set."""
     ident = ident or worker_id()
+    # Every connection (the pool and pgqueuer's) acts as WHK_DISPATCHER_DB_ROLE when it is set.
+    settings = dbroles.with_role(settings, settings.dispatcher.db_role)
     dsn = db.require_dsn(settings)
     pool = await db.open_pool(settings, name=f"whk-worker-{ident}", autocommit=True)
     connection: Any = None
@@ -382,9 +386,12 @@ async def run_worker(settings: Settings, stop: asyncio.Event, *, ident: str | No
 
 
 def main(settings: Settings) -> int:
-    """Entry point of `whk worker`: run until SIGTERM/SIGINT (logging: configured by ``whk_cli``)."""
-    with db.connect(settings) as conn:
+    """Entry point of `whk worker`: run until SIGTERM/SIGINT (logging: configured by ``whk_cli``). Refuses
+    to start against another schema version or, in production, as a superuser or the owner of WHK's
+    tables, like the dispatcher (``whk.dbroles``)."""
+    with db.connect(dbroles.with_role(settings, settings.dispatcher.db_role)) as conn:
         db.check_schema_version(conn)
+        dbroles.check_role(conn, settings, "worker", log)
 
     async def _run() -> None:
         stop = asyncio.Event()

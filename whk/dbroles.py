@@ -1,9 +1,9 @@
 """Least privilege for WHK's processes: the role each one connects as, and the start-up check.
 
 The migrations create one NOLOGIN role per process (``sql/schema/900_process_roles.sql``): ``whk_app``
-(API), ``whk_dispatcher`` (dispatcher), ``whk_readonly`` (people and dashboards that only look). A
-process connects as its role either by logging in as it (``whk up`` does this on its private server;
-elsewhere see docs/dba.md) or, with a privileged DSN, by ``SET ROLE`` on every connection
+(API), ``whk_dispatcher`` (dispatcher and operations worker), ``whk_readonly`` (people and dashboards
+that only look). A process connects as its role either by logging in as it (``whk up`` does this on its
+private server; elsewhere see docs/dba.md) or, with a privileged DSN, by ``SET ROLE`` on every connection
 (WHK_API_DB_ROLE / WHK_DISPATCHER_DB_ROLE, see ``with_role``).
 
 ``check_role`` runs once at start-up: a process whose effective role is a superuser, or the owner of
@@ -27,6 +27,7 @@ __all__ = [
     "DISPATCHER_ROLE",
     "PROCESS_ROLES",
     "READONLY_ROLE",
+    "ROLE_SETTINGS",
     "RoleFacts",
     "acheck_role",
     "check_role",
@@ -38,8 +39,14 @@ __all__ = [
 API_ROLE = "whk_app"
 DISPATCHER_ROLE = "whk_dispatcher"
 READONLY_ROLE = "whk_readonly"
-# The role each `whk` service should connect as (named in the start-up warning).
-PROCESS_ROLES = {"api": API_ROLE, "dispatcher": DISPATCHER_ROLE}
+# The role each `whk` service should connect as, and the setting that makes a privileged DSN act as it
+# (both named in the start-up warning). The operations worker shares the dispatcher's role and setting.
+PROCESS_ROLES = {"api": API_ROLE, "dispatcher": DISPATCHER_ROLE, "worker": DISPATCHER_ROLE}
+ROLE_SETTINGS = {
+    "api": "WHK_API_DB_ROLE",
+    "dispatcher": "WHK_DISPATCHER_DB_ROLE",
+    "worker": "WHK_DISPATCHER_DB_ROLE",
+}
 
 # The effective role (after any SET ROLE), whether it is a superuser, and whether it owns (or may become
 # the owner of) WHK's tables; the ledger table stands for them all.
@@ -107,11 +114,12 @@ def _judge(facts: RoleFacts, settings: Settings, process: str, log: logging.Logg
     if problem is None:
         return
     role = PROCESS_ROLES.get(process, f"whk_{process}")
+    role_setting = ROLE_SETTINGS.get(process, f"WHK_{process.upper()}_DB_ROLE")
     if settings.core.allow_privileged_db_role:
         log.warning("`whk %s`: %s (accepted: WHK_ALLOW_PRIVILEGED_DB_ROLE=true)", process, problem)
         return
     hint = (
-        f"connect it as {role} (docs/dba.md), or set WHK_{process.upper()}_DB_ROLE={role}; "
+        f"connect it as {role} (docs/dba.md), or set {role_setting}={role}; "
         "WHK_ALLOW_PRIVILEGED_DB_ROLE=true accepts the risk"
     )
     if settings.core.environment == "production":

@@ -37,6 +37,7 @@ from api.audit import AuditLog
 from api.auth import AuthConfig
 from api.dashboard.data import WINDOWS, DashboardData, heat_grid
 from api.dashboard.session import COOKIE, Session, SessionSigner
+from api.deliveries.schemas import BulkRetryRequest
 from api.deps import ADMIN_SCOPE, Principal
 from api.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound
 from api.keys import hash_key, split_key
@@ -53,7 +54,6 @@ Conn = NamedDependency[AsyncConnection[Any]]
 LOGIN_COOKIE = "whk_login"
 PATH = "/dashboard"
 _STATUSES = ("pending", "in_flight", "awaiting_ack", "delivered", "dead", "parked", "cancelled", "superseded")
-_MAX_RETRY_ALL = 10_000
 # The silence lengths the alerts page offers (seconds; 0 lifts a silence). The API takes any 0..30 days.
 _SILENCES = ((3600, "1 h"), (14400, "4 h"), (86400, "24 h"), (0, "lift"))
 _SECURITY_HEADERS = {
@@ -667,68 +667,84 @@ class DashboardController(Controller):
             n=request.query_params.get("n"),
         )
 
+    @staticmethod
+    def _dead_retry(webhook_id: int, days: int) -> tuple[BulkRetryRequest, dict[str, Any]]:
+        """A webhook's "retry all" as the API's bulk retry: its request (for the audit row, as
+        ``POST /deliveries/bulk-retry`` records it) and its filters (for the count and the job)."""
+        since = datetime.now(UTC) - timedelta(days=days)
+        req = BulkRetryRequest(webhook_id=webhook_id, status=["dead"], created_from=since)
+        filters = {
+            "webhook_id": req.webhook_id,
+            "event_type": req.event_type,
+            "status": list(req.status),
+            "created_from": req.created_from,
+            "created_to": req.created_to,
+        }
+        return req, filters
+
     @get("/dead/confirm")
     async def dead_confirm(
         self, request: Request[Any, Any, Any], state: State, conn: Conn, viewer: NamedDependency[Viewer]
     ) -> Template:
-        """Retry all matching: first the count, then a confirmation form that repeats it."""
+        """Retry all: first the count (the bulk retry's dry run), then a confirmation form that repeats it."""
         viewer.require("deliveries:write")
         q = request.query_params
         days = self._days(q.get("days"))
         webhook_id = _opt_int(q, "webhook_id")
         if webhook_id is None:
             raise BadRequest("webhook_id is required")
-        reason = q.get("reason") or ""
         data = self._data(state)
         hook = await data.webhook(conn, viewer.tenant, webhook_id)
         if hook is None:
             raise NotFound(f"webhook {webhook_id} not found")
-        since = datetime.now(UTC) - timedelta(days=days)
-        count = await data.dead_count(conn, viewer.tenant, since, webhook_id, reason)
-        return _page(
-            "dead_confirm.html", viewer, hook=hook, reason=reason, days=days, count=count, cap=_MAX_RETRY_ALL
-        )
+        _, filters = self._dead_retry(webhook_id, days)
+        count = await data.bulk_retry_count(conn, viewer.tenant, filters)
+        return _page("dead_confirm.html", viewer, hook=hook, days=days, count=count)
 
     @post("/dead/retry-all", status_code=HTTP_303_SEE_OTHER)
     async def dead_retry_all(
         self, request: Request[Any, Any, Any], state: State, conn: Conn, viewer: NamedDependency[Viewer]
     ) -> Redirect:
+        """Start a bulk retry job (the API's) of the webhook's dead letters; on to its progress page."""
         form = await self._form(request, viewer, state)
         viewer.require("deliveries:write")
         days = self._days(str(form.get("days") or ""))
         webhook_id = _opt_int(form, "webhook_id")
         if webhook_id is None:
             raise BadRequest("webhook_id is required")
-        reason = str(form.get("reason") or "")
         data = self._data(state)
         if await data.webhook(conn, viewer.tenant, webhook_id) is None:
             raise NotFound(f"webhook {webhook_id} not found")
-        since = datetime.now(UTC) - timedelta(days=days)
-        ids, requeued = await data.retry_dead(conn, viewer.tenant, since, webhook_id, reason, _MAX_RETRY_ALL)
-        if requeued:
-            await self.audit_log.record(
-                conn,
-                viewer.principal,
-                "delivery.bulk_retry",
-                "delivery",
-                None,
-                None,
-                {
-                    "filters": {
-                        "status": ["dead"],
-                        "webhook_id": webhook_id,
-                        "dead_reason": reason,
-                        "dead_from": since.isoformat(),
-                    },
-                    "matched": len(ids),
-                    "requeued": requeued,
-                    "first_id": ids[0],
-                    "last_id": ids[-1],
-                    "via": "dashboard",
-                },
-                consumer_id=viewer.tenant,
-            )
-        return Redirect(f"{PATH}/dead?days={days}&done=retried&n={requeued}", status_code=HTTP_303_SEE_OTHER)
+        req, filters = self._dead_retry(webhook_id, days)
+        skipped = await data.bulk_retry_skipped(conn, viewer.tenant, filters)
+        job = await data.start_bulk_retry(conn, viewer.tenant, filters, viewer.principal.actor)
+        await self.audit_log.record(
+            conn,
+            viewer.principal,
+            "bulk_retry.start",
+            "bulk_retry",
+            job.id,
+            None,
+            {
+                "filters": msgspec.to_builtins(req),
+                "total": job.total,
+                "skipped_deleted_webhook": skipped,
+                "via": "dashboard",
+            },
+            consumer_id=viewer.tenant,
+        )
+        return Redirect(f"{PATH}/bulk-retries/{job.id}", status_code=HTTP_303_SEE_OTHER)
+
+    @get("/bulk-retries/{bulk_id:int}")
+    async def bulk_retry(
+        self, state: State, conn: Conn, viewer: NamedDependency[Viewer], bulk_id: FromPath[int]
+    ) -> Template:
+        """A bulk retry's progress (``GET /api/whk/bulk-retries/{id}``), refreshed while it runs."""
+        viewer.require("deliveries:read")
+        job = await self._data(state).bulk_retry(conn, viewer.tenant, bulk_id)
+        if job is None:
+            raise NotFound(f"bulk retry {bulk_id} not found")
+        return _page("bulk_retry.html", viewer, job=job)
 
     # ----- events, usage, alerts
     @get("/events")

@@ -21,6 +21,8 @@ from typing import Any, Literal
 import msgspec
 from psycopg import AsyncConnection
 
+from api.bulkretries.repository import BulkRetryRepository
+from api.bulkretries.schemas import BulkRetry
 from api.deliveries.repository import DeliveryRepository
 from api.deliveries.schemas import Delivery, DeliveryDetail
 from api.events.repository import EventRepository
@@ -253,6 +255,7 @@ class DashboardData:
     def __init__(self) -> None:
         self._q = load_queries(__package__ or "api.dashboard", "queries.sql")
         self.deliveries = DeliveryRepository()
+        self.bulk_retries = BulkRetryRepository()
         self.webhooks = WebhookRepository()
         self.events = EventRepository()
         self.monitoring = MonitoringRepository()  # the alert actions and SLOs of /monitoring
@@ -409,31 +412,30 @@ class DashboardData:
     ) -> list[DeadGroup]:
         return await fetch_all(conn, self._q["dead_groups"], {"tenant": tenant, "since": since}, DeadGroup)
 
-    def _dead_params(
-        self, tenant: int | None, since: datetime, webhook_id: int, reason: str
-    ) -> dict[str, Any]:
-        return {"tenant": tenant, "since": since, "webhook_id": webhook_id, "reason": reason}
-
-    async def dead_count(
-        self, conn: AsyncConnection[Any], tenant: int | None, since: datetime, webhook_id: int, reason: str
+    # "Retry all" is the API's bulk retry (POST /deliveries/bulk-retry): the same filters, counted by the
+    # same dry-run query, worked through by the job worker (pgqueuer entrypoint ``bulk_retry``).
+    async def bulk_retry_count(
+        self, conn: AsyncConnection[Any], tenant: int | None, filters: Mapping[str, Any]
     ) -> int:
-        params = self._dead_params(tenant, since, webhook_id, reason)
-        return int(await fetch_value(conn, self._q["dead_match_count"], params))
+        return await self.deliveries.bulk_count(conn, tenant=tenant, filters=filters)
 
-    async def retry_dead(
-        self,
-        conn: AsyncConnection[Any],
-        tenant: int | None,
-        since: datetime,
-        webhook_id: int,
-        reason: str,
-        limit: int,
-    ) -> tuple[list[int], int]:
-        params = {**self._dead_params(tenant, since, webhook_id, reason), "limit": limit}
-        ids = [int(i) for i in await fetch_column(conn, self._q["dead_match_ids"], params)]
-        if not ids:
-            return [], 0
-        return ids, int(await fetch_value(conn, self._q["retry_many"], {"ids": ids}))
+    async def bulk_retry_skipped(
+        self, conn: AsyncConnection[Any], tenant: int | None, filters: Mapping[str, Any]
+    ) -> int:
+        return await self.deliveries.bulk_skipped(conn, tenant=tenant, filters=filters)
+
+    async def start_bulk_retry(
+        self, conn: AsyncConnection[Any], tenant: int | None, filters: Mapping[str, Any], actor: str
+    ) -> BulkRetry:
+        bulk_id = await self.bulk_retries.start(conn, tenant=tenant, filters=dict(filters), actor=actor)
+        job = await self.bulk_retries.get(conn, tenant=tenant, bulk_id=bulk_id)
+        assert job is not None  # just created in this transaction, with the caller's tenant
+        return job
+
+    async def bulk_retry(
+        self, conn: AsyncConnection[Any], tenant: int | None, bulk_id: int
+    ) -> BulkRetry | None:
+        return await self.bulk_retries.get(conn, tenant=tenant, bulk_id=bulk_id)
 
     # ----- events and usage
     async def event_types(self, conn: AsyncConnection[Any], limit: int = 200) -> list[EventType]:

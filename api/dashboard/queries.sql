@@ -202,26 +202,6 @@ GROUP BY d.webhook_id, w.name, coalesce(d.dead_reason, '')
 ORDER BY count(*) DESC, d.webhook_id
 LIMIT 200
 
--- name: dead_match_count :one
--- How many dead letters "retry all" would re-queue (shown before the operator confirms).
-SELECT count(*)
-FROM whk.whk_03_entregas d
-WHERE d.status = 'dead' AND d.dead_at >= %(since)s AND d.webhook_id = %(webhook_id)s
-  AND coalesce(d.dead_reason, '') = %(reason)s
-  AND (%(tenant)s::bigint IS NULL OR d.consumer_id = %(tenant)s::bigint)
-
--- name: dead_match_ids :many
-SELECT d.id
-FROM whk.whk_03_entregas d
-WHERE d.status = 'dead' AND d.dead_at >= %(since)s AND d.webhook_id = %(webhook_id)s
-  AND coalesce(d.dead_reason, '') = %(reason)s
-  AND (%(tenant)s::bigint IS NULL OR d.consumer_id = %(tenant)s::bigint)
-ORDER BY d.id
-LIMIT %(limit)s
-
--- name: retry_many :one
-SELECT whk.retry_deliveries(%(ids)s::bigint[])
-
 -- name: tail :many
 -- The newest events (admin: the outbox; tenant: its own deliveries by event), newest first.
 SELECT o.id, o.event_id, o.event_type, o.created_at, o.status, NULL::bigint AS webhook_id

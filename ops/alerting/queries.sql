@@ -49,9 +49,16 @@ SELECT r.id, r.consumer_id, r.name, r.description, r.severity, r.condition, r.ch
             SELECT max(s.consecutive_failures)::float8 FROM whk.kpi_webhook_state s
             WHERE (r.scope_webhook IS NULL OR s.webhook_id = r.scope_webhook)
               AND (r.consumer_id IS NULL OR s.consumer_id = r.consumer_id))
+        -- Backlog age counts only deliveries that should be moving: those of a paused webhook, a suspended
+        -- consumer, or a consumer inside its quiet hours (non-urgent webhooks) wait by design, as the
+        -- claim (whk.claim_deliveries) leaves them, and must not page anyone.
         WHEN 'pending_age_s' THEN (
             SELECT coalesce(max(s.oldest_pending_age_s), 0) FROM whk.kpi_webhook_state s
-            WHERE (r.scope_webhook IS NULL OR s.webhook_id = r.scope_webhook)
+            JOIN whk.whk_01_webhooks w ON w.id = s.webhook_id
+            JOIN whk.whk_04_assinantes c ON c.id = s.consumer_id
+            WHERE s.status <> 'paused' AND c.status <> 'suspended'
+              AND (c.quiet_hours IS NULL OR w.urgent OR whk.quiet_until(c.quiet_hours, clock_timestamp()) IS NULL)
+              AND (r.scope_webhook IS NULL OR s.webhook_id = r.scope_webhook)
               AND (r.consumer_id IS NULL OR s.consumer_id = r.consumer_id))
         WHEN 'breaker_open_s' THEN (
             SELECT coalesce(max(s.breaker_open_s), 0) FROM whk.kpi_webhook_state s

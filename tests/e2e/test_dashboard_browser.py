@@ -23,7 +23,7 @@ from ops.alerting.evaluate import Evaluator
 from tests.support.api_platform import admin_key, consumer_key, real_server
 from tests.support.delivery import emit, make_consumer, make_webhook
 from tests.support.dispatch import compress_schedule, fast_settings, running
-from tests.support.ops import alert_row, disable_builtins, rule
+from tests.support.ops import alert_row, disable_builtins, ops_settings, rule, worker
 from tests.support.receiver import Receiver, Reply, receiver, wait_until
 from tests.support.resources import make_delivery
 
@@ -209,20 +209,27 @@ async def test_retry_a_dead_letter_from_its_page_reaches_the_receiver(
             await page.wait_for_selector("[data-testid=notice]")
             assert await wait_until(lambda: len(receiver.to("/flaky")) == 3, 30)
             assert await wait_until(lambda: settle(conn, {"dead": 1, "delivered": 1}), 30)
-            # retry all matching: the count first, then the confirmation
+            # retry all: the count first, then the confirmation, then the bulk retry job's progress page,
+            # which refreshes itself until the job worker has done it
             await page.goto(f"{base}/dashboard/dead")
             await page.click("text=/Retry all/")
             assert await text(page, "count") == "1"
             await page.screenshot(path=str(shots / "dead-confirm.png"))
             page.once("dialog", lambda d: d.accept())
             await page.click("button.danger")
-            await page.wait_for_selector("[data-testid=notice]")
+            await page.wait_for_selector("[data-testid=bulk-retry]")
+            assert re.search(r"/dashboard/bulk-retries/\d+$", page.url)
+            async with worker(ops_settings(db_url)):
+                await expect(page.get_by_test_id("bulk-state")).to_have_text("done", timeout=30_000)
+            assert await text(page, "bulk-requeued") == "1"
+            await page.screenshot(path=str(shots / "bulk-retry.png"))
             assert await wait_until(lambda: settle(conn, {"dead": 0, "delivered": 2}), 30)
             await ctx.close()
     audited = conn.execute(
-        "SELECT action, count(*) FROM whk.audit_log WHERE action LIKE 'delivery.%%' GROUP BY action"
+        "SELECT action, count(*) FROM whk.audit_log "
+        "WHERE action LIKE 'delivery.%%' OR action LIKE 'bulk_retry.%%' GROUP BY action"
     ).fetchall()
-    assert dict(audited) == {"delivery.retry": 1, "delivery.bulk_retry": 1}
+    assert dict(audited) == {"delivery.retry": 1, "bulk_retry.start": 1}
     assert (
         conn.execute("SELECT count(*) FROM whk.audit_log WHERE action = 'dashboard.login'").fetchone()[0] == 1
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from ops.alerting.evaluate import Evaluator
 from tests.support.delivery import make_consumer
@@ -94,3 +95,80 @@ async def test_every_metric_reads_its_view(conn, aconn):
     )
     await Evaluator(lease_s=60, rollup_horizon_s=600).evaluate_rules(aconn)
     assert value(conn, crossing) == (pytest.approx(0.75), "pending")
+
+
+# Quiet all day, every day (two windows that touch are joined by whk.quiet_until).
+ALWAYS_QUIET = {
+    "time_zone": "UTC",
+    "windows": [
+        {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "00:00", "end": "12:00"},
+        {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": "12:00", "end": "00:00"},
+    ],
+}
+
+
+def old_backlog(conn: psycopg.Connection[Any], hook: int) -> None:
+    """A pending delivery of ``hook`` due for an hour."""
+    waiting = make_delivery(conn, hook, status="pending")
+    conn.execute(
+        "UPDATE whk.delivery_queue SET next_attempt_at = now() - interval '1 hour' WHERE id = %s", [waiting]
+    )
+
+
+async def test_backlog_alerts_leave_out_deliveries_that_wait_on_purpose(conn, aconn):
+    """Paused webhooks, suspended consumers and consumers inside their quiet hours hold their deliveries by
+    design: an hour-old backlog of theirs fires no backlog rule, the same backlog of an active webhook
+    (or of a quiet consumer's urgent webhook) does."""
+    disable_builtins(conn)
+    conn.execute("UPDATE whk.whk_06_alertas SET enabled = true, for_s = 0 WHERE builtin = 'backlog_old'")
+    (builtin,) = conn.execute("SELECT id FROM whk.whk_06_alertas WHERE builtin = 'backlog_old'").fetchone()
+    active = make_consumer(conn, "acme")
+    paused = make_webhook(conn, active, name="paused")
+    conn.execute("UPDATE whk.whk_01_webhooks SET status = 'paused' WHERE id = %s", [paused])
+    suspended = make_consumer(conn, "frozen")
+    conn.execute("UPDATE whk.whk_04_assinantes SET status = 'suspended' WHERE id = %s", [suspended])
+    of_suspended = make_webhook(conn, suspended, name="of suspended")
+    sleepy = make_consumer(conn, "sleepy")
+    conn.execute("SELECT whk.set_consumer_quiet_hours(%s, %s)", [sleepy, Jsonb(ALWAYS_QUIET)])
+    quiet = make_webhook(conn, sleepy, name="quiet")
+    for hook in (paused, of_suspended, quiet):
+        old_backlog(conn, hook)
+
+    def backlog_rule(**scope: Any) -> int:
+        return rule(conn, {"metric": "pending_age_s", "operator": ">", "threshold": 300, **scope})
+
+    scoped = {hook: backlog_rule(webhook_id=hook) for hook in (paused, of_suspended, quiet)}
+    per_consumer = {
+        c: rule(conn, {"metric": "pending_age_s", "operator": ">", "threshold": 300}, consumer_id=c)
+        for c in (active, suspended, sleepy)
+    }
+    await Evaluator(lease_s=60, rollup_horizon_s=600).evaluate(aconn)
+    for alert in [builtin, *scoped.values(), *per_consumer.values()]:
+        assert value(conn, alert) == (0.0, "ok"), alert
+    # The view still shows the waiting backlog (the dashboard's "oldest due"): only the alerts leave it out.
+    ages = conn.execute(
+        "SELECT count(*) FROM whk.kpi_webhook_state "
+        "WHERE oldest_pending_age_s > 3000 AND webhook_id = ANY(%s)",
+        [[paused, of_suspended, quiet]],
+    ).fetchone()
+    assert ages == (3,)
+
+    # An urgent webhook of the quiet consumer is served during quiet hours: its backlog is late.
+    urgent = make_webhook(conn, sleepy, name="urgent")
+    conn.execute("UPDATE whk.whk_01_webhooks SET urgent = true WHERE id = %s", [urgent])
+    old_backlog(conn, urgent)
+    # The same backlog on an active webhook of an active consumer is late too.
+    late = make_webhook(conn, active, name="late")
+    old_backlog(conn, late)
+    on_late, on_urgent = backlog_rule(webhook_id=late), backlog_rule(webhook_id=urgent)
+    await Evaluator(lease_s=60, rollup_horizon_s=600).evaluate(aconn)
+    for alert in (builtin, on_late, on_urgent, per_consumer[active], per_consumer[sleepy]):
+        got, state = value(conn, alert)
+        assert state == "firing" and got == pytest.approx(3600, abs=60), alert
+    for alert in [*scoped.values(), per_consumer[suspended]]:
+        assert value(conn, alert) == (0.0, "ok"), alert
+
+    # Resumed, the paused webhook's hour-old backlog is late like any other.
+    conn.execute("UPDATE whk.whk_01_webhooks SET status = 'active' WHERE id = %s", [paused])
+    await Evaluator(lease_s=60, rollup_horizon_s=600).evaluate(aconn)
+    assert value(conn, scoped[paused])[1] == "firing"

@@ -82,7 +82,8 @@ class CoreSettings:
     )
     allow_privileged_db_role: bool = setting(
         "WHK_ALLOW_PRIVILEGED_DB_ROLE",
-        "Let the API and the dispatcher run connected as a superuser or as the owner of WHK's tables. "
+        "Let the API, the dispatcher and the worker run connected as a superuser or as the owner of WHK's "
+        "tables. "
         "false: they warn at start-up in development and refuse to start in production (such a role "
         "could rewrite the audit trail); connect them as whk_app / whk_dispatcher instead (docs/dba.md).",
         default=False,

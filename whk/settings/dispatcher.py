@@ -70,8 +70,9 @@ class DispatcherSettings:
 
     db_role: str | None = setting(
         "WHK_DISPATCHER_DB_ROLE",
-        "Role the dispatcher switches to on every connection (SET ROLE), e.g. whk_dispatcher, when its "
-        "DSN logs in as a more privileged role. A login role of its own is stronger (docs/dba.md).",
+        "Role the dispatcher and the operations worker (`whk worker`) switch to on every connection "
+        "(SET ROLE), e.g. whk_dispatcher, when their DSN logs in as a more privileged role. A login role "
+        "of their own is stronger (docs/dba.md).",
         default=None,
     )
     heartbeat_interval: float = setting(

@@ -12,6 +12,7 @@ from litestar.testing import AsyncTestClient
 
 from api.dashboard.web import age, ms, num, pct
 from tests.support.api_platform import admin_key, client, consumer_key, settings_for
+from tests.support.ops import ops_settings, worker
 from tests.support.receiver import Receiver, receiver, wait_until
 from tests.support.resources import make_consumer, make_delivery, make_webhook
 
@@ -419,3 +420,106 @@ async def test_alert_actions_follow_the_apis_tenancy_scopes_and_bounds(
     ).fetchone()
     assert changed == (0,)
     assert conn.execute("SELECT count(*) FROM whk.audit_log WHERE action LIKE 'alert.%%'").fetchone() == (0,)
+
+
+def bulk_rows(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "SELECT id, consumer_id, webhook_id, statuses, created_from IS NOT NULL, total, state, created_by "
+        "FROM whk.bulk_retries ORDER BY id"
+    ).fetchall()
+
+
+def statuses(conn: psycopg.Connection[Any], ids: list[int]) -> list[str]:
+    rows = conn.execute(
+        "SELECT status FROM whk.delivery_queue WHERE id = ANY(%s) ORDER BY id", [ids]
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+@pytest.mark.slow  # the job worker runs the bulk retry
+async def test_retry_all_starts_a_bulk_retry_job_and_follows_its_progress(
+    db_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    """The dashboard's "retry all" is the API's bulk retry: a whk.bulk_retries row for the signed-in
+    tenant with the webhook and status filters, its job queued (nothing re-queued by the request itself),
+    the audit row the API writes (bulk_retry.start), and a redirect to a progress page the worker's
+    batches update."""
+    acme = make_consumer(conn, "acme")
+    other = make_consumer(conn, "other")
+    hook = make_webhook(conn, acme, name="acme-hook")
+    theirs = make_webhook(conn, other, name="other-hook")
+    dead = [make_delivery(conn, hook, status="dead", attempts=3, data={"n": i}) for i in range(3)]
+    their_dead = make_delivery(conn, theirs, status="dead", attempts=3)
+    key, admin = consumer_key(conn, acme), admin_key(conn)
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, key)
+        confirm = await c.get(f"/dashboard/dead/confirm?webhook_id={hook}&days=7")
+        assert confirm.status_code == 200, confirm.text
+        assert re.search(r'data-testid="count">3<', confirm.text)
+        r = await c.post(
+            "/dashboard/dead/retry-all",
+            data={"csrf": csrf_of(confirm.text), "webhook_id": str(hook), "days": "7"},
+            follow_redirects=False,
+        )
+        assert r.status_code == 303, r.text
+        ((bulk_id, tenant, webhook, wanted, windowed, total, state, created_by),) = bulk_rows(conn)
+        assert r.headers["location"] == f"/dashboard/bulk-retries/{bulk_id}"
+        assert (tenant, webhook, wanted, windowed, total, state) == (acme, hook, ["dead"], True, 3, "queued")
+        assert created_by.startswith("apikey:")
+        # The job does the work, not the request.
+        assert statuses(conn, dead) == ["dead"] * 3
+        (queued,) = conn.execute(
+            "SELECT count(*) FROM whk.pgqueuer "
+            "WHERE entrypoint = 'bulk_retry' AND payload = convert_to(%s, 'UTF8')",
+            [str(bulk_id)],
+        ).fetchone()
+        assert queued == 1
+        audit = conn.execute(
+            "SELECT actor, consumer_id, target_type, target_id, after FROM whk.audit_log "
+            "WHERE action = 'bulk_retry.start'"
+        ).fetchall()
+        assert len(audit) == 1
+        actor, audited_tenant, target_type, target_id, after = audit[0]
+        assert (actor, audited_tenant, target_type, target_id) == (
+            created_by,
+            acme,
+            "bulk_retry",
+            str(bulk_id),
+        )
+        assert after["via"] == "dashboard" and after["total"] == 3
+        assert after["filters"]["webhook_id"] == hook and after["filters"]["status"] == ["dead"]
+        assert after["filters"]["created_from"] is not None
+        page = await c.get(r.headers["location"])
+        assert page.status_code == 200
+        assert 'data-state="queued"' in page.text and 'hx-trigger="every 2s"' in page.text
+        assert re.search(r'data-testid="bulk-total">3<', page.text)
+
+        async with worker(ops_settings(db_url)):
+            assert await wait_until(lambda: bulk_rows(conn)[0][6] == "done", 30)
+        assert statuses(conn, dead) == ["pending"] * 3
+        assert statuses(conn, [their_dead]) == ["dead"]
+        page = await c.get(f"/dashboard/bulk-retries/{bulk_id}")
+        assert 'data-state="done"' in page.text and "hx-trigger" not in page.text
+        assert re.search(r'data-testid="bulk-requeued">3<', page.text)
+
+        # Tenancy: another tenant's webhook cannot be bulk-retried, an admin's retry cannot be seen.
+        token = csrf_of(page.text)
+        r = await c.post(
+            "/dashboard/dead/retry-all", data={"csrf": token, "webhook_id": str(theirs), "days": "7"}
+        )
+        assert r.status_code == 404
+        assert len(bulk_rows(conn)) == 1
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, admin)
+        confirm = await c.get(f"/dashboard/dead/confirm?webhook_id={theirs}&days=7")
+        r = await c.post(
+            "/dashboard/dead/retry-all",
+            data={"csrf": csrf_of(confirm.text), "webhook_id": str(theirs), "days": "7"},
+            follow_redirects=False,
+        )
+        assert r.status_code == 303
+        admins = bulk_rows(conn)[1]
+        assert admins[1:3] == (None, theirs)
+    async with client(settings_for(db_url)) as c:
+        await sign_in(c, key)
+        assert (await c.get(f"/dashboard/bulk-retries/{admins[0]}")).status_code == 404
