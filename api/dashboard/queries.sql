@@ -63,9 +63,10 @@ ORDER BY b.t
 -- Attempts started in the window: how many, how many succeeded, and the commit-to-delivery latency of
 -- the delivered ones (event commit time = the outbox row's created_at, copied to event_created_at).
 -- Each delivery is looked up by primary key from its attempt (OFFSET 0 keeps that a nested loop: a hash
--- join would read the whole delivery table).
+-- join would read the whole delivery table); a finished one only in the history's partitions from the
+-- attempt's day on (it finished after its attempt started: run-time partition pruning).
 WITH t AS (
-    SELECT t.delivery_id, t.outcome
+    SELECT t.delivery_id, t.outcome, t.started_at
     FROM whk.whk_03_entregas_tentativas t
     WHERE t.started_at >= %(since)s AND t.started_at < %(until)s
       AND (%(tenant)s::bigint IS NULL
@@ -79,33 +80,34 @@ SELECT (SELECT count(*) FROM t) AS attempts,
         FROM t
         CROSS JOIN LATERAL (
             SELECT x.delivered_at, x.event_created_at FROM whk.whk_03_entregas x
-            WHERE x.id = t.delivery_id OFFSET 0
+            WHERE x.id = t.delivery_id AND (x.finished_at IS NULL OR x.finished_at >= t.started_at) OFFSET 0
         ) d
         WHERE t.outcome = 'delivered' AND d.delivered_at IS NOT NULL) AS commit_to_delivery_ms
 
 -- name: backlog :one
--- Open work only, each count from its own partial index (whose size is the backlog, not the history).
+-- Open work only (the live queue: dead letters are live rows too), each count from its own partial
+-- index (whose size is the backlog, not the history).
 -- The oldest due delivery walks the pending index too: it is as big as the backlog.
 SELECT
-    (SELECT count(*) FROM whk.whk_03_entregas d
+    (SELECT count(*) FROM whk.delivery_queue d
      WHERE d.status = 'pending'
        AND (%(tenant)s::bigint IS NULL OR d.webhook_id = ANY (%(webhooks)s::bigint[]))) AS pending,
-    (SELECT count(*) FROM whk.whk_03_entregas d
+    (SELECT count(*) FROM whk.delivery_queue d
      WHERE d.status = 'in_flight'
        AND (%(tenant)s::bigint IS NULL OR d.webhook_id = ANY (%(webhooks)s::bigint[]))) AS in_flight,
-    (SELECT count(*) FROM whk.whk_03_entregas d
+    (SELECT count(*) FROM whk.delivery_queue d
      WHERE d.status = 'awaiting_ack' AND d.ack_deadline IS NOT NULL
        AND (%(tenant)s::bigint IS NULL OR d.consumer_id = %(tenant)s::bigint)) AS awaiting_ack,
-    (SELECT count(*) FROM whk.whk_03_entregas d
+    (SELECT count(*) FROM whk.delivery_queue d
      WHERE d.status = 'parked'
        AND (%(tenant)s::bigint IS NULL OR d.webhook_id = ANY (%(webhooks)s::bigint[]))) AS parked,
     (SELECT extract(epoch FROM clock_timestamp() - min(d.next_attempt_at))::float8
-     FROM whk.whk_03_entregas d
+     FROM whk.delivery_queue d
      WHERE d.status = 'pending' AND d.next_attempt_at <= clock_timestamp()
        AND (%(tenant)s::bigint IS NULL OR d.webhook_id = ANY (%(webhooks)s::bigint[]))) AS oldest_pending_s,
     (SELECT count(*) FROM whk.outbox o
      WHERE %(tenant)s::bigint IS NULL AND o.status = 'pending') AS unrouted,
-    (SELECT count(*) FROM whk.whk_03_entregas d
+    (SELECT count(*) FROM whk.delivery_queue d
      WHERE d.status = 'dead' AND d.dead_at >= %(dead_since)s
        AND (%(tenant)s::bigint IS NULL OR d.consumer_id = %(tenant)s::bigint)) AS dead_24h
 
@@ -176,7 +178,7 @@ WITH page AS MATERIALIZED (
 )
 SELECT p.id, p.consumer_id, p.name, p.url, p.status, p.disabled_reason, s.breaker_state,
        s.consecutive_failures, s.oldest_pending_age_s,
-       (SELECT count(*) FROM whk.whk_03_entregas d
+       (SELECT count(*) FROM whk.delivery_queue d
         WHERE d.webhook_id = p.id AND d.status = 'pending') AS backlog,
        coalesce(k.attempts, 0) AS attempts, coalesce(k.failures, 0) AS failures, k.latency_p95_ms
 FROM page p
@@ -194,7 +196,7 @@ ORDER BY p.id
 -- Dead letters grouped by webhook and reason (the dead-letter index, newest first, within the window).
 SELECT d.webhook_id, w.name AS webhook_name, coalesce(d.dead_reason, '') AS reason, count(*) AS n,
        max(d.dead_at) AS last_dead_at, max(d.id) AS last_id
-FROM whk.whk_03_entregas d
+FROM whk.delivery_queue d  -- dead letters are live rows
 JOIN whk.whk_01_webhooks w ON w.id = d.webhook_id
 WHERE d.status = 'dead' AND d.dead_at >= %(since)s
   AND (%(tenant)s::bigint IS NULL OR d.consumer_id = %(tenant)s::bigint)

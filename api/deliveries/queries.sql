@@ -88,7 +88,9 @@ WITH dl AS (
 ), at AS (
     SELECT t.duration_ms
     FROM whk.whk_03_entregas_tentativas t
-    JOIN whk.whk_03_entregas d ON d.id = t.delivery_id
+    -- A finished delivery finished after its attempt started: only those days of the history are probed.
+    JOIN whk.whk_03_entregas d
+      ON d.id = t.delivery_id AND (d.finished_at IS NULL OR d.finished_at >= t.started_at)
     WHERE t.started_at >= %(since)s AND t.started_at < %(until)s AND t.duration_ms IS NOT NULL
       AND (%(tenant)s::bigint IS NULL OR d.consumer_id = %(tenant)s::bigint)
       AND (%(webhook_id)s::bigint IS NULL OR d.webhook_id = %(webhook_id)s::bigint)
@@ -118,7 +120,9 @@ WITH dl AS (
 ), at AS (
     SELECT {group} AS key, t.duration_ms
     FROM whk.whk_03_entregas_tentativas t
-    JOIN whk.whk_03_entregas d ON d.id = t.delivery_id
+    -- A finished delivery finished after its attempt started: only those days of the history are probed.
+    JOIN whk.whk_03_entregas d
+      ON d.id = t.delivery_id AND (d.finished_at IS NULL OR d.finished_at >= t.started_at)
     WHERE t.started_at >= %(since)s AND t.started_at < %(until)s AND t.duration_ms IS NOT NULL
       AND (%(tenant)s::bigint IS NULL OR d.consumer_id = %(tenant)s::bigint)
       AND (%(webhook_id)s::bigint IS NULL OR d.webhook_id = %(webhook_id)s::bigint)

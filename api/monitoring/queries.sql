@@ -7,7 +7,7 @@ SELECT (SELECT coalesce(max(version), 0) FROM whk.schema_migrations) AS schema_v
        (SELECT extract(epoch FROM clock_timestamp() - min(o.created_at))
         FROM whk.outbox o WHERE o.status = 'pending') AS oldest_unrouted_age_s,
        (SELECT extract(epoch FROM clock_timestamp() - min(d.next_attempt_at))
-        FROM whk.whk_03_entregas d
+        FROM whk.delivery_queue d
         WHERE d.status = 'pending' AND d.next_attempt_at <= clock_timestamp()) AS oldest_due_delivery_age_s,
        (SELECT (value #>> '{}')::float8 FROM whk.whk_05_configuracoes
         WHERE key = 'monitoring.oldest_pending_warn_s') AS oldest_pending_warn_s,
@@ -107,7 +107,7 @@ LIMIT 10
 
 -- name: recent_dead :many
 SELECT d.id, d.webhook_id, d.event_type, d.dead_at, d.dead_reason, d.last_status_code, d.last_error
-FROM whk.whk_03_entregas d
+FROM whk.delivery_queue d  -- dead letters are live rows
 WHERE d.status = 'dead' AND (%(tenant)s::bigint IS NULL OR d.consumer_id = %(tenant)s::bigint)
 ORDER BY d.dead_at DESC, d.id DESC
 LIMIT 10

@@ -96,7 +96,8 @@ SELECT t.id, t.delivery_id, t.webhook_id, t.attempt_no, t.batch_id, t.dispatcher
        t.response_status, t.response_headers, t.response_body, t.response_truncated, t.error_class,
        t.error_detail, t.outcome, d.event_id, d.event_type
 FROM whk.whk_03_entregas_tentativas t
-JOIN whk.whk_03_entregas d ON d.id = t.delivery_id
+-- A finished delivery finished after its attempt started: only those days of the history are probed.
+JOIN whk.whk_03_entregas d ON d.id = t.delivery_id AND (d.finished_at IS NULL OR d.finished_at >= t.started_at)
 WHERE {where}
 ORDER BY {order}
 LIMIT %(limit)s
