@@ -8,6 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.db.test_retention import outbox_day
+
 pytestmark = pytest.mark.db
 
 
@@ -34,13 +36,7 @@ def old_event(
 
 def make_old_partitions(conn: psycopg.Connection[Any], *days_ago: int) -> None:
     for d in days_ago:
-        lo = conn.execute("SELECT date_trunc('day', now() - make_interval(days => %s))", (d,)).fetchone()
-        assert lo is not None
-        conn.execute(
-            f"CREATE TABLE whk.outbox_old{d} PARTITION OF whk.outbox"
-            f" FOR VALUES FROM ('{lo[0].isoformat()}')"
-            f" TO ('{lo[0].isoformat()}'::timestamptz + interval '1 day')"
-        )
+        outbox_day(conn, d)
 
 
 def add_delivery(conn: psycopg.Connection[Any], outbox_id: int, created_at: Any, status: str) -> int:
