@@ -81,8 +81,8 @@ LIMIT %(limit)s
 
 -- name: history_tenant :many
 -- A consumer's history: the events routed to its webhooks, one row per event. Read from the tenant's own
--- deliveries in (event_created_at, outbox_id) order (whk_03_entregas_consumer_event_idx), grouped as
--- they stream, so a page costs the same however many events other tenants receive.
+-- deliveries in (event_created_at, outbox_id) order (delivery_history_consumer_event_idx, merged with the
+-- queue's), grouped as they stream, so a page costs the same however many events other tenants receive.
 SELECT o.id, o.event_id, o.event_type, o.event_version, o.event_key, o.operation, o.source_table,
        o.status, o.valid, o.validation_error, o.deliver_at, o.created_at, o.routed_at, whk.event_envelope(o) AS payload,
        x.deliveries
