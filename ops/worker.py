@@ -32,6 +32,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -290,6 +291,28 @@ class Jobs:
             await self._repo.note(conn, history_id, {**entry, "at": row[0].isoformat()})
 
 
+ScheduledJob = Callable[[Schedule], Awaitable[None]]
+
+
+def once_per_tick(name: str, job: ScheduledJob) -> ScheduledJob:
+    """``job`` run for a pick of its schedule that stands for a tick of its own, skipped otherwise.
+
+    pgqueuer sets a picked schedule's next run to ``NOW() + delay`` truncated to the second, with the delay
+    to the next cron tick computed in the worker a moment before the statement runs. When that moment
+    falls just before a tick and the statement just after it, the next run lands on the tick being picked
+    (``next_run <= updated``, the pick's own ``NOW()``), so the schedule is due again at once and a second
+    pick, by this worker or another, runs the same tick again (seen with two workers on a one-second
+    schedule). Such a pick is skipped: the schedule stays due, and the next pick runs the tick."""
+
+    async def run(schedule: Schedule) -> None:
+        if schedule.next_run <= schedule.updated:
+            log.debug("%s: a pick for an already-due tick (next_run %s), skipped", name, schedule.next_run)
+            return
+        await job(schedule)
+
+    return run
+
+
 def _pgq_dsn(dsn: str) -> str:
     """asyncpg takes URL DSNs; libpq key=value strings are converted through psycopg's parser. The
     ``options`` (``-c role=…`` from ``whk.dbroles.with_role``) go along: asyncpg sends them in the startup
@@ -354,9 +377,12 @@ async def run_worker(settings: Settings, stop: asyncio.Event, *, ident: str | No
             pgq.entrypoint("replay")(jobs.replay)
             pgq.entrypoint(PROVISION_ENTRYPOINT)(jobs.provision_secret)
             pgq.entrypoint("bulk_retry")(jobs.bulk_retry)
-            pgq.schedule("evaluate_alerts", settings.ops.eval_cron)(jobs.evaluate_alerts)
-            pgq.schedule("housekeeping", HOUSEKEEPING_CRON)(jobs.housekeeping)
-            pgq.schedule("retention", RETENTION_CRON)(jobs.retention)
+            for name, cron, job in (
+                ("evaluate_alerts", settings.ops.eval_cron, jobs.evaluate_alerts),
+                ("housekeeping", HOUSEKEEPING_CRON, jobs.housekeeping),
+                ("retention", RETENTION_CRON, jobs.retention),
+            ):
+                pgq.schedule(name, cron)(once_per_tick(name, job))
 
             async def _stopper() -> None:
                 await stop.wait()
