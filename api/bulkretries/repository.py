@@ -19,10 +19,13 @@ class BulkRetryRepository:
 
     async def start(
         self, conn: AsyncConnection[Any], *, tenant: int | None, filters: dict[str, Any], actor: str
-    ) -> int:
-        """Record the bulk retry and queue its job (``whk.bulk_retry_start``): its id."""
+    ) -> BulkRetry:
+        """Record the bulk retry and queue its job (``whk.bulk_retry_start``): the job as it starts."""
         params = {**filters, "tenant": tenant, "created_by": actor}
-        return int(await fetch_value(conn, self._q["start"], params))
+        bulk_id = int(await fetch_value(conn, self._q["start"], params))
+        job = await self.get(conn, tenant=tenant, bulk_id=bulk_id)
+        assert job is not None  # just created in this transaction, with the caller's tenant
+        return job
 
     async def get(self, conn: AsyncConnection[Any], *, tenant: int | None, bulk_id: int) -> BulkRetry | None:
         return await fetch_one(conn, self._q["get"], {"id": bulk_id, "tenant": tenant}, BulkRetry)

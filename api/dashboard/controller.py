@@ -668,19 +668,10 @@ class DashboardController(Controller):
         )
 
     @staticmethod
-    def _dead_retry(webhook_id: int, days: int) -> tuple[BulkRetryRequest, dict[str, Any]]:
-        """A webhook's "retry all" as the API's bulk retry: its request (for the audit row, as
-        ``POST /deliveries/bulk-retry`` records it) and its filters (for the count and the job)."""
+    def _dead_retry(webhook_id: int, days: int) -> BulkRetryRequest:
+        """A webhook's "retry all" as the API's bulk retry request (``POST /deliveries/bulk-retry``)."""
         since = datetime.now(UTC) - timedelta(days=days)
-        req = BulkRetryRequest(webhook_id=webhook_id, status=["dead"], created_from=since)
-        filters = {
-            "webhook_id": req.webhook_id,
-            "event_type": req.event_type,
-            "status": list(req.status),
-            "created_from": req.created_from,
-            "created_to": req.created_to,
-        }
-        return req, filters
+        return BulkRetryRequest(webhook_id=webhook_id, status=["dead"], created_from=since)
 
     @get("/dead/confirm")
     async def dead_confirm(
@@ -697,8 +688,7 @@ class DashboardController(Controller):
         hook = await data.webhook(conn, viewer.tenant, webhook_id)
         if hook is None:
             raise NotFound(f"webhook {webhook_id} not found")
-        _, filters = self._dead_retry(webhook_id, days)
-        count = await data.bulk_retry_count(conn, viewer.tenant, filters)
+        count = await data.bulk_retry_count(conn, viewer.tenant, self._dead_retry(webhook_id, days).filters())
         return _page("dead_confirm.html", viewer, hook=hook, days=days, count=count)
 
     @post("/dead/retry-all", status_code=HTTP_303_SEE_OTHER)
@@ -715,7 +705,8 @@ class DashboardController(Controller):
         data = self._data(state)
         if await data.webhook(conn, viewer.tenant, webhook_id) is None:
             raise NotFound(f"webhook {webhook_id} not found")
-        req, filters = self._dead_retry(webhook_id, days)
+        req = self._dead_retry(webhook_id, days)
+        filters = req.filters()
         skipped = await data.bulk_retry_skipped(conn, viewer.tenant, filters)
         job = await data.start_bulk_retry(conn, viewer.tenant, filters, viewer.principal.actor)
         await self.audit_log.record(

@@ -427,10 +427,7 @@ class DashboardData:
     async def start_bulk_retry(
         self, conn: AsyncConnection[Any], tenant: int | None, filters: Mapping[str, Any], actor: str
     ) -> BulkRetry:
-        bulk_id = await self.bulk_retries.start(conn, tenant=tenant, filters=dict(filters), actor=actor)
-        job = await self.bulk_retries.get(conn, tenant=tenant, bulk_id=bulk_id)
-        assert job is not None  # just created in this transaction, with the caller's tenant
-        return job
+        return await self.bulk_retries.start(conn, tenant=tenant, filters=dict(filters), actor=actor)
 
     async def bulk_retry(
         self, conn: AsyncConnection[Any], tenant: int | None, bulk_id: int

@@ -208,13 +208,7 @@ class DeliveryController(Controller):
                 errors=[{"pointer": "/created_to", "message": "must be after created_from"}],
             )
         await require_refs(conn, principal, self.webhooks, webhook_id=data.webhook_id)
-        filters = {
-            "webhook_id": data.webhook_id,
-            "event_type": data.event_type,
-            "status": list(data.status),
-            "created_from": data.created_from,
-            "created_to": data.created_to,
-        }
+        filters = data.filters()
         tenant = principal.tenant_filter()
         skipped = await self.repo.bulk_skipped(conn, tenant=tenant, filters=filters)
         if data.dry_run:
@@ -223,15 +217,13 @@ class DeliveryController(Controller):
                 BulkRetryResult(dry_run=True, matched=matched, skipped_deleted_webhook=skipped),
                 status_code=HTTP_200_OK,
             )
-        bulk_id = await self.bulk_retries.start(conn, tenant=tenant, filters=filters, actor=principal.actor)
-        job = await self.bulk_retries.get(conn, tenant=tenant, bulk_id=bulk_id)
-        assert job is not None  # just created in this transaction, with the caller's tenant
+        job = await self.bulk_retries.start(conn, tenant=tenant, filters=filters, actor=principal.actor)
         await self.audit_log.record(
             conn,
             principal,
             "bulk_retry.start",
             "bulk_retry",
-            bulk_id,
+            job.id,
             None,
             {"filters": msgspec.to_builtins(data), "total": job.total, "skipped_deleted_webhook": skipped},
             consumer_id=tenant,

@@ -111,6 +111,16 @@ class BulkRetryRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
     created_to: Timestamp | None = None
     dry_run: bool = False
 
+    def filters(self) -> dict[str, Any]:
+        """The filters as the bulk-retry queries and ``whk.bulk_retry_start`` take them."""
+        return {
+            "webhook_id": self.webhook_id,
+            "event_type": self.event_type,
+            "status": list(self.status),
+            "created_from": self.created_from,
+            "created_to": self.created_to,
+        }
+
 
 class BulkRetryResult(msgspec.Struct, kw_only=True):
     """``matched`` counts what can be re-queued; ``skipped_deleted_webhook`` the matching deliveries of
