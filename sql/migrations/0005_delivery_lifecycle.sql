@@ -144,6 +144,7 @@ RESET whk.audited_by;
 
 
 
+
 -- >>> sql/functions/delivery/ack_delivery.sql
 -- The consumer confirms a delivery that answered 202 (awaiting_ack): it becomes delivered.
 -- Idempotent: acking an already delivered row returns true and changes nothing. The delivery is finished
@@ -1568,8 +1569,7 @@ COMMENT ON FUNCTION whk.render_parked_deliveries(text) IS
 -- queue, unchanged (same id, same event_id, so the same webhook-id header), for a manual retry, a bulk
 -- retry or a replay (whk.retry_deliveries, which sets them pending next). The only statement that deletes
 -- single rows from whk.delivery_history: an operator's retry of a few deliveries, never a mass delete.
--- Only deliveries a retry may send again come back: of a webhook not deleted, whose body still exists
--- (its own payload copy, or its event in the outbox: retention may have dropped the event's partition).
+-- Only deliveries a retry may send again come back (whk.can_send_again).
 -- Returns how many came back.
 CREATE OR REPLACE FUNCTION whk.reopen_deliveries(p_ids bigint[])
 RETURNS integer
@@ -1582,9 +1582,7 @@ BEGIN
     WITH back AS (
         DELETE FROM whk.delivery_history h
          WHERE h.id = ANY (p_ids) AND h.status = 'delivered'
-           AND NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = h.webhook_id AND w.deleted_at IS NOT NULL)
-           AND (h.payload IS NOT NULL
-                OR EXISTS (SELECT 1 FROM whk.outbox o WHERE o.id = h.outbox_id AND o.created_at = h.event_created_at))
+           AND whk.can_send_again(h.webhook_id, h.payload, h.outbox_id, h.event_created_at)
         RETURNING h.*
     )
     INSERT INTO whk.delivery_queue
@@ -1658,11 +1656,15 @@ BEGIN
     SELECT b.created_at, b.outbox_id INTO v_last_at, v_last_id
       FROM whk_replay_batch b ORDER BY b.created_at DESC, b.outbox_id DESC LIMIT 1;
 
-    -- Existing pairs, live or finished (whk.whk_03_entregas: queue and history, by their outbox indexes).
-    SELECT array_agg(d.id) INTO v_existing
-      FROM whk_replay_batch b
-      JOIN whk.whk_03_entregas d
-        ON d.outbox_id = b.outbox_id AND d.event_created_at = b.created_at AND d.webhook_id = r.webhook_id;
+    -- Existing pairs, live or finished (whk.whk_03_entregas: queue and history, by their outbox indexes),
+    -- leave the batch, which keeps the events the webhook never had.
+    WITH known AS (
+        DELETE FROM whk_replay_batch b
+         USING whk.whk_03_entregas d
+         WHERE d.outbox_id = b.outbox_id AND d.event_created_at = b.created_at AND d.webhook_id = r.webhook_id
+        RETURNING d.id
+    )
+    SELECT array_agg(k.id) INTO v_existing FROM known k;
     IF v_existing IS NOT NULL THEN
         v_requeued := whk.retry_deliveries(v_existing);
     END IF;
@@ -1674,9 +1676,6 @@ BEGIN
            b.payload, b.render_problem
       FROM whk_replay_batch b
       JOIN whk.whk_01_webhooks w ON w.id = r.webhook_id
-     WHERE NOT EXISTS (SELECT 1 FROM whk.whk_03_entregas d
-                        WHERE d.outbox_id = b.outbox_id AND d.event_created_at = b.created_at
-                          AND d.webhook_id = r.webhook_id)
      ORDER BY b.created_at, b.outbox_id;
     GET DIAGNOSTICS v_created = ROW_COUNT;
     IF v_created > 0 THEN
@@ -1877,10 +1876,9 @@ COMMENT ON FUNCTION whk.retry_dead(bigint, bigint, text, timestamptz, timestampt
 -- Manual / bulk retry: put finished or failed deliveries back in the queue now, with a fresh retry
 -- schedule (schedule_offset = attempts so far) but the SAME event_id, hence the same webhook-id header:
 -- receivers deduplicate replays. The signature is fresh because it is computed per attempt.
--- Rows in flight are left alone (their attempt is running), and so are deliveries of a deleted webhook
--- (whk.delete_webhook: nothing more is sent to an endpoint its owner removed, and no claim would serve
--- them), rows whose event is no longer in the outbox (retention) and rows parked for a missing or failing
--- transform (their body for the pinned major does not exist yet: whk.render_parked_deliveries releases
+-- Rows in flight are left alone (their attempt is running), and so are deliveries a retry may not send
+-- again (whk.can_send_again: of a deleted webhook, or with no body left) and rows parked for a missing or
+-- failing transform (their body for the pinned major does not exist yet: whk.render_parked_deliveries releases
 -- them). Delivered deliveries come back from the history first (whk.reopen_deliveries), same id.
 -- Returns how many were re-queued; the API reports the others as skipped.
 CREATE OR REPLACE FUNCTION whk.retry_deliveries(p_ids bigint[])
@@ -1898,12 +1896,7 @@ BEGIN
         batch_id = NULL, updated_at = clock_timestamp()
     WHERE d.id = ANY (p_ids) AND d.status IN ('dead', 'delivered', 'awaiting_ack', 'pending', 'parked')
       AND d.render_problem IS NULL
-      AND NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL)
-      -- Only while its body exists: its own copy (a pinned major's rendering, a dead letter's envelope)
-      -- or its event in the outbox (the claim rebuilds the body from it); a delivery whose outbox
-      -- partition retention dropped, with no copy, cannot be sent again.
-      AND (d.payload IS NOT NULL
-           OR EXISTS (SELECT 1 FROM whk.outbox o WHERE o.id = d.outbox_id AND o.created_at = d.event_created_at));
+      AND whk.can_send_again(d.webhook_id, d.payload, d.outbox_id, d.event_created_at);
     GET DIAGNOSTICS v_count = ROW_COUNT;
 
     INSERT INTO whk.webhook_runtime (webhook_id)
@@ -2477,5 +2470,27 @@ $$;
 COMMENT ON FUNCTION whk.requeue_in_flight(bigint[], timestamptz) IS
     'Put in-flight deliveries (p_ids) back to pending, due now; those of a deleted webhook are cancelled into the history.';
 -- <<< sql/functions/delivery/requeue_in_flight.sql
+
+-- >>> sql/functions/delivery/can_send_again.sql
+-- whk.can_send_again: whether a delivery may be sent again by a retry (whk.retry_deliveries, and
+-- whk.reopen_deliveries before it brings a delivered one back from the history). Not for a deleted
+-- webhook's delivery (whk.delete_webhook: nothing more is sent to an endpoint its owner removed, and no
+-- claim would serve it), and only while its body exists: its own copy (a pinned major's rendering, a dead
+-- letter's envelope) or its event in the outbox (the claim rebuilds the body from it); a delivery whose
+-- outbox partition retention dropped, with no copy, cannot be sent again.
+CREATE OR REPLACE FUNCTION whk.can_send_again(p_webhook_id bigint, p_payload jsonb, p_outbox_id bigint,
+                                              p_event_created_at timestamptz)
+RETURNS boolean
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, whk
+AS $$
+    SELECT NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = p_webhook_id AND w.deleted_at IS NOT NULL)
+           AND (p_payload IS NOT NULL
+                OR EXISTS (SELECT 1 FROM whk.outbox o WHERE o.id = p_outbox_id AND o.created_at = p_event_created_at));
+$$;
+COMMENT ON FUNCTION whk.can_send_again(bigint, jsonb, bigint, timestamptz) IS
+    'Whether a retry may send a delivery again: its webhook is not deleted and its body still exists.';
+-- <<< sql/functions/delivery/can_send_again.sql
 
 COMMIT;

@@ -2,8 +2,7 @@
 -- queue, unchanged (same id, same event_id, so the same webhook-id header), for a manual retry, a bulk
 -- retry or a replay (whk.retry_deliveries, which sets them pending next). The only statement that deletes
 -- single rows from whk.delivery_history: an operator's retry of a few deliveries, never a mass delete.
--- Only deliveries a retry may send again come back: of a webhook not deleted, whose body still exists
--- (its own payload copy, or its event in the outbox: retention may have dropped the event's partition).
+-- Only deliveries a retry may send again come back (whk.can_send_again).
 -- Returns how many came back.
 CREATE OR REPLACE FUNCTION whk.reopen_deliveries(p_ids bigint[])
 RETURNS integer
@@ -16,9 +15,7 @@ BEGIN
     WITH back AS (
         DELETE FROM whk.delivery_history h
          WHERE h.id = ANY (p_ids) AND h.status = 'delivered'
-           AND NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = h.webhook_id AND w.deleted_at IS NOT NULL)
-           AND (h.payload IS NOT NULL
-                OR EXISTS (SELECT 1 FROM whk.outbox o WHERE o.id = h.outbox_id AND o.created_at = h.event_created_at))
+           AND whk.can_send_again(h.webhook_id, h.payload, h.outbox_id, h.event_created_at)
         RETURNING h.*
     )
     INSERT INTO whk.delivery_queue

@@ -52,11 +52,15 @@ BEGIN
     SELECT b.created_at, b.outbox_id INTO v_last_at, v_last_id
       FROM whk_replay_batch b ORDER BY b.created_at DESC, b.outbox_id DESC LIMIT 1;
 
-    -- Existing pairs, live or finished (whk.whk_03_entregas: queue and history, by their outbox indexes).
-    SELECT array_agg(d.id) INTO v_existing
-      FROM whk_replay_batch b
-      JOIN whk.whk_03_entregas d
-        ON d.outbox_id = b.outbox_id AND d.event_created_at = b.created_at AND d.webhook_id = r.webhook_id;
+    -- Existing pairs, live or finished (whk.whk_03_entregas: queue and history, by their outbox indexes),
+    -- leave the batch, which keeps the events the webhook never had.
+    WITH known AS (
+        DELETE FROM whk_replay_batch b
+         USING whk.whk_03_entregas d
+         WHERE d.outbox_id = b.outbox_id AND d.event_created_at = b.created_at AND d.webhook_id = r.webhook_id
+        RETURNING d.id
+    )
+    SELECT array_agg(k.id) INTO v_existing FROM known k;
     IF v_existing IS NOT NULL THEN
         v_requeued := whk.retry_deliveries(v_existing);
     END IF;
@@ -68,9 +72,6 @@ BEGIN
            b.payload, b.render_problem
       FROM whk_replay_batch b
       JOIN whk.whk_01_webhooks w ON w.id = r.webhook_id
-     WHERE NOT EXISTS (SELECT 1 FROM whk.whk_03_entregas d
-                        WHERE d.outbox_id = b.outbox_id AND d.event_created_at = b.created_at
-                          AND d.webhook_id = r.webhook_id)
      ORDER BY b.created_at, b.outbox_id;
     GET DIAGNOSTICS v_created = ROW_COUNT;
     IF v_created > 0 THEN

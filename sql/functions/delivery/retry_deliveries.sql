@@ -1,10 +1,9 @@
 -- Manual / bulk retry: put finished or failed deliveries back in the queue now, with a fresh retry
 -- schedule (schedule_offset = attempts so far) but the SAME event_id, hence the same webhook-id header:
 -- receivers deduplicate replays. The signature is fresh because it is computed per attempt.
--- Rows in flight are left alone (their attempt is running), and so are deliveries of a deleted webhook
--- (whk.delete_webhook: nothing more is sent to an endpoint its owner removed, and no claim would serve
--- them), rows whose event is no longer in the outbox (retention) and rows parked for a missing or failing
--- transform (their body for the pinned major does not exist yet: whk.render_parked_deliveries releases
+-- Rows in flight are left alone (their attempt is running), and so are deliveries a retry may not send
+-- again (whk.can_send_again: of a deleted webhook, or with no body left) and rows parked for a missing or
+-- failing transform (their body for the pinned major does not exist yet: whk.render_parked_deliveries releases
 -- them). Delivered deliveries come back from the history first (whk.reopen_deliveries), same id.
 -- Returns how many were re-queued; the API reports the others as skipped.
 CREATE OR REPLACE FUNCTION whk.retry_deliveries(p_ids bigint[])
@@ -22,12 +21,7 @@ BEGIN
         batch_id = NULL, updated_at = clock_timestamp()
     WHERE d.id = ANY (p_ids) AND d.status IN ('dead', 'delivered', 'awaiting_ack', 'pending', 'parked')
       AND d.render_problem IS NULL
-      AND NOT EXISTS (SELECT 1 FROM whk.whk_01_webhooks w WHERE w.id = d.webhook_id AND w.deleted_at IS NOT NULL)
-      -- Only while its body exists: its own copy (a pinned major's rendering, a dead letter's envelope)
-      -- or its event in the outbox (the claim rebuilds the body from it); a delivery whose outbox
-      -- partition retention dropped, with no copy, cannot be sent again.
-      AND (d.payload IS NOT NULL
-           OR EXISTS (SELECT 1 FROM whk.outbox o WHERE o.id = d.outbox_id AND o.created_at = d.event_created_at));
+      AND whk.can_send_again(d.webhook_id, d.payload, d.outbox_id, d.event_created_at);
     GET DIAGNOSTICS v_count = ROW_COUNT;
 
     INSERT INTO whk.webhook_runtime (webhook_id)
