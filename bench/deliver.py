@@ -15,8 +15,12 @@ Prints:
   batch_cpu_us_per_event``: CPU per request or event of each process taking part (the raw loop's client and
   the receiver; the dispatcher, every PostgreSQL process and the receiver, counted from the first arrival
   so the dispatcher's start-up is left out): on this 2-core machine the sum bounds what a drain can reach;
+- ``GOAL drain_after_a_year_of_partitions_vs_fresh``: the immediate drain after the housekeeping made the
+  partitions of a year at the default retention (``whk.create_partitions``, sized by
+  ``whk.partition_period``), their tables still empty ÷ the same drain on a fresh install; ``INFO
+  partitions_after_a_year`` counts them per table;
 - ``GOAL drain_with_history_vs_empty``: the immediate drain beside BENCH_HISTORY (default 5,000,000)
-  delivered deliveries with their attempts ÷ the same drain on an empty history;
+  delivered deliveries with their attempts ÷ the same drain with the same partitions and an empty history;
 - ``GOAL drain_during_retention_vs_without``: that drain while retention drops the expired day of the
   history that holds a fifth of it (``whk.drop_partitions``, the job worker's call) ÷ without; ``INFO
   retention_drop`` says what the drop removed (rows, bytes) and how long it took;
@@ -553,10 +557,11 @@ def _floor(
 async def _history_phase(
     server: PgServer, receiver_pid: int, dsn: str, url: str, seconds: float, history: int
 ) -> list[Goal]:
-    """The same immediate drain on an empty history, then beside ``history`` delivered deliveries (each
-    with its attempt; a fifth of them in three days past retention), then while retention drops one of
-    those days. Each figure is the median of three drains (one drain of 10,000 events lasts a few seconds
-    and varies by ±20 % from one to the next on this machine); each drain of the third kind drops a day."""
+    """The same immediate drain on a fresh install, then after the partitions a year of housekeeping makes
+    (an empty history), then beside ``history`` delivered deliveries (each with its attempt; a fifth of
+    them in three days past retention), then while retention drops one of those days. Each figure is the
+    median of three drains (one drain of 10,000 events lasts a few seconds and varies by ±20 % from one to
+    the next on this machine); each drain of the last kind drops a day."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         consumer = make_consumer(conn, "bench")
         webhook = make_webhook(conn, consumer, f"{url}/history", ["hist.*"], max_in_flight=CONCURRENCY)
@@ -576,6 +581,16 @@ async def _history_phase(
         rates = [await drain() for _ in range(3)]
         return statistics.median(rates), rates
 
+    fresh, fresh_rates = await median_drain()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        # A year of the hourly housekeeping at the default retention (365 days): the partitions it makes.
+        for table in ("whk.outbox", "whk.delivery_history", "whk.whk_03_entregas_tentativas"):
+            conn.execute("SELECT whk.create_partitions(%s, since => now() - interval '365 days')", [table])
+        made = conn.execute(
+            "SELECT string_agg(format('%s=%s', parent, n), ' ' ORDER BY parent::text) "
+            "FROM (SELECT parent, count(*) AS n FROM whk.partitions GROUP BY parent) p"
+        ).fetchone()
+    print(f"INFO partitions_after_a_year {made[0] if made else '?'} (default partition included)", flush=True)
     empty, empty_rates = await median_drain()
     t0 = time.monotonic()
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -621,7 +636,8 @@ async def _history_phase(
         return "/".join(f"{v:.0f}" for v in values)
 
     print(
-        f"immediate drain (median of 3): {empty:.0f} events/s on an empty history ({rates(empty_rates)}), "
+        f"immediate drain (median of 3): {fresh:.0f} events/s on a fresh install ({rates(fresh_rates)}), "
+        f"{empty:.0f} after a year of partitions, with an empty history ({rates(empty_rates)}), "
         f"{full:.0f} beside {history} rows ({rates(full_rates)}), {during:.0f} while retention dropped a day "
         f"({rates(during_rates)}; {', '.join(n for n, _b in dropped) or 'nothing'})"
         + (f" (kept: {', '.join(kept)})" if kept else ""),
@@ -633,6 +649,7 @@ async def _history_phase(
         flush=True,
     )
     return [
+        Goal("drain_after_a_year_of_partitions_vs_fresh", empty / fresh if fresh else 0.0, 0.9),
         Goal("drain_with_history_vs_empty", full / empty if empty else 0.0, 0.9),
         Goal("drain_during_retention_vs_without", during / full if full and dropped else 0.0, 0.9),
     ]

@@ -40,9 +40,9 @@ def partition_of(conn: psycopg.Connection[Any], delivery_id: int) -> set[str]:
 
 
 def test_attempts_land_in_their_day_and_never_fail_for_lack_of_a_partition(conn: psycopg.Connection[Any]):
-    created = [r[0] for r in conn.execute(f"SELECT whk.create_partitions('{ATTEMPTS}', '2 days')")]
+    created = [r[0] for r in conn.execute(f"SELECT whk.create_partitions('{ATTEMPTS}', '2 days', 'day')")]
     assert len(created) == 3 and all(n.startswith("whk_03_entregas_tentativas_p") for n in created)
-    assert conn.execute(f"SELECT * FROM whk.create_partitions('{ATTEMPTS}', '2 days')").fetchall() == []
+    assert conn.execute(f"SELECT * FROM whk.create_partitions('{ATTEMPTS}', '2 days', 'day')").fetchall() == []
     hook = webhook(conn)
     today = delivery(conn, hook, "delivered", 0)
     assert partition_of(conn, today) == {f"whk.{created[0]}"}
@@ -59,7 +59,7 @@ def test_attempts_land_in_their_day_and_never_fail_for_lack_of_a_partition(conn:
         (today, hook[0]),
     ).fetchone()
     assert ahead is not None and ahead[1] == "whk.whk_03_entregas_tentativas_default"
-    made = [r[0] for r in conn.execute(f"SELECT whk.create_partitions('{ATTEMPTS}', '6 days')")]
+    made = [r[0] for r in conn.execute(f"SELECT whk.create_partitions('{ATTEMPTS}', '6 days', 'day')")]
     moved = conn.execute(
         f"SELECT tableoid::regclass::text FROM {ATTEMPTS} WHERE id = %s", (ahead[0],)
     ).fetchall()

@@ -1,14 +1,18 @@
 -- whk.create_partitions: make sure a time-partitioned WHK table (whk.outbox by created_at, the attempt log
--- whk.whk_03_entregas_tentativas by started_at, the delivery history by finished_at: whk.partitions) has one partition per day (or week/month)
--- from the period of `since` (default: now; the upgrade that partitions a table passes its oldest row's
--- time) up to `ahead` from now, named <table>_pYYYYMMDD after the period's first day. The
--- job worker's `housekeeping` schedule runs it hourly for each table; it is idempotent and returns the
--- partitions it created. Rows that landed in the default partition for a period (partitions created late)
--- are moved into the new partition in the same transaction, keeping their ids, so nothing is lost or
--- duplicated. Creating a partition briefly takes an ACCESS EXCLUSIVE lock on the table (inserts wait a
--- moment): creating them ahead of time keeps the default partition empty and this instantaneous.
+-- whk.whk_03_entregas_tentativas by started_at, the delivery history by finished_at: whk.partitions) has
+-- partitions from the period of `since` (default: now; the upgrade that partitions a table passes its
+-- oldest row's time) up to `ahead` from now, each named <table>_pYYYYMMDD after its first day. `period`
+-- (day, week or month) defaults to the table's own (whk.partition_period, from its retention). When the
+-- period changes (a retention setting changed), partitions already made are kept and only the parts of a
+-- period they do not cover get one, up to the next period boundary: ranges never overlap and the default
+-- partition stays empty. The job worker's `housekeeping` schedule runs it hourly for each table; it is
+-- idempotent and returns the partitions it created. Rows that landed in the default partition for a range
+-- (partitions created late) are moved into the new partition in the same transaction, keeping their ids,
+-- so nothing is lost or duplicated. Creating a partition briefly takes an ACCESS EXCLUSIVE lock on the
+-- table (inserts wait a moment): creating them ahead of time keeps the default partition empty and this
+-- instantaneous.
 CREATE OR REPLACE FUNCTION whk.create_partitions(p_table regclass, ahead interval DEFAULT '7 days',
-                                                 period text DEFAULT 'day', since timestamptz DEFAULT NULL)
+                                                 period text DEFAULT NULL, since timestamptz DEFAULT NULL)
 RETURNS SETOF text
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -22,8 +26,12 @@ DECLARE
     v_to      timestamptz;
     v_name    text;
     v_moved   bigint;
+    v_covered timestamptz;
 BEGIN
-    IF period IS NULL OR period NOT IN ('day', 'week', 'month') THEN
+    IF period IS NULL THEN
+        period := whk.partition_period(p_table);
+    END IF;
+    IF period NOT IN ('day', 'week', 'month') THEN
         RAISE EXCEPTION 'invalid partition period %', quote_literal(period)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'use day, week or month';
     END IF;
@@ -42,28 +50,33 @@ BEGIN
     -- Periods are aligned in UTC so the partition bounds do not depend on the session time zone.
     v_from := date_trunc(period, least(coalesce(since, now()), now()) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
     WHILE v_from <= now() + ahead LOOP
-        v_to := ((v_from AT TIME ZONE 'UTC') + v_step) AT TIME ZONE 'UTC';
+        -- Inside a partition already made (of any size): go on from its end.
+        SELECT max(p.range_to) INTO v_covered FROM whk.partitions p
+         WHERE p.parent = p_table AND NOT p.is_default AND p.range_from <= v_from AND p.range_to > v_from;
+        IF v_covered IS NOT NULL THEN
+            v_from := v_covered;
+            CONTINUE;
+        END IF;
+        -- Up to the next period boundary, or to the first partition already made before it.
+        v_to := (date_trunc(period, v_from AT TIME ZONE 'UTC') + v_step) AT TIME ZONE 'UTC';
+        SELECT least(v_to, min(p.range_from)) INTO v_to FROM whk.partitions p
+         WHERE p.parent = p_table AND NOT p.is_default AND p.range_from > v_from AND p.range_from < v_to;
         v_name := (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = p_table)
                   || '_p' || to_char(v_from AT TIME ZONE 'UTC', 'YYYYMMDD');
-        -- Skip periods already covered by any partition (whatever its name or size).
-        IF NOT EXISTS (SELECT 1 FROM whk.partitions p
-                        WHERE p.parent = p_table AND NOT p.is_default
-                          AND p.range_from < v_to AND p.range_to > v_from) THEN
-            EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', p_table);
-            EXECUTE format('CREATE TEMP TABLE whk_partition_moving (LIKE %s) ON COMMIT DROP', p_table);
-            EXECUTE format('WITH moved AS (DELETE FROM %s WHERE %I >= $1 AND %I < $2 RETURNING *)'
-                           ' INSERT INTO whk_partition_moving SELECT * FROM moved', v_default, v_key, v_key)
-                USING v_from, v_to;
-            GET DIAGNOSTICS v_moved = ROW_COUNT;
-            EXECUTE format('CREATE TABLE whk.%I PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',
-                           v_name, p_table, v_from, v_to);
-            IF v_moved > 0 THEN
-                EXECUTE format('INSERT INTO %s OVERRIDING SYSTEM VALUE SELECT * FROM whk_partition_moving',
-                               p_table);
-            END IF;
-            DROP TABLE whk_partition_moving;
-            RETURN NEXT v_name;
+        EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', p_table);
+        EXECUTE format('CREATE TEMP TABLE whk_partition_moving (LIKE %s) ON COMMIT DROP', p_table);
+        EXECUTE format('WITH moved AS (DELETE FROM %s WHERE %I >= $1 AND %I < $2 RETURNING *)'
+                       ' INSERT INTO whk_partition_moving SELECT * FROM moved', v_default, v_key, v_key)
+            USING v_from, v_to;
+        GET DIAGNOSTICS v_moved = ROW_COUNT;
+        EXECUTE format('CREATE TABLE whk.%I PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',
+                       v_name, p_table, v_from, v_to);
+        IF v_moved > 0 THEN
+            EXECUTE format('INSERT INTO %s OVERRIDING SYSTEM VALUE SELECT * FROM whk_partition_moving',
+                           p_table);
         END IF;
+        DROP TABLE whk_partition_moving;
+        RETURN NEXT v_name;
         v_from := v_to;
     END LOOP;
 END;
