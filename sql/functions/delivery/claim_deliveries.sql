@@ -34,7 +34,7 @@
 --
 -- Only active webhooks of active consumers are served: a paused webhook's or a suspended consumer's
 -- deliveries wait, pending; a disabled one's are parked (whk.disable_webhook, whk.set_consumer_status).
--- Inside the consumer's quiet hours (whk.quiet_until) only its urgent webhooks are served: the others'
+-- Inside the consumer's quiet hours (whk.quiet_hold_until) only its urgent webhooks are served: the others'
 -- deliveries wait, pending, spending no attempt, and are due again when the window ends (whk.next_wakeup).
 --
 -- Quarantined webhooks (whk_01_webhooks.quarantined_at, see whk.quarantine_webhook) are never claimed for:
@@ -116,8 +116,7 @@ BEGIN
         LEFT JOIN whk.consumer_runtime cr ON cr.consumer_id = a.id
         WHERE a.id = w.consumer_id;
         CONTINUE WHEN c.status <> 'active';
-        CONTINUE WHEN c.quiet_hours IS NOT NULL AND NOT w.urgent
-                      AND whk.quiet_until(c.quiet_hours, v_now) IS NOT NULL;
+        CONTINUE WHEN whk.quiet_hold_until(c.quiet_hours, w.urgent, v_now) IS NOT NULL;
 
         -- Circuit breaker: open = nothing until probe_at, then exactly one probe (half-open).
         v_req := v_left;

@@ -62,11 +62,10 @@ BEGIN
                           OFFSET 0)
               -- A suspended or disabled consumer's due deliveries wait for it, not for a round (the claim
               -- skips them): counted here they would make every round ask for another at once.
-              -- Likewise a consumer's non-urgent deliveries inside its quiet hours (whk.quiet_until).
+              -- Likewise a consumer's non-urgent deliveries inside its quiet hours.
               AND EXISTS (SELECT 1 FROM whk.whk_04_assinantes a
                           WHERE a.id = wh.consumer_id AND a.status = 'active'
-                            AND (a.quiet_hours IS NULL OR wh.urgent
-                                 OR whk.quiet_until(a.quiet_hours, clock_timestamp()) IS NULL)))
+                            AND whk.quiet_hold_until(a.quiet_hours, wh.urgent, clock_timestamp()) IS NULL))
         INTO v_more;
         EXIT WHEN NOT v_more OR v_pass = 2;
         RETURN QUERY
