@@ -199,9 +199,10 @@ BEGIN
           -- Quiet hours hold a consumer's non-urgent deliveries for the claim.
           AND whk.quiet_hold_until(a.quiet_hours, w.urgent, v_now) IS NULL
           -- OFFSET 0: a probe of this webhook's due index, not an anti-join that reads every due delivery of
-          -- every webhook (the generic plan's choice; see whk.claim_deliveries).
+          -- every webhook (the generic plan's choice), newest due first (see whk.claim_deliveries for both).
           AND NOT EXISTS (SELECT 1 FROM whk.delivery_queue d
                           WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= v_now
+                          ORDER BY d.next_attempt_at DESC
                           OFFSET 0)
         FOR UPDATE OF rt SKIP LOCKED
     ), matched AS (
