@@ -1,4 +1,4 @@
--- 0006 hot_path: Hot path: one inlined quiet-hours rule (whk.quiet_hold_until) for the claim, routing, the round's probe, the wake-up and explain; due-work probes read the due index newest first with the moment as an index bound; routing probes a webhook's runtime row once per webhook
+-- 0006 hot_path: Hot path: one inlined quiet-hours rule (whk.quiet_hold_until) for the claim, routing, the round's probe, the wake-up and explain; due-work probes read the due index newest first with the moment as an index bound; the claim counts the caller's finished requests only when the in-flight cap binds; routing probes a webhook's runtime row once per webhook
 -- Written by `whk db new-migration`: each block below is the text of the named file.
 BEGIN;
 SELECT whk.migration_begin(6, 'hot_path');
@@ -226,7 +226,9 @@ BEGIN
         INTO v_in_flight
         FROM whk.delivery_queue d
         WHERE d.webhook_id = w.id AND d.status = 'in_flight';
-        IF cardinality(p_finished) > 0 THEN
+        -- The finished ones only matter when the cap binds: with room for every request left, the count of
+        -- them (a statement per claim) cannot change v_req.
+        IF cardinality(p_finished) > 0 AND w.max_in_flight - v_in_flight < v_req THEN
             SELECT v_in_flight - CASE WHEN w.delivery_mode = 'batch' THEN count(DISTINCT d.batch_id) ELSE count(*) END
             INTO v_in_flight
             FROM whk.delivery_queue d

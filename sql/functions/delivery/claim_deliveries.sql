@@ -141,7 +141,9 @@ BEGIN
         INTO v_in_flight
         FROM whk.delivery_queue d
         WHERE d.webhook_id = w.id AND d.status = 'in_flight';
-        IF cardinality(p_finished) > 0 THEN
+        -- The finished ones only matter when the cap binds: with room for every request left, the count of
+        -- them (a statement per claim) cannot change v_req.
+        IF cardinality(p_finished) > 0 AND w.max_in_flight - v_in_flight < v_req THEN
             SELECT v_in_flight - CASE WHEN w.delivery_mode = 'batch' THEN count(DISTINCT d.batch_id) ELSE count(*) END
             INTO v_in_flight
             FROM whk.delivery_queue d
