@@ -57,7 +57,7 @@ SELECT r.id, r.consumer_id, r.name, r.description, r.severity, r.condition, r.ch
             JOIN whk.whk_01_webhooks w ON w.id = s.webhook_id
             JOIN whk.whk_04_assinantes c ON c.id = s.consumer_id
             WHERE s.status <> 'paused' AND c.status <> 'suspended'
-              AND (c.quiet_hours IS NULL OR w.urgent OR whk.quiet_until(c.quiet_hours, clock_timestamp()) IS NULL)
+              AND whk.quiet_hold_until(c.quiet_hours, w.urgent, clock_timestamp()) IS NULL
               AND (r.scope_webhook IS NULL OR s.webhook_id = r.scope_webhook)
               AND (r.consumer_id IS NULL OR s.consumer_id = r.consumer_id))
         WHEN 'breaker_open_s' THEN (

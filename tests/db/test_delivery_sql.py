@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from tests.support.delivery import emit, make_consumer, make_webhook, route, statuses
+from tests.support.plans import explained
 
 pytestmark = pytest.mark.db
 
@@ -157,6 +158,25 @@ def test_claim_is_fair_and_respects_in_flight_cap(conn):
     assert per_hook == {busy: 5, quiet: 1}
     # The cap holds across calls (and across dispatchers) until outcomes are recorded.
     assert claim(conn, limit=100, who="d2") == []
+
+
+def test_the_claim_reads_the_callers_finished_requests_only_when_the_cap_binds(conn):
+    """With room for every request asked for, the finished ones cannot change what is claimed: the claim
+    does not spend a statement on them (it did on every claim of a busy dispatcher)."""
+    c = make_consumer(conn)
+    hook = make_webhook(conn, c, URL, ["cap.*"], max_in_flight=3)
+    emit(conn, "cap.e", count=6)
+    route(conn)
+    sql = "SELECT delivery_id FROM whk.claim_deliveries('d1', %s, 30, %s::bigint[])"
+    first, plans = explained(conn, sql, [2, [-1]])
+    assert len(first) == 2
+    assert "p_finished" not in plans  # room for 3 requests, 2 asked for
+    finished = [int(first[0][0])]
+    # The cap binds now (2 of 3 in flight, 2 asked for): the finished request frees its slot.
+    again, plans = explained(conn, sql, [2, finished])
+    assert "d.id = ANY (p_finished)" in plans
+    assert len(again) == 2
+    assert statuses(conn, hook) == {"in_flight": 4, "pending": 2}
 
 
 def test_the_cap_does_not_count_the_callers_finished_unrecorded_requests(conn):

@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -219,6 +220,58 @@ def test_quiet_until_follows_the_local_windows(conn, at, until):
     row = conn.execute("SELECT whk.quiet_until(%s::jsonb, %s)", [json.dumps(WEEKNIGHTS), at]).fetchone()
     assert row is not None
     assert row[0] == until
+
+
+@pytest.mark.parametrize(
+    ("quiet", "urgent", "at", "until"),
+    [
+        (None, False, lisbon(2026, 12, 4, 23, 0), None),  # no quiet hours
+        (WEEKNIGHTS, True, lisbon(2026, 12, 4, 23, 0), None),  # urgent webhooks are never held
+        (WEEKNIGHTS, False, lisbon(2026, 12, 4, 23, 0), lisbon(2026, 12, 5, 7, 0)),  # held until the end
+        (WEEKNIGHTS, False, lisbon(2026, 12, 8, 7, 0), None),  # outside every window
+    ],
+)
+def test_quiet_hold_until_is_the_quiet_hours_rule(conn, quiet, urgent, at, until):
+    row = conn.execute(
+        "SELECT whk.quiet_hold_until(%s::jsonb, %s, %s)", [json.dumps(quiet) if quiet else None, urgent, at]
+    ).fetchone()
+    assert row is not None
+    assert row[0] == until
+
+
+# Every reader of the quiet-hours rule, and the alert query that must agree with the claim.
+QUIET_RULE_READERS = ("claim_deliveries", "route_and_take", "dispatch_round", "next_wakeup", "explain")
+
+
+def test_every_reader_asks_the_one_quiet_hours_rule(conn):
+    bodies = dict(
+        conn.execute(
+            "SELECT p.proname, p.prosrc FROM pg_proc p "
+            "WHERE p.pronamespace = 'whk'::regnamespace AND p.proname = ANY(%s)",
+            [list(QUIET_RULE_READERS)],
+        ).fetchall()
+    )
+    assert sorted(bodies) == sorted(QUIET_RULE_READERS)
+    for name, body in bodies.items():
+        assert "whk.quiet_hold_until(" in body, name
+        assert "whk.quiet_until(" not in body, name
+    alerting = (Path(__file__).resolve().parents[2] / "ops" / "alerting" / "queries.sql").read_text()
+    assert "whk.quiet_hold_until(" in alerting
+    assert "whk.quiet_until(" not in alerting
+
+
+def test_quiet_hold_until_is_inlined_into_the_callers_plan(conn):
+    # Inlined: the plan calls whk.quiet_until only, and only behind the quiet-hours and urgency tests.
+    plan = "\n".join(
+        r[0]
+        for r in conn.execute(
+            "EXPLAIN (VERBOSE, COSTS OFF) SELECT w.id FROM whk.whk_01_webhooks w "
+            "JOIN whk.whk_04_assinantes a ON a.id = w.consumer_id "
+            "WHERE whk.quiet_hold_until(a.quiet_hours, w.urgent, clock_timestamp()) IS NULL"
+        ).fetchall()
+    )
+    assert "quiet_hold_until" not in plan
+    assert "quiet_until(a.quiet_hours, clock_timestamp())" in plan
 
 
 def test_touching_windows_are_joined(conn):

@@ -27,6 +27,7 @@ DECLARE
     v_seen   uuid[] := '{}';
     v_more   boolean;
     v_pass   integer;
+    v_now    timestamptz;
     t        record;
 BEGIN
     -- Fresh deliveries of unconstrained immediate webhooks come back already in flight (whk.route_and_take).
@@ -51,22 +52,25 @@ BEGIN
     -- claim's own index): in the steady state route_and_take has taken every fresh delivery and the claim, a statement
     -- of its own, would find nothing. After a claim the probe runs again for `more_due`.
     FOR v_pass IN 1 .. 2 LOOP
+        -- The moment as a parameter: an index bound of the probe (clock_timestamp() in the statement is
+        -- volatile, so it was only a filter, and the probe read every not-yet-due delivery of the webhook).
+        v_now := clock_timestamp();
         SELECT EXISTS (
             SELECT 1 FROM whk.whk_01_webhooks wh
             WHERE wh.status = 'active' AND wh.deleted_at IS NULL AND wh.quarantined_at IS NULL
               AND wh.needs_secret_since IS NULL
-              -- OFFSET 0: a probe per webhook, never a semi-join over every due delivery (whk.claim_deliveries).
+              -- OFFSET 0: a probe per webhook, never a semi-join over every due delivery (whk.claim_deliveries),
+              -- newest due first (the reason is at whk.claim_deliveries).
               AND EXISTS (SELECT 1 FROM whk.delivery_queue d
-                          WHERE d.webhook_id = wh.id AND d.status = 'pending'
-                            AND d.next_attempt_at <= clock_timestamp()
+                          WHERE d.webhook_id = wh.id AND d.status = 'pending' AND d.next_attempt_at <= v_now
+                          ORDER BY d.next_attempt_at DESC
                           OFFSET 0)
               -- A suspended or disabled consumer's due deliveries wait for it, not for a round (the claim
               -- skips them): counted here they would make every round ask for another at once.
-              -- Likewise a consumer's non-urgent deliveries inside its quiet hours (whk.quiet_until).
+              -- Likewise a consumer's non-urgent deliveries inside its quiet hours.
               AND EXISTS (SELECT 1 FROM whk.whk_04_assinantes a
                           WHERE a.id = wh.consumer_id AND a.status = 'active'
-                            AND (a.quiet_hours IS NULL OR wh.urgent
-                                 OR whk.quiet_until(a.quiet_hours, clock_timestamp()) IS NULL)))
+                            AND whk.quiet_hold_until(a.quiet_hours, wh.urgent, v_now) IS NULL))
         INTO v_more;
         EXIT WHEN NOT v_more OR v_pass = 2;
         RETURN QUERY

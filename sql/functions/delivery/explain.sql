@@ -130,10 +130,9 @@ BEGIN
                             coalesce(e.deliver_at, e.created_at) + pg_catalog.make_interval(secs => w.delay_seconds)),
                             CASE WHEN w.supersede_by_key
                                  THEN ' (a newer event of the same key before then supersedes it)' END)
-               WHEN a.quiet_hours IS NOT NULL AND NOT w.urgent
-                    AND whk.quiet_until(a.quiet_hours, pg_catalog.clock_timestamp()) IS NOT NULL
+               WHEN whk.quiet_hold_until(a.quiet_hours, w.urgent, pg_catalog.clock_timestamp()) IS NOT NULL
                    THEN pg_catalog.format('held: the consumer''s quiet hours, until %s',
-                                          whk.quiet_until(a.quiet_hours, pg_catalog.clock_timestamp()))
+                                          whk.quiet_hold_until(a.quiet_hours, w.urgent, pg_catalog.clock_timestamp()))
                WHEN w.delivery_mode = 'batch'
                    THEN pg_catalog.format('batched: sent in a JSON array of up to %s events (window %s ms), '
                                           'webhook-id batch_<id>', w.batch_size, w.batch_window_ms)

@@ -3,7 +3,7 @@
 -- a breaker's probe time, a token bucket refilling to one token. NULL = nothing is waiting on time.
 -- Quarantined webhooks and those of a consumer that is not active wait for an operator, not for time:
 -- they are left out. A consumer's quiet hours push its non-urgent webhooks' time to the window's end
--- (whk.quiet_until), so a dispatcher does not wake for deliveries the claim would leave waiting.
+-- (whk.quiet_hold_until), so a dispatcher does not wake for deliveries the claim would leave waiting.
 -- The dispatcher sleeps until then (or a wake-up, or its poll interval, whichever comes first).
 -- PL/pgSQL, not SQL: a SQL function with a SET clause is never inlined and was parsed and planned at every
 -- call (measured: ~0.45 ms of planning per call, the dispatcher asks up to ten times a second); PL/pgSQL
@@ -18,9 +18,8 @@ SET enable_seqscan = off
 SET jit = off
 AS $$
 BEGIN
-    RETURN (SELECT min(CASE WHEN a.quiet_hours IS NULL OR w.urgent THEN t.at
-                            ELSE coalesce(whk.quiet_until(a.quiet_hours, greatest(t.at, clock_timestamp())), t.at)
-                       END)
+    RETURN (SELECT min(coalesce(whk.quiet_hold_until(a.quiet_hours, w.urgent, greatest(t.at, clock_timestamp())),
+                                t.at))
     FROM whk.whk_01_webhooks w
     JOIN whk.webhook_runtime r ON r.webhook_id = w.id
     JOIN whk.whk_04_assinantes a ON a.id = w.consumer_id AND a.status = 'active'

@@ -7,9 +7,9 @@
 -- that is quiet all week answers a time at least 16 window ends later, never loops. Local times that do
 -- not exist or repeat around a daylight-saving change are resolved as PostgreSQL's AT TIME ZONE does.
 --
--- The claim (whk.claim_deliveries), routing (whk.route_and_take), the round's due probe
--- (whk.dispatch_round) and the dispatcher's sleep (whk.next_wakeup) ask it, so a quiet consumer's waiting
--- deliveries cost no round until the window ends. p_at is a parameter so tests choose the moment.
+-- Callers ask it through whk.quiet_hold_until (the one quiet-hours rule: urgent webhooks are not held), so
+-- a quiet consumer's waiting deliveries cost no round until the window ends. p_at is a parameter so tests
+-- choose the moment.
 CREATE OR REPLACE FUNCTION whk.quiet_until(p_quiet jsonb, p_at timestamptz)
 RETURNS timestamptz
 LANGUAGE plpgsql

@@ -196,12 +196,13 @@ BEGIN
           AND w.rate_limit_per_second IS NULL
           AND a.rate_limit_per_second IS NULL AND a.quota_deliveries_per_day IS NULL
           AND rt.breaker_state = 'closed'
-          -- Quiet hours hold a consumer's non-urgent deliveries for the claim (whk.quiet_until).
-          AND (a.quiet_hours IS NULL OR w.urgent OR whk.quiet_until(a.quiet_hours, v_now) IS NULL)
+          -- Quiet hours hold a consumer's non-urgent deliveries for the claim.
+          AND whk.quiet_hold_until(a.quiet_hours, w.urgent, v_now) IS NULL
           -- OFFSET 0: a probe of this webhook's due index, not an anti-join that reads every due delivery of
-          -- every webhook (the generic plan's choice; see whk.claim_deliveries).
+          -- every webhook (the generic plan's choice), newest due first (see whk.claim_deliveries for both).
           AND NOT EXISTS (SELECT 1 FROM whk.delivery_queue d
                           WHERE d.webhook_id = w.id AND d.status = 'pending' AND d.next_attempt_at <= v_now
+                          ORDER BY d.next_attempt_at DESC
                           OFFSET 0)
         FOR UPDATE OF rt SKIP LOCKED
     ), matched AS (
@@ -275,9 +276,11 @@ BEGIN
         -- Only webhooks without a runtime row: ON CONFLICT on an existing row whose last version is being
         -- written by another transaction (an outcome moving the breaker) waits for it, and while this
         -- statement holds other runtime rows (takers) that wait could close a deadlock cycle.
+        -- One probe per webhook, not per delivery: DISTINCT first (the runtime row is rewritten by every
+        -- claim, so each probe walks its chain of row versions).
         INSERT INTO whk.webhook_runtime (webhook_id)
-        SELECT DISTINCT f.webhook_id FROM fanned f
-        WHERE NOT EXISTS (SELECT 1 FROM whk.webhook_runtime x WHERE x.webhook_id = f.webhook_id)
+        SELECT s.webhook_id FROM (SELECT DISTINCT f.webhook_id FROM fanned f) s
+        WHERE NOT EXISTS (SELECT 1 FROM whk.webhook_runtime x WHERE x.webhook_id = s.webhook_id)
         ON CONFLICT (webhook_id) DO NOTHING
     ), served AS (
         -- The fairness cursor: a webhook served here counts as served.
