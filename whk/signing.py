@@ -106,7 +106,7 @@ def sign(secrets: Sequence[bytes], msg_id: str, timestamp: int, body: bytes) -> 
     """The ``webhook-signature`` value: ``v1,<b64>`` per key in ``secrets``, space-separated."""
     if not secrets:
         raise SigningError("at least one signing secret is needed", reason="no_secret")
-    if any(not key for key in secrets):
+    if not all(secrets):
         raise SigningError("a signing secret may not be empty", reason="secret_length")
     if isinstance(timestamp, bool) or not isinstance(timestamp, int) or timestamp < 0:
         raise SigningError("a webhook-timestamp must be a non-negative integer", reason="timestamp")
