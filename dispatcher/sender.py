@@ -384,7 +384,6 @@ class Sender:
         remote_ip: str | None = None
         error: ErrorClass | None = None
         detail: str | None = None
-        phase = "before the response head"
         try:
             async with asyncio.timeout(req.deadline_s):
                 async with session.request(
@@ -399,7 +398,6 @@ class Sender:
                     headers, headers_truncated = _capped_headers(resp.raw_headers)
                     location = resp.headers.get("Location") if 300 <= status < 400 else None
                     remote_ip = _peer_ip(resp)
-                    phase = f"reading the body after status {status}"
                     cap = self._max_body if req.max_body_bytes is None else req.max_body_bytes
                     body, truncated = await _read_capped(resp.content, cap)
                     if truncated:
@@ -409,6 +407,12 @@ class Sender:
             if isinstance(exc, aiohttp.ServerTimeoutError):  # aiohttp's own per-connect limit
                 detail = f"no TCP connection within {self._connect_timeout:g}s"
             else:
+                # The status is set once the head is in: the body was being read (no f-string per request).
+                phase = (
+                    "before the response head"
+                    if status is None
+                    else f"reading the body after status {status}"
+                )
                 detail = f"deadline of {req.deadline_s:g}s passed {phase}"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             blocked = _find_blocked(exc)
