@@ -504,6 +504,8 @@ class Engine:
         check unless a delivery died or the webhook answered 410 or was refused by the SSRF policy."""
         until = hook.row.trace_until
         verbose = self._debug or (until is not None and until > now)
+        if not verbose and outcome.kind == "delivered" and not dlog.isEnabledFor(logging.DEBUG):
+            return  # the usual case: nothing below logs (a delivered request has no dead letter)
         if verbose:
             self._log_detail(hook, group, deliveries, req, result, outcome, body, trace=not self._debug)
         if verbose or dlog.isEnabledFor(logging.DEBUG):
