@@ -480,7 +480,7 @@ class Engine:
         self.metrics.attempt(hook.row.id, kind, result.duration_ms)
         if kind == "delivered":
             self.metrics.delivered([d.payload for d in group], time.time())
-        attempt = _attempt_log(hook, group[0].batch_id, started, req, result, outcome, body)
+        attempt = _attempt_log(hook, group[0], started, req, result, outcome, body)
         if len(group) == 1:
             deliveries: tuple[DeliveryOutcome, ...] = (self._delivery_outcome(hook, group[0], outcome),)
         else:
@@ -839,14 +839,14 @@ class Engine:
 
 def _attempt_log(
     hook: PreparedWebhook,
-    batch_id: Any,
+    first: ClaimedDelivery,
     started: datetime,
     req: OutboundRequest | None,
     result: AttemptResult,
     outcome: Outcome,
     body: bytes,
 ) -> AttemptLog:
-    """The attempt record of one request."""
+    """The attempt record of one request (``first``: its first delivery, which names a batch's id)."""
     verdict = is_failure(outcome)
     answered = result.status is not None
     return AttemptLog(
@@ -859,7 +859,7 @@ def _attempt_log(
         request_url=hook.row.url if req is None else req.url,
         started_at=started,
         request_headers={} if req is None else loggable_headers(hook, req.headers),
-        batch_id=batch_id,
+        batch_id=first.batch_id,
         duration_ms=result.duration_ms,
         request_body_sha256=body_digest(body),
         request_body_size=len(body),
