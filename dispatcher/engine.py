@@ -476,25 +476,18 @@ class Engine:
             result = await self._sender.send(req)
             outcome = classify(result, require_ack=hook.row.require_ack, now=time.time())
         self.stats["requests"] += 1
-        self.metrics.attempt(hook.row.id, outcome.kind, result.duration_ms)
-        if outcome.kind == "delivered":
-            self.metrics.delivered((d.payload for d in group), time.time())
-        verdict = is_failure(outcome)
-        attempt = AttemptLog(
-            webhook_id=hook.row.id,
-            success=verdict is False,
-            failure=verdict is True,
-            gone=outcome.kind == "gone",
-            batch_id=group[0].batch_id,
-            started_at=started,
-            **_attempt_fields(hook, req, result, outcome, body),
-        )
-        deliveries = tuple(self._delivery_outcome(hook, d, outcome) for d in group)
+        kind = outcome.kind
+        self.metrics.attempt(hook.row.id, kind, result.duration_ms)
+        if kind == "delivered":
+            self.metrics.delivered([d.payload for d in group], time.time())
+        attempt = _attempt_log(hook, group[0], started, req, result, outcome, body)
+        if len(group) == 1:
+            deliveries: tuple[DeliveryOutcome, ...] = (self._delivery_outcome(hook, group[0], outcome),)
+        else:
+            deliveries = tuple(self._delivery_outcome(hook, d, outcome) for d in group)
         self._log_outcome(hook, group, deliveries, req, result, outcome, body, started)
         # The next event of an ordered lane waits for this outcome to be recorded: no lingering for it.
-        self.queue_outcome(
-            RequestOutcome(attempt=attempt, deliveries=deliveries), urgent=hook.row.delivery_mode == "ordered"
-        )
+        self.queue_outcome(RequestOutcome(attempt, deliveries), urgent=hook.row.delivery_mode == "ordered")
 
     def _log_outcome(
         self,
@@ -511,6 +504,8 @@ class Engine:
         check unless a delivery died or the webhook answered 410 or was refused by the SSRF policy."""
         until = hook.row.trace_until
         verbose = self._debug or (until is not None and until > now)
+        if not verbose and outcome.kind == "delivered" and not dlog.isEnabledFor(logging.DEBUG):
+            return  # the usual case: nothing below logs (a delivered request has no dead letter)
         if verbose:
             self._log_detail(hook, group, deliveries, req, result, outcome, body, trace=not self._debug)
         if verbose or dlog.isEnabledFor(logging.DEBUG):
@@ -842,28 +837,39 @@ class Engine:
                 await asyncio.gather(*pending, return_exceptions=True)
 
 
-def _attempt_fields(
+def _attempt_log(
     hook: PreparedWebhook,
+    first: ClaimedDelivery,
+    started: datetime,
     req: OutboundRequest | None,
     result: AttemptResult,
     outcome: Outcome,
     body: bytes,
-) -> dict[str, Any]:
-    return {
-        "outcome": outcome.kind,
-        "request_method": hook.row.http_method if req is None else req.method,
-        "request_url": hook.row.url if req is None else req.url,
-        "request_headers": {} if req is None else loggable_headers(hook, req.headers),
-        "duration_ms": result.duration_ms,
-        "request_body_sha256": body_digest(body),
-        "request_body_size": len(body),
-        "response_status": result.status,
-        "response_headers": dict(result.headers) if result.status is not None else None,
-        "response_body": _text(result.body) if result.status is not None else None,
-        "response_truncated": result.body_truncated,
-        "error_class": result.error_class,
-        "error_detail": _join(result.error_detail, outcome.reason, result.location),
-    }
+) -> AttemptLog:
+    """The attempt record of one request (``first``: its first delivery, which names a batch's id)."""
+    verdict = is_failure(outcome)
+    answered = result.status is not None
+    return AttemptLog(
+        webhook_id=hook.row.id,
+        success=verdict is False,
+        failure=verdict is True,
+        gone=outcome.kind == "gone",
+        outcome=outcome.kind,
+        request_method=hook.row.http_method if req is None else req.method,
+        request_url=hook.row.url if req is None else req.url,
+        started_at=started,
+        request_headers={} if req is None else loggable_headers(hook, req.headers),
+        batch_id=first.batch_id,
+        duration_ms=result.duration_ms,
+        request_body_sha256=body_digest(body),
+        request_body_size=len(body),
+        response_status=result.status,
+        response_headers=dict(result.headers) if answered else None,
+        response_body=_text(result.body) if answered else None,
+        response_truncated=result.body_truncated,
+        error_class=result.error_class,
+        error_detail=_join(result.error_detail, outcome.reason, result.location),
+    )
 
 
 def _cut(body: bytes) -> str:

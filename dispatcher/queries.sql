@@ -6,10 +6,12 @@ SELECT routed, more_due, delivery_id, webhook_id, event_id, event_type, attempts
 FROM whk.dispatch_round(%(dispatcher)s, %(route_limit)s, %(claim_limit)s, %(lease_s)s, %(finished)s::bigint[]);
 
 -- name: record_outcomes :one
+-- The arrays are bound in binary format: dumped as text, their hundreds of elements cost the dispatcher ~3x
+-- the CPU.
 SELECT r.applied, r.breaker_transitions
-FROM whk.record_outcomes(%(dispatcher)s, %(attempts)s::jsonb, %(ids)s::bigint[], %(attempt_ix)s::integer[],
-                         %(attempt_no)s::integer[], %(state)s::text[], %(next_at)s::timestamptz[],
-                         %(ack_deadline)s::timestamptz[], %(dead_reason)s::text[]) AS r;
+FROM whk.record_outcomes(%(dispatcher)s, %(attempts)s::jsonb, %(ids)b::bigint[], %(attempt_ix)b::integer[],
+                         %(attempt_no)b::integer[], %(state)b::text[], %(next_at)b::timestamptz[],
+                         %(ack_deadline)b::timestamptz[], %(dead_reason)b::text[]) AS r;
 
 -- name: release_deliveries :one
 SELECT whk.release_deliveries(%(dispatcher)s);

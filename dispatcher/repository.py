@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -16,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 import whk
 from dispatcher.models import (
+    AttemptLog,
     BreakerTransition,
     ClaimedDelivery,
     Recorded,
@@ -28,6 +30,40 @@ from whk.sqlfiles import load_queries
 _ENCODER = msgspec.json.Encoder()
 _CLAIM_FIELDS = tuple(ClaimedDelivery.__struct_fields__)
 _WEBHOOK_FIELDS = tuple(WebhookRow.__struct_fields__)
+
+
+def record_params(dispatcher: str, requests: Sequence[RequestOutcome]) -> dict[str, Any]:
+    """The parameters of ``whk.record_outcomes`` for ``requests``: the attempts as one JSON array (``ix`` is
+    each request's position) and one array per delivery column, built in one pass."""
+    attempts: list[AttemptLog] = []
+    ids: list[int] = []
+    attempt_ix: list[int] = []
+    attempt_no: list[int] = []
+    state: list[str] = []
+    next_at: list[datetime | None] = []
+    ack_deadline: list[datetime | None] = []
+    dead_reason: list[str | None] = []
+    for i, r in enumerate(requests):
+        attempts.append(r.attempt if r.attempt.ix == i else msgspec.structs.replace(r.attempt, ix=i))
+        for d in r.deliveries:
+            ids.append(d.id)
+            attempt_ix.append(i)
+            attempt_no.append(d.attempt_no)
+            state.append(d.state)
+            next_at.append(d.next_attempt_at)
+            ack_deadline.append(d.ack_deadline)
+            dead_reason.append(d.dead_reason)
+    return {
+        "dispatcher": dispatcher,
+        "attempts": _ENCODER.encode(attempts).decode("utf-8"),
+        "ids": ids,
+        "attempt_ix": attempt_ix,
+        "attempt_no": attempt_no,
+        "state": state,
+        "next_at": next_at,
+        "ack_deadline": ack_deadline,
+        "dead_reason": dead_reason,
+    }
 
 
 class Repository:
@@ -73,19 +109,7 @@ class Repository:
     async def record(self, requests: Sequence[RequestOutcome]) -> Recorded:
         """Write finished requests (attempt log, delivery states, breaker, usage) in one round trip; the
         answer is how many deliveries were written and the breaker transitions the write made."""
-        attempts = [msgspec.structs.replace(r.attempt, ix=i) for i, r in enumerate(requests)]
-        deliveries = [(i, d) for i, r in enumerate(requests) for d in r.deliveries]
-        params = {
-            "dispatcher": self._id,
-            "attempts": _ENCODER.encode(attempts).decode("utf-8"),
-            "ids": [d.id for _, d in deliveries],
-            "attempt_ix": [i for i, _ in deliveries],
-            "attempt_no": [d.attempt_no for _, d in deliveries],
-            "state": [d.state for _, d in deliveries],
-            "next_at": [d.next_attempt_at for _, d in deliveries],
-            "ack_deadline": [d.ack_deadline for _, d in deliveries],
-            "dead_reason": [d.dead_reason for _, d in deliveries],
-        }
+        params = record_params(self._id, requests)
         async with self._pool.connection() as conn:
             cur = await conn.execute(self._q["record_outcomes"], params)
             row = await cur.fetchone()

@@ -50,6 +50,7 @@ from typing import Any, Final
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.payload import BytesPayload
 from aiohttp.resolver import DefaultResolver
 
 import whk
@@ -72,6 +73,7 @@ DEFAULT_MAX_BODY_BYTES: Final = 20_000
 USER_AGENT: Final = f"WHK-Webhooks/{whk.__version__}"
 _MAX_DETAIL: Final = 300
 _URL_CACHE_SIZE: Final = 4096
+_NAME_CACHE_SIZE: Final = 1024
 # Request headers the client owns: framing, connection management and the target host come from the
 # URL and the body, never from per-webhook configuration (no request smuggling, no Host spoofing).
 _CLIENT_OWNED_HEADERS: Final = frozenset(
@@ -206,7 +208,11 @@ def _classify_exception(exc: BaseException) -> ErrorClass:
 
 async def _read_capped(content: aiohttp.StreamReader, cap: int) -> tuple[bytes, bool]:
     """Read at most ``cap`` bytes; True when the body had more (the rest is not read)."""
-    buf = bytearray()
+    first = await content.read(cap + 1)
+    if content.at_eof() or not first:
+        # The usual small answer arrives whole with the head: one read, no copy.
+        return (first[:cap], True) if len(first) > cap else (first, False)
+    buf = bytearray(first)
     while len(buf) <= cap:
         chunk = await content.read(cap + 1 - len(buf))
         if not chunk:
@@ -273,6 +279,8 @@ class Sender:
         self._resolver: GuardedResolver | None = None
         # URL → policy verdict; the policy is a pure function of (url, allow), so this only saves CPU.
         self._url_verdicts: dict[str, str | None] = {}
+        # Header name (as given) → whether the client owns it; a pure function of the name.
+        self._owned_names: dict[str, bool] = {}
         self.stats = SenderStats()
 
     async def __aenter__(self) -> Sender:
@@ -319,6 +327,20 @@ class Sender:
         self.stats.dialed.append(host)
         return socket.socket(family, type_, proto)
 
+    def _sendable(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """``headers`` without the client-owned ones (names looked up in a bounded per-name cache)."""
+        owned = self._owned_names
+        out: list[tuple[str, str]] = []
+        for name, value in headers:
+            drop = owned.get(name)
+            if drop is None:
+                if len(owned) >= _NAME_CACHE_SIZE:
+                    owned.clear()
+                drop = owned[name] = name.lower() in _CLIENT_OWNED_HEADERS
+            if not drop:
+                out.append((name, value))
+        return out
+
     def _check_url(self, url: str) -> str | None:
         try:
             return self._url_verdicts[url]
@@ -362,21 +384,20 @@ class Sender:
         remote_ip: str | None = None
         error: ErrorClass | None = None
         detail: str | None = None
-        phase = "before the response head"
         try:
             async with asyncio.timeout(req.deadline_s):
                 async with session.request(
                     req.method,
                     req.url,
-                    headers=[(k, v) for k, v in req.headers if k.lower() not in _CLIENT_OWNED_HEADERS],
-                    data=req.body,
+                    headers=self._sendable(req.headers),
+                    # A ready payload skips aiohttp's registry lookup (the same BytesPayload it would make).
+                    data=BytesPayload(req.body),
                     allow_redirects=False,
                 ) as resp:
                     status = resp.status
                     headers, headers_truncated = _capped_headers(resp.raw_headers)
                     location = resp.headers.get("Location") if 300 <= status < 400 else None
                     remote_ip = _peer_ip(resp)
-                    phase = f"reading the body after status {status}"
                     cap = self._max_body if req.max_body_bytes is None else req.max_body_bytes
                     body, truncated = await _read_capped(resp.content, cap)
                     if truncated:
@@ -386,6 +407,12 @@ class Sender:
             if isinstance(exc, aiohttp.ServerTimeoutError):  # aiohttp's own per-connect limit
                 detail = f"no TCP connection within {self._connect_timeout:g}s"
             else:
+                # The status is set once the head is in: the body was being read (no f-string per request).
+                phase = (
+                    "before the response head"
+                    if status is None
+                    else f"reading the body after status {status}"
+                )
                 detail = f"deadline of {req.deadline_s:g}s passed {phase}"
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             blocked = _find_blocked(exc)

@@ -101,8 +101,9 @@ def request_headers(
     so callers compute them once)."""
     headers: list[tuple[str, str]] = [("Content-Type", "application/json"), ("User-Agent", user_agent)]
     if signing_keys:
-        headers.extend(signature_headers(signing_keys, msg_id, timestamp, body))
+        headers += signature_headers(signing_keys, msg_id, timestamp, body)
     else:  # an unsigned webhook (no secret configured) still gets a stable id and a timestamp
-        headers.extend([("webhook-id", msg_id), ("webhook-timestamp", str(timestamp))])
-    headers.extend(fixed_headers)
+        headers += (("webhook-id", msg_id), ("webhook-timestamp", str(timestamp)))
+    if fixed_headers:
+        headers += fixed_headers
     return headers

@@ -34,9 +34,10 @@ _SLOTS = {"assignments": "name = NULL", "columns": "1", "where": "true", "order"
 
 
 def runnable(text: str) -> str:
-    """``text`` with its ``{slot}`` fragments and ``%(name)s`` / ``%s`` parameters replaced, for parsing."""
+    """``text`` with its ``{slot}`` fragments and ``%(name)s`` / ``%s`` parameters replaced, for parsing (any
+    psycopg format: ``s``, ``b`` binary, ``t`` text)."""
     text = re.sub(r"\{(\w+)\}", lambda m: _SLOTS.get(m.group(1), "1"), text)
-    return re.sub(r"%\(\w+\)s|%s", "NULL", text)
+    return re.sub(r"%\(\w+\)[sbt]|%[sbt]", "NULL", text)
 
 
 class Writes(Visitor):
