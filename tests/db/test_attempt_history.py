@@ -42,7 +42,8 @@ def partition_of(conn: psycopg.Connection[Any], delivery_id: int) -> set[str]:
 def test_attempts_land_in_their_day_and_never_fail_for_lack_of_a_partition(conn: psycopg.Connection[Any]):
     created = [r[0] for r in conn.execute(f"SELECT whk.create_partitions('{ATTEMPTS}', '2 days', 'day')")]
     assert len(created) == 3 and all(n.startswith("whk_03_entregas_tentativas_p") for n in created)
-    assert conn.execute(f"SELECT * FROM whk.create_partitions('{ATTEMPTS}', '2 days', 'day')").fetchall() == []
+    again = conn.execute(f"SELECT * FROM whk.create_partitions('{ATTEMPTS}', '2 days', 'day')").fetchall()
+    assert again == []
     hook = webhook(conn)
     today = delivery(conn, hook, "delivered", 0)
     assert partition_of(conn, today) == {f"whk.{created[0]}"}

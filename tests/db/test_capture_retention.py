@@ -71,7 +71,8 @@ def test_create_partitions_is_idempotent_and_moves_stray_rows_out_of_default(
     conn.execute("SELECT whk.enable_capture('public.t', 't')")
     conn.execute("INSERT INTO public.t VALUES (1), (2)")  # lands in outbox_default: no partition yet
     before = conn.execute("SELECT id, event_id FROM whk.outbox ORDER BY id").fetchall()
-    created = [r[0] for r in conn.execute("SELECT * FROM whk.outbox_create_partitions('3 days', 'day')").fetchall()]
+    made = conn.execute("SELECT * FROM whk.outbox_create_partitions('3 days', 'day')").fetchall()
+    created = [r[0] for r in made]
     assert len(created) == 4  # today + 3 days ahead
     assert conn.execute("SELECT * FROM whk.outbox_create_partitions('3 days', 'day')").fetchall() == []
     assert conn.execute("SELECT count(*) FROM whk.outbox_default").fetchone() == (0,)
