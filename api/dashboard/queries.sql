@@ -45,11 +45,8 @@ WITH buckets AS (
     SELECT date_bin(%(bucket)s::interval, t.started_at, 'epoch') AS t,
            count(*) FILTER (WHERE t.outcome IN ('delivered', 'awaiting_ack')) AS ok,
            count(*) FILTER (WHERE t.outcome NOT IN ('delivered', 'awaiting_ack')) AS failed
-    FROM whk.whk_03_entregas_tentativas t
-    WHERE t.started_at >= %(since)s AND t.started_at < %(until)s
-      AND (%(tenant)s::bigint IS NULL
-           OR (t.webhook_id = ANY (%(webhooks)s::bigint[]) AND t.id >= (SELECT min(f.id)
-               FROM whk.whk_03_entregas_tentativas f WHERE f.started_at >= %(since)s)))
+    FROM whk.window_attempts(%(since)s, %(until)s,
+                             CASE WHEN %(tenant)s::bigint IS NOT NULL THEN %(webhooks)s::bigint[] END) t
     GROUP BY 1
 )
 SELECT extract(epoch FROM b.t)::bigint AS t, coalesce(e.n, 0)::bigint AS events_in,
@@ -67,11 +64,8 @@ ORDER BY b.t
 -- attempt's day on (it finished after its attempt started: run-time partition pruning).
 WITH t AS (
     SELECT t.delivery_id, t.outcome, t.started_at
-    FROM whk.whk_03_entregas_tentativas t
-    WHERE t.started_at >= %(since)s AND t.started_at < %(until)s
-      AND (%(tenant)s::bigint IS NULL
-           OR (t.webhook_id = ANY (%(webhooks)s::bigint[]) AND t.id >= (SELECT min(f.id)
-               FROM whk.whk_03_entregas_tentativas f WHERE f.started_at >= %(since)s)))
+    FROM whk.window_attempts(%(since)s, %(until)s,
+                             CASE WHEN %(tenant)s::bigint IS NOT NULL THEN %(webhooks)s::bigint[] END) t
 )
 SELECT (SELECT count(*) FROM t) AS attempts,
        (SELECT count(*) FROM t WHERE t.outcome IN ('delivered', 'awaiting_ack')) AS succeeded,
@@ -118,11 +112,8 @@ SELECT w.id, w.name, w.url, w.status, coalesce(r.breaker_state, 'closed') AS bre
 FROM (
     SELECT t.webhook_id, count(*) AS attempts,
            count(*) FILTER (WHERE t.outcome NOT IN ('delivered', 'awaiting_ack')) AS failed
-    FROM whk.whk_03_entregas_tentativas t
-    WHERE t.started_at >= %(since)s AND t.started_at < %(until)s
-      AND (%(tenant)s::bigint IS NULL
-           OR (t.webhook_id = ANY (%(webhooks)s::bigint[]) AND t.id >= (SELECT min(f.id)
-               FROM whk.whk_03_entregas_tentativas f WHERE f.started_at >= %(since)s)))
+    FROM whk.window_attempts(%(since)s, %(until)s,
+                             CASE WHEN %(tenant)s::bigint IS NOT NULL THEN %(webhooks)s::bigint[] END) t
     GROUP BY t.webhook_id
 ) a
 JOIN whk.whk_01_webhooks w ON w.id = a.webhook_id

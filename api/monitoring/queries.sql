@@ -70,19 +70,17 @@ SELECT count(*) FROM whk.outbox o WHERE o.status = 'pending'
 -- Attempts of the last %(window_s)s seconds by outcome, with latency percentiles (ms).
 -- The window starts at now() (stable), not clock_timestamp() (volatile: never an index bound, so every
 -- scrape read the whole attempt log). The tenant goes through the attempt's webhook (a delivery's consumer
--- is its webhook's): joining the delivery table made the planner hash all of it.
+-- is its webhook's; joining the delivery table made the planner hash all of it), read per webhook by
+-- whk.window_attempts.
 SELECT t.outcome AS status, count(*) AS n,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY t.duration_ms) AS p50,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY t.duration_ms) AS p95,
        percentile_cont(0.99) WITHIN GROUP (ORDER BY t.duration_ms) AS p99,
        coalesce(sum(t.duration_ms), 0) AS total_ms
-FROM whk.whk_03_entregas_tentativas t
-WHERE t.started_at >= now() - make_interval(secs => %(window_s)s)
-  AND (%(tenant)s::bigint IS NULL
-       OR (t.webhook_id IN (SELECT w.id FROM whk.whk_01_webhooks w WHERE w.consumer_id = %(tenant)s::bigint)
-           -- ids grow with time: the window as an id bound too, for the (webhook_id, id) index
-           AND t.id >= (SELECT min(f.id) FROM whk.whk_03_entregas_tentativas f
-                        WHERE f.started_at >= now() - make_interval(secs => %(window_s)s))))
+FROM whk.window_attempts(now() - make_interval(secs => %(window_s)s), 'infinity',
+                         CASE WHEN %(tenant)s::bigint IS NOT NULL
+                              THEN ARRAY(SELECT w.id FROM whk.whk_01_webhooks w
+                                         WHERE w.consumer_id = %(tenant)s::bigint) END) t
 GROUP BY t.outcome
 
 -- name: top_failing :many
