@@ -51,6 +51,7 @@ from dispatcher.transport import (
     failed,
     signed_fields,
 )
+from whk.amqp_connect import amqp_connect
 from whk.amqp_url import AmqpAddress, AmqpTarget, parse_amqp_target
 from whk.queue_targets import BrokerLogin, broker_login
 from whk.settings import Settings
@@ -112,7 +113,7 @@ class AmqpTransport:
 
     async def _connect(self, addr: AmqpAddress, login: BrokerLogin | None) -> _Link:
         addresses = await self._gate.addresses(addr.host, addr.port)
-        connection = await aio_pika.connect(
+        connection = await amqp_connect(
             # Plain AMQP dials the checked address itself (no second lookup to rebind); TLS connects by
             # name so the certificate's host name is verified (its addresses were checked just above).
             host=addr.host if addr.tls else addresses[0],

@@ -33,6 +33,7 @@ from aio_pika.abc import (
     HeadersType,
 )
 
+from whk.amqp_connect import amqp_connect
 from whk.amqp_url import AmqpSourceUrl
 from whk.errors import WhkError
 from whk.queue_source import SourceMessage
@@ -87,7 +88,7 @@ class AmqpQueueSource:
 
     async def open(self) -> None:
         src, login = self.source, self.source.login
-        self._connection = await aio_pika.connect(
+        self._connection = await amqp_connect(
             host=src.address.host,
             port=src.address.port,
             login="guest" if login is None or login.user is None else login.user,

@@ -33,6 +33,8 @@ from urllib.parse import quote
 import aio_pika
 import port_for
 
+from whk.amqp_connect import amqp_connect
+
 __all__ = ["RABBITMQ_SERVER", "RabbitServer", "rabbitmq_available", "start_rabbitmq"]
 
 RABBITMQ_SERVER = Path(os.environ.get("WHK_RABBITMQ_SERVER", "/usr/lib/rabbitmq/bin/rabbitmq-server"))
@@ -60,7 +62,7 @@ def _listening(port: int) -> bool:
 async def _amqp_ready(url: str) -> bool:
     """True when a full AMQP handshake (guest login, a channel) succeeds."""
     try:
-        connection = await aio_pika.connect(url, timeout=5)
+        connection = await amqp_connect(url, timeout=5)
     except (OSError, aio_pika.exceptions.AMQPError, TimeoutError, ConnectionError):
         return False
     try:

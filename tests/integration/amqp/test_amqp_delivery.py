@@ -22,6 +22,7 @@ from tests.support.delivery import TEST_SECRET, emit, make_consumer, make_webhoo
 from tests.support.dispatch import compress_schedule, fast_settings, running
 from tests.support.rabbitmq import RabbitServer
 from tests.support.wait import async_wait_for
+from whk.amqp_connect import amqp_connect
 
 pytestmark = [pytest.mark.db, pytest.mark.slow]
 
@@ -44,7 +45,7 @@ class Inbox:
 
 
 async def _consume(url: str, queue_name: str, inbox: Inbox) -> AbstractConnection:
-    connection = await aio_pika.connect(url)
+    connection = await amqp_connect(url)
     channel = await connection.channel()
     queue = await channel.get_queue(queue_name, ensure=True)
     await queue.consume(inbox.on_message, no_ack=False)
@@ -64,7 +65,7 @@ async def _topology(channel: AbstractChannel, *, durable: bool) -> str:
 
 @pytest.fixture
 async def admin(rabbitmq_server: RabbitServer) -> AsyncIterator[AbstractChannel]:
-    connection = await aio_pika.connect(rabbitmq_server.url())
+    connection = await amqp_connect(rabbitmq_server.url())
     try:
         yield await connection.channel()
     finally:
@@ -166,7 +167,7 @@ async def test_broker_restart_mid_stream_loses_nothing(
     finally:
         await consumer.close()
         # The admin channel went down with the broker: clean up on a new connection.
-        async with await aio_pika.connect(rabbitmq_server.url()) as cleanup:
+        async with await amqp_connect(rabbitmq_server.url()) as cleanup:
             channel = await cleanup.channel()
             await channel.queue_delete(f"{exchange}.q")
             await channel.exchange_delete(exchange)

@@ -20,6 +20,7 @@ from aio_pika.abc import AbstractChannel
 
 from tests.support.rabbitmq import RabbitServer
 from tests.support.wait import async_wait_for
+from whk.amqp_connect import amqp_connect
 from whk.amqp_source import AmqpQueueSource
 from whk.amqp_url import parse_amqp_source
 from whk.queue_source import SourceStats, run_source
@@ -36,7 +37,7 @@ SCHEMA = {
 
 @pytest.fixture
 async def admin(rabbitmq_server: RabbitServer) -> AsyncIterator[AbstractChannel]:
-    connection = await aio_pika.connect(rabbitmq_server.url())
+    connection = await amqp_connect(rabbitmq_server.url())
     try:
         yield await connection.channel()
     finally:

@@ -20,6 +20,7 @@ from dispatcher.attempt import OutboundRequest
 from dispatcher.classify import classify, is_failure
 from tests.support.rabbitmq import RabbitServer
 from tests.support.wait import async_wait_for
+from whk.amqp_connect import amqp_connect
 from whk.settings import load_settings
 from whk.signing import decode_secret, generate_secret
 from whk.webhook_request import request_headers
@@ -33,7 +34,7 @@ STRICT = load_settings({"WHK_ALLOW_PRIVATE_CIDRS": "", "WHK_ENV": "production"})
 
 @pytest.fixture
 async def channel(rabbitmq_server: RabbitServer) -> AsyncIterator[AbstractChannel]:
-    connection: AbstractConnection = await aio_pika.connect(rabbitmq_server.url())
+    connection: AbstractConnection = await amqp_connect(rabbitmq_server.url())
     try:
         yield await connection.channel()
     finally:
