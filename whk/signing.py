@@ -97,9 +97,14 @@ def _check_msg_id(msg_id: str) -> None:
         raise SigningError("a webhook-id must be 1..255 visible ASCII characters", reason="msg_id")
 
 
-def _digest(key: bytes, msg_id: str, timestamp: str, body: bytes) -> bytes:
+def _signed_content(msg_id: str, timestamp: int | str, body: bytes) -> bytes:
+    """What a v1 signature covers: ``<msg_id>.<timestamp>.<body>``."""
+    return f"{msg_id}.{timestamp}.".encode("ascii") + body
+
+
+def _digest(key: bytes, signed: bytes) -> bytes:
     # One-shot HMAC (computed in C, no HMAC object): 13 -> 7 us per signature of a 1 KB body, measured.
-    return hmac.digest(key, f"{msg_id}.{timestamp}.".encode("ascii") + body, "sha256")
+    return hmac.digest(key, signed, "sha256")
 
 
 def sign(secrets: Sequence[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
@@ -111,14 +116,14 @@ def sign(secrets: Sequence[bytes], msg_id: str, timestamp: int, body: bytes) -> 
     if isinstance(timestamp, bool) or not isinstance(timestamp, int) or timestamp < 0:
         raise SigningError("a webhook-timestamp must be a non-negative integer", reason="timestamp")
     _check_msg_id(msg_id)
-    signed = f"{msg_id}.{timestamp}.".encode("ascii") + body
+    signed = _signed_content(msg_id, timestamp, body)
     if len(secrets) == 1:  # the common case outside a rotation: no generator, no join
         return _v1(secrets[0], signed)
     return " ".join([_v1(key, signed) for key in secrets])
 
 
 def _v1(key: bytes, signed: bytes) -> str:
-    return "v1," + b2a_base64(hmac.digest(key, signed, "sha256"), newline=False).decode("ascii")
+    return "v1," + b2a_base64(_digest(key, signed), newline=False).decode("ascii")
 
 
 def signature_headers(
@@ -171,8 +176,9 @@ def verify(
             candidates.append(decoded)
     if not candidates:
         raise SigningError("webhook-signature has no v1 signature", reason="no_signature")
+    signed = _signed_content(msg_id, timestamp, body)
     for key in secrets:
-        expected = _digest(key, msg_id, timestamp, body)
+        expected = _digest(key, signed)
         # Compare every candidate (no early exit per key) so timing does not reveal which key matched.
         matched = False
         for candidate in candidates:
