@@ -481,10 +481,7 @@ class Engine:
         if kind == "delivered":
             self.metrics.delivered([d.payload for d in group], time.time())
         attempt = _attempt_log(hook, group[0], started, req, result, outcome, body)
-        if len(group) == 1:
-            deliveries: tuple[DeliveryOutcome, ...] = (self._delivery_outcome(hook, group[0], outcome),)
-        else:
-            deliveries = tuple(self._delivery_outcome(hook, d, outcome) for d in group)
+        deliveries = tuple([self._delivery_outcome(hook, d, outcome) for d in group])
         self._log_outcome(hook, group, deliveries, req, result, outcome, body, started)
         # The next event of an ordered lane waits for this outcome to be recorded: no lingering for it.
         self.queue_outcome(RequestOutcome(attempt, deliveries), urgent=hook.row.delivery_mode == "ordered")
