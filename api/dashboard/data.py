@@ -272,9 +272,10 @@ class DashboardData:
 
     async def _scope(self, conn: AsyncConnection[Any], tenant: int | None) -> dict[str, Any]:
         """Tenant parameters: the tenant and its webhook ids (attempt and backlog rows carry webhook_id,
-        whose indexes serve a tenant better than a join back to the delivery)."""
+        whose indexes serve a tenant better than a join back to the delivery); no tenant, no list (every
+        webhook: whk.window_attempts reads NULL so)."""
         if tenant is None:
-            return {"tenant": None, "webhooks": []}
+            return {"tenant": None, "webhooks": None}
         hooks = await fetch_column(conn, self._q["tenant_webhooks"], {"tenant": tenant})
         return {"tenant": tenant, "webhooks": [int(h) for h in hooks]}
 

@@ -45,8 +45,7 @@ WITH buckets AS (
     SELECT date_bin(%(bucket)s::interval, t.started_at, 'epoch') AS t,
            count(*) FILTER (WHERE t.outcome IN ('delivered', 'awaiting_ack')) AS ok,
            count(*) FILTER (WHERE t.outcome NOT IN ('delivered', 'awaiting_ack')) AS failed
-    FROM whk.window_attempts(%(since)s, %(until)s,
-                             CASE WHEN %(tenant)s::bigint IS NOT NULL THEN %(webhooks)s::bigint[] END) t
+    FROM whk.window_attempts(%(since)s, %(until)s, %(webhooks)s::bigint[]) t
     GROUP BY 1
 )
 SELECT extract(epoch FROM b.t)::bigint AS t, coalesce(e.n, 0)::bigint AS events_in,
@@ -64,8 +63,7 @@ ORDER BY b.t
 -- attempt's day on (it finished after its attempt started: run-time partition pruning).
 WITH t AS (
     SELECT t.delivery_id, t.outcome, t.started_at
-    FROM whk.window_attempts(%(since)s, %(until)s,
-                             CASE WHEN %(tenant)s::bigint IS NOT NULL THEN %(webhooks)s::bigint[] END) t
+    FROM whk.window_attempts(%(since)s, %(until)s, %(webhooks)s::bigint[]) t
 )
 SELECT (SELECT count(*) FROM t) AS attempts,
        (SELECT count(*) FROM t WHERE t.outcome IN ('delivered', 'awaiting_ack')) AS succeeded,
@@ -112,8 +110,7 @@ SELECT w.id, w.name, w.url, w.status, coalesce(r.breaker_state, 'closed') AS bre
 FROM (
     SELECT t.webhook_id, count(*) AS attempts,
            count(*) FILTER (WHERE t.outcome NOT IN ('delivered', 'awaiting_ack')) AS failed
-    FROM whk.window_attempts(%(since)s, %(until)s,
-                             CASE WHEN %(tenant)s::bigint IS NOT NULL THEN %(webhooks)s::bigint[] END) t
+    FROM whk.window_attempts(%(since)s, %(until)s, %(webhooks)s::bigint[]) t
     GROUP BY t.webhook_id
 ) a
 JOIN whk.whk_01_webhooks w ON w.id = a.webhook_id
